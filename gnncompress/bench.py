@@ -1,0 +1,67 @@
+"""Latency of PyTorch models and ONNX files."""
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+WARMUP = 3
+REPEAT = 20
+
+
+@dataclass
+class Latency:
+    """Wall-clock latency of one forward pass over the whole graph."""
+    median_ms: float
+    p95_ms: float
+    mean_ms: float
+    runs: int
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
+                    repeat: int = REPEAT,
+                    sync: Callable[[], None] | None = None) -> Latency:
+    for _ in range(warmup):
+        fn()
+    if sync:
+        sync()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        times.append((time.perf_counter() - start) * 1e3)
+    times.sort()
+    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
+    return Latency(median_ms=statistics.median(times), p95_ms=p95,
+                   mean_ms=statistics.fmean(times), runs=repeat)
+
+
+def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
+                  **kwargs: int) -> Latency:
+    model.eval()
+    sync = torch.cuda.synchronize if x.is_cuda else None
+
+    @torch.no_grad()
+    def run() -> Tensor:
+        return model(x, edge_index)
+
+    return measure_latency(run, sync=sync, **kwargs)
+
+
+def onnx_latency(path: Path, x: Tensor, edge_index: Tensor,
+                 **kwargs: int) -> Latency:
+    from gnncompress.export import onnx_session
+
+    session = onnx_session(path)
+    feeds = {'x': x.cpu().numpy(), 'edge_index': edge_index.cpu().numpy()}
+    return measure_latency(lambda: session.run(None, feeds), **kwargs)

@@ -1,0 +1,314 @@
+"""Load teacher checkpoints safely and infer their ArchSpec from the weights.
+
+Only tensors are ever read: ``.pt`` files go through
+``torch.load(weights_only=True)`` after their pickled globals are listed, and
+``.safetensors`` files hold nothing but tensors and string metadata.
+"""
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gnncompress.errors import ArchitectureError, CheckpointError
+from gnncompress.models import ArchSpec, build_model
+
+SPEC_KEY = 'gnncompress.spec'
+VERSION_KEY = 'gnncompress.version'
+CARD_KIND = 'gnncompress.teacher-card'
+_WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model')
+_PREFIXES = ('module.', '_orig_mod.')
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint's weights, its inferred spec and where each field of the
+    spec came from (``weights``, ``metadata``, ``card``, ``option`` or
+    ``default``)."""
+    path: Path
+    spec: ArchSpec
+    state_dict: dict[str, Tensor]
+    sources: dict[str, str]
+    notes: dict[str, str] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+    format: str = 'pytorch'
+
+    def build(self) -> nn.Module:
+        """The model with the checkpoint's weights, in eval mode."""
+        model = build_model(self.spec)
+        try:
+            model.load_state_dict(self.state_dict, strict=True)
+        except RuntimeError as e:
+            detail = ' '.join(str(e).split())[:300]
+            raise ArchitectureError(
+                f'The weights of {self.path} do not fit the inferred '
+                f'architecture ({self.spec.describe()}): {detail}. Correct '
+                f'it with --arch, --norm or --jk') from None
+        return model.eval()
+
+
+def card_path(path: Path) -> Path:
+    """The teacher card that ``train-teacher`` writes next to a checkpoint."""
+    return path.with_suffix('.json')
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    card_file = card_path(path)
+    if not card_file.is_file():
+        return {}
+    try:
+        card = json.loads(card_file.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if not isinstance(card, dict) or card.get('kind') != CARD_KIND:
+        return {}
+    return card
+
+
+def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and (safetensors) metadata of a checkpoint file."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f'Checkpoint not found: {path}')
+    if not path.is_file():
+        raise CheckpointError(f'Checkpoint {path} is not a file')
+    with open(path, 'rb') as f:
+        head = f.read(16)
+    if path.suffix == '.safetensors' or _looks_like_safetensors(head):
+        return _read_safetensors(path)
+    return _unwrap(_read_torch(path, head), path), {}
+
+
+def _looks_like_safetensors(head: bytes) -> bool:
+    return len(head) >= 9 and head[8:9] == b'{' and \
+        int.from_bytes(head[:8], 'little') < 100_000_000
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise CheckpointError(
+            f'{path} is not a valid safetensors file '
+            f"({' '.join(str(e).split())[:160]})") from None
+    if not tensors:
+        raise CheckpointError(f'{path} holds no tensors')
+    return tensors, metadata
+
+
+def _read_torch(path: Path, head: bytes) -> Any:
+    is_zip = head.startswith(b'PK\x03\x04')
+    if is_zip and not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f'{path} is truncated or corrupted (its zip archive is '
+            f'incomplete): save or copy the checkpoint again')
+    if is_zip:
+        try:
+            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
+                str(path))
+        except Exception as e:  # noqa: BLE001 -- any failure means corrupt
+            raise CheckpointError(
+                f'{path} is corrupted ({_first_line(e)}): save or copy the '
+                f'checkpoint again') from None
+        if unsafe:
+            shown = ', '.join(unsafe[:3]) + (', ...' if len(unsafe) > 3
+                                             else '')
+            raise CheckpointError(
+                f'{path} contains pickled Python objects ({shown}), which '
+                f'gnncompress never unpickles: save the weights alone with '
+                f'torch.save(model.state_dict(), PATH)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        if not is_zip:
+            raise CheckpointError(
+                f'{path} is not a PyTorch (.pt) or safetensors checkpoint '
+                f'({_first_line(e)})') from None
+        raise CheckpointError(
+            f'{path} could not be read as a PyTorch checkpoint '
+            f'({_first_line(e)}): save or copy it again') from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:160]
+
+
+def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
+    if isinstance(obj, dict):
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(
+            f'{path} holds a {type(obj).__name__}, not a state_dict: save '
+            f'model.state_dict()')
+    tensors = {k: v for k, v in obj.items()
+               if isinstance(k, str) and isinstance(v, Tensor)}
+    if not tensors:
+        raise CheckpointError(f'{path} holds no weight tensors')
+    out = {}
+    for key, value in tensors.items():
+        for prefix in _PREFIXES:
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+def infer_spec(state_dict: dict[str, Tensor],
+               path: Path | str = 'checkpoint',
+               ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """Read the architecture from PyG ``BasicGNN`` key patterns and shapes.
+
+    Returns the spec's fields, each field's source, and a note per field that
+    the weights could not tell.
+    """
+    layer_ids = sorted({int(m.group(1)) for k in state_dict
+                        if (m := re.match(r'convs\.(\d+)\.', k))})
+    if not layer_ids:
+        shown = ', '.join(list(state_dict)[:4])
+        raise ArchitectureError(
+            f'Unknown architecture in {path}: found keys {shown}, ... but no '
+            f"'convs.N.' layers. Supported: state_dicts of PyG's GCN, GAT, "
+            f'GATv2, GraphSAGE and GIN (torch_geometric.nn.models)')
+    if layer_ids != list(range(len(layer_ids))):
+        raise ArchitectureError(
+            f'Layers of {path} are not numbered 0..L-1 (found {layer_ids})')
+    num_layers = len(layer_ids)
+
+    def conv(i: int, name: str) -> Tensor | None:
+        return state_dict.get(f'convs.{i}.{name}')
+
+    first = {k[len('convs.0.'):] for k in state_dict
+             if k.startswith('convs.0.')}
+    if 'att_src' in first and 'lin.weight' in first:
+        arch = 'gat'
+    elif 'att' in first and 'lin_l.weight' in first:
+        arch = 'gatv2'
+    elif 'nn.lins.0.weight' in first:
+        arch = 'gin'
+    elif 'lin_l.weight' in first and 'lin_r.weight' in first:
+        arch = 'sage'
+    elif 'lin.weight' in first:
+        arch = 'gcn'
+    else:
+        raise ArchitectureError(
+            f"Unknown layer type in {path}: layer 0 has "
+            f"{', '.join(sorted(first))}. Supported: GCN, GAT, GATv2, "
+            f'GraphSAGE, GIN')
+
+    def out_width(i: int) -> int:
+        if arch == 'gat':
+            att = conv(i, 'att_src')
+            return int(att.shape[1] * att.shape[2])
+        if arch == 'gatv2':
+            att = conv(i, 'att')
+            return int(att.shape[1] * att.shape[2])
+        if arch == 'gin':
+            last = max(int(m.group(1)) for k in state_dict
+                       if (m := re.match(rf'convs\.{i}\.nn\.lins\.(\d+)\.', k)))
+            return int(conv(i, f'nn.lins.{last}.weight').shape[0])
+        name = 'lin_l.weight' if arch == 'sage' else 'lin.weight'
+        return int(conv(i, name).shape[0])
+
+    first_weight = {'gat': 'lin.weight', 'gatv2': 'lin_l.weight',
+                    'gin': 'nn.lins.0.weight', 'sage': 'lin_l.weight',
+                    'gcn': 'lin.weight'}[arch]
+    values: dict[str, Any] = {'arch': arch, 'num_layers': num_layers,
+                              'in_channels': int(conv(0, first_weight).shape[1])}
+    sources = {k: 'weights' for k in values}
+    notes: dict[str, str] = {}
+
+    heads = 1
+    if arch in ('gat', 'gatv2'):
+        heads = int(conv(0, 'att_src' if arch == 'gat' else 'att').shape[1])
+    values['heads'], sources['heads'] = heads, 'weights'
+
+    jk = None
+    if 'jk.lstm.weight_ih_l0' in state_dict:
+        jk = 'lstm'
+    elif 'lin.weight' in state_dict:
+        hidden = out_width(0)
+        jk = 'cat' if state_dict['lin.weight'].shape[1] == hidden * num_layers\
+            else 'last'
+        if jk == 'last':
+            notes['jk'] = ("jumping knowledge 'last' assumed: the weights of "
+                           "'last' and 'max' are identical (set --jk max)")
+    values['jk'] = jk
+    sources['jk'] = 'default' if jk == 'last' else 'weights'
+
+    if jk:
+        values['hidden_channels'] = out_width(0)
+        values['out_channels'] = int(state_dict['lin.weight'].shape[0])
+    else:
+        last = num_layers - 1
+        if arch == 'gat':  # the output layer averages its heads
+            values['out_channels'] = int(conv(last, 'att_src').shape[2])
+        elif arch == 'gatv2':
+            values['out_channels'] = int(conv(last, 'att').shape[2])
+        else:
+            values['out_channels'] = out_width(last)
+        values['hidden_channels'] = out_width(0) if num_layers > 1 \
+            else values['out_channels']
+    sources['hidden_channels'] = sources['out_channels'] = 'weights'
+
+    if any('.running_mean' in k and k.startswith('norms.') for k in state_dict):
+        norm = 'batch_norm'
+    elif 'norms.0.mean_scale' in state_dict:
+        norm = 'graph_norm'
+    elif 'norms.0.weight' in state_dict:
+        norm = 'layer_norm'
+    else:
+        norm = None
+    values['norm'] = norm
+    sources['norm'] = 'weights' if norm else 'default'
+    if norm is None:
+        notes['norm'] = ('no normalisation assumed: norms without parameters'
+                         ' (e.g. instance_norm) leave no trace in the weights')
+    for name in ArchSpec.NOT_IN_WEIGHTS:
+        sources[name] = 'default'
+    if arch == 'sage':
+        notes['aggr'] = ("SAGE aggregation 'mean' assumed: the weights "
+                         "cannot tell (set --aggr)")
+    return values, sources, notes
+
+
+def load_checkpoint(path: Path | str,
+                    overrides: dict[str, Any] | None = None) -> Checkpoint:
+    """Read a checkpoint and its spec; ``overrides`` (CLI options) win over
+    the teacher card, which wins over the weights and the defaults."""
+    path = Path(path)
+    tensors, metadata = read_weights(path)
+    card = read_card(path)
+    if SPEC_KEY in metadata:
+        values = json.loads(metadata[SPEC_KEY])
+        sources = {k: 'metadata' for k in values}
+        notes: dict[str, str] = {}
+        fmt = 'safetensors'
+    else:
+        values, sources, notes = infer_spec(tensors, path)
+        fmt = 'safetensors' if path.suffix == '.safetensors' else 'pytorch'
+        for key, value in card.get('spec', {}).items():
+            if key in ArchSpec.NOT_IN_WEIGHTS or key in ('jk', 'norm'):
+                values[key], sources[key] = value, 'card'
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key], sources[key] = value, 'option'
+    notes = {k: n for k, n in notes.items()
+             if sources.get(k) not in ('option', 'card')}
+    spec = ArchSpec.from_dict(values)
+    ckpt = Checkpoint(path=path, spec=spec, state_dict=tensors,
+                      sources=sources, notes=notes, card=card, format=fmt)
+    ckpt.build()  # fail now if the weights do not fit
+    return ckpt

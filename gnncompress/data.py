@@ -1,0 +1,209 @@
+"""Resolve datasets (PyG names or saved ``Data`` files) and their splits."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch_geometric.data import Data
+
+from gnncompress.errors import DataError
+
+# Lower-cased name -> (PyG class, canonical name).
+NODE_DATASETS = {
+    'cora': ('Planetoid', 'Cora'), 'citeseer': ('Planetoid', 'CiteSeer'),
+    'pubmed': ('Planetoid', 'PubMed'), 'computers': ('Amazon', 'Computers'),
+    'photo': ('Amazon', 'Photo'), 'cs': ('Coauthor', 'CS'),
+    'physics': ('Coauthor', 'Physics'),
+}
+GRAPH_DATASETS = {n.lower(): ('TUDataset', n) for n in
+                  ('MUTAG', 'PROTEINS', 'ENZYMES', 'NCI1', 'IMDB-BINARY')}
+TRAIN_PER_CLASS = 20
+VAL_PER_CLASS = 30
+
+
+@dataclass
+class Graph:
+    """One node-classification graph with its split."""
+    name: str
+    x: Tensor                 # [N, F] float32
+    edge_index: Tensor        # [2, E] int64
+    y: Tensor                 # [N] int64
+    train_mask: Tensor        # [N] bool
+    val_mask: Tensor
+    test_mask: Tensor
+    num_classes: int
+    split: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_nodes(self) -> int:
+        return self.x.size(0)
+
+    @property
+    def num_features(self) -> int:
+        return self.x.size(1)
+
+    def to(self, device: torch.device | str) -> Graph:
+        moved = {k: getattr(self, k).to(device) for k in
+                 ('x', 'edge_index', 'y', 'train_mask', 'val_mask',
+                  'test_mask')}
+        return Graph(self.name, num_classes=self.num_classes,
+                     split=self.split, **moved)
+
+    def describe(self) -> str:
+        return (f'{self.name}: {self.num_nodes:,} nodes, '
+                f'{self.edge_index.size(1):,} edges, {self.num_features:,} '
+                f'features, {self.num_classes} classes')
+
+
+def default_root() -> Path:
+    """Where datasets are downloaded and processed copies kept."""
+    if os.environ.get('GNNCOMPRESS_CACHE'):
+        return Path(os.environ['GNNCOMPRESS_CACHE']) / 'datasets'
+    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
+    return Path(base) / 'gnncompress' / 'datasets'
+
+
+def dataset_names() -> list[str]:
+    return [v[1] for v in NODE_DATASETS.values()] + \
+        [v[1] for v in GRAPH_DATASETS.values()]
+
+
+def load_graph(data: str | Path, root: str | Path | None = None,
+               seed: int = 0) -> Graph:
+    """A node-classification graph from a PyG dataset name or a file holding
+    a ``torch_geometric.data.Data`` (``torch.save(data)``)."""
+    text = str(data)
+    key = text.lower()
+    if key in GRAPH_DATASETS:
+        raise DataError(
+            f"'{GRAPH_DATASETS[key][1]}' is a graph-classification dataset; "
+            f'distill works on node classification (choose from '
+            f"{', '.join(v[1] for v in NODE_DATASETS.values())})")
+    if key in NODE_DATASETS:
+        cls_name, name = NODE_DATASETS[key]
+        pyg_data = _load_pyg(cls_name, name, root)
+        return _to_graph(pyg_data, name, seed)
+    path = Path(text)
+    if path.suffix in ('.pt', '.pth') or path.exists():
+        return _to_graph(_load_data_file(path), path.stem, seed)
+    raise DataError(f"Unknown dataset '{text}' (choose from "
+                    f"{', '.join(dataset_names())}, or pass a saved "
+                    f'torch_geometric Data file)')
+
+
+def _load_data_file(path: Path) -> Data:
+    if not path.is_file():
+        raise DataError(f'Data file not found: {path}')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise DataError(f'{path} is not a saved torch_geometric Data object '
+                        f'({line})') from None
+    if isinstance(obj, dict) and 'x' in obj and 'edge_index' in obj:
+        obj = Data(**obj)
+    if not isinstance(obj, Data):
+        raise DataError(f'{path} holds a {type(obj).__name__}, not a '
+                        f'torch_geometric Data object')
+    return obj
+
+
+def _load_pyg(cls_name: str, name: str, root: str | Path | None) -> Data:
+    import torch_geometric.datasets as pyg_datasets
+
+    cache = default_root()
+    source = Path(root).expanduser() if root is not None else cache
+    folder = _folder(cls_name, name)
+    if source.resolve() != cache.resolve() and (source / folder / 'raw').is_dir():
+        # The source may be read-only (../shared/datasets): process a copy.
+        tag = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:10]
+        work = cache / 'copies' / tag
+        if not (work / folder / 'raw').is_dir():
+            work.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=work, prefix='.copy-'))
+            shutil.copytree(source / folder / 'raw', tmp / 'raw',
+                            copy_function=shutil.copyfile)
+            os.chmod(tmp / 'raw', 0o755)  # the source may be read-only
+            (work / folder).mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(tmp / 'raw', work / folder / 'raw')
+            except OSError:  # another process copied it first
+                pass
+            shutil.rmtree(tmp, ignore_errors=True)
+    elif root is not None and not (source / folder / 'raw').is_dir():
+        raise DataError(f"Dataset '{name}' not found under {source} (expected "
+                        f'{source / folder / "raw"}): fix --data-root')
+    else:
+        work = source
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        # PyG prints 'Processing...' the first time; keep stdout for results.
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
+            dataset = getattr(pyg_datasets, cls_name)(str(work), name)
+    except (OSError, RuntimeError, ValueError) as e:
+        line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise DataError(f"Dataset '{name}' could not be loaded from {work} "
+                        f'({line}): pass --data-root with a folder that '
+                        f'holds {folder}/raw') from None
+    return dataset[0]
+
+
+def _folder(cls_name: str, name: str) -> str:
+    return name.capitalize() if cls_name == 'Amazon' else name
+
+
+def _to_graph(data: Data, name: str, seed: int) -> Graph:
+    if getattr(data, 'x', None) is None or data.edge_index is None:
+        raise DataError(f"Dataset '{name}' has no node features 'x' or no "
+                        f"'edge_index'")
+    y = getattr(data, 'y', None)
+    if y is None or y.dim() != 1 or y.numel() != data.num_nodes:
+        raise DataError(f"Dataset '{name}' needs one integer label per node "
+                        f"in 'y'")
+    y = y.long()
+    num_classes = int(y.max()) + 1
+    masks = [getattr(data, m, None) for m in
+             ('train_mask', 'val_mask', 'test_mask')]
+    if all(isinstance(m, Tensor) and m.dim() == 1 for m in masks):
+        split = {'kind': 'given', 'train': int(masks[0].sum()),
+                 'val': int(masks[1].sum()), 'test': int(masks[2].sum())}
+    else:
+        masks = list(stratified_split(y, seed))
+        split = {'kind': 'stratified', 'seed': seed,
+                 'train_per_class': TRAIN_PER_CLASS,
+                 'val_per_class': VAL_PER_CLASS,
+                 'train': int(masks[0].sum()), 'val': int(masks[1].sum()),
+                 'test': int(masks[2].sum())}
+    return Graph(name=name, x=data.x.float(), edge_index=data.edge_index.long(),
+                 y=y, train_mask=masks[0].bool(), val_mask=masks[1].bool(),
+                 test_mask=masks[2].bool(), num_classes=num_classes,
+                 split=split)
+
+
+def stratified_split(y: Tensor, seed: int,
+                     train_per_class: int = TRAIN_PER_CLASS,
+                     val_per_class: int = VAL_PER_CLASS,
+                     ) -> tuple[Tensor, Tensor, Tensor]:
+    """Per class: ``train_per_class`` training nodes, ``val_per_class``
+    validation nodes, the rest test; seeded, so every run can repeat it."""
+    gen = torch.Generator().manual_seed(seed)
+    train = torch.zeros_like(y, dtype=torch.bool)
+    val = torch.zeros_like(train)
+    for c in y.unique():
+        idx = (y == c).nonzero().view(-1)
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        n_train = min(train_per_class, idx.numel() // 2)
+        n_val = min(val_per_class, (idx.numel() - n_train) // 2)
+        train[idx[:n_train]] = True
+        val[idx[n_train:n_train + n_val]] = True
+    return train, val, ~(train | val)

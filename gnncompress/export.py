@@ -1,0 +1,171 @@
+"""Write students as safetensors (weights + spec) and ONNX, and check that
+every ONNX export computes what PyTorch computes (EXPORT.md)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gnncompress import __version__
+from gnncompress.checkpoint import SPEC_KEY, VERSION_KEY
+from gnncompress.errors import ExportError
+from gnncompress.models import ArchSpec
+
+OPSET = 20
+TOLERANCE = 1e-4
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path next to ``path`` that replaces it on success and is
+    removed on failure, so no half-written file is ever left."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.',
+                               suffix='.tmp')
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp made it private
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_safetensors(model: nn.Module, spec: ArchSpec, path: Path,
+                     extra: dict[str, str] | None = None) -> Path:
+    """Weights plus the ArchSpec in the metadata: reloadable with nothing
+    else (``gnncompress.checkpoint.load_checkpoint``)."""
+    from safetensors.torch import save_file
+
+    # save_file refuses shared and non-contiguous tensors: clone each.
+    tensors = {k: v.detach().to('cpu').contiguous().clone()
+               for k, v in model.state_dict().items()}
+    metadata = {SPEC_KEY: spec.to_json(), VERSION_KEY: __version__,
+                **(extra or {})}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+class _Logits(nn.Module):
+    """The exported graph: ``(x, edge_index) -> logits``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        return self.model(x, edge_index)
+
+
+@dataclass
+class Parity:
+    """Largest absolute ONNX-vs-PyTorch difference, per check graph."""
+    cases: dict[str, float]
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(self.cases.values())
+
+
+def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
+                path: Path, tolerance: float = TOLERANCE) -> Parity:
+    """Export with dynamic node and edge counts, then compare onnxruntime with
+    PyTorch on the export graph, a larger graph, a graph with isolated nodes
+    and one with no edges; above ``tolerance`` the export fails."""
+    model = model.to('cpu').eval()
+    x, edge_index = x.cpu(), edge_index.cpu()
+    wrapper = _Logits(model)
+    # GATConv needs a lower bound on the node count to export (EXPORT.md).
+    num_nodes = torch.export.Dim('num_nodes', min=2)
+    num_edges = torch.export.Dim('num_edges')
+    # The exporter logs every optional op library it skips (torchvision).
+    logging.getLogger('torch.onnx').setLevel(logging.ERROR)
+    with atomic_path(path) as tmp:
+        try:
+            with warnings.catch_warnings(), \
+                    contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter('ignore')
+                torch.onnx.export(
+                    wrapper, (x, edge_index), str(tmp), dynamo=True,
+                    opset_version=OPSET, input_names=['x', 'edge_index'],
+                    output_names=['logits'], external_data=False,
+                    dynamic_shapes={'x': {0: num_nodes},
+                                    'edge_index': {1: num_edges}},
+                    verbose=False)
+        except Exception as e:  # noqa: BLE001
+            line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ExportError(f'ONNX export failed: {line[:200]}') from None
+        parity = check_parity(wrapper, tmp, x, edge_index)
+        bad = {k: v for k, v in parity.cases.items() if not v <= tolerance}
+        if bad:
+            shown = ', '.join(f'{k}: {v:.2e}' for k, v in bad.items())
+            raise ExportError(
+                f'The ONNX export does not match PyTorch (max abs difference '
+                f'{shown}; tolerance {tolerance:.0e}); nothing was written')
+    return parity
+
+
+def check_graphs(x: Tensor, edge_index: Tensor,
+                 seed: int = 0) -> dict[str, tuple[Tensor, Tensor]]:
+    """The graphs every export is validated on."""
+    gen = torch.Generator().manual_seed(seed)
+    num_features = x.size(1)
+    n = x.size(0)
+    big_n = 2 * n + 7
+    big_e = 2 * edge_index.size(1) + 11
+    big = (torch.randn(big_n, num_features, generator=gen),
+           torch.randint(0, big_n, (2, big_e), generator=gen))
+    # Nodes 20..39 have no edge at all.
+    iso_edges = torch.randint(0, 20, (2, 60), generator=gen)
+    isolated = (torch.randn(40, num_features, generator=gen), iso_edges)
+    empty = (torch.randn(12, num_features, generator=gen),
+             torch.zeros(2, 0, dtype=torch.long))
+    return {'export graph': (x, edge_index), 'larger graph': big,
+            'isolated nodes': isolated, 'no edges': empty}
+
+
+def onnx_session(path: Path | str, threads: int | None = None):
+    """An onnxruntime CPU session. ScatterND(add) races on duplicate
+    indices with more than one intra-op thread (EXPORT.md), so a graph that
+    contains it runs on one thread."""
+    import onnx
+    import onnxruntime as ort
+
+    ops = {node.op_type for node in onnx.load(str(path)).graph.node}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1 if 'ScatterND' in ops else \
+        (threads or torch.get_num_threads())
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options,
+                                providers=['CPUExecutionProvider'])
+
+
+def check_parity(model: nn.Module, path: Path, x: Tensor,
+                 edge_index: Tensor) -> Parity:
+    session = onnx_session(path)
+    cases = {}
+    for name, (gx, gei) in check_graphs(x, edge_index).items():
+        with torch.no_grad():
+            expected = model(gx, gei).numpy()
+        got = session.run(None, {'x': gx.numpy(),
+                                 'edge_index': gei.numpy()})[0]
+        if got.shape != expected.shape:
+            cases[name] = float('inf')
+            continue
+        cases[name] = float(np.abs(got - expected).max()) if got.size else 0.0
+    return Parity(cases)

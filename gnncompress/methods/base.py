@@ -1,0 +1,72 @@
+"""The distillation-method interface and its registry."""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from gnncompress.data import Graph
+from gnncompress.errors import UnknownMethodError
+from gnncompress.models import ModelOutput
+
+_REGISTRY: dict[str, type[DistillMethod]] = {}
+
+
+class DistillMethod(nn.Module):
+    """A loss that moves a student towards its teacher(s).
+
+    Subclasses set ``requires`` (what the engine must compute: ``logits``,
+    ``hiddens``), ``default_weight`` (the weight of the loss in the total,
+    ``label_weight * CE + weight * loss``) and ``paper``. Being a module,
+    a method may own trainable parts; the engine optimises them with the
+    student and never exports them.
+    """
+    name: ClassVar[str] = ''
+    requires: ClassVar[frozenset[str]] = frozenset({'logits'})
+    default_weight: ClassVar[float] = 1.0
+    paper: ClassVar[str] = ''
+
+    def prepare(self, teacher_outputs: Sequence[ModelOutput],
+                graph: Graph) -> None:
+        """Called once before training when the teachers' outputs are
+        fixed, to precompute what depends only on them."""
+
+    def loss(self, teacher_outputs: Sequence[ModelOutput],
+             student_output: ModelOutput, graph: Graph) -> Tensor:
+        raise NotImplementedError
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r'[-_\s]', '', name.lower())
+
+
+def register_method(name: str) -> Callable[[type[DistillMethod]],
+                                           type[DistillMethod]]:
+    def wrap(cls: type[DistillMethod]) -> type[DistillMethod]:
+        key = _canonical(name)
+        if key in _REGISTRY:
+            raise ValueError(f"Method '{name}' is registered twice")
+        cls.name = name
+        _REGISTRY[key] = cls
+        return cls
+    return wrap
+
+
+def list_methods() -> list[str]:
+    return sorted(cls.name for cls in _REGISTRY.values())
+
+
+def method_class(name: str) -> type[DistillMethod]:
+    cls = _REGISTRY.get(_canonical(name))
+    if cls is None:
+        raise UnknownMethodError(f"Unknown method '{name}' "
+                                 f"(choose from {', '.join(list_methods())})")
+    return cls
+
+
+def resolve_method(name: str, **kwargs: Any) -> DistillMethod:
+    """An instance of the method registered as ``name`` (case, ``-`` and
+    ``_`` ignored)."""
+    return method_class(name)(**kwargs)

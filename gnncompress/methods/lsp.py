@@ -1,0 +1,198 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from gnncompress.data import Graph
+from gnncompress.methods.base import DistillMethod, register_method
+from gnncompress.models import ModelOutput
+
+KERNELS = ('rbf', 'linear', 'poly', 'l2')
+DIRECTIONS = ('st', 'ts')
+# Above this many gathered elements (edges x width) the per-edge kernel is
+# computed in chunks, and recomputed in backward instead of stored.
+_CHUNK_ELEMENTS = 1 << 24
+
+
+@register_method('lsp')
+class LSP(DistillMethod):
+    r"""Local structure preserving distillation from the `"Distilling
+    Knowledge from Graph Convolutional Networks"
+    <https://arxiv.org/abs/2003.10477>`_ paper (Yang et al., CVPR 2020).
+
+    For every node :math:`i` and incoming edge :math:`(j, i)`, in teacher and
+    student separately (so their widths may differ):
+
+    .. math::
+        LS_{ij} = \frac{\exp k(h_i, h_j)}{\sum_{m \in \mathcal{N}(i)}
+        \exp k(h_i, h_m)}, \qquad
+        \mathcal{L} = \frac{1}{N'} \sum_i
+        \mathrm{KL}(LS_i^s \,\|\, LS_i^t)
+
+    :math:`N'` counts the nodes with at least one incoming edge; the others
+    have no local structure and are skipped.
+
+    Args:
+        kernel (str, optional): :obj:`'rbf'`
+            :math:`\exp(-\|h_i-h_j\|^2 / 2\sigma^2)`, :obj:`'linear'`
+            :math:`h_i^\top h_j`, :obj:`'poly'` :math:`(h_i^\top h_j + c)^d`
+            or :obj:`'l2'` :math:`-\|h_i-h_j\|^2`. (default: :obj:`'rbf'`,
+            the paper's best)
+        sigma (float, optional): RBF width :math:`\sigma`.
+            (default: :obj:`1.0`)
+        degree (int, optional): Polynomial degree :math:`d`.
+            (default: :obj:`2`)
+        coef (float, optional): Polynomial offset :math:`c`.
+            (default: :obj:`0.0`)
+        paper_l2_sign (bool, optional): Use :math:`+\|h_i-h_j\|^2` as the
+            paper's Eq. 4 writes it, which gives far neighbours the largest
+            weight; the default negates it so near neighbours weigh most.
+            (default: :obj:`False`)
+        direction (str, optional): :obj:`'st'` for
+            :math:`\mathrm{KL}(LS^s \| LS^t)` as in the paper's Eq. 5, or
+            :obj:`'ts'` for :math:`\mathrm{KL}(LS^t \| LS^s)` as in
+            follow-up work. (default: :obj:`'st'`)
+        teacher_layer (int, optional): Index into the teacher's hidden
+            layers. (default: :obj:`-1`, the last)
+        student_layer (int, optional): Index into the student's hidden
+            layers. (default: :obj:`-1`, the last)
+
+    The paper weighs the loss with :math:`\lambda = 100` (the default
+    weight), with Adam at lr 0.005 for 500 epochs on PPI.
+    """
+    requires = frozenset({'logits', 'hiddens'})
+    default_weight = 100.0
+    paper = 'Yang et al., CVPR 2020, arXiv:2003.10477'
+
+    def __init__(self, kernel: str = 'rbf', sigma: float = 1.0,
+                 degree: int = 2, coef: float = 0.0,
+                 paper_l2_sign: bool = False, direction: str = 'st',
+                 teacher_layer: int = -1, student_layer: int = -1) -> None:
+        super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"'kernel' must be one of {', '.join(KERNELS)} "
+                             f"(got '{kernel}')")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"'direction' must be 'st' or 'ts' "
+                             f"(got '{direction}')")
+        if sigma <= 0:
+            raise ValueError(f"'sigma' must be positive (got {sigma})")
+        self.kernel, self.sigma, self.degree, self.coef = \
+            kernel, sigma, degree, coef
+        self.paper_l2_sign = paper_l2_sign
+        self.direction = direction
+        self.teacher_layer, self.student_layer = teacher_layer, student_layer
+        self._cached: tuple[Tensor, Tensor] | None = None
+
+    def kernel_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
+        def linear(h_i: Tensor, h_j: Tensor) -> Tensor:
+            return (h_i * h_j).sum(-1)
+
+        def poly(h_i: Tensor, h_j: Tensor) -> Tensor:
+            return (linear(h_i, h_j) + self.coef) ** self.degree
+
+        def sq_dist(h_i: Tensor, h_j: Tensor) -> Tensor:
+            return (h_i - h_j).pow(2).sum(-1)
+
+        def rbf(h_i: Tensor, h_j: Tensor) -> Tensor:
+            return torch.exp(-sq_dist(h_i, h_j) / (2 * self.sigma ** 2))
+
+        def l2(h_i: Tensor, h_j: Tensor) -> Tensor:
+            d = sq_dist(h_i, h_j)
+            return d if self.paper_l2_sign else -d
+
+        return {'linear': linear, 'poly': poly, 'rbf': rbf, 'l2': l2}[
+            self.kernel]
+
+    def local_structure(self, h: Tensor, edge_index: Tensor) -> Tensor:
+        """``log LS`` per edge ``[E]``: log-softmax of the kernel over each
+        destination node's incoming edges."""
+        src, dst = edge_index
+        score = edge_scores(h, src, dst, self.kernel_fn())  # [E]
+        return segment_log_softmax(score, dst, h.size(0))
+
+    def prepare(self, teacher_outputs: Sequence[ModelOutput],
+                graph: Graph) -> None:
+        h_t = _layer(teacher_outputs[0], self.teacher_layer, 'teacher')
+        with torch.no_grad():
+            self._cached = (h_t, self.local_structure(h_t, graph.edge_index))
+
+    def loss(self, teacher_outputs: Sequence[ModelOutput],
+             student_output: ModelOutput, graph: Graph) -> Tensor:
+        h_s = _layer(student_output, self.student_layer, 'student')
+        log_ls_s = self.local_structure(h_s, graph.edge_index)
+        total = h_s.new_zeros(())
+        for out in teacher_outputs:
+            h_t = _layer(out, self.teacher_layer, 'teacher')
+            if self._cached is not None and self._cached[0] is h_t:
+                log_ls_t = self._cached[1]
+            else:
+                with torch.no_grad():
+                    log_ls_t = self.local_structure(h_t, graph.edge_index)
+            total = total + structure_kl(log_ls_s, log_ls_t,
+                                         graph.edge_index[1], h_s.size(0),
+                                         self.direction)
+        return total / len(teacher_outputs)
+
+
+def _layer(out: ModelOutput, index: int, who: str) -> Tensor:
+    if not out.hiddens:
+        raise ValueError(f'The {who} has no hidden layer to match: give it '
+                         f'at least 2 layers')
+    try:
+        return out.hiddens[index]
+    except IndexError:
+        raise ValueError(f'The {who} has {len(out.hiddens)} hidden layers; '
+                         f'layer {index} does not exist') from None
+
+
+def edge_scores(h: Tensor, src: Tensor, dst: Tensor,
+                kernel: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """``kernel(h[dst], h[src])`` per edge, chunked on large graphs so that
+    no more than about 16M gathered elements live at once."""
+    num_edges = src.numel()
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, h.size(1)))
+    if num_edges <= chunk:
+        return kernel(h[dst], h[src])
+
+    def part(h: Tensor, s: Tensor, d: Tensor) -> Tensor:
+        return kernel(h[d], h[s])
+
+    parts = []
+    for start in range(0, num_edges, chunk):
+        s, d = src[start:start + chunk], dst[start:start + chunk]
+        if h.requires_grad:
+            parts.append(checkpoint(part, h, s, d, use_reentrant=False))
+        else:
+            parts.append(part(h, s, d))
+    return torch.cat(parts)
+
+
+def segment_log_softmax(score: Tensor, index: Tensor,
+                        num_nodes: int) -> Tensor:
+    """Log-softmax of ``score`` within groups of equal ``index``."""
+    # The max is a constant shift for stability; no gradient flows through it.
+    group_max = score.new_full((num_nodes,), float('-inf')).scatter_reduce(
+        0, index, score.detach(), 'amax', include_self=True)
+    shifted = score - group_max[index]
+    sums = score.new_zeros(num_nodes).index_add(0, index, shifted.exp())
+    return shifted - sums.log()[index]
+
+
+def structure_kl(log_ls_s: Tensor, log_ls_t: Tensor, dst: Tensor,
+                 num_nodes: int, direction: str = 'st') -> Tensor:
+    """Per-node KL between two local-structure distributions (summed over a
+    node's incoming edges), averaged over the nodes that have edges."""
+    if direction == 'st':
+        per_edge = log_ls_s.exp() * (log_ls_s - log_ls_t)
+    else:
+        per_edge = log_ls_t.exp() * (log_ls_t - log_ls_s)
+    has_edges = torch.zeros(num_nodes, dtype=torch.bool, device=dst.device)
+    has_edges[dst] = True
+    num_with_edges = int(has_edges.sum())
+    if num_with_edges == 0:
+        return per_edge.sum() * 0.0
+    return per_edge.sum() / num_with_edges

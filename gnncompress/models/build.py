@@ -1,0 +1,69 @@
+"""Build models from an ArchSpec and run them to a ModelOutput."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
+from torch_geometric.nn.models.basic_gnn import BasicGNN
+
+from gnncompress.errors import ArchitectureError
+from gnncompress.models.output import ModelOutput
+from gnncompress.models.spec import ArchSpec
+
+
+def build_model(spec: ArchSpec) -> BasicGNN:
+    """A PyG model whose ``state_dict`` has PyG's own key layout, so that
+    users' checkpoints load into it unchanged."""
+    common = dict(in_channels=spec.in_channels,
+                  hidden_channels=spec.hidden_channels,
+                  num_layers=spec.num_layers, dropout=spec.dropout,
+                  act=spec.act, norm=spec.norm, jk=spec.jk)
+    # With jk, BasicGNN adds a final Linear to the classes; without it the
+    # last message-passing layer produces them.
+    common['out_channels'] = spec.out_channels
+    if spec.arch == 'gcn':
+        return GCN(**common)
+    if spec.arch == 'sage':
+        return GraphSAGE(**common, aggr=spec.aggr)
+    if spec.arch == 'gin':
+        return GIN(**common, train_eps=spec.train_eps)
+    if spec.arch in ('gat', 'gatv2'):
+        hidden_layers = spec.num_layers - (0 if spec.jk else 1)
+        if hidden_layers > 0 and spec.hidden_channels % spec.heads:
+            raise ArchitectureError(
+                f'GAT hidden width {spec.hidden_channels} is not divisible by '
+                f'{spec.heads} heads: pick --hidden as a multiple of --heads')
+        return GAT(**common, heads=spec.heads, v2=spec.arch == 'gatv2')
+    raise ArchitectureError(f"Cannot build architecture '{spec.arch}'")
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_spec_parameters(spec: ArchSpec) -> int:
+    """Parameter count without allocating (built on the meta device)."""
+    with torch.device('meta'):
+        return count_parameters(build_model(spec))
+
+
+def run_model(model: BasicGNN, x: Tensor, edge_index: Tensor) -> ModelOutput:
+    """Same computation as ``BasicGNN.forward``, also returning the
+    pre-activation output of every hidden layer."""
+    hiddens: list[Tensor] = []
+    xs: list[Tensor] = []
+    for i, (conv, norm) in enumerate(zip(model.convs, model.norms)):
+        x = conv(x, edge_index)
+        if i < model.num_layers - 1 or model.jk_mode is not None:
+            hiddens.append(x)
+            if model.act is not None and model.act_first:
+                x = model.act(x)
+            x = norm(x)
+            if model.act is not None and not model.act_first:
+                x = model.act(x)
+            x = model.dropout(x)
+            if hasattr(model, 'jk'):
+                xs.append(x)
+    x = model.jk(xs) if hasattr(model, 'jk') else x
+    x = model.lin(x) if hasattr(model, 'lin') else x
+    return ModelOutput(logits=x, hiddens=hiddens)

@@ -1,0 +1,100 @@
+"""ArchSpec: everything needed to rebuild a model, as JSON-friendly data."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+from gnncompress.errors import ArchitectureError
+
+ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
+
+
+@dataclass
+class ArchSpec:
+    r"""The architecture of a node-classification GNN.
+
+    The layout follows :class:`torch_geometric.nn.models.BasicGNN`:
+    ``num_layers`` message-passing layers, the last one mapping to
+    ``out_channels`` unless ``jk`` is set, in which case a final linear layer
+    does.
+
+    Args:
+        arch (str): One of :obj:`gcn`, :obj:`gat`, :obj:`gatv2`, :obj:`sage`,
+            :obj:`gin`.
+        in_channels (int): Node feature width.
+        hidden_channels (int): Width of every hidden layer (for GAT, all heads
+            together).
+        num_layers (int): Number of message-passing layers.
+        out_channels (int): Number of classes.
+        heads (int): Attention heads (GAT, GATv2). (default: :obj:`1`)
+        dropout (float): Dropout used in training. (default: :obj:`0.0`)
+        norm (str, optional): PyG normalisation name. (default: :obj:`None`)
+        jk (str, optional): Jumping-knowledge mode. (default: :obj:`None`)
+        act (str): Activation. (default: :obj:`'relu'`)
+        aggr (str): SAGE aggregation. (default: :obj:`'mean'`)
+        train_eps (bool): GIN's trainable epsilon. (default: :obj:`False`)
+    """
+    arch: str
+    in_channels: int
+    hidden_channels: int
+    num_layers: int
+    out_channels: int
+    heads: int = 1
+    dropout: float = 0.0
+    norm: str | None = None
+    jk: str | None = None
+    act: str = 'relu'
+    aggr: str = 'mean'
+    train_eps: bool = False
+
+    # Fields the weights of a PyG checkpoint cannot reveal (EXPORT.md).
+    NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout')
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ArchitectureError(f"Unknown architecture '{self.arch}' "
+                                    f"(choose from {', '.join(ARCHS)})")
+        for name in ('in_channels', 'hidden_channels', 'num_layers',
+                     'out_channels', 'heads'):
+            if int(getattr(self, name)) < 1:
+                raise ArchitectureError(
+                    f"'{name}' must be at least 1 (got {getattr(self, name)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ArchSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ArchitectureError(
+                f"Unknown ArchSpec field(s) {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchSpec:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ArchitectureError(f'ArchSpec is not valid JSON ({e})') \
+                from None
+        if not isinstance(values, dict):
+            raise ArchitectureError('ArchSpec JSON must be an object')
+        return cls.from_dict(values)
+
+    def describe(self) -> str:
+        heads = f' x {self.heads} heads' if self.arch in ('gat', 'gatv2') \
+            else ''
+        extras = [f'{k}={getattr(self, k)}' for k in ('norm', 'jk')
+                  if getattr(self, k) is not None]
+        if self.arch == 'sage':
+            extras.append(f'aggr={self.aggr}')
+        tail = f" ({', '.join(extras)})" if extras else ''
+        return (f'{self.arch.upper()} {self.num_layers} layers x '
+                f'{self.hidden_channels} hidden{heads}, '
+                f'{self.in_channels} -> {self.out_channels}{tail}')

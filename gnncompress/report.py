@@ -1,0 +1,130 @@
+"""One Report object per run, rendered as a terminal table, JSON and
+Markdown. The JSON keys are stable: CI pipelines read them."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tabulate import tabulate
+
+
+@dataclass
+class ModelEntry:
+    """One model in the report."""
+    role: str                        # teacher | student | student-alone
+    spec: dict[str, Any]
+    parameters: int
+    test_accuracy: float
+    val_accuracy: float | None = None
+    file: str | None = None
+    file_bytes: int | None = None
+    # runtime-device -> {median_ms, p95_ms, mean_ms, runs}
+    latency: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    """Everything a distillation run measured."""
+    command: str
+    method: str
+    method_options: dict[str, Any]
+    data: dict[str, Any]
+    teacher: ModelEntry
+    student: ModelEntry
+    compression_ratio: float
+    onnx_max_abs_diff: float
+    onnx_parity: dict[str, float]
+    training: dict[str, Any]
+    seed: int
+    device: str
+    versions: dict[str, str]
+    teacher_spec_sources: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    student_alone: ModelEntry | None = None
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'schema': 1, **asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def entries(self) -> list[ModelEntry]:
+        return [e for e in (self.teacher, self.student_alone, self.student)
+                if e is not None]
+
+    def rows(self) -> tuple[list[str], list[list[str]]]:
+        runtimes = sorted({k for e in self.entries() for k in e.latency})
+        headers = ['model', 'architecture', 'parameters', 'file size',
+                   'test acc'] + [f'{r} p50 / p95 ms' for r in runtimes]
+        rows = []
+        for e in self.entries():
+            row = [e.role, _arch(e.spec), f'{e.parameters:,}',
+                   _size(e.file_bytes), f'{100 * e.test_accuracy:.2f}%']
+            for r in runtimes:
+                lat = e.latency.get(r)
+                row.append(f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}"
+                           if lat else '-')
+            rows.append(row)
+        return headers, rows
+
+    def summary_lines(self) -> list[str]:
+        lines = [
+            f"data: {self.data['name']} ({self.data['nodes']:,} nodes, "
+            f"{self.data['edges']:,} edges), split: {_split(self.data)}",
+            f'method: {self.method} {_options(self.method_options)}'.rstrip(),
+            f'compression: {self.compression_ratio:.1f}x fewer parameters',
+            f'ONNX max abs difference: {self.onnx_max_abs_diff:.2e} '
+            f'(over {len(self.onnx_parity)} check graphs)',
+            f"training: {self.training['epochs_run']} epochs in "
+            f"{self.training['seconds']:.1f} s, best epoch "
+            f"{self.training['best_epoch']}, device {self.device}, seed "
+            f'{self.seed}',
+        ]
+        return lines + [f'note: {n}' for n in self.notes]
+
+    def to_text(self) -> str:
+        headers, rows = self.rows()
+        return '\n'.join([tabulate(rows, headers=headers), '',
+                          *self.summary_lines()])
+
+    def to_markdown(self) -> str:
+        headers, rows = self.rows()
+        files = ''.join(f'- {k}: `{v}`\n' for k, v in self.files.items())
+        return '\n'.join([
+            f'# gnncompress distill report', '',
+            f'`{self.command}`', '',
+            tabulate(rows, headers=headers, tablefmt='github'), '',
+            *[f'- {line}' for line in self.summary_lines()], '',
+            '## Files', '', files,
+            '## Versions', '',
+            ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])
+
+
+def _arch(spec: dict[str, Any]) -> str:
+    heads = f"x{spec['heads']}h" if spec['arch'] in ('gat', 'gatv2') else ''
+    return f"{spec['arch']} {spec['num_layers']}x{spec['hidden_channels']}" \
+        f'{heads}'
+
+
+def _size(num_bytes: int | None) -> str:
+    if num_bytes is None:
+        return '-'
+    if num_bytes >= 1 << 20:
+        return f'{num_bytes / (1 << 20):.2f} MiB'
+    return f'{num_bytes / 1024:.1f} KiB'
+
+
+def _split(data: dict[str, Any]) -> str:
+    split = data['split']
+    counts = f"{split['train']}/{split['val']}/{split['test']}"
+    if split['kind'] == 'stratified':
+        return (f"stratified {split['train_per_class']}/"
+                f"{split['val_per_class']} per class, seed {split['seed']} "
+                f'({counts})')
+    return f'given ({counts})'
+
+
+def _options(options: dict[str, Any]) -> str:
+    return ', '.join(f'{k}={v}' for k, v in options.items())
