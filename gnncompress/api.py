@@ -42,9 +42,7 @@ def staged_output(out: Path) -> Iterator[Path]:
     """A private folder next to ``out``; its files move into ``out`` only when
     the block succeeds, so a failed run leaves nothing in ``out``."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f'Output folder {out} is a file: choose another '
-                          f'--out')
+    check_writable(out)
     anchor = out
     while not anchor.exists():
         anchor = anchor.parent
@@ -68,9 +66,31 @@ def staged_output(out: Path) -> Iterator[Path]:
 
 
 def check_writable(out: Path) -> None:
-    """Fail before any training if ``out`` cannot be written."""
-    with staged_output(out):
-        pass
+    """Fail before any training if ``out`` cannot be written; creates
+    nothing."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f'Output folder {out} is a file: choose another '
+                          f'--out')
+    anchor = out
+    while not anchor.exists():
+        anchor = anchor.parent
+    if not anchor.is_dir():
+        raise OutputError(f'Output folder {out} cannot be written: {anchor} '
+                          f'is a file; choose another --out')
+    try:
+        shutil.rmtree(tempfile.mkdtemp(prefix='.gnncompress-', dir=anchor))
+    except OSError as e:
+        raise OutputError(f'Output folder {out} cannot be written '
+                          f'({e.strerror}): choose another --out') from None
+
+
+def make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f'Folder {folder} cannot be created '
+                          f'({e.strerror}): choose another output') from None
 
 
 # Devices and seeds ------------------------------------------------------------
@@ -219,6 +239,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
         **_card_data(data, data_root, out.parent),
     }
     state = {k: v.cpu() for k, v in model.state_dict().items()}
+    make_folder(out.parent)
     with atomic_path(out) as tmp:
         torch.save(state, tmp)
     with atomic_path(card_path(out)) as tmp:
@@ -428,4 +449,5 @@ def export(checkpoint: str | Path, out: str | Path,
     x = torch.randn(num_nodes, ckpt.spec.in_channels, generator=gen)
     edge_index = torch.randint(0, num_nodes, (2, 4 * num_nodes),
                                generator=gen)
+    make_folder(out.parent)
     return export_onnx(ckpt.build(), x, edge_index, out)

@@ -131,16 +131,17 @@ def _read_torch(path: Path, head: bytes) -> Any:
     except Exception as e:  # noqa: BLE001
         if not is_zip:
             raise CheckpointError(
-                f'{path} is not a PyTorch (.pt) or safetensors checkpoint '
-                f'({_first_line(e)})') from None
+                f'{path} is not a PyTorch (.pt) or safetensors checkpoint: '
+                f'pass a file written by torch.save(model.state_dict()) or '
+                f'gnncompress') from None
         raise CheckpointError(
             f'{path} could not be read as a PyTorch checkpoint '
             f'({_first_line(e)}): save or copy it again') from None
 
 
 def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return (text[0] if text else type(e).__name__)[:160]
+    from gnncompress.data import error_line
+    return error_line(e)
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
@@ -263,11 +264,14 @@ def infer_spec(state_dict: dict[str, Tensor],
             else values['out_channels']
     sources['hidden_channels'] = sources['out_channels'] = 'weights'
 
-    if any('.running_mean' in k and k.startswith('norms.') for k in state_dict):
+    # A 1-layer GIN keeps its norm only inside its MLP.
+    norm_keys = [k for k in state_dict
+                 if re.match(r'(convs\.\d+\.nn\.)?norms\.0\.', k)]
+    if any(k.endswith('.running_mean') for k in norm_keys):
         norm = 'batch_norm'
-    elif 'norms.0.mean_scale' in state_dict:
+    elif any(k.endswith('.mean_scale') for k in norm_keys):
         norm = 'graph_norm'
-    elif 'norms.0.weight' in state_dict:
+    elif any(k.endswith('norms.0.weight') for k in norm_keys):
         norm = 'layer_norm'
     else:
         norm = None

@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch_geometric.data import Data
+from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
+from torch_geometric.data.storage import GlobalStorage
 
 from gnncompress.errors import DataError
 
@@ -104,11 +107,14 @@ def _load_data_file(path: Path) -> Data:
     if not path.is_file():
         raise DataError(f'Data file not found: {path}')
     try:
-        obj = torch.load(path, map_location='cpu', weights_only=True)
+        # A pickled Data also names its storage and attribute classes, which
+        # PyG does not allowlist for weights_only loading.
+        with torch.serialization.safe_globals(
+                [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
+            obj = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001
-        line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise DataError(f'{path} is not a saved torch_geometric Data object '
-                        f'({line})') from None
+                        f'({error_line(e)})') from None
     if isinstance(obj, dict) and 'x' in obj and 'edge_index' in obj:
         obj = Data(**obj)
     if not isinstance(obj, Data):
@@ -151,11 +157,22 @@ def _load_pyg(cls_name: str, name: str, root: str | Path | None) -> Data:
                 contextlib.redirect_stderr(io.StringIO()):
             dataset = getattr(pyg_datasets, cls_name)(str(work), name)
     except (OSError, RuntimeError, ValueError) as e:
-        line = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
         raise DataError(f"Dataset '{name}' could not be loaded from {work} "
-                        f'({line}): pass --data-root with a folder that '
+                        f'({error_line(e)}): pass --data-root with a folder that '
                         f'holds {folder}/raw') from None
     return dataset[0]
+
+
+def error_line(e: BaseException) -> str:
+    """The most telling line of an exception's message, without colour
+    codes (torch's weights-only errors put the cause on a later line)."""
+    lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip()
+             for line in str(e).strip().splitlines()]
+    lines = [line for line in lines if line] or [type(e).__name__]
+    for line in lines:
+        if 'Unsupported global' in line or 'Unsupported operand' in line:
+            return line[:200]
+    return lines[0][:200]
 
 
 def _folder(cls_name: str, name: str) -> str:

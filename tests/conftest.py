@@ -1,0 +1,45 @@
+"""Shared fixtures: tiny literal graphs and the bundled Cora sample."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from gnncompress.data import Graph, load_graph
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / 'samples'
+SAMPLE_TEACHER = SAMPLES / 'cora_gat.pt'
+SHARED_DATASETS = ROOT.parent / 'shared' / 'datasets'
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Processed datasets go to a temporary cache, never the user's."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv('GNNCOMPRESS_CACHE', str(tmp_path_factory.mktemp('cache')))
+    yield
+    mp.undo()
+
+
+@pytest.fixture
+def tiny_graph() -> Graph:
+    """6 nodes, 2 classes, both directions of every edge; node 5 isolated."""
+    edges = [(0, 1), (1, 2), (2, 0), (2, 3), (3, 4)]
+    src = [a for a, b in edges] + [b for a, b in edges]
+    dst = [b for a, b in edges] + [a for a, b in edges]
+    gen = torch.Generator().manual_seed(0)
+    y = torch.tensor([0, 0, 0, 1, 1, 1])
+    return Graph(name='tiny', x=torch.randn(6, 5, generator=gen),
+                 edge_index=torch.tensor([src, dst]), y=y,
+                 train_mask=torch.tensor([1, 0, 0, 1, 0, 0]).bool(),
+                 val_mask=torch.tensor([0, 1, 0, 0, 1, 0]).bool(),
+                 test_mask=torch.tensor([0, 0, 1, 0, 0, 1]).bool(),
+                 num_classes=2)
+
+
+@pytest.fixture(scope='session')
+def cora() -> Graph:
+    """The bundled Cora sample (public split)."""
+    return load_graph('Cora', SAMPLES)
