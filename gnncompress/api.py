@@ -19,16 +19,28 @@ import torch
 
 from gnncompress import __version__
 from gnncompress.bench import onnx_latency, torch_latency
-from gnncompress.checkpoint import (CARD_KIND, Checkpoint, card_path,
-                                    load_checkpoint)
+from gnncompress.checkpoint import (
+    CARD_KIND,
+    Checkpoint,
+    card_path,
+    load_checkpoint,
+)
 from gnncompress.data import Graph, load_graph
 from gnncompress.engine import accuracy, fit, forward_frozen
-from gnncompress.errors import (ArchitectureError, DataError,
-                                GnnCompressError, OutputError)
+from gnncompress.errors import (
+    ArchitectureError,
+    DataError,
+    GnnCompressError,
+    OutputError,
+)
 from gnncompress.export import atomic_path, export_onnx, save_safetensors
 from gnncompress.methods import DistillMethod, method_class
-from gnncompress.models import (ArchSpec, build_model, count_parameters,
-                                count_spec_parameters)
+from gnncompress.models import (
+    ArchSpec,
+    build_model,
+    count_parameters,
+    count_spec_parameters,
+)
 from gnncompress.report import ModelEntry, Report
 
 DEFAULT_RATIO = 10.0
@@ -155,7 +167,7 @@ def check_fits(spec: ArchSpec, graph: Graph, what: str) -> None:
             f'{what} was trained on')
 
 
-# inspect -----------------------------------------------------------------------
+# inspect ---------------------------------------------------------------------
 
 @dataclass
 class Inspection:
@@ -185,7 +197,7 @@ def inspect(checkpoint: str | Path,
                       notes=ckpt.notes, card=ckpt.card)
 
 
-# train-teacher -------------------------------------------------------------------
+# train-teacher ---------------------------------------------------------------
 
 @dataclass
 class TeacherResult:
@@ -268,7 +280,7 @@ def _card_data(data: str | Path, data_root: str | Path | None,
             'data_root': rel(Path(data_root)) if data_root else None}
 
 
-# distill -------------------------------------------------------------------------
+# distill ---------------------------------------------------------------------
 
 def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
                  hidden: int | None = None, layers: int = 2, heads: int = 1,
@@ -433,7 +445,7 @@ def command_line() -> str:
     return ' '.join(['gnncompress', *sys.argv[1:]])
 
 
-# export ----------------------------------------------------------------------------
+# export ----------------------------------------------------------------------
 
 def export(checkpoint: str | Path, out: str | Path,
            overrides: dict[str, Any] | None = None, num_nodes: int = 64,

@@ -226,8 +226,9 @@ def infer_spec(state_dict: dict[str, Tensor],
     first_weight = {'gat': 'lin.weight', 'gatv2': 'lin_l.weight',
                     'gin': 'nn.lins.0.weight', 'sage': 'lin_l.weight',
                     'gcn': 'lin.weight'}[arch]
+    in_channels = int(conv(0, first_weight).shape[1])
     values: dict[str, Any] = {'arch': arch, 'num_layers': num_layers,
-                              'in_channels': int(conv(0, first_weight).shape[1])}
+                              'in_channels': in_channels}
     sources = {k: 'weights' for k in values}
     notes: dict[str, str] = {}
 

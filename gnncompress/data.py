@@ -129,7 +129,8 @@ def _load_pyg(cls_name: str, name: str, root: str | Path | None) -> Data:
     cache = default_root()
     source = Path(root).expanduser() if root is not None else cache
     folder = _folder(cls_name, name)
-    if source.resolve() != cache.resolve() and (source / folder / 'raw').is_dir():
+    has_raw = (source / folder / 'raw').is_dir()
+    if source.resolve() != cache.resolve() and has_raw:
         # The source may be read-only (../shared/datasets): process a copy.
         tag = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:10]
         work = cache / 'copies' / tag
@@ -145,7 +146,7 @@ def _load_pyg(cls_name: str, name: str, root: str | Path | None) -> Data:
             except OSError:  # another process copied it first
                 pass
             shutil.rmtree(tmp, ignore_errors=True)
-    elif root is not None and not (source / folder / 'raw').is_dir():
+    elif root is not None and not has_raw:
         raise DataError(f"Dataset '{name}' not found under {source} (expected "
                         f'{source / folder / "raw"}): fix --data-root')
     else:
@@ -158,8 +159,8 @@ def _load_pyg(cls_name: str, name: str, root: str | Path | None) -> Data:
             dataset = getattr(pyg_datasets, cls_name)(str(work), name)
     except (OSError, RuntimeError, ValueError) as e:
         raise DataError(f"Dataset '{name}' could not be loaded from {work} "
-                        f'({error_line(e)}): pass --data-root with a folder that '
-                        f'holds {folder}/raw') from None
+                        f'({error_line(e)}): pass --data-root with a folder '
+                        f'that holds {folder}/raw') from None
     return dataset[0]
 
 

@@ -59,8 +59,10 @@ def fit(student: nn.Module, graph: Graph, *,
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
     if method is not None:
+        with torch.no_grad():
+            probe = run_model(student.eval(), graph.x, graph.edge_index)
+        method.prepare(teacher_outputs, probe, graph)
         method = method.to(graph.x.device)
-        method.prepare(teacher_outputs, graph)
         weight = method.default_weight if weight is None else weight
     params = list(student.parameters()) + \
         (list(method.parameters()) if method is not None else [])
@@ -90,8 +92,8 @@ def fit(student: nn.Module, graph: Graph, *,
             shown = ', '.join(f'{k}={float(v.detach()):.4g}'
                               for k, v in terms.items())
             raise TrainingError(
-                f'The loss became {float(loss.detach())} at epoch {epoch} ({shown}): '
-                f'lower --lr or the method weight')
+                f'The loss became {float(loss.detach())} at epoch {epoch} '
+                f'({shown}): lower --lr or the method weight')
         loss.backward()
         optimizer.step()
 

@@ -93,7 +93,7 @@ class Report:
         headers, rows = self.rows()
         files = ''.join(f'- {k}: `{v}`\n' for k, v in self.files.items())
         return '\n'.join([
-            f'# gnncompress distill report', '',
+            '# gnncompress distill report', '',
             f'`{self.command}`', '',
             tabulate(rows, headers=headers, tablefmt='github'), '',
             *[f'- {line}' for line in self.summary_lines()], '',

@@ -10,8 +10,12 @@ import pytest
 import torch
 from torch_geometric.data import Data
 
-from gnncompress.data import (TRAIN_PER_CLASS, VAL_PER_CLASS, load_graph,
-                              stratified_split)
+from gnncompress.data import (
+    TRAIN_PER_CLASS,
+    VAL_PER_CLASS,
+    load_graph,
+    stratified_split,
+)
 from gnncompress.errors import DataError, GnnCompressError
 
 SAMPLES = Path(__file__).resolve().parents[1] / 'samples'

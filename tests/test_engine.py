@@ -64,7 +64,7 @@ class _Recording(DistillMethod):
         self.seen: list[Sequence[ModelOutput]] = []
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
-                graph: Graph) -> None:
+                student_output: ModelOutput, graph: Graph) -> None:
         self.prepared.append((teacher_outputs, graph))
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],

@@ -29,13 +29,44 @@ class DistillMethod(nn.Module):
     paper: ClassVar[str] = ''
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
-                graph: Graph) -> None:
-        """Called once before training when the teachers' outputs are
-        fixed, to precompute what depends only on them."""
+                student_output: ModelOutput, graph: Graph) -> None:
+        """Called once before the optimiser is built, with the teachers'
+        (fixed) outputs and one student output: create trainable parts sized
+        from them, and precompute what depends only on the teachers."""
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
         raise NotImplementedError
+
+
+def hidden_layer(out: ModelOutput, index: int, who: str) -> Tensor:
+    """``out.hiddens[index]`` with an error that says what exists."""
+    if not out.hiddens:
+        raise ValueError(f'The {who} has no hidden layer to match: give it '
+                         f'at least 2 layers')
+    try:
+        return out.hiddens[index]
+    except IndexError:
+        raise ValueError(f'The {who} has {len(out.hiddens)} hidden layers; '
+                         f'layer {index} does not exist') from None
+
+
+def layer_pairs(teacher_layers: Sequence[int],
+                student_layers: Sequence[int]) -> list[tuple[int, int]]:
+    """Matched (teacher, student) hidden-layer indices; a single index on
+    one side pairs with every index on the other."""
+    t, s = list(teacher_layers), list(student_layers)
+    if not t or not s:
+        raise ValueError('layer lists must not be empty')
+    if len(t) == 1:
+        t = t * len(s)
+    if len(s) == 1:
+        s = s * len(t)
+    if len(t) != len(s):
+        raise ValueError(f'teacher_layers {list(teacher_layers)} and '
+                         f'student_layers {list(student_layers)} differ in '
+                         f'length')
+    return list(zip(t, s))
 
 
 def _canonical(name: str) -> str:

@@ -7,7 +7,8 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from gnncompress.data import Graph
-from gnncompress.methods.base import DistillMethod, register_method
+from gnncompress.methods.base import (DistillMethod, hidden_layer,
+                                      layer_pairs, register_method)
 from gnncompress.models import ModelOutput
 
 KERNELS = ('rbf', 'linear', 'poly', 'l2')
@@ -55,10 +56,11 @@ class LSP(DistillMethod):
             :math:`\mathrm{KL}(LS^s \| LS^t)` as in the paper's Eq. 5, or
             :obj:`'ts'` for :math:`\mathrm{KL}(LS^t \| LS^s)` as in
             follow-up work. (default: :obj:`'st'`)
-        teacher_layer (int, optional): Index into the teacher's hidden
-            layers. (default: :obj:`-1`, the last)
-        student_layer (int, optional): Index into the student's hidden
-            layers. (default: :obj:`-1`, the last)
+        teacher_layers (list[int], optional): Teacher hidden layers to
+            match. (default: :obj:`[-1]`, the last)
+        student_layers (list[int], optional): Student hidden layers matched
+            with them, pair by pair; the losses of the pairs are averaged.
+            (default: :obj:`[-1]`, the last)
 
     The paper weighs the loss with :math:`\lambda = 100` (the default
     weight), with Adam at lr 0.005 for 500 epochs on PPI.
@@ -70,7 +72,8 @@ class LSP(DistillMethod):
     def __init__(self, kernel: str = 'rbf', sigma: float = 1.0,
                  degree: int = 2, coef: float = 0.0,
                  paper_l2_sign: bool = False, direction: str = 'st',
-                 teacher_layer: int = -1, student_layer: int = -1) -> None:
+                 teacher_layers: Sequence[int] = (-1,),
+                 student_layers: Sequence[int] = (-1,)) -> None:
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"'kernel' must be one of {', '.join(KERNELS)} "
@@ -84,8 +87,9 @@ class LSP(DistillMethod):
             kernel, sigma, degree, coef
         self.paper_l2_sign = paper_l2_sign
         self.direction = direction
-        self.teacher_layer, self.student_layer = teacher_layer, student_layer
-        self._cached: tuple[Tensor, Tensor] | None = None
+        self.pairs = layer_pairs(teacher_layers, student_layers)
+        # Teacher hidden tensor -> its log local structure, computed once.
+        self._cached: list[tuple[Tensor, Tensor]] = []
 
     def kernel_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
         def linear(h_i: Tensor, h_j: Tensor) -> Tensor:
@@ -115,38 +119,35 @@ class LSP(DistillMethod):
         return segment_log_softmax(score, dst, h.size(0))
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
-                graph: Graph) -> None:
-        h_t = _layer(teacher_outputs[0], self.teacher_layer, 'teacher')
+                student_output: ModelOutput, graph: Graph) -> None:
+        self._cached = []
         with torch.no_grad():
-            self._cached = (h_t, self.local_structure(h_t, graph.edge_index))
+            for out in teacher_outputs:
+                for t_layer, _ in self.pairs:
+                    h_t = hidden_layer(out, t_layer, 'teacher')
+                    self._cached.append(
+                        (h_t, self.local_structure(h_t, graph.edge_index)))
+
+    def _teacher_structure(self, h_t: Tensor, graph: Graph) -> Tensor:
+        for tensor, log_ls in self._cached:
+            if tensor is h_t:
+                return log_ls
+        with torch.no_grad():
+            return self.local_structure(h_t, graph.edge_index)
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
-        h_s = _layer(student_output, self.student_layer, 'student')
-        log_ls_s = self.local_structure(h_s, graph.edge_index)
-        total = h_s.new_zeros(())
-        for out in teacher_outputs:
-            h_t = _layer(out, self.teacher_layer, 'teacher')
-            if self._cached is not None and self._cached[0] is h_t:
-                log_ls_t = self._cached[1]
-            else:
-                with torch.no_grad():
-                    log_ls_t = self.local_structure(h_t, graph.edge_index)
-            total = total + structure_kl(log_ls_s, log_ls_t,
-                                         graph.edge_index[1], h_s.size(0),
-                                         self.direction)
-        return total / len(teacher_outputs)
-
-
-def _layer(out: ModelOutput, index: int, who: str) -> Tensor:
-    if not out.hiddens:
-        raise ValueError(f'The {who} has no hidden layer to match: give it '
-                         f'at least 2 layers')
-    try:
-        return out.hiddens[index]
-    except IndexError:
-        raise ValueError(f'The {who} has {len(out.hiddens)} hidden layers; '
-                         f'layer {index} does not exist') from None
+        dst, num_nodes = graph.edge_index[1], student_output.logits.size(0)
+        total = student_output.logits.new_zeros(())
+        for t_layer, s_layer in self.pairs:
+            h_s = hidden_layer(student_output, s_layer, 'student')
+            log_ls_s = self.local_structure(h_s, graph.edge_index)
+            for out in teacher_outputs:
+                h_t = hidden_layer(out, t_layer, 'teacher')
+                log_ls_t = self._teacher_structure(h_t, graph)
+                total = total + structure_kl(log_ls_s, log_ls_t, dst,
+                                             num_nodes, self.direction)
+        return total / (len(teacher_outputs) * len(self.pairs))
 
 
 def edge_scores(h: Tensor, src: Tensor, dst: Tensor,

@@ -185,7 +185,7 @@ def test_selected_layers():
     student = ModelOutput(logits=torch.zeros(4, 2, dtype=torch.float64),
                           hiddens=[torch.zeros(4, 2, dtype=torch.float64),
                                    torch.tensor(H_S, dtype=torch.float64)])
-    method = LSP(kernel='linear', teacher_layer=0, student_layer=1)
+    method = LSP(kernel='linear', teacher_layers=[0], student_layers=[1])
 
     loss = method.loss([teacher], student, _graph(4))
 
@@ -194,7 +194,7 @@ def test_selected_layers():
 
 
 def test_missing_layer_index_raises():
-    method = LSP(teacher_layer=3)
+    method = LSP(teacher_layers=[3])
     with pytest.raises(ValueError, match='teacher has 1 hidden layers'):
         method.loss([_out(H_T)], _out(H_S), _graph(4))
 
@@ -292,11 +292,11 @@ def test_prepare_cache_gives_same_loss(direction):
     plain = LSP(kernel='rbf', direction=direction)
     cached = LSP(kernel='rbf', direction=direction)
 
-    cached.prepare([teacher], graph)
+    cached.prepare([teacher], _out(H_S), graph)
     loss_cached = cached.loss([teacher], _out(H_S), graph)
     loss_plain = plain.loss([teacher], _out(H_S), graph)
 
-    assert cached._cached is not None
+    assert cached._cached
     assert float(loss_cached) == pytest.approx(float(loss_plain), rel=1e-12)
     assert float(loss_cached) == pytest.approx(
         _expected_lsp(H_T, H_S, EDGES, KERNELS['rbf'][1], direction),
@@ -306,7 +306,7 @@ def test_prepare_cache_gives_same_loss(direction):
 def test_prepare_cache_is_not_used_for_other_teacher_features():
     graph = _graph(4)
     method = LSP(kernel='linear')
-    method.prepare([_out(H_T)], graph)
+    method.prepare([_out(H_T)], _out(H_S), graph)
     h_t2 = [[0.0, 2.0], [1.0, 0.5], [-1.0, 1.0], [0.0, 0.0]]
 
     loss = method.loss([_out(h_t2)], _out(H_S), graph)
@@ -374,4 +374,4 @@ def test_teacher_without_hidden_layer_raises():
     with pytest.raises(ValueError, match='teacher has no hidden layer'):
         LSP().loss([teacher], _out(H_S), _graph(4))
     with pytest.raises(ValueError, match='teacher has no hidden layer'):
-        LSP().prepare([teacher], _graph(4))
+        LSP().prepare([teacher], _out(H_S), _graph(4))

@@ -8,9 +8,15 @@ import torch
 
 from gnncompress.engine import forward_frozen
 from gnncompress.errors import GnnCompressError, UnknownMethodError
-from gnncompress.methods import (KD, LSP, DistillMethod, list_methods,
-                                 method_class, register_method,
-                                 resolve_method)
+from gnncompress.methods import (
+    KD,
+    LSP,
+    DistillMethod,
+    list_methods,
+    method_class,
+    register_method,
+    resolve_method,
+)
 from gnncompress.models import ArchSpec, build_model, run_model
 
 
@@ -93,9 +99,9 @@ def test_loss_is_differentiable_scalar(name, prepared, tiny_graph):
     student = build_model(spec)
     method = _instance(name)
     teacher_out = forward_frozen(teacher, tiny_graph)
-    if prepared:
-        method.prepare([teacher_out], tiny_graph)
     student_out = run_model(student, tiny_graph.x, tiny_graph.edge_index)
+    if prepared:
+        method.prepare([teacher_out], student_out, tiny_graph)
 
     loss = method.loss([teacher_out], student_out, tiny_graph)
 
