@@ -13,7 +13,9 @@ from torch import Tensor
 from gnncompress.data import Graph
 from gnncompress.engine import FitResult, fit, forward_frozen
 from gnncompress.errors import GnnCompressError, TrainingError
-from gnncompress.methods import KD, LSP, DistillMethod
+from gnncompress.methods import DistillMethod
+from gnncompress.methods.kd import KD
+from gnncompress.methods.lsp import LSP
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
 
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gnncompress.data import Graph
-from gnncompress.methods import KD
+from gnncompress.methods.kd import KD
 from gnncompress.models import ModelOutput
 
 

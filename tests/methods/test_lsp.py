@@ -9,7 +9,7 @@ import torch
 
 import gnncompress.methods.lsp as lsp_module
 from gnncompress.data import Graph
-from gnncompress.methods import LSP
+from gnncompress.methods.lsp import LSP
 from gnncompress.models import ModelOutput
 
 # Directed edges (source j -> destination i). Node 0 receives from 1, 2, 3;

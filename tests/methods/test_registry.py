@@ -9,14 +9,14 @@ import torch
 from gnncompress.engine import forward_frozen
 from gnncompress.errors import GnnCompressError, UnknownMethodError
 from gnncompress.methods import (
-    KD,
-    LSP,
     DistillMethod,
     list_methods,
     method_class,
     register_method,
     resolve_method,
 )
+from gnncompress.methods.kd import KD
+from gnncompress.methods.lsp import LSP
 from gnncompress.models import ArchSpec, build_model, run_model
 
 
