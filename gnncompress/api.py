@@ -34,7 +34,8 @@ from gnncompress.errors import (
     OutputError,
 )
 from gnncompress.export import atomic_path, export_onnx, save_safetensors
-from gnncompress.methods import DistillMethod, method_class
+from gnncompress.methods import DistillMethod, canonical_name, method_class
+from gnncompress.methods.combined import Combined
 from gnncompress.models import (
     ArchSpec,
     build_model,
@@ -214,6 +215,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   hidden: int = 256, layers: int = 3, heads: int = 8,
                   dropout: float | None = None, norm: str | None = None,
                   jk: str | None = None, aggr: str = 'mean',
+                  alpha: float = 0.1, theta: float = 0.5,
                   data_root: str | Path | None = None, epochs: int = 300,
                   lr: float = 0.005, weight_decay: float = 5e-4,
                   patience: int | None = 100, seed: int = 0,
@@ -230,12 +232,14 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     dev = resolve_device(device)
     graph = load_graph(data, data_root, seed=seed)
     if dropout is None:
-        dropout = 0.6 if arch in ('gat', 'gatv2') else 0.5
+        # GAT's and GCNII's papers use 0.6 on the citation graphs.
+        dropout = 0.6 if arch in ('gat', 'gatv2', 'gcnii') else 0.5
     spec = ArchSpec(arch=arch, in_channels=graph.num_features,
                     hidden_channels=hidden, num_layers=layers,
                     out_channels=graph.num_classes,
                     heads=heads if arch in ('gat', 'gatv2') else 1,
-                    dropout=dropout, norm=norm, jk=jk, aggr=aggr)
+                    dropout=dropout, norm=norm, jk=jk, aggr=aggr,
+                    alpha=alpha, theta=theta)
     seed_everything(seed)
     model = build_model(spec).to(dev)
     result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
@@ -314,34 +318,81 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
         f'--ratio or --layers')
 
 
-def build_method(name: str, options: dict[str, Any] | None) -> DistillMethod:
-    cls = method_class(name)
-    try:
-        return cls(**(options or {}))
-    except (TypeError, ValueError) as e:
-        accepted = [p for p in _inspect.signature(cls.__init__).parameters
-                    if p != 'self']
+def _accepted(cls: type) -> list[str]:
+    return [p for p in _inspect.signature(cls.__init__).parameters
+            if p != 'self']
+
+
+def _instantiate(cls: type[DistillMethod],
+                 options: dict[str, Any]) -> DistillMethod:
+    unknown = [k for k in options if k not in _accepted(cls)]
+    if unknown:
         raise GnnCompressError(
-            f"Bad option for method '{cls.name}': {e} (accepted: "
-            f"{', '.join(accepted) or 'none'})") from None
+            f"Method '{cls.name}' has no option {', '.join(unknown)} "
+            f"(accepted: {', '.join(_accepted(cls)) or 'none'})")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise GnnCompressError(f"Bad option for method '{cls.name}': {e}") \
+            from None
+
+
+def build_method(name: str,
+                 options: dict[str, Any] | None = None) -> DistillMethod:
+    """The method called ``name``; ``a+b`` combines methods. With several
+    methods, ``a.key`` options go to method ``a`` (``a.weight`` is its weight
+    in the sum) and plain keys to every method that accepts them."""
+    options = dict(options or {})
+    names = [n.strip() for n in name.split('+')]
+    if len(names) == 1:
+        return _instantiate(method_class(names[0]), options)
+    classes = [method_class(n) for n in names]
+    keys = {canonical_name(c.name) for c in classes}
+    stray = [k for k in options if '.' in k and
+             canonical_name(k.split('.', 1)[0]) not in keys]
+    if stray:
+        raise GnnCompressError(f"Option(s) {', '.join(stray)} name no method "
+                               f"of '{name}'")
+    plain = {k: v for k, v in options.items() if '.' not in k}
+    unused = [k for k in plain
+              if not any(k in _accepted(c) for c in classes)]
+    if unused:
+        raise GnnCompressError(f"No method of '{name}' has option "
+                               f"{', '.join(unused)}")
+    parts, weights = [], []
+    for cls in classes:
+        own = {k.split('.', 1)[1]: v for k, v in options.items()
+               if '.' in k and
+               canonical_name(k.split('.', 1)[0]) == canonical_name(cls.name)}
+        weight = own.pop('weight', None)
+        shared = {k: v for k, v in plain.items() if k in _accepted(cls)}
+        part = _instantiate(cls, {**shared, **own})
+        parts.append(part)
+        weights.append(part.default_weight if weight is None else weight)
+    return Combined(parts, weights)
 
 
 def distill(teacher: str | Path, *, data: str | Path | None = None,
             data_root: str | Path | None = None, method: str = 'kd',
             method_options: dict[str, Any] | None = None,
-            student: str = 'gcn', hidden: int | None = None, layers: int = 2,
-            heads: int = 1, ratio: float | None = None, epochs: int = 200,
-            lr: float = 0.01, weight_decay: float = 5e-4,
-            label_weight: float = 1.0, weight: float | None = None,
+            student: str | None = None, hidden: int | None = None,
+            layers: int = 2, heads: int = 1, ratio: float | None = None,
+            epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
+            label_weight: float | None = None, weight: float | None = None,
             patience: int | None = 100, seed: int = 0, device: str = 'auto',
             out: str | Path | None = None, baseline: bool = False,
             overrides: dict[str, Any] | None = None, export: bool = True,
             progress: bool = True, command: str = '') -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
-    ``report.md`` to ``out``."""
+    ``report.md`` to ``out``. ``student`` defaults to the method's preferred
+    student (an MLP for GLNN) or GCN; ``weight`` and ``label_weight`` to the
+    method's own defaults."""
     teacher = Path(teacher)
     distiller = build_method(method, method_options)
+    student = student or distiller.preferred_student or 'gcn'
+    if label_weight is None:
+        label_weight = distiller.default_label_weight
     out = Path(out) if out is not None else \
         Path('gnncompress-out') / f'{teacher.stem}-{distiller.name}'
     dev = resolve_device(device)
@@ -405,7 +456,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             student_entry.file_bytes = st_path.stat().st_size
             files['safetensors'] = student_entry.file
             onnx_path = stage / 'student.onnx'
-            parity = export_onnx(model, graph.x, graph.edge_index, onnx_path)
+            parity = export_onnx(model, graph.x, graph.edge_index, onnx_path,
+                                 uses_graph=s_spec.uses_graph)
             parity_cases = parity.cases
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
@@ -462,4 +514,5 @@ def export(checkpoint: str | Path, out: str | Path,
     edge_index = torch.randint(0, num_nodes, (2, 4 * num_nodes),
                                generator=gen)
     make_folder(out.parent)
-    return export_onnx(ckpt.build(), x, edge_index, out)
+    return export_onnx(ckpt.build(), x, edge_index, out,
+                       uses_graph=ckpt.spec.uses_graph)

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from gnncompress.models import forward_logits
+
 WARMUP = 3
 REPEAT = 20
 
@@ -53,15 +55,15 @@ def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
 
     @torch.no_grad()
     def run() -> Tensor:
-        return model(x, edge_index)
+        return forward_logits(model, x, edge_index)
 
     return measure_latency(run, sync=sync, **kwargs)
 
 
 def onnx_latency(path: Path, x: Tensor, edge_index: Tensor,
                  **kwargs: int) -> Latency:
-    from gnncompress.export import onnx_session
+    from gnncompress.export import onnx_feeds, onnx_session
 
     session = onnx_session(path)
-    feeds = {'x': x.cpu().numpy(), 'edge_index': edge_index.cpu().numpy()}
+    feeds = onnx_feeds(session, x, edge_index)
     return measure_latency(lambda: session.run(None, feeds), **kwargs)

@@ -177,6 +177,8 @@ def infer_spec(state_dict: dict[str, Tensor],
     """
     layer_ids = sorted({int(m.group(1)) for k in state_dict
                         if (m := re.match(r'convs\.(\d+)\.', k))})
+    if not layer_ids and 'lins.0.weight' in state_dict:
+        return _infer_mlp(state_dict)
     if not layer_ids:
         shown = ', '.join(list(state_dict)[:4])
         raise ArchitectureError(
@@ -193,6 +195,8 @@ def infer_spec(state_dict: dict[str, Tensor],
 
     first = {k[len('convs.0.'):] for k in state_dict
              if k.startswith('convs.0.')}
+    if 'weight1' in first and 'lins.0.weight' in state_dict:
+        return _infer_gcnii(state_dict, num_layers)
     if 'att_src' in first and 'lin.weight' in first:
         arch = 'gat'
     elif 'att' in first and 'lin_l.weight' in first:
@@ -289,6 +293,57 @@ def infer_spec(state_dict: dict[str, Tensor],
     return values, sources, notes
 
 
+def _norm_of(state_dict: dict[str, Tensor], pattern: str) -> str | None:
+    keys = [k for k in state_dict if re.match(pattern, k)]
+    if any(k.endswith('.running_mean') for k in keys):
+        return 'batch_norm'
+    if any(k.endswith('.mean_scale') for k in keys):
+        return 'graph_norm'
+    if any(k.endswith('.weight') for k in keys):
+        return 'layer_norm'
+    return None
+
+
+def _infer_mlp(state_dict: dict[str, Tensor],
+               ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """PyG ``MLP``: ``lins.N`` linear layers, optional ``norms.N``."""
+    num_layers = len({k.split('.')[1] for k in state_dict
+                      if re.match(r'lins\.\d+\.weight$', k)})
+    first = state_dict['lins.0.weight']
+    out_channels = int(state_dict[f'lins.{num_layers - 1}.weight'].shape[0])
+    values: dict[str, Any] = {
+        'arch': 'mlp', 'num_layers': num_layers,
+        'in_channels': int(first.shape[1]),
+        # One layer has no hidden width; BasicGNN inference does the same.
+        'hidden_channels': int(first.shape[0]) if num_layers > 1
+        else out_channels,
+        'out_channels': out_channels,
+        'norm': _norm_of(state_dict, r'norms\.0\.')}
+    sources = {k: 'weights' for k in values}
+    for name in ArchSpec.NOT_IN_WEIGHTS:
+        sources[name] = 'default'
+    return values, sources, {}
+
+
+def _infer_gcnii(state_dict: dict[str, Tensor], num_layers: int,
+                 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """GCNII: ``lins.0`` in, ``convs.N.weight1`` (and ``weight2`` without
+    shared weights), ``lins.1`` out."""
+    values: dict[str, Any] = {
+        'arch': 'gcnii', 'num_layers': num_layers,
+        'in_channels': int(state_dict['lins.0.weight'].shape[1]),
+        'hidden_channels': int(state_dict['convs.0.weight1'].shape[0]),
+        'out_channels': int(state_dict['lins.1.weight'].shape[0]),
+        'shared_weights': 'convs.0.weight2' not in state_dict}
+    sources = {k: 'weights' for k in values}
+    for name in ArchSpec.NOT_IN_WEIGHTS:
+        sources[name] = 'default'
+    notes = {'alpha': 'GCNII alpha=0.1 and theta=0.5 assumed (the paper\'s '
+                      'Cora setting): the weights cannot tell (set them on '
+                      'the teacher card)'}
+    return values, sources, notes
+
+
 def load_checkpoint(path: Path | str,
                     overrides: dict[str, Any] | None = None) -> Checkpoint:
     """Read a checkpoint and its spec; ``overrides`` (CLI options) win over
@@ -306,6 +361,8 @@ def load_checkpoint(path: Path | str,
         fmt = 'safetensors' if path.suffix == '.safetensors' else 'pytorch'
         for key, value in card.get('spec', {}).items():
             if key in ArchSpec.NOT_IN_WEIGHTS or key in ('jk', 'norm'):
+                if key in ('alpha', 'theta'):
+                    notes.pop('alpha', None)
                 values[key], sources[key] = value, 'card'
     for key, value in (overrides or {}).items():
         if value is not None:

@@ -48,6 +48,35 @@ def _overrides(arch: str | None, aggr: str | None, jk: str | None,
     return {'arch': arch, 'aggr': aggr, 'jk': jk, 'norm': norm, 'act': act}
 
 
+def _parse_layers(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(',')]
+    except ValueError:
+        err_console.print(f'[red]Error:[/red] layer lists are integers '
+                          f"separated by commas, e.g. -1 or 0,1 (got '{text}')")
+        raise typer.Exit(code=1) from None
+
+
+def _list_methods(value: bool) -> None:
+    if not value:
+        return
+    from gnncompress.methods import list_methods, method_class
+
+    rows = []
+    for name in list_methods():
+        cls = method_class(name)
+        needs = ', '.join(sorted(cls.requires))
+        student = cls.preferred_student or 'any'
+        rows.append([name, cls.summary, needs, student,
+                     f'{cls.default_weight:g}', cls.paper])
+    from tabulate import tabulate
+    typer.echo(tabulate(rows, headers=['method', 'what it matches', 'needs',
+                                       'student', 'weight', 'paper']))
+    typer.echo("\nCombine methods with '+', e.g. --method kd+lsp "
+               '(-o lsp.weight=10 sets one term\'s weight).')
+    raise typer.Exit()
+
+
 ArchOpt = Annotated[Optional[str], typer.Option(
     '--arch', help='Override the inferred teacher architecture.')]
 AggrOpt = Annotated[Optional[str], typer.Option(
@@ -80,10 +109,18 @@ def distill(
     weight: Annotated[Optional[float], typer.Option(
         help="Weight of the method's loss (default: the method's own).")
     ] = None,
-    label_weight: Annotated[float, typer.Option(
-        help='Weight of the cross-entropy on labelled nodes.')] = 1.0,
-    student: Annotated[str, typer.Option(
-        help='Student architecture: gcn, gat, gatv2, sage, gin.')] = 'gcn',
+    label_weight: Annotated[Optional[float], typer.Option(
+        help="Weight of the cross-entropy on labelled nodes (default: the "
+        "method's own, 1 for most).")] = None,
+    layers_t: Annotated[Optional[str], typer.Option(
+        '--layers-t', help='Teacher hidden layers to match, e.g. -1 or 0,1 '
+        '(methods that match hidden layers; default: the last).')] = None,
+    layers_s: Annotated[Optional[str], typer.Option(
+        '--layers-s', help='Student hidden layers paired with --layers-t.')
+    ] = None,
+    student: Annotated[Optional[str], typer.Option(
+        help='Student architecture: gcn, gat, gatv2, sage, gin, gcnii, mlp '
+        "(default: the method's preferred one, else gcn).")] = None,
     hidden: Annotated[Optional[int], typer.Option(
         min=1, help='Student hidden width (instead of --ratio).')] = None,
     layers: Annotated[int, typer.Option(min=1, help='Student layers.')] = 2,
@@ -111,11 +148,19 @@ def distill(
                         ] = True,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
+    list_methods: Annotated[bool, typer.Option(
+        '--list-methods', callback=_list_methods, is_eager=True,
+        help='List the methods and exit.')] = False,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
+    options = _parse_options(option)
+    for key, text in (('teacher_layers', layers_t),
+                      ('student_layers', layers_s)):
+        if text is not None:
+            options[key] = _parse_layers(text)
     report = _call(api.distill, teacher, data=data, data_root=data_root,
-                   method=method, method_options=_parse_options(option),
+                   method=method, method_options=options,
                    student=student, hidden=hidden, layers=layers, heads=heads,
                    ratio=ratio, epochs=epochs, lr=lr,
                    weight_decay=weight_decay, label_weight=label_weight,
@@ -161,7 +206,7 @@ def train_teacher(
     out: Annotated[Path, typer.Option(help='Output .pt file (a teacher card '
                                       '.json is written beside it).')],
     arch: Annotated[str, typer.Option(
-        help='gcn, gat, gatv2, sage or gin.')] = 'gat',
+        help='gcn, gat, gatv2, sage, gin, gcnii or mlp.')] = 'gat',
     hidden: Annotated[int, typer.Option(min=1)] = 256,
     layers: Annotated[int, typer.Option(min=1)] = 3,
     heads: Annotated[int, typer.Option(min=1)] = 8,
@@ -170,6 +215,10 @@ def train_teacher(
     norm: Annotated[Optional[str], typer.Option()] = None,
     jk: Annotated[Optional[str], typer.Option()] = None,
     aggr: Annotated[str, typer.Option(help='SAGE aggregation.')] = 'mean',
+    alpha: Annotated[float, typer.Option(
+        help='GCNII initial-residual strength.')] = 0.1,
+    theta: Annotated[float, typer.Option(
+        help='GCNII identity-mapping strength.')] = 0.5,
     data_root: DataRootOpt = None,
     epochs: Annotated[int, typer.Option(min=1)] = 300,
     lr: Annotated[float, typer.Option()] = 0.005,
@@ -183,7 +232,8 @@ def train_teacher(
     plain PyG state_dict."""
     result = _call(api.train_teacher, data, out, arch=arch, hidden=hidden,
                    layers=layers, heads=heads, dropout=dropout, norm=norm,
-                   jk=jk, aggr=aggr, data_root=data_root, epochs=epochs,
+                   jk=jk, aggr=aggr, alpha=alpha, theta=theta,
+                   data_root=data_root, epochs=epochs,
                    lr=lr, weight_decay=weight_decay, patience=patience,
                    seed=seed, device=device, progress=progress)
     typer.echo(f'{result.spec.describe()}: {result.parameters:,} parameters')

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from gnncompress import __version__
 from gnncompress.checkpoint import SPEC_KEY, VERSION_KEY
 from gnncompress.errors import ExportError
-from gnncompress.models import ArchSpec
+from gnncompress.models import ArchSpec, forward_logits
 
 OPSET = 20
 TOLERANCE = 1e-4
@@ -68,7 +68,14 @@ class _Logits(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
-        return self.model(x, edge_index)
+        return forward_logits(self.model, x, edge_index)
+
+
+class _FeaturesOnly(_Logits):
+    """The exported graph of a graph-free student: ``x -> logits``."""
+
+    def forward(self, x: Tensor) -> Tensor:  # type: ignore[override]
+        return self.model(x)
 
 
 @dataclass
@@ -82,16 +89,25 @@ class Parity:
 
 
 def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
-                path: Path, tolerance: float = TOLERANCE) -> Parity:
+                path: Path, tolerance: float = TOLERANCE,
+                uses_graph: bool = True) -> Parity:
     """Export with dynamic node and edge counts, then compare onnxruntime with
     PyTorch on the export graph, a larger graph, a graph with isolated nodes
-    and one with no edges; above ``tolerance`` the export fails."""
+    and one with no edges; above ``tolerance`` the export fails. A student
+    that ``uses_graph=False`` (MLP) exports with the input ``x`` alone."""
     model = model.to('cpu').eval()
     x, edge_index = x.cpu(), edge_index.cpu()
-    wrapper = _Logits(model)
     # GATConv needs a lower bound on the node count to export (EXPORT.md).
     num_nodes = torch.export.Dim('num_nodes', min=2)
     num_edges = torch.export.Dim('num_edges')
+    if uses_graph:
+        wrapper: nn.Module = _Logits(model)
+        args: tuple[Tensor, ...] = (x, edge_index)
+        names = ['x', 'edge_index']
+        shapes = {'x': {0: num_nodes}, 'edge_index': {1: num_edges}}
+    else:
+        wrapper, args, names = _FeaturesOnly(model), (x,), ['x']
+        shapes = {'x': {0: num_nodes}}
     # The exporter logs every optional op library it skips (torchvision).
     logging.getLogger('torch.onnx').setLevel(logging.ERROR)
     with atomic_path(path) as tmp:
@@ -100,16 +116,14 @@ def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
                     contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter('ignore')
                 torch.onnx.export(
-                    wrapper, (x, edge_index), str(tmp), dynamo=True,
-                    opset_version=OPSET, input_names=['x', 'edge_index'],
+                    wrapper, args, str(tmp), dynamo=True,
+                    opset_version=OPSET, input_names=names,
                     output_names=['logits'], external_data=False,
-                    dynamic_shapes={'x': {0: num_nodes},
-                                    'edge_index': {1: num_edges}},
-                    verbose=False)
+                    dynamic_shapes=shapes, verbose=False)
         except Exception as e:  # noqa: BLE001
             line = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ExportError(f'ONNX export failed: {line[:200]}') from None
-        parity = check_parity(wrapper, tmp, x, edge_index)
+        parity = check_parity(model, tmp, x, edge_index)
         bad = {k: v for k, v in parity.cases.items() if not v <= tolerance}
         if bad:
             shown = ', '.join(f'{k}: {v:.2e}' for k, v in bad.items())
@@ -155,15 +169,23 @@ def onnx_session(path: Path | str, threads: int | None = None):
                                 providers=['CPUExecutionProvider'])
 
 
+def onnx_feeds(session, x: Tensor, edge_index: Tensor) -> dict:
+    """The inputs the exported graph declares (a graph-free student takes
+    ``x`` alone)."""
+    values = {'x': x, 'edge_index': edge_index}
+    return {i.name: values[i.name].cpu().numpy()
+            for i in session.get_inputs()}
+
+
 def check_parity(model: nn.Module, path: Path, x: Tensor,
                  edge_index: Tensor) -> Parity:
     session = onnx_session(path)
+    model = model.eval()
     cases = {}
     for name, (gx, gei) in check_graphs(x, edge_index).items():
         with torch.no_grad():
-            expected = model(gx, gei).numpy()
-        got = session.run(None, {'x': gx.numpy(),
-                                 'edge_index': gei.numpy()})[0]
+            expected = forward_logits(model, gx, gei).numpy()
+        got = session.run(None, onnx_feeds(session, gx, gei))[0]
         if got.shape != expected.shape:
             cases[name] = float('inf')
             continue

@@ -3,14 +3,20 @@ this package is imported here, so adding a method is adding its file."""
 import importlib
 import pkgutil
 
-from gnncompress.methods.base import (DistillMethod, hidden_layer,
-                                      layer_pairs, list_methods,
-                                      method_class, register_method,
-                                      resolve_method)
+from gnncompress.methods.base import (
+    DistillMethod,
+    canonical_name,
+    hidden_layer,
+    layer_pairs,
+    list_methods,
+    method_class,
+    register_method,
+    resolve_method,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name != 'base':
         importlib.import_module(f'{__name__}.{_module.name}')
 
-__all__ = ['DistillMethod', 'hidden_layer', 'layer_pairs', 'list_methods',
+__all__ = ['DistillMethod', 'canonical_name', 'hidden_layer', 'layer_pairs', 'list_methods',
            'method_class', 'register_method', 'resolve_method']

@@ -18,15 +18,20 @@ class DistillMethod(nn.Module):
     """A loss that moves a student towards its teacher(s).
 
     Subclasses set ``requires`` (what the engine must compute: ``logits``,
-    ``hiddens``), ``default_weight`` (the weight of the loss in the total,
-    ``label_weight * CE + weight * loss``) and ``paper``. Being a module,
+    ``hiddens``), ``default_weight`` and ``default_label_weight`` (the
+    weights in the total ``label_weight * CE + weight * loss``), ``paper``,
+    ``summary`` (one line for ``--list-methods``) and, where the method is
+    made for one kind of student, ``preferred_student``. Being a module,
     a method may own trainable parts; the engine optimises them with the
     student and never exports them.
     """
     name: ClassVar[str] = ''
     requires: ClassVar[frozenset[str]] = frozenset({'logits'})
     default_weight: ClassVar[float] = 1.0
+    default_label_weight: ClassVar[float] = 1.0
     paper: ClassVar[str] = ''
+    summary: ClassVar[str] = ''
+    preferred_student: ClassVar[str | None] = None
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:
@@ -69,14 +74,14 @@ def layer_pairs(teacher_layers: Sequence[int],
     return list(zip(t, s))
 
 
-def _canonical(name: str) -> str:
+def canonical_name(name: str) -> str:
     return re.sub(r'[-_\s]', '', name.lower())
 
 
 def register_method(name: str) -> Callable[[type[DistillMethod]],
                                            type[DistillMethod]]:
     def wrap(cls: type[DistillMethod]) -> type[DistillMethod]:
-        key = _canonical(name)
+        key = canonical_name(name)
         if key in _REGISTRY:
             raise ValueError(f"Method '{name}' is registered twice")
         cls.name = name
@@ -90,7 +95,7 @@ def list_methods() -> list[str]:
 
 
 def method_class(name: str) -> type[DistillMethod]:
-    cls = _REGISTRY.get(_canonical(name))
+    cls = _REGISTRY.get(canonical_name(name))
     if cls is None:
         raise UnknownMethodError(f"Unknown method '{name}' "
                                  f"(choose from {', '.join(list_methods())})")

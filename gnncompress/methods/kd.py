@@ -25,6 +25,7 @@ class KD(DistillMethod):
             (default: :obj:`4.0`)
     """
     paper = 'Hinton et al., 2015, arXiv:1503.02531'
+    summary = 'soft labels: KL to the teacher\'s softened predictions'
 
     def __init__(self, temperature: float = 4.0) -> None:
         super().__init__()

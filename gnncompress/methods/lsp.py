@@ -68,6 +68,8 @@ class LSP(DistillMethod):
     requires = frozenset({'logits', 'hiddens'})
     default_weight = 100.0
     paper = 'Yang et al., CVPR 2020, arXiv:2003.10477'
+    summary = 'local structure: KL between neighbour-similarity ' \
+        'distributions per node'
 
     def __init__(self, kernel: str = 'rbf', sigma: float = 1.0,
                  degree: int = 2, coef: float = 0.0,

@@ -1,11 +1,18 @@
 from gnncompress.models.build import (
-                                      build_model,
-                                      count_parameters,
-                                      count_spec_parameters,
-                                      run_model,
+    build_model,
+    count_parameters,
+    count_spec_parameters,
+    forward_logits,
+    run_model,
 )
 from gnncompress.models.output import ModelOutput
-from gnncompress.models.spec import ARCHS, ArchSpec
+from gnncompress.models.spec import (
+    ARCHS,
+    BASIC_GNN_ARCHS,
+    GRAPHLESS,
+    ArchSpec,
+)
 
-__all__ = ['ARCHS', 'ArchSpec', 'ModelOutput', 'build_model',
-           'count_parameters', 'count_spec_parameters', 'run_model']
+__all__ = ['ARCHS', 'BASIC_GNN_ARCHS', 'GRAPHLESS', 'ArchSpec', 'ModelOutput', 'build_model',
+           'count_parameters', 'count_spec_parameters', 'forward_logits',
+           'run_model']

@@ -3,17 +3,29 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn.models import GAT, GCN, GIN, GraphSAGE
+from torch_geometric.nn.models import GAT, GCN, GIN, MLP, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from gnncompress.errors import ArchitectureError
+from gnncompress.models.gcnii import GCNII
 from gnncompress.models.output import ModelOutput
 from gnncompress.models.spec import ArchSpec
 
 
-def build_model(spec: ArchSpec) -> BasicGNN:
-    """A PyG model whose ``state_dict`` has PyG's own key layout, so that
+def build_model(spec: ArchSpec) -> nn.Module:
+    """A model whose ``state_dict`` has PyG's own key layout, so that
     users' checkpoints load into it unchanged."""
+    if spec.arch == 'mlp':
+        return MLP(in_channels=spec.in_channels,
+                   hidden_channels=spec.hidden_channels,
+                   out_channels=spec.out_channels,
+                   num_layers=spec.num_layers, dropout=spec.dropout,
+                   act=spec.act, norm=spec.norm)
+    if spec.arch == 'gcnii':
+        return GCNII(spec.in_channels, spec.hidden_channels, spec.num_layers,
+                     spec.out_channels, alpha=spec.alpha, theta=spec.theta,
+                     dropout=spec.dropout, act=spec.act,
+                     shared_weights=spec.shared_weights)
     common = dict(in_channels=spec.in_channels,
                   hidden_channels=spec.hidden_channels,
                   num_layers=spec.num_layers, dropout=spec.dropout,
@@ -47,7 +59,42 @@ def count_spec_parameters(spec: ArchSpec) -> int:
         return count_parameters(build_model(spec))
 
 
-def run_model(model: BasicGNN, x: Tensor, edge_index: Tensor) -> ModelOutput:
+def run_model(model: nn.Module, x: Tensor, edge_index: Tensor) -> ModelOutput:
+    """The model's logits and the pre-activation output of every hidden
+    layer."""
+    if isinstance(model, BasicGNN):
+        return _basic_gnn_output(model, x, edge_index)
+    if isinstance(model, MLP):
+        return _mlp_output(model, x)
+    return model.forward_output(x, edge_index)
+
+
+def forward_logits(model: nn.Module, x: Tensor, edge_index: Tensor) -> Tensor:
+    """The model's own forward (what is exported and timed)."""
+    if isinstance(model, MLP):
+        return model(x)
+    return model(x, edge_index)
+
+
+def _mlp_output(model: MLP, x: Tensor) -> ModelOutput:
+    """Same computation as ``MLP.forward`` (``plain_last=True``)."""
+    hiddens: list[Tensor] = []
+    for i, (lin, norm) in enumerate(zip(model.lins, model.norms)):
+        x = lin(x)
+        hiddens.append(x)
+        if model.act is not None and model.act_first:
+            x = model.act(x)
+        x = norm(x)
+        if model.act is not None and not model.act_first:
+            x = model.act(x)
+        x = torch.nn.functional.dropout(x, p=model.dropout[i],
+                                        training=model.training)
+    x = model.lins[-1](x)
+    return ModelOutput(logits=x, hiddens=hiddens)
+
+
+def _basic_gnn_output(model: BasicGNN, x: Tensor,
+                      edge_index: Tensor) -> ModelOutput:
     """Same computation as ``BasicGNN.forward``, also returning the
     pre-activation output of every hidden layer."""
     hiddens: list[Tensor] = []

@@ -7,7 +7,11 @@ from typing import Any, ClassVar
 
 from gnncompress.errors import ArchitectureError
 
-ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
+# Layouts of torch_geometric.nn.models.BasicGNN subclasses.
+BASIC_GNN_ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
+ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp')
+# Architectures that use no graph at inference.
+GRAPHLESS = ('mlp',)
 
 
 @dataclass
@@ -21,7 +25,8 @@ class ArchSpec:
 
     Args:
         arch (str): One of :obj:`gcn`, :obj:`gat`, :obj:`gatv2`, :obj:`sage`,
-            :obj:`gin`.
+            :obj:`gin`, :obj:`gcnii` (deep, with initial residual) or
+            :obj:`mlp` (no graph at inference).
         in_channels (int): Node feature width.
         hidden_channels (int): Width of every hidden layer (for GAT, all heads
             together).
@@ -34,6 +39,12 @@ class ArchSpec:
         act (str): Activation. (default: :obj:`'relu'`)
         aggr (str): SAGE aggregation. (default: :obj:`'mean'`)
         train_eps (bool): GIN's trainable epsilon. (default: :obj:`False`)
+        alpha (float): GCNII's initial-residual strength.
+            (default: :obj:`0.1`)
+        theta (float): GCNII's identity-mapping strength.
+            (default: :obj:`0.5`)
+        shared_weights (bool): GCNII's single weight per layer.
+            (default: :obj:`True`)
     """
     arch: str
     in_channels: int
@@ -47,9 +58,17 @@ class ArchSpec:
     act: str = 'relu'
     aggr: str = 'mean'
     train_eps: bool = False
+    alpha: float = 0.1
+    theta: float = 0.5
+    shared_weights: bool = True
 
     # Fields the weights of a PyG checkpoint cannot reveal (EXPORT.md).
-    NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout')
+    NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout',
+                                                 'alpha', 'theta')
+
+    @property
+    def uses_graph(self) -> bool:
+        return self.arch not in GRAPHLESS
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:

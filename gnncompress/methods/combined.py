@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from gnncompress.data import Graph
+from gnncompress.methods.base import DistillMethod
+from gnncompress.models import ModelOutput
+
+
+class Combined(DistillMethod):
+    r"""Several methods at once, as the papers run them (e.g. ``kd+lsp``):
+
+    .. math::
+        \mathcal{L} = \sum_m w_m \mathcal{L}_m
+
+    Not registered under a name of its own: ``gnncompress.api.build_method``
+    builds it from a name with ``+``.
+
+    Args:
+        parts (list[DistillMethod]): The methods.
+        weights (list[float]): One weight per method (the CLI default is each
+            method's own ``default_weight``).
+    """
+    summary = 'sum of weighted methods, e.g. kd+lsp'
+
+    def __init__(self, parts: Sequence[DistillMethod],
+                 weights: Sequence[float]) -> None:
+        super().__init__()
+        if len(parts) < 2 or len(parts) != len(weights):
+            raise ValueError('Combined needs at least two methods and one '
+                             'weight per method')
+        self.parts = nn.ModuleList(parts)
+        self.weights = [float(w) for w in weights]
+        self.name = '+'.join(p.name for p in parts)
+        self.requires = frozenset().union(*(p.requires for p in parts))
+        self.default_weight = 1.0
+        self.default_label_weight = max(p.default_label_weight for p in parts)
+
+    def prepare(self, teacher_outputs: Sequence[ModelOutput],
+                student_output: ModelOutput, graph: Graph) -> None:
+        for part in self.parts:
+            part.prepare(teacher_outputs, student_output, graph)
+
+    def loss(self, teacher_outputs: Sequence[ModelOutput],
+             student_output: ModelOutput, graph: Graph) -> Tensor:
+        total = student_output.logits.new_zeros(())
+        for weight, part in zip(self.weights, self.parts):
+            total = total + weight * part.loss(teacher_outputs,
+                                               student_output, graph)
+        return total
