@@ -1,0 +1,230 @@
+"""The single-teacher method suite on seven real datasets, and the ABKD deep
+setting.
+
+main suite: per dataset, one GAT teacher (3 layers, 256 hidden, 8 heads,
+seed 0) and, for each seed, a GCN student with at least 30x fewer
+parameters trained alone and with KD, FitNet, AT, LSP, GSP, G-CRD and ABKD,
+plus an MLP student of the same budget trained alone and with GLNN.
+
+deep suite (ABKD paper, Table 3): a GCNII teacher with 64 layers of width 64
+and a GCNII student with 4 layers of width 4, on Cora, CiteSeer and PubMed:
+student alone, LSP, GSP, G-CRD, ABKD.
+
+memory: peak resident memory of one LSP, GSP and plain student run on
+Physics (495,924 edges), each in a fresh process.
+
+One JSON file per suite x dataset x method x seed; existing files are
+skipped, so an interrupted run resumes. ``--report`` only rewrites
+docs/BENCHMARKS.md.
+
+    python benchmarks/accuracy.py                     # everything
+    python benchmarks/accuracy.py --quick             # Cora, seed 0
+    python benchmarks/accuracy.py --suite deep --seeds 0-2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from common import (
+    RESULTS,
+    SHARED,
+    ensure_teacher,
+    machine,
+    mean_std,
+    parse_seeds,
+    read_rows,
+    student_run,
+    update_doc,
+    write_json,
+)
+
+from gnncompress.models import ArchSpec
+
+OUT = RESULTS / 'accuracy'
+DATASETS = ['Cora', 'CiteSeer', 'PubMed', 'Computers', 'Photo', 'CS',
+            'Physics']
+DEEP_DATASETS = ['Cora', 'CiteSeer', 'PubMed']
+RATIO = 30.0
+EPOCHS = 200
+TEACHER = dict(arch='gat', hidden=256, layers=3, heads=8, epochs=200,
+               patience=50)
+# GCNII's paper setting for the citation graphs (alpha 0.1, theta 0.5,
+# dropout 0.6); fewer epochs than its 1,500 to fit the time budget.
+DEEP_TEACHER = dict(arch='gcnii', hidden=64, layers=64, epochs=300,
+                    patience=100, lr=0.01)
+# row name -> (method, student architecture)
+MAIN_ROWS = {
+    'alone': (None, 'gcn'), 'kd': ('kd', 'gcn'), 'fitnet': ('fitnet', 'gcn'),
+    'at': ('at', 'gcn'), 'lsp': ('lsp', 'gcn'), 'gsp': ('gsp', 'gcn'),
+    'g-crd': ('g-crd', 'gcn'), 'abkd': ('abkd', 'gcn'),
+    'mlp-alone': (None, 'mlp'), 'glnn': ('glnn', 'mlp'),
+}
+DEEP_ROWS = {'alone': None, 'lsp': 'lsp', 'gsp': 'gsp', 'g-crd': 'g-crd',
+             'abkd': 'abkd'}
+MEMORY_RUNS = ('alone', 'lsp', 'gsp')
+
+
+def _teacher(dataset: str, data_root: str, deep: bool = False) -> Path:
+    if deep:
+        return ensure_teacher(OUT / 'teachers' / f'{dataset}-gcnii64.pt',
+                              dataset, data_root, 0, **DEEP_TEACHER)
+    return ensure_teacher(OUT / 'teachers' / f'{dataset}-gat.pt', dataset,
+                          data_root, 0, **TEACHER)
+
+
+def run_main(datasets: list[str], seeds: list[int], data_root: str) -> None:
+    for dataset in datasets:
+        teacher = _teacher(dataset, data_root)
+        for seed in seeds:
+            for row, (method, student) in MAIN_ROWS.items():
+                path = OUT / 'main' / dataset / f'{row}-seed{seed}.json'
+                if path.exists():
+                    continue
+                result = student_run(teacher, dataset, data_root, seed,
+                                     method, student=student, ratio=RATIO,
+                                     epochs=EPOCHS)
+                write_json(path, {**result, 'row': row})
+                print(f"main {dataset} seed {seed} {row}: "
+                      f"{100 * result['test_accuracy']:.1f}% "
+                      f"({result['fit_seconds']:.1f} s)", flush=True)
+
+
+def run_deep(datasets: list[str], seeds: list[int], data_root: str) -> None:
+    for dataset in datasets:
+        teacher = _teacher(dataset, data_root, deep=True)
+        spec = None
+        for seed in seeds:
+            for row, method in DEEP_ROWS.items():
+                path = OUT / 'deep' / dataset / f'{row}-seed{seed}.json'
+                if path.exists():
+                    continue
+                if spec is None:
+                    from gnncompress.checkpoint import load_checkpoint
+                    t_spec = load_checkpoint(teacher).spec
+                    spec = ArchSpec('gcnii', t_spec.in_channels, 4, 4,
+                                    t_spec.out_channels, dropout=0.6)
+                result = student_run(teacher, dataset, data_root, seed,
+                                     method, spec=spec, epochs=EPOCHS)
+                write_json(path, {**result, 'row': row})
+                print(f"deep {dataset} seed {seed} {row}: "
+                      f"{100 * result['test_accuracy']:.1f}%", flush=True)
+
+
+def run_memory(data_root: str) -> None:
+    """Each run in a fresh process, so its peak memory is its own."""
+    for row in MEMORY_RUNS:
+        path = OUT / 'memory' / f'Physics-{row}.json'
+        if path.exists():
+            continue
+        subprocess.run([sys.executable, __file__, '--memory-run', row,
+                        '--data-root', data_root], check=True)
+
+
+def memory_run(row: str, data_root: str) -> None:
+    method, student = MAIN_ROWS[row]
+    teacher = _teacher('Physics', data_root)
+    result = student_run(teacher, 'Physics', data_root, 0, method,
+                         student=student, ratio=RATIO, epochs=20)
+    write_json(OUT / 'memory' / f'Physics-{row}.json', {**result, 'row': row})
+    print(f"memory Physics {row}: {result['peak_rss_mb']:.0f} MB",
+          flush=True)
+
+
+def _table(suite: str, rows: dict, title: str) -> list[str]:
+    folder = OUT / suite
+    if not folder.exists():
+        return []
+    header = ['dataset', 'teacher'] + list(rows) + ['params T / S', 'seeds']
+    lines = [f'### {title}', '', '| ' + ' | '.join(header) + ' |',
+             '|' + '---|' * len(header)]
+    speed = ['', 'Time per epoch relative to the student alone (median over '
+             'seeds; MLP rows relative to the MLP alone):', '',
+             '| dataset | ' + ' | '.join(rows) + ' |',
+             '|' + '---|' * (len(rows) + 1)]
+    for dataset in DATASETS:
+        found = read_rows(folder / dataset) if (folder / dataset).exists() \
+            else []
+        if not found:
+            continue
+        by_row = {r: [x for x in found if x['row'] == r] for r in rows}
+        alone = by_row['alone'] or found
+        cells = [mean_std([x['test_accuracy'] for x in by_row[r]])
+                 for r in rows]
+        first = alone[0]
+        ratio = first['teacher_parameters'] / first['student_parameters']
+        lines.append(
+            f"| {dataset} | {100 * first['teacher_test_accuracy']:.1f} | "
+            + ' | '.join(cells) + f" | {first['teacher_parameters']:,} / "
+            f"{first['student_parameters']:,} ({ratio:.0f}x) | "
+            f"{len(by_row['alone'])} |")
+
+        def per_epoch(r: str) -> float | None:
+            values = [x['seconds_per_epoch'] for x in by_row.get(r, [])]
+            return statistics.median(values) if values else None
+
+        cells = []
+        for r in rows:
+            base = per_epoch('mlp-alone' if r in ('mlp-alone', 'glnn')
+                             else 'alone')
+            own = per_epoch(r)
+            cells.append(f'{own / base:.2f}x' if own and base else '-')
+        speed.append(f'| {dataset} | ' + ' | '.join(cells) + ' |')
+    return lines + speed + ['']
+
+
+def report() -> str:
+    lines = _table('main', MAIN_ROWS, 'GAT teacher -> GCN / MLP students')
+    lines += _table('deep', DEEP_ROWS,
+                    'ABKD deep setting: GCNII 64x64 -> GCNII 4x4')
+    mem = []
+    for row in MEMORY_RUNS:
+        path = OUT / 'memory' / f'Physics-{row}.json'
+        if path.exists():
+            peak = json.loads(path.read_text())['peak_rss_mb']
+            mem.append(f'| {row} | {peak:,.0f} |')
+    if mem:
+        lines += ['### Peak memory on Physics (one process per run)', '',
+                  '| run | peak RSS (MB) |', '|---|---|', *mem, '']
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--suite', default='all',
+                        choices=['all', 'main', 'deep', 'memory'])
+    parser.add_argument('--datasets', default=None)
+    parser.add_argument('--seeds', default='0-4')
+    parser.add_argument('--data-root', default=str(SHARED))
+    parser.add_argument('--quick', action='store_true',
+                        help='Cora, seed 0, main suite: minutes.')
+    parser.add_argument('--report', action='store_true')
+    parser.add_argument('--memory-run', default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_run:
+        memory_run(args.memory_run, args.data_root)
+        return
+    if not args.report:
+        seeds = [0] if args.quick else parse_seeds(args.seeds)
+        if args.quick:
+            run_main(['Cora'], seeds, args.data_root)
+        else:
+            if args.suite in ('all', 'main'):
+                run_main(args.datasets.split(',') if args.datasets
+                         else DATASETS, seeds, args.data_root)
+            if args.suite in ('all', 'deep'):
+                run_deep(args.datasets.split(',') if args.datasets
+                         else DEEP_DATASETS, seeds, args.data_root)
+            if args.suite in ('all', 'memory'):
+                run_memory(args.data_root)
+    body = report() + f'\nMachine: {machine()}.'
+    update_doc('accuracy', body)
+    print(body)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
