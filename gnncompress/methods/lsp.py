@@ -7,8 +7,12 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from gnncompress.data import Graph
-from gnncompress.methods.base import (DistillMethod, hidden_layer,
-                                      layer_pairs, register_method)
+from gnncompress.methods.base import (
+    DistillMethod,
+    hidden_layer,
+    layer_pairs,
+    register_method,
+)
 from gnncompress.models import ModelOutput
 
 KERNELS = ('rbf', 'linear', 'poly', 'l2')

@@ -13,6 +13,6 @@ from gnncompress.models.spec import (
     ArchSpec,
 )
 
-__all__ = ['ARCHS', 'BASIC_GNN_ARCHS', 'GRAPHLESS', 'ArchSpec', 'ModelOutput', 'build_model',
-           'count_parameters', 'count_spec_parameters', 'forward_logits',
-           'run_model']
+__all__ = ['ARCHS', 'BASIC_GNN_ARCHS', 'GRAPHLESS', 'ArchSpec', 'ModelOutput',
+           'build_model', 'count_parameters', 'count_spec_parameters',
+           'forward_logits', 'run_model']
