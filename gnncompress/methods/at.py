@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from gnncompress.data import Graph
 from gnncompress.methods.base import (
     DistillMethod,
+    TeacherCache,
     hidden_layer,
     layer_pairs,
     register_method,
@@ -67,7 +67,7 @@ class AT(DistillMethod):
         super().__init__()
         self.pairs = layer_pairs(teacher_layers, student_layers)
         # Teacher hidden tensor -> its normalised attention map, computed once.
-        self._cached: list[tuple[Tensor, Tensor]] = []
+        self._cached = TeacherCache()
 
     @staticmethod
     def attention_map(h: Tensor) -> Tensor:
@@ -77,20 +77,11 @@ class AT(DistillMethod):
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:
-        self._cached = []
-        with torch.no_grad():
-            for out in teacher_outputs:
-                for t_layer, _ in self.pairs:
-                    h_t = hidden_layer(out, t_layer, 'teacher')
-                    self._cached.append(
-                        (h_t, self.attention_map(h_t.detach())))
-
-    def _teacher_map(self, h_t: Tensor) -> Tensor:
-        for tensor, att in self._cached:
-            if tensor is h_t:
-                return att
-        with torch.no_grad():
-            return self.attention_map(h_t.detach())
+        self._cached.clear()
+        for out in teacher_outputs:
+            for t_layer, _ in self.pairs:
+                self._cached.remember(hidden_layer(out, t_layer, 'teacher'),
+                                      self.attention_map)
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
@@ -99,7 +90,8 @@ class AT(DistillMethod):
             att_s = self.attention_map(
                 hidden_layer(student_output, s_layer, 'student'))  # [N]
             for out in teacher_outputs:
-                att_t = self._teacher_map(
-                    hidden_layer(out, t_layer, 'teacher'))  # [N]
+                att_t = self._cached.lookup(
+                    hidden_layer(out, t_layer, 'teacher'),
+                    self.attention_map)  # [N]
                 total = total + F.mse_loss(att_s, att_t)
         return total / (len(teacher_outputs) * len(self.pairs))

@@ -5,6 +5,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from gnncompress.data import Graph
@@ -42,6 +43,40 @@ class DistillMethod(nn.Module):
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
         raise NotImplementedError
+
+
+class TeacherCache:
+    """What a method derives from the teachers' fixed tensors, computed once
+    in ``prepare`` and found again by identity in ``loss``. A tensor it has
+    not seen (new teacher outputs) is derived on the spot, without gradient.
+    """
+
+    def __init__(self) -> None:
+        self._entries: list[tuple[Tensor, Tensor]] = []
+
+    def clear(self) -> None:
+        self._entries = []
+
+    def remember(self, tensor: Tensor,
+                 derive: Callable[[Tensor], Tensor]) -> Tensor:
+        with torch.no_grad():
+            value = derive(tensor.detach())
+        self._entries.append((tensor, value))
+        return value
+
+    def lookup(self, tensor: Tensor,
+               derive: Callable[[Tensor], Tensor]) -> Tensor:
+        for known, value in self._entries:
+            if known is tensor:
+                return value
+        with torch.no_grad():
+            return derive(tensor.detach())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        return self._entries[index]
 
 
 def hidden_layer(out: ModelOutput, index: int, who: str) -> Tensor:

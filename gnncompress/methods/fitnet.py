@@ -2,13 +2,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnncompress.data import Graph
 from gnncompress.methods.base import (
     DistillMethod,
+    TeacherCache,
     hidden_layer,
     layer_pairs,
     register_method,
@@ -85,14 +85,15 @@ class FitNet(DistillMethod):
         # One map per (teacher, pair), in that order; built in prepare.
         self.projections: nn.ModuleList | None = None
         # Teacher hidden tensor -> its regression target, computed once.
-        self._cached: list[tuple[Tensor, Tensor]] = []
+        self._cached = TeacherCache()
 
     def _target(self, h_t: Tensor) -> Tensor:
         return F.normalize(h_t, p=2, dim=-1) if self.normalize else h_t
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:
-        projections, self._cached = [], []
+        projections = []
+        self._cached.clear()
         for out in teacher_outputs:
             for t_layer, s_layer in self.pairs:
                 h_t = hidden_layer(out, t_layer, 'teacher')
@@ -100,16 +101,8 @@ class FitNet(DistillMethod):
                 projections.append(nn.Linear(
                     h_s.size(-1), h_t.size(-1), device=h_s.device,
                     dtype=h_s.dtype))
-                with torch.no_grad():
-                    self._cached.append((h_t, self._target(h_t.detach())))
+                self._cached.remember(h_t, self._target)
         self.projections = nn.ModuleList(projections)
-
-    def _teacher_target(self, h_t: Tensor) -> Tensor:
-        for tensor, target in self._cached:
-            if tensor is h_t:
-                return target
-        with torch.no_grad():
-            return self._target(h_t.detach())
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
@@ -139,6 +132,7 @@ class FitNet(DistillMethod):
                 guided = proj(h_s)  # [N, d_t]
                 if self.normalize:
                     guided = F.normalize(guided, p=2, dim=-1)
-                total = total + F.mse_loss(guided, self._teacher_target(h_t))
+                target = self._cached.lookup(h_t, self._target)
+                total = total + F.mse_loss(guided, target)
                 k += 1
         return total / expected

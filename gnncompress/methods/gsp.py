@@ -9,6 +9,7 @@ from torch import Tensor
 from gnncompress.data import Graph
 from gnncompress.methods.base import (
     DistillMethod,
+    TeacherCache,
     hidden_layer,
     layer_pairs,
     register_method,
@@ -122,7 +123,7 @@ class GSP(DistillMethod):
         # Teacher hidden tensor -> its whole kernel matrix [N, N], kept only
         # when every node is in the sample (N <= max_samples), so that it is
         # the same every step.
-        self._cached: list[tuple[Tensor, Tensor]] = []
+        self._cached = TeacherCache()
 
     def kernel_matrix(self, h: Tensor) -> Tensor:
         """``k(h_i, h_j)`` for every pair of rows of ``h`` ``[n, n]``."""
@@ -150,21 +151,18 @@ class GSP(DistillMethod):
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:
-        self._cached = []
-        with torch.no_grad():
-            for out in teacher_outputs:
-                for t_layer, _ in self.pairs:
-                    h_t = hidden_layer(out, t_layer, 'teacher')
-                    if h_t.size(0) <= self.max_samples:
-                        self._cached.append((h_t, self.kernel_matrix(h_t)))
+        self._cached.clear()
+        for out in teacher_outputs:
+            for t_layer, _ in self.pairs:
+                h_t = hidden_layer(out, t_layer, 'teacher')
+                if h_t.size(0) <= self.max_samples:
+                    self._cached.remember(h_t, self.kernel_matrix)
 
     def _teacher_kernel(self, h_t: Tensor, index: Tensor | None) -> Tensor:
         if index is None:
-            for tensor, kernel in self._cached:
-                if tensor is h_t:
-                    return kernel
+            return self._cached.lookup(h_t, self.kernel_matrix)
         with torch.no_grad():
-            return self.kernel_matrix(h_t if index is None else h_t[index])
+            return self.kernel_matrix(h_t.detach()[index])
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
@@ -9,6 +10,7 @@ from torch.utils.checkpoint import checkpoint
 from gnncompress.data import Graph
 from gnncompress.methods.base import (
     DistillMethod,
+    TeacherCache,
     hidden_layer,
     layer_pairs,
     register_method,
@@ -95,7 +97,7 @@ class LSP(DistillMethod):
         self.direction = direction
         self.pairs = layer_pairs(teacher_layers, student_layers)
         # Teacher hidden tensor -> its log local structure, computed once.
-        self._cached: list[tuple[Tensor, Tensor]] = []
+        self._cached = TeacherCache()
 
     def kernel_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
         def linear(h_i: Tensor, h_j: Tensor) -> Tensor:
@@ -126,20 +128,15 @@ class LSP(DistillMethod):
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:
-        self._cached = []
-        with torch.no_grad():
-            for out in teacher_outputs:
-                for t_layer, _ in self.pairs:
-                    h_t = hidden_layer(out, t_layer, 'teacher')
-                    self._cached.append(
-                        (h_t, self.local_structure(h_t, graph.edge_index)))
+        self._cached.clear()
+        for out in teacher_outputs:
+            for t_layer, _ in self.pairs:
+                self._cached.remember(hidden_layer(out, t_layer, 'teacher'),
+                                      self._structure_of(graph))
 
-    def _teacher_structure(self, h_t: Tensor, graph: Graph) -> Tensor:
-        for tensor, log_ls in self._cached:
-            if tensor is h_t:
-                return log_ls
-        with torch.no_grad():
-            return self.local_structure(h_t, graph.edge_index)
+    def _structure_of(self, graph: Graph) -> Callable[[Tensor], Tensor]:
+        return functools.partial(self.local_structure,
+                                 edge_index=graph.edge_index)
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
@@ -150,7 +147,7 @@ class LSP(DistillMethod):
             log_ls_s = self.local_structure(h_s, graph.edge_index)
             for out in teacher_outputs:
                 h_t = hidden_layer(out, t_layer, 'teacher')
-                log_ls_t = self._teacher_structure(h_t, graph)
+                log_ls_t = self._cached.lookup(h_t, self._structure_of(graph))
                 total = total + structure_kl(log_ls_s, log_ls_t, dst,
                                              num_nodes, self.direction)
         return total / (len(teacher_outputs) * len(self.pairs))
