@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from gnncompress.data import Graph
 from gnncompress.methods.base import DistillMethod, register_method
+from gnncompress.methods.kd import soft_label_kl
 from gnncompress.models import ModelOutput
 
 
@@ -49,11 +49,5 @@ class GLNN(DistillMethod):
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
-        tau = self.temperature
-        log_p_s = F.log_softmax(student_output.logits / tau, dim=-1)  # [N, C]
-        total = log_p_s.new_zeros(())
-        for out in teacher_outputs:
-            log_p_t = F.log_softmax(out.logits / tau, dim=-1)
-            total = total + F.kl_div(log_p_s, log_p_t, reduction='batchmean',
-                                     log_target=True)
-        return total / len(teacher_outputs)
+        return soft_label_kl(teacher_outputs, student_output,
+                             self.temperature)

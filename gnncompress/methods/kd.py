@@ -37,12 +37,19 @@ class KD(DistillMethod):
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
         tau = self.temperature
-        # Distill on all nodes, not just train_mask: the teacher's soft
-        # labels exist everywhere, the hard labels do not.
-        log_p_s = F.log_softmax(student_output.logits / tau, dim=-1)  # [N, C]
-        total = log_p_s.new_zeros(())
-        for out in teacher_outputs:
-            log_p_t = F.log_softmax(out.logits / tau, dim=-1)  # [N, C]
-            total = total + F.kl_div(log_p_s, log_p_t, reduction='batchmean',
-                                     log_target=True)
-        return tau * tau * total / len(teacher_outputs)
+        return tau * tau * soft_label_kl(teacher_outputs, student_output, tau)
+
+
+def soft_label_kl(teacher_outputs: Sequence[ModelOutput],
+                  student_output: ModelOutput, tau: float) -> Tensor:
+    """``KL(softmax(z_t / tau) || softmax(z_s / tau))``, mean over nodes,
+    averaged over the teachers."""
+    # Distill on all nodes, not just train_mask: the teacher's soft
+    # labels exist everywhere, the hard labels do not.
+    log_p_s = F.log_softmax(student_output.logits / tau, dim=-1)  # [N, C]
+    total = log_p_s.new_zeros(())
+    for out in teacher_outputs:
+        log_p_t = F.log_softmax(out.logits / tau, dim=-1)  # [N, C]
+        total = total + F.kl_div(log_p_s, log_p_t, reduction='batchmean',
+                                 log_target=True)
+    return total / len(teacher_outputs)
