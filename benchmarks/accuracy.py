@@ -79,12 +79,13 @@ def _teacher(dataset: str, data_root: str, deep: bool = False) -> Path:
 
 def run_main(datasets: list[str], seeds: list[int], data_root: str) -> None:
     for dataset in datasets:
-        teacher = _teacher(dataset, data_root)
         for seed in seeds:
             for row, (method, student) in MAIN_ROWS.items():
                 path = OUT / 'main' / dataset / f'{row}-seed{seed}.json'
                 if path.exists():
                     continue
+                # Trained only when a result is missing (not committed).
+                teacher = _teacher(dataset, data_root)
                 result = student_run(teacher, dataset, data_root, seed,
                                      method, student=student, ratio=RATIO,
                                      epochs=EPOCHS)
@@ -96,13 +97,13 @@ def run_main(datasets: list[str], seeds: list[int], data_root: str) -> None:
 
 def run_deep(datasets: list[str], seeds: list[int], data_root: str) -> None:
     for dataset in datasets:
-        teacher = _teacher(dataset, data_root, deep=True)
         spec = None
         for seed in seeds:
             for row, method in DEEP_ROWS.items():
                 path = OUT / 'deep' / dataset / f'{row}-seed{seed}.json'
                 if path.exists():
                     continue
+                teacher = _teacher(dataset, data_root, deep=True)
                 if spec is None:
                     from gnncompress.checkpoint import load_checkpoint
                     t_spec = load_checkpoint(teacher).spec

@@ -53,11 +53,12 @@ def _teacher(dataset: str, seed: int, data_root: str):
 def collect(datasets: list[str], seeds: list[int], data_root: str) -> None:
     for dataset in datasets:
         for seed in seeds:
-            teacher = _teacher(dataset, seed, data_root)
             for run, (method, weight) in RUNS.items():
                 path = OUT / dataset / f'{run}-seed{seed}.json'
                 if path.exists():
                     continue
+                # Trained only when a result is missing (not committed).
+                teacher = _teacher(dataset, seed, data_root)
                 row = student_run(teacher, dataset, data_root, seed, method,
                                   ratio=RATIO, weight=weight, epochs=EPOCHS)
                 write_json(path, {**row, 'run': run})
