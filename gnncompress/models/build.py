@@ -76,17 +76,23 @@ def forward_logits(model: nn.Module, x: Tensor, edge_index: Tensor) -> Tensor:
     return model(x, edge_index)
 
 
+def _norm_and_act(model: nn.Module, norm: nn.Module, x: Tensor) -> Tensor:
+    """Norm and activation in the order PyG's ``act_first`` sets."""
+    if model.act is not None and model.act_first:
+        x = model.act(x)
+    x = norm(x)
+    if model.act is not None and not model.act_first:
+        x = model.act(x)
+    return x
+
+
 def _mlp_output(model: MLP, x: Tensor) -> ModelOutput:
     """Same computation as ``MLP.forward`` (``plain_last=True``)."""
     hiddens: list[Tensor] = []
     for i, (lin, norm) in enumerate(zip(model.lins, model.norms)):
         x = lin(x)
         hiddens.append(x)
-        if model.act is not None and model.act_first:
-            x = model.act(x)
-        x = norm(x)
-        if model.act is not None and not model.act_first:
-            x = model.act(x)
+        x = _norm_and_act(model, norm, x)
         x = torch.nn.functional.dropout(x, p=model.dropout[i],
                                         training=model.training)
     x = model.lins[-1](x)
@@ -103,11 +109,7 @@ def _basic_gnn_output(model: BasicGNN, x: Tensor,
         x = conv(x, edge_index)
         if i < model.num_layers - 1 or model.jk_mode is not None:
             hiddens.append(x)
-            if model.act is not None and model.act_first:
-                x = model.act(x)
-            x = norm(x)
-            if model.act is not None and not model.act_first:
-                x = model.act(x)
+            x = _norm_and_act(model, norm, x)
             x = model.dropout(x)
             if hasattr(model, 'jk'):
                 xs.append(x)
