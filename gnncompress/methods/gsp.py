@@ -38,8 +38,16 @@ class GSP(DistillMethod):
     The diagonal is included, as in the authors' code. Nodes are sampled
     from the whole graph (the teacher's features exist everywhere), with
     torch's global RNG; with :math:`N \le` ``max_samples`` every node is
-    used and the teacher's kernel matrix is computed once. Only
-    :math:`n \times n` matrices are ever built, never :math:`N \times N`.
+    used and what the teacher contributes is computed once.
+
+    For the :obj:`'cosine'` and :obj:`'linear'` kernels no
+    :math:`n \times n` matrix is built: with :math:`S, T` the sample's
+    (normalised or centred) features, :math:`k = SS^\top` and
+    :math:`TT^\top`, so :math:`n^2 \mathcal{L} = \|S^\top S\|_F^2 -
+    2\|S^\top T\|_F^2 + \|T^\top T\|_F^2`, which costs
+    :math:`n d_s d_t` instead of :math:`n^2 d_t` (on Cora, 2048 sampled
+    nodes and a 256-wide teacher, about 40 times less). The other kernels
+    build the two :math:`n \times n` matrices, never :math:`N \times N`.
 
     Args:
         kernel (str, optional): :obj:`'cosine'`
@@ -125,12 +133,23 @@ class GSP(DistillMethod):
         # the same every step.
         self._cached = TeacherCache()
 
-    def kernel_matrix(self, h: Tensor) -> Tensor:
-        """``k(h_i, h_j)`` for every pair of rows of ``h`` ``[n, n]``."""
+    @property
+    def factored(self) -> bool:
+        """Whether the kernel is a plain inner product of (transformed)
+        features, so the loss needs no ``[n, n]`` matrix."""
+        return self.kernel in ('cosine', 'linear')
+
+    def features(self, h: Tensor) -> Tensor:
+        """``h`` centred and normalised as the options ask ``[n, d]``."""
         if self.center:
             h = h - h.mean(0, keepdim=True)
         if self.kernel == 'cosine' or self.normalize:
             h = F.normalize(h, dim=-1)
+        return h
+
+    def kernel_matrix(self, h: Tensor) -> Tensor:
+        """``k(h_i, h_j)`` for every pair of rows of ``h`` ``[n, n]``."""
+        h = self.features(h)
         gram = h @ h.t()  # [n, n]
         if self.kernel in ('cosine', 'linear'):
             return gram
@@ -156,13 +175,39 @@ class GSP(DistillMethod):
             for t_layer, _ in self.pairs:
                 h_t = hidden_layer(out, t_layer, 'teacher')
                 if h_t.size(0) <= self.max_samples:
-                    self._cached.remember(h_t, self.kernel_matrix)
+                    self._cached.remember(h_t, self._teacher_side)
 
-    def _teacher_kernel(self, h_t: Tensor, index: Tensor | None) -> Tensor:
+    def _teacher_side(self, h_t: Tensor) -> Tensor:
+        """The teacher's kernel matrix ``[n, n]``, or for the factored
+        kernels its features with :math:`\\|T^\\top T\\|_F^2` appended as
+        one more column ``[n, d_t + 1]`` (so that one cache entry holds
+        both)."""
+        if not self.factored:
+            return self.kernel_matrix(h_t)
+        # Float64: the three terms are each about n^2 and cancel to the
+        # loss; in float32 a loss near 1e-5 came out 0.5% off.
+        t = self.features(h_t).double()
+        gram = t.t() @ t  # [d_t, d_t]
+        return torch.cat([t, gram.pow(2).sum().expand(t.size(0), 1)], dim=1)
+
+    def _teacher(self, h_t: Tensor, index: Tensor | None) -> Tensor:
         if index is None:
-            return self._cached.lookup(h_t, self.kernel_matrix)
+            return self._cached.lookup(h_t, self._teacher_side)
         with torch.no_grad():
-            return self.kernel_matrix(h_t.detach()[index])
+            return self._teacher_side(h_t.detach()[index])
+
+    def pair_loss(self, h_s: Tensor, teacher: Tensor) -> Tensor:
+        """The mean squared kernel difference for one sample: ``h_s`` the
+        student's features ``[n, d_s]``, ``teacher`` from
+        :meth:`_teacher_side`."""
+        if not self.factored:
+            return F.mse_loss(self.kernel_matrix(h_s), teacher)
+        s = self.features(h_s).double()
+        t, t_term = teacher[:, :-1], teacher[0, -1]
+        s_term = (s.t() @ s).pow(2).sum()  # ||S^T S||_F^2
+        cross = (s.t() @ t).pow(2).sum()  # ||S^T T||_F^2
+        loss = (s_term - 2 * cross + t_term) / s.size(0) ** 2
+        return loss.to(h_s.dtype)
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
@@ -171,9 +216,9 @@ class GSP(DistillMethod):
         total = student_output.logits.new_zeros(())
         for t_layer, s_layer in self.pairs:
             h_s = hidden_layer(student_output, s_layer, 'student')
-            k_s = self.kernel_matrix(h_s if index is None else h_s[index])
+            if index is not None:
+                h_s = h_s[index]
             for out in teacher_outputs:
                 h_t = hidden_layer(out, t_layer, 'teacher')
-                k_t = self._teacher_kernel(h_t, index)  # [n, n]
-                total = total + F.mse_loss(k_s, k_t)
+                total = total + self.pair_loss(h_s, self._teacher(h_t, index))
         return total / (len(teacher_outputs) * len(self.pairs))

@@ -294,7 +294,7 @@ def test_defaults():
     method = GCRD()
 
     assert (method.tau, method.proj_dim, method.max_samples, method.head) \
-        == (0.075, 256, 8192, 'mlp')
+        == (0.075, 256, 1024, 'mlp')
     assert method.pairs == [(-1, -1)]
     assert GCRD.default_weight == 0.1
 

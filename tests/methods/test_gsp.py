@@ -351,7 +351,7 @@ def test_sampling_is_repeatable_and_varies_between_steps():
 def test_never_builds_more_than_the_sample(monkeypatch):
     # The bound that keeps Physics (34,493 nodes) at n x n, not N x N.
     teacher, student = _random_outputs(40)
-    method = GSP(max_samples=8)
+    method = GSP(kernel='rbf', max_samples=8)
     rows = []
     original = GSP.kernel_matrix
 
@@ -425,3 +425,25 @@ def test_bad_options_raise(options, match):
 def test_bad_option_message_shows_value():
     with pytest.raises(ValueError, match=r"'max_samples'.*\(got -3\)"):
         GSP(max_samples=-3)
+
+
+@pytest.mark.parametrize('options', [{'kernel': 'cosine'},
+                                     {'kernel': 'linear', 'center': True}])
+def test_factored_kernels_match_the_kernel_matrices(options):
+    # cosine and linear never build [n, n]; the value and the gradient are
+    # those of the explicit kernel matrices on the same sample.
+    teacher, student = _random_outputs(40)
+    method = GSP(max_samples=16, **options)
+    torch.manual_seed(3)
+    loss = method.loss([teacher], student, _graph(40))
+    (grad,) = torch.autograd.grad(loss, student.hiddens[0])
+
+    torch.manual_seed(3)
+    index = method.sample(40, torch.device('cpu'))
+    k_s = method.kernel_matrix(student.hiddens[0][index])
+    k_t = method.kernel_matrix(teacher.hiddens[0][index])
+    expected = ((k_s - k_t) ** 2).mean()
+    (expected_grad,) = torch.autograd.grad(expected, student.hiddens[0])
+
+    assert float(loss) == pytest.approx(float(expected), rel=1e-9)
+    assert torch.allclose(grad, expected_grad, rtol=1e-7, atol=1e-12)
