@@ -2,6 +2,7 @@
 outputs, full-graph, with validation-based selection."""
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -43,6 +44,54 @@ def forward_frozen(model: nn.Module, graph: Graph) -> ModelOutput:
     return run_model(model, graph.x, graph.edge_index).detach()
 
 
+def progress_bar(epochs: int, desc: str, progress: bool) -> tqdm:
+    """Epochs ``1..epochs`` behind a bar on a terminal; nothing in logs and
+    pipes (``disable=None``)."""
+    return tqdm(range(1, epochs + 1), desc=desc,
+                disable=None if progress else True,
+                file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def check_finite(loss: Tensor, terms: dict[str, Tensor], epoch: int,
+                 who: str = '') -> None:
+    """Stop the run with a message naming the epoch and every loss term
+    when ``loss`` is NaN or infinite."""
+    if torch.isfinite(loss):
+        return
+    shown = ', '.join(f'{k}={float(v.detach()):.4g}' for k, v in terms.items())
+    raise TrainingError(
+        f'The loss{who} became {float(loss.detach())} at epoch {epoch} '
+        f'({shown}): lower --lr or the method weight')
+
+
+class Selection:
+    """Validation-based model selection with early stopping: remembers the
+    weights of ``model`` at its best score so far."""
+
+    def __init__(self, model: nn.Module, patience: int | None) -> None:
+        self.model, self.patience = model, patience
+        self.best_score, self.best_epoch = -math.inf, 0
+        self._state: dict[str, Tensor] | None = None
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record ``score`` of ``epoch``; whether it is a new best."""
+        if not score > self.best_score:  # NaN never wins
+            return False
+        self.best_score, self.best_epoch = score, epoch
+        self._state = {k: v.detach().clone()
+                       for k, v in self.model.state_dict().items()}
+        return True
+
+    def should_stop(self, epoch: int) -> bool:
+        return self.patience is not None and \
+            epoch - self.best_epoch >= self.patience
+
+    def restore(self) -> None:
+        """Put the best weights back (no-op before the first update)."""
+        if self._state is not None:
+            self.model.load_state_dict(self._state)
+
+
 def fit(student: nn.Module, graph: Graph, *,
         method: DistillMethod | None = None,
         teacher_outputs: Sequence[ModelOutput] = (),
@@ -68,13 +117,10 @@ def fit(student: nn.Module, graph: Graph, *,
         (list(method.parameters()) if method is not None else [])
     optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
-    best_val, best_epoch, best_state = -1.0, 0, None
+    selection = Selection(student, patience)
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    # disable=None: a bar on a terminal, nothing in logs and pipes.
-    bar = tqdm(range(1, epochs + 1), desc=desc,
-               disable=None if progress else True,
-               file=sys.stderr, leave=False, dynamic_ncols=True)
+    bar = progress_bar(epochs, desc, progress)
     epoch = 0
     for epoch in bar:
         student.train()
@@ -88,12 +134,7 @@ def fit(student: nn.Module, graph: Graph, *,
         if method is not None:
             terms[method.name] = method.loss(teacher_outputs, out, graph)
             loss = loss + weight * terms[method.name]
-        if not torch.isfinite(loss):
-            shown = ', '.join(f'{k}={float(v.detach()):.4g}'
-                              for k, v in terms.items())
-            raise TrainingError(
-                f'The loss became {float(loss.detach())} at epoch {epoch} '
-                f'({shown}): lower --lr or the method weight')
+        check_finite(loss, terms, epoch)
         loss.backward()
         optimizer.step()
 
@@ -103,21 +144,19 @@ def fit(student: nn.Module, graph: Graph, *,
         val = accuracy(logits, graph.y, graph.val_mask)
         loss_value = float(loss.detach())
         history.append({'epoch': epoch, 'loss': loss_value, 'val': val})
-        if val > best_val:
-            best_val, best_epoch = val, epoch
-            best_state = {k: v.detach().clone()
-                          for k, v in student.state_dict().items()}
+        selection.update(epoch, val)
         bar.set_postfix(loss=f'{loss_value:.4f}', val=f'{val:.3f}',
-                        best=f'{best_val:.3f}')
-        if patience is not None and epoch - best_epoch >= patience:
+                        best=f'{selection.best_score:.3f}')
+        if selection.should_stop(epoch):
             break
     bar.close()
     seconds = time.perf_counter() - start
-    if best_state is not None:
-        student.load_state_dict(best_state)
+    selection.restore()
     student.eval()
     with torch.no_grad():
         logits = run_model(student, graph.x, graph.edge_index).logits
-    return FitResult(best_epoch=best_epoch, val_accuracy=best_val,
+    return FitResult(best_epoch=selection.best_epoch,
+                     val_accuracy=selection.best_score
+                     if selection.best_epoch else float('nan'),
                      test_accuracy=accuracy(logits, graph.y, graph.test_mask),
                      epochs_run=epoch, seconds=seconds, history=history)
