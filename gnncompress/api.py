@@ -501,9 +501,14 @@ def command_line() -> str:
 
 def export(checkpoint: str | Path, out: str | Path,
            overrides: dict[str, Any] | None = None, num_nodes: int = 64,
-           seed: int = 0):
+           seed: int = 0, quantize: str | None = None):
     """ONNX export of any checkpoint, validated on random graphs (the
-    checkpoint carries no data)."""
+    checkpoint carries no data). ``quantize='int8'`` writes the dynamically
+    quantised model instead, after validating the float export; the result
+    then holds the int8 model's differences to PyTorch."""
+    if quantize not in (None, 'int8'):
+        raise GnnCompressError(f"Unknown quantisation '{quantize}' (choose "
+                               f'int8)')
     out = Path(out)
     if out.suffix != '.onnx':
         raise OutputError(f'Output file {out} must end in .onnx')
@@ -514,5 +519,118 @@ def export(checkpoint: str | Path, out: str | Path,
     edge_index = torch.randint(0, num_nodes, (2, 4 * num_nodes),
                                generator=gen)
     make_folder(out.parent)
-    return export_onnx(ckpt.build(), x, edge_index, out,
-                       uses_graph=ckpt.spec.uses_graph)
+    model = ckpt.build()
+    if quantize is None:
+        return export_onnx(model, x, edge_index, out,
+                           uses_graph=ckpt.spec.uses_graph)
+    from gnncompress.export import quantize_int8
+
+    with tempfile.TemporaryDirectory() as tmp:
+        fp32 = Path(tmp) / 'fp32.onnx'
+        export_onnx(model, x, edge_index, fp32,
+                    uses_graph=ckpt.spec.uses_graph)
+        return quantize_int8(model, fp32, out, x, edge_index)
+
+
+# bench -----------------------------------------------------------------------
+
+def bench(models: list[str | Path], *, data: str | Path | None = None,
+          data_root: str | Path | None = None,
+          graph_size: str | None = None, runtimes: list[str] | None = None,
+          threads: list[int] | None = None, device: str = 'auto',
+          baseline: str | Path | None = None, warmup: int = 3,
+          repeat: int = 20, max_latency_ms: float | None = None,
+          min_speedup: float | None = None,
+          max_accuracy_drop: float | None = None,
+          out: str | Path | None = 'gnncompress-bench', seed: int = 0,
+          progress: Any = None, command: str = ''):
+    """Every model on one graph (``data`` or a synthetic ``graph_size``),
+    under each runtime that applies, on the CPU at each thread count and on
+    CUDA when ``device`` allows; writes ``bench.json``, ``bench.md`` and
+    ``bench.png`` to ``out`` (``None``: nothing written). Failed gates are
+    in the result (``failed_gates``); choosing an exit code is the
+    caller's business."""
+    from gnncompress import comparison as cmp
+
+    runtimes = list(runtimes or cmp.RUNTIMES)
+    unknown = [r for r in runtimes if r not in cmp.RUNTIMES]
+    if unknown:
+        raise GnnCompressError(f"Unknown runtime '{unknown[0]}' (choose from "
+                               f"{', '.join(cmp.RUNTIMES)})")
+    if threads and min(threads) < 1:
+        raise GnnCompressError(f'--threads must be positive (got {threads})')
+    if warmup < 0 or repeat < 1:
+        raise GnnCompressError(f'--warmup must be at least 0 and --repeat at '
+                               f'least 1 (got {warmup}, {repeat})')
+    if not models:
+        raise GnnCompressError('bench needs at least one model file')
+    if (data is None) == (graph_size is None):
+        raise DataError('bench needs exactly one of --data NAME and '
+                        '--graph-size NODES:EDGES:FEATURES')
+    if min_speedup is not None and baseline is None:
+        raise GnnCompressError('--min-speedup needs --baseline MODEL')
+    if max_accuracy_drop is not None and baseline is None:
+        raise GnnCompressError('--max-accuracy-drop needs --baseline MODEL')
+    if out is not None:
+        check_writable(Path(out))
+    paths = [Path(m) for m in models]
+    if baseline is not None and Path(baseline) not in paths:
+        paths.insert(0, Path(baseline))
+    entries = cmp.load_models(paths)
+    base_name = None
+    if baseline is not None:
+        base_name = entries[paths.index(Path(baseline))].name
+
+    if graph_size is not None:
+        graph = cmp.synthetic_graph(*cmp.parse_graph_size(graph_size),
+                                    seed=seed)
+        if max_accuracy_drop is not None:
+            raise DataError('--max-accuracy-drop needs labels: use --data '
+                            'with a labelled dataset, not --graph-size')
+    else:
+        graph = load_graph(data, data_root, seed=seed)
+    for entry in entries:
+        width = entry.in_channels
+        if width is not None and width != graph.num_features:
+            raise ArchitectureError(
+                f'{entry.path} takes {width} input features but the graph has '
+                f'{graph.num_features}: bench models on the data they were '
+                f'trained for')
+    devices = [torch.device('cpu')]
+    if device in ('auto', 'cuda') or device.startswith('cuda:'):
+        if torch.cuda.is_available():
+            devices.append(resolve_device('cuda' if device == 'auto'
+                                          else device))
+        elif device != 'auto':
+            resolve_device(device)  # raises: CUDA asked for, not there
+    rows = cmp.run_bench(entries, graph, runtimes=runtimes, threads=threads,
+                         devices=devices, warmup=warmup, repeat=repeat,
+                         progress=progress)
+    if base_name is not None:
+        cmp.compare_to_baseline(rows, base_name)
+    gates = cmp.check_gates(rows, base_name, max_latency_ms=max_latency_ms,
+                            min_speedup=min_speedup,
+                            max_accuracy_drop=max_accuracy_drop)
+    result = cmp.BenchResult(
+        graph={'name': graph.name, 'num_nodes': graph.num_nodes,
+               'num_edges': int(graph.edge_index.size(1)),
+               'num_features': graph.num_features,
+               'labelled': bool(graph.test_mask.any())},
+        models=[{'name': e.name, 'file': str(e.path),
+                 'format': 'onnx' if e.is_onnx else 'pytorch',
+                 'parameters': e.parameters, 'file_bytes': e.file_bytes}
+                for e in entries],
+        rows=rows, baseline=base_name, gates=gates,
+        settings={'warmup': warmup, 'repeat': repeat, 'runtimes': runtimes,
+                  'threads': threads or sorted({1, os.cpu_count() or 1}),
+                  'devices': [str(d) for d in devices], 'seed': seed,
+                  'command': command, 'versions': versions(),
+                  'cpu_count': os.cpu_count(), 'time': cmp.timestamp()})
+    if out is not None:
+        with staged_output(Path(out)) as stage:
+            (stage / 'bench.json').write_text(
+                json.dumps(result.to_dict(), indent=2) + '\n')
+            (stage / 'bench.md').write_text(result.markdown())
+            cmp.plot(result, stage / 'bench.png')
+    return result
+

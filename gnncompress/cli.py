@@ -249,12 +249,103 @@ def export(
     out: Annotated[Path, typer.Option(help='Output .onnx file.')],
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
+    quantize: Annotated[Optional[str], typer.Option(
+        help='int8: dynamically quantised weights (onnxruntime); compare '
+        'its accuracy with gnncompress bench.')] = None,
 ) -> None:
     """Export CHECKPOINT to ONNX, checked against PyTorch."""
     parity = _call(api.export, checkpoint, out,
-                   _overrides(arch, aggr, jk, norm, act))
+                   _overrides(arch, aggr, jk, norm, act), quantize=quantize)
+    what = 'int8 model, not held to the float tolerance' if quantize \
+        else 'checked on 4 graphs'
     typer.echo(f'wrote {out} (max abs difference to PyTorch '
-               f'{parity.max_abs_diff:.2e})')
+               f'{parity.max_abs_diff:.2e}, {what})')
+
+
+GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
+
+
+def _split_list(text: str | None, what: str, cast: Callable[[str], T]
+                ) -> list[T] | None:
+    if text is None:
+        return None
+    try:
+        return [cast(part.strip()) for part in text.split(',') if part.strip()]
+    except ValueError:
+        err_console.print(f"[red]Error:[/red] {what} takes a comma-separated "
+                          f"list (got '{text}')")
+        raise typer.Exit(code=1) from None
+
+
+@app.command()
+def bench(
+    models: Annotated[list[Path], typer.Argument(
+        help='Model files: .pt, .safetensors or .onnx.')],
+    data: Annotated[Optional[str], typer.Option(
+        help='Dataset name or saved Data file (accuracy needs its labels).')]
+    = None,
+    graph_size: Annotated[Optional[str], typer.Option(
+        help='A synthetic graph instead: NODES:EDGES:FEATURES, e.g. '
+        '169343:1166243:128.')] = None,
+    data_root: Annotated[Optional[Path], typer.Option(
+        help='Where datasets are found or downloaded.')] = None,
+    runtimes: Annotated[Optional[str], typer.Option(
+        help='Comma-separated: eager, compile, onnxruntime. [default: all '
+        'three]')] = None,
+    threads: Annotated[Optional[str], typer.Option(
+        help='CPU thread counts, comma-separated. [default: 1 and all '
+        'cores]')] = None,
+    device: Annotated[str, typer.Option(
+        help='auto (CPU, plus CUDA when present), cpu or cuda.')] = 'auto',
+    baseline: Annotated[Optional[Path], typer.Option(
+        help='Model to compare against: adds speed-up and accuracy-drop '
+        'columns.')] = None,
+    warmup: Annotated[int, typer.Option(help='Untimed runs first.')] = 3,
+    repeat: Annotated[int, typer.Option(help='Timed runs.')] = 20,
+    max_latency_ms: Annotated[Optional[float], typer.Option(
+        help='Gate: every non-baseline row\'s median latency at most this.')]
+    = None,
+    min_speedup: Annotated[Optional[float], typer.Option(
+        help='Gate: every non-baseline row at least this much faster than '
+        'the baseline.')] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(
+        help='Gate: accuracy at most this many points below the '
+        'baseline\'s.')] = None,
+    out: Annotated[Path, typer.Option(
+        help='Folder for bench.json, bench.md and bench.png.')]
+    = Path('gnncompress-bench'),
+    seed: Annotated[int, typer.Option(help='Split / synthetic graph seed.')]
+    = 0,
+) -> None:
+    """Compare the latency, memory and accuracy of MODELS on one graph. A
+    failed gate exits with code 3."""
+    from tabulate import tabulate
+
+    def progress(text: str) -> None:
+        err_console.print(f'[dim]measuring {text}[/dim]', markup=True)
+
+    result = _call(api.bench, list(models), data=data, data_root=data_root,
+                   graph_size=graph_size,
+                   runtimes=_split_list(runtimes, '--runtimes', str),
+                   threads=_split_list(threads, '--threads', int),
+                   device=device, baseline=baseline, warmup=warmup,
+                   repeat=repeat, max_latency_ms=max_latency_ms,
+                   min_speedup=min_speedup,
+                   max_accuracy_drop=max_accuracy_drop, out=out, seed=seed,
+                   progress=progress, command=api.command_line())
+    headers = result.HEADERS if result.baseline else result.HEADERS[:-1]
+    typer.echo(tabulate([r[:len(headers)] for r in result.table_rows()],
+                        headers=headers))
+    typer.echo(f'wrote {out}/bench.json, bench.md and bench.png')
+    for gate in result.gates:
+        if gate.passed:
+            typer.echo(f'gate {gate.name} {gate.limit:g}: passed')
+        else:
+            err_console.print(f'[red]gate {gate.name} {gate.limit:g} '
+                              f"failed:[/red] {'; '.join(gate.failures)}",
+                              markup=True)
+    if result.failed_gates:
+        raise typer.Exit(code=GATE_EXIT_CODE)
 
 
 def _version(value: bool) -> None:

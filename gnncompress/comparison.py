@@ -1,0 +1,545 @@
+"""``gnncompress bench``: several models on one graph, every runtime that
+applies, at one thread and at all cores, with the gates a CI pipeline
+checks."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gnncompress.bench import Latency, measure_latency
+from gnncompress.data import Graph
+from gnncompress.errors import CheckpointError, DataError
+from gnncompress.models import count_parameters, forward_logits
+
+RUNTIMES = ('eager', 'compile', 'onnxruntime')
+BENCH_SCHEMA = 1
+
+
+@dataclass
+class BenchModel:
+    """One model to compare: a PyTorch model (from ``.pt`` or
+    ``.safetensors``) or an ONNX file, which runs in onnxruntime only."""
+    name: str
+    path: Path
+    model: nn.Module | None = None
+    onnx_path: Path | None = None
+    uses_graph: bool = True
+    in_channels: int | None = None  # None: the ONNX file does not say
+    parameters: int | None = None
+    file_bytes: int = 0
+
+    @property
+    def is_onnx(self) -> bool:
+        return self.model is None
+
+
+@dataclass
+class BenchRow:
+    """One model x runtime x device x thread count."""
+    model: str
+    runtime: str
+    device: str
+    threads: int | None
+    latency: Latency | None = None
+    nodes_per_second: float | None = None
+    peak_memory_mb: float | None = None
+    accuracy: float | None = None
+    speedup: float | None = None
+    accuracy_drop: float | None = None
+    error: str | None = None
+
+    def key(self) -> tuple[str, str, int | None]:
+        return self.runtime, self.device, self.threads
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out['latency'] = self.latency.to_dict() if self.latency else None
+        return out
+
+
+@dataclass
+class Gate:
+    """A CI gate: ``name`` with its limit, and the rows that failed it."""
+    name: str
+    limit: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+@dataclass
+class BenchResult:
+    graph: dict[str, Any]
+    models: list[dict[str, Any]]
+    rows: list[BenchRow]
+    baseline: str | None = None
+    gates: list[Gate] = field(default_factory=list)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed_gates(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'schema': BENCH_SCHEMA, 'graph': self.graph,
+            'models': self.models, 'baseline': self.baseline,
+            'settings': self.settings,
+            'rows': [r.to_dict() for r in self.rows],
+            'gates': [{'name': g.name, 'limit': g.limit, 'passed': g.passed,
+                       'failures': g.failures} for g in self.gates],
+        }
+
+    def table_rows(self) -> list[list[str]]:
+        rows = []
+        for r in self.rows:
+            if r.error:
+                rows.append([r.model, r.runtime, r.device, _threads(r),
+                             'failed: ' + r.error, '', '', '', '', '', ''])
+                continue
+            assert r.latency is not None
+            rows.append([
+                r.model, r.runtime, r.device, _threads(r),
+                f'{r.latency.median_ms:.2f}', f'{r.latency.p95_ms:.2f}',
+                f'{r.latency.mean_ms:.2f}', _rate(r.nodes_per_second),
+                _num(r.peak_memory_mb, '{:.0f}'),
+                _num(r.accuracy, '{:.1%}'),
+                (_num(r.speedup, '{:.2f}x') + ' / '
+                 + _num(r.accuracy_drop, '{:+.1f}'))
+                if self.baseline else ''])
+        return rows
+
+    HEADERS = ['model', 'runtime', 'device', 'threads', 'median ms',
+               'p95 ms', 'mean ms', 'nodes/s', 'peak MB', 'accuracy',
+               'speed-up / acc. drop']
+
+    def markdown(self) -> str:
+        g = self.graph
+        lines = ['# gnncompress bench', '',
+                 f"Graph: {g['name']} ({g['num_nodes']:,} nodes, "
+                 f"{g['num_edges']:,} edges, {g['num_features']:,} "
+                 f"features).", '']
+        if self.baseline:
+            lines += [f'Baseline: {self.baseline} (speed-up = its latency / '
+                      'the row\'s, same runtime, device and threads; '
+                      'accuracy drop in points).', '']
+        headers = self.HEADERS if self.baseline else self.HEADERS[:-1]
+        lines += ['| ' + ' | '.join(headers) + ' |',
+                  '|' + '---|' * len(headers)]
+        for row in self.table_rows():
+            lines.append('| ' + ' | '.join(row[:len(headers)]) + ' |')
+        if self.gates:
+            lines += ['', '## Gates', '']
+            for gate in self.gates:
+                state = 'passed' if gate.passed else \
+                    'FAILED: ' + '; '.join(gate.failures)
+                lines.append(f'- {gate.name} {gate.limit:g}: {state}')
+        s = self.settings
+        lines += ['', f"Latency: median, p95 and mean of {s.get('repeat')} "
+                  f"timed runs after {s.get('warmup')} warm-up runs; peak MB "
+                  'is the resident (CPU) or allocated (CUDA) memory above '
+                  'what the process held before the run.', '']
+        return '\n'.join(lines)
+
+
+def _threads(row: BenchRow) -> str:
+    return '-' if row.threads is None else str(row.threads)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return '-' if value is None else fmt.format(value)
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return '-'
+    for unit, scale in (('G', 1e9), ('M', 1e6), ('k', 1e3)):
+        if value >= scale:
+            return f'{value / scale:.1f}{unit}'
+    return f'{value:.0f}'
+
+
+def parse_graph_size(text: str) -> tuple[int, int, int]:
+    """``NODES:EDGES:FEATURES`` (e.g. ``169343:1166243:128``)."""
+    parts = text.split(':')
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if len(values) != 3 or values[0] < 2 or values[1] < 0 or values[2] < 1:
+        raise DataError(f"--graph-size takes NODES:EDGES:FEATURES with at "
+                        f"least 2 nodes and 1 feature, e.g. 169343:1166243:128 "
+                        f"(got '{text}')")
+    return values  # type: ignore[return-value]
+
+
+def synthetic_graph(num_nodes: int, num_edges: int, num_features: int,
+                    seed: int = 0) -> Graph:
+    """A random graph of exactly that size, without labels: for latency
+    only (edges drawn uniformly, self-loops allowed)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(num_nodes, num_features, generator=gen)
+    edge_index = torch.randint(0, num_nodes, (2, num_edges), generator=gen)
+    empty = torch.zeros(num_nodes, dtype=torch.bool)
+    return Graph(name=f'synthetic {num_nodes}:{num_edges}:{num_features}',
+                 x=x, edge_index=edge_index,
+                 y=torch.zeros(num_nodes, dtype=torch.long),
+                 train_mask=empty, val_mask=empty, test_mask=empty,
+                 num_classes=0)
+
+
+class PeakMemory:
+    """Peak memory above the starting point while the block runs: CUDA's
+    allocator counter on a GPU, else the process's resident set sampled
+    every millisecond (torch releases the GIL inside its kernels)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mb = 0.0
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._start = torch.cuda.memory_allocated(self.device)
+            return self
+        self._start = _rss_bytes()
+        self._peak = self._start
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.001):
+            self._peak = max(self._peak, _rss_bytes())
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+            peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self._stop.set()
+            self._thread.join()
+            peak = max(self._peak, _rss_bytes())
+        self.peak_mb = max(0, peak - self._start) / 2 ** 20
+
+
+def _rss_bytes() -> int:
+    try:
+        with open('/proc/self/statm') as f:
+            return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE')
+    except (OSError, ValueError, IndexError):  # not Linux
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _accuracy(logits: np.ndarray | Tensor, graph: Graph) -> float | None:
+    if graph.num_classes < 1 or not bool(graph.test_mask.any()):
+        return None
+    logits = torch.as_tensor(np.asarray(logits) if not isinstance(
+        logits, Tensor) else logits.cpu())
+    mask = graph.test_mask.cpu()
+    if logits.dim() != 2 or logits.size(0) != mask.size(0):
+        return None
+    pred = logits[mask].argmax(-1)
+    return float((pred == graph.y.cpu()[mask]).float().mean())
+
+
+def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
+               device: torch.device, threads: int | None, warmup: int,
+               repeat: int) -> BenchRow:
+    row = BenchRow(entry.name, runtime, device.type, threads)
+    assert entry.model is not None
+    model = entry.model.to(device).eval()
+    x, edge_index = graph.x.to(device), graph.edge_index.to(device)
+    fn: Any = model
+    if runtime == 'compile':
+        fn = torch.compile(model)
+
+    @torch.no_grad()
+    def run() -> Tensor:
+        if fn is model:
+            return forward_logits(model, x, edge_index)
+        return fn(x, edge_index) if entry.uses_graph else fn(x)
+
+    sync = (lambda: torch.cuda.synchronize(device)) \
+        if device.type == 'cuda' else None
+    with contextlib.ExitStack() as stack:
+        if threads is not None:
+            stack.enter_context(torch_threads(threads))
+        try:
+            with PeakMemory(device) as memory:
+                row.latency = measure_latency(run, warmup=warmup,
+                                              repeat=repeat, sync=sync)
+                logits = run()
+        except Exception as e:  # a runtime that cannot run this model
+            row.error = _short(e)
+            return row
+    row.peak_memory_mb = memory.peak_mb
+    row.accuracy = _accuracy(logits.float(), graph)
+    return row
+
+
+def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
+              repeat: int) -> BenchRow:
+    from gnncompress.export import onnx_feeds, onnx_session
+
+    row = BenchRow(entry.name, 'onnxruntime', 'cpu', threads)
+    assert entry.onnx_path is not None
+    try:
+        session = onnx_session(entry.onnx_path, threads=threads)
+        feeds = onnx_feeds(session, graph.x, graph.edge_index)
+        with PeakMemory(torch.device('cpu')) as memory:
+            row.latency = measure_latency(lambda: session.run(None, feeds),
+                                          warmup=warmup, repeat=repeat)
+            logits = session.run(None, feeds)[0]
+    except Exception as e:  # a graph the exported model cannot take
+        row.error = _short(e)
+        return row
+    if session.get_session_options().intra_op_num_threads != threads:
+        row.threads = session.get_session_options().intra_op_num_threads
+    row.peak_memory_mb = memory.peak_mb
+    row.accuracy = _accuracy(logits, graph)
+    return row
+
+
+def _short(e: BaseException) -> str:
+    text = ' '.join(str(e).split()) or type(e).__name__
+    return text[:160]
+
+
+def load_models(paths: Sequence[str | Path],
+                overrides: dict[str, Any] | None = None) -> list[BenchModel]:
+    """Each path as a :class:`BenchModel`; names are the file names (made
+    unique with their folder when two collide)."""
+    from gnncompress.checkpoint import load_checkpoint
+
+    entries = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.is_file():
+            raise CheckpointError(f'Model file not found: {path}')
+        entry = BenchModel(name=path.name, path=path,
+                           file_bytes=path.stat().st_size)
+        if path.suffix == '.onnx':
+            _check_onnx(path)
+            entry.onnx_path = path
+            entry.uses_graph, entry.in_channels = _onnx_inputs(path)
+        else:
+            ckpt = load_checkpoint(path, overrides)
+            entry.model = ckpt.build()
+            entry.uses_graph = ckpt.spec.uses_graph
+            entry.in_channels = ckpt.spec.in_channels
+            entry.parameters = count_parameters(entry.model)
+        entries.append(entry)
+    names = [e.name for e in entries]
+    for entry in entries:
+        if names.count(entry.name) > 1:
+            entry.name = f'{entry.path.parent.name}/{entry.path.name}'
+    return entries
+
+
+def _check_onnx(path: Path) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # onnx raises several unrelated types
+        raise CheckpointError(
+            f'{path} is not a valid ONNX model ({_short(e)}): export it '
+            f'again with gnncompress export') from None
+
+
+def _onnx_inputs(path: Path) -> tuple[bool, int | None]:
+    """Whether the file takes ``edge_index``, and its feature width."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    inputs = {i.name: i for i in model.graph.input}
+    if 'x' not in inputs:
+        raise CheckpointError(
+            f"{path} has no input named 'x' (inputs: "
+            f"{', '.join(sorted(inputs))}): bench takes the ONNX files "
+            f'gnncompress exports')
+    dims = inputs['x'].type.tensor_type.shape.dim
+    width = dims[1].dim_value if len(dims) == 2 else 0
+    return 'edge_index' in inputs, width or None
+
+
+def _export_for_bench(entry: BenchModel, graph: Graph, folder: Path) -> None:
+    """Export a PyTorch model to ONNX (validated like every export) so it
+    can run in onnxruntime too."""
+    from gnncompress.export import export_onnx
+
+    assert entry.model is not None
+    path = folder / (Path(entry.name).stem.replace('/', '_') + '.onnx')
+    sample = min(graph.num_nodes, 64)
+    keep = (graph.edge_index < sample).all(0)
+    export_onnx(entry.model.cpu(), graph.x[:sample].cpu(),
+                graph.edge_index[:, keep].cpu(), path,
+                uses_graph=entry.uses_graph)
+    entry.onnx_path = path
+
+
+def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
+              runtimes: Sequence[str] = RUNTIMES,
+              threads: Sequence[int] | None = None,
+              devices: Sequence[torch.device] = (torch.device('cpu'),),
+              warmup: int = 3, repeat: int = 20,
+              progress: Any = None) -> list[BenchRow]:
+    """Every model under every runtime that applies to it."""
+    threads = list(threads or sorted({1, os.cpu_count() or 1}))
+    rows: list[BenchRow] = []
+    with tempfile.TemporaryDirectory(prefix='gnncompress-bench-') as tmp:
+        for entry in entries:
+            for runtime in runtimes:
+                if entry.is_onnx and runtime != 'onnxruntime':
+                    continue
+                if runtime == 'onnxruntime':
+                    if entry.onnx_path is None:
+                        try:
+                            _export_for_bench(entry, graph, Path(tmp))
+                        except Exception as e:  # noqa: BLE001 - shown as a row
+                            rows.append(BenchRow(entry.name, runtime, 'cpu',
+                                                 None, error=_short(e)))
+                            continue
+                    for n in threads:
+                        if progress:
+                            progress(f'{entry.name} onnxruntime cpu x{n}')
+                        rows.append(_onnx_row(entry, graph, n, warmup,
+                                              repeat))
+                    continue
+                for device in devices:
+                    thread_counts: list[int | None] = \
+                        list(threads) if device.type == 'cpu' else [None]
+                    for n in thread_counts:
+                        if progress:
+                            progress(f'{entry.name} {runtime} {device.type}'
+                                     + (f' x{n}' if n else ''))
+                        rows.append(_torch_row(entry, runtime, graph, device,
+                                               n, warmup, repeat))
+            if entry.model is not None:
+                entry.model.cpu()
+    for row in rows:
+        if row.latency:
+            row.nodes_per_second = graph.num_nodes / (
+                row.latency.median_ms / 1e3)
+    return rows
+
+
+def compare_to_baseline(rows: Sequence[BenchRow], baseline: str) -> None:
+    """Speed-up (the baseline's median over the row's, same runtime, device
+    and threads, else the baseline's eager run on that device and threads)
+    and accuracy drop in points (against the baseline's accuracy in the same
+    runtime, else its eager accuracy, else any of its runs')."""
+    base = {r.key(): r for r in rows if r.model == baseline and r.latency}
+    ordered = sorted(base.values(), key=lambda r: r.runtime != 'eager')
+    any_accuracy = next((r.accuracy for r in ordered
+                         if r.accuracy is not None), None)
+    for row in rows:
+        if not row.latency:
+            continue
+        ref = base.get(row.key()) or base.get(('eager', row.device,
+                                               row.threads))
+        if ref is not None and ref.latency is not None:
+            row.speedup = ref.latency.median_ms / row.latency.median_ms
+        reference = ref.accuracy if ref is not None and \
+            ref.accuracy is not None else any_accuracy
+        if reference is not None and row.accuracy is not None:
+            row.accuracy_drop = 100 * (reference - row.accuracy)
+
+
+def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
+                max_latency_ms: float | None = None,
+                min_speedup: float | None = None,
+                max_accuracy_drop: float | None = None) -> list[Gate]:
+    """Every gate applies to every row of every model but the baseline; a
+    row that failed to run fails every gate."""
+    gates = []
+    candidates = [r for r in rows if r.model != baseline]
+
+    def label(r: BenchRow) -> str:
+        return f'{r.model} {r.runtime} {r.device}' + \
+            (f' x{r.threads}' if r.threads else '')
+
+    specs = [('max-latency-ms', max_latency_ms,
+              lambda r: r.latency.median_ms if r.latency else None,
+              lambda v, lim: v <= lim, '{:.2f} ms'),
+             ('min-speedup', min_speedup, lambda r: r.speedup,
+              lambda v, lim: v >= lim, '{:.2f}x'),
+             ('max-accuracy-drop', max_accuracy_drop,
+              lambda r: r.accuracy_drop, lambda v, lim: v <= lim,
+              '{:.1f} points')]
+    for name, limit, value_of, ok, fmt in specs:
+        if limit is None:
+            continue
+        gate = Gate(name, limit)
+        for row in candidates:
+            value = value_of(row)
+            if row.error or value is None:
+                gate.failures.append(f'{label(row)}: no value')
+            elif not ok(value, limit):
+                gate.failures.append(f'{label(row)}: {fmt.format(value)}')
+        gates.append(gate)
+    return gates
+
+
+def plot(result: BenchResult, path: Path) -> None:
+    """Median latency per model and runtime (p95 as the whisker), log
+    scale."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in result.rows if r.latency]
+    fig, ax = plt.subplots(figsize=(8, 0.35 * max(4, len(rows)) + 1.2))
+    labels = [f'{r.model} · {r.runtime} · {r.device}'
+              + (f' x{r.threads}' if r.threads else '') for r in rows]
+    medians = [r.latency.median_ms for r in rows]  # type: ignore[union-attr]
+    p95 = [r.latency.p95_ms - r.latency.median_ms  # type: ignore[union-attr]
+           for r in rows]
+    colors = {'eager': '#4c72b0', 'compile': '#dd8452',
+              'onnxruntime': '#55a868'}
+    ax.barh(range(len(rows)), medians, xerr=[[0] * len(rows), p95],
+            color=[colors.get(r.runtime, '#888888') for r in rows])
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    if max(medians) > 20 * min(medians):
+        ax.set_xscale('log')
+    ax.set_xlabel('latency per forward pass, ms (median; whisker: p95)')
+    ax.set_title(f"{result.graph['name']}: {result.graph['num_nodes']:,} "
+                 f"nodes, {result.graph['num_edges']:,} edges", fontsize=9)
+    fig.tight_layout()
+    from gnncompress.export import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=120)
+    plt.close(fig)
+
+
+def timestamp() -> str:
+    return time.strftime('%Y-%m-%dT%H:%M:%S')

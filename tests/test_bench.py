@@ -1,0 +1,244 @@
+"""gnncompress bench: rows per runtime and thread count, accuracy from each
+runtime's own output, baseline columns, CI gates (exit code 3) and bad
+input (exit code 1)."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from torch_geometric.data import Data
+from typer.testing import CliRunner
+
+from gnncompress.bench import Latency
+from gnncompress.cli import app
+from gnncompress.comparison import (
+    BenchRow,
+    PeakMemory,
+    check_gates,
+    compare_to_baseline,
+    parse_graph_size,
+)
+from gnncompress.errors import DataError
+from gnncompress.export import export_onnx, save_safetensors
+from gnncompress.models import ArchSpec, build_model
+
+runner = CliRunner()
+FEATURES = 6
+
+
+def _row(model: str, runtime: str, median: float, accuracy: float | None,
+         threads: int | None = 1, device: str = 'cpu') -> BenchRow:
+    return BenchRow(model, runtime, device, threads,
+                    latency=Latency(median, median, median, 1),
+                    accuracy=accuracy)
+
+
+# baseline columns and gates, on hand-made rows ------------------------------
+
+def test_speedup_and_accuracy_drop_against_the_baseline():
+    rows = [_row('T', 'eager', 40.0, 0.80),
+            _row('T', 'onnxruntime', 50.0, 0.80),
+            _row('S', 'eager', 10.0, 0.78),
+            _row('S', 'onnxruntime', 5.0, 0.77),
+            _row('S', 'compile', 8.0, 0.78)]  # T has no compile row
+    compare_to_baseline(rows, 'T')
+
+    s_eager, s_ort, s_compile = rows[2], rows[3], rows[4]
+    assert s_eager.speedup == pytest.approx(4.0)  # 40 / 10
+    assert s_ort.speedup == pytest.approx(10.0)  # same runtime: 50 / 5
+    assert s_compile.speedup == pytest.approx(5.0)  # falls back to eager
+    assert s_eager.accuracy_drop == pytest.approx(2.0)
+    assert s_ort.accuracy_drop == pytest.approx(3.0)
+    assert rows[0].speedup == pytest.approx(1.0)
+
+
+def test_gates_name_every_failing_row_and_skip_the_baseline():
+    rows = [_row('T', 'eager', 40.0, 0.80), _row('S', 'eager', 10.0, 0.70),
+            _row('S', 'onnxruntime', 30.0, 0.79),
+            BenchRow('S', 'compile', 'cpu', 1, error='no compiler')]
+    compare_to_baseline(rows, 'T')
+    gates = {g.name: g for g in check_gates(
+        rows, 'T', max_latency_ms=20.0, min_speedup=2.0,
+        max_accuracy_drop=5.0)}
+
+    assert gates['max-latency-ms'].failures == [
+        'S onnxruntime cpu x1: 30.00 ms', 'S compile cpu x1: no value']
+    # 40 / 30 = 1.33x
+    assert gates['min-speedup'].failures == [
+        'S onnxruntime cpu x1: 1.33x', 'S compile cpu x1: no value']
+    assert gates['max-accuracy-drop'].failures == [
+        'S eager cpu x1: 10.0 points', 'S compile cpu x1: no value']
+    passing = check_gates(rows[:2], 'T', max_latency_ms=20.0)
+    assert passing[0].passed
+
+
+def test_no_gate_no_check():
+    assert check_gates([_row('S', 'eager', 1e9, None)], None) == []
+
+
+@pytest.mark.parametrize('text', ['100:200', 'a:b:c', '1:5:3', '10:-1:3',
+                                  '10:5:0'])
+def test_bad_graph_size(text):
+    with pytest.raises(DataError, match='NODES:EDGES:FEATURES'):
+        parse_graph_size(text)
+
+
+def test_graph_size():
+    assert parse_graph_size('169343:1166243:128') == (169343, 1166243, 128)
+
+
+def test_peak_memory_sees_a_large_allocation():
+    with PeakMemory(torch.device('cpu')) as memory:
+        block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
+        float(block.sum())
+        del block
+    assert memory.peak_mb > 48
+
+
+# end to end -----------------------------------------------------------------
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory) -> dict[str, Path]:
+    """A GCN and an MLP student (safetensors), the MLP's ONNX export and a
+    small labelled graph."""
+    folder = tmp_path_factory.mktemp('bench')
+    gen = torch.Generator().manual_seed(0)
+    num_nodes = 90
+    y = torch.arange(num_nodes) % 3
+    x = torch.randn(num_nodes, FEATURES, generator=gen) + y[:, None]
+    edge_index = torch.randint(0, num_nodes, (2, 300), generator=gen)
+    torch.save(Data(x=x, edge_index=edge_index, y=y), folder / 'graph.pt')
+    paths = {'graph': folder / 'graph.pt'}
+    torch.manual_seed(0)
+    for arch in ('gcn', 'mlp'):
+        spec = ArchSpec(arch, FEATURES, 8, 2, 3)
+        model = build_model(spec).eval()
+        paths[arch] = save_safetensors(model, spec,
+                                       folder / f'{arch}.safetensors')
+        if arch == 'mlp':
+            paths['mlp_onnx'] = folder / 'mlp.onnx'
+            export_onnx(model, x, edge_index, paths['mlp_onnx'],
+                        uses_graph=False)
+    return paths
+
+
+def _bench(files, out: Path, *extra: str):
+    return runner.invoke(app, [
+        'bench', str(files['gcn']), str(files['mlp']), str(files['mlp_onnx']),
+        '--data', str(files['graph']), '--runtimes', 'eager,onnxruntime',
+        '--threads', '1,2', '--device', 'cpu', '--warmup', '1', '--repeat',
+        '2', '--out', str(out), *extra])
+
+
+def test_bench_rows_files_and_accuracy(files, tmp_path):
+    result = _bench(files, tmp_path / 'out', '--baseline', str(files['gcn']))
+    assert result.exit_code == 0, result.output
+
+    report = json.loads((tmp_path / 'out' / 'bench.json').read_text())
+    assert report['schema'] == 1
+    assert report['baseline'] == 'gcn.safetensors'
+    assert report['graph']['num_nodes'] == 90
+    keys = [(r['model'], r['runtime'], r['threads']) for r in report['rows']]
+    # Each PyTorch model: eager and onnxruntime (exported on the fly) at 1
+    # and 2 threads; the ONNX file: onnxruntime only.
+    assert keys == [(m, rt, n) for m in ('gcn.safetensors', 'mlp.safetensors')
+                    for rt in ('eager', 'onnxruntime') for n in (1, 2)] + \
+        [('mlp.onnx', 'onnxruntime', 1), ('mlp.onnx', 'onnxruntime', 2)]
+    by_key = {(r['model'], r['runtime'], r['threads']): r
+              for r in report['rows']}
+    for row in report['rows']:
+        assert row['error'] is None
+        lat = row['latency']
+        assert 0 < lat['median_ms'] <= lat['p95_ms']
+        assert row['nodes_per_second'] == pytest.approx(
+            90 / (lat['median_ms'] / 1e3))
+    # The same weights give the same test accuracy in every runtime.
+    mlp = {r['accuracy'] for k, r in by_key.items()
+           if k[0] != 'gcn.safetensors'}
+    assert len(mlp) == 1 and 0 <= mlp.pop() <= 1
+    gcn_eager = by_key[('gcn.safetensors', 'eager', 1)]
+    assert gcn_eager['speedup'] == pytest.approx(1.0)
+    assert gcn_eager['accuracy_drop'] == pytest.approx(0.0)
+    assert (tmp_path / 'out' / 'bench.png').read_bytes()[:4] == b'\x89PNG'
+    assert 'speed-up' in (tmp_path / 'out' / 'bench.md').read_text()
+
+
+def test_failed_gate_exits_3_and_still_writes(files, tmp_path):
+    result = _bench(files, tmp_path / 'out', '--max-latency-ms', '1e-9')
+    assert result.exit_code == 3
+    assert 'gate max-latency-ms 1e-09 failed' in result.output
+    report = json.loads((tmp_path / 'out' / 'bench.json').read_text())
+    assert report['gates'][0]['passed'] is False
+
+
+def test_synthetic_graph_has_no_accuracy(files, tmp_path):
+    result = runner.invoke(app, [
+        'bench', str(files['mlp']), '--graph-size', f'500:2000:{FEATURES}',
+        '--runtimes', 'eager', '--threads', '1', '--repeat', '1', '--out',
+        str(tmp_path / 'out')])
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / 'out' / 'bench.json').read_text())['rows'][0]
+    assert row['accuracy'] is None and row['latency']['runs'] == 1
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--graph-size', '10:20'], 'NODES:EDGES:FEATURES'),
+    (['--graph-size', '50:100:99'], 'takes 6 input features'),
+    ([], 'exactly one of --data'),
+    (['--graph-size', '50:100:6', '--runtimes', 'tvm'],
+     "Unknown runtime 'tvm'"),
+    (['--graph-size', '50:100:6', '--min-speedup', '2'], 'needs --baseline'),
+    (['--graph-size', '50:100:6', '--threads', 'two'], 'comma-separated'),
+])
+def test_bad_input_exits_1(files, tmp_path, args, message):
+    out = tmp_path / 'out'
+    result = runner.invoke(app, ['bench', str(files['gcn']), '--out',
+                                 str(out), *args])
+    assert result.exit_code == 1
+    assert message in result.output
+    assert 'Traceback' not in result.output
+    assert not out.exists()
+
+
+def test_missing_and_corrupt_model_files(files, tmp_path):
+    result = runner.invoke(app, ['bench', str(tmp_path / 'nope.pt'),
+                                 '--graph-size', '50:100:6'])
+    assert result.exit_code == 1 and 'not found' in result.output
+    bad = tmp_path / 'bad.onnx'
+    bad.write_bytes(b'\x00garbage')
+    result = runner.invoke(app, ['bench', str(bad), '--graph-size',
+                                 '50:100:6', '--out', str(tmp_path / 'o')])
+    assert result.exit_code == 1 and 'not a valid ONNX model' in result.output
+
+
+def test_onnx_baseline_gives_accuracy_drop():
+    # An ONNX baseline has no eager run: its onnxruntime accuracy counts.
+    rows = [_row('T.onnx', 'onnxruntime', 10.0, 0.813),
+            _row('T8.onnx', 'onnxruntime', 8.0, 0.812)]
+    compare_to_baseline(rows, 'T.onnx')
+    assert rows[1].accuracy_drop == pytest.approx(0.1)
+    assert rows[1].speedup == pytest.approx(1.25)
+
+
+def test_int8_export_is_smaller_and_close(files, tmp_path):
+    # Weights quantised to int8: a smaller file whose outputs stay near
+    # PyTorch's but are not bit-faithful.
+    fp32, int8 = tmp_path / 'm.onnx', tmp_path / 'm8.onnx'
+    assert runner.invoke(app, ['export', str(files['gcn']), '--out',
+                               str(fp32)]).exit_code == 0
+    result = runner.invoke(app, ['export', str(files['gcn']), '--out',
+                                 str(int8), '--quantize', 'int8'])
+    assert result.exit_code == 0, result.output
+    assert 'int8 model' in result.output
+    import onnx
+    ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
+    assert 'DynamicQuantizeLinear' in ops
+    diff = float(re.search(r'PyTorch ([0-9.e+-]+)', result.output).group(1))
+    assert 0 < diff < 0.5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['m.onnx', 'm8.onnx']
+    bad = runner.invoke(app, ['export', str(files['gcn']), '--out',
+                              str(tmp_path / 'x.onnx'), '--quantize', 'int4'])
+    assert bad.exit_code == 1 and "Unknown quantisation 'int4'" in bad.output
