@@ -42,7 +42,7 @@ from gnncompress.models import (
     count_parameters,
     count_spec_parameters,
 )
-from gnncompress.report import ModelEntry, Report
+from gnncompress.report import Gate, ModelEntry, Report
 
 DEFAULT_RATIO = 10.0
 STUDENT_DROPOUT = 0.5
@@ -382,12 +382,17 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             patience: int | None = 100, seed: int = 0, device: str = 'auto',
             out: str | Path | None = None, baseline: bool = False,
             overrides: dict[str, Any] | None = None, export: bool = True,
-            progress: bool = True, command: str = '') -> Report:
+            min_accuracy: float | None = None,
+            max_accuracy_drop: float | None = None,
+            progress: bool = True, command: str = '',
+            config: dict[str, Any] | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
     student (an MLP for GLNN) or GCN; ``weight`` and ``label_weight`` to the
-    method's own defaults."""
+    method's own defaults. The gates ``min_accuracy`` (percent) and
+    ``max_accuracy_drop`` (points below the teacher) are checked after the
+    files are written; failures are in ``report.gates``."""
     teacher = Path(teacher)
     distiller = build_method(method, method_options)
     student = student or distiller.preferred_student or 'gcn'
@@ -487,10 +492,33 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                       'val_accuracy': result.val_accuracy},
             seed=seed, device=str(dev), versions=versions(),
             teacher_spec_sources=ckpt.sources,
-            notes=list(ckpt.notes.values()), files=files)
+            notes=list(ckpt.notes.values()), files=files,
+            config=config or {},
+            gates=accuracy_gates(result.test_accuracy, teacher_acc,
+                                 min_accuracy, max_accuracy_drop))
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
     return report
+
+
+def accuracy_gates(accuracy: float, reference: float,
+                   min_accuracy: float | None,
+                   max_accuracy_drop: float | None) -> list[Gate]:
+    """The accuracy gates of distill and amalgamate (percent and points)."""
+    gates = []
+    if min_accuracy is not None:
+        gate = Gate('min-accuracy', min_accuracy)
+        if not 100 * accuracy >= min_accuracy:
+            gate.failures.append(f'student {100 * accuracy:.2f}%')
+        gates.append(gate)
+    if max_accuracy_drop is not None:
+        gate = Gate('max-accuracy-drop', max_accuracy_drop)
+        drop = 100 * (reference - accuracy)
+        if not drop <= max_accuracy_drop:
+            gate.failures.append(f'student {drop:.2f} points below the '
+                                 f'teacher')
+        gates.append(gate)
+    return gates
 
 
 def command_line() -> str:
@@ -543,7 +571,8 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
           min_speedup: float | None = None,
           max_accuracy_drop: float | None = None,
           out: str | Path | None = 'gnncompress-bench', seed: int = 0,
-          progress: Any = None, command: str = ''):
+          progress: Any = None, command: str = '',
+          config: dict[str, Any] | None = None):
     """Every model on one graph (``data`` or a synthetic ``graph_size``),
     under each runtime that applies, on the CPU at each thread count and on
     CUDA when ``device`` allows; writes ``bench.json``, ``bench.md`` and
@@ -624,7 +653,8 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
         settings={'warmup': warmup, 'repeat': repeat, 'runtimes': runtimes,
                   'threads': threads or sorted({1, os.cpu_count() or 1}),
                   'devices': [str(d) for d in devices], 'seed': seed,
-                  'command': command, 'versions': versions(),
+                  'command': command, 'config': config or {},
+                  'versions': versions(),
                   'cpu_count': os.cpu_count(), 'time': cmp.timestamp()})
     if out is not None:
         with staged_output(Path(out)) as stage:

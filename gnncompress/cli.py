@@ -16,6 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help='Compress pre-trained GNN checkpoints by knowledge '
                   'distillation.')
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
 T = TypeVar('T')
 
 
@@ -77,6 +78,34 @@ def _list_methods(value: bool) -> None:
     raise typer.Exit()
 
 
+def _config(ctx: typer.Context, param: typer.CallbackParam,
+            value: Optional[Path]) -> Optional[Path]:
+    """Read ``--config`` before the other options, as their defaults: an
+    option given on the command line still wins."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from gnncompress.config import load_config
+
+    known = [p.name for p in ctx.command.params
+             if p.name not in ('config', 'list_methods')]
+    values = _call(load_config, value, ctx.command.name, known)
+    ctx.default_map = {**(ctx.default_map or {}), **values}
+    return value
+
+
+def _resolved(ctx: typer.Context) -> dict[str, Any]:
+    """The settings the command ran with (file, then command line), for the
+    report."""
+    from gnncompress.config import plain
+
+    return plain({k: v for k, v in ctx.params.items()
+                  if k not in ('list_methods', 'progress')})
+
+
+ConfigOpt = Annotated[Optional[Path], typer.Option(
+    '--config', callback=_config, is_eager=True,
+    help='TOML file of options (keys named like the options; the command '
+    'line wins).')]
 ArchOpt = Annotated[Optional[str], typer.Option(
     '--arch', help='Override the inferred teacher architecture.')]
 AggrOpt = Annotated[Optional[str], typer.Option(
@@ -95,6 +124,7 @@ DeviceOpt = Annotated[str, typer.Option(help='auto, cpu or cuda.')]
 
 @app.command()
 def distill(
+    ctx: typer.Context,
     teacher: Annotated[Path, typer.Argument(help='Teacher checkpoint (.pt '
                                             'state_dict or .safetensors).')],
     data: Annotated[Optional[str], typer.Option(
@@ -148,6 +178,13 @@ def distill(
                         ] = True,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
+    min_accuracy: Annotated[Optional[float], typer.Option(
+        help='Gate: the student\'s test accuracy at least this, in percent; '
+        'exit code 3 when it fails.')] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(
+        help='Gate: the student at most this many points below the '
+        'teacher; exit code 3 when it fails.')] = None,
+    config: ConfigOpt = None,
     list_methods: Annotated[bool, typer.Option(
         '--list-methods', callback=_list_methods, is_eager=True,
         help='List the methods and exit.')] = False,
@@ -167,9 +204,25 @@ def distill(
                    weight=weight, patience=patience, seed=seed,
                    device=device, out=out, baseline=baseline,
                    overrides=_overrides(arch, aggr, jk, norm, act),
-                   progress=progress, command=api.command_line())
+                   min_accuracy=min_accuracy,
+                   max_accuracy_drop=max_accuracy_drop,
+                   progress=progress, command=api.command_line(),
+                   config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    _exit_on_gates(report.gates)
+
+
+def _exit_on_gates(gates: list[Any]) -> None:
+    for gate in gates:
+        if gate.passed:
+            typer.echo(f'gate {gate.name} {gate.limit:g}: passed')
+        else:
+            err_console.print(f'[red]gate {gate.name} {gate.limit:g} '
+                              f"failed:[/red] {'; '.join(gate.failures)}",
+                              markup=True)
+    if any(not gate.passed for gate in gates):
+        raise typer.Exit(code=GATE_EXIT_CODE)
 
 
 @app.command()
@@ -262,9 +315,6 @@ def export(
                f'{parity.max_abs_diff:.2e}, {what})')
 
 
-GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
-
-
 def _split_list(text: str | None, what: str, cast: Callable[[str], T]
                 ) -> list[T] | None:
     if text is None:
@@ -279,6 +329,7 @@ def _split_list(text: str | None, what: str, cast: Callable[[str], T]
 
 @app.command()
 def bench(
+    ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
         help='Model files: .pt, .safetensors or .onnx.')],
     data: Annotated[Optional[str], typer.Option(
@@ -316,6 +367,7 @@ def bench(
     = Path('gnncompress-bench'),
     seed: Annotated[int, typer.Option(help='Split / synthetic graph seed.')]
     = 0,
+    config: ConfigOpt = None,
 ) -> None:
     """Compare the latency, memory and accuracy of MODELS on one graph. A
     failed gate exits with code 3."""
@@ -332,20 +384,13 @@ def bench(
                    repeat=repeat, max_latency_ms=max_latency_ms,
                    min_speedup=min_speedup,
                    max_accuracy_drop=max_accuracy_drop, out=out, seed=seed,
-                   progress=progress, command=api.command_line())
+                   progress=progress, command=api.command_line(),
+                   config=_resolved(ctx))
     headers = result.HEADERS if result.baseline else result.HEADERS[:-1]
     typer.echo(tabulate([r[:len(headers)] for r in result.table_rows()],
                         headers=headers))
     typer.echo(f'wrote {out}/bench.json, bench.md and bench.png')
-    for gate in result.gates:
-        if gate.passed:
-            typer.echo(f'gate {gate.name} {gate.limit:g}: passed')
-        else:
-            err_console.print(f'[red]gate {gate.name} {gate.limit:g} '
-                              f"failed:[/red] {'; '.join(gate.failures)}",
-                              markup=True)
-    if result.failed_gates:
-        raise typer.Exit(code=GATE_EXIT_CODE)
+    _exit_on_gates(result.gates)
 
 
 def _version(value: bool) -> None:

@@ -21,6 +21,7 @@ from gnncompress.bench import Latency, measure_latency
 from gnncompress.data import Graph
 from gnncompress.errors import CheckpointError, DataError
 from gnncompress.models import count_parameters, forward_logits
+from gnncompress.report import Gate
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
 BENCH_SCHEMA = 1
@@ -69,18 +70,6 @@ class BenchRow:
 
 
 @dataclass
-class Gate:
-    """A CI gate: ``name`` with its limit, and the rows that failed it."""
-    name: str
-    limit: float
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-
-@dataclass
 class BenchResult:
     graph: dict[str, Any]
     models: list[dict[str, Any]]
@@ -99,8 +88,7 @@ class BenchResult:
             'models': self.models, 'baseline': self.baseline,
             'settings': self.settings,
             'rows': [r.to_dict() for r in self.rows],
-            'gates': [{'name': g.name, 'limit': g.limit, 'passed': g.passed,
-                       'failures': g.failures} for g in self.gates],
+            'gates': [g.to_dict() for g in self.gates],
         }
 
     def table_rows(self) -> list[list[str]]:

@@ -24,6 +24,22 @@ class ModelEntry:
 
 
 @dataclass
+class Gate:
+    """A CI gate: ``name`` with its limit, and what failed it."""
+    name: str
+    limit: float
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'name': self.name, 'limit': self.limit,
+                'passed': self.passed, 'failures': self.failures}
+
+
+@dataclass
 class Report:
     """Everything a distillation run measured."""
     command: str
@@ -43,9 +59,14 @@ class Report:
     notes: list[str] = field(default_factory=list)
     student_alone: ModelEntry | None = None
     files: dict[str, str] = field(default_factory=dict)
+    # The settings the run resolved (config file, then command line).
+    config: dict[str, Any] = field(default_factory=dict)
+    gates: list[Gate] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {'schema': 1, **asdict(self)}
+        out = {'schema': 1, **asdict(self)}
+        out['gates'] = [g.to_dict() for g in self.gates]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -97,6 +118,9 @@ class Report:
             f'`{self.command}`', '',
             tabulate(rows, headers=headers, tablefmt='github'), '',
             *[f'- {line}' for line in self.summary_lines()], '',
+            *([f'- gate {g.name} {g.limit:g}: '
+               + ('passed' if g.passed else 'FAILED: ' + '; '.join(g.failures))
+               for g in self.gates] + [''] if self.gates else []),
             '## Files', '', files,
             '## Versions', '',
             ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])
