@@ -89,6 +89,12 @@ def _config(ctx: typer.Context, param: typer.CallbackParam,
     known = [p.name for p in ctx.command.params
              if p.name not in ('config', 'list_methods')]
     values = _call(load_config, value, ctx.command.name, known)
+    lists = {p.name for p in ctx.command.params
+             if getattr(p, 'multiple', False) or p.nargs != 1}
+    for key, item in values.items():
+        # threads = [1, 2] in the file means --threads 1,2.
+        if isinstance(item, list) and key not in lists:
+            values[key] = ','.join(str(v) for v in item)
     ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
 
@@ -255,6 +261,7 @@ def inspect(
 
 @app.command('train-teacher')
 def train_teacher(
+    ctx: typer.Context,
     data: Annotated[str, typer.Option(help='Dataset name or Data file.')],
     out: Annotated[Path, typer.Option(help='Output .pt file (a teacher card '
                                       '.json is written beside it).')],
@@ -280,6 +287,7 @@ def train_teacher(
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = 'auto',
     progress: Annotated[bool, typer.Option()] = True,
+    config: ConfigOpt = None,
 ) -> None:
     """Train a teacher, selected on validation accuracy, and save it as a
     plain PyG state_dict."""
