@@ -259,6 +259,9 @@ def class_subset(graph: Graph, classes: list[int]) -> Graph:
         torch.arange(len(classes), device=graph.y.device)
     y = lookup[graph.y]
     inside = y >= 0
+    if not bool((graph.train_mask & inside).any()):
+        raise DataError(f'No training node of {graph.name} has a label in '
+                        f'classes {classes}: choose other classes')
     split = {**graph.split, 'classes': list(classes)}
     return Graph(name=graph.name, x=graph.x, edge_index=graph.edge_index,
                  y=y, train_mask=graph.train_mask & inside,
