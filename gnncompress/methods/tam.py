@@ -51,7 +51,7 @@ def check_edges(model: nn.Module, edge_index: Tensor) -> None:
             f'{type(model).__name__} passes no messages, so it has no '
             f'topological attribution map: use --topology none or lsp')
     loops = int((edge_index[0] == edge_index[1]).sum())
-    if loops and loops >= edge_index.max().item() + 1:
+    if loops and loops >= int(edge_index.max()) + 1:
         # PyG matches its mask to GCN's/GAT's re-added self-loops by count;
         # with a loop on every node the counts agree and the order does not.
         raise DataError('The graph has a self-loop on every node, which '

@@ -61,7 +61,7 @@ def test_normalise_per_node_by_hand():
     assert torch.allclose(out, torch.tensor([-1 / s, 1 / s, 0.0]))
 
 
-@pytest.mark.parametrize('arch', ['gcn', 'gat', 'sage', 'gin'])
+@pytest.mark.parametrize('arch', ['gcn', 'gat', 'sage', 'gin', 'gcnii'])
 def test_every_architecture_gets_a_map(arch, tiny_graph):
     spec = ArchSpec(arch, 5, 8, 2, 2, heads=2 if arch == 'gat' else 1)
     torch.manual_seed(0)
