@@ -25,7 +25,12 @@ from gnncompress.checkpoint import (
     card_path,
     load_checkpoint,
 )
-from gnncompress.data import Graph, load_graph
+from gnncompress.data import (
+    Graph,
+    class_subset,
+    load_graph,
+    parse_classes,
+)
 from gnncompress.engine import accuracy, fit, forward_frozen
 from gnncompress.errors import (
     ArchitectureError,
@@ -220,17 +225,23 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   lr: float = 0.005, weight_decay: float = 5e-4,
                   patience: int | None = 100, seed: int = 0,
                   device: str = 'auto', progress: bool = True,
+                  classes: str | list[int] | None = None,
                   ) -> TeacherResult:
     """Train a teacher and save it as a plain PyG ``state_dict`` (the format
     users already have), with a teacher card (``.json``) beside it that
     records what the weights cannot tell and the dataset it was trained
-    on."""
+    on. ``classes`` (``'0-4'``) trains on that label subset only (for
+    amalgamation), renumbered from 0."""
     out = Path(out)
     if out.suffix not in ('.pt', '.pth'):
         raise OutputError(f'Teacher file {out} must end in .pt or .pth')
     check_writable(out.parent)
     dev = resolve_device(device)
     graph = load_graph(data, data_root, seed=seed)
+    if classes is not None:
+        if isinstance(classes, str):
+            classes = parse_classes(classes)
+        graph = class_subset(graph, list(classes))
     if dropout is None:
         # GAT's and GCNII's papers use 0.6 on the citation graphs.
         dropout = 0.6 if arch in ('gat', 'gatv2', 'gcnii') else 0.5
@@ -253,6 +264,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
         'val_accuracy': result.val_accuracy,
         'test_accuracy': result.test_accuracy,
         **_card_data(data, data_root, out.parent),
+        **({'classes': list(classes)} if classes is not None else {}),
     }
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     make_folder(out.parent)
@@ -494,29 +506,32 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             teacher_spec_sources=ckpt.sources,
             notes=list(ckpt.notes.values()), files=files,
             config=config or {},
-            gates=accuracy_gates(result.test_accuracy, teacher_acc,
-                                 min_accuracy, max_accuracy_drop))
+            gates=accuracy_gates(
+                [('student', result.test_accuracy, teacher_acc)],
+                min_accuracy, max_accuracy_drop))
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
     return report
 
 
-def accuracy_gates(accuracy: float, reference: float,
+def accuracy_gates(models: list[tuple[str, float, float]],
                    min_accuracy: float | None,
                    max_accuracy_drop: float | None) -> list[Gate]:
-    """The accuracy gates of distill and amalgamate (percent and points)."""
+    """The accuracy gates of distill and amalgamate: ``models`` holds
+    (name, accuracy, its teacher's accuracy); limits in percent and
+    points."""
     gates = []
     if min_accuracy is not None:
         gate = Gate('min-accuracy', min_accuracy)
-        if not 100 * accuracy >= min_accuracy:
-            gate.failures.append(f'student {100 * accuracy:.2f}%')
+        gate.failures = [f'{name} {100 * acc:.2f}%'
+                         for name, acc, _ in models
+                         if not 100 * acc >= min_accuracy]
         gates.append(gate)
     if max_accuracy_drop is not None:
         gate = Gate('max-accuracy-drop', max_accuracy_drop)
-        drop = 100 * (reference - accuracy)
-        if not drop <= max_accuracy_drop:
-            gate.failures.append(f'student {drop:.2f} points below the '
-                                 f'teacher')
+        gate.failures = [f'{name} {100 * (ref - acc):.2f} points below its '
+                         f'teacher' for name, acc, ref in models
+                         if not 100 * (ref - acc) <= max_accuracy_drop]
         gates.append(gate)
     return gates
 
@@ -664,3 +679,11 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
             cmp.plot(result, stage / 'bench.png')
     return result
 
+
+# amalgamate ------------------------------------------------------------------
+
+def amalgamate(teachers: list[str | Path], **kwargs: Any):
+    """Merge several teachers into one slimmable student without labels;
+    see :func:`gnncompress.amalgamation.amalgamate` for the options."""
+    from gnncompress.amalgamation import amalgamate as run
+    return run(teachers, **kwargs)

@@ -287,6 +287,9 @@ def train_teacher(
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = 'auto',
     progress: Annotated[bool, typer.Option()] = True,
+    classes: Annotated[Optional[str], typer.Option(
+        help='Train on a label subset only, e.g. 0-4 (teachers for '
+        'amalgamate --tasks).')] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Train a teacher, selected on validation accuracy, and save it as a
@@ -296,7 +299,8 @@ def train_teacher(
                    jk=jk, aggr=aggr, alpha=alpha, theta=theta,
                    data_root=data_root, epochs=epochs,
                    lr=lr, weight_decay=weight_decay, patience=patience,
-                   seed=seed, device=device, progress=progress)
+                   seed=seed, device=device, progress=progress,
+                   classes=classes)
     typer.echo(f'{result.spec.describe()}: {result.parameters:,} parameters')
     typer.echo(f'validation {100 * result.val_accuracy:.2f}%, test '
                f'{100 * result.test_accuracy:.2f}% '
@@ -412,3 +416,76 @@ def main(version: Annotated[bool, typer.Option(
         '--version', callback=_version, is_eager=True,
         help='Print the version.')] = False) -> None:
     """Compress pre-trained GNN checkpoints by knowledge distillation."""
+
+
+@app.command()
+def amalgamate(
+    ctx: typer.Context,
+    teachers: Annotated[list[Path], typer.Argument(
+        help='Teacher checkpoints, one per task.')],
+    data: Annotated[Optional[str], typer.Option(
+        help='One dataset per teacher (Cora,CiteSeer,PubMed), or one dataset '
+        "with --tasks; default: the datasets on the teachers' cards.")
+    ] = None,
+    tasks: Annotated[Optional[str], typer.Option(
+        help='Label subsets of one graph, one per teacher, e.g. 0-4,5-9 '
+        "(default: the classes on the teachers' cards).")] = None,
+    data_root: DataRootOpt = None,
+    student: Annotated[str, typer.Option(
+        help='Student layer: gcn, gat, gatv2, sage or gin.')] = 'gcn',
+    hidden: Annotated[int, typer.Option(
+        min=1, help='Student hidden width at multiplier 1.')] = 64,
+    layers: Annotated[int, typer.Option(min=2, help='Student layers.')] = 2,
+    heads: Annotated[int, typer.Option(
+        min=1, help='Student attention heads (GAT students).')] = 1,
+    widths: Annotated[str, typer.Option(
+        help='Hidden-width multipliers trained jointly.')
+    ] = '0.25,0.5,0.75,1.0',
+    width: Annotated[Optional[str], typer.Option(
+        help='Width multiplier(s) to export as ONNX, e.g. 0.5 or 0.5,1 '
+        '(default: all).')] = None,
+    lambda_: Annotated[Optional[float], typer.Option(
+        '--lambda', help='Weight of the topology loss (default 0.1 for tam, '
+        '100 for lsp); 0 switches it off.')] = None,
+    topology: Annotated[str, typer.Option(
+        help="'tam' (attribution maps), 'lsp' (local structure) or "
+        "'none'.")] = 'tam',
+    soft: Annotated[str, typer.Option(
+        help="'mse' on logits (paper) or 'bce' to the teacher's thresholded "
+        "predictions (authors' code).")] = 'mse',
+    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
+    weight_decay: Annotated[float, typer.Option()] = 4e-6,
+    patience: Annotated[int, typer.Option(
+        min=1, help='Stop after this many epochs without a better agreement '
+        'with the teachers.')] = 100,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = 'auto',
+    out: Annotated[Optional[Path], typer.Option(
+        help='Output folder (default: gnncompress-out/amalgamate).')] = None,
+    progress: Annotated[bool, typer.Option(help='Show a progress bar.')
+                        ] = True,
+    min_accuracy: Annotated[Optional[float], typer.Option(
+        help='Gate: every task at every exported width at least this test '
+        'accuracy, in percent; exit code 3 when it fails.')] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(
+        help="Gate: at most this many points below each task's teacher; "
+        'exit code 3 when it fails.')] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Merge TEACHERS (one per task, any mix of GCN, GAT, SAGE, GIN) into one
+    slimmable student without labels (TAM); write student.safetensors, one
+    ONNX per task and width, report.json and report.md."""
+    report = _call(api.amalgamate, teachers, data=data, tasks=tasks,
+                   data_root=data_root, student=student, hidden=hidden,
+                   layers=layers, heads=heads, widths=widths,
+                   export_widths=width, weight=lambda_, soft=soft,
+                   topology=topology, epochs=epochs, lr=lr,
+                   weight_decay=weight_decay, patience=patience, seed=seed,
+                   device=device, out=out, progress=progress,
+                   min_accuracy=min_accuracy,
+                   max_accuracy_drop=max_accuracy_drop,
+                   command=api.command_line(), config=_resolved(ctx))
+    typer.echo(report.to_text())
+    typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    _exit_on_gates(report.gates)

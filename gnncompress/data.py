@@ -225,3 +225,46 @@ def stratified_split(y: Tensor, seed: int,
         train[idx[:n_train]] = True
         val[idx[n_train:n_train + n_val]] = True
     return train, val, ~(train | val)
+
+
+def parse_classes(text: str) -> list[int]:
+    """``'0-4'`` -> ``[0, 1, 2, 3, 4]``; ``'1,3,5'`` -> ``[1, 3, 5]``."""
+    classes: list[int] = []
+    try:
+        for part in text.split(','):
+            first, sep, last = part.strip().partition('-')
+            classes += list(range(int(first), int(last) + 1)) if sep \
+                else [int(first)]
+    except ValueError:
+        raise DataError(f"Classes are written like 0-4 or 1,3,5 (got "
+                        f"'{text}')") from None
+    if not classes or len(set(classes)) != len(classes) or min(classes) < 0:
+        raise DataError(f"Classes '{text}' must be distinct non-negative "
+                        f'integers')
+    return classes
+
+
+def class_subset(graph: Graph, classes: list[int]) -> Graph:
+    """The graph with labels restricted to ``classes`` (renumbered
+    ``0..len(classes)-1``): every node and edge stays, the masks keep only
+    nodes whose label is in the subset, the other nodes get label -1."""
+    missing = [c for c in classes if c >= graph.num_classes]
+    if missing:
+        raise DataError(f'{graph.name} has classes 0-{graph.num_classes - 1};'
+                        f" class(es) {', '.join(map(str, missing))} do not "
+                        f'exist')
+    lookup = torch.full((graph.num_classes,), -1, dtype=torch.long,
+                        device=graph.y.device)
+    lookup[torch.tensor(classes, device=graph.y.device)] = \
+        torch.arange(len(classes), device=graph.y.device)
+    y = lookup[graph.y]
+    inside = y >= 0
+    if not bool((graph.train_mask & inside).any()):
+        raise DataError(f'No training node of {graph.name} has a label in '
+                        f'classes {classes}: choose other classes')
+    split = {**graph.split, 'classes': list(classes)}
+    return Graph(name=graph.name, x=graph.x, edge_index=graph.edge_index,
+                 y=y, train_mask=graph.train_mask & inside,
+                 val_mask=graph.val_mask & inside,
+                 test_mask=graph.test_mask & inside,
+                 num_classes=len(classes), split=split)

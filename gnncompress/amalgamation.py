@@ -1,0 +1,607 @@
+"""``gnncompress amalgamate``: several frozen teachers, each expert on its own
+task, merged into one slimmable student without any ground-truth label
+(TAM, METHODS.md)."""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tabulate import tabulate
+from torch import Tensor
+
+from gnncompress import api
+from gnncompress.bench import onnx_latency, torch_latency
+from gnncompress.checkpoint import Checkpoint, load_checkpoint
+from gnncompress.data import Graph, load_graph, parse_classes
+from gnncompress.engine import Selection, check_finite, progress_bar
+from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
+from gnncompress.export import export_onnx
+from gnncompress.methods.tam import TAM, TeacherTask
+from gnncompress.models import count_parameters
+from gnncompress.models.slimmable import (
+    DEFAULT_WIDTHS,
+    SlimmableGNN,
+    SlimmableSpec,
+    TaskSlice,
+    save_slimmable,
+)
+from gnncompress.report import Gate, ModelEntry
+
+SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
+             'averaged over tasks and widths (no label is read)')
+
+
+@dataclass
+class Task:
+    """One teacher's task: its graph, its classes (``None``: all of the
+    graph's) and where the student predicts it (head and columns)."""
+    name: str
+    graph: Graph
+    classes: list[int] | None
+    head: int
+    start: int
+    stop: int
+
+    @property
+    def columns(self) -> slice:
+        return slice(self.start, self.stop)
+
+    @property
+    def num_classes(self) -> int:
+        return self.stop - self.start
+
+    def eval_mask(self) -> Tensor:
+        """Test nodes whose label belongs to the task (evaluation only)."""
+        mask = self.graph.test_mask
+        if self.classes is not None:
+            known = torch.tensor(self.classes, device=self.graph.y.device)
+            mask = mask & torch.isin(self.graph.y, known)
+        return mask
+
+    def eval_labels(self) -> Tensor:
+        """Labels renumbered to the task's columns (-1 outside it)."""
+        if self.classes is None:
+            return self.graph.y
+        lookup = torch.full((int(self.graph.y.max()) + 1,), -1,
+                            dtype=torch.long, device=self.graph.y.device)
+        for i, c in enumerate(self.classes):
+            if c < lookup.numel():
+                lookup[c] = i
+        return lookup[self.graph.y]
+
+
+@dataclass
+class AmalgamationFit:
+    best_epoch: int
+    best_agreement: float
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(1, self.epochs_run)
+
+
+def _groups(tasks: Sequence[Task]) -> list[list[int]]:
+    """Task indices that share one student forward (same graph, same
+    head)."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, task in enumerate(tasks):
+        groups.setdefault((id(task.graph), task.head), []).append(i)
+    return list(groups.values())
+
+
+def train_student(student: SlimmableGNN, tasks: Sequence[Task],
+                  teacher_tasks: Sequence[TeacherTask], tam: TAM, *,
+                  epochs: int = 200, lr: float = 0.01,
+                  weight_decay: float = 4e-6, patience: int | None = 100,
+                  progress: bool = True,
+                  desc: str = 'amalgamate') -> AmalgamationFit:
+    """Train every width of ``student`` on every task each epoch; the loss
+    sees the teachers' outputs and maps only. Model selection keeps the
+    epoch with the highest agreement with the teachers' predictions."""
+    optimizer = torch.optim.Adam(student.parameters(), lr=lr,
+                                 weight_decay=weight_decay)
+    widths = student.spec.widths
+    groups = _groups(tasks)
+    selection = Selection(student, patience)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    bar = progress_bar(epochs, desc, progress)
+    epoch = 0
+    for epoch in bar:
+        student.train()
+        optimizer.zero_grad(set_to_none=True)
+        epoch_terms: dict[str, Tensor] = {}
+        total = 0.0
+        for width in widths:
+            for group in groups:
+                graph, head = tasks[group[0]].graph, tasks[group[0]].head
+                loss, terms = _group_loss(student, graph, head, width,
+                                          [tasks[i] for i in group],
+                                          [teacher_tasks[i] for i in group],
+                                          group, tam)
+                check_finite(loss, terms, epoch, f' (width {width:g})')
+                # One backward per forward keeps one graph alive at a time.
+                loss.backward()
+                total += float(loss.detach())
+                for k, v in terms.items():
+                    epoch_terms[k] = epoch_terms.get(k, 0) + v.detach()
+        optimizer.step()
+        agreement = mean_agreement(student, tasks, teacher_tasks)
+        history.append({'epoch': epoch, 'loss': total,
+                         'agreement': agreement,
+                         **{k: float(v) for k, v in epoch_terms.items()}})
+        selection.update(epoch, agreement)
+        bar.set_postfix(loss=f'{total:.4f}', agree=f'{agreement:.3f}')
+        if selection.should_stop(epoch):
+            break
+    bar.close()
+    seconds = time.perf_counter() - start
+    selection.restore()
+    student.eval()
+    return AmalgamationFit(best_epoch=selection.best_epoch,
+                           best_agreement=selection.best_score,
+                           epochs_run=epoch, seconds=seconds, history=history)
+
+
+def _group_loss(student: SlimmableGNN, graph: Graph, head: int,
+                width: float, tasks: list[Task],
+                teacher_tasks: list[TeacherTask], keys: list[int],
+                tam: TAM) -> tuple[Tensor, dict[str, Tensor]]:
+    edge_weight = None
+    if tam.uses_maps:
+        edge_weight = torch.ones(graph.edge_index.size(1),
+                                 device=graph.x.device, requires_grad=True)
+    out = student.forward_output(graph.x, graph.edge_index, head, width,
+                                 edge_mask=edge_weight)
+    loss = out.logits.new_zeros(())
+    terms: dict[str, Tensor] = {}
+    for task, teacher_task, key in zip(tasks, teacher_tasks, keys):
+        parts = tam.loss(out, teacher_task, graph.edge_index, edge_weight,
+                         columns=task.columns, key=key)
+        loss = loss + tam.total(parts)
+        for k, v in parts.items():
+            terms[f'{task.name}/{k}'] = v
+    return loss, terms
+
+
+@torch.no_grad()
+def mean_agreement(student: SlimmableGNN, tasks: Sequence[Task],
+                   teacher_tasks: Sequence[TeacherTask]) -> float:
+    """Fraction of all nodes where the student's class (eval mode) is the
+    teacher's, averaged over tasks and widths."""
+    student.eval()
+    scores = []
+    for width in student.spec.widths:
+        for task, teacher_task in zip(tasks, teacher_tasks):
+            logits = student(task.graph.x, task.graph.edge_index, task.head,
+                             width)[:, task.columns]
+            scores.append(float((logits.argmax(-1) ==
+                                 teacher_task.target).float().mean()))
+    return sum(scores) / len(scores)
+
+
+def task_accuracy(logits: Tensor, task: Task) -> float:
+    """Accuracy on the task's test nodes (``logits`` cut to its columns)."""
+    mask = task.eval_mask()
+    if int(mask.sum()) == 0:
+        return float('nan')
+    return float((logits[mask].argmax(-1) ==
+                  task.eval_labels()[mask]).float().mean())
+
+
+# Setting up tasks ------------------------------------------------------------
+
+def parse_tasks(text: str) -> list[list[int]]:
+    """``'0-4,5-9'`` -> ``[[0..4], [5..9]]`` (one class range per task)."""
+    return [parse_classes(part) for part in text.split(',')]
+
+
+def resolve_tasks(ckpts: list[Checkpoint], data: str | Sequence[str] | None,
+                  tasks: str | Sequence[Sequence[int]] | None,
+                  data_root: str | Path | None, seed: int) -> list[Task]:
+    """One task per teacher: a dataset each (``data`` lists as many names as
+    teachers), or label subsets of one dataset (``tasks``, else the
+    ``classes`` on the teachers' cards)."""
+    names = [d.strip() for d in data.split(',')] if isinstance(data, str) \
+        else list(data) if data is not None else None
+    if isinstance(tasks, str):
+        tasks = parse_tasks(tasks)
+    if tasks is None and all(c.card.get('classes') for c in ckpts):
+        tasks = [list(c.card['classes']) for c in ckpts]
+    if tasks is not None and len(tasks) != len(ckpts):
+        raise DataError(f'--tasks gives {len(tasks)} class ranges for '
+                        f'{len(ckpts)} teachers: give one per teacher')
+    cache: dict[str, Graph] = {}
+
+    def graph_of(name: str | None, ckpt: Checkpoint) -> Graph:
+        key = name or f'card:{ckpt.path}'
+        if key not in cache:
+            cache[key] = load_graph(name, data_root, seed) if name else \
+                api.resolve_data(None, data_root, ckpt, seed)
+        return cache[key]
+
+    if tasks is not None:
+        if names is not None and len(names) != 1:
+            raise DataError('Label-subset tasks (--tasks) share one graph: '
+                            'give one --data name')
+        flat = [c for t in tasks for c in t]
+        if len(set(flat)) != len(flat):
+            raise DataError(f'The tasks {tasks} overlap: teachers must cover '
+                            f'disjoint label subsets')
+        graph = graph_of(names[0] if names else None, ckpts[0])
+        result, start = [], 0
+        for ckpt, classes in zip(ckpts, tasks):
+            missing = [c for c in classes if c >= graph.num_classes]
+            if missing:
+                raise DataError(f'{graph.name} has classes 0-'
+                                f'{graph.num_classes - 1}; class(es) '
+                                f"{', '.join(map(str, missing))} do not exist")
+            card = ckpt.card.get('classes')
+            if card is not None and list(card) != list(classes):
+                raise DataError(f'{ckpt.path.name} was trained on classes '
+                                f'{card}, not {list(classes)}: fix --tasks')
+            name = f'{graph.name}-c{_range_text(classes)}'
+            result.append(Task(name, graph, list(classes), 0, start,
+                               start + len(classes)))
+            start += len(classes)
+        return result
+    if names is not None and len(names) != len(ckpts):
+        raise DataError(f'--data names {len(names)} dataset(s) for '
+                        f'{len(ckpts)} teachers: give one per teacher, or one '
+                        f'dataset with --tasks')
+    result = []
+    for i, ckpt in enumerate(ckpts):
+        graph = graph_of(names[i] if names else None, ckpt)
+        name = graph.name if sum(t.graph.name == graph.name
+                                 for t in result) == 0 else \
+            f'{graph.name}-{i}'
+        result.append(Task(name, graph, None, i, 0, graph.num_classes))
+    return result
+
+
+def _range_text(classes: list[int]) -> str:
+    if classes == list(range(classes[0], classes[-1] + 1)) and \
+            len(classes) > 1:
+        return f'{classes[0]}-{classes[-1]}'
+    return '_'.join(map(str, classes))
+
+
+def check_teacher(ckpt: Checkpoint, task: Task) -> None:
+    spec = ckpt.spec
+    if spec.in_channels != task.graph.num_features:
+        raise ArchitectureError(
+            f'Teacher {ckpt.path.name} expects {spec.in_channels} input '
+            f'features but {task.graph.name} has {task.graph.num_features}: '
+            f'list --data in the order of the teachers')
+    if spec.out_channels != task.num_classes:
+        raise ArchitectureError(
+            f'Teacher {ckpt.path.name} predicts {spec.out_channels} classes '
+            f'but its task {task.name} has {task.num_classes}: check --data '
+            f'and --tasks')
+
+
+# The command -----------------------------------------------------------------
+
+@dataclass
+class AmalgamationReport:
+    """Everything an amalgamation run measured. JSON keys are stable."""
+    command: str
+    setting: str                      # datasets | label-subsets
+    tasks: list[dict[str, Any]]
+    teachers: list[ModelEntry]
+    student: dict[str, Any]
+    results: list[dict[str, Any]]     # one per task x width
+    union: list[dict[str, Any]]       # label subsets: one per width
+    loss: dict[str, Any]
+    selection: str
+    training: dict[str, Any]
+    seed: int
+    device: str
+    versions: dict[str, str]
+    files: dict[str, Any] = field(default_factory=dict)
+    # The settings the run resolved (config file, then command line).
+    config: dict[str, Any] = field(default_factory=dict)
+    gates: list[Gate] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {'schema': 1, 'kind': 'amalgamation', **asdict(self)}
+        out['gates'] = [g.to_dict() for g in self.gates]
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def rows(self) -> tuple[list[str], list[list[str]]]:
+        runtimes = sorted({k for r in [*self.results,
+                                       *[asdict(t) for t in self.teachers]]
+                           for k in r['latency']})
+        headers = ['task', 'model', 'width', 'parameters', 'test acc',
+                   'agrees with teacher'] + [f'{r} p50 ms' for r in runtimes]
+        rows = []
+        for task, teacher in zip(self.tasks, self.teachers):
+            spec = teacher.spec
+            row = [task['name'], f"teacher {spec['arch']} "
+                   f"{spec['num_layers']}x{spec['hidden_channels']}", '-',
+                   f'{teacher.parameters:,}',
+                   f'{100 * teacher.test_accuracy:.2f}%', '-']
+            rows.append(row + [_ms(teacher.latency.get(r)) for r in runtimes])
+        for r in self.results:
+            row = [r['task'], f"student {self.student['spec']['arch']} "
+                   f"{self.student['spec']['num_layers']}x{r['hidden']}",
+                   f"{r['width']:g}", f"{r['parameters']:,}",
+                   f"{100 * r['test_accuracy']:.2f}%",
+                   f"{100 * r['agreement']:.2f}%"]
+            rows.append(row + [_ms(r['latency'].get(k)) for k in runtimes])
+        return headers, rows
+
+    def summary_lines(self) -> list[str]:
+        loss = self.loss
+        lines = [
+            f"tasks: {', '.join(t['name'] for t in self.tasks)} "
+            f'({self.setting})',
+            f"loss: soft {loss['soft']} + {loss['lambda']:g} x topology "
+            f"{loss['topology']}; no ground-truth label used",
+            f"student: {self.student['parameters']:,} parameters in all "
+            f"(widths {', '.join(f'{w:g}' for w in self.student['widths'])})",
+            f'selection: {self.selection}',
+            f"training: {self.training['epochs_run']} epochs in "
+            f"{self.training['seconds']:.1f} s "
+            f"({self.training['seconds_per_epoch']:.3f} s/epoch), best "
+            f"epoch {self.training['best_epoch']}, device {self.device}, "
+            f'seed {self.seed}',
+        ]
+        for u in self.union:
+            lines.append(f"union of all tasks at width {u['width']:g}: "
+                         f"{100 * u['test_accuracy']:.2f}%")
+        parity = [r['onnx_max_abs_diff'] for r in self.results
+                  if r.get('onnx_max_abs_diff') is not None]
+        if parity:
+            lines.append(f'ONNX max abs difference: {max(parity):.2e} '
+                         f'(over {len(parity)} files, 4 check graphs each)')
+        return lines
+
+    def to_text(self) -> str:
+        headers, rows = self.rows()
+        return '\n'.join([tabulate(rows, headers=headers), '',
+                          *self.summary_lines()])
+
+    def to_markdown(self) -> str:
+        headers, rows = self.rows()
+        files = ''.join(f'- {k}: `{v}`\n' for k, v in self.files.items()
+                        if k != 'onnx')
+        files += ''.join(f'- onnx: `{v}`\n'
+                         for v in self.files.get('onnx', []))
+        return '\n'.join([
+            '# gnncompress amalgamate report', '', f'`{self.command}`', '',
+            tabulate(rows, headers=headers, tablefmt='github'), '',
+            *[f'- {line}' for line in self.summary_lines()], '',
+            '## Files', '', files, '## Versions', '',
+            ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])
+
+
+def _ms(latency: dict[str, float] | None) -> str:
+    return f"{latency['median_ms']:.2f}" if latency else '-'
+
+
+def _parse_widths(widths: str | Sequence[float]) -> list[float]:
+    if isinstance(widths, str):
+        try:
+            return [float(w) for w in widths.split(',')]
+        except ValueError:
+            raise ArchitectureError(f"Widths are numbers separated by commas, "
+                                    f"e.g. 0.25,0.5,1 (got '{widths}')") \
+                from None
+    return [float(w) for w in widths]
+
+
+def amalgamate(teachers: Sequence[str | Path], *,
+               data: str | Sequence[str] | None = None,
+               tasks: str | Sequence[Sequence[int]] | None = None,
+               data_root: str | Path | None = None, student: str = 'gcn',
+               hidden: int = 64, layers: int = 2, heads: int = 1,
+               widths: str | Sequence[float] = DEFAULT_WIDTHS,
+               export_widths: str | Sequence[float] | None = None,
+               weight: float | None = None, soft: str = 'mse',
+               topology: str = 'tam', epochs: int = 200, lr: float = 0.01,
+               weight_decay: float = 4e-6, patience: int | None = 100,
+               seed: int = 0, device: str = 'auto',
+               out: str | Path | None = None, export: bool = True,
+               latency: bool = True, progress: bool = True,
+               min_accuracy: float | None = None,
+               max_accuracy_drop: float | None = None,
+               command: str = '',
+               config: dict[str, Any] | None = None) -> AmalgamationReport:
+    """Amalgamate ``teachers`` (one per task) into one slimmable student and
+    write ``student.safetensors`` (all widths and heads + spec),
+    ``onnx/<task>-w<width>.onnx`` (one per task and exported width, each
+    checked against PyTorch), ``report.json`` and ``report.md`` to ``out``.
+
+    ``weight`` is the topology loss weight lambda (default 0.1 for TAM, 100
+    for LSP); ``lr`` 0.01 (our choice, as ``distill``: the authors' 1e-4
+    needs far more full-graph epochs) and ``weight_decay`` 4e-6 (the
+    authors' code). ``export_widths`` (``--width``) picks the widths that
+    get an ONNX file (default: all). The gates ``min_accuracy`` (percent)
+    and ``max_accuracy_drop`` (points below the task's teacher) apply to
+    every task at every exported width; failures are in
+    ``report.gates``."""
+    if len(teachers) < 2:
+        raise GnnCompressError('Amalgamation needs at least two teachers '
+                               f'(got {len(teachers)})')
+    try:
+        tam = TAM(weight=weight, soft=soft, topology=topology)
+    except ValueError as e:
+        raise GnnCompressError(str(e)) from None
+    widths = _parse_widths(widths)
+    export_widths = sorted(set(_parse_widths(export_widths))) \
+        if export_widths is not None else None
+    out = Path(out) if out is not None else \
+        Path('gnncompress-out') / 'amalgamate'
+    dev = api.resolve_device(device)
+    api.check_writable(out)
+    ckpts = [load_checkpoint(t) for t in teachers]
+    task_list = resolve_tasks(ckpts, data, tasks, data_root, seed)
+    for ckpt, task in zip(ckpts, task_list):
+        check_teacher(ckpt, task)
+    setting = 'label-subsets' if task_list[0].classes is not None \
+        else 'datasets'
+    heads_out = [task_list[-1].stop] if setting == 'label-subsets' else \
+        [t.num_classes for t in task_list]
+    spec = SlimmableSpec(arch=student,
+                         in_channels=[t.graph.num_features
+                                      for t in task_list],
+                         hidden_channels=hidden, num_layers=layers,
+                         out_channels=heads_out, widths=widths, heads=heads,
+                         dropout=api.STUDENT_DROPOUT)
+    if export_widths is not None:
+        unknown = [w for w in export_widths if w not in spec.widths]
+        if unknown:
+            raise ArchitectureError(
+                f"--width {', '.join(f'{w:g}' for w in unknown)} was not "
+                f"trained (widths: {', '.join(f'{w:g}' for w in spec.widths)})")
+    else:
+        export_widths = spec.widths
+
+    moved: dict[int, Graph] = {}
+    for task in task_list:
+        key = id(task.graph)
+        moved.setdefault(key, task.graph.to(dev))
+        task.graph = moved[key]
+    teacher_models = [c.build().to(dev) for c in ckpts]
+    teacher_tasks = [tam.prepare(m, t.graph.x, t.graph.edge_index,
+                                 slice(None))
+                     for m, t in zip(teacher_models, task_list)]
+
+    api.seed_everything(seed)
+    model = SlimmableGNN(spec).to(dev)
+    fitted = train_student(model, task_list, teacher_tasks, tam,
+                           epochs=epochs, lr=lr, weight_decay=weight_decay,
+                           patience=patience, progress=progress)
+
+    with api.staged_output(out) as stage:
+        files: dict[str, Any] = {}
+        teacher_entries = []
+        for ckpt, m, t, tt in zip(ckpts, teacher_models, task_list,
+                                  teacher_tasks):
+            entry = ModelEntry(
+                role='teacher', spec=ckpt.spec.to_dict(),
+                parameters=count_parameters(m),
+                test_accuracy=task_accuracy(tt.output.logits, t),
+                file=str(ckpt.path), file_bytes=ckpt.path.stat().st_size)
+            if latency:
+                entry.latency[f'pytorch-{dev.type}'] = torch_latency(
+                    m, t.graph.x, t.graph.edge_index).to_dict()
+            teacher_entries.append(entry)
+        results = []
+        onnx_files = []
+        model.eval()
+        for width in spec.widths:
+            for task, tt in zip(task_list, teacher_tasks):
+                g = task.graph
+                with torch.no_grad():
+                    logits = model(g.x, g.edge_index, task.head,
+                                   width)[:, task.columns]
+                plain = TaskSlice(model.submodel(g.num_features, task.head,
+                                                 width),
+                                  task.start, task.stop)
+                row: dict[str, Any] = {
+                    'task': task.name, 'width': width,
+                    'hidden': spec.hidden_at(width),
+                    'parameters': count_parameters(plain),
+                    'test_accuracy': task_accuracy(logits, task),
+                    'agreement': float((logits.argmax(-1) ==
+                                        tt.target).float().mean()),
+                    'latency': {}, 'onnx': None, 'onnx_max_abs_diff': None,
+                    'onnx_parity': {}}
+                if latency:
+                    row['latency'][f'pytorch-{dev.type}'] = torch_latency(
+                        plain.to(dev), g.x, g.edge_index).to_dict()
+                if export and width in export_widths:
+                    onnx_dir = stage / 'onnx'
+                    onnx_dir.mkdir(exist_ok=True)
+                    name = f'{task.name}-w{width:g}.onnx'
+                    parity = export_onnx(plain, g.x, g.edge_index,
+                                         onnx_dir / name)
+                    row['onnx'] = str(out / 'onnx' / name)
+                    row['onnx_max_abs_diff'] = parity.max_abs_diff
+                    row['onnx_parity'] = parity.cases
+                    onnx_files.append(row['onnx'])
+                    if latency:
+                        row['latency']['onnxruntime-cpu'] = onnx_latency(
+                            onnx_dir / name, g.x, g.edge_index).to_dict()
+                results.append(row)
+        union = _union_accuracy(model, task_list) \
+            if setting == 'label-subsets' else []
+        if export:
+            save_slimmable(model, stage / 'student.safetensors',
+                           extra={'gnncompress.tasks': json.dumps(
+                               [_task_dict(t) for t in task_list])})
+            files['safetensors'] = str(out / 'student.safetensors')
+            files['onnx'] = onnx_files
+        files['report_json'] = str(out / 'report.json')
+        files['report_md'] = str(out / 'report.md')
+        report = AmalgamationReport(
+            command=command or 'gnncompress amalgamate ' +
+            ' '.join(map(str, teachers)),
+            setting=setting, tasks=[_task_dict(t) for t in task_list],
+            teachers=teacher_entries,
+            student={'spec': asdict(spec), 'widths': spec.widths,
+                     'parameters': count_parameters(model)},
+            results=results, union=union,
+            loss={'soft': tam.soft, 'topology': tam.topology,
+                  'lambda': tam.weight},
+            selection=SELECTION,
+            training={'epochs': epochs, 'epochs_run': fitted.epochs_run,
+                      'best_epoch': fitted.best_epoch,
+                      'best_agreement': fitted.best_agreement,
+                      'seconds': fitted.seconds,
+                      'seconds_per_epoch': fitted.seconds_per_epoch,
+                      'lr': lr, 'weight_decay': weight_decay,
+                      'patience': patience},
+            seed=seed, device=str(dev), versions=api.versions(), files=files,
+            config=config or {},
+            gates=api.accuracy_gates(
+                [(f"{r['task']} w{r['width']:g}", r['test_accuracy'],
+                  teacher.test_accuracy)
+                 for r in results
+                 for task, teacher in zip(task_list, teacher_entries)
+                 if task.name == r['task'] and (export_widths is None or
+                                                r['width'] in export_widths)],
+                min_accuracy, max_accuracy_drop))
+        (stage / 'report.json').write_text(report.to_json() + '\n')
+        (stage / 'report.md').write_text(report.to_markdown())
+    return report
+
+
+def _task_dict(task: Task) -> dict[str, Any]:
+    g = task.graph
+    return {'name': task.name, 'data': g.name, 'classes': task.classes,
+            'head': task.head, 'columns': [task.start, task.stop],
+            'nodes': g.num_nodes, 'edges': int(g.edge_index.size(1)),
+            'features': g.num_features, 'split': g.split}
+
+
+@torch.no_grad()
+def _union_accuracy(model: SlimmableGNN,
+                    tasks: Sequence[Task]) -> list[dict[str, Any]]:
+    """Label subsets: the union head's argmax over all tasks' classes, on
+    the test nodes whose label is in one of them."""
+    graph = tasks[0].graph
+    labels = torch.tensor([c for t in tasks for c in t.classes],
+                          device=graph.y.device)
+    mask = graph.test_mask & torch.isin(graph.y, labels)
+    rows = []
+    for width in model.spec.widths:
+        logits = model(graph.x, graph.edge_index, 0, width)
+        predicted = labels[logits.argmax(-1)]
+        acc = float((predicted[mask] == graph.y[mask]).float().mean()) \
+            if int(mask.sum()) else float('nan')
+        rows.append({'width': width, 'test_accuracy': acc})
+    return rows
