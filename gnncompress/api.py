@@ -540,6 +540,31 @@ def command_line() -> str:
     return ' '.join(['gnncompress', *sys.argv[1:]])
 
 
+def _bench_rows(entries: list[Any], graph: Graph, sizes: list[int] | None,
+                degree: float | None, workdir: Path, seed: int,
+                **kwargs: Any) -> tuple[list[Any], dict[int, list[Any]]]:
+    """The main graph's rows, then each ``sizes`` graph's."""
+    from gnncompress import comparison as cmp
+
+    rows = cmp.run_bench(entries, graph, workdir=workdir, **kwargs)
+    scaling: dict[int, list[Any]] = {}
+    if sizes is None:
+        return rows, scaling
+    degree = degree or graph.edge_index.size(1) / graph.num_nodes
+    widths = {e.in_channels for e in entries if e.in_channels}
+    if len(widths) > 1:
+        raise ArchitectureError(
+            f'--sizes needs models that take the same number of features '
+            f'(got {sorted(widths)})')
+    width = widths.pop() if widths else graph.num_features
+    for n in sizes:
+        synthetic = cmp.synthetic_graph(n, round(n * degree), width,
+                                        seed=seed)
+        scaling[n] = cmp.run_bench(entries, synthetic, workdir=workdir,
+                                   **kwargs)
+    return rows, scaling
+
+
 # export ----------------------------------------------------------------------
 
 def export(checkpoint: str | Path, out: str | Path,
@@ -587,13 +612,17 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
           max_accuracy_drop: float | None = None,
           out: str | Path | None = 'gnncompress-bench', seed: int = 0,
           progress: Any = None, command: str = '',
-          config: dict[str, Any] | None = None):
+          config: dict[str, Any] | None = None,
+          sizes: str | list[int] | None = None, degree: float | None = None):
     """Every model on one graph (``data`` or a synthetic ``graph_size``),
     under each runtime that applies, on the CPU at each thread count and on
     CUDA when ``device`` allows; writes ``bench.json``, ``bench.md`` and
     ``bench.png`` to ``out`` (``None``: nothing written). Failed gates are
     in the result (``failed_gates``); choosing an exit code is the
-    caller's business."""
+    caller's business. ``sizes`` (node counts) also times every model on
+    synthetic graphs of those sizes with ``degree`` edges per node (default:
+    the main graph's) and plots latency against size
+    (``bench-sizes.png``)."""
     from gnncompress import comparison as cmp
 
     runtimes = list(runtimes or cmp.RUNTIMES)
@@ -615,6 +644,8 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
         raise GnnCompressError('--min-speedup needs --baseline MODEL')
     if max_accuracy_drop is not None and baseline is None:
         raise GnnCompressError('--max-accuracy-drop needs --baseline MODEL')
+    if isinstance(sizes, str):
+        sizes = cmp.parse_sizes(sizes)
     if out is not None:
         check_writable(Path(out))
     paths = [Path(m) for m in models]
@@ -647,9 +678,16 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                                           else device))
         elif device != 'auto':
             resolve_device(device)  # raises: CUDA asked for, not there
-    rows = cmp.run_bench(entries, graph, runtimes=runtimes, threads=threads,
-                         devices=devices, warmup=warmup, repeat=repeat,
-                         progress=progress)
+    workdir = Path(tempfile.mkdtemp(prefix='gnncompress-bench-'))
+    try:
+        rows, scaling = _bench_rows(entries, graph, sizes, degree, workdir,
+                                    runtimes=runtimes, threads=threads,
+                                    devices=devices, warmup=warmup,
+                                    repeat=repeat, progress=progress,
+                                    seed=seed)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    degree = degree or graph.edge_index.size(1) / graph.num_nodes
     if base_name is not None:
         cmp.compare_to_baseline(rows, base_name)
     gates = cmp.check_gates(rows, base_name, max_latency_ms=max_latency_ms,
@@ -664,10 +702,11 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                  'format': 'onnx' if e.is_onnx else 'pytorch',
                  'parameters': e.parameters, 'file_bytes': e.file_bytes}
                 for e in entries],
-        rows=rows, baseline=base_name, gates=gates,
+        rows=rows, baseline=base_name, gates=gates, scaling=scaling,
         settings={'warmup': warmup, 'repeat': repeat, 'runtimes': runtimes,
                   'threads': threads or sorted({1, os.cpu_count() or 1}),
                   'devices': [str(d) for d in devices], 'seed': seed,
+                  'sizes': list(scaling), 'degree': degree,
                   'command': command, 'config': config or {},
                   'versions': versions(),
                   'cpu_count': os.cpu_count(), 'time': cmp.timestamp()})
@@ -677,6 +716,8 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                 json.dumps(result.to_dict(), indent=2) + '\n')
             (stage / 'bench.md').write_text(result.markdown())
             cmp.plot(result, stage / 'bench.png')
+            if scaling:
+                cmp.plot_scaling(result, stage / 'bench-sizes.png')
     return result
 
 

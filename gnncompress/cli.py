@@ -379,6 +379,13 @@ def bench(
     = Path('gnncompress-bench'),
     seed: Annotated[int, typer.Option(help='Split / synthetic graph seed.')]
     = 0,
+    sizes: Annotated[Optional[str], typer.Option(
+        help='Also time every model on synthetic graphs of these node counts, '
+        'e.g. 1000,10000,100000,1000000, and plot latency against size.')]
+    = None,
+    degree: Annotated[Optional[float], typer.Option(
+        help="Edges per node of the --sizes graphs (default: the main "
+        "graph's).")] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Compare the latency, memory and accuracy of MODELS on one graph. A
@@ -397,11 +404,12 @@ def bench(
                    min_speedup=min_speedup,
                    max_accuracy_drop=max_accuracy_drop, out=out, seed=seed,
                    progress=progress, command=api.command_line(),
-                   config=_resolved(ctx))
+                   config=_resolved(ctx), sizes=sizes, degree=degree)
     headers = result.HEADERS if result.baseline else result.HEADERS[:-1]
     typer.echo(tabulate([r[:len(headers)] for r in result.table_rows()],
                         headers=headers))
-    typer.echo(f'wrote {out}/bench.json, bench.md and bench.png')
+    extra = ', bench-sizes.png' if result.scaling else ''
+    typer.echo(f'wrote {out}/bench.json, bench.md, bench.png{extra}')
     _exit_on_gates(result.gates)
 
 

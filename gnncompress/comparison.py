@@ -77,6 +77,8 @@ class BenchResult:
     baseline: str | None = None
     gates: list[Gate] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    # --sizes: synthetic graph size (nodes) -> its rows
+    scaling: dict[int, list[BenchRow]] = field(default_factory=dict)
 
     @property
     def failed_gates(self) -> list[Gate]:
@@ -88,6 +90,8 @@ class BenchResult:
             'models': self.models, 'baseline': self.baseline,
             'settings': self.settings,
             'rows': [r.to_dict() for r in self.rows],
+            'scaling': [{'num_nodes': n, 'rows': [r.to_dict() for r in rows]}
+                        for n, rows in self.scaling.items()],
             'gates': [g.to_dict() for g in self.gates],
         }
 
@@ -135,12 +139,31 @@ class BenchResult:
                 state = 'passed' if gate.passed else \
                     'FAILED: ' + '; '.join(gate.failures)
                 lines.append(f'- {gate.name} {gate.limit:g}: {state}')
+        if self.scaling:
+            lines += ['', '## Latency against graph size (median ms)', '',
+                      f"Synthetic graphs, {self.settings.get('degree'):g} "
+                      'edges per node.', '']
+            labels = sorted({_label(r) for rows in self.scaling.values()
+                             for r in rows})
+            lines += ['| nodes | ' + ' | '.join(labels) + ' |',
+                      '|' + '---|' * (len(labels) + 1)]
+            for n, rows in self.scaling.items():
+                cells = {_label(r): (f'{r.latency.median_ms:.2f}'
+                                     if r.latency else 'failed')
+                         for r in rows}
+                lines.append(f'| {n:,} | ' + ' | '.join(
+                    cells.get(label, '-') for label in labels) + ' |')
         s = self.settings
         lines += ['', f"Latency: median, p95 and mean of {s.get('repeat')} "
                   f"timed runs after {s.get('warmup')} warm-up runs; peak MB "
                   'is the resident (CPU) or allocated (CUDA) memory above '
                   'what the process held before the run.', '']
         return '\n'.join(lines)
+
+
+def _label(row: BenchRow) -> str:
+    return f'{row.model} {row.runtime} {row.device}' + \
+        (f' x{row.threads}' if row.threads else '')
 
 
 def _threads(row: BenchRow) -> str:
@@ -397,12 +420,18 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
               runtimes: Sequence[str] = RUNTIMES,
               threads: Sequence[int] | None = None,
               devices: Sequence[torch.device] = (torch.device('cpu'),),
-              warmup: int = 3, repeat: int = 20,
-              progress: Any = None) -> list[BenchRow]:
-    """Every model under every runtime that applies to it."""
+              warmup: int = 3, repeat: int = 20, progress: Any = None,
+              workdir: Path | None = None) -> list[BenchRow]:
+    """Every model under every runtime that applies to it. PyTorch models
+    are exported to ONNX in ``workdir`` (kept for later calls) or in a
+    temporary folder (gone after this call)."""
     threads = list(threads or sorted({1, os.cpu_count() or 1}))
     rows: list[BenchRow] = []
-    with tempfile.TemporaryDirectory(prefix='gnncompress-bench-') as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = workdir or stack.enter_context(
+            tempfile.TemporaryDirectory(prefix='gnncompress-bench-'))
+        if workdir is None:
+            stack.callback(_forget_exports, entries)
         for entry in entries:
             for runtime in runtimes:
                 if entry.is_onnx and runtime != 'onnxruntime':
@@ -439,6 +468,12 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
     return rows
 
 
+def _forget_exports(entries: Sequence[BenchModel]) -> None:
+    for entry in entries:
+        if entry.model is not None:
+            entry.onnx_path = None
+
+
 def compare_to_baseline(rows: Sequence[BenchRow], baseline: str) -> None:
     """Speed-up (the baseline's median over the row's, same runtime, device
     and threads, else the baseline's eager run on that device and threads)
@@ -470,10 +505,6 @@ def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
     gates = []
     candidates = [r for r in rows if r.model != baseline]
 
-    def label(r: BenchRow) -> str:
-        return f'{r.model} {r.runtime} {r.device}' + \
-            (f' x{r.threads}' if r.threads else '')
-
     specs = [('max-latency-ms', max_latency_ms,
               lambda r: r.latency.median_ms if r.latency else None,
               lambda v, lim: v <= lim, '{:.2f} ms'),
@@ -489,9 +520,9 @@ def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
         for row in candidates:
             value = value_of(row)
             if row.error or value is None:
-                gate.failures.append(f'{label(row)}: no value')
+                gate.failures.append(f'{_label(row)}: no value')
             elif not ok(value, limit):
-                gate.failures.append(f'{label(row)}: {fmt.format(value)}')
+                gate.failures.append(f'{_label(row)}: {fmt.format(value)}')
         gates.append(gate)
     return gates
 
@@ -521,6 +552,50 @@ def plot(result: BenchResult, path: Path) -> None:
     ax.set_xlabel('latency per forward pass, ms (median; whisker: p95)')
     ax.set_title(f"{result.graph['name']}: {result.graph['num_nodes']:,} "
                  f"nodes, {result.graph['num_edges']:,} edges", fontsize=9)
+    fig.tight_layout()
+    from gnncompress.export import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=120)
+    plt.close(fig)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """``1000,10000,...`` node counts for ``--sizes``."""
+    try:
+        sizes = [int(float(part)) for part in text.split(',') if part]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 2:
+        raise DataError(f'--sizes takes node counts of at least 2, comma-'
+                        f"separated, e.g. 1000,10000,100000 (got '{text}')")
+    return sorted(set(sizes))
+
+
+def plot_scaling(result: BenchResult, path: Path) -> None:
+    """Median latency against graph size, log-log, one line per model x
+    runtime x device x threads."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    series: dict[str, list[tuple[int, float]]] = {}
+    for n, rows in result.scaling.items():
+        for r in rows:
+            if r.latency:
+                series.setdefault(_label(r), []).append(
+                    (n, r.latency.median_ms))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, points in sorted(series.items()):
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, marker='o', label=label)
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel('nodes (synthetic graph, '
+                  f"{result.settings.get('degree'):g} edges per node)")
+    ax.set_ylabel('latency per forward pass, ms (median)')
+    ax.grid(True, which='both', alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     from gnncompress.export import atomic_path
 

@@ -192,6 +192,7 @@ def test_synthetic_graph_has_no_accuracy(files, tmp_path):
      "Unknown runtime 'tvm'"),
     (['--graph-size', '50:100:6', '--min-speedup', '2'], 'needs --baseline'),
     (['--graph-size', '50:100:6', '--threads', 'two'], 'comma-separated'),
+    (['--graph-size', '50:100:6', '--sizes', '1,10'], 'at least 2'),
 ])
 def test_bad_input_exits_1(files, tmp_path, args, message):
     out = tmp_path / 'out'
@@ -242,3 +243,23 @@ def test_int8_export_is_smaller_and_close(files, tmp_path):
     bad = runner.invoke(app, ['export', str(files['gcn']), '--out',
                               str(tmp_path / 'x.onnx'), '--quantize', 'int4'])
     assert bad.exit_code == 1 and "Unknown quantisation 'int4'" in bad.output
+
+
+def test_sizes_time_every_model_on_each_synthetic_graph(files, tmp_path):
+    result = runner.invoke(app, [
+        'bench', str(files['gcn']), str(files['mlp_onnx']), '--graph-size',
+        f'40:120:{FEATURES}', '--sizes', '100,300', '--runtimes',
+        'eager,onnxruntime', '--threads', '1', '--repeat', '1', '--warmup',
+        '0', '--out', str(tmp_path / 'out')])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / 'out' / 'bench.json').read_text())
+    assert report['settings']['degree'] == pytest.approx(3.0)  # 120 / 40
+    assert [s['num_nodes'] for s in report['scaling']] == [100, 300]
+    for size in report['scaling']:
+        assert [(r['model'], r['runtime']) for r in size['rows']] == [
+            ('gcn.safetensors', 'eager'), ('gcn.safetensors', 'onnxruntime'),
+            ('mlp.onnx', 'onnxruntime')]
+        assert all(r['error'] is None for r in size['rows'])
+    png = (tmp_path / 'out' / 'bench-sizes.png').read_bytes()
+    assert png[:4] == b'\x89PNG'
+    assert '| 300 |' in (tmp_path / 'out' / 'bench.md').read_text()
