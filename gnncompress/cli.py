@@ -86,8 +86,7 @@ def _config(ctx: typer.Context, param: typer.CallbackParam,
         return value
     from gnncompress.config import load_config
 
-    known = [p.name for p in ctx.command.params
-             if p.name not in ('config', 'list_methods')]
+    known = config_keys(ctx.command)
     values = _call(load_config, value, ctx.command.name, known)
     lists = {p.name for p in ctx.command.params
              if getattr(p, 'multiple', False) or p.nargs != 1}
@@ -97,6 +96,20 @@ def _config(ctx: typer.Context, param: typer.CallbackParam,
             values[key] = ','.join(str(v) for v in item)
     ctx.default_map = {**(ctx.default_map or {}), **values}
     return value
+
+
+def config_keys(command: Any) -> dict[str, str]:
+    """Config key -> parameter name for a click command: each parameter's
+    name and each of its long option names (``--lambda`` for ``lambda_``)."""
+    keys = {}
+    for p in command.params:
+        if p.name in ('config', 'list_methods'):
+            continue
+        keys[p.name] = p.name
+        for opt in getattr(p, 'opts', []):
+            if opt.startswith('--'):
+                keys[opt[2:].replace('-', '_')] = p.name
+    return keys
 
 
 def _resolved(ctx: typer.Context) -> dict[str, Any]:

@@ -17,10 +17,12 @@ class ConfigError(GnnCompressError):
 
 
 def load_config(path: Path | str, command: str,
-                known: Iterable[str]) -> dict[str, Any]:
+                known: Iterable[str] | dict[str, str]) -> dict[str, Any]:
     """The settings for ``command`` in ``path``: its top-level keys, then
     those of a ``[command]`` table, which win. Tables named after other
-    commands are ignored, so one file can serve several commands."""
+    commands are ignored, so one file can serve several commands. ``known``
+    lists the option names, or maps each accepted key to the parameter it
+    sets (``lambda`` -> ``lambda_``)."""
     path = Path(path)
     try:
         with path.open('rb') as f:
@@ -33,7 +35,8 @@ def load_config(path: Path | str, command: str,
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f'Config file {path} is not valid TOML ({e}): fix '
                           f'the line it names') from None
-    known = set(known)
+    known = dict(known) if isinstance(known, dict) else \
+        {k: k for k in known}
     values = {k: v for k, v in data.items() if not isinstance(v, dict)}
     section = data.get(command, {})
     if not isinstance(section, dict):
@@ -47,7 +50,7 @@ def load_config(path: Path | str, command: str,
             raise ConfigError(
                 f"Config file {path}: '{key}' is not an option of "
                 f"'{command}' (options: {', '.join(sorted(known))})")
-        resolved[name] = value
+        resolved[known[name]] = value
     return resolved
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_TEACHER
@@ -96,3 +97,24 @@ def test_distill_gates(tmp_path):
     gates = json.loads((out / 'report.json').read_text())['gates']
     assert [(g['name'], g['passed']) for g in gates] == [
         ('min-accuracy', False), ('max-accuracy-drop', True)]
+
+
+def test_every_shipped_config_names_real_options():
+    # configs/ must keep working as options change: each table is checked
+    # against the options of its command.
+    import tomllib
+
+    import typer
+
+    from gnncompress.cli import config_keys
+
+    root = Path(__file__).resolve().parent.parent / 'configs'
+    files = sorted(root.glob('*.toml'))
+    assert len(files) >= 4
+    commands = {c.name: c for c in typer.main.get_command(app).commands
+                .values()}
+    for path in files:
+        tables = tomllib.loads(path.read_text())
+        assert tables and all(isinstance(v, dict) for v in tables.values())
+        for name in tables:
+            load_config(path, name, config_keys(commands[name]))
