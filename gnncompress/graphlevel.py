@@ -10,6 +10,7 @@ run once on the whole union.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,11 @@ def load_graph_set(name: str, root: str | Path | None, seed: int = 0,
     from torch_geometric.data import Batch
     from torch_geometric.utils import degree, one_hot
 
-    dataset = load_pyg_dataset('TUDataset', name, root)
+    with warnings.catch_warnings():
+        # PyG reloads its own processed cache file (not a user checkpoint)
+        # and warns that weights-only loading needs its Data class.
+        warnings.simplefilter('ignore', UserWarning)
+        dataset = load_pyg_dataset('TUDataset', name, root)
     union = Batch.from_data_list(list(dataset))
     if getattr(union, 'x', None) is None or name in _NO_FEATURES:
         deg = degree(union.edge_index[1], union.num_nodes).long()

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gnncompress.data import Graph, load_graph
+from gnncompress.data import GRAPH_DATASETS, Graph, load_graph
 from gnncompress.engine import (
     FitResult,
     Selection,
@@ -25,7 +25,7 @@ from gnncompress.engine import (
     progress_bar,
 )
 from gnncompress.errors import GnnCompressError
-from gnncompress.graphlevel import BATCH_SIZE, FOLDS, iter_batches
+from gnncompress.graphlevel import BATCH_SIZE, iter_batches, load_graph_set
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
 from gnncompress.report import CotrainReport, ModelEntry
@@ -243,14 +243,25 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
         Path('gnncompress-out') / f'{Path(str(data)).stem}-{method.lower()}'
     dev = api.resolve_device(device)
     api.check_writable(out)
-    graph = load_graph(data, data_root, seed=seed,
-                       fold=0 if folds else None)
-    if folds is not None and graph.batch is None:
-        raise GnnCompressError(
-            f'--folds applies to graph classification; {graph.name} is a '
-            f'node-classification dataset with its own split')
-    if folds is not None and not 2 <= folds <= 20:
-        raise GnnCompressError(f"'folds' must be 2 to 20 (got {folds})")
+    if folds is not None:
+        key = str(data).lower()
+        if key not in GRAPH_DATASETS:
+            raise GnnCompressError(
+                f"--folds applies to the graph-classification datasets "
+                f"({', '.join(v[1] for v in GRAPH_DATASETS.values())}; got "
+                f"'{data}')")
+        if not 3 <= folds <= 20:
+            raise GnnCompressError(
+                f"'folds' must be 3 to 20 (got {folds}): one fold tests, "
+                f'the next validates')
+
+    def load(fold: int) -> Graph:
+        if folds is None:
+            return load_graph(data, data_root, seed=seed)
+        return load_graph_set(GRAPH_DATASETS[key][1], data_root, seed, fold,
+                              folds)
+
+    graph = load(0)
     spec = ArchSpec(arch=arch, in_channels=graph.num_features,
                     hidden_channels=hidden, num_layers=layers,
                     out_channels=graph.num_classes,
@@ -260,9 +271,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     runs = []
     for fold in range(folds or 1):
         if fold:
-            from gnncompress.graphlevel import load_graph_set
-            graph = load_graph_set(graph.name, data_root, seed, fold,
-                                   folds or FOLDS)
+            graph = load(fold)
         g = graph.to(dev)
         api.seed_everything(seed)
         models = [build_model(spec).to(dev) for _ in range(students)]

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from gnncompress.data import Graph
+from gnncompress.errors import ArchitectureError
 from gnncompress.methods.base import DistillMethod, register_method
 from gnncompress.methods.lsp import LSP, structure_kl
 from gnncompress.models import ModelOutput
@@ -73,8 +74,10 @@ class Alignahead(DistillMethod):
         for peer in teacher_outputs:
             theirs = aligned_layers(peer, graph)
             if len(theirs) != len(own):
-                raise ValueError(f'Peers must have the same depth (got '
-                                 f'{len(theirs)} and {len(own)} layers)')
+                raise ArchitectureError(
+                    f'Alignahead pairs layers of models of one depth (got '
+                    f'{len(theirs)} and {len(own)} layers): give the student '
+                    f'as many layers as its peers')
             log_peer = [self.structure.local_structure(h.detach(),
                                                        edge_index)
                         for h in theirs]
