@@ -226,12 +226,13 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   patience: int | None = 100, seed: int = 0,
                   device: str = 'auto', progress: bool = True,
                   classes: str | list[int] | None = None,
-                  ) -> TeacherResult:
+                  readout: str = 'mean') -> TeacherResult:
     """Train a teacher and save it as a plain PyG ``state_dict`` (the format
     users already have), with a teacher card (``.json``) beside it that
     records what the weights cannot tell and the dataset it was trained
     on. ``classes`` (``'0-4'``) trains on that label subset only (for
-    amalgamation), renumbered from 0."""
+    amalgamation), renumbered from 0. On a graph-classification dataset the
+    teacher pools its last layer with ``readout`` and classifies graphs."""
     out = Path(out)
     if out.suffix not in ('.pt', '.pth'):
         raise OutputError(f'Teacher file {out} must end in .pt or .pth')
@@ -250,7 +251,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                     out_channels=graph.num_classes,
                     heads=heads if arch in ('gat', 'gatv2') else 1,
                     dropout=dropout, norm=norm, jk=jk, aggr=aggr,
-                    alpha=alpha, theta=theta)
+                    alpha=alpha, theta=theta,
+                    readout=readout if graph.batch is not None else None)
     seed_everything(seed)
     model = build_model(spec).to(dev)
     result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
@@ -300,7 +302,8 @@ def _card_data(data: str | Path, data_root: str | Path | None,
 
 def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
                  hidden: int | None = None, layers: int = 2, heads: int = 1,
-                 ratio: float | None = None) -> ArchSpec:
+                 ratio: float | None = None,
+                 readout: str | None = None) -> ArchSpec:
     """The student: ``hidden`` if given, else the widest one that leaves the
     teacher at least ``ratio`` times more parameters."""
     if arch not in ('gat', 'gatv2'):
@@ -310,7 +313,7 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
         return ArchSpec(arch=arch, in_channels=graph.num_features,
                         hidden_channels=width, num_layers=layers,
                         out_channels=graph.num_classes, heads=heads,
-                        dropout=STUDENT_DROPOUT)
+                        dropout=STUDENT_DROPOUT, readout=readout)
 
     if hidden is not None:
         if ratio is not None:
@@ -417,8 +420,10 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     ckpt = load_checkpoint(teacher, overrides)
     graph = resolve_data(data, data_root, ckpt, seed)
     check_fits(ckpt.spec, graph, 'teacher')
+    check_task(ckpt.spec, graph, distiller)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
-                          layers=layers, heads=heads, ratio=ratio)
+                          layers=layers, heads=heads, ratio=ratio,
+                          readout=ckpt.spec.readout)
     g = graph.to(dev)
 
     teacher_model = ckpt.build().to(dev)
@@ -461,9 +466,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             file_bytes=teacher.stat().st_size)
         dev_name = dev.type
         teacher_entry.latency[f'pytorch-{dev_name}'] = torch_latency(
-            teacher_model, g.x, g.edge_index).to_dict()
+            teacher_model, g.x, g.edge_index, g.batch).to_dict()
         student_entry.latency[f'pytorch-{dev_name}'] = torch_latency(
-            model, g.x, g.edge_index).to_dict()
+            model, g.x, g.edge_index, g.batch).to_dict()
         if export:
             st_path = save_safetensors(
                 model, s_spec, stage / 'student.safetensors',
@@ -474,11 +479,12 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             files['safetensors'] = student_entry.file
             onnx_path = stage / 'student.onnx'
             parity = export_onnx(model, graph.x, graph.edge_index, onnx_path,
-                                 uses_graph=s_spec.uses_graph)
+                                 uses_graph=s_spec.uses_graph,
+                                 batch=graph.batch)
             parity_cases = parity.cases
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
-                onnx_path, graph.x, graph.edge_index).to_dict()
+                onnx_path, graph.x, graph.edge_index, graph.batch).to_dict()
         model.to(dev)
         files['report_json'] = str(out / 'report.json')
         files['report_md'] = str(out / 'report.md')
@@ -534,6 +540,22 @@ def accuracy_gates(models: list[tuple[str, float, float]],
                          if not 100 * (ref - acc) <= max_accuracy_drop]
         gates.append(gate)
     return gates
+def check_task(teacher: ArchSpec, graph: Graph,
+               distiller: DistillMethod) -> None:
+    """Node-level teachers go with node datasets, graph-level ones (with a
+    readout) with graph datasets; graph-level distillation matches
+    logits."""
+    if (graph.batch is None) != (teacher.readout is None):
+        task = 'graph' if teacher.readout else 'node'
+        raise ArchitectureError(
+            f'The teacher is a {task}-classification model but '
+            f'{graph.name} is not a {task}-classification dataset: use the '
+            f'dataset the teacher was trained on')
+    if graph.batch is not None and distiller.requires - {'logits'}:
+        raise GnnCompressError(
+            f"Method '{distiller.name}' matches node-level "
+            f"{', '.join(sorted(distiller.requires - {'logits'}))}; graph "
+            f'classification supports logit methods such as kd')
 
 
 def command_line() -> str:
@@ -728,3 +750,8 @@ def amalgamate(teachers: list[str | Path], **kwargs: Any):
     see :func:`gnncompress.amalgamation.amalgamate` for the options."""
     from gnncompress.amalgamation import amalgamate as run
     return run(teachers, **kwargs)
+
+
+# cotrain ---------------------------------------------------------------------
+
+from gnncompress.online import cotrain as cotrain  # noqa: E402

@@ -49,21 +49,21 @@ def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
 
 
 def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
-                  **kwargs: int) -> Latency:
+                  batch: Tensor | None = None, **kwargs: int) -> Latency:
     model.eval()
     sync = torch.cuda.synchronize if x.is_cuda else None
 
     @torch.no_grad()
     def run() -> Tensor:
-        return forward_logits(model, x, edge_index)
+        return forward_logits(model, x, edge_index, batch)
 
     return measure_latency(run, sync=sync, **kwargs)
 
 
 def onnx_latency(path: Path, x: Tensor, edge_index: Tensor,
-                 **kwargs: int) -> Latency:
+                 batch: Tensor | None = None, **kwargs: int) -> Latency:
     from gnncompress.export import onnx_feeds, onnx_session
 
     session = onnx_session(path)
-    feeds = onnx_feeds(session, x, edge_index)
+    feeds = onnx_feeds(session, x, edge_index, batch)
     return measure_latency(lambda: session.run(None, feeds), **kwargs)

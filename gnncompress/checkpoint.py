@@ -175,6 +175,9 @@ def infer_spec(state_dict: dict[str, Tensor],
     Returns the spec's fields, each field's source, and a note per field that
     the weights could not tell.
     """
+    if 'classifier.weight' in state_dict and \
+            any(k.startswith('gnn.convs.') for k in state_dict):
+        return _infer_graph_classifier(state_dict, path)
     layer_ids = sorted({int(m.group(1)) for k in state_dict
                         if (m := re.match(r'convs\.(\d+)\.', k))})
     if not layer_ids and 'lins.0.weight' in state_dict:
@@ -290,6 +293,22 @@ def infer_spec(state_dict: dict[str, Tensor],
     if arch == 'sage':
         notes['aggr'] = ("SAGE aggregation 'mean' assumed: the weights "
                          "cannot tell (set --aggr)")
+    return values, sources, notes
+
+
+def _infer_graph_classifier(state_dict: dict[str, Tensor], path: Path | str,
+                            ) -> tuple[dict[str, Any], dict[str, str],
+                                       dict[str, str]]:
+    """A graph classifier (models/readout.py): a BasicGNN under ``gnn.``
+    whose layers all keep the hidden width, and ``classifier``."""
+    body = {k[len('gnn.'):]: v for k, v in state_dict.items()
+            if k.startswith('gnn.')}
+    values, sources, notes = infer_spec(body, path)
+    values['hidden_channels'] = values['out_channels']
+    values['out_channels'] = int(state_dict['classifier.weight'].shape[0])
+    values['readout'] = 'mean'
+    notes['readout'] = ("global 'mean' pooling assumed: the weights cannot "
+                        "tell mean, sum and max apart (set it on the card)")
     return values, sources, notes
 
 

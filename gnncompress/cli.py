@@ -303,6 +303,9 @@ def train_teacher(
     classes: Annotated[Optional[str], typer.Option(
         help='Train on a label subset only, e.g. 0-4 (teachers for '
         'amalgamate --tasks).')] = None,
+    readout: Annotated[str, typer.Option(
+        help='Global pooling on graph-classification data: mean, sum or '
+        'max.')] = 'mean',
     config: ConfigOpt = None,
 ) -> None:
     """Train a teacher, selected on validation accuracy, and save it as a
@@ -313,7 +316,7 @@ def train_teacher(
                    data_root=data_root, epochs=epochs,
                    lr=lr, weight_decay=weight_decay, patience=patience,
                    seed=seed, device=device, progress=progress,
-                   classes=classes)
+                   classes=classes, readout=readout)
     typer.echo(f'{result.spec.describe()}: {result.parameters:,} parameters')
     typer.echo(f'validation {100 * result.val_accuracy:.2f}%, test '
                f'{100 * result.test_accuracy:.2f}% '
@@ -424,6 +427,67 @@ def bench(
     extra = ', bench-sizes.png' if result.scaling else ''
     typer.echo(f'wrote {out}/bench.json, bench.md, bench.png{extra}')
     _exit_on_gates(result.gates)
+
+
+@app.command()
+def cotrain(
+    ctx: typer.Context,
+    data: Annotated[str, typer.Option(
+        help='Dataset: Cora, CiteSeer, PubMed, Computers, Photo, CS, '
+        'Physics (node classification), MUTAG, PROTEINS, ENZYMES, NCI1, '
+        'IMDB-BINARY (graph classification) or a saved Data file.')],
+    method: Annotated[str, typer.Option(
+        help='alignahead (cross-layer), oc (same-depth ablation), mutual, '
+        'or self (students trained alone).')] = 'alignahead',
+    students: Annotated[int, typer.Option(
+        help='Number of peers, 2 to 6.')] = 2,
+    arch: Annotated[str, typer.Option(
+        '--arch', help='gcn, gat, gatv2, sage or gin.')] = 'gcn',
+    hidden: Annotated[int, typer.Option(min=1)] = 128,
+    layers: Annotated[int, typer.Option(min=1)] = 3,
+    heads: Annotated[int, typer.Option(min=1, help='GAT heads.')] = 1,
+    dropout: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    readout: Annotated[str, typer.Option(
+        help='Global pooling for graph classification: mean, sum or max.')
+    ] = 'mean',
+    option: Annotated[Optional[list[str]], typer.Option(
+        '--option', '-o', help='Method option KEY=VALUE, e.g. -o kernel=rbf '
+        '(repeatable).')] = None,
+    weight: Annotated[Optional[float], typer.Option(
+        help="Weight of the online loss (alpha; default 1).")] = None,
+    folds: Annotated[Optional[int], typer.Option(
+        help='Graph classification: k-fold cross-validation instead of one '
+        'stratified 80/10/10 split.')] = None,
+    batch_size: Annotated[int, typer.Option(
+        help='Graphs per step (graph classification).')] = 32,
+    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
+    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    patience: Annotated[Optional[int], typer.Option(
+        min=1, help='Stop when no student improved its validation accuracy '
+        'for this many epochs (default: run every epoch).')] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    device: DeviceOpt = 'auto',
+    data_root: DataRootOpt = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help='Output folder (default: gnncompress-out/<data>-<method>).')
+    ] = None,
+    progress: Annotated[bool, typer.Option(help='Show a progress bar.')
+                        ] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Train several students that teach each other (no teacher); export
+    the best by validation and report every one."""
+    report = _call(api.cotrain, data, data_root=data_root, method=method,
+                   method_options=_parse_options(option), students=students,
+                   arch=arch, hidden=hidden, layers=layers, heads=heads,
+                   readout=readout, dropout=dropout, epochs=epochs, lr=lr,
+                   weight_decay=weight_decay, weight=weight,
+                   patience=patience, batch_size=batch_size, folds=folds,
+                   seed=seed, device=device, out=out, progress=progress,
+                   command=api.command_line(), config=_resolved(ctx))
+    typer.echo(report.to_text())
+    typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
 
 
 def _version(value: bool) -> None:

@@ -35,7 +35,9 @@ VAL_PER_CLASS = 30
 
 @dataclass
 class Graph:
-    """One node-classification graph with its split."""
+    """One node-classification graph with its split; or, when ``batch`` is
+    set, a graph-classification dataset as one disjoint union of graphs
+    whose ``y`` and masks are per graph (gnncompress.graphlevel)."""
     name: str
     x: Tensor                 # [N, F] float32
     edge_index: Tensor        # [2, E] int64
@@ -45,6 +47,7 @@ class Graph:
     test_mask: Tensor
     num_classes: int
     split: dict[str, Any] = field(default_factory=dict)
+    batch: Tensor | None = None   # [N] graph of each node (graph-level)
 
     @property
     def num_nodes(self) -> int:
@@ -58,10 +61,16 @@ class Graph:
         moved = {k: getattr(self, k).to(device) for k in
                  ('x', 'edge_index', 'y', 'train_mask', 'val_mask',
                   'test_mask')}
+        batch = self.batch.to(device) if self.batch is not None else None
         return Graph(self.name, num_classes=self.num_classes,
-                     split=self.split, **moved)
+                     split=self.split, batch=batch, **moved)
 
     def describe(self) -> str:
+        if self.batch is not None:
+            return (f'{self.name}: {self.y.numel():,} graphs, '
+                    f'{self.num_nodes:,} nodes, {self.edge_index.size(1):,} '
+                    f'edges, {self.num_features:,} features, '
+                    f'{self.num_classes} classes')
         return (f'{self.name}: {self.num_nodes:,} nodes, '
                 f'{self.edge_index.size(1):,} edges, {self.num_features:,} '
                 f'features, {self.num_classes} classes')
@@ -81,16 +90,16 @@ def dataset_names() -> list[str]:
 
 
 def load_graph(data: str | Path, root: str | Path | None = None,
-               seed: int = 0) -> Graph:
+               seed: int = 0, fold: int | None = None) -> Graph:
     """A node-classification graph from a PyG dataset name or a file holding
-    a ``torch_geometric.data.Data`` (``torch.save(data)``)."""
+    a ``torch_geometric.data.Data`` (``torch.save(data)``); a TU
+    graph-classification dataset as one batched Graph with a stratified
+    80/10/10 split of its graphs (``fold`` k of 10 instead, if given)."""
     text = str(data)
     key = text.lower()
     if key in GRAPH_DATASETS:
-        raise DataError(
-            f"'{GRAPH_DATASETS[key][1]}' is a graph-classification dataset; "
-            f'distill works on node classification (choose from '
-            f"{', '.join(v[1] for v in NODE_DATASETS.values())})")
+        from gnncompress.graphlevel import load_graph_set
+        return load_graph_set(GRAPH_DATASETS[key][1], root, seed, fold)
     if key in NODE_DATASETS:
         cls_name, name = NODE_DATASETS[key]
         pyg_data = _load_pyg(cls_name, name, root)
@@ -124,6 +133,12 @@ def _load_data_file(path: Path) -> Data:
 
 
 def _load_pyg(cls_name: str, name: str, root: str | Path | None) -> Data:
+    return load_pyg_dataset(cls_name, name, root)[0]
+
+
+def load_pyg_dataset(cls_name: str, name: str, root: str | Path | None):
+    """A PyG dataset, processed in the cache (a read-only source folder is
+    copied there first)."""
     import torch_geometric.datasets as pyg_datasets
 
     cache = default_root()
@@ -161,7 +176,7 @@ def _load_pyg(cls_name: str, name: str, root: str | Path | None) -> Data:
         raise DataError(f"Dataset '{name}' could not be loaded from {work} "
                         f'({error_line(e)}): pass --data-root with a folder '
                         f'that holds {folder}/raw') from None
-    return dataset[0]
+    return dataset
 
 
 def error_line(e: BaseException) -> str:

@@ -41,7 +41,8 @@ def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
 def forward_frozen(model: nn.Module, graph: Graph) -> ModelOutput:
     """A frozen model's output on the whole graph, computed once."""
     model.eval()
-    return run_model(model, graph.x, graph.edge_index).detach()
+    return run_model(model, graph.x, graph.edge_index,
+                     graph.batch).detach()
 
 
 def progress_bar(epochs: int, desc: str, progress: bool) -> tqdm:
@@ -103,8 +104,17 @@ def fit(student: nn.Module, graph: Graph, *,
     epoch.
 
     The loss is ``label_weight * CE(train nodes) + weight * method.loss``;
-    ``weight`` defaults to the method's own ``default_weight``.
+    ``weight`` defaults to the method's own ``default_weight``. A
+    graph-classification ``graph`` (``graph.batch`` set) trains on batches
+    of graphs (:func:`gnncompress.graphlevel.fit_graphs`).
     """
+    if graph.batch is not None:
+        from gnncompress.graphlevel import fit_graphs
+        return fit_graphs(student, graph, method=method,
+                          teacher_outputs=teacher_outputs, epochs=epochs,
+                          lr=lr, weight_decay=weight_decay,
+                          label_weight=label_weight, weight=weight,
+                          patience=patience, progress=progress, desc=desc)
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
     if method is not None:

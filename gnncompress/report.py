@@ -143,6 +143,10 @@ def _size(num_bytes: int | None) -> str:
 def _split(data: dict[str, Any]) -> str:
     split = data['split']
     counts = f"{split['train']}/{split['val']}/{split['test']}"
+    if split['kind'] == 'graphs':
+        tail = f", fold {split['fold']}" if 'fold' in split else ''
+        return (f"{split['scheme']} of the graphs{tail}, seed "
+                f"{split['seed']} ({counts})")
     if split['kind'] == 'stratified':
         return (f"stratified {split['train_per_class']}/"
                 f"{split['val_per_class']} per class, seed {split['seed']} "
@@ -152,3 +156,106 @@ def _split(data: dict[str, Any]) -> str:
 
 def _options(options: dict[str, Any]) -> str:
     return ', '.join(f'{k}={v}' for k, v in options.items())
+
+
+@dataclass
+class CotrainReport:
+    """Everything an online (``cotrain``) run measured: every student, the
+    one exported (best validation accuracy) and, with cross-validation, each
+    fold."""
+    command: str
+    method: str
+    method_options: dict[str, Any]
+    data: dict[str, Any]
+    students: list[ModelEntry]
+    best_student: int                 # 1-based, the exported one
+    test_accuracy_mean: float         # of the selected student, over folds
+    test_accuracy_std: float
+    onnx_max_abs_diff: float
+    onnx_parity: dict[str, float]
+    training: dict[str, Any]
+    seed: int
+    device: str
+    versions: dict[str, str]
+    folds: list[dict[str, Any]] = field(default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)
+    # The settings the run resolved (config file, then command line).
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'schema': 1, 'kind': 'cotrain', **asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def rows(self) -> tuple[list[str], list[list[str]]]:
+        runtimes = sorted({k for e in self.students for k in e.latency})
+        headers = ['model', 'architecture', 'parameters', 'file size',
+                   'val acc', 'test acc'] + \
+            [f'{r} p50 / p95 ms' for r in runtimes]
+        rows = []
+        for k, e in enumerate(self.students, 1):
+            mark = ' (exported)' if k == self.best_student else ''
+            val = '-' if e.val_accuracy is None or \
+                e.val_accuracy != e.val_accuracy \
+                else f'{100 * e.val_accuracy:.2f}%'
+            row = [e.role + mark, _arch(e.spec), f'{e.parameters:,}',
+                   _size(e.file_bytes), val, f'{100 * e.test_accuracy:.2f}%']
+            for r in runtimes:
+                lat = e.latency.get(r)
+                row.append(f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}"
+                           if lat else '-')
+            rows.append(row)
+        return headers, rows
+
+    def summary_lines(self) -> list[str]:
+        data = self.data
+        size = f"{data['graphs']:,} graphs, " if 'graphs' in data else ''
+        lines = [
+            f"data: {data['name']} ({size}{data['nodes']:,} nodes, "
+            f"{data['edges']:,} edges), split: {_split(data)}",
+            f'method: {self.method} {_options(self.method_options)}'.rstrip(),
+        ]
+        if self.folds:
+            lines.append(
+                f'cross-validation: {len(self.folds)} folds, test accuracy '
+                f'of the best student by validation '
+                f'{100 * self.test_accuracy_mean:.2f} ± '
+                f'{100 * self.test_accuracy_std:.2f}% (table: fold 0)')
+        if self.onnx_parity:
+            lines.append(f'ONNX max abs difference: '
+                         f'{self.onnx_max_abs_diff:.2e} (over '
+                         f'{len(self.onnx_parity)} check graphs)')
+        t = self.training
+        lines.append(f"training: {len(self.students)} students, "
+                     f"{t['epochs_run']} epochs in {t['seconds']:.1f} s "
+                     f"({t['seconds_per_epoch'] * 1e3:.1f} ms per epoch), "
+                     f'device {self.device}, seed {self.seed}')
+        return lines
+
+    def to_text(self) -> str:
+        headers, rows = self.rows()
+        return '\n'.join([tabulate(rows, headers=headers), '',
+                          *self.summary_lines()])
+
+    def to_markdown(self) -> str:
+        headers, rows = self.rows()
+        files = ''.join(f'- {k}: `{v}`\n' for k, v in self.files.items())
+        folds = ''
+        if self.folds:
+            fold_rows = [[f['fold'], f['best_student'],
+                          *[f'{100 * a:.2f}%' for a in f['test_accuracy']]]
+                         for f in self.folds]
+            folds = tabulate(fold_rows, tablefmt='github', headers=[
+                'fold', 'best student',
+                *[f'student {k + 1} test' for k in
+                  range(len(self.students))]]) + '\n'
+        return '\n'.join([
+            '# gnncompress cotrain report', '',
+            f'`{self.command}`', '',
+            tabulate(rows, headers=headers, tablefmt='github'), '',
+            *[f'- {line}' for line in self.summary_lines()], '',
+            *(['## Folds', '', folds] if folds else []),
+            '## Files', '', files,
+            '## Versions', '',
+            ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])

@@ -9,6 +9,7 @@ from torch_geometric.nn.models.basic_gnn import BasicGNN
 from gnncompress.errors import ArchitectureError
 from gnncompress.models.gcnii import GCNII
 from gnncompress.models.output import ModelOutput
+from gnncompress.models.readout import GraphClassifier
 from gnncompress.models.spec import ArchSpec
 
 
@@ -30,6 +31,8 @@ def build_model(spec: ArchSpec) -> nn.Module:
                   hidden_channels=spec.hidden_channels,
                   num_layers=spec.num_layers, dropout=spec.dropout,
                   act=spec.act, norm=spec.norm, jk=spec.jk)
+    if spec.readout is not None:
+        return _graph_classifier(spec, common)
     # With jk, BasicGNN adds a final Linear to the classes; without it the
     # last message-passing layer produces them.
     common['out_channels'] = spec.out_channels
@@ -49,6 +52,24 @@ def build_model(spec: ArchSpec) -> nn.Module:
     raise ArchitectureError(f"Cannot build architecture '{spec.arch}'")
 
 
+def _graph_classifier(spec: ArchSpec, common: dict) -> GraphClassifier:
+    """Every layer keeps the hidden width (``out_channels=None``); the
+    classifier maps the pooled graph embedding to the classes."""
+    classes = {'gcn': GCN, 'sage': GraphSAGE, 'gin': GIN, 'gat': GAT,
+               'gatv2': GAT}
+    extra = {'sage': dict(aggr=spec.aggr),
+             'gin': dict(train_eps=spec.train_eps),
+             'gat': dict(heads=spec.heads),
+             'gatv2': dict(heads=spec.heads, v2=True)}.get(spec.arch, {})
+    if spec.arch in ('gat', 'gatv2') and spec.hidden_channels % spec.heads:
+        raise ArchitectureError(
+            f'GAT hidden width {spec.hidden_channels} is not divisible by '
+            f'{spec.heads} heads: pick --hidden as a multiple of --heads')
+    gnn = classes[spec.arch](**common, out_channels=None, **extra)
+    return GraphClassifier(gnn, spec.out_channels, readout=spec.readout,
+                           dropout=spec.dropout)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -59,9 +80,15 @@ def count_spec_parameters(spec: ArchSpec) -> int:
         return count_parameters(build_model(spec))
 
 
-def run_model(model: nn.Module, x: Tensor, edge_index: Tensor) -> ModelOutput:
+def run_model(model: nn.Module, x: Tensor, edge_index: Tensor,
+              batch: Tensor | None = None) -> ModelOutput:
     """The model's logits and the pre-activation output of every hidden
-    layer."""
+    layer. A graph classifier (``batch`` maps nodes to graphs) returns one
+    logit row per graph and the node output of all its layers."""
+    if isinstance(model, GraphClassifier):
+        out = _basic_gnn_output(model.gnn, x, edge_index)
+        return ModelOutput(logits=model.head(out.logits, batch),
+                           hiddens=[*out.hiddens, out.logits])
     if isinstance(model, BasicGNN):
         return _basic_gnn_output(model, x, edge_index)
     if isinstance(model, MLP):
@@ -69,8 +96,11 @@ def run_model(model: nn.Module, x: Tensor, edge_index: Tensor) -> ModelOutput:
     return model.forward_output(x, edge_index)
 
 
-def forward_logits(model: nn.Module, x: Tensor, edge_index: Tensor) -> Tensor:
+def forward_logits(model: nn.Module, x: Tensor, edge_index: Tensor,
+                   batch: Tensor | None = None) -> Tensor:
     """The model's own forward (what is exported and timed)."""
+    if isinstance(model, GraphClassifier):
+        return model(x, edge_index, batch)
     if isinstance(model, MLP):
         return model(x)
     return model(x, edge_index)

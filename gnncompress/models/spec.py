@@ -12,6 +12,8 @@ BASIC_GNN_ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
 ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp')
 # Architectures that use no graph at inference.
 GRAPHLESS = ('mlp',)
+# Global pooling readouts of graph-classification models.
+READOUTS = ('mean', 'sum', 'max')
 
 
 @dataclass
@@ -45,6 +47,11 @@ class ArchSpec:
             (default: :obj:`0.5`)
         shared_weights (bool): GCNII's single weight per layer.
             (default: :obj:`True`)
+        readout (str, optional): Global pooling (:obj:`mean`, :obj:`sum`
+            or :obj:`max`) for graph classification: all ``num_layers``
+            layers are hidden, then the pooled graph embedding goes through
+            a linear classifier. :obj:`None` is node classification.
+            (default: :obj:`None`)
     """
     arch: str
     in_channels: int
@@ -61,10 +68,11 @@ class ArchSpec:
     alpha: float = 0.1
     theta: float = 0.5
     shared_weights: bool = True
+    readout: str | None = None
 
     # Fields the weights of a PyG checkpoint cannot reveal (EXPORT.md).
     NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout',
-                                                 'alpha', 'theta')
+                                                 'alpha', 'theta', 'readout')
 
     @property
     def uses_graph(self) -> bool:
@@ -79,6 +87,16 @@ class ArchSpec:
             if int(getattr(self, name)) < 1:
                 raise ArchitectureError(
                     f"'{name}' must be at least 1 (got {getattr(self, name)})")
+        if self.readout is not None:
+            if self.readout not in READOUTS:
+                raise ArchitectureError(
+                    f"Unknown readout '{self.readout}' (choose from "
+                    f"{', '.join(READOUTS)})")
+            if self.arch not in BASIC_GNN_ARCHS or self.jk is not None:
+                raise ArchitectureError(
+                    f'A graph-level readout needs a message-passing model '
+                    f"without jk ({', '.join(BASIC_GNN_ARCHS)}; got "
+                    f"'{self.arch}'): pick one of those with --arch")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +131,8 @@ class ArchSpec:
                   if getattr(self, k) is not None]
         if self.arch == 'sage':
             extras.append(f'aggr={self.aggr}')
+        if self.readout is not None:
+            extras.append(f'readout={self.readout}')
         tail = f" ({', '.join(extras)})" if extras else ''
         return (f'{self.arch.upper()} {self.num_layers} layers x '
                 f'{self.hidden_channels} hidden{heads}, '

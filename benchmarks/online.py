@@ -1,0 +1,261 @@
+"""Online distillation (``gnncompress cotrain``): Alignahead and mutual
+learning against students trained alone, and what the peers cost.
+
+Four parts, one JSON file per dataset x architecture x method x student
+count x seed (existing files are skipped, so an interrupted run resumes):
+
+1. Alignahead's Table V setting: GCN and GraphSAGE (mean), 3 layers x 128,
+   two students, on CS, Physics, Computers and Photo; ``self`` (alone) vs
+   ``oc`` (same-depth layers) vs ``alignahead`` (cross-layer), 5 seeds.
+2. Student count: 2, 3 and 4 GCN students with Alignahead on one dataset
+   (the shape of the paper's Table VI).
+3. Mutual learning on MUTAG, PROTEINS, ENZYMES, NCI1, IMDB-BINARY (GIN,
+   3 x 64, sum readout, batches of 32) and on Cora, CiteSeer, PubMed (GCN,
+   2 x 64): students alone vs 2 and 3 mutual students, 5 seeds.
+4. Speed: seconds per epoch of M online students vs the same M students
+   trained alone in the same loop (median of 3 runs on seed 0).
+
+Every student is kept at its best validation epoch; a row's accuracy is the
+mean test accuracy of its students ("alone" is the mean of the students of
+``self``, i.e. single students trained alone).
+
+    python benchmarks/online.py                  # everything (hours on CPU)
+    python benchmarks/online.py --quick --epochs 3   # smoke test, no doc
+    python benchmarks/online.py --report         # only rewrite the doc
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from common import (
+    RESULTS,
+    SHARED,
+    machine,
+    mean_std,
+    parse_seeds,
+    read_rows,
+    update_doc,
+    write_json,
+)
+
+from gnncompress import api
+from gnncompress.data import load_graph
+from gnncompress.models import ArchSpec, build_model, count_parameters
+from gnncompress.online import OnlineTrainer, build_online_methods
+
+TABLE_V = ('CS', 'Physics', 'Computers', 'Photo')
+COUNT_DATASET = 'Photo'
+TU = ('MUTAG', 'PROTEINS', 'ENZYMES', 'NCI1', 'IMDB-BINARY')
+CITATION = ('Cora', 'CiteSeer', 'PubMed')
+EPOCHS = 200
+REPEATS = 3
+# The paper's figures we could check (the issue quotes this one); the
+# other cells of its Table V are left empty rather than guessed.
+PAPER = {('Computers', 'gcn'): (86.97, 87.47)}
+
+
+def _setting(dataset: str, arch: str) -> dict[str, Any]:
+    if dataset in TU:
+        return dict(arch='gin', hidden=64, layers=3, readout='sum', lr=0.01)
+    if dataset in CITATION:
+        return dict(arch='gcn', hidden=64, layers=2, readout=None, lr=0.01)
+    # Alignahead: 3 layers x 128; Adam lr 0.001 is the paper's, but 200
+    # epochs at that rate leave these students short of convergence, so
+    # both online and alone use 0.01.
+    return dict(arch=arch, hidden=128, layers=3, readout=None, lr=0.01)
+
+
+def run_online(dataset: str, arch: str, method: str, students: int,
+               seed: int, data_root: str, epochs: int) -> dict[str, Any]:
+    s = _setting(dataset, arch)
+    graph = load_graph(dataset, data_root, seed=seed)
+    spec = ArchSpec(s['arch'], graph.num_features, s['hidden'], s['layers'],
+                    graph.num_classes, dropout=0.5,
+                    readout=s['readout'] if graph.batch is not None
+                    else None)
+    api.seed_everything(seed)
+    models = [build_model(spec) for _ in range(students)]
+    trainer = OnlineTrainer(models, graph,
+                            build_online_methods(method, students),
+                            lr=s['lr'], weight_decay=5e-4, seed=seed)
+    start = time.perf_counter()
+    results = trainer.run(epochs, progress=False)
+    seconds = time.perf_counter() - start
+    tests = [r.test_accuracy for r in results]
+    vals = [r.val_accuracy for r in results]
+    best = max(range(students), key=lambda k: vals[k])
+    return {
+        'dataset': dataset, 'arch': s['arch'], 'method': method,
+        'students': students, 'seed': seed, 'epochs': epochs,
+        'test_accuracy': tests, 'val_accuracy': vals,
+        'mean_test_accuracy': statistics.fmean(tests),
+        'selected_test_accuracy': tests[best],
+        'best_epochs': [r.best_epoch for r in results],
+        'seconds': seconds, 'seconds_per_epoch': seconds / epochs,
+        'spec': spec.to_dict(), 'parameters': count_parameters(models[0]),
+        'lr': s['lr'], 'threads': torch.get_num_threads(),
+    }
+
+
+def _path(out: Path, dataset: str, arch: str, method: str, students: int,
+          seed: int) -> Path:
+    return out / dataset / f'{arch}-{method}-m{students}-seed{seed}.json'
+
+
+def _collect(out: Path, jobs: list[tuple[str, str, str, int]],
+             seeds: list[int], data_root: str, epochs: int) -> None:
+    for dataset, arch, method, students in jobs:
+        for seed in seeds:
+            arch_name = _setting(dataset, arch)['arch']
+            path = _path(out, dataset, arch_name, method, students, seed)
+            if path.exists():
+                continue
+            row = run_online(dataset, arch, method, students, seed,
+                             data_root, epochs)
+            write_json(path, row)
+            print(f'{dataset} {arch_name} {method} x{students} seed {seed}: '
+                  f"{100 * row['mean_test_accuracy']:.2f}%", flush=True)
+
+
+def _timing(out: Path, jobs: list[tuple[str, str, str, int]],
+            data_root: str, epochs: int) -> None:
+    for dataset, arch, method, students in jobs:
+        path = out / 'timing' / f'{dataset}-{arch}-{method}-m{students}.json'
+        if path.exists():
+            continue
+        seconds = {}
+        for run in ('self', method):
+            seconds[run] = statistics.median(
+                run_online(dataset, arch, run, students, 0, data_root,
+                           epochs)['seconds_per_epoch']
+                for _ in range(REPEATS))
+        write_json(path, {'dataset': dataset, 'arch': arch,
+                          'method': method, 'students': students,
+                          'epochs': epochs, 'repeats': REPEATS,
+                          'seconds_per_epoch': seconds,
+                          'ratio': seconds[method] / seconds['self'],
+                          'machine': machine()})
+        print(f'{dataset} timing {method} x{students}: '
+              f"{seconds[method] / seconds['self']:.2f}x", flush=True)
+
+
+def plan(quick: bool) -> dict[str, list[tuple[str, str, str, int]]]:
+    table_v = TABLE_V[-1:] if quick else TABLE_V
+    archs = ('gcn',) if quick else ('gcn', 'sage')
+    mutual_data = ('MUTAG', 'Cora') if quick else TU + CITATION
+    counts = (2, 3) if quick else (2, 3, 4)
+    return {
+        'table_v': [(d, a, m, 2) for d in table_v for a in archs
+                    for m in ('self', 'oc', 'alignahead')],
+        'count': [(COUNT_DATASET, 'gcn', m, n) for n in counts
+                  for m in ('self', 'alignahead')],
+        'mutual': [(d, 'gcn', m, n) for d in mutual_data
+                   for m, n in (('self', 2), ('mutual', 2), ('mutual', 3))],
+        'timing': [(COUNT_DATASET, 'gcn', 'alignahead', 2),
+                   (COUNT_DATASET, 'gcn', 'mutual', 2),
+                   ('MUTAG', 'gin', 'mutual', 2)],
+    }
+
+
+def _cell(out: Path, dataset: str, arch: str, method: str,
+          students: int) -> tuple[str, int]:
+    rows = [r for r in read_rows(out / dataset)
+            if r['arch'] == arch and r['method'] == method
+            and r['students'] == students]
+    return mean_std([r['mean_test_accuracy'] for r in rows], digits=2), \
+        len(rows)
+
+
+def report(out: Path) -> str:
+    if not out.is_dir():
+        return 'No results yet.'
+    lines = ['Alignahead, two students (3 layers x 128), test accuracy (%) '
+             'mean ± std over seeds:', '',
+             '| dataset | arch | alone (self) | OC | Alignahead | paper: '
+             'alone -> Alignahead | seeds |', '|---|---|---|---|---|---|---|']
+    for dataset in TABLE_V:
+        for arch in ('gcn', 'sage'):
+            cells = [_cell(out, dataset, arch, m, 2)
+                     for m in ('self', 'oc', 'alignahead')]
+            if not any(n for _, n in cells):
+                continue
+            paper = PAPER.get((dataset, arch))
+            theirs = f'{paper[0]:.2f} -> {paper[1]:.2f}' if paper else '-'
+            lines.append(f'| {dataset} | {arch} | '
+                         + ' | '.join(c for c, _ in cells)
+                         + f' | {theirs} | {cells[0][1]} |')
+    lines += ['', f'Student count, GCN on {COUNT_DATASET} with Alignahead:',
+              '', '| students | alone (self) | Alignahead | seeds |',
+              '|---|---|---|---|']
+    for n in (2, 3, 4):
+        alone, seeds = _cell(out, COUNT_DATASET, 'gcn', 'self', n)
+        online, _ = _cell(out, COUNT_DATASET, 'gcn', 'alignahead', n)
+        if seeds:
+            lines.append(f'| {n} | {alone} | {online} | {seeds} |')
+    lines += ['', 'Mutual learning (GIN 3 x 64 with sum readout on TU '
+              'datasets, stratified 80/10/10 per seed; GCN 2 x 64 on '
+              'citation graphs, public split):', '',
+              '| dataset | alone | 2 mutual | 3 mutual | seeds |',
+              '|---|---|---|---|---|']
+    for dataset in TU + CITATION:
+        arch = _setting(dataset, 'gcn')['arch']
+        cells = [_cell(out, dataset, arch, m, n) for m, n in
+                 (('self', 2), ('mutual', 2), ('mutual', 3))]
+        if cells[0][1]:
+            lines.append(f'| {dataset} | '
+                         + ' | '.join(c for c, _ in cells)
+                         + f' | {cells[0][1]} |')
+    lines += ['', f'Speed: seconds per epoch, median of {REPEATS} runs on '
+              'seed 0 (the bar is at most 1.5x):', '',
+              '| dataset | arch | method | students | alone (s) | online '
+              '(s) | ratio |', '|---|---|---|---|---|---|---|']
+    for path in sorted((out / 'timing').glob('*.json')) \
+            if (out / 'timing').is_dir() else []:
+        t = json.loads(path.read_text())
+        s = t['seconds_per_epoch']
+        lines.append(f"| {t['dataset']} | {t['arch']} | {t['method']} | "
+                     f"{t['students']} | {s['self']:.4f} | "
+                     f"{s[t['method']]:.4f} | {t['ratio']:.2f}x |")
+    return '\n'.join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--seeds', default='0-4')
+    parser.add_argument('--epochs', type=int, default=EPOCHS)
+    parser.add_argument('--data-root', default=str(SHARED))
+    parser.add_argument('--parts', default='table_v,count,mutual,timing')
+    parser.add_argument('--quick', action='store_true',
+                        help='Photo/MUTAG/Cora, one seed, results kept '
+                        'apart and the doc left alone: a smoke test.')
+    parser.add_argument('--report', action='store_true',
+                        help='Only rewrite docs/BENCHMARKS.md from results.')
+    args = parser.parse_args(argv)
+    out = RESULTS / ('online-quick' if args.quick else 'online')
+    jobs = plan(args.quick)
+    seeds = [0] if args.quick else parse_seeds(args.seeds)
+    if not args.report:
+        for part in args.parts.split(','):
+            if part == 'timing':
+                _timing(out, jobs[part], args.data_root, args.epochs)
+            else:
+                _collect(out, jobs[part], seeds, args.data_root, args.epochs)
+    epochs = sorted({r['epochs'] for d in out.glob('*') if d.is_dir()
+                     for r in read_rows(d)} if out.is_dir() else set())
+    body = report(out) + (f"\n\nEpochs per run: "
+                          f"{', '.join(map(str, epochs)) or '-'}. "
+                          f'Machine: {machine()}.')
+    if not args.quick:
+        update_doc('online', body)
+    print(body)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor
+
+from gnncompress.data import Graph
+from gnncompress.errors import ArchitectureError
+from gnncompress.methods.base import DistillMethod, register_method
+from gnncompress.methods.lsp import LSP, structure_kl
+from gnncompress.models import ModelOutput
+
+
+@register_method('alignahead')
+class Alignahead(DistillMethod):
+    r"""Online cross-layer structure alignment from the `"Alignahead: Online
+    Cross-Layer Knowledge Extraction on Graph Neural Networks"
+    <https://arxiv.org/abs/2205.02468>`_ paper (Guo et al., IJCNN 2022).
+
+    No teacher: :math:`M` students of one architecture train alternately and
+    receive their peers as "teachers". With :math:`l^{(i)}` the LSP local
+    structure (:class:`~gnncompress.methods.lsp.LSP`) of layer :math:`i`
+    out of :math:`L`, student :math:`k` minimises
+
+    .. math::
+        \mathcal{L}_k = \frac{1}{M-1} \sum_{m \ne k} \sum_{i=1}^{L}
+        \mathrm{KL}\big(l_m^{(\pi(i))} \,\|\, l_k^{(i)}\big), \qquad
+        \pi(i) = i + 1 \text{ for } i < L, \quad \pi(L) = 1
+
+    (layer :math:`i` learns the peer's next layer, the last layer the
+    peer's first), weighted by :math:`\alpha` (the method weight, default
+    1 as in the paper) beside the cross-entropy. The layers are all
+    message-passing layers' pre-activation outputs: the hidden layers and
+    the logits for node classification, every layer's node output (before
+    pooling) for graph classification. The KL of one layer pair is LSP's
+    per-node sum over incoming edges, averaged over the nodes that have
+    edges; peers' structures carry no gradient.
+
+    Args:
+        kernel (str, optional): LSP kernel. (default: :obj:`'l2'`, i.e.
+            :math:`-\|h_i - h_j\|^2`: the paper uses a Euclidean kernel
+            outside PPI; :obj:`'rbf'` is its PPI choice)
+        sigma (float, optional): RBF width. (default: :obj:`1.0`)
+        cyclic (bool, optional): Cross-layer pairing as above;
+            :obj:`False` pairs same-depth layers, :math:`\pi(i) = i` (the
+            paper's "OC" ablation, ``cotrain --method oc``).
+            (default: :obj:`True`)
+    """
+    requires = frozenset({'logits', 'hiddens'})
+    default_weight = 1.0
+    paper = 'Guo et al., IJCNN 2022, arXiv:2205.02468'
+    summary = 'online: each layer learns the peers\' next-layer local ' \
+        'structure (cotrain)'
+
+    def __init__(self, kernel: str = 'l2', sigma: float = 1.0,
+                 cyclic: bool = True) -> None:
+        super().__init__()
+        self.structure = LSP(kernel=kernel, sigma=sigma)
+        self.cyclic = cyclic
+
+    def pairs(self, num_layers: int) -> list[tuple[int, int]]:
+        """(own layer, peer layer) index pairs."""
+        return [(i, (i + 1) % num_layers if self.cyclic else i)
+                for i in range(num_layers)]
+
+    def loss(self, teacher_outputs: Sequence[ModelOutput],
+             student_output: ModelOutput, graph: Graph) -> Tensor:
+        edge_index = graph.edge_index
+        own = aligned_layers(student_output, graph)
+        num_nodes = own[0].size(0)
+        log_own = [self.structure.local_structure(h, edge_index)
+                   for h in own]
+        total = own[0].new_zeros(())
+        for peer in teacher_outputs:
+            theirs = aligned_layers(peer, graph)
+            if len(theirs) != len(own):
+                raise ArchitectureError(
+                    f'Alignahead pairs layers of models of one depth (got '
+                    f'{len(theirs)} and {len(own)} layers): give the student '
+                    f'as many layers as its peers')
+            log_peer = [self.structure.local_structure(h.detach(),
+                                                       edge_index)
+                        for h in theirs]
+            for i, j in self.pairs(len(own)):
+                total = total + structure_kl(log_own[i], log_peer[j],
+                                             edge_index[1], num_nodes,
+                                             direction='ts')
+        return total / len(teacher_outputs)
+
+
+def aligned_layers(out: ModelOutput, graph: Graph) -> list[Tensor]:
+    """Every layer's node output: the hidden layers, plus the logits when
+    they are per node (node classification)."""
+    if graph.batch is not None:
+        return list(out.hiddens)
+    return [*out.hiddens, out.logits]

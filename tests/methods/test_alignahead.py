@@ -1,0 +1,100 @@
+"""Alignahead against a local-structure loss worked out by hand."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from gnncompress.data import Graph
+from gnncompress.errors import ArchitectureError
+from gnncompress.methods import resolve_method
+from gnncompress.models import ModelOutput
+
+
+def _star() -> Graph:
+    """Node 0 receives edges from nodes 1 and 2; nodes 1, 2 receive none."""
+    return Graph(name='star', x=torch.zeros(3, 1),
+                 edge_index=torch.tensor([[1, 2], [0, 0]]),
+                 y=torch.tensor([0, 1, 0]),
+                 train_mask=torch.ones(3, dtype=torch.bool),
+                 val_mask=torch.zeros(3, dtype=torch.bool),
+                 test_mask=torch.zeros(3, dtype=torch.bool), num_classes=2)
+
+
+def _out(hidden: list[float], logits: list[float]) -> ModelOutput:
+    return ModelOutput(torch.tensor(logits).view(-1, 1),
+                       [torch.tensor(hidden).view(-1, 1)])
+
+
+def _dist(h0: float, h1: float, h2: float) -> list[float]:
+    # l2 kernel -(h_i - h_j)^2, softmax over node 0's two incoming edges
+    a, b = math.exp(-(h0 - h1) ** 2), math.exp(-(h0 - h2) ** 2)
+    return [a / (a + b), b / (a + b)]
+
+
+def _kl(p: list[float], q: list[float]) -> float:
+    return sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+
+
+def test_cyclic_pairing_layer_i_learns_peer_layer_i_plus_1():
+    assert resolve_method('alignahead').pairs(3) == [(0, 1), (1, 2), (2, 0)]
+    assert resolve_method('alignahead').pairs(1) == [(0, 0)]
+    same = resolve_method('alignahead', cyclic=False)
+    assert same.pairs(3) == [(0, 0), (1, 1), (2, 2)]
+
+
+@pytest.mark.parametrize('cyclic', [True, False])
+def test_loss_matches_hand_computation(cyclic):
+    graph = _star()
+    own = _out([0.0, 1.0, 2.0], [0.0, 0.0, 1.0])
+    peer = _out([0.0, 2.0, 1.0], [0.0, 1.0, 3.0])
+    own_layers = [_dist(0, 1, 2), _dist(0, 0, 1)]
+    peer_layers = [_dist(0, 2, 1), _dist(0, 1, 3)]
+    # KL(peer || own) per pair; only node 0 has edges (N' = 1).
+    if cyclic:
+        expected = _kl(peer_layers[1], own_layers[0]) + \
+            _kl(peer_layers[0], own_layers[1])
+    else:
+        expected = _kl(peer_layers[0], own_layers[0]) + \
+            _kl(peer_layers[1], own_layers[1])
+    method = resolve_method('alignahead', cyclic=cyclic)
+
+    loss = method.loss([peer], own, graph)
+
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+    # Two peers are averaged: the same peer twice gives the same loss.
+    assert float(method.loss([peer, peer], own, graph)) == \
+        pytest.approx(expected, rel=1e-5)
+
+
+def test_gradient_reaches_the_student_only():
+    graph = _star()
+    own = _out([0.0, 1.0, 2.0], [0.0, 0.0, 1.0])
+    own.hiddens[0].requires_grad_(True)
+    peer = _out([0.0, 2.0, 1.0], [0.0, 1.0, 3.0])
+    peer.hiddens[0].requires_grad_(True)
+
+    resolve_method('alignahead').loss([peer], own, graph).backward()
+
+    assert own.hiddens[0].grad.abs().sum() > 0
+    assert peer.hiddens[0].grad is None
+
+
+def test_graph_level_aligns_node_layers_not_graph_logits():
+    graph = _star()
+    graph.batch = torch.zeros(3, dtype=torch.long)
+    h = [torch.tensor([[0.0], [1.0], [2.0]]), torch.tensor([[0.], [0.], [1.]])]
+    own = ModelOutput(torch.zeros(1, 2), h)
+    peer = ModelOutput(torch.zeros(1, 2), [h[1], h[0]])
+    # Own layer 0 <- peer layer 1 (= own layer 0), and layer 1 <- peer 0.
+    assert float(resolve_method('alignahead').loss([peer], own, graph)) == \
+        pytest.approx(0.0, abs=1e-7)
+
+
+def test_peers_of_another_depth_are_refused():
+    graph = _star()
+    own = _out([0.0, 1.0, 2.0], [0.0, 0.0, 1.0])
+    shallow = ModelOutput(torch.zeros(3, 1), [])
+    with pytest.raises(ArchitectureError, match='one depth'):
+        resolve_method('alignahead').loss([shallow], own, graph)
