@@ -450,6 +450,10 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                  label_weight=label_weight, weight=weight,
                  desc=f'distill {distiller.name}', **train_args)
     used_weight = distiller.default_weight if weight is None else weight
+    notes = list(ckpt.notes.values())
+    collapsed = collapse_note(result.val_accuracy, graph)
+    if collapsed:
+        notes.append(collapsed)
 
     with staged_output(out) as stage:
         files: dict[str, str] = {}
@@ -510,7 +514,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                       'val_accuracy': result.val_accuracy},
             seed=seed, device=str(dev), versions=versions(),
             teacher_spec_sources=ckpt.sources,
-            notes=list(ckpt.notes.values()), files=files,
+            notes=notes, files=files,
             config=config or {},
             gates=accuracy_gates(
                 [('student', result.test_accuracy, teacher_acc)],
@@ -518,6 +522,24 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
     return report
+
+
+def collapse_note(val_accuracy: float, graph: Graph) -> str | None:
+    """A warning when the student's best validation accuracy is no better
+    than always predicting the most common validation class: training
+    collapsed (e.g. every ReLU dead after a few large steps)."""
+    if graph.batch is not None or not bool(graph.val_mask.any()):
+        return None
+    labels = graph.y[graph.val_mask]
+    if labels.dim() != 1:
+        return None
+    majority = float(torch.bincount(labels).max()) / labels.numel()
+    if val_accuracy > majority + 0.01:
+        return None
+    return (f'the student collapsed: its best validation accuracy '
+            f'({100 * val_accuracy:.1f}%) is no better than always '
+            f'predicting the most common class ({100 * majority:.1f}%); '
+            f'lower --lr (e.g. 0.001) or the method weight (--weight)')
 
 
 def accuracy_gates(models: list[tuple[str, float, float]],

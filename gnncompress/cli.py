@@ -229,6 +229,10 @@ def distill(
                    config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    for note in report.notes:
+        if note.startswith('the student collapsed'):
+            err_console.print(f'[yellow]Warning:[/yellow] {note}',
+                              markup=True)
     _exit_on_gates(report.gates)
 
 

@@ -330,3 +330,14 @@ def test_run_model_keeps_gradients(tiny_graph):
 
     assert model.convs[0].lin_l.weight.grad is not None
     assert model.convs[1].lin_l.weight.grad is None
+
+
+def test_collapse_note_compares_with_the_majority_class(tiny_graph):
+    from gnncompress.api import collapse_note
+
+    labels = tiny_graph.y[tiny_graph.val_mask]
+    majority = float(torch.bincount(labels).max()) / labels.numel()
+    note = collapse_note(majority, tiny_graph)
+    assert note is not None and note.startswith('the student collapsed')
+    assert f'({100 * majority:.1f}%)' in note
+    assert collapse_note(majority + 0.02, tiny_graph) is None
