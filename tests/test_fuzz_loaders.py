@@ -40,14 +40,6 @@ FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
 MAX_RSS_GROWTH_KIB = 1_500_000
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(autouse=True)
 def _bounded_memory():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
