@@ -100,6 +100,10 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
     only fail later with a misleading message)."""
     for key, value in tensors.items():
         name = f'{key!r:.60}'  # keys may hold anything, newlines included
+        if not key.isprintable():
+            raise CheckpointError(
+                f'Tensor key {name} of {path} holds control characters, '
+                f'which no model has: save the state_dict of the model')
         if value.is_complex() or value.dtype not in _WEIGHT_DTYPES:
             raise CheckpointError(
                 f'Tensor {name} of {path} has dtype {value.dtype}, which no '
@@ -446,6 +450,10 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     'shared_weights': (bool,)}
 
 
+# Dropout is a probability; GCNII's alpha is a mixing weight and its theta
+# enters log(theta / layer + 1).
+_FIELD_RANGES = {'dropout': (0.0, 1.0), 'alpha': (0.0, 1.0),
+                 'theta': (0.0, math.inf)}
 _REQUIRED_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',
                     'out_channels')
 
@@ -471,6 +479,12 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
                 f"The architecture field '{key}' of {path} must be {names} "
                 f'(got {value!r:.40}): fix it on the teacher card, the '
                 f'metadata or the command line')
+        low, high = _FIELD_RANGES.get(key, (None, None))
+        if low is not None and not low <= value <= high:
+            raise ArchitectureError(
+                f"The architecture field '{key}' of {path} must lie in "
+                f'[{low:g}, {high:g}] (got {value!r:.40}): fix it on the '
+                f'teacher card, the metadata or the command line')
     return ArchSpec.from_dict(values)
 
 

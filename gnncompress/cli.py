@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gnncompress import __version__, api
 from gnncompress.errors import GnnCompressError
@@ -25,7 +26,10 @@ def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except GnnCompressError as e:
-        err_console.print(f'[red]Error:[/red] {e}', markup=True)
+        # Messages quote file contents (tensor names, card values): no
+        # markup in them, and one line whatever they hold.
+        line = escape(' '.join(str(e).split()))
+        err_console.print(f'[red]Error:[/red] {line}', markup=True)
         raise typer.Exit(code=1) from None
 
 

@@ -335,6 +335,7 @@ SPEC_VALUES = st.fixed_dictionaries({}, optional={
     'aggr': st.sampled_from(['mean', 'max', 'bogus', None]),
     'dropout': st.one_of(st.floats(), st.text(max_size=2)),
     'alpha': st.one_of(st.floats(), st.none()),
+    'theta': st.one_of(st.floats(), st.integers(-3, 3)),
     'shared_weights': st.sampled_from([True, 'no', 2]),
     'extra_field': st.integers()})
 
@@ -458,3 +459,27 @@ def test_broken_data_files(cut, junk, use_junk, obj):
     if obj is not None and not use_junk and cut == 0:
         data = _torch_bytes(obj)
     _check_graph(_expect_clean(load_graph, _write(data, '.pt')))
+
+
+# Through the command line ---------------------------------------------------
+
+@FUZZ
+@given(state=mutated_state(), junk=st.binary(max_size=512),
+       use_junk=st.booleans(), key=st.text(max_size=12))
+def test_cli_inspect_exits_1_with_one_line(state, junk, use_junk, key):
+    """Whatever the file holds, even tensor names that look like terminal
+    markup, ``gnncompress inspect`` prints one line and exits with 1 (or
+    succeeds)."""
+    from typer.testing import CliRunner
+
+    from gnncompress.cli import app
+
+    state[key] = torch.zeros(2)
+    path = _write(junk if use_junk else _save_state(state, 'pt'), '.pt')
+    result = CliRunner().invoke(app, ['inspect', str(path)])
+
+    assert result.exit_code in (0, 1), result.exception
+    if result.exit_code == 1:
+        assert isinstance(result.exception, SystemExit)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith('Error: '), lines

@@ -77,11 +77,23 @@ def test_complex_weights_are_refused(tmp_path):
 
 def test_key_with_a_newline_keeps_the_message_on_one_line(tmp_path):
     state = _state()
-    state['bad\nkey'] = torch.tensor([math.nan])
+    state['bad\nkey'] = torch.tensor([1.0])
 
-    with pytest.raises(CheckpointError) as info:
+    with pytest.raises(CheckpointError, match='control characters') as info:
         load_checkpoint(_save(tmp_path, state))
     assert '\n' not in str(info.value) and r"'bad\nkey'" in str(info.value)
+
+
+def test_cli_prints_markup_in_a_message_as_text(tmp_path):
+    # A key like '[/x]' used to crash rich's markup parser: a traceback.
+    state = {'[/x]': torch.ones(2), '[bold]y': torch.ones(1)}
+
+    result = CliRunner().invoke(app, ['inspect', str(_save(tmp_path,
+                                                          state))])
+
+    assert result.exit_code == 1, result.output
+    assert '[/x]' in result.output and 'Unknown architecture' in \
+        result.output
 
 
 def test_missing_layer_weight_is_an_architecture_error(tmp_path):
@@ -130,6 +142,18 @@ def test_card_with_a_spec_that_is_not_an_object_is_ignored(tmp_path):
         {'kind': CARD_KIND, 'spec': [1, 2]}))
 
     assert load_checkpoint(path).spec == SPEC
+
+
+@pytest.mark.parametrize('field, value', [('dropout', 2.0), ('alpha', -1),
+                                          ('theta', -5.0)])
+def test_card_with_a_value_out_of_range(tmp_path, field, value):
+    # dropout=2 used to load, then fail in the teacher's first forward.
+    path = _save(tmp_path, _state())
+    path.with_suffix('.json').write_text(json.dumps(
+        {'kind': CARD_KIND, 'spec': {field: value}}))
+
+    with pytest.raises(ArchitectureError, match=rf"'{field}' .* must lie in"):
+        load_checkpoint(path)
 
 
 def test_card_with_an_unknown_activation(tmp_path):
