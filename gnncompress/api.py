@@ -49,6 +49,7 @@ from gnncompress.models import (
     count_spec_parameters,
 )
 from gnncompress.report import Gate, ModelEntry, Report
+from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
 
 DEFAULT_RATIO = 10.0
 STUDENT_DROPOUT = 0.5
@@ -537,7 +538,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                 min_accuracy, max_accuracy_drop))
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
-    if saver is not None and checkpoint_dir is None:
+    if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
         saver.remove()  # the default folder inside out has served its turn
     return report
 
@@ -559,7 +560,8 @@ def training_checkpoint(out: Path, every: int | None,
             raise OutputError(f'--resume {resume} and --checkpoint-dir '
                               f'{folder} name different checkpoints: give '
                               f'one of them')
-    folder = Path(folder) if folder is not None else out / rs.DEFAULT_FOLDER
+    folder = Path(folder) if folder is not None else \
+        out / DEFAULT_CHECKPOINT_FOLDER
     return rs.TrainingCheckpoint(folder, every, rs.run_identity(**run),
                                  resume=resume is not None)
 

@@ -170,6 +170,13 @@ def test_checkpoint_every_k_epochs_holds_the_run(files, tmp_path,
     assert sorted(p.name for p in folder.iterdir()) == [resume.FILE_NAME]
     assert not (tmp_path / 'out').exists()  # nothing half-written
 
+    # Resumed through the named folder, which is kept afterwards.
+    report, _ = _distill(files, tmp_path / 'out', monkeypatch,
+                         method='fitnet', resume=folder)
+    assert report.training['epochs_run'] == EPOCHS
+    assert torch.load(folder / resume.FILE_NAME,
+                      weights_only=True)['epoch'] == 30
+
 
 def test_resume_refuses_another_run(files, tmp_path, monkeypatch):
     out = tmp_path / 'out'
