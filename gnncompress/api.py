@@ -37,6 +37,7 @@ from gnncompress.errors import (
     DataError,
     GnnCompressError,
     OutputError,
+    TrainingError,
 )
 from gnncompress.export import atomic_path, export_onnx, save_safetensors
 from gnncompress.methods import DistillMethod, canonical_name, method_class
@@ -48,6 +49,7 @@ from gnncompress.models import (
     count_spec_parameters,
 )
 from gnncompress.report import Gate, ModelEntry, Report
+from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
 
 DEFAULT_RATIO = 10.0
 STUDENT_DROPOUT = 0.5
@@ -400,14 +402,24 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             min_accuracy: float | None = None,
             max_accuracy_drop: float | None = None,
             progress: bool = True, command: str = '',
-            config: dict[str, Any] | None = None) -> Report:
+            config: dict[str, Any] | None = None,
+            checkpoint_every: int | None = None,
+            checkpoint_dir: str | Path | None = None,
+            resume: str | Path | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
     student (an MLP for GLNN) or GCN; ``weight`` and ``label_weight`` to the
     method's own defaults. The gates ``min_accuracy`` (percent) and
     ``max_accuracy_drop`` (points below the teacher) are checked after the
-    files are written; failures are in ``report.gates``."""
+    files are written; failures are in ``report.gates``.
+
+    ``checkpoint_every`` K saves the distillation every K epochs to
+    ``checkpoint_dir`` (default ``out/.gnncompress-checkpoint``, removed
+    when the run succeeds); ``resume`` (that folder, or ``out``) continues
+    an interrupted run, which must be given the same options. When the loss
+    stops being finite, the best student so far is written to
+    ``out/student.safetensors`` before the :class:`TrainingError`."""
     teacher = Path(teacher)
     distiller = build_method(method, method_options)
     student = student or distiller.preferred_student or 'gcn'
@@ -446,9 +458,24 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
 
     seed_everything(seed)
     model = build_model(s_spec).to(dev)
-    result = fit(model, g, method=distiller, teacher_outputs=[teacher_out],
-                 label_weight=label_weight, weight=weight,
-                 desc=f'distill {distiller.name}', **train_args)
+    saver = training_checkpoint(
+        out, checkpoint_every, checkpoint_dir, resume,
+        teacher=str(teacher.resolve()), teacher_bytes=teacher.stat().st_size,
+        data=graph.name, nodes=graph.num_nodes,
+        edges=int(graph.edge_index.size(1)), split=graph.split,
+        method=distiller.name, method_options=method_options or {},
+        weight=weight, label_weight=label_weight, student=s_spec.to_dict(),
+        epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
+        seed=seed, device=dev.type)
+    try:
+        result = fit(model, g, method=distiller,
+                     teacher_outputs=[teacher_out],
+                     label_weight=label_weight, weight=weight,
+                     desc=f'distill {distiller.name}', checkpoint=saver,
+                     **train_args)
+    except TrainingError as e:
+        raise keep_last_good(e, model, s_spec, out, distiller.name,
+                             graph.name) from None
     used_weight = distiller.default_weight if weight is None else weight
     notes = list(ckpt.notes.values())
     collapsed = collapse_note(result.val_accuracy, graph)
@@ -521,6 +548,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                 min_accuracy, max_accuracy_drop))
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
+    if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
+        saver.remove()  # the default folder inside out has served its turn
     return report
 
 
@@ -540,6 +569,54 @@ def collapse_note(val_accuracy: float, graph: Graph) -> str | None:
             f'({100 * val_accuracy:.1f}%) is no better than always '
             f'predicting the most common class ({100 * majority:.1f}%); '
             f'lower --lr (e.g. 0.001) or the method weight (--weight)')
+
+
+def training_checkpoint(out: Path, every: int | None,
+                        folder: str | Path | None, resume: str | Path | None,
+                        **run: Any):
+    """The :class:`~gnncompress.resume.TrainingCheckpoint` that
+    ``--checkpoint-every``, ``--checkpoint-dir`` and ``--resume`` ask for
+    (``None`` when none of them is given)."""
+    from gnncompress import resume as rs
+
+    if every is None and resume is None:
+        return None
+    if resume is not None:
+        found = rs.find_checkpoint(resume).parent
+        folder = folder if folder is not None else found
+        if Path(folder).resolve() != found.resolve():
+            raise OutputError(f'--resume {resume} and --checkpoint-dir '
+                              f'{folder} name different checkpoints: give '
+                              f'one of them')
+    folder = Path(folder) if folder is not None else \
+        out / DEFAULT_CHECKPOINT_FOLDER
+    return rs.TrainingCheckpoint(folder, every, rs.run_identity(**run),
+                                 resume=resume is not None)
+
+
+def keep_last_good(error: TrainingError, model: torch.nn.Module,
+                   spec: ArchSpec, out: Path, method: str,
+                   data: str) -> TrainingError:
+    """The error of a run whose loss stopped being finite, after writing
+    its best student so far (``fit`` put it back in ``model``) to
+    ``out/student.safetensors``; nothing is written when no epoch
+    finished."""
+    if not error.best_epoch:
+        return TrainingError(f'{error} (no epoch finished, so no student was '
+                             f'written)')
+    with staged_output(out) as stage:
+        save_safetensors(model, spec, stage / 'student.safetensors',
+                         extra={'gnncompress.method': method,
+                                'gnncompress.data': data,
+                                'gnncompress.stopped': str(error),
+                                'gnncompress.best_epoch':
+                                str(error.best_epoch)})
+    kept = TrainingError(
+        f'{error}; the best student before it (epoch {error.best_epoch}, '
+        f'validation accuracy {100 * error.val_accuracy:.2f}%) is in '
+        f"{out / 'student.safetensors'}")
+    kept.best_epoch, kept.val_accuracy = error.best_epoch, error.val_accuracy
+    return kept
 
 
 def accuracy_gates(models: list[tuple[str, float, float]],

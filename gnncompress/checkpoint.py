@@ -7,6 +7,7 @@ Only tensors are ever read: ``.pt`` files go through
 from __future__ import annotations
 
 import json
+import math
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ VERSION_KEY = 'gnncompress.version'
 CARD_KIND = 'gnncompress.teacher-card'
 _WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model')
 _PREFIXES = ('module.', '_orig_mod.')
+_WEIGHT_DTYPES = (torch.float32, torch.float64, torch.float16,
+                  torch.bfloat16, torch.int64, torch.int32, torch.int16,
+                  torch.int8, torch.uint8, torch.bool)
 
 
 @dataclass
@@ -41,7 +45,7 @@ class Checkpoint:
 
     def build(self) -> nn.Module:
         """The model with the checkpoint's weights, in eval mode."""
-        model = build_model(self.spec)
+        model = build_spec(self.spec, self.path)
         try:
             model.load_state_dict(self.state_dict, strict=True)
         except RuntimeError as e:
@@ -81,8 +85,42 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     with open(path, 'rb') as f:
         head = f.read(16)
     if path.suffix == '.safetensors' or _looks_like_safetensors(head):
-        return _read_safetensors(path)
-    return _unwrap(_read_torch(path, head), path), {}
+        tensors, metadata = _read_safetensors(path)
+    else:
+        tensors, metadata = _unwrap(_read_torch(path, head), path), {}
+    check_tensors(tensors, path)
+    return tensors, metadata
+
+
+def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
+    """Refuse weights no trained model has: complex or exotic dtypes, views
+    that claim more elements than their storage holds (a tiny file could
+    otherwise make the model reserve terabytes) and NaN or infinite values
+    (the teacher diverged, or the file is corrupt: distilling from it would
+    only fail later with a misleading message)."""
+    for key, value in tensors.items():
+        name = f'{key!r:.60}'  # keys may hold anything, newlines included
+        if not key.isprintable():
+            raise CheckpointError(
+                f'Tensor key {name} of {path} holds control characters, '
+                f'which no model has: save the state_dict of the model')
+        if value.is_complex() or value.dtype not in _WEIGHT_DTYPES:
+            raise CheckpointError(
+                f'Tensor {name} of {path} has dtype {value.dtype}, which no '
+                f'model weight has: save the float weights of the model')
+        storage = value.untyped_storage().nbytes() // value.element_size()
+        if value.numel() > storage:
+            raise CheckpointError(
+                f'Tensor {name} of {path} claims {value.numel():,} elements '
+                f'but stores {storage:,} (an expanded view): save the '
+                f'weights with .contiguous()')
+        if value.is_floating_point() and value.numel() and \
+                not bool(torch.isfinite(value).all()):
+            bad = 'NaN' if bool(torch.isnan(value).any()) else 'infinite'
+            raise CheckpointError(
+                f'Tensor {name} of {path} holds {bad} values: the teacher '
+                f'diverged in training or the file is corrupted; retrain it '
+                f'or save it again')
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -371,14 +409,26 @@ def load_checkpoint(path: Path | str,
     tensors, metadata = read_weights(path)
     card = read_card(path)
     if SPEC_KEY in metadata:
-        values = json.loads(metadata[SPEC_KEY])
+        values = _metadata_spec(metadata[SPEC_KEY], path)
         sources = {k: 'metadata' for k in values}
         notes: dict[str, str] = {}
         fmt = 'safetensors'
     else:
-        values, sources, notes = infer_spec(tensors, path)
+        try:
+            values, sources, notes = infer_spec(tensors, path)
+        except (KeyError, IndexError, AttributeError, ValueError) as e:
+            # The keys looked like a known family, but a tensor the family
+            # needs is missing or has too few dimensions.
+            raise ArchitectureError(
+                f'The weights of {path} are incomplete or misshaped for the '
+                f'architecture their keys suggest ({type(e).__name__}: '
+                f"{' '.join(str(e).split())[:120]}): save the complete "
+                f'state_dict of the model') from None
         fmt = 'safetensors' if path.suffix == '.safetensors' else 'pytorch'
-        for key, value in card.get('spec', {}).items():
+        card_spec = card.get('spec', {})
+        if not isinstance(card_spec, dict):
+            card_spec = {}
+        for key, value in card_spec.items():
             if key in ArchSpec.NOT_IN_WEIGHTS or key in ('jk', 'norm'):
                 if key in ('alpha', 'theta'):
                     notes.pop('alpha', None)
@@ -388,8 +438,102 @@ def load_checkpoint(path: Path | str,
             values[key], sources[key] = value, 'option'
     notes = {k: n for k, n in notes.items()
              if sources.get(k) not in ('option', 'card')}
-    spec = ArchSpec.from_dict(values)
+    spec = spec_from_values(values, path)
+    check_spec_size(spec, tensors, path)
     ckpt = Checkpoint(path=path, spec=spec, state_dict=tensors,
                       sources=sources, notes=notes, card=card, format=fmt)
     ckpt.build()  # fail now if the weights do not fit
     return ckpt
+
+
+def _metadata_spec(text: str, path: Path) -> dict[str, Any]:
+    try:
+        values = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        values = None
+    if not isinstance(values, dict):
+        raise CheckpointError(
+            f"The '{SPEC_KEY}' metadata of {path} is not a JSON object: "
+            f'export the model again with gnncompress')
+    return values
+
+
+# The type each ArchSpec field must have when it comes from a file (a card,
+# safetensors metadata) rather than from code.
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    'arch': (str,), 'act': (str,), 'aggr': (str,),
+    'norm': (str, type(None)), 'jk': (str, type(None)),
+    'in_channels': (int,), 'hidden_channels': (int,), 'num_layers': (int,),
+    'out_channels': (int,), 'heads': (int,), 'dropout': (int, float),
+    'alpha': (int, float), 'theta': (int, float), 'train_eps': (bool,),
+    'shared_weights': (bool,)}
+
+
+# Dropout is a probability; GCNII's alpha is a mixing weight and its theta
+# enters log(theta / layer + 1).
+_FIELD_RANGES = {'dropout': (0.0, 1.0), 'alpha': (0.0, 1.0),
+                 'theta': (0.0, math.inf)}
+_REQUIRED_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',
+                    'out_channels')
+
+
+def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
+    """An ArchSpec from values read out of files, with a one-line error for
+    a missing field or a value of the wrong type."""
+    missing = [f for f in _REQUIRED_FIELDS if f not in values]
+    if missing:
+        raise ArchitectureError(
+            f"The architecture of {path} lacks {', '.join(missing)}: give "
+            f'them on the teacher card, the metadata or the command line')
+    for key, value in values.items():
+        types = _FIELD_TYPES.get(key)
+        wrong = types is not None and (
+            not isinstance(value, types) or
+            (isinstance(value, bool) and bool not in types) or
+            (isinstance(value, float) and not math.isfinite(value)))
+        if wrong:
+            names = ' or '.join('null' if t is type(None) else t.__name__
+                                for t in types)
+            raise ArchitectureError(
+                f"The architecture field '{key}' of {path} must be {names} "
+                f'(got {value!r:.40}): fix it on the teacher card, the '
+                f'metadata or the command line')
+        low, high = _FIELD_RANGES.get(key, (None, None))
+        if low is not None and not low <= value <= high:
+            raise ArchitectureError(
+                f"The architecture field '{key}' of {path} must lie in "
+                f'[{low:g}, {high:g}] (got {value!r:.40}): fix it on the '
+                f'teacher card, the metadata or the command line')
+    return ArchSpec.from_dict(values)
+
+
+def check_spec_size(spec: ArchSpec, tensors: dict[str, Tensor],
+                    path: Path | str) -> None:
+    """Refuse, before anything is allocated, a spec (from metadata or a card)
+    that declares more parameters than the file holds."""
+    total = sum(t.numel() for t in tensors.values())
+    widths = (spec.in_channels, spec.hidden_channels, spec.out_channels,
+              spec.heads)
+    too_big = max(widths) > total or spec.num_layers > len(tensors)
+    if not too_big:
+        with torch.device('meta'):
+            too_big = sum(p.numel() for p in
+                          build_spec(spec, path).parameters()) > total
+    if too_big:
+        raise ArchitectureError(
+            f'The architecture given for {path} ({spec.describe()}) needs '
+            f'more weights than the file holds ({total:,} numbers): fix the '
+            f'teacher card, the metadata or the command line options')
+
+
+def build_spec(spec: ArchSpec, path: Path | str) -> nn.Module:
+    """``build_model(spec)``, with a one-line error for settings that PyG
+    does not know (an activation, a normalisation, ...)."""
+    try:
+        return build_model(spec)
+    except (ValueError, KeyError, TypeError, AssertionError,
+            NotImplementedError) as e:
+        raise ArchitectureError(
+            f'The architecture of {path} ({spec.describe()}) cannot be '
+            f"built ({' '.join(str(e).split())[:160]}): fix the teacher "
+            f'card, the metadata or the command line options') from None

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gnncompress import __version__, api
 from gnncompress.errors import GnnCompressError
@@ -25,7 +26,10 @@ def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except GnnCompressError as e:
-        err_console.print(f'[red]Error:[/red] {e}', markup=True)
+        # Messages quote file contents (tensor names, card values): no
+        # markup in them, and one line whatever they hold.
+        line = escape(' '.join(str(e).split()))
+        err_console.print(f'[red]Error:[/red] {line}', markup=True)
         raise typer.Exit(code=1) from None
 
 
@@ -139,6 +143,15 @@ DataRootOpt = Annotated[Optional[Path], typer.Option(
     help='Folder holding datasets in PyG layout (default: a user cache '
     'folder, where PyG downloads when a network exists).')]
 DeviceOpt = Annotated[str, typer.Option(help='auto, cpu or cuda.')]
+CheckpointEveryOpt = Annotated[Optional[int], typer.Option(
+    min=1, help='Save the training state every K epochs (to '
+    '--checkpoint-dir), so that --resume can continue the run.')]
+CheckpointDirOpt = Annotated[Optional[Path], typer.Option(
+    help='Folder of the training checkpoint (default: '
+    'OUT/.gnncompress-checkpoint, removed when the run succeeds).')]
+ResumeOpt = Annotated[Optional[Path], typer.Option(
+    help='Continue the interrupted run whose checkpoint is in this folder '
+    '(its --out or --checkpoint-dir); give the same options.')]
 
 
 @app.command()
@@ -207,6 +220,8 @@ def distill(
     list_methods: Annotated[bool, typer.Option(
         '--list-methods', callback=_list_methods, is_eager=True,
         help='List the methods and exit.')] = False,
+    checkpoint_every: CheckpointEveryOpt = None,
+    checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
@@ -226,7 +241,8 @@ def distill(
                    min_accuracy=min_accuracy,
                    max_accuracy_drop=max_accuracy_drop,
                    progress=progress, command=api.command_line(),
-                   config=_resolved(ctx))
+                   config=_resolved(ctx), checkpoint_every=checkpoint_every,
+                   checkpoint_dir=checkpoint_dir, resume=resume)
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     for note in report.notes:

@@ -125,6 +125,9 @@ def _load_data_file(path: Path) -> Data:
         raise DataError(f'{path} is not a saved torch_geometric Data object '
                         f'({error_line(e)})') from None
     if isinstance(obj, dict) and 'x' in obj and 'edge_index' in obj:
+        if not all(isinstance(k, str) for k in obj):
+            raise DataError(f'{path} holds a dict whose keys are not all '
+                            f'strings: save a torch_geometric Data object')
         obj = Data(**obj)
     if not isinstance(obj, Data):
         raise DataError(f'{path} holds a {type(obj).__name__}, not a '
@@ -196,9 +199,7 @@ def _folder(cls_name: str, name: str) -> str:
 
 
 def _to_graph(data: Data, name: str, seed: int) -> Graph:
-    if getattr(data, 'x', None) is None or data.edge_index is None:
-        raise DataError(f"Dataset '{name}' has no node features 'x' or no "
-                        f"'edge_index'")
+    check_data(data, name)
     y = getattr(data, 'y', None)
     if y is None or y.dim() != 1 or y.numel() != data.num_nodes:
         raise DataError(f"Dataset '{name}' needs one integer label per node "
@@ -221,6 +222,73 @@ def _to_graph(data: Data, name: str, seed: int) -> Graph:
                  y=y, train_mask=masks[0].bool(), val_mask=masks[1].bool(),
                  test_mask=masks[2].bool(), num_classes=num_classes,
                  split=split)
+
+
+def check_data(data: Data, name: str) -> None:
+    """Refuse, with a one-line error, a ``Data`` the engine cannot train on:
+    every field the loader reads must have the right type, shape and range
+    (edge indices inside the graph, one non-negative integer label per node,
+    finite features, boolean masks of the right length)."""
+    store = data._store  # plain attribute access, no PyG inference
+    x, edge_index = store.get('x'), store.get('edge_index')
+    if not isinstance(x, Tensor) or not isinstance(edge_index, Tensor):
+        raise DataError(f"Dataset '{name}' has no node features 'x' or no "
+                        f"'edge_index' tensor")
+    if x.dim() != 2 or x.size(0) < 1 or x.size(1) < 1 or x.is_complex():
+        raise DataError(f"Dataset '{name}': 'x' must be a real [nodes, "
+                        f'features] matrix (got shape {list(x.shape)}, '
+                        f'{x.dtype})')
+    n = x.size(0)
+    declared = store.get('num_nodes')
+    if declared is not None and declared != n:
+        raise DataError(f"Dataset '{name}' declares num_nodes={declared!r:.30}"
+                        f" but 'x' has {n} rows: drop num_nodes or fix 'x'")
+    if not bool(torch.isfinite(x.float()).all()):
+        raise DataError(f"Dataset '{name}': 'x' holds NaN or infinite "
+                        f'values (or values too large for float32): clean '
+                        f'the features')
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise DataError(f"Dataset '{name}': 'edge_index' must have shape "
+                        f'[2, edges] (got {list(edge_index.shape)})')
+    if edge_index.is_floating_point() or edge_index.is_complex() or \
+            edge_index.dtype == torch.bool:
+        raise DataError(f"Dataset '{name}': 'edge_index' must hold integers "
+                        f'(got {edge_index.dtype}): convert it with .long()')
+    low, high = (int(edge_index.min()), int(edge_index.max())) \
+        if edge_index.numel() else (0, 0)
+    if low < 0 or high >= n:
+        raise DataError(f"Dataset '{name}': 'edge_index' refers to node "
+                        f'{low if low < 0 else high} but the graph has nodes '
+                        f"0-{n - 1}: fix the edges or 'x'")
+    y = store.get('y')
+    if not isinstance(y, Tensor) or y.dim() != 1 or y.numel() != n:
+        raise DataError(f"Dataset '{name}' needs one integer label per node "
+                        f"in 'y'")
+    if y.is_complex() or y.dtype == torch.bool or (
+            y.is_floating_point() and
+            not bool((torch.isfinite(y) & (y == y.round())).all())):
+        raise DataError(f"Dataset '{name}': labels 'y' must be integers "
+                        f'(got {y.dtype}): convert them with .long()')
+    if int(y.min()) < 0:
+        raise DataError(f"Dataset '{name}': labels 'y' must be 0..C-1 (found "
+                        f'{int(y.min())}): relabel or drop unlabelled nodes')
+    if int(y.max()) >= n:
+        raise DataError(f"Dataset '{name}': label {int(y.max())} is not "
+                        f'below the number of nodes ({n}): number the '
+                        f'classes 0..C-1')
+    masks = [store.get(m) for m in ('train_mask', 'val_mask', 'test_mask')]
+    if all(isinstance(m, Tensor) and m.dim() == 1 for m in masks):
+        for label, mask in zip(('train_mask', 'val_mask', 'test_mask'),
+                               masks):
+            if mask.numel() != n or not (
+                    mask.dtype == torch.bool or
+                    bool(((mask == 0) | (mask == 1)).all())):
+                raise DataError(
+                    f"Dataset '{name}': '{label}' must be a boolean mask of "
+                    f'{n} nodes (got {mask.numel()} values of {mask.dtype})')
+        if not bool(masks[0].bool().any()):
+            raise DataError(f"Dataset '{name}': 'train_mask' selects no "
+                            f'node: mark the labelled training nodes')
 
 
 def stratified_split(y: Tensor, seed: int,

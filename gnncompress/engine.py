@@ -7,6 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +93,21 @@ class Selection:
         if self._state is not None:
             self.model.load_state_dict(self._state)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The selection's state as tensors and plain values (for training
+        checkpoints)."""
+        return {'best_score': self.best_score, 'best_epoch': self.best_epoch,
+                'weights': None if self._state is None else
+                {k: v.to('cpu', copy=True) for k, v in self._state.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score = float(state['best_score'])
+        self.best_epoch = int(state['best_epoch'])
+        weights = state['weights']
+        device = next(iter(self.model.state_dict().values())).device
+        self._state = None if weights is None else \
+            {k: v.to(device) for k, v in weights.items()}
+
 
 def fit(student: nn.Module, graph: Graph, *,
         method: DistillMethod | None = None,
@@ -99,7 +115,7 @@ def fit(student: nn.Module, graph: Graph, *,
         epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
         label_weight: float = 1.0, weight: float | None = None,
         patience: int | None = 100, progress: bool = True,
-        desc: str = 'train') -> FitResult:
+        desc: str = 'train', checkpoint: Any = None) -> FitResult:
     """Train ``student`` on ``graph`` and leave it at its best validation
     epoch.
 
@@ -107,9 +123,18 @@ def fit(student: nn.Module, graph: Graph, *,
     ``weight`` defaults to the method's own ``default_weight``. A
     graph-classification ``graph`` (``graph.batch`` set) trains on batches
     of graphs (:func:`gnncompress.graphlevel.fit_graphs`).
+    ``checkpoint`` (a :class:`gnncompress.resume.TrainingCheckpoint`) saves
+    the run every few epochs and, when it was read from disk, continues the
+    run it holds. When the loss stops being finite, the student is put back
+    at its best epoch before the :class:`TrainingError` (which carries
+    ``best_epoch`` and ``val_accuracy``) is raised.
     """
     if graph.batch is not None:
         from gnncompress.graphlevel import fit_graphs
+        if checkpoint is not None:
+            raise TrainingError('--checkpoint-every and --resume work on '
+                                'node classification only so far: drop '
+                                'them for graph classification')
         return fit_graphs(student, graph, method=method,
                           teacher_outputs=teacher_outputs, epochs=epochs,
                           lr=lr, weight_decay=weight_decay,
@@ -129,10 +154,16 @@ def fit(student: nn.Module, graph: Graph, *,
 
     selection = Selection(student, patience)
     history: list[dict[str, float]] = []
+    done, before = 0, 0.0  # epochs and seconds of an interrupted run
+    if checkpoint is not None:
+        done, history, before = checkpoint.restore(student, method,
+                                                   optimizer, selection)
     start = time.perf_counter()
     bar = progress_bar(epochs, desc, progress)
-    epoch = 0
+    epoch = done
     for epoch in bar:
+        if epoch <= done:
+            continue
         student.train()
         if method is not None:
             method.train()
@@ -144,7 +175,14 @@ def fit(student: nn.Module, graph: Graph, *,
         if method is not None:
             terms[method.name] = method.loss(teacher_outputs, out, graph)
             loss = loss + weight * terms[method.name]
-        check_finite(loss, terms, epoch)
+        try:
+            check_finite(loss, terms, epoch)
+        except TrainingError as e:
+            bar.close()
+            selection.restore()  # keep the last good student
+            e.best_epoch = selection.best_epoch
+            e.val_accuracy = selection.best_score
+            raise
         loss.backward()
         optimizer.step()
 
@@ -159,8 +197,12 @@ def fit(student: nn.Module, graph: Graph, *,
                         best=f'{selection.best_score:.3f}')
         if selection.should_stop(epoch):
             break
+        if checkpoint is not None:
+            checkpoint.after_epoch(epoch, student, method, optimizer,
+                                   selection, history,
+                                   before + time.perf_counter() - start)
     bar.close()
-    seconds = time.perf_counter() - start
+    seconds = before + time.perf_counter() - start
     selection.restore()
     student.eval()
     with torch.no_grad():

@@ -31,4 +31,7 @@ class OutputError(GnnCompressError):
 
 
 class TrainingError(GnnCompressError):
-    """Training diverged (NaN or infinite loss)."""
+    """Training diverged (NaN or infinite loss). ``best_epoch`` and
+    ``val_accuracy`` describe the best student before it (epoch 0: none)."""
+    best_epoch: int = 0
+    val_accuracy: float = float('nan')
