@@ -217,7 +217,8 @@ class TeacherResult:
 
 
 def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
-                  hidden: int = 256, layers: int = 3, heads: int = 8,
+                  hidden: int | list[int] | None = None,
+                  layers: int | None = None, heads: int = 8,
                   dropout: float | None = None, norm: str | None = None,
                   jk: str | None = None, aggr: str = 'mean',
                   alpha: float = 0.1, theta: float = 0.5,
@@ -226,13 +227,36 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   patience: int | None = 100, seed: int = 0,
                   device: str = 'auto', progress: bool = True,
                   classes: str | list[int] | None = None,
-                  readout: str = 'mean') -> TeacherResult:
+                  readout: str | None = None, k: int | None = None,
+                  emb: int | None = None, head: list[int] | None = None,
+                  points: int | None = None,
+                  augment: str | list[str] | None = None,
+                  batch_size: int | None = None) -> TeacherResult:
     """Train a teacher and save it as a plain PyG ``state_dict`` (the format
     users already have), with a teacher card (``.json``) beside it that
     records what the weights cannot tell and the dataset it was trained
     on. ``classes`` (``'0-4'``) trains on that label subset only (for
     amalgamation), renumbered from 0. On a graph-classification dataset the
-    teacher pools its last layer with ``readout`` and classifies graphs."""
+    teacher pools its last layer with ``readout`` and classifies graphs.
+    ``hidden`` defaults to 256 and ``layers`` to 3. ``arch='dgcnn'`` trains
+    a point-cloud teacher (:func:`gnncompress.pointcloud.train_teacher`:
+    ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
+    ``points``, ``augment`` and ``batch_size`` apply to it alone)."""
+    if arch == 'dgcnn':
+        from gnncompress import pointcloud
+        return pointcloud.train_teacher(
+            data, out, hidden=hidden, layers=layers, k=k, emb=emb, head=head,
+            dropout=dropout, readout=readout,
+            data_root=data_root, epochs=epochs, lr=lr,
+            weight_decay=weight_decay, patience=patience, seed=seed,
+            device=device, progress=progress, points=points,
+            augment=augment,
+            batch_size=batch_size or pointcloud.BATCH_SIZE)
+    if isinstance(hidden, (list, tuple)):
+        raise GnnCompressError('--hidden takes one width (per-layer widths '
+                               'are for --arch dgcnn)')
+    hidden = 256 if hidden is None else hidden
+    layers = 3 if layers is None else layers
     out = Path(out)
     if out.suffix not in ('.pt', '.pth'):
         raise OutputError(f'Teacher file {out} must end in .pt or .pth')
@@ -252,7 +276,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                     heads=heads if arch in ('gat', 'gatv2') else 1,
                     dropout=dropout, norm=norm, jk=jk, aggr=aggr,
                     alpha=alpha, theta=theta,
-                    readout=readout if graph.batch is not None else None)
+                    readout=(readout or 'mean') if graph.batch is not None
+                    else None)
     seed_everything(seed)
     model = build_model(spec).to(dev)
     result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
@@ -390,8 +415,10 @@ def build_method(name: str,
 def distill(teacher: str | Path, *, data: str | Path | None = None,
             data_root: str | Path | None = None, method: str = 'kd',
             method_options: dict[str, Any] | None = None,
-            student: str | None = None, hidden: int | None = None,
-            layers: int = 2, heads: int = 1, ratio: float | None = None,
+            student: str | None = None,
+            hidden: int | list[int] | None = None,
+            layers: int | None = None, heads: int = 1,
+            ratio: float | None = None,
             epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
             label_weight: float | None = None, weight: float | None = None,
             patience: int | None = 100, seed: int = 0, device: str = 'auto',
@@ -400,16 +427,25 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             min_accuracy: float | None = None,
             max_accuracy_drop: float | None = None,
             progress: bool = True, command: str = '',
-            config: dict[str, Any] | None = None) -> Report:
+            config: dict[str, Any] | None = None, k: int | None = None,
+            emb: int | None = None, head: list[int] | None = None,
+            points: int | None = None,
+            augment: str | list[str] | None = None,
+            batch_size: int | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
     student (an MLP for GLNN) or GCN; ``weight`` and ``label_weight`` to the
     method's own defaults. The gates ``min_accuracy`` (percent) and
     ``max_accuracy_drop`` (points below the teacher) are checked after the
-    files are written; failures are in ``report.gates``."""
+    files are written; failures are in ``report.gates``. ``layers``
+    defaults to 2. A DGCNN teacher distills into a DGCNN student on point
+    clouds (:func:`gnncompress.pointcloud.distill`; ``hidden`` may list
+    one width per layer, ``k``, ``emb``, ``head``, ``points``,
+    ``augment`` and ``batch_size`` apply there alone)."""
     teacher = Path(teacher)
     distiller = build_method(method, method_options)
+    requested_student = student
     student = student or distiller.preferred_student or 'gcn'
     if label_weight is None:
         label_weight = distiller.default_label_weight
@@ -418,6 +454,24 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     dev = resolve_device(device)
     check_writable(out)
     ckpt = load_checkpoint(teacher, overrides)
+    if ckpt.spec.arch == 'dgcnn':
+        from gnncompress import pointcloud
+        return pointcloud.distill(
+            teacher, ckpt=ckpt, data=data, data_root=data_root,
+            distiller=distiller, student=requested_student or 'dgcnn',
+            hidden=hidden, layers=layers, k=k, emb=emb, head=head,
+            points=points, augment=augment,
+            batch_size=batch_size or pointcloud.BATCH_SIZE, epochs=epochs,
+            lr=lr, weight_decay=weight_decay, label_weight=label_weight,
+            weight=weight, patience=patience, seed=seed, dev=dev, out=out,
+            baseline=baseline, export=export, min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop, progress=progress,
+            command=command, config=config,
+            method_options=method_options or {})
+    if isinstance(hidden, (list, tuple)):
+        raise GnnCompressError('--hidden takes one width (per-layer widths '
+                               'are for DGCNN students)')
+    layers = 2 if layers is None else layers
     graph = resolve_data(data, data_root, ckpt, seed)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)

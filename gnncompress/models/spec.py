@@ -9,11 +9,14 @@ from gnncompress.errors import ArchitectureError
 
 # Layouts of torch_geometric.nn.models.BasicGNN subclasses.
 BASIC_GNN_ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
-ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp')
+ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp', 'dgcnn')
 # Architectures that use no graph at inference.
 GRAPHLESS = ('mlp',)
 # Global pooling readouts of graph-classification models.
 READOUTS = ('mean', 'sum', 'max')
+# Point-cloud models: a kNN graph rebuilt from the features in every layer,
+# no edge_index in the input.
+POINT_ARCHS = ('dgcnn',)
 
 
 @dataclass
@@ -52,6 +55,14 @@ class ArchSpec:
             layers are hidden, then the pooled graph embedding goes through
             a linear classifier. :obj:`None` is node classification.
             (default: :obj:`None`)
+        widths (list[int], optional): DGCNN's EdgeConv widths, one per
+            layer. (default: :obj:`None`)
+        k (int, optional): DGCNN's neighbours per point. (default:
+            :obj:`None`)
+        emb_channels (int, optional): DGCNN's per-point embedding width
+            before pooling. (default: :obj:`None`)
+        head (list[int], optional): DGCNN's MLP widths after pooling.
+            (default: :obj:`None`)
     """
     arch: str
     in_channels: int
@@ -69,10 +80,15 @@ class ArchSpec:
     theta: float = 0.5
     shared_weights: bool = True
     readout: str | None = None
+    widths: list[int] | None = None
+    k: int | None = None
+    emb_channels: int | None = None
+    head: list[int] | None = None
 
     # Fields the weights of a PyG checkpoint cannot reveal (EXPORT.md).
     NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout',
-                                                 'alpha', 'theta', 'readout')
+                                                 'alpha', 'theta', 'readout',
+                                                 'k')
 
     @property
     def uses_graph(self) -> bool:
@@ -87,7 +103,10 @@ class ArchSpec:
             if int(getattr(self, name)) < 1:
                 raise ArchitectureError(
                     f"'{name}' must be at least 1 (got {getattr(self, name)})")
-        if self.readout is not None:
+        if self.arch in POINT_ARCHS:
+            from gnncompress.models.dgcnn import check_spec
+            check_spec(self)
+        elif self.readout is not None:
             if self.readout not in READOUTS:
                 raise ArchitectureError(
                     f"Unknown readout '{self.readout}' (choose from "
@@ -125,6 +144,13 @@ class ArchSpec:
         return cls.from_dict(values)
 
     def describe(self) -> str:
+        if self.arch in POINT_ARCHS:
+            return (f"DGCNN {self.num_layers} EdgeConv layers "
+                    f"{','.join(map(str, self.widths or []))} (k={self.k}), "
+                    f"embedding {self.emb_channels}, head "
+                    f"{','.join(map(str, self.head or [])) or 'none'}, "
+                    f'{self.in_channels} -> {self.out_channels} '
+                    f'(readout={self.readout})')
         heads = f' x {self.heads} heads' if self.arch in ('gat', 'gatv2') \
             else ''
         extras = [f'{k}={getattr(self, k)}' for k in ('norm', 'jk')
