@@ -664,6 +664,13 @@ def export(checkpoint: str | Path, out: str | Path,
                                generator=gen)
     make_folder(out.parent)
     model = ckpt.build()
+    if ckpt.spec.arch == 'dgcnn':
+        from gnncompress.pointcloud import export_clouds_onnx
+        if quantize is not None:
+            raise GnnCompressError('--quantize is not supported for DGCNN')
+        pos = torch.randn(2, max(num_nodes, ckpt.spec.k or 20), 3,
+                          generator=gen)
+        return export_clouds_onnx(model, pos, out)
     if quantize is None:
         return export_onnx(model, x, edge_index, out,
                            uses_graph=ckpt.spec.uses_graph)

@@ -9,7 +9,7 @@ from gnncompress.errors import ArchitectureError
 
 # Layouts of torch_geometric.nn.models.BasicGNN subclasses.
 BASIC_GNN_ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
-ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp', 'dgcnn')
+ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp')
 # Architectures that use no graph at inference.
 GRAPHLESS = ('mlp',)
 # Global pooling readouts of graph-classification models.
@@ -17,6 +17,7 @@ READOUTS = ('mean', 'sum', 'max')
 # Point-cloud models: a kNN graph rebuilt from the features in every layer,
 # no edge_index in the input.
 POINT_ARCHS = ('dgcnn',)
+ALL_ARCHS = (*ARCHS, *POINT_ARCHS)
 
 
 @dataclass
@@ -95,9 +96,9 @@ class ArchSpec:
         return self.arch not in GRAPHLESS
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
+        if self.arch not in ALL_ARCHS:
             raise ArchitectureError(f"Unknown architecture '{self.arch}' "
-                                    f"(choose from {', '.join(ARCHS)})")
+                                    f"(choose from {', '.join(ALL_ARCHS)})")
         for name in ('in_channels', 'hidden_channels', 'num_layers',
                      'out_channels', 'heads'):
             if int(getattr(self, name)) < 1:
