@@ -122,7 +122,7 @@ def test_spec_inferred_from_weights_and_card(tmp_path):
     assert 'k' not in ckpt.notes
 
 
-# Dynamic LSP and per-cloud AT --------------------------------------------------
+# Dynamic LSP and per-cloud AT ------------------------------------------------
 
 def test_union_edges():
     a = torch.tensor([[1, 2], [0, 0]])
@@ -198,7 +198,7 @@ def test_augmentations():
     assert bool(member.any(1).all())
 
 
-# Loading -----------------------------------------------------------------------
+# Loading ---------------------------------------------------------------------
 
 def _pcd(points: torch.Tensor, count: int | None = None) -> bytes:
     n = points.size(0) if count is None else count
@@ -258,7 +258,7 @@ def test_official_split_keeps_test_apart():
     assert not (graph.val_mask & ~train).any()
 
 
-# ONNX --------------------------------------------------------------------------
+# ONNX ------------------------------------------------------------------------
 
 def test_onnx_with_other_point_counts(tmp_path):
     torch.manual_seed(0)
@@ -293,7 +293,7 @@ def test_every_method_trains_a_dgcnn_student(clouds_file, name):
                for a, b in zip(teacher_before, teacher.parameters()))
 
 
-# The commands end to end --------------------------------------------------------
+# The commands end to end -----------------------------------------------------
 
 @pytest.fixture
 def quick_latency(monkeypatch):
