@@ -283,6 +283,18 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
                  weight_decay=weight_decay, patience=patience,
                  progress=progress, desc=f'teacher {arch}')
+    return save_teacher(
+        model, spec, out, graph, seed, result, data, data_root,
+        classes=list(classes) if classes is not None else None)
+
+
+def save_teacher(model: torch.nn.Module, spec: ArchSpec, out: Path,
+                 graph: Graph, seed: int, result: Any, data: str | Path,
+                 data_root: str | Path | None,
+                 **extra: Any) -> TeacherResult:
+    """Write the teacher's ``state_dict`` and its card (what the weights
+    cannot tell, the split, the scores, the data; ``extra`` entries that
+    are not None) atomically."""
     card = {
         'kind': CARD_KIND, 'version': __version__,
         'spec': {k: getattr(spec, k) for k in
@@ -291,7 +303,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
         'val_accuracy': result.val_accuracy,
         'test_accuracy': result.test_accuracy,
         **_card_data(data, data_root, out.parent),
-        **({'classes': list(classes)} if classes is not None else {}),
+        **{k: v for k, v in extra.items() if v is not None},
     }
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     make_folder(out.parent)
@@ -524,13 +536,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         student_entry.latency[f'pytorch-{dev_name}'] = torch_latency(
             model, g.x, g.edge_index, g.batch).to_dict()
         if export:
-            st_path = save_safetensors(
-                model, s_spec, stage / 'student.safetensors',
-                extra={'gnncompress.method': distiller.name,
-                       'gnncompress.data': graph.name})
-            student_entry.file = str(out / 'student.safetensors')
-            student_entry.file_bytes = st_path.stat().st_size
-            files['safetensors'] = student_entry.file
+            save_student(model, s_spec, stage, out, distiller.name,
+                         graph.name, student_entry, files)
             onnx_path = stage / 'student.onnx'
             parity = export_onnx(model, graph.x, graph.edge_index, onnx_path,
                                  uses_graph=s_spec.uses_graph,
@@ -540,10 +547,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, graph.x, graph.edge_index, graph.batch).to_dict()
         model.to(dev)
-        files['report_json'] = str(out / 'report.json')
-        files['report_md'] = str(out / 'report.md')
-        report = Report(
-            command=command or f'gnncompress distill {teacher}',
+        report = write_report(
+            stage, out, command=command or f'gnncompress distill {teacher}',
             method=distiller.name,
             method_options={**(method_options or {}), 'weight': used_weight,
                             'label_weight': label_weight},
@@ -552,25 +557,54 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                   'features': graph.num_features,
                   'classes': graph.num_classes, 'split': graph.split},
             teacher=teacher_entry, student=student_entry,
-            student_alone=alone_entry,
-            compression_ratio=teacher_entry.parameters /
-            student_entry.parameters,
-            onnx_max_abs_diff=max(parity_cases.values(), default=float('nan')),
-            onnx_parity=parity_cases,
+            student_alone=alone_entry, parity_cases=parity_cases,
             training={'epochs': epochs, 'epochs_run': result.epochs_run,
                       'best_epoch': result.best_epoch,
                       'seconds': result.seconds, 'lr': lr,
                       'weight_decay': weight_decay, 'patience': patience,
                       'val_accuracy': result.val_accuracy},
-            seed=seed, device=str(dev), versions=versions(),
-            teacher_spec_sources=ckpt.sources,
-            notes=list(ckpt.notes.values()), files=files,
-            config=config or {},
-            gates=accuracy_gates(
-                [('student', result.test_accuracy, teacher_acc)],
-                min_accuracy, max_accuracy_drop))
-        (stage / 'report.json').write_text(report.to_json() + '\n')
-        (stage / 'report.md').write_text(report.to_markdown())
+            seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
+            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
+    return report
+
+
+def save_student(model: torch.nn.Module, spec: ArchSpec, stage: Path,
+                 out: Path, method: str, data: str, entry: ModelEntry,
+                 files: dict[str, str]) -> None:
+    """``student.safetensors`` into the staged folder, recorded in the
+    student's report entry and the list of files."""
+    path = save_safetensors(model, spec, stage / 'student.safetensors',
+                            extra={'gnncompress.method': method,
+                                   'gnncompress.data': data})
+    entry.file = str(out / 'student.safetensors')
+    entry.file_bytes = path.stat().st_size
+    files['safetensors'] = entry.file
+
+
+def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
+                 student: ModelEntry, parity_cases: dict[str, float],
+                 device: torch.device, ckpt: Checkpoint,
+                 files: dict[str, str], config: dict[str, Any] | None,
+                 min_accuracy: float | None,
+                 max_accuracy_drop: float | None, **fields: Any) -> Report:
+    """The distill Report (gates on the student's test accuracy against
+    the teacher's) written as ``report.json`` and ``report.md`` into the
+    staged folder; ``fields`` are the Report's own (command, method,
+    method_options, data, student_alone, training, seed)."""
+    files['report_json'] = str(out / 'report.json')
+    files['report_md'] = str(out / 'report.md')
+    report = Report(
+        teacher=teacher, student=student,
+        compression_ratio=teacher.parameters / student.parameters,
+        onnx_max_abs_diff=max(parity_cases.values(), default=float('nan')),
+        onnx_parity=parity_cases, device=str(device), versions=versions(),
+        teacher_spec_sources=ckpt.sources, notes=list(ckpt.notes.values()),
+        files=files, config=config or {},
+        gates=accuracy_gates(
+            [('student', student.test_accuracy, teacher.test_accuracy)],
+            min_accuracy, max_accuracy_drop), **fields)
+    (stage / 'report.json').write_text(report.to_json() + '\n')
+    (stage / 'report.md').write_text(report.to_markdown())
     return report
 
 

@@ -177,8 +177,9 @@ def distill(
                                             'state_dict or .safetensors).')],
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name (Cora, CiteSeer, PubMed, Computers, Photo, CS, '
-        'Physics) or a saved torch_geometric Data file; default: the one '
-        "on the teacher's card.")] = None,
+        'Physics; ModelNet10, ModelNet40, GeometricShapes for DGCNN) or a '
+        "saved torch_geometric Data file; default: the one on the "
+        "teacher's card.")] = None,
     data_root: DataRootOpt = None,
     method: Annotated[str, typer.Option(help='Distillation method.')] = 'kd',
     option: Annotated[Optional[list[str]], typer.Option(
@@ -197,8 +198,9 @@ def distill(
         '--layers-s', help='Student hidden layers paired with --layers-t.')
     ] = None,
     student: Annotated[Optional[str], typer.Option(
-        help='Student architecture: gcn, gat, gatv2, sage, gin, gcnii, mlp '
-        "(default: the method's preferred one, else gcn).")] = None,
+        help='Student architecture: gcn, gat, gatv2, sage, gin, gcnii, mlp, '
+        "dgcnn (default: the method's preferred one, else gcn; dgcnn for "
+        'a DGCNN teacher).')] = None,
     hidden: Annotated[Optional[str], typer.Option(
         help='Student hidden width (instead of --ratio); a DGCNN student '
         'takes one width per layer, e.g. 32,32,64,128.')] = None,
@@ -316,7 +318,8 @@ def train_teacher(
     out: Annotated[Path, typer.Option(help='Output .pt file (a teacher card '
                                       '.json is written beside it).')],
     arch: Annotated[str, typer.Option(
-        help='gcn, gat, gatv2, sage, gin, gcnii or mlp.')] = 'gat',
+        help='gcn, gat, gatv2, sage, gin, gcnii, mlp or dgcnn (point '
+        'clouds).')] = 'gat',
     hidden: Annotated[Optional[str], typer.Option(
         help='Hidden width [default: 256]; DGCNN: one width per layer '
         '[default: 64,64,128,256].')] = None,

@@ -10,7 +10,6 @@ about 10 GB. The teacher runs on each batch without gradients instead.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -176,6 +175,7 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
         Selection,
         check_finite,
         progress_bar,
+        record_epoch,
     )
     if method is not None and teacher is None:
         raise ValueError('a distillation method needs a teacher')
@@ -230,12 +230,8 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
             total, steps = total + float(loss.detach()), steps + 1
         schedule.step()
         val, _ = evaluate(student, graph, graph.val_mask)
-        loss_value = total / max(1, steps)
-        history.append({'epoch': epoch, 'loss': loss_value, 'val': val})
-        selection.update(epoch, val)
-        bar.set_postfix(loss=f'{loss_value:.4f}', val=f'{val:.3f}',
-                        best=f'{selection.best_score:.3f}')
-        if selection.should_stop(epoch):
+        if record_epoch(selection, bar, history, epoch,
+                        total / max(1, steps), val):
             break
     bar.close()
     seconds = time.perf_counter() - start
@@ -381,9 +377,8 @@ def train_teacher(data: str | Path, out: str | Path, *,
                   batch_size: int = BATCH_SIZE):
     """:func:`gnncompress.api.train_teacher` for a DGCNN on a point-cloud
     dataset; the card also records ``points`` and the augmentations."""
-    from gnncompress import __version__, api
-    from gnncompress.checkpoint import CARD_KIND, card_path
-    from gnncompress.models import build_model, count_parameters
+    from gnncompress import api
+    from gnncompress.models import build_model
 
     out = Path(out)
     if out.suffix not in ('.pt', '.pth'):
@@ -406,28 +401,10 @@ def train_teacher(data: str | Path, out: str | Path, *,
                         batch_size=batch_size, augmentations=names,
                         seed=seed)
     _, mean_class = evaluate(model, graph.to(dev), graph.test_mask.to(dev))
-    card = {
-        'kind': CARD_KIND, 'version': __version__,
-        'spec': {key: getattr(spec, key) for key in
-                 (*ArchSpec.NOT_IN_WEIGHTS, 'jk', 'norm')},
-        'split': graph.split, 'seed': seed, 'epochs_run': result.epochs_run,
-        'val_accuracy': result.val_accuracy,
-        'test_accuracy': result.test_accuracy,
-        'test_mean_class_accuracy': mean_class,
-        'points': graph.split['points'], 'augment': names,
-        **api._card_data(data, data_root, out.parent),
-    }
-    state = {key: v.cpu() for key, v in model.state_dict().items()}
-    api.make_folder(out.parent)
-    with atomic_path(out) as tmp:
-        torch.save(state, tmp)
-    with atomic_path(card_path(out)) as tmp:
-        tmp.write_text(json.dumps(card, indent=2) + '\n')
-    return api.TeacherResult(path=out, card=card_path(out), spec=spec,
-                             parameters=count_parameters(model),
-                             val_accuracy=result.val_accuracy,
-                             test_accuracy=result.test_accuracy,
-                             epochs_run=result.epochs_run)
+    return api.save_teacher(
+        model, spec, out, graph, seed, result, data, data_root,
+        test_mean_class_accuracy=mean_class,
+        points=graph.split['points'], augment=names)
 
 
 # distill ----------------------------------------------------------------
@@ -469,9 +446,8 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     accuracy, ONNX with a dynamic number of points."""
     from gnncompress import api
     from gnncompress.bench import torch_latency
-    from gnncompress.export import save_safetensors
     from gnncompress.models import build_model, count_parameters
-    from gnncompress.report import ModelEntry, Report
+    from gnncompress.report import ModelEntry
 
     if student != 'dgcnn':
         raise ArchitectureError(
@@ -536,13 +512,8 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             entry.latency[f'pytorch-{dev.type}'] = torch_latency(
                 m, x, empty, batch).to_dict()
         if export:
-            st_path = save_safetensors(
-                model, s_spec, stage / 'student.safetensors',
-                extra={'gnncompress.method': distiller.name,
-                       'gnncompress.data': graph.name})
-            student_entry.file = str(out / 'student.safetensors')
-            student_entry.file_bytes = st_path.stat().st_size
-            files['safetensors'] = student_entry.file
+            api.save_student(model, s_spec, stage, out, distiller.name,
+                             graph.name, student_entry, files)
             onnx_path = stage / 'student.onnx'
             example = cloud_points(graph)[graph.test_mask.nonzero()
                                           .view(-1)[:2]]
@@ -552,10 +523,8 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             student_entry.latency['onnxruntime-cpu'] = \
                 _onnx_cloud_latency(onnx_path, one.cpu())
         model.to(dev)
-        files['report_json'] = str(out / 'report.json')
-        files['report_md'] = str(out / 'report.md')
-        report = Report(
-            command=command or f'gnncompress distill {teacher}',
+        report = api.write_report(
+            stage, out, command=command or f'gnncompress distill {teacher}',
             method=distiller.name,
             method_options={**(method_options or {}),
                             'weight': used_weight,
@@ -567,27 +536,15 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                   'classes': graph.num_classes, 'split': graph.split,
                   'augment': names},
             teacher=teacher_entry, student=student_entry,
-            student_alone=alone_entry,
-            compression_ratio=teacher_entry.parameters /
-            student_entry.parameters,
-            onnx_max_abs_diff=max(parity_cases.values(),
-                                  default=float('nan')),
-            onnx_parity=parity_cases,
+            student_alone=alone_entry, parity_cases=parity_cases,
             training={'epochs': epochs, 'epochs_run': result.epochs_run,
                       'best_epoch': result.best_epoch,
                       'seconds': result.seconds, 'lr': lr,
                       'weight_decay': weight_decay, 'patience': patience,
                       'batch_size': batch_size,
                       'val_accuracy': result.val_accuracy},
-            seed=seed, device=str(dev), versions=api.versions(),
-            teacher_spec_sources=ckpt.sources,
-            notes=list(ckpt.notes.values()), files=files,
-            config=config or {},
-            gates=api.accuracy_gates(
-                [('student', result.test_accuracy, teacher_acc)],
-                min_accuracy, max_accuracy_drop))
-        (stage / 'report.json').write_text(report.to_json() + '\n')
-        (stage / 'report.md').write_text(report.to_markdown())
+            seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
+            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
     return report
 
 

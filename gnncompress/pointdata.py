@@ -276,17 +276,9 @@ def _pyg_split(cls_name: str, folder: str, root: str | Path | None,
 def _from_file(path: Path) -> tuple[list[Tensor], Tensor, Tensor | None]:
     """A saved list of ``Data(pos=[n, 3], y=[1])`` (all clouds, split
     80/10/10), or a dict ``{'train': [...], 'test': [...]}``."""
-    from torch_geometric.data import Data
-    from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
-    from torch_geometric.data.storage import GlobalStorage
+    from gnncompress.data import load_saved
 
-    try:
-        with torch.serialization.safe_globals(
-                [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
-            obj = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise DataError(f'{path} is not a saved list of torch_geometric Data '
-                        f'objects ({error_line(e)})') from None
+    obj = load_saved(path, 'list of torch_geometric Data objects')
     if isinstance(obj, dict) and set(obj) == {'train', 'test'}:
         items = [(d, True) for d in obj['train']] + \
             [(d, False) for d in obj['test']]
