@@ -255,6 +255,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     if isinstance(hidden, (list, tuple)):
         raise GnnCompressError('--hidden takes one width (per-layer widths '
                                'are for --arch dgcnn)')
+    _no_cloud_options(k=k, emb=emb, head=head, points=points,
+                      augment=augment, batch_size=batch_size)
     hidden = 256 if hidden is None else hidden
     layers = 3 if layers is None else layers
     out = Path(out)
@@ -316,6 +318,14 @@ def save_teacher(model: torch.nn.Module, spec: ArchSpec, out: Path,
                          val_accuracy=result.val_accuracy,
                          test_accuracy=result.test_accuracy,
                          epochs_run=result.epochs_run)
+
+
+def _no_cloud_options(**options: Any) -> None:
+    given = [k for k, v in options.items() if v is not None]
+    if given:
+        shown = ', '.join('--' + k.replace('_', '-') for k in given)
+        raise GnnCompressError(f'{shown} apply to DGCNN point-cloud models '
+                               f'only: drop them, or use --arch dgcnn')
 
 
 def _card_data(data: str | Path, data_root: str | Path | None,
@@ -483,6 +493,11 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     if isinstance(hidden, (list, tuple)):
         raise GnnCompressError('--hidden takes one width (per-layer widths '
                                'are for DGCNN students)')
+    _no_cloud_options(k=k, emb=emb, head=head, points=points,
+                      augment=augment, batch_size=batch_size)
+    if student == 'dgcnn':
+        raise ArchitectureError('A DGCNN student needs a DGCNN teacher on '
+                                'point clouds: pick another --student')
     layers = 2 if layers is None else layers
     graph = resolve_data(data, data_root, ckpt, seed)
     check_fits(ckpt.spec, graph, 'teacher')

@@ -232,6 +232,20 @@ def test_modelnet10_archive_first_members():
         assert unit.norm(dim=1).max() == pytest.approx(1.0)
 
 
+@pytest.mark.skipif(not (SHARED / 'GeometricShapes' / 'raw').is_dir(),
+                    reason='shared datasets not available')
+def test_geometric_shapes_through_pyg():
+    graph = load_clouds('GeometricShapes', SHARED, points=16)
+
+    assert graph.num_classes == 40 and graph.split['points'] == 16
+    assert [graph.split[k] for k in ('train', 'val', 'test')] == \
+        [40, 40, 40]
+    pos = graph.x.view(120, 16, 3)
+    # Validation resamples the training meshes: same labels, other points.
+    assert torch.equal(graph.y[graph.train_mask], graph.y[graph.val_mask])
+    assert not torch.equal(pos[graph.train_mask], pos[graph.val_mask])
+
+
 def test_saved_clouds_split_and_points(clouds_file):
     graph = load_clouds(clouds_file, points=32, seed=1)
 
@@ -291,6 +305,17 @@ def test_every_method_trains_a_dgcnn_student(clouds_file, name):
                for a, b in zip(before, student.parameters()))
     assert all(torch.equal(a, b)
                for a, b in zip(teacher_before, teacher.parameters()))
+
+
+def test_point_options_refused_for_gnns(tmp_path):
+    result = runner.invoke(app, ['train-teacher', '--data', 'Cora',
+                                 '--out', str(tmp_path / 't.pt'),
+                                 '--arch', 'gcn', '--k', '5'])
+
+    assert result.exit_code == 1
+    assert '--k apply to DGCNN point-cloud models only' in \
+        ' '.join(result.output.split())
+    assert not (tmp_path / 't.pt').exists()
 
 
 # The commands end to end -----------------------------------------------------
