@@ -245,6 +245,7 @@ def _pyg_split(cls_name: str, folder: str, root: str | Path | None,
     import contextlib
     import io
     import shutil
+    import warnings
 
     import torch_geometric.datasets as pyg_datasets
 
@@ -261,8 +262,12 @@ def _pyg_split(cls_name: str, folder: str, root: str | Path | None,
                         f'(expected {source / folder / "raw"}): fix '
                         f'--data-root')
     try:
+        # PyG reloads its own processed cache file (not a user checkpoint)
+        # and warns that weights-only loading needs its Data class.
         with contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
+                contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)
             if cls_name == 'ModelNet':
                 return pyg_datasets.ModelNet(str(work), folder[-2:],
                                              train=train)
