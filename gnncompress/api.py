@@ -219,7 +219,8 @@ class TeacherResult:
 
 
 def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
-                  hidden: int = 256, layers: int = 3, heads: int = 8,
+                  hidden: int | list[int] | None = None,
+                  layers: int | None = None, heads: int = 8,
                   dropout: float | None = None, norm: str | None = None,
                   jk: str | None = None, aggr: str = 'mean',
                   alpha: float = 0.1, theta: float = 0.5,
@@ -228,13 +229,38 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   patience: int | None = 100, seed: int = 0,
                   device: str = 'auto', progress: bool = True,
                   classes: str | list[int] | None = None,
-                  readout: str = 'mean') -> TeacherResult:
+                  readout: str | None = None, k: int | None = None,
+                  emb: int | None = None, head: list[int] | None = None,
+                  points: int | None = None,
+                  augment: str | list[str] | None = None,
+                  batch_size: int | None = None) -> TeacherResult:
     """Train a teacher and save it as a plain PyG ``state_dict`` (the format
     users already have), with a teacher card (``.json``) beside it that
     records what the weights cannot tell and the dataset it was trained
     on. ``classes`` (``'0-4'``) trains on that label subset only (for
     amalgamation), renumbered from 0. On a graph-classification dataset the
-    teacher pools its last layer with ``readout`` and classifies graphs."""
+    teacher pools its last layer with ``readout`` and classifies graphs.
+    ``hidden`` defaults to 256 and ``layers`` to 3. ``arch='dgcnn'`` trains
+    a point-cloud teacher (:func:`gnncompress.pointcloud.train_teacher`:
+    ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
+    ``points``, ``augment`` and ``batch_size`` apply to it alone)."""
+    if arch == 'dgcnn':
+        from gnncompress import pointcloud
+        return pointcloud.train_teacher(
+            data, out, hidden=hidden, layers=layers, k=k, emb=emb, head=head,
+            dropout=dropout, readout=readout,
+            data_root=data_root, epochs=epochs, lr=lr,
+            weight_decay=weight_decay, patience=patience, seed=seed,
+            device=device, progress=progress, points=points,
+            augment=augment,
+            batch_size=batch_size or pointcloud.BATCH_SIZE)
+    if isinstance(hidden, (list, tuple)):
+        raise GnnCompressError('--hidden takes one width (per-layer widths '
+                               'are for --arch dgcnn)')
+    _no_cloud_options(k=k, emb=emb, head=head, points=points,
+                      augment=augment, batch_size=batch_size)
+    hidden = 256 if hidden is None else hidden
+    layers = 3 if layers is None else layers
     out = Path(out)
     if out.suffix not in ('.pt', '.pth'):
         raise OutputError(f'Teacher file {out} must end in .pt or .pth')
@@ -254,12 +280,25 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                     heads=heads if arch in ('gat', 'gatv2') else 1,
                     dropout=dropout, norm=norm, jk=jk, aggr=aggr,
                     alpha=alpha, theta=theta,
-                    readout=readout if graph.batch is not None else None)
+                    readout=(readout or 'mean') if graph.batch is not None
+                    else None)
     seed_everything(seed)
     model = build_model(spec).to(dev)
     result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
                  weight_decay=weight_decay, patience=patience,
                  progress=progress, desc=f'teacher {arch}')
+    return save_teacher(
+        model, spec, out, graph, seed, result, data, data_root,
+        classes=list(classes) if classes is not None else None)
+
+
+def save_teacher(model: torch.nn.Module, spec: ArchSpec, out: Path,
+                 graph: Graph, seed: int, result: Any, data: str | Path,
+                 data_root: str | Path | None,
+                 **extra: Any) -> TeacherResult:
+    """Write the teacher's ``state_dict`` and its card (what the weights
+    cannot tell, the split, the scores, the data; ``extra`` entries that
+    are not None) atomically."""
     card = {
         'kind': CARD_KIND, 'version': __version__,
         'spec': {k: getattr(spec, k) for k in
@@ -268,7 +307,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
         'val_accuracy': result.val_accuracy,
         'test_accuracy': result.test_accuracy,
         **_card_data(data, data_root, out.parent),
-        **({'classes': list(classes)} if classes is not None else {}),
+        **{k: v for k, v in extra.items() if v is not None},
     }
     state = {k: v.cpu() for k, v in model.state_dict().items()}
     make_folder(out.parent)
@@ -281,6 +320,14 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                          val_accuracy=result.val_accuracy,
                          test_accuracy=result.test_accuracy,
                          epochs_run=result.epochs_run)
+
+
+def _no_cloud_options(**options: Any) -> None:
+    given = [k for k, v in options.items() if v is not None]
+    if given:
+        shown = ', '.join('--' + k.replace('_', '-') for k in given)
+        raise GnnCompressError(f'{shown} apply to DGCNN point-cloud models '
+                               f'only: drop them, or use --arch dgcnn')
 
 
 def _card_data(data: str | Path, data_root: str | Path | None,
@@ -392,8 +439,10 @@ def build_method(name: str,
 def distill(teacher: str | Path, *, data: str | Path | None = None,
             data_root: str | Path | None = None, method: str = 'kd',
             method_options: dict[str, Any] | None = None,
-            student: str | None = None, hidden: int | None = None,
-            layers: int = 2, heads: int = 1, ratio: float | None = None,
+            student: str | None = None,
+            hidden: int | list[int] | None = None,
+            layers: int | None = None, heads: int = 1,
+            ratio: float | None = None,
             epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
             label_weight: float | None = None, weight: float | None = None,
             patience: int | None = 100, seed: int = 0, device: str = 'auto',
@@ -405,14 +454,22 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             config: dict[str, Any] | None = None,
             checkpoint_every: int | None = None,
             checkpoint_dir: str | Path | None = None,
-            resume: str | Path | None = None) -> Report:
+            resume: str | Path | None = None, k: int | None = None,
+            emb: int | None = None, head: list[int] | None = None,
+            points: int | None = None,
+            augment: str | list[str] | None = None,
+            batch_size: int | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
     student (an MLP for GLNN) or GCN; ``weight`` and ``label_weight`` to the
     method's own defaults. The gates ``min_accuracy`` (percent) and
     ``max_accuracy_drop`` (points below the teacher) are checked after the
-    files are written; failures are in ``report.gates``.
+    files are written; failures are in ``report.gates``. ``layers``
+    defaults to 2. A DGCNN teacher distills into a DGCNN student on point
+    clouds (:func:`gnncompress.pointcloud.distill`; ``hidden`` may list
+    one width per layer, ``k``, ``emb``, ``head``, ``points``,
+    ``augment`` and ``batch_size`` apply there alone).
 
     ``checkpoint_every`` K saves the distillation every K epochs to
     ``checkpoint_dir`` (default ``out/.gnncompress-checkpoint``, removed
@@ -422,6 +479,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     ``out/student.safetensors`` before the :class:`TrainingError`."""
     teacher = Path(teacher)
     distiller = build_method(method, method_options)
+    requested_student = student
     student = student or distiller.preferred_student or 'gcn'
     if label_weight is None:
         label_weight = distiller.default_label_weight
@@ -430,6 +488,29 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     dev = resolve_device(device)
     check_writable(out)
     ckpt = load_checkpoint(teacher, overrides)
+    if ckpt.spec.arch == 'dgcnn':
+        from gnncompress import pointcloud
+        return pointcloud.distill(
+            teacher, ckpt=ckpt, data=data, data_root=data_root,
+            distiller=distiller, student=requested_student or 'dgcnn',
+            hidden=hidden, layers=layers, k=k, emb=emb, head=head,
+            points=points, augment=augment,
+            batch_size=batch_size or pointcloud.BATCH_SIZE, epochs=epochs,
+            lr=lr, weight_decay=weight_decay, label_weight=label_weight,
+            weight=weight, patience=patience, seed=seed, dev=dev, out=out,
+            baseline=baseline, export=export, min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop, progress=progress,
+            command=command, config=config,
+            method_options=method_options or {})
+    if isinstance(hidden, (list, tuple)):
+        raise GnnCompressError('--hidden takes one width (per-layer widths '
+                               'are for DGCNN students)')
+    _no_cloud_options(k=k, emb=emb, head=head, points=points,
+                      augment=augment, batch_size=batch_size)
+    if student == 'dgcnn':
+        raise ArchitectureError('A DGCNN student needs a DGCNN teacher on '
+                                'point clouds: pick another --student')
+    layers = 2 if layers is None else layers
     graph = resolve_data(data, data_root, ckpt, seed)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
@@ -501,13 +582,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         student_entry.latency[f'pytorch-{dev_name}'] = torch_latency(
             model, g.x, g.edge_index, g.batch).to_dict()
         if export:
-            st_path = save_safetensors(
-                model, s_spec, stage / 'student.safetensors',
-                extra={'gnncompress.method': distiller.name,
-                       'gnncompress.data': graph.name})
-            student_entry.file = str(out / 'student.safetensors')
-            student_entry.file_bytes = st_path.stat().st_size
-            files['safetensors'] = student_entry.file
+            save_student(model, s_spec, stage, out, distiller.name,
+                         graph.name, student_entry, files)
             onnx_path = stage / 'student.onnx'
             parity = export_onnx(model, graph.x, graph.edge_index, onnx_path,
                                  uses_graph=s_spec.uses_graph,
@@ -517,10 +593,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, graph.x, graph.edge_index, graph.batch).to_dict()
         model.to(dev)
-        files['report_json'] = str(out / 'report.json')
-        files['report_md'] = str(out / 'report.md')
-        report = Report(
-            command=command or f'gnncompress distill {teacher}',
+        report = write_report(
+            stage, out, command=command or f'gnncompress distill {teacher}',
             method=distiller.name,
             method_options={**(method_options or {}), 'weight': used_weight,
                             'label_weight': label_weight},
@@ -529,27 +603,59 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                   'features': graph.num_features,
                   'classes': graph.num_classes, 'split': graph.split},
             teacher=teacher_entry, student=student_entry,
-            student_alone=alone_entry,
-            compression_ratio=teacher_entry.parameters /
-            student_entry.parameters,
-            onnx_max_abs_diff=max(parity_cases.values(), default=float('nan')),
-            onnx_parity=parity_cases,
+            student_alone=alone_entry, parity_cases=parity_cases,
             training={'epochs': epochs, 'epochs_run': result.epochs_run,
                       'best_epoch': result.best_epoch,
                       'seconds': result.seconds, 'lr': lr,
                       'weight_decay': weight_decay, 'patience': patience,
                       'val_accuracy': result.val_accuracy},
-            seed=seed, device=str(dev), versions=versions(),
-            teacher_spec_sources=ckpt.sources,
-            notes=notes, files=files,
-            config=config or {},
-            gates=accuracy_gates(
-                [('student', result.test_accuracy, teacher_acc)],
-                min_accuracy, max_accuracy_drop))
-        (stage / 'report.json').write_text(report.to_json() + '\n')
-        (stage / 'report.md').write_text(report.to_markdown())
+            seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
+            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+            notes=notes)
     if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
         saver.remove()  # the default folder inside out has served its turn
+    return report
+
+
+def save_student(model: torch.nn.Module, spec: ArchSpec, stage: Path,
+                 out: Path, method: str, data: str, entry: ModelEntry,
+                 files: dict[str, str]) -> None:
+    """``student.safetensors`` into the staged folder, recorded in the
+    student's report entry and the list of files."""
+    path = save_safetensors(model, spec, stage / 'student.safetensors',
+                            extra={'gnncompress.method': method,
+                                   'gnncompress.data': data})
+    entry.file = str(out / 'student.safetensors')
+    entry.file_bytes = path.stat().st_size
+    files['safetensors'] = entry.file
+
+
+def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
+                 student: ModelEntry, parity_cases: dict[str, float],
+                 device: torch.device, ckpt: Checkpoint,
+                 files: dict[str, str], config: dict[str, Any] | None,
+                 min_accuracy: float | None,
+                 max_accuracy_drop: float | None,
+                 notes: list[str] | None = None, **fields: Any) -> Report:
+    """The distill Report (gates on the student's test accuracy against
+    the teacher's) written as ``report.json`` and ``report.md`` into the
+    staged folder; ``fields`` are the Report's own (command, method,
+    method_options, data, student_alone, training, seed)."""
+    files['report_json'] = str(out / 'report.json')
+    files['report_md'] = str(out / 'report.md')
+    report = Report(
+        teacher=teacher, student=student,
+        compression_ratio=teacher.parameters / student.parameters,
+        onnx_max_abs_diff=max(parity_cases.values(), default=float('nan')),
+        onnx_parity=parity_cases, device=str(device), versions=versions(),
+        teacher_spec_sources=ckpt.sources,
+        notes=list(ckpt.notes.values()) if notes is None else notes,
+        files=files, config=config or {},
+        gates=accuracy_gates(
+            [('student', student.test_accuracy, teacher.test_accuracy)],
+            min_accuracy, max_accuracy_drop), **fields)
+    (stage / 'report.json').write_text(report.to_json() + '\n')
+    (stage / 'report.md').write_text(report.to_markdown())
     return report
 
 
@@ -709,6 +815,13 @@ def export(checkpoint: str | Path, out: str | Path,
                                generator=gen)
     make_folder(out.parent)
     model = ckpt.build()
+    if ckpt.spec.arch == 'dgcnn':
+        from gnncompress.pointcloud import export_clouds_onnx
+        if quantize is not None:
+            raise GnnCompressError('--quantize is not supported for DGCNN')
+        pos = torch.randn(2, max(num_nodes, ckpt.spec.k or 20), 3,
+                          generator=gen)
+        return export_clouds_onnx(model, pos, out)
     if quantize is None:
         return export_onnx(model, x, edge_index, out,
                            uses_graph=ckpt.spec.uses_graph)

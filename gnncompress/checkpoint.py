@@ -213,6 +213,8 @@ def infer_spec(state_dict: dict[str, Tensor],
     Returns the spec's fields, each field's source, and a note per field that
     the weights could not tell.
     """
+    if 'emb.lin.weight' in state_dict and 'convs.0.lin.weight' in state_dict:
+        return _infer_dgcnn(state_dict)
     if 'classifier.weight' in state_dict and \
             any(k.startswith('gnn.convs.') for k in state_dict):
         return _infer_graph_classifier(state_dict, path)
@@ -347,6 +349,36 @@ def _infer_graph_classifier(state_dict: dict[str, Tensor], path: Path | str,
     values['readout'] = 'mean'
     notes['readout'] = ("global 'mean' pooling assumed: the weights cannot "
                         "tell mean, sum and max apart (set it on the card)")
+    return values, sources, notes
+
+
+def _infer_dgcnn(state_dict: dict[str, Tensor],
+                 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """DGCNN (models/dgcnn.py): ``convs.N.lin`` EdgeConv layers (input
+    ``2 x`` the previous width), ``emb.lin``, ``head.N.lin`` and
+    ``classifier``."""
+    def count(prefix: str) -> int:
+        return len({k.split('.')[1] for k in state_dict
+                    if re.match(rf'{prefix}\.\d+\.lin\.weight$', k)})
+
+    widths = [int(state_dict[f'convs.{i}.lin.weight'].shape[0])
+              for i in range(count('convs'))]
+    values: dict[str, Any] = {
+        'arch': 'dgcnn', 'num_layers': len(widths), 'widths': widths,
+        'in_channels': int(state_dict['convs.0.lin.weight'].shape[1]) // 2,
+        'hidden_channels': widths[-1],
+        'emb_channels': int(state_dict['emb.lin.weight'].shape[0]),
+        'head': [int(state_dict[f'head.{i}.lin.weight'].shape[0])
+                 for i in range(count('head'))],
+        'out_channels': int(state_dict['classifier.weight'].shape[0])}
+    sources = {key: 'weights' for key in values}
+    for name in ArchSpec.NOT_IN_WEIGHTS:
+        sources[name] = 'default'
+    values.update(k=20, readout='max')
+    notes = {'k': 'k=20 neighbours assumed (the DGCNN paper\'s): the weights '
+                  'cannot tell (set it on the teacher card)',
+             'readout': "global 'max' pooling assumed: the weights cannot "
+                        'tell max, mean and sum apart (set it on the card)'}
     return values, sources, notes
 
 

@@ -152,6 +152,35 @@ CheckpointDirOpt = Annotated[Optional[Path], typer.Option(
 ResumeOpt = Annotated[Optional[Path], typer.Option(
     help='Continue the interrupted run whose checkpoint is in this folder '
     '(its --out or --checkpoint-dir); give the same options.')]
+KOpt = Annotated[Optional[int], typer.Option(
+    min=1, help="DGCNN: neighbours per point [default: 20; a student: its "
+    "teacher's].")]
+EmbOpt = Annotated[Optional[int], typer.Option(
+    min=1, help='DGCNN: per-point embedding width before pooling.')]
+HeadOpt = Annotated[Optional[str], typer.Option(
+    help='DGCNN: MLP widths after pooling, e.g. 512,256.')]
+PointsOpt = Annotated[Optional[int], typer.Option(
+    min=1, help='Point clouds: keep this many points of each cloud (a '
+    'seeded random subset).')]
+AugmentOpt = Annotated[Optional[str], typer.Option(
+    help='Point clouds: training augmentations, comma-separated: rotate '
+    '(about z), jitter, scale, subsample.')]
+BatchSizeOpt = Annotated[Optional[int], typer.Option(
+    min=1, help='Point clouds: clouds per training step [default: 32].')]
+
+
+def _cloud_options(hidden: str | None, k: int | None, emb: int | None,
+                   head: str | None, points: int | None,
+                   augment: str | None, batch_size: int | None,
+                   ) -> dict[str, Any]:
+    """``--hidden`` (one width, or one per DGCNN layer) and the
+    point-cloud options, as API keyword arguments."""
+    widths = _split_list(hidden, '--hidden', int)
+    return {'hidden': None if widths is None else
+            widths[0] if len(widths) == 1 and ',' not in str(hidden)
+            else widths,
+            'k': k, 'emb': emb, 'head': _split_list(head, '--head', int),
+            'points': points, 'augment': augment, 'batch_size': batch_size}
 
 
 @app.command()
@@ -161,8 +190,9 @@ def distill(
                                             'state_dict or .safetensors).')],
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name (Cora, CiteSeer, PubMed, Computers, Photo, CS, '
-        'Physics) or a saved torch_geometric Data file; default: the one '
-        "on the teacher's card.")] = None,
+        'Physics; ModelNet10, ModelNet40, GeometricShapes for DGCNN) or a '
+        "saved torch_geometric Data file; default: the one on the "
+        "teacher's card.")] = None,
     data_root: DataRootOpt = None,
     method: Annotated[str, typer.Option(help='Distillation method.')] = 'kd',
     option: Annotated[Optional[list[str]], typer.Option(
@@ -181,11 +211,15 @@ def distill(
         '--layers-s', help='Student hidden layers paired with --layers-t.')
     ] = None,
     student: Annotated[Optional[str], typer.Option(
-        help='Student architecture: gcn, gat, gatv2, sage, gin, gcnii, mlp '
-        "(default: the method's preferred one, else gcn).")] = None,
-    hidden: Annotated[Optional[int], typer.Option(
-        min=1, help='Student hidden width (instead of --ratio).')] = None,
-    layers: Annotated[int, typer.Option(min=1, help='Student layers.')] = 2,
+        help='Student architecture: gcn, gat, gatv2, sage, gin, gcnii, mlp, '
+        "dgcnn (default: the method's preferred one, else gcn; dgcnn for "
+        'a DGCNN teacher).')] = None,
+    hidden: Annotated[Optional[str], typer.Option(
+        help='Student hidden width (instead of --ratio); a DGCNN student '
+        'takes one width per layer, e.g. 32,32,64,128.')] = None,
+    layers: Annotated[Optional[int], typer.Option(
+        min=1, help='Student layers. [default: 2; a DGCNN student: one per '
+        '--hidden width]')] = None,
     heads: Annotated[int, typer.Option(
         min=1, help='Student attention heads (GAT students).')] = 1,
     ratio: Annotated[Optional[float], typer.Option(
@@ -216,6 +250,9 @@ def distill(
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         help='Gate: the student at most this many points below the '
         'teacher; exit code 3 when it fails.')] = None,
+    k: KOpt = None, emb: EmbOpt = None, head: HeadOpt = None,
+    points: PointsOpt = None, augment: AugmentOpt = None,
+    batch_size: BatchSizeOpt = None,
     config: ConfigOpt = None,
     list_methods: Annotated[bool, typer.Option(
         '--list-methods', callback=_list_methods, is_eager=True,
@@ -226,13 +263,15 @@ def distill(
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
     options = _parse_options(option)
+    cloud = _cloud_options(hidden, k, emb, head, points, augment, batch_size)
+    ctx.params['hidden'] = cloud['hidden']  # the report records numbers
     for key, text in (('teacher_layers', layers_t),
                       ('student_layers', layers_s)):
         if text is not None:
             options[key] = _parse_layers(text)
     report = _call(api.distill, teacher, data=data, data_root=data_root,
                    method=method, method_options=options,
-                   student=student, hidden=hidden, layers=layers, heads=heads,
+                   student=student, layers=layers, heads=heads,
                    ratio=ratio, epochs=epochs, lr=lr,
                    weight_decay=weight_decay, label_weight=label_weight,
                    weight=weight, patience=patience, seed=seed,
@@ -242,7 +281,7 @@ def distill(
                    max_accuracy_drop=max_accuracy_drop,
                    progress=progress, command=api.command_line(),
                    config=_resolved(ctx), checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume)
+                   checkpoint_dir=checkpoint_dir, resume=resume, **cloud)
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     for note in report.notes:
@@ -299,9 +338,14 @@ def train_teacher(
     out: Annotated[Path, typer.Option(help='Output .pt file (a teacher card '
                                       '.json is written beside it).')],
     arch: Annotated[str, typer.Option(
-        help='gcn, gat, gatv2, sage, gin, gcnii or mlp.')] = 'gat',
-    hidden: Annotated[int, typer.Option(min=1)] = 256,
-    layers: Annotated[int, typer.Option(min=1)] = 3,
+        help='gcn, gat, gatv2, sage, gin, gcnii, mlp or dgcnn (point '
+        'clouds).')] = 'gat',
+    hidden: Annotated[Optional[str], typer.Option(
+        help='Hidden width [default: 256]; DGCNN: one width per layer '
+        '[default: 64,64,128,256].')] = None,
+    layers: Annotated[Optional[int], typer.Option(
+        min=1, help='Layers [default: 3; DGCNN: one per --hidden width].')
+    ] = None,
     heads: Annotated[int, typer.Option(min=1)] = 8,
     dropout: Annotated[Optional[float], typer.Option(
         help='Default 0.6 for GAT, 0.5 otherwise.')] = None,
@@ -323,20 +367,25 @@ def train_teacher(
     classes: Annotated[Optional[str], typer.Option(
         help='Train on a label subset only, e.g. 0-4 (teachers for '
         'amalgamate --tasks).')] = None,
-    readout: Annotated[str, typer.Option(
+    readout: Annotated[Optional[str], typer.Option(
         help='Global pooling on graph-classification data: mean, sum or '
-        'max.')] = 'mean',
+        'max. [default: mean; DGCNN: max]')] = None,
+    k: KOpt = None, emb: EmbOpt = None, head: HeadOpt = None,
+    points: PointsOpt = None, augment: AugmentOpt = None,
+    batch_size: BatchSizeOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Train a teacher, selected on validation accuracy, and save it as a
     plain PyG state_dict."""
-    result = _call(api.train_teacher, data, out, arch=arch, hidden=hidden,
+    result = _call(api.train_teacher, data, out, arch=arch,
                    layers=layers, heads=heads, dropout=dropout, norm=norm,
                    jk=jk, aggr=aggr, alpha=alpha, theta=theta,
                    data_root=data_root, epochs=epochs,
                    lr=lr, weight_decay=weight_decay, patience=patience,
                    seed=seed, device=device, progress=progress,
-                   classes=classes, readout=readout)
+                   classes=classes, readout=readout,
+                   **_cloud_options(hidden, k, emb, head, points, augment,
+                                    batch_size))
     typer.echo(f'{result.spec.describe()}: {result.parameters:,} parameters')
     typer.echo(f'validation {100 * result.val_accuracy:.2f}%, test '
                f'{100 * result.test_accuracy:.2f}% '

@@ -112,18 +112,24 @@ def load_graph(data: str | Path, root: str | Path | None = None,
                     f'torch_geometric Data file)')
 
 
-def _load_data_file(path: Path) -> Data:
-    if not path.is_file():
-        raise DataError(f'Data file not found: {path}')
+def load_saved(path: Path, what: str = 'torch_geometric Data object'):
+    """A file written by ``torch.save`` holding PyG ``Data`` (alone or in
+    lists and dicts), read with ``weights_only=True``."""
     try:
         # A pickled Data also names its storage and attribute classes, which
         # PyG does not allowlist for weights_only loading.
         with torch.serialization.safe_globals(
                 [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
-            obj = torch.load(path, map_location='cpu', weights_only=True)
+            return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise DataError(f'{path} is not a saved torch_geometric Data object '
+        raise DataError(f'{path} is not a saved {what} '
                         f'({error_line(e)})') from None
+
+
+def _load_data_file(path: Path) -> Data:
+    if not path.is_file():
+        raise DataError(f'Data file not found: {path}')
+    obj = load_saved(path)
     if isinstance(obj, dict) and 'x' in obj and 'edge_index' in obj:
         if not all(isinstance(k, str) for k in obj):
             raise DataError(f'{path} holds a dict whose keys are not all '

@@ -109,6 +109,18 @@ class Selection:
             {k: v.to(device) for k, v in weights.items()}
 
 
+def record_epoch(selection: Selection, bar: tqdm,
+                 history: list[dict[str, float]], epoch: int, loss: float,
+                 val: float) -> bool:
+    """Log one epoch's loss and validation score, update the selection
+    and the bar; whether to stop early."""
+    history.append({'epoch': epoch, 'loss': loss, 'val': val})
+    selection.update(epoch, val)
+    bar.set_postfix(loss=f'{loss:.4f}', val=f'{val:.3f}',
+                    best=f'{selection.best_score:.3f}')
+    return selection.should_stop(epoch)
+
+
 def fit(student: nn.Module, graph: Graph, *,
         method: DistillMethod | None = None,
         teacher_outputs: Sequence[ModelOutput] = (),

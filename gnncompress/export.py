@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -127,33 +128,45 @@ def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
     else:
         wrapper, args, names = _FeaturesOnly(model), (x,), ['x']
         shapes = {'x': {0: num_nodes}}
+    with atomic_path(path) as tmp:
+        run_export(wrapper, args, tmp, names, shapes)
+        parity = check_parity(model, tmp, x, edge_index, batch)
+        require_parity(parity, tolerance)
+    return parity
+
+
+def run_export(wrapper: nn.Module, args: tuple[Tensor, ...], path: Path,
+               names: list[str], shapes: dict[str, dict[int, Any]]) -> None:
+    """``torch.onnx.export`` (dynamo, :data:`OPSET`, one file) with its
+    chatter silenced; a failure becomes an :class:`ExportError`."""
     # The exporter logs every optional op library it skips (torchvision).
     logging.getLogger('torch.onnx').setLevel(logging.ERROR)
     # A graph classifier's pooling reads the graph count from ``batch``;
     # torch.export logs the whole program when it meets that value.
     logging.getLogger('torch.fx.experimental.symbolic_shapes').setLevel(
         logging.ERROR)
-    with atomic_path(path) as tmp:
-        try:
-            with warnings.catch_warnings(), \
-                    contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter('ignore')
-                torch.onnx.export(
-                    wrapper, args, str(tmp), dynamo=True,
-                    opset_version=OPSET, input_names=names,
-                    output_names=['logits'], external_data=False,
-                    dynamic_shapes=shapes, verbose=False)
-        except Exception as e:  # noqa: BLE001
-            line = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ExportError(f'ONNX export failed: {line[:200]}') from None
-        parity = check_parity(model, tmp, x, edge_index, batch)
-        bad = {k: v for k, v in parity.cases.items() if not v <= tolerance}
-        if bad:
-            shown = ', '.join(f'{k}: {v:.2e}' for k, v in bad.items())
-            raise ExportError(
-                f'The ONNX export does not match PyTorch (max abs difference '
-                f'{shown}; tolerance {tolerance:.0e}); nothing was written')
-    return parity
+    try:
+        with warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter('ignore')
+            torch.onnx.export(
+                wrapper, args, str(path), dynamo=True,
+                opset_version=OPSET, input_names=names,
+                output_names=['logits'], external_data=False,
+                dynamic_shapes=shapes, verbose=False)
+    except Exception as e:  # noqa: BLE001
+        line = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ExportError(f'ONNX export failed: {line[:200]}') from None
+
+
+def require_parity(parity: Parity, tolerance: float) -> None:
+    """Fail naming every check input above ``tolerance``."""
+    bad = {k: v for k, v in parity.cases.items() if not v <= tolerance}
+    if bad:
+        shown = ', '.join(f'{k}: {v:.2e}' for k, v in bad.items())
+        raise ExportError(
+            f'The ONNX export does not match PyTorch (max abs difference '
+            f'{shown}; tolerance {tolerance:.0e}); nothing was written')
 
 
 def check_graphs(x: Tensor, edge_index: Tensor,

@@ -21,6 +21,8 @@ class ModelEntry:
     file_bytes: int | None = None
     # runtime-device -> {median_ms, p95_ms, mean_ms, runs}
     latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Shape classification: the mean over classes of each class's recall.
+    mean_class_accuracy: float | None = None
 
 
 @dataclass
@@ -77,12 +79,18 @@ class Report:
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
         runtimes = sorted({k for e in self.entries() for k in e.latency})
+        mean_class = any(e.mean_class_accuracy is not None
+                         for e in self.entries())
         headers = ['model', 'architecture', 'parameters', 'file size',
-                   'test acc'] + [f'{r} p50 / p95 ms' for r in runtimes]
+                   'test acc'] + (['mean class acc'] if mean_class else []) \
+            + [f'{r} p50 / p95 ms' for r in runtimes]
         rows = []
         for e in self.entries():
             row = [e.role, _arch(e.spec), f'{e.parameters:,}',
                    _size(e.file_bytes), f'{100 * e.test_accuracy:.2f}%']
+            if mean_class:
+                row.append('-' if e.mean_class_accuracy is None else
+                           f'{100 * e.mean_class_accuracy:.2f}%')
             for r in runtimes:
                 lat = e.latency.get(r)
                 row.append(f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}"
@@ -91,9 +99,12 @@ class Report:
         return headers, rows
 
     def summary_lines(self) -> list[str]:
+        size = f"{self.data['clouds']:,} clouds of " \
+            f"{self.data['points']:,} points" if 'clouds' in self.data else \
+            f"{self.data['nodes']:,} nodes, {self.data['edges']:,} edges"
         lines = [
-            f"data: {self.data['name']} ({self.data['nodes']:,} nodes, "
-            f"{self.data['edges']:,} edges), split: {_split(self.data)}",
+            f"data: {self.data['name']} ({size}), split: "
+            f'{_split(self.data)}',
             f'method: {self.method} {_options(self.method_options)}'.rstrip(),
             f'compression: {self.compression_ratio:.1f}x fewer parameters',
             f'ONNX max abs difference: {self.onnx_max_abs_diff:.2e} '
@@ -127,6 +138,8 @@ class Report:
 
 
 def _arch(spec: dict[str, Any]) -> str:
+    if spec['arch'] == 'dgcnn':
+        return f"dgcnn {','.join(map(str, spec['widths']))} k={spec['k']}"
     heads = f"x{spec['heads']}h" if spec['arch'] in ('gat', 'gatv2') else ''
     return f"{spec['arch']} {spec['num_layers']}x{spec['hidden_channels']}" \
         f'{heads}'
@@ -147,6 +160,8 @@ def _split(data: dict[str, Any]) -> str:
         tail = f", fold {split['fold']}" if 'fold' in split else ''
         return (f"{split['scheme']} of the graphs{tail}, seed "
                 f"{split['seed']} ({counts})")
+    if split['kind'] == 'clouds':
+        return f"{split['scheme']}, seed {split['seed']} ({counts})"
     if split['kind'] == 'stratified':
         return (f"stratified {split['train_per_class']}/"
                 f"{split['val_per_class']} per class, seed {split['seed']} "

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch.nn.functional as F
@@ -34,7 +35,9 @@ class AT(DistillMethod):
     A map has no channel axis, so teacher and student widths may differ and
     nothing is trained; the teacher's maps are computed once. (The authors'
     code averages over channels instead of summing; the normalisation
-    cancels the difference.) Pairs of
+    cancels the difference.) On a batch of graphs or point clouds
+    (``graph.batch`` set) each map is normalised within its own graph, as
+    the paper normalises per image. Pairs of
     layers and several teachers are averaged.
 
     The default weight, :obj:`1000`, is the paper's :math:`\beta = 10^3`,
@@ -70,10 +73,15 @@ class AT(DistillMethod):
         self._cached = TeacherCache()
 
     @staticmethod
-    def attention_map(h: Tensor) -> Tensor:
+    def attention_map(h: Tensor, batch: Tensor | None = None) -> Tensor:
         """``a / ||a||`` with ``a = sum_c h[:, c]^2``, one value per node
-        ``[N]``; an all-zero layer gives the zero map."""
-        return F.normalize(h.pow(2).sum(-1), p=2, dim=0)
+        ``[N]``, the norm taken within each graph of ``batch`` if given; an
+        all-zero layer gives the zero map."""
+        a = h.pow(2).sum(-1)
+        if batch is None:
+            return F.normalize(a, p=2, dim=0)
+        norms = a.new_zeros(int(batch.max()) + 1).index_add(0, batch, a * a)
+        return a / norms.sqrt().clamp_min(1e-12)[batch]
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:
@@ -86,12 +94,15 @@ class AT(DistillMethod):
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
         total = student_output.logits.new_zeros(())
+        batch = graph.batch
+        per_graph = functools.partial(self.attention_map, batch=batch)
         for t_layer, s_layer in self.pairs:
-            att_s = self.attention_map(
-                hidden_layer(student_output, s_layer, 'student'))  # [N]
+            h_s = hidden_layer(student_output, s_layer, 'student')
+            if batch is None or batch.numel() != h_s.size(0):
+                per_graph = functools.partial(self.attention_map, batch=None)
+            att_s = per_graph(h_s)  # [N]
             for out in teacher_outputs:
                 att_t = self._cached.lookup(
-                    hidden_layer(out, t_layer, 'teacher'),
-                    self.attention_map)  # [N]
+                    hidden_layer(out, t_layer, 'teacher'), per_graph)  # [N]
                 total = total + F.mse_loss(att_s, att_t)
         return total / (len(teacher_outputs) * len(self.pairs))

@@ -72,6 +72,13 @@ class LSP(DistillMethod):
 
     The paper weighs the loss with :math:`\lambda = 100` (the default
     weight), with Adam at lr 0.005 for 500 epochs on PPI.
+
+    Dynamic graphs: when the models report the graph each hidden layer
+    aggregated over (``ModelOutput.edges``, DGCNN's per-layer kNN graphs),
+    the local structures of a matched pair are both computed on the union
+    of the teacher's and the student's edges of those layers, as the
+    paper's point-cloud experiment does; the teacher's side is then
+    computed per batch (its graph depends on the input).
     """
     requires = frozenset({'logits', 'hiddens'})
     default_weight = 100.0
@@ -147,6 +154,8 @@ class LSP(DistillMethod):
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:
         self._cached.clear()
+        if student_output.edges:
+            return  # dynamic graphs: nothing depends on the teacher alone
         for out in teacher_outputs:
             for t_layer, _ in self.pairs:
                 self._cached.remember(hidden_layer(out, t_layer, 'teacher'),
@@ -158,6 +167,8 @@ class LSP(DistillMethod):
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
+        if student_output.edges:
+            return self._dynamic_loss(teacher_outputs, student_output)
         dst, num_nodes = graph.edge_index[1], student_output.logits.size(0)
         total = student_output.logits.new_zeros(())
         for t_layer, s_layer in self.pairs:
@@ -169,6 +180,43 @@ class LSP(DistillMethod):
                 total = total + structure_kl(log_ls_s, log_ls_t, dst,
                                              num_nodes, self.direction)
         return total / (len(teacher_outputs) * len(self.pairs))
+
+    def _dynamic_loss(self, teacher_outputs: Sequence[ModelOutput],
+                      student_output: ModelOutput) -> Tensor:
+        total = student_output.logits.new_zeros(())
+        for t_layer, s_layer in self.pairs:
+            h_s = hidden_layer(student_output, s_layer, 'student')
+            s_edges = layer_edges(student_output, s_layer, 'student')
+            for out in teacher_outputs:
+                h_t = hidden_layer(out, t_layer, 'teacher')
+                edge_index = union_edges(
+                    s_edges, layer_edges(out, t_layer, 'teacher'),
+                    h_s.size(0))
+                log_ls_s = self.local_structure(h_s, edge_index)
+                with torch.no_grad():
+                    log_ls_t = self.local_structure(h_t, edge_index)
+                total = total + structure_kl(log_ls_s, log_ls_t,
+                                             edge_index[1], h_s.size(0),
+                                             self.direction)
+        return total / (len(teacher_outputs) * len(self.pairs))
+
+
+def layer_edges(out: ModelOutput, index: int, who: str) -> Tensor:
+    """The graph hidden layer ``index`` aggregated over (dynamic-graph
+    models), with an error when the model does not report one."""
+    if len(out.edges) != len(out.hiddens):
+        raise ValueError(f'The {who} does not report the graph of each '
+                         f'hidden layer: dynamic LSP needs a DGCNN teacher '
+                         f'and student')
+    return out.edges[index]
+
+
+def union_edges(a: Tensor, b: Tensor, num_nodes: int) -> Tensor:
+    """The union of two ``edge_index`` sets over the same nodes, each edge
+    once, sorted by destination."""
+    keys = torch.cat([a[1] * num_nodes + a[0], b[1] * num_nodes + b[0]])
+    keys = torch.unique(keys)
+    return torch.stack([keys % num_nodes, keys // num_nodes])
 
 
 @dataclass

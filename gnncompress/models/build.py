@@ -7,6 +7,7 @@ from torch_geometric.nn.models import GAT, GCN, GIN, MLP, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from gnncompress.errors import ArchitectureError
+from gnncompress.models.dgcnn import DGCNN, dense_points
 from gnncompress.models.gcnii import GCNII
 from gnncompress.models.output import ModelOutput
 from gnncompress.models.readout import GraphClassifier
@@ -16,6 +17,11 @@ from gnncompress.models.spec import ArchSpec
 def build_model(spec: ArchSpec) -> nn.Module:
     """A model whose ``state_dict`` has PyG's own key layout, so that
     users' checkpoints load into it unchanged."""
+    if spec.arch == 'dgcnn':
+        return DGCNN(spec.in_channels, spec.widths or [], spec.out_channels,
+                     k=spec.k or 20, emb_channels=spec.emb_channels or 1024,
+                     head=spec.head or [], dropout=spec.dropout,
+                     readout=spec.readout or 'max')
     if spec.arch == 'mlp':
         return MLP(in_channels=spec.in_channels,
                    hidden_channels=spec.hidden_channels,
@@ -84,7 +90,11 @@ def run_model(model: nn.Module, x: Tensor, edge_index: Tensor,
               batch: Tensor | None = None) -> ModelOutput:
     """The model's logits and the pre-activation output of every hidden
     layer. A graph classifier (``batch`` maps nodes to graphs) returns one
-    logit row per graph and the node output of all its layers."""
+    logit row per graph and the node output of all its layers. A DGCNN
+    takes equally sized clouds as points ``x`` with ``batch`` (it builds
+    its own graphs and ignores ``edge_index``)."""
+    if isinstance(model, DGCNN):
+        return model.forward_output(dense_points(x, batch))
     if isinstance(model, GraphClassifier):
         out = _basic_gnn_output(model.gnn, x, edge_index)
         return ModelOutput(logits=model.head(out.logits, batch),
@@ -99,6 +109,8 @@ def run_model(model: nn.Module, x: Tensor, edge_index: Tensor,
 def forward_logits(model: nn.Module, x: Tensor, edge_index: Tensor,
                    batch: Tensor | None = None) -> Tensor:
     """The model's own forward (what is exported and timed)."""
+    if isinstance(model, DGCNN):
+        return model(dense_points(x, batch))
     if isinstance(model, GraphClassifier):
         return model(x, edge_index, batch)
     if isinstance(model, MLP):

@@ -12,7 +12,10 @@ class ModelOutput:
     # Pre-activation output of every hidden message-passing layer (all but
     # the one that produces the logits; all of them when jk is set).
     hiddens: list[Tensor] = field(default_factory=list)  # [N, d_l] per layer
+    # Dynamic-graph models (DGCNN): the kNN graph each hidden layer
+    # aggregated over, as edge_index over the same N points.
+    edges: list[Tensor] = field(default_factory=list)    # [2, E_l] per layer
 
     def detach(self) -> ModelOutput:
         return ModelOutput(self.logits.detach(),
-                           [h.detach() for h in self.hiddens])
+                           [h.detach() for h in self.hiddens], self.edges)

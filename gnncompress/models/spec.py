@@ -14,6 +14,10 @@ ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp')
 GRAPHLESS = ('mlp',)
 # Global pooling readouts of graph-classification models.
 READOUTS = ('mean', 'sum', 'max')
+# Point-cloud models: a kNN graph rebuilt from the features in every layer,
+# no edge_index in the input.
+POINT_ARCHS = ('dgcnn',)
+ALL_ARCHS = (*ARCHS, *POINT_ARCHS)
 
 
 @dataclass
@@ -52,6 +56,14 @@ class ArchSpec:
             layers are hidden, then the pooled graph embedding goes through
             a linear classifier. :obj:`None` is node classification.
             (default: :obj:`None`)
+        widths (list[int], optional): DGCNN's EdgeConv widths, one per
+            layer. (default: :obj:`None`)
+        k (int, optional): DGCNN's neighbours per point. (default:
+            :obj:`None`)
+        emb_channels (int, optional): DGCNN's per-point embedding width
+            before pooling. (default: :obj:`None`)
+        head (list[int], optional): DGCNN's MLP widths after pooling.
+            (default: :obj:`None`)
     """
     arch: str
     in_channels: int
@@ -69,25 +81,33 @@ class ArchSpec:
     theta: float = 0.5
     shared_weights: bool = True
     readout: str | None = None
+    widths: list[int] | None = None
+    k: int | None = None
+    emb_channels: int | None = None
+    head: list[int] | None = None
 
     # Fields the weights of a PyG checkpoint cannot reveal (EXPORT.md).
     NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout',
-                                                 'alpha', 'theta', 'readout')
+                                                 'alpha', 'theta', 'readout',
+                                                 'k')
 
     @property
     def uses_graph(self) -> bool:
         return self.arch not in GRAPHLESS
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
+        if self.arch not in ALL_ARCHS:
             raise ArchitectureError(f"Unknown architecture '{self.arch}' "
-                                    f"(choose from {', '.join(ARCHS)})")
+                                    f"(choose from {', '.join(ALL_ARCHS)})")
         for name in ('in_channels', 'hidden_channels', 'num_layers',
                      'out_channels', 'heads'):
             if int(getattr(self, name)) < 1:
                 raise ArchitectureError(
                     f"'{name}' must be at least 1 (got {getattr(self, name)})")
-        if self.readout is not None:
+        if self.arch in POINT_ARCHS:
+            from gnncompress.models.dgcnn import check_spec
+            check_spec(self)
+        elif self.readout is not None:
             if self.readout not in READOUTS:
                 raise ArchitectureError(
                     f"Unknown readout '{self.readout}' (choose from "
@@ -125,6 +145,13 @@ class ArchSpec:
         return cls.from_dict(values)
 
     def describe(self) -> str:
+        if self.arch in POINT_ARCHS:
+            return (f"DGCNN {self.num_layers} EdgeConv layers "
+                    f"{','.join(map(str, self.widths or []))} (k={self.k}), "
+                    f"embedding {self.emb_channels}, head "
+                    f"{','.join(map(str, self.head or [])) or 'none'}, "
+                    f'{self.in_channels} -> {self.out_channels} '
+                    f'(readout={self.readout})')
         heads = f' x {self.heads} heads' if self.arch in ('gat', 'gatv2') \
             else ''
         extras = [f'{k}={getattr(self, k)}' for k in ('norm', 'jk')

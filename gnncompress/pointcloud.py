@@ -1,0 +1,556 @@
+"""Point-cloud classification with DGCNN: training augmentations, the
+training loop for one student (its teacher runs on every batch), overall
+and mean class accuracy, ONNX export with a dynamic number of points, and
+the ``train-teacher`` / ``distill`` flows for point clouds.
+
+The teacher's outputs are not cached over the dataset as for static
+graphs: augmented batches differ every step, and DGCNN's hidden features of
+all ModelNet10 clouds (4,899 x 1,024 points x 512 channels) would take
+about 10 GB. The teacher runs on each batch without gradients instead.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gnncompress.data import Graph
+from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
+from gnncompress.export import (
+    Parity,
+    atomic_path,
+    onnx_session,
+    require_parity,
+    run_export,
+)
+from gnncompress.models import ArchSpec, ModelOutput
+from gnncompress.models.dgcnn import DGCNN
+from gnncompress.pointdata import cloud_points, is_clouds, load_clouds
+
+AUGMENTATIONS = ('rotate', 'jitter', 'scale', 'subsample')
+UP_AXIS = 2            # ModelNet's meshes stand on the xy plane (z up)
+BATCH_SIZE = 32        # clouds per step (the DGCNN paper's)
+EVAL_BATCH = 64
+TEACHER_WIDTHS = (64, 64, 128, 256)   # the DGCNN paper's EdgeConvs
+TEACHER_HEAD = (512, 256)
+TOLERANCE = 1e-4
+
+
+# Augmentations ---------------------------------------------------------------
+
+def parse_augment(value: str | Sequence[str] | None) -> list[str]:
+    """``'rotate,jitter'`` or a list -> checked names; ``None``/``''``: none.
+    """
+    if value is None:
+        return []
+    names = [v.strip() for v in (value.split(',') if isinstance(value, str)
+                                 else value) if v.strip()]
+    unknown = [n for n in names if n not in AUGMENTATIONS]
+    if unknown:
+        raise GnnCompressError(f"Unknown augmentation '{unknown[0]}' (choose "
+                               f"from {', '.join(AUGMENTATIONS)})")
+    return names
+
+
+def augment(pos: Tensor, names: Sequence[str],
+            gen: torch.Generator) -> Tensor:
+    r"""Training augmentations of a batch ``pos [B, n, 3]``, in this order:
+
+    - ``subsample``: keep a random subset of :math:`m` points of every
+      cloud, :math:`m` uniform in :math:`[7n/8, n]` per batch (PointNet++'s
+      random input dropout, here by removing points);
+    - ``scale``: per cloud, scale each axis by a factor uniform in
+      :math:`[2/3, 3/2]` and shift by up to 0.2 (the DGCNN authors' code);
+    - ``rotate``: a random rotation about the up axis (z), per cloud;
+    - ``jitter``: Gaussian noise :math:`\sigma = 0.01` clipped at 0.05 per
+      coordinate (PointNet).
+    """
+    b, n, _ = pos.shape
+
+    def rand(*shape: int) -> Tensor:
+        return torch.rand(*shape, generator=gen).to(pos.device)
+
+    if 'subsample' in names:
+        m = int(torch.randint(n - n // 8, n + 1, (1,), generator=gen))
+        keep = rand(b, n).argsort(dim=1)[:, :m].sort(dim=1).values
+        pos = pos.gather(1, keep.unsqueeze(-1).expand(-1, -1, pos.size(-1)))
+    if 'scale' in names:
+        pos = pos * (2 / 3 + rand(b, 1, 3) * (3 / 2 - 2 / 3)) \
+            + (rand(b, 1, 3) * 0.4 - 0.2)
+    if 'rotate' in names:
+        angle = rand(b) * 2 * math.pi
+        cos, sin = angle.cos(), angle.sin()
+        a, c = [i for i in range(3) if i != UP_AXIS]
+        rot = torch.zeros(b, 3, 3, device=pos.device)
+        rot[:, UP_AXIS, UP_AXIS] = 1
+        rot[:, a, a], rot[:, a, c] = cos, -sin
+        rot[:, c, a], rot[:, c, c] = sin, cos
+        pos = pos @ rot.transpose(1, 2)
+    if 'jitter' in names:
+        noise = torch.randn(pos.shape, generator=gen).to(pos.device)
+        pos = pos + (0.01 * noise).clamp(-0.05, 0.05)
+    return pos
+
+
+# Metrics ----------------------------------------------------------------
+
+def class_accuracies(logits: Tensor, y: Tensor,
+                     num_classes: int) -> tuple[float, float]:
+    """Overall accuracy and mean class accuracy (the mean over classes
+    present in ``y`` of each class's recall)."""
+    if y.numel() == 0:
+        return float('nan'), float('nan')
+    hit = (logits.argmax(-1) == y).float()
+    per_class = torch.zeros(num_classes).index_add(0, y.cpu(), hit.cpu())
+    count = torch.bincount(y.cpu(), minlength=num_classes).float()
+    present = count > 0
+    return float(hit.mean()), float((per_class[present]
+                                     / count[present]).mean())
+
+
+@torch.no_grad()
+def predict(model: nn.Module, graph: Graph, mask: Tensor,
+            batch_size: int = EVAL_BATCH) -> Tensor:
+    """Logits ``[clouds in mask, C]`` in batches (bounded memory)."""
+    model.eval()
+    pos = cloud_points(graph)
+    ids = mask.nonzero().view(-1)
+    parts = [model(pos[chunk]) for chunk in ids.split(batch_size)]
+    if not parts:
+        return pos.new_zeros(0, graph.num_classes)
+    return torch.cat(parts)
+
+
+def evaluate(model: nn.Module, graph: Graph, mask: Tensor,
+             batch_size: int = EVAL_BATCH) -> tuple[float, float]:
+    """Overall and mean class accuracy on the clouds of ``mask``."""
+    logits = predict(model, graph, mask, batch_size)
+    return class_accuracies(logits, graph.y[mask], graph.num_classes)
+
+
+# Training ----------------------------------------------------------------
+
+def _batch_graph(graph: Graph, pos: Tensor, y: Tensor) -> Graph:
+    """The Graph a method sees for one batch: its points, one ``batch``
+    entry per point, every cloud marked for training."""
+    b, n, c = pos.shape
+    ones = torch.ones(b, dtype=torch.bool, device=pos.device)
+    return Graph(name=graph.name, x=pos.reshape(-1, c),
+                 edge_index=torch.zeros(2, 0, dtype=torch.long,
+                                        device=pos.device),
+                 y=y, train_mask=ones, val_mask=~ones, test_mask=~ones,
+                 num_classes=graph.num_classes, split=graph.split,
+                 batch=torch.arange(b, device=pos.device).repeat_interleave(
+                     n))
+
+
+def _outputs(model: nn.Module, pos: Tensor, edges: bool) -> ModelOutput:
+    assert isinstance(model, DGCNN)
+    return model.forward_output(pos, with_edges=edges)
+
+
+def fit_clouds(student: nn.Module, graph: Graph, *,
+               teacher: nn.Module | None = None, method=None,
+               epochs: int = 200, lr: float = 0.001,
+               weight_decay: float = 1e-4, label_weight: float = 1.0,
+               weight: float | None = None, patience: int | None = None,
+               progress: bool = True, desc: str = 'train',
+               batch_size: int = BATCH_SIZE,
+               augmentations: Sequence[str] = (), seed: int = 0):
+    """Train a DGCNN ``student`` on the training clouds of ``graph`` (Adam
+    with a cosine learning-rate schedule down to ``lr / 100``, as the
+    DGCNN authors' code anneals) and leave it at its best validation
+    epoch. With a ``method``, the frozen ``teacher`` runs on the same
+    augmented batch; the loss is ``label_weight * CE + weight *
+    method.loss``."""
+    from gnncompress.engine import (
+        FitResult,
+        Selection,
+        check_finite,
+        progress_bar,
+        record_epoch,
+    )
+    if method is not None and teacher is None:
+        raise ValueError('a distillation method needs a teacher')
+    pos_all = cloud_points(graph)
+    gen = torch.Generator().manual_seed(seed)
+    edges = method is not None and 'hiddens' in method.requires
+    if method is not None:
+        teacher.eval()
+        probe = pos_all[graph.train_mask.nonzero().view(-1)[:2]]
+        with torch.no_grad():
+            method.prepare([_outputs(teacher, probe, edges)],
+                           _outputs(student.eval(), probe, edges),
+                           _batch_graph(graph, probe, graph.y[:2]))
+        method = method.to(graph.x.device)
+        weight = method.default_weight if weight is None else weight
+    params = list(student.parameters()) + \
+        (list(method.parameters()) if method is not None else [])
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, epochs, eta_min=lr / 100)
+    selection = Selection(student, patience)
+    history: list[dict[str, float]] = []
+    train_ids = graph.train_mask.nonzero().view(-1).cpu()
+    start = time.perf_counter()
+    bar = progress_bar(epochs, desc, progress)
+    epoch = 0
+    for epoch in bar:
+        student.train()
+        if method is not None:
+            method.train()
+        order = train_ids[torch.randperm(train_ids.numel(), generator=gen)]
+        total, steps = 0.0, 0
+        for chunk in order.split(batch_size):
+            if chunk.numel() < 2:  # batch norm needs two clouds
+                continue
+            chunk = chunk.to(graph.x.device)
+            pos = augment(pos_all[chunk], augmentations, gen)
+            y = graph.y[chunk]
+            optimizer.zero_grad(set_to_none=True)
+            out = _outputs(student, pos, edges)
+            terms = {'ce': F.cross_entropy(out.logits, y)}
+            loss = label_weight * terms['ce']
+            if method is not None:
+                with torch.no_grad():
+                    t_out = _outputs(teacher, pos, edges)
+                terms[method.name] = method.loss(
+                    [t_out], out, _batch_graph(graph, pos, y))
+                loss = loss + weight * terms[method.name]
+            check_finite(loss, terms, epoch)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        schedule.step()
+        val, _ = evaluate(student, graph, graph.val_mask)
+        if record_epoch(selection, bar, history, epoch,
+                        total / max(1, steps), val):
+            break
+    bar.close()
+    seconds = time.perf_counter() - start
+    selection.restore()
+    test, _ = evaluate(student, graph, graph.test_mask)
+    return FitResult(best_epoch=selection.best_epoch,
+                     val_accuracy=selection.best_score
+                     if selection.best_epoch else float('nan'),
+                     test_accuracy=test, epochs_run=epoch,
+                     seconds=seconds, history=history)
+
+
+# Export ----------------------------------------------------------------
+
+class _CloudLogits(nn.Module):
+    """The exported graph: ``pos [B, n, 3] -> logits [B, C]``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pos: Tensor) -> Tensor:
+        return self.model(pos)
+
+
+def check_clouds(pos: Tensor, k: int, seed: int = 0) -> dict[str, Tensor]:
+    """The inputs every DGCNN export is validated on: the export batch,
+    more clouds of more points, fewer points, and one cloud of exactly
+    ``k`` points (the fewest the kNN search takes)."""
+    gen = torch.Generator().manual_seed(seed)
+    b, n, c = pos.shape
+
+    def clouds(count: int, points: int) -> Tensor:
+        x = torch.randn(count, points, c, generator=gen)
+        return x / x.norm(dim=-1, keepdim=True).amax(1, keepdim=True)
+
+    return {'export clouds': pos, 'more points': clouds(b + 2, 2 * n + 7),
+            'fewer points': clouds(2, max(k, n // 2)),
+            'k points': clouds(1, k)}
+
+
+def export_clouds_onnx(model: nn.Module, pos: Tensor, path: Path,
+                       tolerance: float = TOLERANCE) -> Parity:
+    """Export a DGCNN with dynamic cloud and point counts (the kNN search
+    is part of the graph; at least ``k`` points per cloud), then compare
+    onnxruntime with PyTorch on :func:`check_clouds`; above ``tolerance``
+    the export fails and nothing is written."""
+    model = model.to('cpu').eval()
+    pos = pos.cpu()
+    assert isinstance(model, DGCNN)
+    clouds = torch.export.Dim('clouds', min=1)
+    points = torch.export.Dim('points', min=max(2, model.k))
+    with atomic_path(path) as tmp:
+        run_export(_CloudLogits(model), (pos,), tmp, ['pos'],
+                   {'pos': {0: clouds, 1: points}})
+        session = onnx_session(tmp)
+        cases = {}
+        for name, x in check_clouds(pos, model.k).items():
+            with torch.no_grad():
+                expected = model(x).numpy()
+            got = session.run(None, {'pos': x.numpy()})[0]
+            cases[name] = float('inf') if got.shape != expected.shape \
+                else float(np.abs(got - expected).max())
+        parity = Parity(cases)
+        require_parity(parity, tolerance)
+    return parity
+
+
+# Specs ----------------------------------------------------------------
+
+def _widths(hidden: int | Sequence[int] | None, layers: int | None,
+            default: Sequence[int]) -> list[int]:
+    if hidden is None:
+        return list(default) if layers in (None, len(default)) else \
+            [default[-1]] * layers
+    if isinstance(hidden, int):
+        return [hidden] * (layers or len(default))
+    widths = [int(w) for w in hidden]
+    if layers not in (None, len(widths)):
+        raise ArchitectureError(
+            f'--layers {layers} does not match the {len(widths)} widths '
+            f"of --hidden {','.join(map(str, widths))}: give one width per "
+            f'layer')
+    return widths
+
+
+def dgcnn_spec(graph: Graph, widths: Sequence[int], *, k: int | None = None,
+               emb: int | None = None, head: Sequence[int] | None = None,
+               dropout: float = 0.5, readout: str | None = None) -> ArchSpec:
+    """A DGCNN for ``graph``; ``emb`` and ``head`` default to the DGCNN
+    paper's proportions (embedding 4 x the last width, head half and a
+    quarter of it: 1024, 512, 256 for the paper's widths)."""
+    emb = 4 * widths[-1] if emb is None else emb
+    head = [emb // 2, emb // 4] if head is None else list(head)
+    return ArchSpec(arch='dgcnn', in_channels=graph.num_features,
+                    hidden_channels=widths[-1], num_layers=len(widths),
+                    out_channels=graph.num_classes, dropout=dropout,
+                    readout=readout or 'max', widths=list(widths),
+                    k=20 if k is None else k, emb_channels=emb, head=head)
+
+
+def student_spec(teacher: ArchSpec, graph: Graph, *,
+                 hidden: int | Sequence[int] | None = None,
+                 layers: int | None = None, k: int | None = None,
+                 emb: int | None = None,
+                 head: Sequence[int] | None = None) -> ArchSpec:
+    """A DGCNN student: ``hidden`` widths (default: half the teacher's),
+    the teacher's ``k`` unless given, embedding and head scaled from the
+    teacher's by the ratio of the last widths unless given."""
+    t_widths = teacher.widths or []
+    widths = _widths(hidden, layers, [max(1, w // 2) for w in t_widths])
+    scale = widths[-1] / t_widths[-1]
+    emb = max(1, round((teacher.emb_channels or 1024) * scale)) \
+        if emb is None else emb
+    head = [max(1, round(w * scale)) for w in teacher.head or []] \
+        if head is None else head
+    from gnncompress.api import STUDENT_DROPOUT
+    return dgcnn_spec(graph, widths, k=teacher.k if k is None else k,
+                      emb=emb, head=head, dropout=STUDENT_DROPOUT,
+                      readout=teacher.readout)
+
+
+def _check_points(graph: Graph, k: int) -> None:
+    n = graph.split['points']
+    if n < k:
+        raise DataError(f'The clouds have {n} points, fewer than k={k} '
+                        f'neighbours: raise --points or lower --k')
+
+
+# train-teacher ---------------------------------------------------------------
+
+def train_teacher(data: str | Path, out: str | Path, *,
+                  hidden: int | Sequence[int] | None = None,
+                  layers: int | None = None, k: int | None = None,
+                  emb: int | None = None, head: Sequence[int] | None = None,
+                  dropout: float | None = None, readout: str | None = None,
+                  data_root: str | Path | None = None, epochs: int = 300,
+                  lr: float = 0.001, weight_decay: float = 1e-4,
+                  patience: int | None = None, seed: int = 0,
+                  device: str = 'auto', progress: bool = True,
+                  points: int | None = None,
+                  augment: str | Sequence[str] | None = None,
+                  batch_size: int = BATCH_SIZE):
+    """:func:`gnncompress.api.train_teacher` for a DGCNN on a point-cloud
+    dataset; the card also records ``points`` and the augmentations."""
+    from gnncompress import api
+    from gnncompress.models import build_model
+
+    out = Path(out)
+    if out.suffix not in ('.pt', '.pth'):
+        raise GnnCompressError(f'Teacher file {out} must end in .pt or .pth')
+    api.check_writable(out.parent)
+    names = parse_augment(augment)
+    dev = api.resolve_device(device)
+    graph = load_clouds(data, data_root, seed=seed, points=points)
+    spec = dgcnn_spec(graph, _widths(hidden, layers, TEACHER_WIDTHS), k=k,
+                      emb=emb, head=TEACHER_HEAD if head is None and
+                      emb is None else head,
+                      dropout=0.5 if dropout is None else dropout,
+                      readout=readout)
+    _check_points(graph, spec.k or 20)
+    api.seed_everything(seed)
+    model = build_model(spec).to(dev)
+    result = fit_clouds(model, graph.to(dev), epochs=epochs, lr=lr,
+                        weight_decay=weight_decay, patience=patience,
+                        progress=progress, desc='teacher dgcnn',
+                        batch_size=batch_size, augmentations=names,
+                        seed=seed)
+    _, mean_class = evaluate(model, graph.to(dev), graph.test_mask.to(dev))
+    return api.save_teacher(
+        model, spec, out, graph, seed, result, data, data_root,
+        test_mean_class_accuracy=mean_class,
+        points=graph.split['points'], augment=names)
+
+
+# distill ----------------------------------------------------------------
+
+def resolve_clouds(data: str | Path | None, data_root: str | Path | None,
+                   ckpt: Any, seed: int, points: int | None) -> Graph:
+    """``data`` if given, else the dataset (and point count) on the
+    teacher's card."""
+    card = ckpt.card
+    if points is None:
+        points = card.get('points')
+    if data is None:
+        if not card.get('data'):
+            raise DataError(
+                'No dataset given: pass --data NAME (the checkpoint has no '
+                'teacher card naming one)')
+        base = ckpt.path.parent
+        data = base / card['data'] if card.get('data_is_file') \
+            else card['data']
+        if data_root is None and card.get('data_root') is not None:
+            data_root = base / card['data_root']
+    graph = load_clouds(data, data_root, seed=seed, points=points)
+    return graph
+
+
+def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
+            data_root: str | Path | None, distiller: Any, student: str,
+            hidden: int | Sequence[int] | None, layers: int | None,
+            k: int | None, emb: int | None, head: Sequence[int] | None,
+            points: int | None, augment: str | Sequence[str] | None,
+            batch_size: int, epochs: int, lr: float, weight_decay: float,
+            label_weight: float, weight: float | None,
+            patience: int | None, seed: int, dev: torch.device, out: Path,
+            baseline: bool, export: bool, min_accuracy: float | None,
+            max_accuracy_drop: float | None, progress: bool, command: str,
+            config: dict[str, Any] | None, method_options: dict[str, Any]):
+    """The point-cloud branch of :func:`gnncompress.api.distill` (a DGCNN
+    teacher): DGCNN student, per-batch teacher, overall and mean class
+    accuracy, ONNX with a dynamic number of points."""
+    from gnncompress import api
+    from gnncompress.bench import torch_latency
+    from gnncompress.models import build_model, count_parameters
+    from gnncompress.report import ModelEntry
+
+    if student != 'dgcnn':
+        raise ArchitectureError(
+            f"A DGCNN teacher needs a DGCNN student (got --student "
+            f"{student}): point clouds have no fixed graph; pass --student "
+            f'dgcnn')
+    names = parse_augment(augment if augment is not None
+                          else ckpt.card.get('augment'))
+    graph = resolve_clouds(data, data_root, ckpt, seed, points)
+    if not is_clouds(graph):
+        raise DataError(f'{graph.name} is not a point-cloud dataset')
+    api.check_fits(ckpt.spec, graph, 'teacher')
+    s_spec = student_spec(ckpt.spec, graph, hidden=hidden, layers=layers,
+                          k=k, emb=emb, head=head)
+    _check_points(graph, max(ckpt.spec.k or 20, s_spec.k or 20))
+    g = graph.to(dev)
+    teacher_model = ckpt.build().to(dev)
+    teacher_acc, teacher_macc = evaluate(teacher_model, g, g.test_mask)
+    train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
+                      patience=patience, progress=progress,
+                      batch_size=batch_size, augmentations=names, seed=seed)
+    alone_entry = None
+    if baseline:
+        api.seed_everything(seed)
+        alone = build_model(s_spec).to(dev)
+        alone_fit = fit_clouds(alone, g, desc='student alone', **train_args)
+        alone_entry = ModelEntry(
+            role='student-alone', spec=s_spec.to_dict(),
+            parameters=count_parameters(alone),
+            test_accuracy=alone_fit.test_accuracy,
+            val_accuracy=alone_fit.val_accuracy,
+            mean_class_accuracy=evaluate(alone, g, g.test_mask)[1])
+    api.seed_everything(seed)
+    model = build_model(s_spec).to(dev)
+    result = fit_clouds(model, g, teacher=teacher_model, method=distiller,
+                        label_weight=label_weight, weight=weight,
+                        desc=f'distill {distiller.name}', **train_args)
+    used_weight = distiller.default_weight if weight is None else weight
+    _, student_macc = evaluate(model, g, g.test_mask)
+
+    one = cloud_points(g)[g.test_mask.nonzero().view(-1)[:1]]  # [1, n, 3]
+    with api.staged_output(out) as stage:
+        files: dict[str, str] = {}
+        parity_cases: dict[str, float] = {}
+        student_entry = ModelEntry(
+            role='student', spec=s_spec.to_dict(),
+            parameters=count_parameters(model),
+            test_accuracy=result.test_accuracy,
+            val_accuracy=result.val_accuracy,
+            mean_class_accuracy=student_macc)
+        teacher_entry = ModelEntry(
+            role='teacher', spec=ckpt.spec.to_dict(),
+            parameters=count_parameters(teacher_model),
+            test_accuracy=teacher_acc, file=str(teacher),
+            file_bytes=Path(teacher).stat().st_size,
+            mean_class_accuracy=teacher_macc)
+        # Latency per cloud: one test cloud at a time.
+        x, batch = one.reshape(-1, one.size(-1)), None
+        empty = torch.zeros(2, 0, dtype=torch.long, device=dev)
+        for entry, m in ((teacher_entry, teacher_model),
+                         (student_entry, model)):
+            entry.latency[f'pytorch-{dev.type}'] = torch_latency(
+                m, x, empty, batch).to_dict()
+        if export:
+            api.save_student(model, s_spec, stage, out, distiller.name,
+                             graph.name, student_entry, files)
+            onnx_path = stage / 'student.onnx'
+            example = cloud_points(graph)[graph.test_mask.nonzero()
+                                          .view(-1)[:2]]
+            parity_cases = export_clouds_onnx(model, example,
+                                              onnx_path).cases
+            files['onnx'] = str(out / 'student.onnx')
+            student_entry.latency['onnxruntime-cpu'] = \
+                _onnx_cloud_latency(onnx_path, one.cpu())
+        model.to(dev)
+        report = api.write_report(
+            stage, out, command=command or f'gnncompress distill {teacher}',
+            method=distiller.name,
+            method_options={**(method_options or {}),
+                            'weight': used_weight,
+                            'label_weight': label_weight},
+            data={'name': graph.name, 'clouds': graph.y.numel(),
+                  'points': graph.split['points'],
+                  'nodes': graph.num_nodes, 'edges': 0,
+                  'features': graph.num_features,
+                  'classes': graph.num_classes, 'split': graph.split,
+                  'augment': names},
+            teacher=teacher_entry, student=student_entry,
+            student_alone=alone_entry, parity_cases=parity_cases,
+            training={'epochs': epochs, 'epochs_run': result.epochs_run,
+                      'best_epoch': result.best_epoch,
+                      'seconds': result.seconds, 'lr': lr,
+                      'weight_decay': weight_decay, 'patience': patience,
+                      'batch_size': batch_size,
+                      'val_accuracy': result.val_accuracy},
+            seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
+            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
+    return report
+
+
+def _onnx_cloud_latency(path: Path, pos: Tensor) -> dict[str, float]:
+    from gnncompress.bench import measure_latency
+
+    session = onnx_session(path)
+    feeds = {'pos': pos.numpy()}
+    return measure_latency(lambda: session.run(None, feeds)).to_dict()
