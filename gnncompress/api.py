@@ -458,7 +458,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             emb: int | None = None, head: list[int] | None = None,
             points: int | None = None,
             augment: str | list[str] | None = None,
-            batch_size: int | None = None) -> Report:
+            batch_size: int | None = None,
+            fanout: str | list[int] | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -476,7 +477,12 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     when the run succeeds); ``resume`` (that folder, or ``out``) continues
     an interrupted run, which must be given the same options. When the loss
     stops being finite, the best student so far is written to
-    ``out/student.safetensors`` before the :class:`TrainingError`."""
+    ``out/student.safetensors`` before the :class:`TrainingError`.
+
+    On a node-classification graph, ``batch_size`` B trains on sampled
+    subgraphs of B seed nodes with ``fanout`` neighbours per hop
+    (``'15,10'``; default 15, 10, then 5) and caches the teacher once,
+    layer-wise (:func:`gnncompress.minibatch.distill`)."""
     teacher = Path(teacher)
     distiller = build_method(method, method_options)
     requested_student = student
@@ -506,7 +512,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         raise GnnCompressError('--hidden takes one width (per-layer widths '
                                'are for DGCNN students)')
     _no_cloud_options(k=k, emb=emb, head=head, points=points,
-                      augment=augment, batch_size=batch_size)
+                      augment=augment)
     if student == 'dgcnn':
         raise ArchitectureError('A DGCNN student needs a DGCNN teacher on '
                                 'point clouds: pick another --student')
@@ -517,6 +523,17 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
+    if batch_size is not None or fanout is not None:
+        return _distill_minibatch(
+            teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,
+            distiller=distiller, batch_size=batch_size, fanout=fanout,
+            epochs=epochs, lr=lr, weight_decay=weight_decay,
+            label_weight=label_weight, weight=weight, patience=patience,
+            seed=seed, dev=dev, out=out, baseline=baseline, export=export,
+            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+            progress=progress, command=command, config=config,
+            method_options=method_options or {},
+            resumable=checkpoint_every is not None or resume is not None)
     g = graph.to(dev)
 
     teacher_model = ckpt.build().to(dev)
@@ -615,6 +632,28 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
         saver.remove()  # the default folder inside out has served its turn
     return report
+
+
+def _distill_minibatch(teacher: Path, *, graph: Graph, s_spec: ArchSpec,
+                       distiller: DistillMethod, batch_size: int | None,
+                       fanout: str | list[int] | None, resumable: bool,
+                       **args: Any) -> Report:
+    """``distill --batch-size``: the options checked, then
+    :func:`gnncompress.minibatch.distill`."""
+    from gnncompress import minibatch
+
+    if graph.batch is not None:
+        raise GnnCompressError('--batch-size on a graph-classification '
+                               'dataset is not supported yet: drop it')
+    if resumable:
+        raise GnnCompressError('--checkpoint-every and --resume work with '
+                               'full-graph training only so far: drop them '
+                               'or --batch-size')
+    batch_size, hops = minibatch.check_minibatch(
+        distiller, batch_size, fanout, s_spec.num_layers)
+    return minibatch.distill(teacher, graph=graph, s_spec=s_spec,
+                             distiller=distiller, batch_size=batch_size,
+                             fanout=hops, **args)
 
 
 def save_student(model: torch.nn.Module, spec: ArchSpec, stage: Path,

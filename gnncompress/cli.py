@@ -166,7 +166,12 @@ AugmentOpt = Annotated[Optional[str], typer.Option(
     help='Point clouds: training augmentations, comma-separated: rotate '
     '(about z), jitter, scale, subsample.')]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(
-    min=1, help='Point clouds: clouds per training step [default: 32].')]
+    min=1, help='Point clouds: clouds per training step [default: 32]. '
+    'Node classification: train on sampled subgraphs of this many seed '
+    'nodes (graphs too large for one full-batch pass).')]
+FanoutOpt = Annotated[Optional[str], typer.Option(
+    help='With --batch-size: neighbours sampled per node at each hop, one '
+    'count per student layer, e.g. 15,10 (-1: all) [default: 15,10].')]
 
 
 def _cloud_options(hidden: str | None, k: int | None, emb: int | None,
@@ -259,6 +264,7 @@ def distill(
         help='List the methods and exit.')] = False,
     checkpoint_every: CheckpointEveryOpt = None,
     checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
+    fanout: FanoutOpt = None,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
@@ -281,7 +287,8 @@ def distill(
                    max_accuracy_drop=max_accuracy_drop,
                    progress=progress, command=api.command_line(),
                    config=_resolved(ctx), checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume, **cloud)
+                   checkpoint_dir=checkpoint_dir, resume=resume,
+                   fanout=fanout, **cloud)
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     for note in report.notes:

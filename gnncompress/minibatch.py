@@ -1,0 +1,366 @@
+"""Mini-batch distillation on sampled subgraphs, for graphs too large for
+one full-batch pass (``gnncompress distill --batch-size B --fanout 15,10``).
+
+The teacher runs once, layer-wise over all nodes
+(:func:`gnncompress.sampling.layerwise_inference`); its logits and hidden
+features are kept in memory or in memory-mapped files, and every batch
+reads the rows of its nodes. Evaluation is layer-wise too."""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gnncompress.data import Graph
+from gnncompress.engine import (
+    FitResult,
+    Selection,
+    accuracy,
+    check_finite,
+    progress_bar,
+    record_epoch,
+)
+from gnncompress.errors import GnnCompressError, TrainingError
+from gnncompress.methods import DistillMethod, canonical_name
+from gnncompress.models import ModelOutput, run_model
+from gnncompress.sampling import (
+    CSR,
+    MEMMAP_BYTES,
+    Batch,
+    NeighborSampler,
+    TensorStore,
+    layerwise_inference,
+    parse_fanout,
+)
+
+# Methods whose loss is defined on a sampled subgraph (see batch_view).
+MINIBATCH_METHODS = ('kd', 'lsp')
+
+
+def default_fanout(layers: int) -> list[int]:
+    """15 neighbours at the first hop, 10 at the second, 5 beyond (the
+    GraphSAGE paper samples 25 and 10; fewer keep batches small on CPU)."""
+    return [15, 10, *[5] * max(0, layers - 2)][:layers]
+
+
+def check_minibatch(method: DistillMethod | None, batch_size: int | None,
+                    fanout: str | Sequence[int] | None,
+                    layers: int) -> tuple[int, list[int]]:
+    """``--batch-size`` and ``--fanout`` checked against the student and
+    the method; the fanout (one count per student layer)."""
+    if batch_size is None:
+        raise GnnCompressError('--fanout needs --batch-size (seed nodes per '
+                               'mini-batch), e.g. --batch-size 1024')
+    if batch_size < 1:
+        raise GnnCompressError(f'--batch-size must be at least 1 (got '
+                               f'{batch_size})')
+    hops = default_fanout(layers) if fanout is None else parse_fanout(fanout)
+    if len(hops) != layers:
+        raise GnnCompressError(
+            f'--fanout lists {len(hops)} hop(s) but the student has {layers} '
+            f'layer(s): give one count per layer, e.g. '
+            f"{','.join(map(str, default_fanout(layers)))}")
+    if method is not None:
+        parts = getattr(method, 'parts', [method])
+        other = [p.name for p in parts
+                 if canonical_name(p.name) not in MINIBATCH_METHODS]
+        if other:
+            raise GnnCompressError(
+                f"Method '{', '.join(other)}' does not train on sampled "
+                f"subgraphs yet (--batch-size works with "
+                f"{', '.join(MINIBATCH_METHODS)} and their sums): drop "
+                f'--batch-size or pick one of those')
+    return batch_size, hops
+
+
+def batch_view(output: ModelOutput, batch: Batch,
+               rows: bool) -> ModelOutput:
+    """What a method's loss sees of one batch: logits of the seed nodes
+    only (their sampled neighbourhood is complete, the other nodes' is
+    cut short), hidden features of every sampled node (structure losses
+    need both ends of an edge). ``rows``: ``output`` covers the whole graph
+    (the teacher's cache), else the batch (the student)."""
+    seeds = batch.n_id[:batch.batch_size]
+    if rows:
+        return ModelOutput(logits=output.logits[seeds],
+                           hiddens=[h[batch.n_id] for h in output.hiddens])
+    return ModelOutput(logits=output.logits[:batch.batch_size],
+                       hiddens=output.hiddens)
+
+
+def batch_graph(graph: Graph, batch: Batch, x: Tensor) -> Graph:
+    """The batch as a :class:`Graph` whose edges are those into the seeds:
+    structure losses compare each seed's sampled neighbourhood."""
+    into_seeds = batch.edge_index[1] < batch.batch_size
+    n_id = batch.n_id
+    return Graph(name=graph.name, x=x,
+                 edge_index=batch.edge_index[:, into_seeds],
+                 y=graph.y[n_id], train_mask=graph.train_mask[n_id],
+                 val_mask=graph.val_mask[n_id],
+                 test_mask=graph.test_mask[n_id],
+                 num_classes=graph.num_classes)
+
+
+def evaluate(model: nn.Module, graph: Graph, csr: CSR,
+             memmap_bytes: int = MEMMAP_BYTES) -> Tensor:
+    """The model's logits on every node, layer-wise in bounded memory."""
+    store = TensorStore(memmap_bytes)
+    try:
+        logits = layerwise_inference(model, graph.x, csr, keep_hiddens=False,
+                                     store=store).logits
+        return logits.clone() if store.files else logits
+    finally:
+        store.close()
+
+
+def teacher_cache(teacher: nn.Module, graph: Graph, csr: CSR,
+                  method: DistillMethod | None,
+                  store: TensorStore) -> ModelOutput:
+    """The teacher's logits, and hidden features when the method needs
+    them, on every node: computed once for the whole run."""
+    keep = method is not None and 'hiddens' in method.requires
+    return layerwise_inference(teacher, graph.x, csr, keep_hiddens=keep,
+                               store=store)
+
+
+def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
+                  fanout: Sequence[int], batch_size: int,
+                  method: DistillMethod | None = None,
+                  teacher_outputs: Sequence[ModelOutput] = (),
+                  epochs: int = 200, lr: float = 0.01,
+                  weight_decay: float = 5e-4, label_weight: float = 1.0,
+                  weight: float | None = None, patience: int | None = 100,
+                  progress: bool = True, desc: str = 'train', seed: int = 0,
+                  memmap_bytes: int = MEMMAP_BYTES) -> FitResult:
+    """Train ``student`` on sampled subgraphs and leave it at its best
+    validation epoch (the mini-batch counterpart of
+    :func:`gnncompress.engine.fit`).
+
+    One epoch visits every node once as a seed (every training node when
+    there is no method) in batches of ``batch_size``, each with its
+    ``fanout`` neighbourhood. The loss of a batch is ``label_weight * CE``
+    over its training seeds plus ``weight * method.loss`` on
+    :func:`batch_view` of the cached ``teacher_outputs`` (whole-graph
+    tensors) and of the student. Validation runs layer-wise over all nodes
+    after every epoch. ``graph`` and the teacher cache stay on the CPU;
+    batches move to the student's device.
+    """
+    if method is not None and not teacher_outputs:
+        raise ValueError('a distillation method needs teacher outputs')
+    dev = next(student.parameters()).device
+    generator = torch.Generator().manual_seed(seed)
+    sampler = NeighborSampler(csr, fanout, batch_size, generator)
+    seeds = torch.arange(graph.num_nodes) if method is not None else \
+        graph.train_mask.nonzero().view(-1)
+
+    def views(batch: Batch, out: ModelOutput) -> tuple[list[ModelOutput],
+                                                       ModelOutput, Graph]:
+        teachers = [_to(batch_view(t, batch, rows=True), dev)
+                    for t in teacher_outputs]
+        return teachers, batch_view(out, batch, rows=False), \
+            batch_graph(graph, batch, x=out.logits).to(dev)
+
+    if method is not None:
+        first = sampler.sample(seeds[:batch_size])
+        with torch.no_grad():
+            probe = _forward(student.eval(), graph, first, dev)
+        method.prepare(*views(first, probe))
+        method = method.to(dev)
+        weight = method.default_weight if weight is None else weight
+    params = list(student.parameters()) + \
+        (list(method.parameters()) if method is not None else [])
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+    selection = Selection(student, patience)
+    history: list[dict[str, float]] = []
+    start = time.perf_counter()
+    bar = progress_bar(epochs, desc, progress)
+    epoch = 0
+    for epoch in bar:
+        student.train()
+        if method is not None:
+            method.train()
+        total, steps = 0.0, 0
+        for batch in sampler.batches(seeds):
+            optimizer.zero_grad(set_to_none=True)
+            out = _forward(student, graph, batch, dev)
+            seed_ids = batch.n_id[:batch.batch_size]
+            train = graph.train_mask[seed_ids].to(dev)
+            logits = out.logits[:batch.batch_size]
+            terms = {'ce': F.cross_entropy(logits[train],
+                                           graph.y[seed_ids].to(dev)[train])
+                     if bool(train.any()) else logits.sum() * 0.0}
+            loss = label_weight * terms['ce']
+            if method is not None:
+                terms[method.name] = method.loss(*views(batch, out))
+                loss = loss + weight * terms[method.name]
+            try:
+                check_finite(loss, terms, epoch)
+            except TrainingError as e:
+                bar.close()
+                selection.restore()  # keep the last good student
+                e.best_epoch = selection.best_epoch
+                e.val_accuracy = selection.best_score
+                raise
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        logits = evaluate(student, graph, csr, memmap_bytes)
+        val = accuracy(logits, graph.y, graph.val_mask)
+        if record_epoch(selection, bar, history, epoch,
+                        total / max(steps, 1), val):
+            break
+    bar.close()
+    seconds = time.perf_counter() - start
+    selection.restore()
+    logits = evaluate(student, graph, csr, memmap_bytes)
+    return FitResult(best_epoch=selection.best_epoch,
+                     val_accuracy=selection.best_score
+                     if selection.best_epoch else float('nan'),
+                     test_accuracy=accuracy(logits, graph.y, graph.test_mask),
+                     epochs_run=epoch, seconds=seconds, history=history)
+
+
+def _forward(student: nn.Module, graph: Graph, batch: Batch,
+             dev: torch.device) -> ModelOutput:
+    return run_model(student, graph.x[batch.n_id].to(dev),
+                     batch.edge_index.to(dev))
+
+
+def _to(output: ModelOutput, dev: torch.device) -> ModelOutput:
+    return ModelOutput(logits=output.logits.to(dev),
+                       hiddens=[h.to(dev) for h in output.hiddens])
+
+
+def sample_subgraph(graph: Graph, csr: CSR, fanout: Sequence[int],
+                    size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Features and edges of one sampled subgraph around ``size`` test
+    nodes (for latency and the ONNX parity check on a graph that does not
+    fit one pass)."""
+    generator = torch.Generator().manual_seed(seed)
+    nodes = graph.test_mask.nonzero().view(-1)
+    if nodes.numel() == 0:
+        nodes = torch.arange(graph.num_nodes)
+    pick = nodes[torch.randperm(nodes.numel(), generator=generator)[:size]]
+    batch = NeighborSampler(csr, fanout, size, generator).sample(pick)
+    return graph.x[batch.n_id], batch.edge_index
+
+
+def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
+            distiller: DistillMethod, batch_size: int,
+            fanout: Sequence[int], epochs: int, lr: float,
+            weight_decay: float, label_weight: float, weight: float | None,
+            patience: int | None, seed: int, dev: torch.device, out: Path,
+            baseline: bool, export: bool, min_accuracy: float | None,
+            max_accuracy_drop: float | None, progress: bool, command: str,
+            config: dict[str, Any] | None, method_options: dict[str, Any],
+            memmap_bytes: int = MEMMAP_BYTES) -> Any:
+    """The mini-batch branch of :func:`gnncompress.api.distill`: teacher
+    cached once layer-wise, student trained on sampled subgraphs, latency
+    and the ONNX parity check on one sampled subgraph of ``batch_size``
+    test nodes."""
+    from gnncompress import api
+    from gnncompress.bench import onnx_latency, torch_latency
+    from gnncompress.export import export_onnx
+    from gnncompress.models import build_model, count_parameters
+    from gnncompress.report import ModelEntry
+
+    graph = graph.to('cpu')
+    csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
+    store = TensorStore(memmap_bytes)
+    try:
+        teacher_model = ckpt.build().to(dev)
+        cached = teacher_cache(teacher_model, graph, csr, distiller, store)
+        teacher_acc = accuracy(cached.logits, graph.y, graph.test_mask)
+        train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
+                          patience=patience, progress=progress,
+                          batch_size=batch_size, fanout=fanout, seed=seed,
+                          memmap_bytes=memmap_bytes)
+        alone_entry = None
+        if baseline:
+            api.seed_everything(seed)
+            alone = build_model(s_spec).to(dev)
+            alone_fit = fit_minibatch(alone, graph, csr, label_weight=1.0,
+                                      desc='student alone', **train_args)
+            alone_entry = ModelEntry(
+                role='student-alone', spec=s_spec.to_dict(),
+                parameters=count_parameters(alone),
+                test_accuracy=alone_fit.test_accuracy,
+                val_accuracy=alone_fit.val_accuracy)
+        api.seed_everything(seed)
+        model = build_model(s_spec).to(dev)
+        try:
+            result = fit_minibatch(model, graph, csr, method=distiller,
+                                   teacher_outputs=[cached],
+                                   label_weight=label_weight, weight=weight,
+                                   desc=f'distill {distiller.name}',
+                                   **train_args)
+        except TrainingError as e:
+            raise api.keep_last_good(e, model, s_spec, out, distiller.name,
+                                     graph.name) from None
+    finally:
+        store.close()
+    used_weight = distiller.default_weight if weight is None else weight
+    notes = list(ckpt.notes.values())
+    collapsed = api.collapse_note(result.val_accuracy, graph)
+    if collapsed:
+        notes.append(collapsed)
+    x_sub, edges_sub = sample_subgraph(graph, csr, fanout, batch_size, seed)
+    notes.append(f'mini-batch training: latency and ONNX parity measured on '
+                 f'a sampled subgraph of {x_sub.size(0):,} nodes and '
+                 f'{edges_sub.size(1):,} edges')
+
+    with api.staged_output(out) as stage:
+        files: dict[str, str] = {}
+        parity_cases: dict[str, float] = {}
+        student_entry = ModelEntry(
+            role='student', spec=s_spec.to_dict(),
+            parameters=count_parameters(model),
+            test_accuracy=result.test_accuracy,
+            val_accuracy=result.val_accuracy)
+        teacher_entry = ModelEntry(
+            role='teacher', spec=ckpt.spec.to_dict(),
+            parameters=count_parameters(teacher_model),
+            test_accuracy=teacher_acc, file=str(teacher),
+            file_bytes=teacher.stat().st_size)
+        x_dev, edges_dev = x_sub.to(dev), edges_sub.to(dev)
+        for entry, m in ((teacher_entry, teacher_model),
+                         (student_entry, model)):
+            entry.latency[f'pytorch-{dev.type}'] = torch_latency(
+                m, x_dev, edges_dev).to_dict()
+        if export:
+            api.save_student(model, s_spec, stage, out, distiller.name,
+                             graph.name, student_entry, files)
+            onnx_path = stage / 'student.onnx'
+            parity_cases = export_onnx(model, x_sub, edges_sub, onnx_path,
+                                       uses_graph=s_spec.uses_graph).cases
+            files['onnx'] = str(out / 'student.onnx')
+            student_entry.latency['onnxruntime-cpu'] = onnx_latency(
+                onnx_path, x_sub, edges_sub).to_dict()
+        model.to(dev)
+        report = api.write_report(
+            stage, out, command=command or f'gnncompress distill {teacher}',
+            method=distiller.name,
+            method_options={**(method_options or {}), 'weight': used_weight,
+                            'label_weight': label_weight},
+            data={'name': graph.name, 'nodes': graph.num_nodes,
+                  'edges': int(graph.edge_index.size(1)),
+                  'features': graph.num_features,
+                  'classes': graph.num_classes, 'split': graph.split},
+            teacher=teacher_entry, student=student_entry,
+            student_alone=alone_entry, parity_cases=parity_cases,
+            training={'epochs': epochs, 'epochs_run': result.epochs_run,
+                      'best_epoch': result.best_epoch,
+                      'seconds': result.seconds, 'lr': lr,
+                      'weight_decay': weight_decay, 'patience': patience,
+                      'batch_size': batch_size, 'fanout': list(fanout),
+                      'val_accuracy': result.val_accuracy},
+            seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
+            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+            notes=notes)
+    return report
