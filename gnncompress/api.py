@@ -517,23 +517,30 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         raise ArchitectureError('A DGCNN student needs a DGCNN teacher on '
                                 'point clouds: pick another --student')
     layers = 2 if layers is None else layers
+    hops = None if batch_size is None and fanout is None else \
+        _minibatch_options(distiller, batch_size, fanout, layers,
+                           resumable=checkpoint_every is not None or
+                           resume is not None)
     graph = resolve_data(data, data_root, ckpt, seed)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
-    if batch_size is not None or fanout is not None:
-        return _distill_minibatch(
+    if hops is not None:
+        if graph.batch is not None:
+            raise GnnCompressError('--batch-size on a graph-classification '
+                                   'dataset is not supported yet: drop it')
+        from gnncompress import minibatch
+        return minibatch.distill(
             teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,
-            distiller=distiller, batch_size=batch_size, fanout=fanout,
+            distiller=distiller, batch_size=batch_size, fanout=hops,
             epochs=epochs, lr=lr, weight_decay=weight_decay,
             label_weight=label_weight, weight=weight, patience=patience,
             seed=seed, dev=dev, out=out, baseline=baseline, export=export,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
             progress=progress, command=command, config=config,
-            method_options=method_options or {},
-            resumable=checkpoint_every is not None or resume is not None)
+            method_options=method_options or {})
     g = graph.to(dev)
 
     teacher_model = ckpt.build().to(dev)
@@ -634,26 +641,18 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     return report
 
 
-def _distill_minibatch(teacher: Path, *, graph: Graph, s_spec: ArchSpec,
-                       distiller: DistillMethod, batch_size: int | None,
-                       fanout: str | list[int] | None, resumable: bool,
-                       **args: Any) -> Report:
-    """``distill --batch-size``: the options checked, then
-    :func:`gnncompress.minibatch.distill`."""
-    from gnncompress import minibatch
+def _minibatch_options(distiller: DistillMethod, batch_size: int | None,
+                       fanout: str | list[int] | None, layers: int,
+                       resumable: bool) -> list[int]:
+    """``--batch-size`` and ``--fanout`` checked before any data is
+    loaded; the fanout, one count per student layer."""
+    from gnncompress.minibatch import check_minibatch
 
-    if graph.batch is not None:
-        raise GnnCompressError('--batch-size on a graph-classification '
-                               'dataset is not supported yet: drop it')
     if resumable:
         raise GnnCompressError('--checkpoint-every and --resume work with '
                                'full-graph training only so far: drop them '
                                'or --batch-size')
-    batch_size, hops = minibatch.check_minibatch(
-        distiller, batch_size, fanout, s_spec.num_layers)
-    return minibatch.distill(teacher, graph=graph, s_spec=s_spec,
-                             distiller=distiller, batch_size=batch_size,
-                             fanout=hops, **args)
+    return check_minibatch(distiller, batch_size, fanout, layers)[1]
 
 
 def save_student(model: torch.nn.Module, spec: ArchSpec, stage: Path,

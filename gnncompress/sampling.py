@@ -208,8 +208,9 @@ class TensorStore:
 
 
 def load_stored(path: str | Path) -> Tensor:
-    """A tensor :class:`TensorStore` wrote, mapped read-only."""
-    return torch.from_numpy(np.load(path, mmap_mode='r'))
+    """A tensor :class:`TensorStore` wrote, mapped copy-on-write (changes
+    stay in memory)."""
+    return torch.from_numpy(np.load(path, mmap_mode='c'))
 
 
 @torch.no_grad()
