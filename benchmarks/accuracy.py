@@ -137,6 +137,44 @@ def run_lr(seeds: list[int], data_root: str) -> None:
                   f"{100 * result['test_accuracy']:.1f}%", flush=True)
 
 
+SPEED_EPOCHS = 20
+SPEED_ROUNDS = 3
+
+
+def run_speed(datasets: list[str], data_root: str) -> None:
+    """The speed figure on its own: per dataset, every row and the student
+    alone timed for SPEED_EPOCHS epochs (no early stop), in SPEED_ROUNDS
+    interleaved rounds (alone, kd, ..., alone, kd, ...), so that a change
+    of load on the machine hits every row alike."""
+    from gnncompress import api
+    from gnncompress.checkpoint import load_checkpoint
+
+    for dataset in datasets:
+        path = OUT / 'speed' / f'{dataset}.json'
+        if path.exists():
+            continue
+        teacher = _teacher(dataset, data_root)
+        graph = api.resolve_data(dataset, data_root,
+                                 load_checkpoint(teacher), 0)
+        times: dict[str, list[float]] = {row: [] for row in MAIN_ROWS}
+        for _ in range(SPEED_ROUNDS):
+            for row, (method, student, options) in MAIN_ROWS.items():
+                if row == 'g-crd-8192' and dataset not in PAPER_GCRD_DATASETS:
+                    continue
+                result = student_run(
+                    teacher, dataset, data_root, 0, method, student=student,
+                    ratio=RATIO, options=options, epochs=SPEED_EPOCHS,
+                    patience=SPEED_EPOCHS + 1, graph=graph,
+                    lr=LR_BY_DATASET.get(dataset, LR))
+                times[row].append(result['seconds_per_epoch'])
+        write_json(path, {'dataset': dataset, 'epochs': SPEED_EPOCHS,
+                          'rounds': SPEED_ROUNDS,
+                          'seconds_per_epoch': {r: t for r, t in
+                                                times.items() if t},
+                          'machine': machine()})
+        print(f'speed {dataset}: done', flush=True)
+
+
 def run_deep(datasets: list[str], seeds: list[int], data_root: str) -> None:
     for dataset in datasets:
         spec = None
@@ -186,8 +224,10 @@ def _table(suite: str, rows: dict, title: str) -> list[str]:
     header = ['dataset', 'teacher'] + list(rows) + ['params T / S', 'seeds']
     lines = [f'### {title}', '', '| ' + ' | '.join(header) + ' |',
              '|' + '---|' * len(header)]
-    speed = ['', 'Time per epoch relative to the student alone (median over '
-             'seeds; MLP rows relative to the MLP alone):', '',
+    speed = ['', 'Time per epoch relative to the student alone (main '
+             'table: the speed phase, interleaved rounds of 20 epochs, where '
+             'it has run, else the median over the seeds\' runs; MLP rows '
+             'relative to the MLP alone):', '',
              '| dataset | ' + ' | '.join(rows) + ' |',
              '|' + '---|' * (len(rows) + 1)]
     for dataset in DATASETS:
@@ -210,6 +250,14 @@ def _table(suite: str, rows: dict, title: str) -> list[str]:
         def per_epoch(r: str) -> float | None:
             values = [x['seconds_per_epoch'] for x in by_row.get(r, [])]
             return statistics.median(values) if values else None
+
+        timed = OUT / 'speed' / f'{dataset}.json'
+        if suite == 'main' and timed.exists():
+            measured = json.loads(timed.read_text())['seconds_per_epoch']
+
+            def per_epoch(r: str) -> float | None:  # noqa: F811
+                values = measured.get(r)
+                return statistics.median(values) if values else None
 
         cells = []
         for r in rows:
@@ -244,7 +292,8 @@ def report() -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--suite', default='all',
-                        choices=['all', 'main', 'deep', 'memory', 'lr'])
+                        choices=['all', 'main', 'deep', 'memory', 'lr',
+                                 'speed'])
     parser.add_argument('--datasets', default=None)
     parser.add_argument('--seeds', default='0-4')
     parser.add_argument('--data-root', default=str(SHARED))
@@ -271,6 +320,9 @@ def main(argv: list[str] | None = None) -> None:
                 run_memory(args.data_root)
             if args.suite in ('all', 'lr'):
                 run_lr(seeds, args.data_root)
+            if args.suite in ('all', 'speed'):
+                run_speed(args.datasets.split(',') if args.datasets
+                          else DATASETS, args.data_root)
     body = report() + f'\nMachine: {machine()}.'
     update_doc('accuracy', body)
     print(body)
