@@ -16,6 +16,8 @@ BCE-with-logits and scored by micro-averaged F1 with predictions ``logit >
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import time
 import warnings
@@ -78,7 +80,11 @@ def load_ppi(root: str | Path | None) -> dict[str, list[Data]]:
     folder = Path(root).expanduser() if root is not None else \
         default_root() / 'PPI'
     try:
-        with warnings.catch_warnings():
+        # PyG prints 'Downloading...' and 'Processing...': keep stdout for
+        # results.
+        with warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter('ignore', UserWarning)
             return {s: list(PPI(str(folder), split=s)) for s in SPLIT_NAMES}
     except Exception as e:  # noqa: BLE001  (download or parsing failures)

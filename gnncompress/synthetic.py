@@ -14,9 +14,9 @@ use graphs drawn from one fixed random "world":
 - features are a noisy function of the communities: the mean of the node's
   community prototypes plus Gaussian noise (``noise``);
 - labels depend on communities *and* on the neighbours: a first draw of
-  every label from the node's communities (each label is tied to six
-  communities), then the final label adds the mean first-draw label of the
-  node's neighbours, so a model that ignores edges cannot recover it.
+  every label from the node's communities (each label is tied to 15% of
+  them), then the final label adds the mean first-draw label of the node's
+  neighbours, so a model that ignores edges cannot recover it.
 
 The world (prototypes, label rules) is drawn once from ``seed``; every graph
 then draws its own nodes and edges from it, so labels mean the same in
@@ -68,11 +68,13 @@ def synthetic_ppi(num_graphs: tuple[int, int, int] = (20, 2, 2),
         raise ValueError('need at least 2 nodes, 1 community and 1 label')
     gen = torch.Generator().manual_seed(seed)
     prototypes = torch.randn(num_communities, num_features, generator=gen)
-    # Each label is switched on by six communities (weight 3) and its bias
-    # puts about a fifth of the nodes in it.
+    # Each label is switched on by 15% of the communities (six of the
+    # default 40, weight 3) and its bias puts about a fifth of the nodes in
+    # it.
+    per_label = max(1, round(0.15 * num_communities))
     rule = torch.zeros(num_communities, num_labels)
     for label in range(num_labels):
-        picks = torch.randperm(num_communities, generator=gen)[:6]
+        picks = torch.randperm(num_communities, generator=gen)[:per_label]
         rule[picks, label] = 3.0
     bias = -1.0 - torch.rand(num_labels, generator=gen)
     world = (prototypes, rule, bias)
