@@ -49,7 +49,7 @@ class KD(DistillMethod):
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
         tau = self.temperature
-        if graph.multilabel:
+        if getattr(graph, 'multilabel', False):  # graph may be None
             return tau * tau * soft_label_bce(teacher_outputs,
                                               student_output, tau)
         return tau * tau * soft_label_kl(teacher_outputs, student_output, tau)
