@@ -239,6 +239,15 @@ def _check_graphs(graphs: list[Data], name: str,
     return labels or 0
 
 
+def single_graph_only(graph: Graph, command: str) -> None:
+    """Refuse a several-graph node dataset in a command that trains on one
+    graph (or on graph classification) only."""
+    if graph.node_graph is not None:
+        raise DataError(f"'{command}' does not support several-graph node "
+                        f"datasets such as '{graph.name}' yet: use "
+                        f"'gnncompress distill'")
+
+
 # Metrics and losses ----------------------------------------------------------
 
 def micro_f1(logits: Tensor, y: Tensor, mask: Tensor) -> float:

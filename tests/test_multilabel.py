@@ -213,3 +213,25 @@ def test_tu_node_labels_task():
         assert sum(kinds) == 1
     again = load_graph('MUTAG-nodes', SHARED_DATASETS, seed=0)
     assert torch.equal(again.test_mask, graph.test_mask)
+
+
+def test_glnn_uses_the_multilabel_form(tiny):
+    s = torch.tensor([[1.0, -1.0, 0.0, 0.5, 2.0]])
+    t = torch.tensor([[2.0, 0.0, -1.0, 1.0, 0.0]])
+    kd = resolve_method('kd', temperature=1.0)
+    glnn = resolve_method('glnn', temperature=1.0)
+    want = F.binary_cross_entropy_with_logits(s, torch.sigmoid(t))
+    assert float(kd.loss([ModelOutput(t)], ModelOutput(s), tiny)) == \
+        pytest.approx(float(want))
+    assert float(glnn.loss([ModelOutput(t)], ModelOutput(s), tiny)) == \
+        pytest.approx(float(want))
+
+
+def test_cotrain_refuses_several_graphs(tmp_path):
+    path = tmp_path / 'tiny.pt'
+    torch.save(synthetic_ppi(**TINY), path)
+    result = runner.invoke(app, ['cotrain', '--data', str(path), '--out',
+                                 str(tmp_path / 'out')])
+    assert result.exit_code == 1
+    assert "does not support several-graph node datasets" in result.output
+    assert not (tmp_path / 'out').exists()
