@@ -21,6 +21,7 @@ from gnncompress.data import Graph, load_graph, parse_classes
 from gnncompress.engine import Selection, check_finite, progress_bar
 from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
 from gnncompress.export import export_onnx
+from gnncompress.inductive import single_graph_only
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.models import count_parameters
 from gnncompress.models.slimmable import (
@@ -226,6 +227,7 @@ def resolve_tasks(ckpts: list[Checkpoint], data: str | Sequence[str] | None,
         if key not in cache:
             cache[key] = load_graph(name, data_root, seed) if name else \
                 api.resolve_data(None, data_root, ckpt, seed)
+            single_graph_only(cache[key], 'amalgamate')
         return cache[key]
 
     if tasks is not None:

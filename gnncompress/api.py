@@ -528,9 +528,11 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
     if hops is not None:
-        if graph.batch is not None:
-            raise GnnCompressError('--batch-size on a graph-classification '
-                                   'dataset is not supported yet: drop it')
+        if graph.batch is not None or graph.node_graph is not None:
+            kind = 'graph-classification' if graph.batch is not None \
+                else 'several-graph'
+            raise GnnCompressError(f'--batch-size on a {kind} dataset is not '
+                                   f'supported yet: drop it')
         from gnncompress import minibatch
         return minibatch.distill(
             teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,

@@ -195,7 +195,8 @@ def distill(
                                             'state_dict or .safetensors).')],
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name (Cora, CiteSeer, PubMed, Computers, Photo, CS, '
-        'Physics; ModelNet10, ModelNet40, GeometricShapes for DGCNN) or a '
+        'Physics; SyntheticPPI, PPI, ENZYMES-nodes... for several graphs; '
+        'ModelNet10, ModelNet40, GeometricShapes for DGCNN) or a '
         "saved torch_geometric Data file; default: the one on the "
         "teacher's card.")] = None,
     data_root: DataRootOpt = None,

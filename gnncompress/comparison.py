@@ -276,6 +276,9 @@ def _accuracy(logits: np.ndarray | Tensor, graph: Graph) -> float | None:
     mask = graph.test_mask.cpu()
     if logits.dim() != 2 or logits.size(0) != mask.size(0):
         return None
+    if graph.multilabel:
+        from gnncompress.inductive import micro_f1
+        return micro_f1(logits, graph.y.cpu(), mask)
     pred = logits[mask].argmax(-1)
     return float((pred == graph.y.cpu()[mask]).float().mean())
 

@@ -19,6 +19,7 @@ from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 
 from gnncompress.errors import DataError
+from gnncompress.synthetic import synthetic_ppi  # noqa: F401  (re-export)
 
 # Lower-cased name -> (PyG class, canonical name).
 NODE_DATASETS = {
@@ -48,6 +49,9 @@ class Graph:
     num_classes: int
     split: dict[str, Any] = field(default_factory=dict)
     batch: Tensor | None = None   # [N] graph of each node (graph-level)
+    # Node-level datasets of several graphs (gnncompress.inductive): the
+    # graph of each node; masks then select whole graphs.
+    node_graph: Tensor | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -62,8 +66,16 @@ class Graph:
                  ('x', 'edge_index', 'y', 'train_mask', 'val_mask',
                   'test_mask')}
         batch = self.batch.to(device) if self.batch is not None else None
+        node_graph = self.node_graph.to(device) \
+            if self.node_graph is not None else None
         return Graph(self.name, num_classes=self.num_classes,
-                     split=self.split, batch=batch, **moved)
+                     split=self.split, batch=batch, node_graph=node_graph,
+                     **moved)
+
+    @property
+    def multilabel(self) -> bool:
+        """Whether ``y`` is a 0/1 matrix ``[N, labels]`` (BCE, micro-F1)."""
+        return self.y.dim() == 2
 
     def describe(self) -> str:
         if self.batch is not None:
@@ -85,8 +97,9 @@ def default_root() -> Path:
 
 
 def dataset_names() -> list[str]:
+    from gnncompress.inductive import graph_list_names
     return [v[1] for v in NODE_DATASETS.values()] + \
-        [v[1] for v in GRAPH_DATASETS.values()]
+        [v[1] for v in GRAPH_DATASETS.values()] + graph_list_names()
 
 
 def load_graph(data: str | Path, root: str | Path | None = None,
@@ -100,13 +113,21 @@ def load_graph(data: str | Path, root: str | Path | None = None,
     if key in GRAPH_DATASETS:
         from gnncompress.graphlevel import load_graph_set
         return load_graph_set(GRAPH_DATASETS[key][1], root, seed, fold)
+    from gnncompress import inductive
+    if inductive.is_graph_list_name(key):
+        return inductive.load_graph_list(text, root, seed)
     if key in NODE_DATASETS:
         cls_name, name = NODE_DATASETS[key]
         pyg_data = _load_pyg(cls_name, name, root)
         return _to_graph(pyg_data, name, seed)
     path = Path(text)
     if path.suffix in ('.pt', '.pth') or path.exists():
-        return _to_graph(_load_data_file(path), path.stem, seed)
+        if not path.is_file():
+            raise DataError(f'Data file not found: {path}')
+        obj = load_saved(path)
+        if inductive.is_graph_list(obj):
+            return inductive.graph_from_list(obj, path.stem, seed)
+        return _to_graph(_data_object(obj, path), path.stem, seed)
     raise DataError(f"Unknown dataset '{text}' (choose from "
                     f"{', '.join(dataset_names())}, or pass a saved "
                     f'torch_geometric Data file)')
@@ -129,7 +150,10 @@ def load_saved(path: Path, what: str = 'torch_geometric Data object'):
 def _load_data_file(path: Path) -> Data:
     if not path.is_file():
         raise DataError(f'Data file not found: {path}')
-    obj = load_saved(path)
+    return _data_object(load_saved(path), path)
+
+
+def _data_object(obj: Any, path: Path) -> Data:
     if isinstance(obj, dict) and 'x' in obj and 'edge_index' in obj:
         if not all(isinstance(k, str) for k in obj):
             raise DataError(f'{path} holds a dict whose keys are not all '

@@ -33,6 +33,11 @@ class FitResult:
 
 
 def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
+    """The score of ``logits`` on ``mask``: accuracy, or micro-F1 when
+    ``y`` is a multi-label 0/1 matrix."""
+    if y.dim() == 2:
+        from gnncompress.inductive import micro_f1
+        return micro_f1(logits, y, mask)
     if int(mask.sum()) == 0:
         return float('nan')
     return float((logits[mask].argmax(-1) == y[mask]).float().mean())
@@ -121,6 +126,32 @@ def record_epoch(selection: Selection, bar: tqdm,
     return selection.should_stop(epoch)
 
 
+def guard_finite(loss: Tensor, terms: dict[str, Tensor], epoch: int,
+                 bar: tqdm, selection: Selection) -> None:
+    """:func:`check_finite`, and on failure close the bar and put the
+    student back at its best epoch (the error carries ``best_epoch`` and
+    ``val_accuracy``)."""
+    try:
+        check_finite(loss, terms, epoch)
+    except TrainingError as e:
+        bar.close()
+        selection.restore()  # keep the last good student
+        e.best_epoch = selection.best_epoch
+        e.val_accuracy = selection.best_score
+        raise
+
+
+def selected_result(selection: Selection, test_score: float, epochs_run: int,
+                    seconds: float,
+                    history: list[dict[str, float]]) -> FitResult:
+    """The FitResult of a loop whose student is back at its best epoch."""
+    return FitResult(best_epoch=selection.best_epoch,
+                     val_accuracy=selection.best_score
+                     if selection.best_epoch else float('nan'),
+                     test_accuracy=test_score, epochs_run=epochs_run,
+                     seconds=seconds, history=history)
+
+
 def fit(student: nn.Module, graph: Graph, *,
         method: DistillMethod | None = None,
         teacher_outputs: Sequence[ModelOutput] = (),
@@ -141,17 +172,22 @@ def fit(student: nn.Module, graph: Graph, *,
     at its best epoch before the :class:`TrainingError` (which carries
     ``best_epoch`` and ``val_accuracy``) is raised.
     """
-    if graph.batch is not None:
+    if graph.batch is not None or graph.node_graph is not None:
         from gnncompress.graphlevel import fit_graphs
+        from gnncompress.inductive import fit_inductive
+        graph_level = graph.batch is not None
         if checkpoint is not None:
-            raise TrainingError('--checkpoint-every and --resume work on '
-                                'node classification only so far: drop '
-                                'them for graph classification')
-        return fit_graphs(student, graph, method=method,
-                          teacher_outputs=teacher_outputs, epochs=epochs,
-                          lr=lr, weight_decay=weight_decay,
-                          label_weight=label_weight, weight=weight,
-                          patience=patience, progress=progress, desc=desc)
+            raise TrainingError(
+                '--checkpoint-every and --resume work on node classification '
+                'of one graph only so far: drop them for ' +
+                ('graph classification' if graph_level else
+                 'several-graph datasets'))
+        loop = fit_graphs if graph_level else fit_inductive
+        return loop(student, graph, method=method,
+                    teacher_outputs=teacher_outputs, epochs=epochs, lr=lr,
+                    weight_decay=weight_decay, label_weight=label_weight,
+                    weight=weight, patience=patience, progress=progress,
+                    desc=desc)
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
     if method is not None:
@@ -187,14 +223,7 @@ def fit(student: nn.Module, graph: Graph, *,
         if method is not None:
             terms[method.name] = method.loss(teacher_outputs, out, graph)
             loss = loss + weight * terms[method.name]
-        try:
-            check_finite(loss, terms, epoch)
-        except TrainingError as e:
-            bar.close()
-            selection.restore()  # keep the last good student
-            e.best_epoch = selection.best_epoch
-            e.val_accuracy = selection.best_score
-            raise
+        guard_finite(loss, terms, epoch, bar, selection)
         loss.backward()
         optimizer.step()
 

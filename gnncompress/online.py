@@ -26,6 +26,7 @@ from gnncompress.engine import (
 )
 from gnncompress.errors import GnnCompressError
 from gnncompress.graphlevel import BATCH_SIZE, iter_batches, load_graph_set
+from gnncompress.inductive import single_graph_only
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
 from gnncompress.report import CotrainReport, ModelEntry
@@ -263,6 +264,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
                               folds)
 
     graph = load(0)
+    single_graph_only(graph, 'cotrain')
     spec = ArchSpec(arch=arch, in_channels=graph.num_features,
                     hidden_channels=hidden, num_layers=layers,
                     out_channels=graph.num_classes,

@@ -94,7 +94,9 @@ class AT(DistillMethod):
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
         total = student_output.logits.new_zeros(())
-        batch = graph.batch
+        # Maps are normalised per graph (graph-level batches, or the graphs
+        # of a several-graph node dataset).
+        batch = graph.batch if graph.batch is not None else graph.node_graph
         per_graph = functools.partial(self.attention_map, batch=batch)
         for t_layer, s_layer in self.pairs:
             h_s = hidden_layer(student_output, s_layer, 'student')

@@ -6,7 +6,10 @@ from torch import Tensor
 
 from gnncompress.data import Graph
 from gnncompress.methods.base import DistillMethod, register_method
-from gnncompress.methods.kd import soft_label_kl
+from gnncompress.methods.kd import (
+    soft_label_bce,
+    soft_label_kl,
+)
 from gnncompress.models import ModelOutput
 
 
@@ -24,7 +27,9 @@ class GLNN(DistillMethod):
         + (1 - \lambda) \, \mathrm{KL}(p_t \,\|\, p_s)
 
     with the KL on all nodes. :math:`\lambda` and :math:`1 - \lambda` become
-    the run's default ``label_weight`` and ``weight``.
+    the run's default ``label_weight`` and ``weight``. On multi-label data
+    the KL is KD's multi-label form, a BCE against the teacher's
+    (softened) sigmoid outputs (:class:`~gnncompress.methods.kd.KD`).
 
     Args:
         lam (float, optional): :math:`\lambda`. (default: :obj:`0.0`, the
@@ -49,5 +54,8 @@ class GLNN(DistillMethod):
 
     def loss(self, teacher_outputs: Sequence[ModelOutput],
              student_output: ModelOutput, graph: Graph) -> Tensor:
+        if getattr(graph, 'multilabel', False):  # graph may be None
+            return soft_label_bce(teacher_outputs, student_output,
+                                  self.temperature)
         return soft_label_kl(teacher_outputs, student_output,
                              self.temperature)
