@@ -126,6 +126,21 @@ def record_epoch(selection: Selection, bar: tqdm,
     return selection.should_stop(epoch)
 
 
+def adam(student: nn.Module, method: DistillMethod | None, lr: float,
+         weight_decay: float) -> torch.optim.Adam:
+    """Adam over the student and the method's own trainable parts (FitNet's
+    map, G-CRD's heads, ABKD's projections), which are never exported."""
+    params = list(student.parameters()) + \
+        (list(method.parameters()) if method is not None else [])
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def train_mode(student: nn.Module, method: DistillMethod | None) -> None:
+    student.train()
+    if method is not None:
+        method.train()
+
+
 def guard_finite(loss: Tensor, terms: dict[str, Tensor], epoch: int,
                  bar: tqdm, selection: Selection) -> None:
     """:func:`check_finite`, and on failure close the bar and put the
@@ -196,9 +211,7 @@ def fit(student: nn.Module, graph: Graph, *,
         method.prepare(teacher_outputs, probe, graph)
         method = method.to(graph.x.device)
         weight = method.default_weight if weight is None else weight
-    params = list(student.parameters()) + \
-        (list(method.parameters()) if method is not None else [])
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = adam(student, method, lr, weight_decay)
 
     selection = Selection(student, patience)
     history: list[dict[str, float]] = []
@@ -212,9 +225,7 @@ def fit(student: nn.Module, graph: Graph, *,
     for epoch in bar:
         if epoch <= done:
             continue
-        student.train()
-        if method is not None:
-            method.train()
+        train_mode(student, method)
         optimizer.zero_grad(set_to_none=True)
         out = run_model(student, graph.x, graph.edge_index)
         terms = {'ce': F.cross_entropy(out.logits[graph.train_mask],

@@ -145,8 +145,10 @@ def fit_graphs(student: nn.Module, graph: Graph, *, method=None,
         FitResult,
         Selection,
         accuracy,
+        adam,
         check_finite,
         progress_bar,
+        train_mode,
     )
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
@@ -156,9 +158,7 @@ def fit_graphs(student: nn.Module, graph: Graph, *, method=None,
         method.prepare(teacher_outputs, probe, graph)
         method = method.to(graph.x.device)
         weight = method.default_weight if weight is None else weight
-    params = list(student.parameters()) + \
-        (list(method.parameters()) if method is not None else [])
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = adam(student, method, lr, weight_decay)
     gen = torch.Generator().manual_seed(seed)
     selection = Selection(student, patience)
     history: list[dict[str, float]] = []
@@ -166,9 +166,7 @@ def fit_graphs(student: nn.Module, graph: Graph, *, method=None,
     bar = progress_bar(epochs, desc, progress)
     epoch = 0
     for epoch in bar:
-        student.train()
-        if method is not None:
-            method.train()
+        train_mode(student, method)
         total, steps = 0.0, 0
         for part in iter_batches(graph, batch_size, gen):
             g = part.graph

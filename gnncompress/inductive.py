@@ -325,10 +325,12 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
     from gnncompress.engine import (
         Selection,
         accuracy,
+        adam,
         guard_finite,
         progress_bar,
         record_epoch,
         selected_result,
+        train_mode,
     )
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
@@ -343,9 +345,7 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
         method.prepare([whole.slice(t) for t in teacher_outputs], probe, g)
         method = method.to(graph.x.device)
         weight = method.default_weight if weight is None else weight
-    optimizer = torch.optim.Adam(
-        [*student.parameters(), *(method.parameters() if method else [])],
-        lr=lr, weight_decay=weight_decay)
+    optimizer = adam(student, method, lr, weight_decay)
     gen = torch.Generator().manual_seed(seed)
     selection = Selection(student, patience)
     history: list[dict[str, float]] = []
@@ -354,9 +354,7 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
     bar = progress_bar(epochs, desc, progress)
     epoch = 0
     for epoch in bar:
-        student.train()
-        if method is not None:
-            method.train()
+        train_mode(student, method)
         total, steps = 0.0, 0
         order = train_ids[torch.randperm(train_ids.numel(), generator=gen)
                           .to(train_ids.device)]

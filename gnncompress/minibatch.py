@@ -21,9 +21,11 @@ from gnncompress.engine import (
     FitResult,
     Selection,
     accuracy,
-    check_finite,
+    adam,
+    guard_finite,
     progress_bar,
     record_epoch,
+    train_mode,
 )
 from gnncompress.errors import GnnCompressError, TrainingError
 from gnncompress.methods import DistillMethod, canonical_name
@@ -172,9 +174,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
         method.prepare(*views(first, probe))
         method = method.to(dev)
         weight = method.default_weight if weight is None else weight
-    params = list(student.parameters()) + \
-        (list(method.parameters()) if method is not None else [])
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = adam(student, method, lr, weight_decay)
 
     selection = Selection(student, patience)
     history: list[dict[str, float]] = []
@@ -182,9 +182,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     bar = progress_bar(epochs, desc, progress)
     epoch = 0
     for epoch in bar:
-        student.train()
-        if method is not None:
-            method.train()
+        train_mode(student, method)
         total, steps = 0.0, 0
         for batch in sampler.batches(seeds):
             optimizer.zero_grad(set_to_none=True)
@@ -199,14 +197,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
             if method is not None:
                 terms[method.name] = method.loss(*views(batch, out))
                 loss = loss + weight * terms[method.name]
-            try:
-                check_finite(loss, terms, epoch)
-            except TrainingError as e:
-                bar.close()
-                selection.restore()  # keep the last good student
-                e.best_epoch = selection.best_epoch
-                e.val_accuracy = selection.best_score
-                raise
+            guard_finite(loss, terms, epoch, bar, selection)
             loss.backward()
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1

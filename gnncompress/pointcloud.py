@@ -173,9 +173,11 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
     from gnncompress.engine import (
         FitResult,
         Selection,
+        adam,
         check_finite,
         progress_bar,
         record_epoch,
+        train_mode,
     )
     if method is not None and teacher is None:
         raise ValueError('a distillation method needs a teacher')
@@ -191,9 +193,7 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
                            _batch_graph(graph, probe, graph.y[:2]))
         method = method.to(graph.x.device)
         weight = method.default_weight if weight is None else weight
-    params = list(student.parameters()) + \
-        (list(method.parameters()) if method is not None else [])
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = adam(student, method, lr, weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
         optimizer, epochs, eta_min=lr / 100)
     selection = Selection(student, patience)
@@ -203,9 +203,7 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
     bar = progress_bar(epochs, desc, progress)
     epoch = 0
     for epoch in bar:
-        student.train()
-        if method is not None:
-            method.train()
+        train_mode(student, method)
         order = train_ids[torch.randperm(train_ids.numel(), generator=gen)]
         total, steps = 0.0, 0
         for chunk in order.split(batch_size):
