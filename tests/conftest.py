@@ -14,6 +14,13 @@ SAMPLE_TEACHER = SAMPLES / 'cora_gat.pt'
 SHARED_DATASETS = ROOT.parent / 'shared' / 'datasets'
 
 
+def needs_shared(*parts: str) -> pytest.MarkDecorator:
+    """Skip when ../shared/datasets (the named part of it) is absent: the
+    suite must also pass on a machine without the shared data."""
+    return pytest.mark.skipif(not SHARED_DATASETS.joinpath(*parts).exists(),
+                              reason='shared datasets not available')
+
+
 @pytest.fixture(autouse=True, scope='session')
 def _dataset_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Processed datasets go to a temporary cache, never the user's."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SHARED_DATASETS, needs_shared
 from torch_geometric.data import Data
 
 from gnncompress.data import (
@@ -143,11 +144,10 @@ def test_unknown_name_lists_choices():
     assert isinstance(info.value, GnnCompressError)
 
 
+@needs_shared('MUTAG', 'raw')
 @pytest.mark.parametrize('name', ['MUTAG', 'mutag'])
 def test_graph_classification_dataset_loads_as_batched_graph(name):
-    shared = Path(__file__).resolve().parents[2] / 'shared' / 'datasets'
-    if not (shared / 'MUTAG' / 'raw').is_dir():
-        pytest.skip('shared datasets not available')
+    shared = SHARED_DATASETS
 
     graph = load_graph(name, shared)
 

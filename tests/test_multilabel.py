@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SHARED_DATASETS
+from conftest import SHARED_DATASETS, needs_shared
 from torch_geometric.data import Data
 from torch_geometric.utils import is_undirected, subgraph
 from typer.testing import CliRunner
@@ -199,9 +199,8 @@ def test_cli_distill_multilabel_end_to_end(tmp_path):
     assert 0 <= report['student']['test_accuracy'] <= 1
 
 
+@needs_shared('MUTAG', 'raw')
 def test_tu_node_labels_task():
-    if not (SHARED_DATASETS / 'MUTAG' / 'raw').is_dir():
-        pytest.skip('shared datasets not available')
     graph = load_graph('MUTAG-nodes', SHARED_DATASETS, seed=0)
     assert graph.split['graphs'] == {'train': 152, 'val': 18, 'test': 18}
     assert graph.num_classes == 7 and graph.num_features == 11
