@@ -56,7 +56,9 @@ def test_the_documented_pipeline_runs_and_gates(tmp_path, monkeypatch):
         distill_run.output
     bench = json.loads(Path('build/bench/bench.json').read_text())
     assert bench['baseline'] == 'teacher.pt'
-    assert {(r['runtime'], r['threads']) for r in bench['rows']} == \
+    # The student's GCN export runs on one thread (ScatterND), compared
+    # with the teacher at the 2 threads asked for.
+    assert {(r['runtime'], r['threads_asked']) for r in bench['rows']} == \
         {('eager', 2), ('onnxruntime', 2)}
     assert [g['name'] for g in bench['gates']] == ['min-speedup',
                                                   'max-accuracy-drop']
