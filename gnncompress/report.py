@@ -91,11 +91,7 @@ class Report:
             if mean_class:
                 row.append('-' if e.mean_class_accuracy is None else
                            f'{100 * e.mean_class_accuracy:.2f}%')
-            for r in runtimes:
-                lat = e.latency.get(r)
-                row.append(f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}"
-                           if lat else '-')
-            rows.append(row)
+            rows.append(row + _latency_cells(e.latency, runtimes))
         return headers, rows
 
     def summary_lines(self) -> list[str]:
@@ -135,6 +131,13 @@ class Report:
             '## Files', '', files,
             '## Versions', '',
             ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])
+
+
+def _latency_cells(latency: dict[str, dict[str, float]],
+                   runtimes: list[str]) -> list[str]:
+    """``median / p95`` per runtime, ``-`` where it was not measured."""
+    return [f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}"
+            if (lat := latency.get(r)) else '-' for r in runtimes]
 
 
 def _arch(spec: dict[str, Any]) -> str:
@@ -216,11 +219,7 @@ class CotrainReport:
                 else f'{100 * e.val_accuracy:.2f}%'
             row = [e.role + mark, _arch(e.spec), f'{e.parameters:,}',
                    _size(e.file_bytes), val, f'{100 * e.test_accuracy:.2f}%']
-            for r in runtimes:
-                lat = e.latency.get(r)
-                row.append(f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}"
-                           if lat else '-')
-            rows.append(row)
+            rows.append(row + _latency_cells(e.latency, runtimes))
         return headers, rows
 
     def summary_lines(self) -> list[str]:
