@@ -7,11 +7,34 @@ import pytest
 import torch
 
 from gnncompress.data import Graph, load_graph
+from gnncompress.models import ModelOutput
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / 'samples'
 SAMPLE_TEACHER = SAMPLES / 'cora_gat.pt'
 SHARED_DATASETS = ROOT.parent / 'shared' / 'datasets'
+
+
+def literal_graph(num_nodes: int, edge_index: torch.Tensor | None = None,
+                  name: str = 'literal') -> Graph:
+    """Zero features, every node in every split: the graph argument of a
+    method's loss on literal outputs (most methods read only the edges,
+    and many not even those)."""
+    mask = torch.ones(num_nodes, dtype=torch.bool)
+    if edge_index is None:
+        edge_index = torch.zeros(2, 0, dtype=torch.long)
+    return Graph(name=name, x=torch.zeros(num_nodes, 1),
+                 edge_index=edge_index,
+                 y=torch.zeros(num_nodes, dtype=torch.long),
+                 train_mask=mask, val_mask=mask, test_mask=mask,
+                 num_classes=2)
+
+
+def literal_output(h, requires_grad: bool = False) -> ModelOutput:
+    """One float64 hidden layer with the rows ``h`` and zero logits."""
+    hidden = torch.tensor(h, dtype=torch.float64, requires_grad=requires_grad)
+    return ModelOutput(logits=torch.zeros(len(h), 2, dtype=torch.float64),
+                       hiddens=[hidden])
 
 
 def needs_shared(*parts: str) -> pytest.MarkDecorator:

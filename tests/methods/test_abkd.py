@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import literal_graph
 
 from gnncompress.data import Graph
 from gnncompress.methods.abkd import ABKD
@@ -27,11 +28,7 @@ S_LOGITS = [[1.0, 0.0], [0.0, 0.0], [0.5, 1.0], [-1.0, 0.5], [0.0, 2.0]]
 
 def _graph(num_nodes: int) -> Graph:
     # ABKD never looks at the edges; a valid graph keeps the call realistic.
-    mask = torch.ones(num_nodes, dtype=torch.bool)
-    return Graph(name='abkd', x=torch.zeros(num_nodes, 1),
-                 edge_index=torch.zeros(2, 0, dtype=torch.long),
-                 y=torch.zeros(num_nodes, dtype=torch.long), train_mask=mask,
-                 val_mask=mask, test_mask=mask, num_classes=2)
+    return literal_graph(num_nodes, name='abkd')
 
 
 def _out(hiddens, logits, requires_grad: bool = False) -> ModelOutput:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import literal_graph
 
 from gnncompress.data import Graph
 from gnncompress.methods.at import AT
@@ -17,12 +18,7 @@ H_S = [[1.0, 1.0], [0.0, 1.0], [2.0, 0.0]]                 # d_s = 2
 
 def _graph(num_nodes: int = 3) -> Graph:
     # AT never looks at the edges; a valid graph keeps the call realistic.
-    mask = torch.ones(num_nodes, dtype=torch.bool)
-    return Graph(name='at', x=torch.zeros(num_nodes, 1),
-                 edge_index=torch.tensor([[0, 1], [1, 0]]),
-                 y=torch.zeros(num_nodes, dtype=torch.long),
-                 train_mask=mask, val_mask=mask, test_mask=mask,
-                 num_classes=2)
+    return literal_graph(num_nodes, torch.tensor([[0, 1], [1, 0]]), 'at')
 
 
 def _out(*hiddens, requires_grad: bool = False) -> ModelOutput:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import literal_graph, literal_output
 from torch import Tensor, nn
 
 from gnncompress.data import Graph
@@ -19,18 +20,11 @@ H_S = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, -1.0]]
 
 def _graph(num_nodes: int) -> Graph:
     # G-CRD never looks at the edges.
-    mask = torch.ones(num_nodes, dtype=torch.bool)
-    return Graph(name='gcrd', x=torch.zeros(num_nodes, 1),
-                 edge_index=torch.zeros(2, 0, dtype=torch.long),
-                 y=torch.zeros(num_nodes, dtype=torch.long),
-                 train_mask=mask, val_mask=mask, test_mask=mask,
-                 num_classes=2)
+    return literal_graph(num_nodes, name='gcrd')
 
 
 def _out(h, requires_grad: bool = False) -> ModelOutput:
-    hidden = torch.tensor(h, dtype=torch.float64, requires_grad=requires_grad)
-    return ModelOutput(logits=torch.zeros(len(h), 2, dtype=torch.float64),
-                       hiddens=[hidden])
+    return literal_output(h, requires_grad)
 
 
 def _unit(a: list[float]) -> list[float]:

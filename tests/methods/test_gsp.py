@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import literal_graph, literal_output
 
 from gnncompress.data import Graph
 from gnncompress.methods.gsp import GSP
@@ -59,18 +60,11 @@ def _expected_gsp(h_t, h_s, kernel) -> float:
 
 def _graph(num_nodes: int) -> Graph:
     # GSP never looks at the edges: global structure, not local.
-    mask = torch.ones(num_nodes, dtype=torch.bool)
-    return Graph(name='gsp', x=torch.zeros(num_nodes, 1),
-                 edge_index=torch.tensor([[0], [1]]),
-                 y=torch.zeros(num_nodes, dtype=torch.long),
-                 train_mask=mask, val_mask=mask, test_mask=mask,
-                 num_classes=2)
+    return literal_graph(num_nodes, torch.tensor([[0], [1]]), 'gsp')
 
 
 def _out(h, requires_grad: bool = False) -> ModelOutput:
-    hidden = torch.tensor(h, dtype=torch.float64, requires_grad=requires_grad)
-    return ModelOutput(logits=torch.zeros(len(h), 2, dtype=torch.float64),
-                       hiddens=[hidden])
+    return literal_output(h, requires_grad)
 
 
 def test_linear_pinned_value():

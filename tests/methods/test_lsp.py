@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import literal_graph, literal_output
 
 import gnncompress.methods.lsp as lsp_module
 from gnncompress.data import Graph
@@ -61,19 +62,12 @@ def _expected_lsp(h_t, h_s, edges, kernel, direction) -> float:
 
 
 def _graph(num_nodes: int, edges=EDGES) -> Graph:
-    mask = torch.ones(num_nodes, dtype=torch.bool)
     edge_index = torch.tensor(edges, dtype=torch.long).t().contiguous()
-    return Graph(name='lsp', x=torch.zeros(num_nodes, 1),
-                 edge_index=edge_index,  # [2, E]: row 0 source, row 1 dest
-                 y=torch.zeros(num_nodes, dtype=torch.long),
-                 train_mask=mask, val_mask=mask, test_mask=mask,
-                 num_classes=2)
+    return literal_graph(num_nodes, edge_index, 'lsp')
 
 
 def _out(h, requires_grad: bool = False) -> ModelOutput:
-    hidden = torch.tensor(h, dtype=torch.float64, requires_grad=requires_grad)
-    return ModelOutput(logits=torch.zeros(len(h), 2, dtype=torch.float64),
-                       hiddens=[hidden])
+    return literal_output(h, requires_grad)
 
 
 def test_linear_st_pinned_value():
