@@ -24,17 +24,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import (
-    RESULTS,
-    SHARED,
-    ensure_teacher,
-    machine,
-    mean_std,
-    parse_seeds,
-    read_rows,
-    update_doc,
-    write_json,
-)
+import common
 
 from gnncompress import api
 
@@ -44,8 +34,9 @@ BATCH, FANOUT, EPOCHS = 1024, '15,10', 100
 
 def run(out: Path, dataset: str, seed: int, procs: int, epochs: int,
         data_root: str) -> dict:
-    teacher = ensure_teacher(out / 'teachers' / f'{dataset}-seed{seed}.pt',
-                             dataset, data_root, seed, **TEACHER)
+    teacher = common.ensure_teacher(
+        out / 'teachers' / f'{dataset}-seed{seed}.pt', dataset, data_root,
+        seed, **TEACHER)
     work = out / 'tmp' / f'{dataset}-{procs}-seed{seed}'
     shutil.rmtree(work, ignore_errors=True)
     report = api.distill(teacher, data=dataset, data_root=data_root,
@@ -68,7 +59,7 @@ def run(out: Path, dataset: str, seed: int, procs: int, epochs: int,
 
 
 def table(out: Path) -> str:
-    rows = read_rows(out / 'runs')
+    rows, mean_std = common.read_rows(out / 'runs'), common.mean_std
     lines = ['| dataset | processes | student test acc (%) | teacher (%) | '
              's / epoch (median) | seeds |', '|---|---|---|---|---|---|']
     keys = sorted({(r['dataset'], r['processes']) for r in rows})
@@ -94,17 +85,17 @@ def main(argv: list[str] | None = None) -> None:
                         help='Process counts to compare (default 1,2).')
     parser.add_argument('--epochs', type=int, default=None,
                         help=f'Student epochs (default {EPOCHS}; --quick 2).')
-    parser.add_argument('--data-root', default=str(SHARED))
+    parser.add_argument('--data-root', default=str(common.SHARED))
     parser.add_argument('--quick', action='store_true',
                         help='A smoke test; results under results/ddp-quick, '
                         'the doc untouched.')
     parser.add_argument('--report', action='store_true',
                         help='Only rewrite docs/BENCHMARKS.md.')
     args = parser.parse_args(argv)
-    out = RESULTS / ('ddp-quick' if args.quick else 'ddp')
+    out = common.RESULTS / ('ddp-quick' if args.quick else 'ddp')
     datasets = (args.datasets or ('Cora' if args.quick else 'PubMed')
                 ).split(',')
-    seeds = parse_seeds(args.seeds or ('0' if args.quick else '0-4'))
+    seeds = common.parse_seeds(args.seeds or ('0' if args.quick else '0-4'))
     epochs = args.epochs or (2 if args.quick else EPOCHS)
     if not args.report:
         for dataset in datasets:
@@ -115,18 +106,20 @@ def main(argv: list[str] | None = None) -> None:
                         continue
                     print(f'{dataset} seed {seed}: {procs} process(es)',
                           file=sys.stderr)
-                    write_json(path, run(out, dataset, seed, procs, epochs,
-                                         args.data_root))
+                    row = run(out, dataset, seed, procs, epochs,
+                              args.data_root)
+                    common.write_json(path, row)
     text = table(out)
     print(text)
     if args.quick:
         return
-    update_doc('ddp', '## Several processes (DDP) against one\n\n'
-               f'Made by `python benchmarks/ddp.py` on {machine()}. Mini-batch '
-               f'KD (batch {BATCH}, fanout {FANOUT}, {epochs} epochs), GCN '
-               'student from a GraphSAGE teacher; mean ± std over seeds. '
-               'The processes share the machine\'s cores, so the time per '
-               'epoch is not the speed-up on several GPUs.\n\n' + text)
+    common.update_doc('ddp', (
+        '## Several processes (DDP) against one\n\n'
+        f'Made by `python benchmarks/ddp.py` on {common.machine()}. '
+        f'Mini-batch KD (batch {BATCH}, fanout {FANOUT}, {epochs} epochs), '
+        'GCN student from a GraphSAGE teacher; mean ± std over seeds. The '
+        "processes share the machine's cores, so the time per epoch is not "
+        'the speed-up on several GPUs.\n\n' + text))
 
 
 if __name__ == '__main__':
