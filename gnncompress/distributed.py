@@ -277,9 +277,7 @@ class _Together(nn.Module):
 
     def __init__(self, student: nn.Module, method: nn.Module | None) -> None:
         super().__init__()
-        self.student = student
-        if method is not None and any(True for _ in method.parameters()):
-            self.method = method
+        self.student, self.method = student, method
 
     def forward(self, step: Callable[..., Any], *args: Any) -> Any:
         return step(*args)

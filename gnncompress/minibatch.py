@@ -151,7 +151,10 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     :func:`batch_view` of the cached ``teacher_outputs`` (whole-graph
     tensors) and of the student. Validation runs layer-wise over all nodes
     after every epoch. ``graph`` and the teacher cache stay on the CPU;
-    batches move to the student's device.
+    batches move to the student's device. In a joined process group every
+    rank calls this alike and trains its share of each epoch's seeds under
+    DDP (:mod:`gnncompress.distributed`; ``batch_size`` is the global
+    batch); only rank 0 scores the test split (NaN elsewhere).
     """
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
