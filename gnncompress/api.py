@@ -31,6 +31,12 @@ from gnncompress.data import (
     load_graph,
     parse_classes,
 )
+from gnncompress.distributed import (
+    launch,
+    one_at_a_time,
+    refuse,
+    under_torchrun,
+)
 from gnncompress.engine import accuracy, fit, forward_frozen
 from gnncompress.errors import (
     ArchitectureError,
@@ -459,7 +465,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             points: int | None = None,
             augment: str | list[str] | None = None,
             batch_size: int | None = None,
-            fanout: str | list[int] | None = None) -> Report:
+            fanout: str | list[int] | None = None,
+            nproc: int | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -482,7 +489,14 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     On a node-classification graph, ``batch_size`` B trains on sampled
     subgraphs of B seed nodes with ``fanout`` neighbours per hop
     (``'15,10'``; default 15, 10, then 5) and caches the teacher once,
-    layer-wise (:func:`gnncompress.minibatch.distill`)."""
+    layer-wise (:func:`gnncompress.minibatch.distill`).
+
+    ``nproc`` N (with ``batch_size``) trains in N processes with
+    DistributedDataParallel, as does running under ``torchrun``
+    (:mod:`gnncompress.distributed`); rank 0 writes the outputs and the
+    other torchrun ranks return None."""
+    if nproc is not None or under_torchrun():
+        return launch(distill, dict(locals()))
     teacher = Path(teacher)
     distiller = build_method(method, method_options)
     requested_student = student
@@ -496,6 +510,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     ckpt = load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
+        refuse('point clouds (a DGCNN teacher)')
         return pointcloud.distill(
             teacher, ckpt=ckpt, data=data, data_root=data_root,
             distiller=distiller, student=requested_student or 'dgcnn',
@@ -521,7 +536,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         _minibatch_options(distiller, batch_size, fanout, layers,
                            resumable=checkpoint_every is not None or
                            resume is not None)
-    graph = resolve_data(data, data_root, ckpt, seed)
+    with one_at_a_time():
+        graph = resolve_data(data, data_root, ckpt, seed)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,

@@ -172,6 +172,10 @@ BatchSizeOpt = Annotated[Optional[int], typer.Option(
 FanoutOpt = Annotated[Optional[str], typer.Option(
     help='With --batch-size: neighbours sampled per node at each hop, one '
     'count per student layer, e.g. 15,10 (-1: all) [default: 15,10].')]
+NprocOpt = Annotated[Optional[int], typer.Option(
+    help='With --batch-size: train in N processes with '
+    'DistributedDataParallel (one per GPU with --device cuda; gloo on the '
+    'CPU). Under torchrun, leave it out.')]
 
 
 def _cloud_options(hidden: str | None, k: int | None, emb: int | None,
@@ -266,6 +270,7 @@ def distill(
     checkpoint_every: CheckpointEveryOpt = None,
     checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
     fanout: FanoutOpt = None,
+    nproc: NprocOpt = None,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
@@ -289,7 +294,9 @@ def distill(
                    progress=progress, command=api.command_line(),
                    config=_resolved(ctx), checkpoint_every=checkpoint_every,
                    checkpoint_dir=checkpoint_dir, resume=resume,
-                   fanout=fanout, **cloud)
+                   fanout=fanout, nproc=nproc, **cloud)
+    if report is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     for note in report.notes:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gnncompress import distributed
 from gnncompress.data import Graph
 from gnncompress.engine import (
     FitResult,
@@ -150,12 +151,18 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     :func:`batch_view` of the cached ``teacher_outputs`` (whole-graph
     tensors) and of the student. Validation runs layer-wise over all nodes
     after every epoch. ``graph`` and the teacher cache stay on the CPU;
-    batches move to the student's device.
+    batches move to the student's device. In a joined process group every
+    rank calls this alike and trains its share of each epoch's seeds under
+    DDP (:mod:`gnncompress.distributed`; ``batch_size`` is the global
+    batch); only rank 0 scores the test split (NaN elsewhere).
     """
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
     dev = next(student.parameters()).device
-    generator = torch.Generator().manual_seed(seed)
+    ranks = distributed.current()  # no-ops unless in a DDP process group
+    batch_size = ranks.share(batch_size)
+    generator = torch.Generator().manual_seed(ranks.sampler_seed(seed))
+    order = torch.Generator().manual_seed(seed)  # the same on every rank
     sampler = NeighborSampler(csr, fanout, batch_size, generator)
     seeds = torch.arange(graph.num_nodes) if method is not None else \
         graph.train_mask.nonzero().view(-1)
@@ -175,6 +182,25 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
         method = method.to(dev)
         weight = method.default_weight if weight is None else weight
     optimizer = adam(student, method, lr, weight_decay)
+    together = ranks.wrap(student, method)
+
+    def step(batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        out = _forward(student, graph, batch, dev)
+        seed_ids = batch.n_id[:batch.batch_size]
+        train = graph.train_mask[seed_ids].to(dev)
+        logits = out.logits[:batch.batch_size]
+        terms = {'ce': F.cross_entropy(logits[train],
+                                       graph.y[seed_ids].to(dev)[train])
+                 if bool(train.any()) else logits.sum() * 0.0}
+        loss = label_weight * terms['ce']
+        if method is not None:
+            terms[method.name] = method.loss(*views(batch, out))
+            loss = loss + weight * terms[method.name]
+        return loss, terms
+
+    def score(mask: Tensor) -> float:
+        logits = evaluate(student, graph, csr, memmap_bytes)
+        return accuracy(logits, graph.y, mask)
 
     selection = Selection(student, patience)
     history: list[dict[str, float]] = []
@@ -184,37 +210,28 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     for epoch in bar:
         train_mode(student, method)
         total, steps = 0.0, 0
-        for batch in sampler.batches(seeds):
+        mine, shuffle = ranks.epoch_seeds(seeds, order)
+        for batch in sampler.batches(mine, shuffle=shuffle):
             optimizer.zero_grad(set_to_none=True)
-            out = _forward(student, graph, batch, dev)
-            seed_ids = batch.n_id[:batch.batch_size]
-            train = graph.train_mask[seed_ids].to(dev)
-            logits = out.logits[:batch.batch_size]
-            terms = {'ce': F.cross_entropy(logits[train],
-                                           graph.y[seed_ids].to(dev)[train])
-                     if bool(train.any()) else logits.sum() * 0.0}
-            loss = label_weight * terms['ce']
-            if method is not None:
-                terms[method.name] = method.loss(*views(batch, out))
-                loss = loss + weight * terms[method.name]
-            guard_finite(loss, terms, epoch, bar, selection)
+            loss, terms = together(step, batch)
+            guard_finite(ranks.total(loss), terms, epoch, bar, selection)
             loss.backward()
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
-        logits = evaluate(student, graph, csr, memmap_bytes)
-        val = accuracy(logits, graph.y, graph.val_mask)
+        val = ranks.score(lambda: score(graph.val_mask))
         if record_epoch(selection, bar, history, epoch,
-                        total / max(steps, 1), val):
+                        ranks.mean_loss(total, steps), val):
             break
     bar.close()
     seconds = time.perf_counter() - start
     selection.restore()
-    logits = evaluate(student, graph, csr, memmap_bytes)
+    ranks.check_in_sync(student)
+    test = score(graph.test_mask) if ranks.rank == 0 else float('nan')
     return FitResult(best_epoch=selection.best_epoch,
                      val_accuracy=selection.best_score
                      if selection.best_epoch else float('nan'),
-                     test_accuracy=accuracy(logits, graph.y, graph.test_mask),
-                     epochs_run=epoch, seconds=seconds, history=history)
+                     test_accuracy=test, epochs_run=epoch, seconds=seconds,
+                     history=history)
 
 
 def _forward(student: nn.Module, graph: Graph, batch: Batch,
@@ -254,13 +271,16 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
     """The mini-batch branch of :func:`gnncompress.api.distill`: teacher
     cached once layer-wise, student trained on sampled subgraphs, latency
     and the ONNX parity check on one sampled subgraph of ``batch_size``
-    test nodes."""
+    test nodes. In a DDP process group (:mod:`gnncompress.distributed`)
+    every rank trains and rank 0 alone writes the outputs (the others
+    return None)."""
     from gnncompress import api
     from gnncompress.bench import onnx_latency, torch_latency
     from gnncompress.export import export_onnx
     from gnncompress.models import build_model, count_parameters
     from gnncompress.report import ModelEntry
 
+    ranks = distributed.current()
     graph = graph.to('cpu')
     csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
     store = TensorStore(memmap_bytes)
@@ -292,10 +312,14 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
                                    desc=f'distill {distiller.name}',
                                    **train_args)
         except TrainingError as e:
+            if ranks.rank != 0:
+                raise
             raise api.keep_last_good(e, model, s_spec, out, distiller.name,
                                      graph.name) from None
     finally:
         store.close()
+    if ranks.rank != 0:
+        return None  # rank 0 writes the outputs
     used_weight = distiller.default_weight if weight is None else weight
     notes = list(ckpt.notes.values())
     collapsed = api.collapse_note(result.val_accuracy, graph)
@@ -350,6 +374,7 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
                       'seconds': result.seconds, 'lr': lr,
                       'weight_decay': weight_decay, 'patience': patience,
                       'batch_size': batch_size, 'fanout': list(fanout),
+                      'processes': ranks.world,
                       'val_accuracy': result.val_accuracy},
             seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
