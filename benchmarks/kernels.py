@@ -1,0 +1,118 @@
+"""The per-step cost of the structure losses' kernels, old formulation
+against new, on the sizes where they matter; forward and backward, in
+interleaved rounds so that a change of load on the machine hits both alike.
+
+- LSP's per-edge kernel on a Photo-sized graph (7,650 nodes, 238,162 random
+  edges) at widths 10 (a student) and 128 (Alignahead's students): gathering
+  both ends of every edge (``edge_scores``) against the sparse sampled
+  product (``LSP.edge_kernel``).
+- GSP's cosine kernel on 2,048 sampled nodes, student width 10, teacher
+  width 256 (Cora with the default ``max_samples``): the two n x n kernel
+  matrices against the factored form.
+
+One result file; ``--report`` only rewrites docs/BENCHMARKS.md.
+
+    python benchmarks/kernels.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from common import RESULTS, machine, update_doc, write_json
+
+from gnncompress.methods.gsp import GSP
+from gnncompress.methods.lsp import LSP, edge_scores, segment_log_softmax
+
+OUT = RESULTS / 'kernels.json'
+ROUNDS = 7
+
+
+def _timed(fn: Callable[[], torch.Tensor]) -> float:
+    start = time.perf_counter()
+    fn().backward()
+    return 1e3 * (time.perf_counter() - start)
+
+
+def _compare(old: Callable[[], torch.Tensor],
+             new: Callable[[], torch.Tensor]) -> dict[str, float]:
+    old(), new()  # warm-up
+    times: dict[str, list[float]] = {'old': [], 'new': []}
+    for _ in range(ROUNDS):
+        times['old'].append(_timed(old))
+        times['new'].append(_timed(new))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {'old_ms': med['old'], 'new_ms': med['new'],
+            'speedup': med['old'] / med['new']}
+
+
+def run() -> dict:
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    nodes, edges = 7_650, 238_162
+    edge_index = torch.randint(0, nodes, (2, edges), generator=gen)
+    for width in (10, 128):
+        h = torch.randn(nodes, width, generator=gen, requires_grad=True)
+        lsp = LSP(kernel='rbf')
+
+        def old() -> torch.Tensor:
+            score = edge_scores(h, edge_index[0], edge_index[1],
+                                lsp.kernel_fn())
+            return segment_log_softmax(score, edge_index[1], nodes).sum()
+
+        def new() -> torch.Tensor:
+            return lsp.local_structure(h, edge_index).sum()
+
+        rows.append({'loss': 'lsp', 'setting': f'Photo-sized, width {width}',
+                     **_compare(old, new)})
+    n = 2_048
+    h_s = torch.randn(n, 10, generator=gen, requires_grad=True)
+    h_t = torch.randn(n, 256, generator=gen)
+    gsp = GSP(kernel='cosine')
+    teacher = gsp._teacher_side(h_t)
+
+    def gsp_old() -> torch.Tensor:
+        return F.mse_loss(gsp.kernel_matrix(h_s), gsp.kernel_matrix(h_t))
+
+    def gsp_new() -> torch.Tensor:
+        return gsp.pair_loss(h_s, gsp._teacher_side(h_t))
+
+    assert torch.allclose(gsp_old(), gsp.pair_loss(h_s, teacher).float(),
+                          rtol=1e-4)
+    rows.append({'loss': 'gsp', 'setting': '2,048 nodes, widths 10 / 256',
+                 **_compare(gsp_old, gsp_new)})
+    return {'rows': rows, 'rounds': ROUNDS, 'machine': machine()}
+
+
+def report(data: dict) -> str:
+    lines = ['| loss | setting | before (ms) | now (ms) | speed-up |',
+             '|---|---|---|---|---|']
+    for r in data['rows']:
+        lines.append(f"| {r['loss']} | {r['setting']} | {r['old_ms']:.1f} | "
+                     f"{r['new_ms']:.1f} | {r['speedup']:.1f}x |")
+    return '\n'.join(lines + ['', f"Median of {data['rounds']} interleaved "
+                              'rounds, forward and backward. Machine: '
+                              f"{data['machine']}."])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--report', action='store_true')
+    args = parser.parse_args(argv)
+    if not args.report and not OUT.exists():
+        write_json(OUT, run())
+    if not OUT.exists():
+        sys.exit(f'{OUT} missing: run without --report first')
+    body = report(json.loads(OUT.read_text()))
+    print(body)
+    update_doc('kernels', body)
+
+
+if __name__ == '__main__':
+    main()
