@@ -269,14 +269,23 @@ def _table(suite: str, rows: dict, title: str) -> list[str]:
     return lines + speed + ['']
 
 
-def report() -> str:
+def report(data_root: str) -> str:
     lines = _table('main', MAIN_ROWS, 'GAT teacher -> GCN / MLP students')
     lines += _table('deep', DEEP_ROWS,
                     'ABKD deep setting: GCNII 64x64 -> GCNII 4x4')
     lr_rows = {r: MAIN_ROWS[r] for r in LR_STUDY['rows']}
-    lines += _table('lr', lr_rows, f"{LR_STUDY['dataset']} at lr "
-                    f"{LR_STUDY['lr']:g} (the main table uses "
-                    f"{LR_BY_DATASET.get(LR_STUDY['dataset'], LR):g})")
+    lr_table = _table('lr', lr_rows, f"{LR_STUDY['dataset']} at lr "
+                      f"{LR_STUDY['lr']:g} (the main table uses "
+                      f"{LR_BY_DATASET.get(LR_STUDY['dataset'], LR):g})")
+    if lr_table:
+        from gnncompress.data import load_graph
+
+        x = load_graph(LR_STUDY['dataset'], data_root).x
+        lr_table += [f"{LR_STUDY['dataset']}'s features: "
+                     f"{float((x != 0).sum(1).float().mean()):.0f} nonzero "
+                     f"entries per node on average, of {x.size(1)}, largest "
+                     f'value {float(x.max()):g} (raw, not normalised).', '']
+    lines += lr_table
     mem = []
     for row in MEMORY_RUNS:
         path = OUT / 'memory' / f'Physics-{row}.json'
@@ -323,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
             if args.suite in ('all', 'speed'):
                 run_speed(args.datasets.split(',') if args.datasets
                           else DATASETS, args.data_root)
-    body = report() + f'\nMachine: {machine()}.'
+    body = report(args.data_root) + f'\nMachine: {machine()}.'
     update_doc('accuracy', body)
     print(body)
 

@@ -31,6 +31,7 @@ from gnncompress.data import (
     load_graph,
     parse_classes,
 )
+from gnncompress.data import normalize_features as normalize_graph
 from gnncompress.distributed import (
     launch,
     one_at_a_time,
@@ -151,8 +152,19 @@ def versions() -> dict[str, str]:
 # Data through the teacher card ------------------------------------------------
 
 def resolve_data(data: str | Path | None, data_root: str | Path | None,
-                 ckpt: Checkpoint, seed: int) -> Graph:
-    """``--data`` if given, else the dataset named on the teacher's card."""
+                 ckpt: Checkpoint, seed: int,
+                 normalize: bool | None = None) -> Graph:
+    """``--data`` if given, else the dataset named on the teacher's card;
+    features row-normalised when ``normalize`` says so, or (``None``) when
+    the teacher's card says the teacher was trained on them."""
+    if normalize is None:
+        normalize = bool(ckpt.card.get('normalize_features'))
+    graph = _card_graph(data, data_root, ckpt, seed)
+    return normalize_graph(graph) if normalize else graph
+
+
+def _card_graph(data: str | Path | None, data_root: str | Path | None,
+                ckpt: Checkpoint, seed: int) -> Graph:
     if data is None:
         card = ckpt.card
         if not card.get('data'):
@@ -235,6 +247,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   patience: int | None = 100, seed: int = 0,
                   device: str = 'auto', progress: bool = True,
                   classes: str | list[int] | None = None,
+                  normalize_features: bool = False,
                   readout: str | None = None, k: int | None = None,
                   emb: int | None = None, head: list[int] | None = None,
                   points: int | None = None,
@@ -273,6 +286,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     check_writable(out.parent)
     dev = resolve_device(device)
     graph = load_graph(data, data_root, seed=seed)
+    if normalize_features:
+        graph = normalize_graph(graph)
     if classes is not None:
         if isinstance(classes, str):
             classes = parse_classes(classes)
@@ -295,7 +310,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                  progress=progress, desc=f'teacher {arch}')
     return save_teacher(
         model, spec, out, graph, seed, result, data, data_root,
-        classes=list(classes) if classes is not None else None)
+        classes=list(classes) if classes is not None else None,
+        normalize_features=True if normalize_features else None)
 
 
 def save_teacher(model: torch.nn.Module, spec: ArchSpec, out: Path,
@@ -466,7 +482,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             augment: str | list[str] | None = None,
             batch_size: int | None = None,
             fanout: str | list[int] | None = None,
-            nproc: int | None = None) -> Report:
+            nproc: int | None = None,
+            normalize_features: bool | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -537,7 +554,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                            resumable=checkpoint_every is not None or
                            resume is not None)
     with one_at_a_time():
-        graph = resolve_data(data, data_root, ckpt, seed)
+        graph = resolve_data(data, data_root, ckpt, seed,
+                             normalize=normalize_features)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
@@ -643,7 +661,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             data={'name': graph.name, 'nodes': graph.num_nodes,
                   'edges': int(graph.edge_index.size(1)),
                   'features': graph.num_features,
-                  'classes': graph.num_classes, 'split': graph.split},
+                  'classes': graph.num_classes, 'split': graph.split,
+                  'feature_norm': graph.feature_norm},
             teacher=teacher_entry, student=student_entry,
             student_alone=alone_entry, parity_cases=parity_cases,
             training={'epochs': epochs, 'epochs_run': result.epochs_run,

@@ -271,6 +271,10 @@ def distill(
     checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
     fanout: FanoutOpt = None,
     nproc: NprocOpt = None,
+    normalize_features: Annotated[Optional[bool], typer.Option(
+        '--normalize-features/--raw-features',
+        help="Divide each node's features by their sum (default: as the "
+        "teacher's card says it was trained).")] = None,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
@@ -294,7 +298,8 @@ def distill(
                    progress=progress, command=api.command_line(),
                    config=_resolved(ctx), checkpoint_every=checkpoint_every,
                    checkpoint_dir=checkpoint_dir, resume=resume,
-                   fanout=fanout, nproc=nproc, **cloud)
+                   fanout=fanout, nproc=nproc,
+                   normalize_features=normalize_features, **cloud)
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return
     typer.echo(report.to_text())
@@ -382,6 +387,10 @@ def train_teacher(
     classes: Annotated[Optional[str], typer.Option(
         help='Train on a label subset only, e.g. 0-4 (teachers for '
         'amalgamate --tasks).')] = None,
+    normalize_features: Annotated[bool, typer.Option(
+        help="Divide each node's features by their sum (bag-of-words "
+        'counts); recorded on the teacher card, so distill does the same.')]
+    = False,
     readout: Annotated[Optional[str], typer.Option(
         help='Global pooling on graph-classification data: mean, sum or '
         'max. [default: mean; DGCNN: max]')] = None,
@@ -398,7 +407,8 @@ def train_teacher(
                    data_root=data_root, epochs=epochs,
                    lr=lr, weight_decay=weight_decay, patience=patience,
                    seed=seed, device=device, progress=progress,
-                   classes=classes, readout=readout,
+                   classes=classes, normalize_features=normalize_features,
+                   readout=readout,
                    **_cloud_options(hidden, k, emb, head, points, augment,
                                     batch_size))
     typer.echo(f'{result.spec.describe()}: {result.parameters:,} parameters')

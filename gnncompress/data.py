@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import os
@@ -52,6 +53,9 @@ class Graph:
     # Node-level datasets of several graphs (gnncompress.inductive): the
     # graph of each node; masks then select whole graphs.
     node_graph: Tensor | None = None
+    # Preprocessing applied to x: None (as stored) or 'row' (each node's
+    # features divided by their sum, see normalize_features).
+    feature_norm: str | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -70,7 +74,7 @@ class Graph:
             if self.node_graph is not None else None
         return Graph(self.name, num_classes=self.num_classes,
                      split=self.split, batch=batch, node_graph=node_graph,
-                     **moved)
+                     feature_norm=self.feature_norm, **moved)
 
     @property
     def multilabel(self) -> bool:
@@ -100,6 +104,22 @@ def dataset_names() -> list[str]:
     from gnncompress.inductive import graph_list_names
     return [v[1] for v in NODE_DATASETS.values()] + \
         [v[1] for v in GRAPH_DATASETS.values()] + graph_list_names()
+
+
+def normalize_features(graph: Graph) -> Graph:
+    """Each node's features divided by their sum (PyG's
+    ``NormalizeFeatures``): the usual preprocessing of bag-of-words
+    features, which otherwise reach the first layer as raw counts (Photo:
+    about 259 ones per node). Nodes without features stay zero."""
+    if graph.feature_norm == 'row':
+        return graph
+    if bool((graph.x < 0).any()):
+        raise DataError(f'{graph.name} has negative features, which row '
+                        f'normalisation cannot take: drop '
+                        f'--normalize-features')
+    total = graph.x.sum(-1, keepdim=True)
+    x = graph.x / torch.where(total > 0, total, torch.ones_like(total))
+    return dataclasses.replace(graph, x=x, feature_norm='row')
 
 
 def load_graph(data: str | Path, root: str | Path | None = None,

@@ -304,3 +304,27 @@ def test_output_folder_cannot_be_written(tmp_path):
     assert str(out) in lines[0] and 'cannot be written' in lines[0]
     assert blocker.read_text() == 'not a folder'
     assert sorted(p.name for p in tmp_path.iterdir()) == ['a-file']
+
+
+def test_normalized_teacher_card_carries_to_distill(tmp_path, monkeypatch):
+    # A teacher trained on row-normalised features says so on its card, and
+    # distill feeds the student the same features unless told otherwise.
+    for name in ('torch_latency', 'onnx_latency'):
+        monkeypatch.setattr(gnncompress.api, name, functools.partial(
+            getattr(bench, name), warmup=0, repeat=1))
+    teacher = tmp_path / 't.pt'
+    result = runner.invoke(app, [
+        'train-teacher', '--data', 'Cora', '--data-root', str(SAMPLES),
+        '--arch', 'gcn', '--hidden', '8', '--layers', '2', '--epochs', '2',
+        '--normalize-features', '--out', str(teacher), '--no-progress'])
+    assert result.exit_code == 0, result.output
+    assert json.loads(teacher.with_suffix('.json').read_text())[
+        'normalize_features'] is True
+    for flag, expected in (([], 'row'), (['--raw-features'], None)):
+        out = tmp_path / f'out{len(flag)}'
+        result = runner.invoke(app, ['distill', str(teacher), '--epochs', '1',
+                                     '--hidden', '4', '--out', str(out),
+                                     '--no-progress', *flag])
+        assert result.exit_code == 0, result.output
+        report = json.loads((out / 'report.json').read_text())
+        assert report['data']['feature_norm'] == expected

@@ -281,3 +281,18 @@ def test_data_without_labels_raises(tmp_path):
 
     with pytest.raises(DataError, match="'y'"):
         load_graph(path)
+
+
+def test_normalize_features_divides_each_row_by_its_sum(tiny_graph):
+    from gnncompress.data import normalize_features
+
+    tiny_graph.x = torch.tensor([[1.0, 3.0, 0.0, 0.0, 0.0]] * 5
+                                + [[0.0] * 5])
+    normed = normalize_features(tiny_graph)
+    assert normed.feature_norm == 'row'
+    assert torch.allclose(normed.x[0], torch.tensor([0.25, 0.75, 0, 0, 0]))
+    assert torch.equal(normed.x[5], torch.zeros(5))  # no features: stays 0
+    assert normalize_features(normed) is normed
+    tiny_graph.x[0, 0] = -1.0
+    with pytest.raises(DataError, match='negative features'):
+        normalize_features(tiny_graph)
