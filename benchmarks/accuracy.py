@@ -137,6 +137,33 @@ def run_lr(seeds: list[int], data_root: str) -> None:
                   f"{100 * result['test_accuracy']:.1f}%", flush=True)
 
 
+# The same Photo rows with row-normalised features for teacher and student
+# (train-teacher --normalize-features), at GCN's lr 0.01: does
+# normalisation remove the collapse the 'lr' table shows?
+NORM_STUDY = dict(dataset='Photo', lr=0.01)
+
+
+def run_norm(seeds: list[int], data_root: str) -> None:
+    dataset, lr = NORM_STUDY['dataset'], NORM_STUDY['lr']
+    for seed in seeds:
+        for row in LR_STUDY['rows']:
+            path = OUT / 'norm' / dataset / f'{row}-seed{seed}.json'
+            if path.exists():
+                continue
+            teacher = ensure_teacher(
+                OUT / 'teachers' / f'{dataset}-gat-norm.pt', dataset,
+                data_root, 0, normalize_features=True, **TEACHER)
+            method, student, options = MAIN_ROWS[row]
+            result = student_run(
+                teacher, dataset, data_root, seed, method, student=student,
+                ratio=RATIO, options=options,
+                epochs=EPOCHS_BY_DATASET.get(dataset, EPOCHS), lr=lr)
+            write_json(path, {**result, 'row': row, 'lr': lr,
+                              'feature_norm': 'row'})
+            print(f"norm {dataset} seed {seed} {row}: "
+                  f"{100 * result['test_accuracy']:.1f}%", flush=True)
+
+
 SPEED_EPOCHS = 20
 SPEED_ROUNDS = 3
 
@@ -286,6 +313,9 @@ def report(data_root: str) -> str:
                      f"entries per node on average, of {x.size(1)}, largest "
                      f'value {float(x.max()):g} (raw, not normalised).', '']
     lines += lr_table
+    lines += _table('norm', lr_rows, f"{NORM_STUDY['dataset']} with "
+                    f"row-normalised features (teacher and student), lr "
+                    f"{NORM_STUDY['lr']:g}")
     mem = []
     for row in MEMORY_RUNS:
         path = OUT / 'memory' / f'Physics-{row}.json'
@@ -302,7 +332,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--suite', default='all',
                         choices=['all', 'main', 'deep', 'memory', 'lr',
-                                 'speed'])
+                                 'norm', 'speed'])
     parser.add_argument('--datasets', default=None)
     parser.add_argument('--seeds', default='0-4')
     parser.add_argument('--data-root', default=str(SHARED))
@@ -329,6 +359,8 @@ def main(argv: list[str] | None = None) -> None:
                 run_memory(args.data_root)
             if args.suite in ('all', 'lr'):
                 run_lr(seeds, args.data_root)
+            if args.suite in ('all', 'norm'):
+                run_norm(seeds, args.data_root)
             if args.suite in ('all', 'speed'):
                 run_speed(args.datasets.split(',') if args.datasets
                           else DATASETS, args.data_root)
