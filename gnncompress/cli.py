@@ -14,6 +14,7 @@ from gnncompress import __version__, api
 from gnncompress.errors import GnnCompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  rich_markup_mode="markdown",
                   help='Compress pre-trained GNN checkpoints by knowledge '
                   'distillation.')
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
