@@ -81,8 +81,10 @@ class Report:
         runtimes = sorted({k for e in self.entries() for k in e.latency})
         mean_class = any(e.mean_class_accuracy is not None
                          for e in self.entries())
+        metric = 'test micro-F1' if self.data.get('split', {}).get(
+            'metric') == 'micro-F1' else 'test acc'
         headers = ['model', 'architecture', 'parameters', 'file size',
-                   'test acc'] + (['mean class acc'] if mean_class else []) \
+                   metric] + (['mean class acc'] if mean_class else []) \
             + [f'{r} p50 / p95 ms' for r in runtimes]
         rows = []
         for e in self.entries():

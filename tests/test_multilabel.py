@@ -195,6 +195,8 @@ def test_cli_distill_multilabel_end_to_end(tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((out / 'report.json').read_text())
     assert report['data']['split']['metric'] == 'micro-F1'
+    assert 'test micro-F1' in result.output  # the table names the metric
+    assert 'test acc' not in result.output
     assert report['onnx_max_abs_diff'] < 1e-4
     assert 0 <= report['student']['test_accuracy'] <= 1
 
