@@ -658,18 +658,12 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             method=distiller.name,
             method_options={**(method_options or {}), 'weight': used_weight,
                             'label_weight': label_weight},
-            data={'name': graph.name, 'nodes': graph.num_nodes,
-                  'edges': int(graph.edge_index.size(1)),
-                  'features': graph.num_features,
-                  'classes': graph.num_classes, 'split': graph.split,
-                  'feature_norm': graph.feature_norm},
+            data=describe_graph(graph),
             teacher=teacher_entry, student=student_entry,
             student_alone=alone_entry, parity_cases=parity_cases,
-            training={'epochs': epochs, 'epochs_run': result.epochs_run,
-                      'best_epoch': result.best_epoch,
-                      'seconds': result.seconds, 'lr': lr,
-                      'weight_decay': weight_decay, 'patience': patience,
-                      'val_accuracy': result.val_accuracy},
+            training=describe_training(result, epochs=epochs, lr=lr,
+                                       weight_decay=weight_decay,
+                                       patience=patience),
             seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
             notes=notes)
@@ -690,6 +684,22 @@ def _minibatch_options(distiller: DistillMethod, batch_size: int | None,
                                'full-graph training only so far: drop them '
                                'or --batch-size')
     return check_minibatch(distiller, batch_size, fanout, layers)[1]
+
+
+def describe_graph(graph: Graph) -> dict[str, Any]:
+    """The report's ``data`` entry."""
+    return {'name': graph.name, 'nodes': graph.num_nodes,
+            'edges': int(graph.edge_index.size(1)),
+            'features': graph.num_features, 'classes': graph.num_classes,
+            'split': graph.split, 'feature_norm': graph.feature_norm}
+
+
+def describe_training(result: Any, **settings: Any) -> dict[str, Any]:
+    """The report's ``training`` entry: the settings, then what the run
+    did."""
+    return {**settings, 'epochs_run': result.epochs_run,
+            'best_epoch': result.best_epoch, 'seconds': result.seconds,
+            'val_accuracy': result.val_accuracy}
 
 
 def save_student(model: torch.nn.Module, spec: ArchSpec, stage: Path,

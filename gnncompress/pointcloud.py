@@ -535,12 +535,9 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                   'augment': names},
             teacher=teacher_entry, student=student_entry,
             student_alone=alone_entry, parity_cases=parity_cases,
-            training={'epochs': epochs, 'epochs_run': result.epochs_run,
-                      'best_epoch': result.best_epoch,
-                      'seconds': result.seconds, 'lr': lr,
-                      'weight_decay': weight_decay, 'patience': patience,
-                      'batch_size': batch_size,
-                      'val_accuracy': result.val_accuracy},
+            training=api.describe_training(
+                result, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                patience=patience, batch_size=batch_size),
             seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
     return report
