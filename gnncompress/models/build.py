@@ -7,6 +7,7 @@ from torch_geometric.nn.models import GAT, GCN, GIN, MLP, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from gnncompress.errors import ArchitectureError
+from gnncompress.models import propagation
 from gnncompress.models.dgcnn import DGCNN, dense_points
 from gnncompress.models.gcnii import GCNII
 from gnncompress.models.output import ModelOutput
@@ -144,11 +145,14 @@ def _mlp_output(model: MLP, x: Tensor) -> ModelOutput:
 def _basic_gnn_output(model: BasicGNN, x: Tensor,
                       edge_index: Tensor) -> ModelOutput:
     """Same computation as ``BasicGNN.forward``, also returning the
-    pre-activation output of every hidden layer."""
+    pre-activation output of every hidden layer; GCN, SAGE (mean) and GIN
+    layers through one cached sparse product each (models/propagation.py)."""
     hiddens: list[Tensor] = []
     xs: list[Tensor] = []
+    kinds = propagation.plan(model.convs, x, edge_index)
     for i, (conv, norm) in enumerate(zip(model.convs, model.norms)):
-        x = conv(x, edge_index)
+        x = conv(x, edge_index) if kinds is None else \
+            propagation.fast_layer(conv, kinds[i], x, edge_index)
         if i < model.num_layers - 1 or model.jk_mode is not None:
             hiddens.append(x)
             x = _norm_and_act(model, norm, x)
