@@ -20,6 +20,7 @@ from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 
 from gnncompress.errors import DataError
+from gnncompress.models import sparse_input
 from gnncompress.synthetic import synthetic_ppi  # noqa: F401  (re-export)
 
 # Lower-cased name -> (PyG class, canonical name).
@@ -119,6 +120,7 @@ def normalize_features(graph: Graph) -> Graph:
                         f'--normalize-features')
     total = graph.x.sum(-1, keepdim=True)
     x = graph.x / torch.where(total > 0, total, torch.ones_like(total))
+    sparse_input.register(x)
     return dataclasses.replace(graph, x=x, feature_norm='row')
 
 
@@ -139,7 +141,7 @@ def load_graph(data: str | Path, root: str | Path | None = None,
     if key in NODE_DATASETS:
         cls_name, name = NODE_DATASETS[key]
         pyg_data = _load_pyg(cls_name, name, root)
-        return _to_graph(pyg_data, name, seed)
+        return _registered(_to_graph(pyg_data, name, seed))
     path = Path(text)
     if path.suffix in ('.pt', '.pth') or path.exists():
         if not path.is_file():
@@ -147,10 +149,18 @@ def load_graph(data: str | Path, root: str | Path | None = None,
         obj = load_saved(path)
         if inductive.is_graph_list(obj):
             return inductive.graph_from_list(obj, path.stem, seed)
-        return _to_graph(_data_object(obj, path), path.stem, seed)
+        return _registered(_to_graph(_data_object(obj, path), path.stem,
+                                     seed))
     raise DataError(f"Unknown dataset '{text}' (choose from "
                     f"{', '.join(dataset_names())}, or pass a saved "
                     f'torch_geometric Data file)')
+
+
+def _registered(graph: Graph) -> Graph:
+    """The graph, its features' sparse form kept for the first layer when
+    they are large and mostly zero (models/sparse_input.py)."""
+    sparse_input.register(graph.x)
+    return graph
 
 
 def load_saved(path: Path, what: str = 'torch_geometric Data object'):

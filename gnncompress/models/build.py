@@ -7,7 +7,7 @@ from torch_geometric.nn.models import GAT, GCN, GIN, MLP, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from gnncompress.errors import ArchitectureError
-from gnncompress.models import propagation
+from gnncompress.models import propagation, sparse_input
 from gnncompress.models.dgcnn import DGCNN, dense_points
 from gnncompress.models.gcnii import GCNII
 from gnncompress.models.output import ModelOutput
@@ -24,11 +24,11 @@ def build_model(spec: ArchSpec) -> nn.Module:
                      head=spec.head or [], dropout=spec.dropout,
                      readout=spec.readout or 'max')
     if spec.arch == 'mlp':
-        return MLP(in_channels=spec.in_channels,
-                   hidden_channels=spec.hidden_channels,
-                   out_channels=spec.out_channels,
-                   num_layers=spec.num_layers, dropout=spec.dropout,
-                   act=spec.act, norm=spec.norm)
+        return sparse_input.attach(MLP(
+            in_channels=spec.in_channels,
+            hidden_channels=spec.hidden_channels,
+            out_channels=spec.out_channels, num_layers=spec.num_layers,
+            dropout=spec.dropout, act=spec.act, norm=spec.norm))
     if spec.arch == 'gcnii':
         return GCNII(spec.in_channels, spec.hidden_channels, spec.num_layers,
                      spec.out_channels, alpha=spec.alpha, theta=spec.theta,
@@ -43,6 +43,10 @@ def build_model(spec: ArchSpec) -> nn.Module:
     # With jk, BasicGNN adds a final Linear to the classes; without it the
     # last message-passing layer produces them.
     common['out_channels'] = spec.out_channels
+    return sparse_input.attach(_node_gnn(spec, common))
+
+
+def _node_gnn(spec: ArchSpec, common: dict) -> BasicGNN:
     if spec.arch == 'gcn':
         return GCN(**common)
     if spec.arch == 'sage':

@@ -29,6 +29,8 @@ from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
+from gnncompress.models import sparse_input
+
 # Matrices kept at once: a run touches one or two graphs (training and,
 # for inductive data, the evaluation graph), so a few are enough.
 _KEEP = 4
@@ -110,9 +112,10 @@ def _build(edge_index: Tensor, num_nodes: int, kind: str,
 
 def _aggregate_linear(matrix: Tensor, x: Tensor, weight: Tensor,
                       bias: Tensor | None) -> Tensor:
-    """``matrix @ x @ weight.T + bias``, multiplied in the cheaper order."""
-    if weight.size(0) < weight.size(1):  # narrows: transform first
-        out = torch.sparse.mm(matrix, x @ weight.t())
+    """``matrix @ x @ weight.T + bias``, multiplied in the cheaper order
+    (sparse input features: transform first, models/sparse_input.py)."""
+    if weight.size(0) < weight.size(1) or sparse_input.is_registered(x):
+        out = torch.sparse.mm(matrix, sparse_input.linear(x, weight))
     else:
         out = torch.sparse.mm(matrix, x) @ weight.t()
     return out if bias is None else out + bias
