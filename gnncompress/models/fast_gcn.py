@@ -48,12 +48,20 @@ class FastGCN(nn.Module):
         h = x
         last = len(self.convs) - 1
         for i, conv in enumerate(self.convs):
-            h = h @ conv.lin.weight.t()
+            weight = conv.lin.weight.t()  # [in, out]
+            # Aggregation commutes with the linear map, so the edge-sized
+            # work runs at the narrower of the two widths.
+            narrow_out = weight.size(1) <= weight.size(0)
+            if narrow_out:
+                h = h @ weight
             h = h * scale
             # Every edge j -> i adds h_j; the self-loops of edge_index are
             # taken back out through `keep` and one loop per node kept.
             h = (h * keep).index_add(0, dst, h.index_select(0, src))
-            h = h * scale + conv.bias
+            h = h * scale
+            if not narrow_out:
+                h = h @ weight
+            h = h + conv.bias
             if i < last:
                 h = h.relu()
         return h
