@@ -182,7 +182,15 @@ def report(out: Path) -> str:
             f"{r['teacher_seconds']:.1f} | {r['peak_rss_mb'] / 1024:.2f} | "
             f"{100 * r['test_accuracy']:.1f} | "
             f"{100 * r['teacher_test_accuracy']:.1f} | {r['epochs']} |")
-    lines += ['', f"Machine: {rows[0].get('machine', machine())}.",
+    threads = sorted({r['threads'] for r in rows if 'threads' in r})
+    lines += ['', 'Read with care: a row is one process at '
+              f"{', '.join(map(str, threads))} thread(s), and every run "
+              'does only a few epochs, so the accuracies say how far that '
+              'many steps get (a full-batch epoch is one optimiser step, a '
+              'mini-batch epoch one per batch), not what either mode '
+              'reaches. Peak memory is the whole process (graph, teacher, '
+              'student, caches).',
+              '', f"Machine: {rows[0].get('machine', machine())}.",
               '', f'![time per epoch against edges]({DOC_PNG.name})']
     return '\n'.join(lines)
 
