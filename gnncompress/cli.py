@@ -172,7 +172,8 @@ BatchSizeOpt = Annotated[Optional[int], typer.Option(
     'nodes (graphs too large for one full-batch pass).')]
 FanoutOpt = Annotated[Optional[str], typer.Option(
     help='With --batch-size: neighbours sampled per node at each hop, one '
-    'count per student layer, e.g. 15,10 (-1: all) [default: 15,10].')]
+    'count per student layer, e.g. 15,10 (-1: all) [default: 15,10, then 5 '
+    'per further layer].')]
 NprocOpt = Annotated[Optional[int], typer.Option(
     help='With --batch-size: train in N processes with '
     'DistributedDataParallel (one per GPU with --device cuda; gloo on the '
@@ -553,8 +554,11 @@ def cotrain(
     folds: Annotated[Optional[int], typer.Option(
         help='Graph classification: k-fold cross-validation instead of one '
         'stratified 80/10/10 split.')] = None,
-    batch_size: Annotated[int, typer.Option(
-        help='Graphs per step (graph classification).')] = 32,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help='Graph classification: graphs per step [default: 32]. '
+        'Node classification: train on sampled subgraphs of this many seed '
+        'nodes (graphs too large for one full-graph pass).')] = None,
+    fanout: FanoutOpt = None,
     epochs: Annotated[int, typer.Option(min=1)] = 200,
     lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
     weight_decay: Annotated[float, typer.Option()] = 5e-4,
@@ -578,8 +582,9 @@ def cotrain(
                    arch=arch, hidden=hidden, layers=layers, heads=heads,
                    readout=readout, dropout=dropout, epochs=epochs, lr=lr,
                    weight_decay=weight_decay, weight=weight,
-                   patience=patience, batch_size=batch_size, folds=folds,
-                   seed=seed, device=device, out=out, progress=progress,
+                   patience=patience, batch_size=batch_size, fanout=fanout,
+                   folds=folds, seed=seed, device=device, out=out,
+                   progress=progress,
                    command=api.command_line(), config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")

@@ -52,10 +52,11 @@ def default_fanout(layers: int) -> list[int]:
 
 
 def check_minibatch(method: DistillMethod | None, batch_size: int | None,
-                    fanout: str | Sequence[int] | None,
-                    layers: int) -> tuple[int, list[int]]:
+                    fanout: str | Sequence[int] | None, layers: int,
+                    who: str = 'the student') -> tuple[int, list[int]]:
     """``--batch-size`` and ``--fanout`` checked against the student and
-    the method; the fanout (one count per student layer)."""
+    the method; the fanout (one count per student layer). ``who`` names
+    the model(s) in the message about layers."""
     if batch_size is None:
         raise GnnCompressError('--fanout needs --batch-size (seed nodes per '
                                'mini-batch), e.g. --batch-size 1024')
@@ -65,7 +66,7 @@ def check_minibatch(method: DistillMethod | None, batch_size: int | None,
     hops = default_fanout(layers) if fanout is None else parse_fanout(fanout)
     if len(hops) != layers:
         raise GnnCompressError(
-            f'--fanout lists {len(hops)} hop(s) but the student has {layers} '
+            f'--fanout lists {len(hops)} hop(s) but {who} has {layers} '
             f'layer(s): give one count per layer, e.g. '
             f"{','.join(map(str, default_fanout(layers)))}")
     if method is not None:
@@ -81,32 +82,50 @@ def check_minibatch(method: DistillMethod | None, batch_size: int | None,
     return batch_size, hops
 
 
-def batch_view(output: ModelOutput, batch: Batch,
-               rows: bool) -> ModelOutput:
+def batch_view(output: ModelOutput, batch: Batch, rows: bool,
+               logits: str = 'seeds') -> ModelOutput:
     """What a method's loss sees of one batch: logits of the seed nodes
     only (their sampled neighbourhood is complete, the other nodes' is
     cut short), hidden features of every sampled node (structure losses
     need both ends of an edge). ``rows``: ``output`` covers the whole graph
-    (the teacher's cache), else the batch (the student)."""
-    seeds = batch.n_id[:batch.batch_size]
+    (the teacher's cache), else the batch (the student). ``logits='nodes'``
+    keeps the logits of every sampled node too, for a structure loss over
+    the logits (the method's ``batch_logits``)."""
+    keep = batch.n_id if logits == 'nodes' else batch.n_id[:batch.batch_size]
     if rows:
-        return ModelOutput(logits=output.logits[seeds],
+        return ModelOutput(logits=output.logits[keep],
                            hiddens=[h[batch.n_id] for h in output.hiddens])
-    return ModelOutput(logits=output.logits[:batch.batch_size],
+    return ModelOutput(logits=output.logits[:keep.numel()],
                        hiddens=output.hiddens)
 
 
-def batch_graph(graph: Graph, batch: Batch, x: Tensor) -> Graph:
+def batch_graph(graph: Graph, batch: Batch, x: Tensor,
+                labels: str = 'nodes') -> Graph:
     """The batch as a :class:`Graph` whose edges are those into the seeds:
-    structure losses compare each seed's sampled neighbourhood."""
+    structure losses compare each seed's sampled neighbourhood.
+    ``labels='seeds'`` gives ``y`` and the masks of the seeds alone, the
+    rows of :func:`batch_view`'s logits (for losses that use labels)."""
     into_seeds = batch.edge_index[1] < batch.batch_size
-    n_id = batch.n_id
+    rows = batch.n_id if labels == 'nodes' else batch.n_id[:batch.batch_size]
     return Graph(name=graph.name, x=x,
                  edge_index=batch.edge_index[:, into_seeds],
-                 y=graph.y[n_id], train_mask=graph.train_mask[n_id],
-                 val_mask=graph.val_mask[n_id],
-                 test_mask=graph.test_mask[n_id],
+                 y=graph.y[rows], train_mask=graph.train_mask[rows],
+                 val_mask=graph.val_mask[rows],
+                 test_mask=graph.test_mask[rows],
                  num_classes=graph.num_classes)
+
+
+def seed_cross_entropy(logits: Tensor, graph: Graph, batch: Batch) -> Tensor:
+    """The label loss of one batch: cross-entropy over its seeds that are
+    training nodes (``logits``: the batch's, seeds first; zero, with a
+    gradient, when no seed is a training node)."""
+    seed_ids = batch.n_id[:batch.batch_size]
+    logits = logits[:batch.batch_size]
+    train = graph.train_mask[seed_ids].to(logits.device)
+    if not bool(train.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[train],
+                           graph.y[seed_ids].to(logits.device)[train])
 
 
 def evaluate(model: nn.Module, graph: Graph, csr: CSR,
@@ -186,12 +205,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
 
     def step(batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         out = _forward(student, graph, batch, dev)
-        seed_ids = batch.n_id[:batch.batch_size]
-        train = graph.train_mask[seed_ids].to(dev)
-        logits = out.logits[:batch.batch_size]
-        terms = {'ce': F.cross_entropy(logits[train],
-                                       graph.y[seed_ids].to(dev)[train])
-                 if bool(train.any()) else logits.sum() * 0.0}
+        terms = {'ce': seed_cross_entropy(out.logits, graph, batch)}
         loss = label_weight * terms['ce']
         if method is not None:
             terms[method.name] = method.loss(*views(batch, out))

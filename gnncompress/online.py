@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from gnncompress.data import GRAPH_DATASETS, Graph, load_graph
 from gnncompress.engine import (
@@ -28,8 +28,23 @@ from gnncompress.errors import GnnCompressError
 from gnncompress.graphlevel import BATCH_SIZE, iter_batches, load_graph_set
 from gnncompress.inductive import single_graph_only
 from gnncompress.methods import DistillMethod
-from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
+from gnncompress.minibatch import (
+    batch_graph,
+    batch_view,
+    check_minibatch,
+    evaluate,
+    sample_subgraph,
+    seed_cross_entropy,
+)
+from gnncompress.models import (
+    ArchSpec,
+    ModelOutput,
+    build_model,
+    run_model,
+    sparse_input,
+)
 from gnncompress.report import CotrainReport, ModelEntry
+from gnncompress.sampling import CSR, MEMMAP_BYTES, Batch, NeighborSampler
 
 MIN_STUDENTS, MAX_STUDENTS = 2, 6
 # cotrain --method NAME -> (registered method, its options); None: alone.
@@ -49,7 +64,8 @@ class OnlineTrainer:
     A peer's output is computed once and kept until that peer's next step,
     so on a full graph each student runs one extra forward per epoch, the
     one its validation needs anyway; on graph batches the cache lives for
-    one batch.
+    one batch. An epoch's loss in the history is the mean over its
+    batches.
     """
 
     def __init__(self, students: list[nn.Module], graph: Graph,
@@ -63,10 +79,12 @@ class OnlineTrainer:
         self.generator = torch.Generator().manual_seed(seed)
         self._cache: dict[int, ModelOutput] = {}
         if methods is not None:
-            whole = [self._eval(s, graph) for s in students]
+            probe = self._probe()
+            outs = [self._eval(s, probe) for s in students]
             for k, method in enumerate(methods):
-                method.prepare(self._others(whole, k), whole[k], graph)
-                method.to(graph.x.device)
+                method.prepare(*self._loss_inputs(
+                    method, self._others(outs, k), outs[k], probe))
+                method.to(self.device)
             self.weight = methods[0].default_weight if weight is None \
                 else weight
         self.optimizers = [
@@ -76,23 +94,52 @@ class OnlineTrainer:
             for k, s in enumerate(students)]
         self.selections = [Selection(s, patience) for s in students]
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.students[0].parameters()).device
+
     @staticmethod
     def _others(items: list, k: int) -> list:
         return items[:k] + items[k + 1:]
 
-    @staticmethod
-    @torch.no_grad()
-    def _eval(model: nn.Module, graph: Graph) -> ModelOutput:
-        model.eval()
+    # What one step trains on (a Graph here; subclasses use other parts).
+
+    def _probe(self) -> Any:
+        """The part the methods are prepared on."""
+        return self.graph
+
+    def _run(self, model: nn.Module, graph: Graph) -> ModelOutput:
         return run_model(model, graph.x, graph.edge_index, graph.batch)
 
-    def peer_output(self, j: int, graph: Graph) -> ModelOutput:
+    def _supervised(self, out: ModelOutput, graph: Graph) -> Tensor:
+        mask = graph.train_mask
+        return F.cross_entropy(out.logits[mask], graph.y[mask])
+
+    def _loss_inputs(self, method: DistillMethod, peers: list[ModelOutput],
+                     out: ModelOutput, graph: Graph,
+                     ) -> tuple[list[ModelOutput], ModelOutput, Graph]:
+        """The arguments of ``method.loss`` on one part."""
+        return peers, out, graph
+
+    def _logits(self, k: int) -> Tensor:
+        """Student k's logits on the whole graph, in eval mode (validation
+        and test)."""
+        if self.graph.batch is None:  # the full graph: the cached forward
+            return self.peer_output(k, self.graph).logits
+        return self._eval(self.students[k], self.graph).logits
+
+    @torch.no_grad()
+    def _eval(self, model: nn.Module, part: Any) -> ModelOutput:
+        model.eval()
+        return self._run(model, part)
+
+    def peer_output(self, j: int, part: Any) -> ModelOutput:
         if j not in self._cache:
-            self._cache[j] = self._eval(self.students[j], graph)
+            self._cache[j] = self._eval(self.students[j], part)
         return self._cache[j]
 
-    def parts(self) -> Iterator[Graph]:
-        """The graphs of one epoch: the whole graph (node
+    def parts(self) -> Iterator[Any]:
+        """The parts of one epoch: the whole graph (node
         classification) or shuffled batches of training graphs."""
         if self.graph.batch is None:
             yield self.graph
@@ -102,22 +149,23 @@ class OnlineTrainer:
             self._cache.clear()
             yield part.graph
 
-    def step(self, k: int, graph: Graph, epoch: int = 0) -> float:
-        """One update of student ``k`` on ``graph``; its peers only run
-        forward, without gradient."""
+    def step(self, k: int, part: Any, epoch: int = 0) -> float:
+        """One update of student ``k`` on ``part`` (a graph, or a batch
+        :meth:`parts` yields); its peers only run forward, without
+        gradient."""
         student, optimizer = self.students[k], self.optimizers[k]
-        peers = [self.peer_output(j, graph) for j in
+        peers = [self.peer_output(j, part) for j in
                  range(len(self.students)) if j != k] if self.methods \
             else []
         student.train()
         optimizer.zero_grad(set_to_none=True)
-        out = run_model(student, graph.x, graph.edge_index, graph.batch)
-        mask = graph.train_mask
-        terms = {'ce': F.cross_entropy(out.logits[mask], graph.y[mask])}
+        out = self._run(student, part)
+        terms = {'ce': self._supervised(out, part)}
         loss = self.label_weight * terms['ce']
         if self.methods:
             method = self.methods[k].train()
-            terms[method.name] = method.loss(peers, out, graph)
+            terms[method.name] = method.loss(
+                *self._loss_inputs(method, peers, out, part))
             loss = loss + self.weight * terms[method.name]
         check_finite(loss, terms, epoch, who=f' of student {k + 1}')
         loss.backward()
@@ -127,14 +175,10 @@ class OnlineTrainer:
 
     def validate(self, epoch: int) -> list[float]:
         scores = []
-        whole = self.graph
-        for k, student in enumerate(self.students):
-            if whole.batch is None:
-                logits = self.peer_output(k, whole).logits
-            else:
-                logits = self._eval(student, whole).logits
-            score = accuracy(logits, whole.y, whole.val_mask)
-            self.selections[k].update(epoch, score)
+        for k, selection in enumerate(self.selections):
+            score = accuracy(self._logits(k), self.graph.y,
+                             self.graph.val_mask)
+            selection.update(epoch, score)
             scores.append(score)
         return scores
 
@@ -148,12 +192,15 @@ class OnlineTrainer:
         epoch = 0
         for epoch in bar:
             losses = [0.0] * len(self.students)
+            steps = 0
             for part in self.parts():
                 for k in range(len(self.students)):
                     losses[k] += self.step(k, part, epoch)
+                steps += 1
             scores = self.validate(epoch)
             for k, history in enumerate(histories):
-                history.append({'epoch': epoch, 'loss': losses[k],
+                history.append({'epoch': epoch,
+                                'loss': losses[k] / max(1, steps),
                                 'val': scores[k]})
             bar.set_postfix(best=' '.join(f'{s.best_score:.3f}'
                                           for s in self.selections))
@@ -163,10 +210,9 @@ class OnlineTrainer:
         seconds = time.perf_counter() - start
         self._cache.clear()
         results = []
-        for k, student in enumerate(self.students):
-            selection = self.selections[k]
+        for k, selection in enumerate(self.selections):
             selection.restore()
-            logits = self._eval(student, self.graph).logits
+            logits = self._logits(k)
             results.append(FitResult(
                 best_epoch=selection.best_epoch,
                 val_accuracy=selection.best_score
@@ -174,7 +220,109 @@ class OnlineTrainer:
                 test_accuracy=accuracy(logits, self.graph.y,
                                        self.graph.test_mask),
                 epochs_run=epoch, seconds=seconds, history=histories[k]))
+        self._cache.clear()
         return results
+
+
+@dataclass
+class SampledPart:
+    """One sampled subgraph as the students see it: the features and
+    edges of its nodes on their device, and (filled as needed) the graph
+    their losses take, per kind of ``batch_logits``."""
+    batch: Batch
+    x: Tensor           # [n, F]
+    edge_index: Tensor  # [2, e], local ids
+    graphs: dict[str, Graph] = field(default_factory=dict)
+
+
+class SampledOnlineTrainer(OnlineTrainer):
+    """:class:`OnlineTrainer` on sampled subgraphs of one
+    node-classification graph (``cotrain --batch-size B --fanout 15,10``),
+    for graphs too large for one full-graph pass.
+
+    Every batch of seeds is sampled once (:class:`NeighborSampler`, up to
+    ``fanout[i]`` in-neighbours per node at hop i) and all the students
+    take their steps on it in turn, in the full-graph trainer's order:
+    student k sees the peers before it already updated on this batch and
+    those after it not yet (a peer's output on the batch is kept until its
+    own step). Each step's loss is ``label_weight`` times the
+    cross-entropy over the seeds that are training nodes, plus ``weight``
+    times the online loss on :func:`~gnncompress.minibatch.batch_view` of
+    student and peers: Alignahead's (and OC's) layer structures over the
+    edges into the seeds, from every sampled node's features; mutual
+    learning's KL and entropy over the seeds' logits, its ensemble
+    cross-entropy over the training seeds.
+
+    Seeds: with an online method, every node once per epoch (shuffled), as
+    the full-graph trainer's online losses cover every node (each node's
+    structure, each node's KL and entropy), not only the labelled ones;
+    for ``self`` (no method) only the training nodes, the only ones its
+    loss sees. So one batch of every node with ``fanout`` -1 (all
+    neighbours) is the full graph and gives the full-graph trainer's
+    losses. The methods are prepared on a first batch; validation and the
+    final test run layer-wise over all nodes in bounded memory
+    (:func:`~gnncompress.minibatch.evaluate`). ``graph`` stays where it is
+    (the CPU); each batch moves to the students' device.
+    """
+
+    def __init__(self, students: list[nn.Module], graph: Graph,
+                 methods: list[DistillMethod] | None, *,
+                 fanout: Sequence[int], batch_size: int, lr: float,
+                 weight_decay: float, weight: float | None = None,
+                 label_weight: float = 1.0, patience: int | None = None,
+                 seed: int = 0, csr: CSR | None = None,
+                 memmap_bytes: int = MEMMAP_BYTES) -> None:
+        if graph.batch is not None or graph.node_graph is not None:
+            raise ValueError('sampled subgraphs need one node-'
+                             'classification graph')
+        self.csr = csr if csr is not None else \
+            CSR.from_edges(graph.edge_index, graph.num_nodes)
+        self.memmap_bytes = memmap_bytes
+        self.sampler = NeighborSampler(self.csr, fanout, batch_size,
+                                       torch.Generator().manual_seed(seed))
+        self.seeds = torch.arange(graph.num_nodes) if methods is not None \
+            else graph.train_mask.nonzero().view(-1)
+        super().__init__(students, graph, methods, lr=lr,
+                         weight_decay=weight_decay, weight=weight,
+                         label_weight=label_weight, patience=patience,
+                         batch_size=batch_size, seed=seed)
+
+    def _part(self, batch: Batch) -> SampledPart:
+        x = self.graph.x[batch.n_id].to(self.device)
+        # Every student and peer reads these rows: large sparse features
+        # are worth their sparse form (models/sparse_input.py) once each.
+        sparse_input.register(x)
+        return SampledPart(batch, x, batch.edge_index.to(self.device))
+
+    def parts(self) -> Iterator[SampledPart]:
+        for batch in self.sampler.batches(self.seeds):
+            self._cache.clear()
+            yield self._part(batch)
+
+    def _probe(self) -> SampledPart:
+        return self._part(self.sampler.sample(self.seeds[:self.batch_size]))
+
+    def _run(self, model: nn.Module, part: SampledPart) -> ModelOutput:
+        return run_model(model, part.x, part.edge_index)
+
+    def _supervised(self, out: ModelOutput, part: SampledPart) -> Tensor:
+        return seed_cross_entropy(out.logits, self.graph, part.batch)
+
+    def _loss_inputs(self, method: DistillMethod, peers: list[ModelOutput],
+                     out: ModelOutput, part: SampledPart,
+                     ) -> tuple[list[ModelOutput], ModelOutput, Graph]:
+        kind = method.batch_logits
+        if kind not in part.graphs:
+            part.graphs[kind] = batch_graph(self.graph, part.batch, part.x,
+                                            labels=kind).to(self.device)
+        return ([batch_view(p, part.batch, rows=False, logits=kind)
+                 for p in peers],
+                batch_view(out, part.batch, rows=False, logits=kind),
+                part.graphs[kind])
+
+    def _logits(self, k: int) -> Tensor:
+        return evaluate(self.students[k], self.graph, self.csr,
+                        self.memmap_bytes)
 
 
 def build_online_methods(method: str, students: int,
@@ -220,7 +368,8 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             layers: int = 3, heads: int = 1, readout: str = 'mean',
             dropout: float = 0.5, epochs: int = 200, lr: float = 0.01,
             weight_decay: float = 5e-4, weight: float | None = None,
-            patience: int | None = None, batch_size: int = BATCH_SIZE,
+            patience: int | None = None, batch_size: int | None = None,
+            fanout: str | Sequence[int] | None = None,
             folds: int | None = None, seed: int = 0, device: str = 'auto',
             out: str | Path | None = None, export: bool = True,
             progress: bool = True, command: str = '',
@@ -229,7 +378,14 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     and write the best one by validation (``student.safetensors``,
     ``student.onnx``) and ``report.json``/``report.md`` listing every
     student to ``out``. ``folds`` (graph classification) repeats the run on
-    each of that many stratified folds and exports fold 0's best."""
+    each of that many stratified folds and exports fold 0's best.
+
+    ``batch_size`` is the number of graphs per step for graph
+    classification (default 32). On one node-classification graph it
+    trains on sampled subgraphs of that many seed nodes with ``fanout``
+    neighbours per hop (``'15,10'``, one count per layer; default 15, 10,
+    then 5), validating layer-wise (:class:`SampledOnlineTrainer`); without
+    it the students train full-graph."""
     from gnncompress import api
 
     if not MIN_STUDENTS <= students <= MAX_STUDENTS:
@@ -237,16 +393,27 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             f"'students' must be {MIN_STUDENTS} to {MAX_STUDENTS} (got "
             f'{students}): online distillation needs peers, and the paper '
             f'goes up to {MAX_STUDENTS}')
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise GnnCompressError(f"'batch_size' must be at least 1 "
                                f'(got {batch_size})')
     build_online_methods(method, students, method_options)  # check early
+    key = str(data).lower()
+    hops = None
+    if key in GRAPH_DATASETS:
+        if fanout is not None:
+            raise GnnCompressError(
+                '--fanout samples subgraphs of one node-classification '
+                'graph; graph classification trains on batches of whole '
+                'graphs (--batch-size graphs per step): drop --fanout')
+        batch_size = BATCH_SIZE if batch_size is None else batch_size
+    elif batch_size is not None or fanout is not None:
+        batch_size, hops = check_minibatch(None, batch_size, fanout, layers,
+                                           who='each student')
     out = Path(out) if out is not None else \
         Path('gnncompress-out') / f'{Path(str(data)).stem}-{method.lower()}'
     dev = api.resolve_device(device)
     api.check_writable(out)
     if folds is not None:
-        key = str(data).lower()
         if key not in GRAPH_DATASETS:
             raise GnnCompressError(
                 f"--folds applies to the graph-classification datasets "
@@ -272,32 +439,45 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
                     dropout=dropout,
                     readout=readout if graph.batch is not None else None)
     runs = []
+    sample = None
+    train_args = dict(lr=lr, weight_decay=weight_decay, weight=weight,
+                      patience=patience,
+                      batch_size=batch_size or BATCH_SIZE, seed=seed)
     for fold in range(folds or 1):
         if fold:
             graph = load(fold)
-        g = graph.to(dev)
+        # Sampled batches move to the device one by one; the graph stays.
+        g = graph.to(dev) if hops is None else graph.to('cpu')
         api.seed_everything(seed)
         models = [build_model(spec).to(dev) for _ in range(students)]
-        trainer = OnlineTrainer(
-            models, g, build_online_methods(method, students,
-                                            method_options),
-            lr=lr, weight_decay=weight_decay, weight=weight,
-            patience=patience, batch_size=batch_size, seed=seed)
+        online = build_online_methods(method, students, method_options)
+        if hops is None:
+            trainer = OnlineTrainer(models, g, online, **train_args)
+        else:
+            trainer = SampledOnlineTrainer(models, g, online, fanout=hops,
+                                           **train_args)
+            sample = sample_subgraph(g, trainer.csr, hops, batch_size,
+                                     seed)
         desc = f'cotrain {method}' + (f' fold {fold}' if folds else '')
         runs.append(OnlineRun(models, trainer.run(epochs, progress, desc),
                               g))
     return _write(runs, spec, method, method_options, weight, out, dev,
                   export, command, folds, seed,
                   dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
-                       patience=patience, batch_size=batch_size),
-                  config or {})
+                       patience=patience, batch_size=batch_size,
+                       fanout=hops),
+                  config or {}, sample)
 
 
 def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
            method_options: dict[str, Any] | None, weight: float | None,
            out: Path, dev: torch.device, export: bool, command: str,
            folds: int | None, seed: int, training: dict[str, Any],
-           config: dict[str, Any]) -> CotrainReport:
+           config: dict[str, Any],
+           sample: tuple[Tensor, Tensor] | None = None) -> CotrainReport:
+    """Export the best student of fold 0 and write the report. ``sample``
+    (features and edges of a sampled subgraph, for mini-batch runs) stands
+    in for the whole graph in the latency and ONNX measurements."""
     from gnncompress import api
     from gnncompress.bench import onnx_latency, torch_latency
     from gnncompress.export import export_onnx, save_safetensors
@@ -316,9 +496,17 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
     model = first.students[first.best]
     files: dict[str, str] = {}
     parity: dict[str, float] = {}
+    notes: list[str] = []
+    if sample is None:
+        measured = g.x, g.edge_index, g.batch
+    else:
+        measured = sample[0].to(dev), sample[1].to(dev), None
+        notes.append(f'mini-batch training: latency and ONNX parity measured '
+                     f'on a sampled subgraph of {sample[0].size(0):,} nodes '
+                     f'and {sample[1].size(1):,} edges')
     with api.staged_output(out) as stage:
         chosen.latency[f'pytorch-{dev.type}'] = torch_latency(
-            model, g.x, g.edge_index, g.batch).to_dict()
+            model, *measured).to_dict()
         if export:
             path = save_safetensors(
                 model, spec, stage / 'student.safetensors',
@@ -327,13 +515,13 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
             chosen.file = str(out / 'student.safetensors')
             chosen.file_bytes = path.stat().st_size
             files['safetensors'] = chosen.file
-            cpu = g.to('cpu')
+            cpu = [t if t is None else t.to('cpu') for t in measured]
             onnx_path = stage / 'student.onnx'
-            parity = export_onnx(model, cpu.x, cpu.edge_index, onnx_path,
-                                 batch=cpu.batch).cases
+            parity = export_onnx(model, cpu[0], cpu[1], onnx_path,
+                                 batch=cpu[2]).cases
             files['onnx'] = str(out / 'student.onnx')
             chosen.latency['onnxruntime-cpu'] = onnx_latency(
-                onnx_path, cpu.x, cpu.edge_index, cpu.batch).to_dict()
+                onnx_path, *cpu).to_dict()
             model.to(dev)
         files['report_json'] = str(out / 'report.json')
         files['report_md'] = str(out / 'report.md')
@@ -363,7 +551,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
                       max(1, res.epochs_run),
                       'best_epochs': [r.best_epoch for r in first.results]},
             seed=seed, device=str(dev), versions=api.versions(),
-            files=files, config=config)
+            files=files, config=config, notes=notes)
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
     return report
@@ -379,4 +567,5 @@ def _describe_data(g: Graph, graph_level: bool) -> dict[str, Any]:
     return info
 
 
-__all__ = ['METHODS', 'OnlineTrainer', 'build_online_methods', 'cotrain']
+__all__ = ['METHODS', 'OnlineTrainer', 'SampledOnlineTrainer',
+           'build_online_methods', 'cotrain']

@@ -201,6 +201,7 @@ class CotrainReport:
     files: dict[str, str] = field(default_factory=dict)
     # The settings the run resolved (config file, then command line).
     config: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {'schema': 1, 'kind': 'cotrain', **asdict(self)}
@@ -247,7 +248,11 @@ class CotrainReport:
                      f"{t['epochs_run']} epochs in {t['seconds']:.1f} s "
                      f"({t['seconds_per_epoch'] * 1e3:.1f} ms per epoch), "
                      f'device {self.device}, seed {self.seed}')
-        return lines
+        if t.get('fanout'):
+            lines.append(f"mini-batch: {t['batch_size']:,} seed nodes per "
+                         f"step, fanout {','.join(map(str, t['fanout']))}; "
+                         f'validation and test layer-wise over all nodes')
+        return lines + [f'note: {n}' for n in self.notes]
 
     def to_text(self) -> str:
         headers, rows = self.rows()

@@ -36,6 +36,12 @@ class Alignahead(DistillMethod):
     per-node sum over incoming edges, averaged over the nodes that have
     edges; peers' structures carry no gradient.
 
+    On a sampled subgraph (``cotrain --batch-size``) the structures are
+    those of each seed's sampled in-edges; the logits layer then needs the
+    logits of the seeds' sampled neighbours as well (``batch_logits``),
+    computed on the same subgraph, whose last hop those neighbours lack:
+    student and peers share that cut.
+
     Args:
         kernel (str, optional): LSP kernel. (default: :obj:`'l2'`, i.e.
             :math:`-\|h_i - h_j\|^2`: the paper uses a Euclidean kernel
@@ -48,6 +54,7 @@ class Alignahead(DistillMethod):
     """
     requires = frozenset({'logits', 'hiddens'})
     default_weight = 1.0
+    batch_logits = 'nodes'
     paper = 'Guo et al., IJCNN 2022, arXiv:2205.02468'
     summary = 'online: each layer learns the peers\' next-layer local ' \
         'structure (cotrain)'

@@ -22,9 +22,12 @@ class DistillMethod(nn.Module):
     ``hiddens``), ``default_weight`` and ``default_label_weight`` (the
     weights in the total ``label_weight * CE + weight * loss``), ``paper``,
     ``summary`` (one line for ``--list-methods``) and, where the method is
-    made for one kind of student, ``preferred_student``. Being a module,
-    a method may own trainable parts; the engine optimises them with the
-    student and never exports them.
+    made for one kind of student, ``preferred_student``. On a sampled
+    subgraph (:mod:`gnncompress.minibatch`) a loss sees the logits of the
+    seed nodes alone, or with ``batch_logits = 'nodes'`` those of every
+    sampled node (a structure over the logits needs both ends of each
+    edge). Being a module, a method may own trainable parts; the engine
+    optimises them with the student and never exports them.
     """
     name: ClassVar[str] = ''
     requires: ClassVar[frozenset[str]] = frozenset({'logits'})
@@ -33,6 +36,7 @@ class DistillMethod(nn.Module):
     paper: ClassVar[str] = ''
     summary: ClassVar[str] = ''
     preferred_student: ClassVar[str | None] = None
+    batch_logits: ClassVar[str] = 'seeds'
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:

@@ -6,9 +6,11 @@ product ``x @ W.T`` is most of a model's work on them. The loaders
 :func:`register` a graph's features once when they are large and sparse
 (CSR, plus its transpose for the weight's gradient); a first-layer linear
 map given exactly that tensor then multiplies the sparse form
-(:func:`linear`). Any other tensor, including rows gathered for a
-mini-batch, takes the dense product, and so does tracing for export or
-``torch.compile``. ``benchmarks/kernels.py`` measures both ways on Physics.
+(:func:`linear`). Any other tensor takes the dense product, and so does
+tracing for export or ``torch.compile``; rows gathered for a mini-batch
+are registered only where several models read them (``cotrain
+--batch-size``, :class:`gnncompress.online.SampledOnlineTrainer`).
+``benchmarks/kernels.py`` measures both ways on Physics.
 """
 from __future__ import annotations
 
@@ -35,14 +37,32 @@ def register(x: Tensor) -> bool:
         return False
     if int(torch.count_nonzero(x)) > MAX_DENSITY * x.numel():
         return False
-    with warnings.catch_warnings():  # "CSR support is in beta state"
-        warnings.simplefilter('ignore', UserWarning)
-        csr = x.to_sparse_csr()
-        csr_t = x.t().to_sparse_csr()
-    _REGISTRY[id(x)] = (weakref.ref(x), x._version, csr, csr_t)
+    _REGISTRY[id(x)] = (weakref.ref(x), x._version, *_csr_pair(x))
     while len(_REGISTRY) > _KEEP:
         _REGISTRY.popitem(last=False)
     return True
+
+
+def _csr_pair(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``x`` and its transpose in CSR form, from one pass over the
+    non-zeros (a few times faster than two ``to_sparse_csr``: mini-batch
+    training registers every batch's rows)."""
+    rows, cols = x.nonzero().unbind(1)  # row-major: already CSR order
+    values = x[rows, cols]
+    n, f = x.shape
+
+    def crow(index: Tensor, size: int) -> Tensor:
+        ptr = index.new_zeros(size + 1)
+        ptr[1:] = torch.cumsum(torch.bincount(index, minlength=size), 0)
+        return ptr
+
+    order = torch.argsort(cols, stable=True)
+    with warnings.catch_warnings():  # "CSR support is in beta state"
+        warnings.simplefilter('ignore', UserWarning)
+        csr = torch.sparse_csr_tensor(crow(rows, n), cols, values, (n, f))
+        csr_t = torch.sparse_csr_tensor(crow(cols, f), rows[order],
+                                        values[order], (f, n))
+    return csr, csr_t
 
 
 def _lookup(x: Tensor) -> tuple[Tensor, Tensor] | None:
