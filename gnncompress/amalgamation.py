@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tabulate import tabulate
@@ -23,6 +23,7 @@ from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
 from gnncompress.export import export_onnx
 from gnncompress.inductive import single_graph_only
 from gnncompress.methods.tam import TAM, TeacherTask
+from gnncompress.minibatch import batch_view, check_minibatch
 from gnncompress.models import count_parameters
 from gnncompress.models.slimmable import (
     DEFAULT_WIDTHS,
@@ -32,6 +33,7 @@ from gnncompress.models.slimmable import (
     save_slimmable,
 )
 from gnncompress.report import Gate, ModelEntry
+from gnncompress.sampling import Batch
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
              'averaged over tasks and widths (no label is read)')
@@ -98,15 +100,73 @@ def _groups(tasks: Sequence[Task]) -> list[list[int]]:
     return list(groups.values())
 
 
+# The loss of one (width, group of tasks) within one optimiser step.
+StepLoss = Callable[[SlimmableGNN, float, list[int]],
+                    tuple[Tensor, dict[str, Tensor]]]
+
+
+class TrainingGraphs(Protocol):
+    """How training and the outputs see the tasks' graphs."""
+
+    def epoch(self) -> Iterator[StepLoss]:
+        """One epoch's optimiser steps, each as the loss of a (width,
+        group of tasks)."""
+
+    def logits(self, student: SlimmableGNN, graph: Graph, head: int,
+               width: float) -> Tensor:
+        """The student's logits on every node of ``graph``."""
+
+    def probe(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        """Features and edges that latency and the ONNX check run on."""
+
+
+class WholeGraphs:
+    """Full-graph training (:class:`TrainingGraphs`): one optimiser step
+    per epoch, on every task's whole graph; the student's logits, latency
+    and the ONNX check on the whole graph too. Mini-batch training uses
+    :class:`gnncompress.amalgamation_minibatch.SampledGraphs` instead."""
+
+    def __init__(self, tasks: Sequence[Task],
+                 teacher_tasks: Sequence[TeacherTask], tam: TAM) -> None:
+        self.tasks, self.teacher_tasks, self.tam = tasks, teacher_tasks, tam
+
+    def epoch(self) -> Iterator[StepLoss]:
+        yield self._loss
+
+    def _loss(self, student: SlimmableGNN, width: float,
+              group: list[int]) -> tuple[Tensor, dict[str, Tensor]]:
+        graph, head = self.tasks[group[0]].graph, self.tasks[group[0]].head
+        return group_loss(student, graph.x, graph.edge_index, head, width,
+                          [self.tasks[i] for i in group],
+                          [self.teacher_tasks[i] for i in group], group,
+                          self.tam)
+
+    def logits(self, student: SlimmableGNN, graph: Graph, head: int,
+               width: float) -> Tensor:
+        return whole_graph_logits(student, graph, head, width)
+
+    def probe(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        return graph.x, graph.edge_index
+
+
 def train_student(student: SlimmableGNN, tasks: Sequence[Task],
                   teacher_tasks: Sequence[TeacherTask], tam: TAM, *,
                   epochs: int = 200, lr: float = 0.01,
                   weight_decay: float = 4e-6, patience: int | None = 100,
-                  progress: bool = True,
-                  desc: str = 'amalgamate') -> AmalgamationFit:
+                  progress: bool = True, desc: str = 'amalgamate',
+                  graphs: TrainingGraphs | None = None) -> AmalgamationFit:
     """Train every width of ``student`` on every task each epoch; the loss
     sees the teachers' outputs and maps only. Model selection keeps the
-    epoch with the highest agreement with the teachers' predictions."""
+    epoch with the highest agreement with the teachers' predictions.
+
+    ``graphs`` (default :class:`WholeGraphs`) gives each epoch's optimiser
+    steps. Every step sums the loss of every width on every group of tasks
+    of its graphs (one backward per forward, gradients accumulated) and
+    then takes one Adam step: full-graph, one step per epoch on all
+    graphs; mini-batch, one batch of every graph per step. History keeps
+    the mean per step of that sum and of each term."""
+    graphs = graphs if graphs is not None else \
+        WholeGraphs(tasks, teacher_tasks, tam)
     optimizer = torch.optim.Adam(student.parameters(), lr=lr,
                                  weight_decay=weight_decay)
     widths = student.spec.widths
@@ -118,29 +178,31 @@ def train_student(student: SlimmableGNN, tasks: Sequence[Task],
     epoch = 0
     for epoch in bar:
         student.train()
-        optimizer.zero_grad(set_to_none=True)
         epoch_terms: dict[str, Tensor] = {}
-        total = 0.0
-        for width in widths:
-            for group in groups:
-                graph, head = tasks[group[0]].graph, tasks[group[0]].head
-                loss, terms = _group_loss(student, graph, head, width,
-                                          [tasks[i] for i in group],
-                                          [teacher_tasks[i] for i in group],
-                                          group, tam)
-                check_finite(loss, terms, epoch, f' (width {width:g})')
-                # One backward per forward keeps one graph alive at a time.
-                loss.backward()
-                total += float(loss.detach())
-                for k, v in terms.items():
-                    epoch_terms[k] = epoch_terms.get(k, 0) + v.detach()
-        optimizer.step()
-        agreement = mean_agreement(student, tasks, teacher_tasks)
-        history.append({'epoch': epoch, 'loss': total,
-                         'agreement': agreement,
-                         **{k: float(v) for k, v in epoch_terms.items()}})
+        total, steps = 0.0, 0
+        for step_loss in graphs.epoch():
+            optimizer.zero_grad(set_to_none=True)
+            for width in widths:
+                for group in groups:
+                    loss, terms = step_loss(student, width, group)
+                    check_finite(loss, terms, epoch, f' (width {width:g})')
+                    # One backward per forward keeps one graph alive at a
+                    # time.
+                    loss.backward()
+                    total += float(loss.detach())
+                    for k, v in terms.items():
+                        epoch_terms[k] = epoch_terms.get(k, 0) + v.detach()
+            optimizer.step()
+            steps += 1
+        agreement = mean_agreement(student, tasks, teacher_tasks,
+                                   graphs.logits)
+        history.append({'epoch': epoch, 'loss': total / steps,
+                        'agreement': agreement,
+                        **{k: float(v) / steps
+                           for k, v in epoch_terms.items()}})
         selection.update(epoch, agreement)
-        bar.set_postfix(loss=f'{total:.4f}', agree=f'{agreement:.3f}')
+        bar.set_postfix(loss=f'{total / steps:.4f}',
+                        agree=f'{agreement:.3f}')
         if selection.should_stop(epoch):
             break
     bar.close()
@@ -152,20 +214,28 @@ def train_student(student: SlimmableGNN, tasks: Sequence[Task],
                            epochs_run=epoch, seconds=seconds, history=history)
 
 
-def _group_loss(student: SlimmableGNN, graph: Graph, head: int,
-                width: float, tasks: list[Task],
-                teacher_tasks: list[TeacherTask], keys: list[int],
-                tam: TAM) -> tuple[Tensor, dict[str, Tensor]]:
+def group_loss(student: SlimmableGNN, x: Tensor, edge_index: Tensor,
+               head: int, width: float, tasks: list[Task],
+               teacher_tasks: list[TeacherTask], keys: list[int], tam: TAM,
+               batch: Batch | None = None,
+               ) -> tuple[Tensor, dict[str, Tensor]]:
+    """One student forward at ``width`` with output ``head`` on the graph
+    ``(x, edge_index)``, and the summed loss of the ``tasks`` that head
+    serves. On a sampled subgraph (``batch``) the logits of its seeds are
+    scored (:func:`gnncompress.minibatch.batch_view`) and the teacher
+    tasks hold the seeds' rows."""
     edge_weight = None
     if tam.uses_maps:
-        edge_weight = torch.ones(graph.edge_index.size(1),
-                                 device=graph.x.device, requires_grad=True)
-    out = student.forward_output(graph.x, graph.edge_index, head, width,
+        edge_weight = torch.ones(edge_index.size(1), device=x.device,
+                                 requires_grad=True)
+    out = student.forward_output(x, edge_index, head, width,
                                  edge_mask=edge_weight)
+    if batch is not None:
+        out = batch_view(out, batch, rows=False)
     loss = out.logits.new_zeros(())
     terms: dict[str, Tensor] = {}
     for task, teacher_task, key in zip(tasks, teacher_tasks, keys):
-        parts = tam.loss(out, teacher_task, graph.edge_index, edge_weight,
+        parts = tam.loss(out, teacher_task, edge_index, edge_weight,
                          columns=task.columns, key=key)
         loss = loss + tam.total(parts)
         for k, v in parts.items():
@@ -173,17 +243,33 @@ def _group_loss(student: SlimmableGNN, graph: Graph, head: int,
     return loss, terms
 
 
+# The student's logits on a whole graph for (head, width), in eval mode.
+Logits = Callable[[SlimmableGNN, Graph, int, float], Tensor]
+
+
+def whole_graph_logits(student: SlimmableGNN, graph: Graph, head: int,
+                       width: float) -> Tensor:
+    return student(graph.x, graph.edge_index, head, width)
+
+
 @torch.no_grad()
 def mean_agreement(student: SlimmableGNN, tasks: Sequence[Task],
-                   teacher_tasks: Sequence[TeacherTask]) -> float:
+                   teacher_tasks: Sequence[TeacherTask],
+                   logits_of: Logits | None = None) -> float:
     """Fraction of all nodes where the student's class (eval mode) is the
-    teacher's, averaged over tasks and widths."""
+    teacher's, averaged over tasks and widths. ``logits_of`` runs the
+    student on a whole graph (default: one full forward; mini-batch
+    training: layer-wise), once per graph, head and width."""
+    logits_of = logits_of or whole_graph_logits
     student.eval()
     scores = []
     for width in student.spec.widths:
+        seen: dict[tuple[int, int], Tensor] = {}
         for task, teacher_task in zip(tasks, teacher_tasks):
-            logits = student(task.graph.x, task.graph.edge_index, task.head,
-                             width)[:, task.columns]
+            key = (id(task.graph), task.head)
+            if key not in seen:
+                seen[key] = logits_of(student, task.graph, task.head, width)
+            logits = seen[key][:, task.columns]
             scores.append(float((logits.argmax(-1) ==
                                  teacher_task.target).float().mean()))
     return sum(scores) / len(scores)
@@ -360,6 +446,16 @@ class AmalgamationReport:
             f"epoch {self.training['best_epoch']}, device {self.device}, "
             f'seed {self.seed}',
         ]
+        if 'batch_size' in self.training:
+            t = self.training
+            probes = '; '.join(f"{name} {v['nodes']:,} nodes, "
+                               f"{v['edges']:,} edges"
+                               for name, v in t['measured_on'].items())
+            lines.append(
+                f"mini-batch: {t['batch_size']:,} seed nodes of each graph "
+                f"per step, fanout {','.join(map(str, t['fanout']))}, "
+                f"{t['steps_per_epoch']} steps per epoch; latency and the "
+                f'ONNX check on one sampled subgraph per graph ({probes})')
         for u in self.union:
             lines.append(f"union of all tasks at width {u['width']:g}: "
                          f"{100 * u['test_accuracy']:.2f}%")
@@ -419,6 +515,8 @@ def amalgamate(teachers: Sequence[str | Path], *,
                latency: bool = True, progress: bool = True,
                min_accuracy: float | None = None,
                max_accuracy_drop: float | None = None,
+               batch_size: int | None = None,
+               fanout: str | Sequence[int] | None = None,
                command: str = '',
                config: dict[str, Any] | None = None) -> AmalgamationReport:
     """Amalgamate ``teachers`` (one per task) into one slimmable student and
@@ -433,7 +531,12 @@ def amalgamate(teachers: Sequence[str | Path], *,
     get an ONNX file (default: all). The gates ``min_accuracy`` (percent)
     and ``max_accuracy_drop`` (points below the task's teacher) apply to
     every task at every exported width; failures are in
-    ``report.gates``."""
+    ``report.gates``.
+
+    ``batch_size`` B trains on sampled subgraphs of B seed nodes per graph
+    with ``fanout`` neighbours per hop (``'15,10'``; default 15, 10, then
+    5), the teachers cached once layer-wise
+    (:mod:`gnncompress.amalgamation_minibatch`)."""
     if len(teachers) < 2:
         raise GnnCompressError('Amalgamation needs at least two teachers '
                                f'(got {len(teachers)})')
@@ -441,6 +544,8 @@ def amalgamate(teachers: Sequence[str | Path], *,
         tam = TAM(weight=weight, soft=soft, topology=topology)
     except ValueError as e:
         raise GnnCompressError(str(e)) from None
+    hops = None if batch_size is None and fanout is None else \
+        check_minibatch(None, batch_size, fanout, layers)[1]
     widths = _parse_widths(widths)
     export_widths = sorted(set(_parse_widths(export_widths))) \
         if export_widths is not None else None
@@ -449,6 +554,9 @@ def amalgamate(teachers: Sequence[str | Path], *,
     dev = api.resolve_device(device)
     api.check_writable(out)
     ckpts = [load_checkpoint(t) for t in teachers]
+    if hops is not None:
+        from gnncompress import amalgamation_minibatch
+        amalgamation_minibatch.check_teachers(ckpts, tam)
     task_list = resolve_tasks(ckpts, data, tasks, data_root, seed)
     for ckpt, task in zip(ckpts, task_list):
         check_teacher(ckpt, task)
@@ -471,22 +579,66 @@ def amalgamate(teachers: Sequence[str | Path], *,
     else:
         export_widths = spec.widths
 
-    moved: dict[int, Graph] = {}
-    for task in task_list:
-        key = id(task.graph)
-        moved.setdefault(key, task.graph.to(dev))
-        task.graph = moved[key]
+    if hops is None:
+        moved: dict[int, Graph] = {}
+        for task in task_list:
+            key = id(task.graph)
+            moved.setdefault(key, task.graph.to(dev))
+            task.graph = moved[key]
     teacher_models = [c.build().to(dev) for c in ckpts]
-    teacher_tasks = [tam.prepare(m, t.graph.x, t.graph.edge_index,
-                                 slice(None))
-                     for m, t in zip(teacher_models, task_list)]
+    sampled = None
+    if hops is None:
+        teacher_tasks = [tam.prepare(m, t.graph.x, t.graph.edge_index,
+                                     slice(None))
+                         for m, t in zip(teacher_models, task_list)]
+        graphs: TrainingGraphs = WholeGraphs(task_list, teacher_tasks, tam)
+    else:  # graphs stay on the CPU; batches move to the device
+        sampled = amalgamation_minibatch.SampledGraphs(
+            task_list, teacher_models, tam, batch_size=batch_size,
+            fanout=hops, seed=seed, device=dev)
+        graphs, teacher_tasks = sampled, sampled.teacher_tasks
+    try:
+        api.seed_everything(seed)
+        model = SlimmableGNN(spec).to(dev)
+        fitted = train_student(model, task_list, teacher_tasks, tam,
+                               epochs=epochs, lr=lr,
+                               weight_decay=weight_decay, patience=patience,
+                               progress=progress, graphs=graphs)
+        training = {'epochs': epochs, 'epochs_run': fitted.epochs_run,
+                    'best_epoch': fitted.best_epoch,
+                    'best_agreement': fitted.best_agreement,
+                    'seconds': fitted.seconds,
+                    'seconds_per_epoch': fitted.seconds_per_epoch,
+                    'lr': lr, 'weight_decay': weight_decay,
+                    'patience': patience}
+        if sampled is not None:
+            training.update(sampled.describe())
+        return _write_outputs(
+            model, spec, task_list, ckpts, teacher_models, teacher_tasks,
+            graphs, tam=tam, setting=setting, training=training,
+            export_widths=export_widths, dev=dev, out=out, export=export,
+            latency=latency, min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop,
+            command=command or 'gnncompress amalgamate ' +
+            ' '.join(map(str, teachers)), seed=seed, config=config)
+    finally:
+        if sampled is not None:
+            sampled.close()
 
-    api.seed_everything(seed)
-    model = SlimmableGNN(spec).to(dev)
-    fitted = train_student(model, task_list, teacher_tasks, tam,
-                           epochs=epochs, lr=lr, weight_decay=weight_decay,
-                           patience=patience, progress=progress)
 
+def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
+                   task_list: list[Task], ckpts: list[Checkpoint],
+                   teacher_models: list[Any],
+                   teacher_tasks: list[TeacherTask],
+                   graphs: TrainingGraphs, *,
+                   tam: TAM, setting: str, training: dict[str, Any],
+                   export_widths: list[float], dev: torch.device, out: Path,
+                   export: bool, latency: bool, min_accuracy: float | None,
+                   max_accuracy_drop: float | None, command: str, seed: int,
+                   config: dict[str, Any] | None) -> AmalgamationReport:
+    """Score, time and export the trained student next to its teachers;
+    write the files and the report. ``graphs`` gives the student's logits
+    on each whole graph and the graph latency and the ONNX check run on."""
     with api.staged_output(out) as stage:
         files: dict[str, Any] = {}
         teacher_entries = []
@@ -498,8 +650,9 @@ def amalgamate(teachers: Sequence[str | Path], *,
                 test_accuracy=task_accuracy(tt.output.logits, t),
                 file=str(ckpt.path), file_bytes=ckpt.path.stat().st_size)
             if latency:
+                x, edge_index = graphs.probe(t.graph)
                 entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                    m, t.graph.x, t.graph.edge_index).to_dict()
+                    m, x.to(dev), edge_index.to(dev)).to_dict()
             teacher_entries.append(entry)
         results = []
         onnx_files = []
@@ -508,8 +661,8 @@ def amalgamate(teachers: Sequence[str | Path], *,
             for task, tt in zip(task_list, teacher_tasks):
                 g = task.graph
                 with torch.no_grad():
-                    logits = model(g.x, g.edge_index, task.head,
-                                   width)[:, task.columns]
+                    logits = graphs.logits(model, g, task.head,
+                                           width)[:, task.columns]
                 plain = TaskSlice(model.submodel(g.num_features, task.head,
                                                  width),
                                   task.start, task.stop)
@@ -522,14 +675,16 @@ def amalgamate(teachers: Sequence[str | Path], *,
                                         tt.target).float().mean()),
                     'latency': {}, 'onnx': None, 'onnx_max_abs_diff': None,
                     'onnx_parity': {}}
+                x, edge_index = graphs.probe(g)
                 if latency:
                     row['latency'][f'pytorch-{dev.type}'] = torch_latency(
-                        plain.to(dev), g.x, g.edge_index).to_dict()
+                        plain.to(dev), x.to(dev),
+                        edge_index.to(dev)).to_dict()
                 if export and width in export_widths:
                     onnx_dir = stage / 'onnx'
                     onnx_dir.mkdir(exist_ok=True)
                     name = f'{task.name}-w{width:g}.onnx'
-                    parity = export_onnx(plain, g.x, g.edge_index,
+                    parity = export_onnx(plain, x, edge_index,
                                          onnx_dir / name)
                     row['onnx'] = str(out / 'onnx' / name)
                     row['onnx_max_abs_diff'] = parity.max_abs_diff
@@ -537,9 +692,9 @@ def amalgamate(teachers: Sequence[str | Path], *,
                     onnx_files.append(row['onnx'])
                     if latency:
                         row['latency']['onnxruntime-cpu'] = onnx_latency(
-                            onnx_dir / name, g.x, g.edge_index).to_dict()
+                            onnx_dir / name, x, edge_index).to_dict()
                 results.append(row)
-        union = _union_accuracy(model, task_list) \
+        union = _union_accuracy(model, task_list, graphs.logits) \
             if setting == 'label-subsets' else []
         if export:
             save_slimmable(model, stage / 'student.safetensors',
@@ -550,8 +705,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
         files['report_json'] = str(out / 'report.json')
         files['report_md'] = str(out / 'report.md')
         report = AmalgamationReport(
-            command=command or 'gnncompress amalgamate ' +
-            ' '.join(map(str, teachers)),
+            command=command,
             setting=setting, tasks=[_task_dict(t) for t in task_list],
             teachers=teacher_entries,
             student={'spec': asdict(spec), 'widths': spec.widths,
@@ -559,14 +713,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
             results=results, union=union,
             loss={'soft': tam.soft, 'topology': tam.topology,
                   'lambda': tam.weight},
-            selection=SELECTION,
-            training={'epochs': epochs, 'epochs_run': fitted.epochs_run,
-                      'best_epoch': fitted.best_epoch,
-                      'best_agreement': fitted.best_agreement,
-                      'seconds': fitted.seconds,
-                      'seconds_per_epoch': fitted.seconds_per_epoch,
-                      'lr': lr, 'weight_decay': weight_decay,
-                      'patience': patience},
+            selection=SELECTION, training=training,
             seed=seed, device=str(dev), versions=api.versions(), files=files,
             config=config or {},
             gates=api.accuracy_gates(
@@ -591,8 +738,8 @@ def _task_dict(task: Task) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _union_accuracy(model: SlimmableGNN,
-                    tasks: Sequence[Task]) -> list[dict[str, Any]]:
+def _union_accuracy(model: SlimmableGNN, tasks: Sequence[Task],
+                    logits_of: Logits) -> list[dict[str, Any]]:
     """Label subsets: the union head's argmax over all tasks' classes, on
     the test nodes whose label is in one of them."""
     graph = tasks[0].graph
@@ -601,7 +748,7 @@ def _union_accuracy(model: SlimmableGNN,
     mask = graph.test_mask & torch.isin(graph.y, labels)
     rows = []
     for width in model.spec.widths:
-        logits = model(graph.x, graph.edge_index, 0, width)
+        logits = logits_of(model, graph, 0, width)
         predicted = labels[logits.argmax(-1)]
         acc = float((predicted[mask] == graph.y[mask]).float().mean()) \
             if int(mask.sum()) else float('nan')

@@ -644,6 +644,11 @@ def amalgamate(
     patience: Annotated[int, typer.Option(
         min=1, help='Stop after this many epochs without a better agreement '
         'with the teachers.')] = 100,
+    batch_size: Annotated[Optional[int], typer.Option(
+        min=1, help='Train on sampled subgraphs of this many seed nodes of '
+        'each graph per step (graphs too large for one full-graph pass).')
+    ] = None,
+    fanout: FanoutOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = 'auto',
     out: Annotated[Optional[Path], typer.Option(
@@ -666,7 +671,8 @@ def amalgamate(
                    layers=layers, heads=heads, widths=widths,
                    export_widths=width, weight=lambda_, soft=soft,
                    topology=topology, epochs=epochs, lr=lr,
-                   weight_decay=weight_decay, patience=patience, seed=seed,
+                   weight_decay=weight_decay, patience=patience,
+                   batch_size=batch_size, fanout=fanout, seed=seed,
                    device=device, out=out, progress=progress,
                    min_accuracy=min_accuracy,
                    max_accuracy_drop=max_accuracy_drop,

@@ -213,6 +213,23 @@ def load_stored(path: str | Path) -> Tensor:
     return torch.from_numpy(np.load(path, mmap_mode='c'))
 
 
+def check_layerwise(model: nn.Module) -> None:
+    """Raise unless :func:`layerwise_inference` can run ``model``: PyG's
+    GCN, GraphSAGE, GAT (v1, v2), GIN and MLP, without norms that see the
+    whole graph."""
+    if isinstance(model, MLP):
+        return
+    if not isinstance(model, BasicGNN) or not hasattr(model, 'convs'):
+        raise ArchitectureError(
+            f'Mini-batch training supports GCN, GraphSAGE, GAT, GIN and MLP '
+            f'models (got {type(model).__name__}): drop --batch-size')
+    for norm in model.norms:
+        if not isinstance(norm, (nn.Identity, BatchNorm)):
+            raise ArchitectureError(
+                f'Layer-wise inference cannot split {type(norm).__name__} '
+                f'(it normalises over the whole graph): drop --batch-size')
+
+
 @torch.no_grad()
 def layerwise_inference(model: nn.Module, x: Tensor, csr: CSR, *,
                         keep_hiddens: bool = True,
@@ -226,18 +243,10 @@ def layerwise_inference(model: nn.Module, x: Tensor, csr: CSR, *,
     GIN (GCN's normalisation is computed once on the whole graph) and MLPs.
     ``keep_hiddens=False`` drops the hidden layers once used."""
     store = store or TensorStore()
+    check_layerwise(model)
     model.eval()
     if isinstance(model, MLP):
         return _chunked_mlp(model, x, store, chunk, keep_hiddens)
-    if not isinstance(model, BasicGNN) or not hasattr(model, 'convs'):
-        raise ArchitectureError(
-            f'Mini-batch training supports GCN, GraphSAGE, GAT, GIN and MLP '
-            f'models (got {type(model).__name__}): drop --batch-size')
-    for norm in model.norms:
-        if not isinstance(norm, (nn.Identity, BatchNorm)):
-            raise ArchitectureError(
-                f'Layer-wise inference cannot split {type(norm).__name__} '
-                f'(it normalises over the whole graph): drop --batch-size')
     num_nodes, dev = csr.num_nodes, _device_of(model)
     gcn_csr: dict[tuple[bool, bool], CSR] = {}
     hiddens: list[Tensor] = []

@@ -45,11 +45,16 @@ def unit_edge_weights(model: nn.Module,
         clear_masks(model)
 
 
-def check_edges(model: nn.Module, edge_index: Tensor) -> None:
+def check_messages(model: nn.Module) -> None:
+    """Raise unless ``model`` passes messages (else it has no map)."""
     if not any(isinstance(m, MessagePassing) for m in model.modules()):
         raise ArchitectureError(
             f'{type(model).__name__} passes no messages, so it has no '
             f'topological attribution map: use --topology none or lsp')
+
+
+def check_edges(model: nn.Module, edge_index: Tensor) -> None:
+    check_messages(model)
     loops = int((edge_index[0] == edge_index[1]).sum())
     if loops and loops >= int(edge_index.max()) + 1:
         # PyG matches its mask to GCN's/GAT's re-added self-loops by count;
@@ -83,6 +88,13 @@ def normalise_per_node(values: Tensor, dst: Tensor, num_nodes: int,
     return centred / torch.sqrt(var[dst] + eps)
 
 
+def edges_into(edge_index: Tensor, num_nodes: int) -> Tensor | None:
+    """Which edges end at one of the first ``num_nodes`` nodes (the seeds
+    of a sampled subgraph), or None when every edge does."""
+    keep = edge_index[1] < num_nodes
+    return None if bool(keep.all()) else keep
+
+
 class TAM(nn.Module):
     r"""The amalgamation loss from the `"Amalgamating Knowledge from
     Heterogeneous Graph Neural Networks"
@@ -107,7 +119,11 @@ class TAM(nn.Module):
 
     The teacher's map is computed once; the student's with
     ``create_graph=True``, since otherwise it is a constant and the topology
-    term trains nothing. No ground-truth label enters the loss.
+    term trains nothing. No ground-truth label enters the loss. On a
+    sampled subgraph (mini-batch training) the sum runs over the batch's
+    seed nodes and both maps cover the edges into them; the teacher's map
+    depends on the subgraph, so it is computed per batch
+    (:meth:`teacher_map`).
 
     Args:
         weight (float, optional): :math:`\lambda`. (default: :obj:`0.1`,
@@ -147,6 +163,14 @@ class TAM(nn.Module):
     def uses_lsp(self) -> bool:
         return self.topology == 'lsp' and self.weight > 0
 
+    @property
+    def requires(self) -> frozenset[str]:
+        """What the loss reads of a teacher's output, as a method's
+        ``requires`` says it (the teacher cache of mini-batch training
+        keeps hidden features only for LSP)."""
+        return frozenset({'logits', 'hiddens'} if self.uses_lsp
+                         else {'logits'})
+
     @torch.no_grad()
     def _forward(self, teacher: nn.Module, x: Tensor,
                  edge_index: Tensor) -> ModelOutput:
@@ -162,13 +186,28 @@ class TAM(nn.Module):
         target = out.logits.argmax(-1)
         attribution_map = None
         if self.uses_maps:
-            with torch.enable_grad(), \
-                    unit_edge_weights(teacher, edge_index) as weight:
-                logits = run_model(teacher, x, edge_index).logits[:, columns]
-                raw = attribution(logits, weight, target, create_graph=False)
-            attribution_map = normalise_per_node(
-                raw, edge_index[1], x.size(0)).detach()
+            attribution_map = self.teacher_map(teacher, x, edge_index,
+                                               target, columns)
         return TeacherTask(out, target, attribution_map)
+
+    def teacher_map(self, teacher: nn.Module, x: Tensor, edge_index: Tensor,
+                    target: Tensor,
+                    columns: slice = slice(None)) -> Tensor:
+        """The frozen teacher's normalised map on the graph ``(x,
+        edge_index)``: the gradient of the scores of the first
+        ``target.numel()`` nodes (all of them, or the seeds of a sampled
+        subgraph, which come first) at their ``target`` classes, on the
+        edges into those nodes (:func:`edges_into`)."""
+        scored = target.numel()
+        with torch.enable_grad(), \
+                unit_edge_weights(teacher, edge_index) as weight:
+            logits = run_model(teacher, x, edge_index).logits[:scored,
+                                                              columns]
+            raw = attribution(logits, weight, target, create_graph=False)
+        keep = edges_into(edge_index, scored)
+        if keep is not None:
+            raw, edge_index = raw[keep], edge_index[:, keep]
+        return normalise_per_node(raw, edge_index[1], scored).detach()
 
     def soft_loss(self, logits: Tensor, task: TeacherTask) -> Tensor:
         if self.soft == 'mse':
@@ -182,22 +221,33 @@ class TAM(nn.Module):
              ) -> dict[str, Tensor]:
         """The terms for one task: ``soft`` and, unless switched off,
         ``topology``. ``edge_weight`` is the unit weight the student ran
-        with (needed for ``'tam'``); ``key`` names the task for LSP's
-        per-teacher cache."""
+        with on ``edge_index`` (needed for ``'tam'``); ``key`` names the
+        task for LSP's per-teacher cache.
+
+        The rows of ``student_output.logits`` (and of the task's) are the
+        nodes scored: every node of the graph, or the seeds of a sampled
+        subgraph, which come first (:func:`gnncompress.minibatch.
+        batch_view`); the topology term compares the edges into them, so
+        on a whole graph every edge."""
         logits = student_output.logits[:, columns]
         terms = {'soft': self.soft_loss(logits, task)}
+        if not (self.uses_maps or self.uses_lsp):
+            return terms
+        keep = edges_into(edge_index, logits.size(0))
+        into = edge_index if keep is None else edge_index[:, keep]
         if self.uses_maps:
             if edge_weight is None:
                 raise ValueError('TAM needs the unit edge weights the '
                                  'student ran with')
             raw = attribution(logits, edge_weight, task.target,
                               create_graph=True)
-            student_map = normalise_per_node(raw, edge_index[1],
-                                             logits.size(0))
+            if keep is not None:
+                raw = raw[keep]
+            student_map = normalise_per_node(raw, into[1], logits.size(0))
             terms['topology'] = F.mse_loss(student_map, task.attribution)
-        elif self.uses_lsp:
+        else:
             lsp = self._lsp.get(key)
-            graph = _EdgesOnly(edge_index)
+            graph = _EdgesOnly(into)
             if lsp is None:
                 lsp = self._lsp[key] = LSP()
                 lsp.prepare([task.output], student_output, graph)
