@@ -284,6 +284,18 @@ def _to_graph(data: Data, name: str, seed: int) -> Graph:
                  split=split)
 
 
+def check_labels(y: Tensor, name: str) -> None:
+    """Class labels must be integers 0..C-1 (any dtype that holds them)."""
+    if y.is_complex() or y.dtype == torch.bool or (
+            y.is_floating_point() and
+            not bool((torch.isfinite(y) & (y == y.round())).all())):
+        raise DataError(f"Dataset '{name}': labels 'y' must be integers "
+                        f'(got {y.dtype}): convert them with .long()')
+    if y.numel() and int(y.min()) < 0:
+        raise DataError(f"Dataset '{name}': labels 'y' must be 0..C-1 (found "
+                        f'{int(y.min())}): relabel or drop unlabelled nodes')
+
+
 def check_data(data: Data, name: str) -> None:
     """Refuse, with a one-line error, a ``Data`` the engine cannot train on:
     every field the loader reads must have the right type, shape and range
@@ -324,14 +336,7 @@ def check_data(data: Data, name: str) -> None:
     if not isinstance(y, Tensor) or y.dim() != 1 or y.numel() != n:
         raise DataError(f"Dataset '{name}' needs one integer label per node "
                         f"in 'y'")
-    if y.is_complex() or y.dtype == torch.bool or (
-            y.is_floating_point() and
-            not bool((torch.isfinite(y) & (y == y.round())).all())):
-        raise DataError(f"Dataset '{name}': labels 'y' must be integers "
-                        f'(got {y.dtype}): convert them with .long()')
-    if int(y.min()) < 0:
-        raise DataError(f"Dataset '{name}': labels 'y' must be 0..C-1 (found "
-                        f'{int(y.min())}): relabel or drop unlabelled nodes')
+    check_labels(y, name)
     if int(y.max()) >= n:
         raise DataError(f"Dataset '{name}': label {int(y.max())} is not "
                         f'below the number of nodes ({n}): number the '

@@ -296,3 +296,25 @@ def test_normalize_features_divides_each_row_by_its_sum(tiny_graph):
     tiny_graph.x[0, 0] = -1.0
     with pytest.raises(DataError, match='negative features'):
         normalize_features(tiny_graph)
+
+
+def test_graph_list_labels_may_exceed_one_graphs_node_count():
+    """NCI1's node labels: 37 classes, graphs of a few nodes. A label above
+    one graph's node count is fine; a negative or fractional one is not."""
+    from gnncompress.inductive import graph_from_list
+
+    def graph(labels):
+        n = len(labels)
+        return Data(x=torch.ones(n, 2),
+                    edge_index=torch.tensor([[0, 1], [1, 0]]),
+                    y=torch.tensor(labels))
+
+    parts = {'train': [graph([0, 7, 1])], 'val': [graph([2, 3])],
+             'test': [graph([4, 5])]}
+    loaded = graph_from_list(parts, 'tiny')
+    assert loaded.num_classes == 8
+    for bad, message in (([0, -1, 1], 'must be 0..C-1'),
+                         ([0.5, 1.0, 2.0], 'must be integers')):
+        parts['train'] = [graph(bad)]
+        with pytest.raises(DataError, match=message):
+            graph_from_list(parts, 'tiny')
