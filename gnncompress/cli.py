@@ -531,7 +531,9 @@ def cotrain(
     data: Annotated[str, typer.Option(
         help='Dataset: Cora, CiteSeer, PubMed, Computers, Photo, CS, '
         'Physics (node classification), MUTAG, PROTEINS, ENZYMES, NCI1, '
-        'IMDB-BINARY (graph classification) or a saved Data file.')],
+        'IMDB-BINARY (graph classification), SyntheticPPI, PPI, '
+        '<TU>-nodes (several graphs, inductive) or a saved Data file or '
+        'graph list.')],
     method: Annotated[str, typer.Option(
         help='alignahead (cross-layer), oc (same-depth ablation), mutual, '
         'or self (students trained alone).')] = 'alignahead',
@@ -555,7 +557,9 @@ def cotrain(
         help='Graph classification: k-fold cross-validation instead of one '
         'stratified 80/10/10 split.')] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        min=1, help='Graph classification: graphs per step [default: 32]. '
+        min=1, help='Graph classification: graphs per step [default: 32]; '
+        'several-graph node data: training graphs per step [default: 10 '
+        'steps an epoch]. '
         'Node classification: train on sampled subgraphs of this many seed '
         'nodes (graphs too large for one full-graph pass).')] = None,
     fanout: FanoutOpt = None,

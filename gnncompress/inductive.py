@@ -21,7 +21,7 @@ import io
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -316,6 +316,30 @@ def cut(graph: Graph, graph_ids: Tensor) -> GraphPart:
     return GraphPart(sub, node_mask)
 
 
+def training_graphs(graph: Graph) -> Tensor:
+    """The ids of the union's training graphs."""
+    assert graph.node_graph is not None
+    return graph.node_graph[graph.train_mask].unique()
+
+
+def graphs_per_batch(train_ids: Tensor, batch_size: int | None) -> int:
+    """``batch_size`` training graphs per step, by default enough for
+    ``STEPS_PER_EPOCH`` steps an epoch."""
+    if batch_size is not None:
+        return batch_size
+    return max(1, math.ceil(train_ids.numel() / STEPS_PER_EPOCH))
+
+
+def graph_batches(graph: Graph, train_ids: Tensor, batch_size: int,
+                  generator: torch.Generator) -> Iterator[GraphPart]:
+    """One epoch: the training graphs shuffled with ``generator`` and cut
+    into batches of ``batch_size`` whole graphs."""
+    order = train_ids[torch.randperm(train_ids.numel(), generator=generator)
+                      .to(train_ids.device)]
+    for chunk in order.split(batch_size):
+        yield cut(graph, chunk)
+
+
 def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
                   teacher_outputs: Sequence[ModelOutput] = (),
                   epochs: int = 200, lr: float = 0.01,
@@ -342,9 +366,8 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
     )
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
-    train_ids = graph.node_graph[graph.train_mask].unique()
-    if batch_size is None:
-        batch_size = max(1, math.ceil(train_ids.numel() / STEPS_PER_EPOCH))
+    train_ids = training_graphs(graph)
+    batch_size = graphs_per_batch(train_ids, batch_size)
     if method is not None:
         whole = cut(graph, train_ids)
         g = whole.graph
@@ -364,10 +387,7 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
     for epoch in bar:
         train_mode(student, method)
         total, steps = 0.0, 0
-        order = train_ids[torch.randperm(train_ids.numel(), generator=gen)
-                          .to(train_ids.device)]
-        for chunk in order.split(batch_size):
-            part = cut(graph, chunk)
+        for part in graph_batches(graph, train_ids, batch_size, gen):
             g = part.graph
             optimizer.zero_grad(set_to_none=True)
             out = run_model(student, g.x, g.edge_index)

@@ -2,7 +2,13 @@
 students of one architecture, built from one seeded stream so each starts
 differently, trained alternately; each receives its peers' current outputs
 as "teachers" of an online method (Alignahead, its same-depth ablation OC,
-mutual learning) or trains alone (``self``, the baseline)."""
+mutual learning) or trains alone (``self``, the baseline).
+
+The data: one node-classification graph (full-graph, or sampled subgraphs:
+:class:`SampledOnlineTrainer`), graph classification (batches of graphs),
+or several graphs of inductive node classification, single- or
+multi-label (batches of whole training graphs:
+:class:`InductiveOnlineTrainer`)."""
 from __future__ import annotations
 
 import statistics
@@ -13,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnncompress.data import GRAPH_DATASETS, Graph, load_graph
@@ -26,7 +31,14 @@ from gnncompress.engine import (
 )
 from gnncompress.errors import GnnCompressError
 from gnncompress.graphlevel import BATCH_SIZE, iter_batches, load_graph_set
-from gnncompress.inductive import single_graph_only
+from gnncompress.inductive import (
+    cut,
+    graph_batches,
+    graphs_per_batch,
+    is_graph_list_name,
+    supervised_loss,
+    training_graphs,
+)
 from gnncompress.methods import DistillMethod
 from gnncompress.minibatch import (
     batch_graph,
@@ -76,6 +88,7 @@ class OnlineTrainer:
         self.students, self.graph, self.methods = students, graph, methods
         self.label_weight = label_weight
         self.batch_size = batch_size
+        self.term = 'bce' if graph.multilabel else 'ce'
         self.generator = torch.Generator().manual_seed(seed)
         self._cache: dict[int, ModelOutput] = {}
         if methods is not None:
@@ -113,7 +126,7 @@ class OnlineTrainer:
 
     def _supervised(self, out: ModelOutput, graph: Graph) -> Tensor:
         mask = graph.train_mask
-        return F.cross_entropy(out.logits[mask], graph.y[mask])
+        return supervised_loss(out.logits[mask], graph.y[mask])
 
     def _loss_inputs(self, method: DistillMethod, peers: list[ModelOutput],
                      out: ModelOutput, graph: Graph,
@@ -160,8 +173,8 @@ class OnlineTrainer:
         student.train()
         optimizer.zero_grad(set_to_none=True)
         out = self._run(student, part)
-        terms = {'ce': self._supervised(out, part)}
-        loss = self.label_weight * terms['ce']
+        terms = {self.term: self._supervised(out, part)}
+        loss = self.label_weight * terms[self.term]
         if self.methods:
             method = self.methods[k].train()
             terms[method.name] = method.loss(
@@ -222,6 +235,56 @@ class OnlineTrainer:
                 epochs_run=epoch, seconds=seconds, history=histories[k]))
         self._cache.clear()
         return results
+
+
+class InductiveOnlineTrainer(OnlineTrainer):
+    """:class:`OnlineTrainer` on a several-graph node dataset (the union
+    :mod:`gnncompress.inductive` builds), in the way of
+    :func:`~gnncompress.inductive.fit_inductive`: each epoch shuffles the
+    training graphs and every student takes one step per batch of
+    ``batch_size`` whole training graphs (default: enough graphs for
+    ``STEPS_PER_EPOCH`` steps), in the full-graph trainer's order, its
+    peers' outputs on the batch kept until their own step.
+
+    A step's loss is ``label_weight`` times the supervised loss over the
+    batch's nodes (BCE-with-logits for a 0/1 label matrix, cross-entropy
+    otherwise) plus ``weight`` times the online loss on the batch:
+    Alignahead's (OC's) layer structures over its edges, mutual learning's
+    terms over its nodes (their per-label Bernoulli form when multi-label,
+    :class:`~gnncompress.methods.mutual.Mutual`). The methods are prepared
+    on the training graphs; validation and test run each student once over
+    the whole union (messages never cross graphs) and score the validation
+    and test graphs: micro-F1 at logit 0 when multi-label, else accuracy.
+    Validation and test graphs never enter a training step.
+    """
+
+    def __init__(self, students: list[nn.Module], graph: Graph,
+                 methods: list[DistillMethod] | None, *, lr: float,
+                 weight_decay: float, weight: float | None = None,
+                 label_weight: float = 1.0, patience: int | None = None,
+                 batch_size: int | None = None, seed: int = 0) -> None:
+        if graph.node_graph is None:
+            raise ValueError('InductiveOnlineTrainer needs a several-graph '
+                             'node dataset')
+        self.train_ids = training_graphs(graph)
+        super().__init__(students, graph, methods, lr=lr,
+                         weight_decay=weight_decay, weight=weight,
+                         label_weight=label_weight, patience=patience,
+                         batch_size=graphs_per_batch(self.train_ids,
+                                                     batch_size),
+                         seed=seed)
+
+    def _probe(self) -> Graph:
+        return cut(self.graph, self.train_ids).graph
+
+    def parts(self) -> Iterator[Graph]:
+        for part in graph_batches(self.graph, self.train_ids,
+                                  self.batch_size, self.generator):
+            self._cache.clear()
+            yield part.graph
+
+    def _logits(self, k: int) -> Tensor:
+        return self._eval(self.students[k], self.graph).logits
 
 
 @dataclass
@@ -381,7 +444,10 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     each of that many stratified folds and exports fold 0's best.
 
     ``batch_size`` is the number of graphs per step for graph
-    classification (default 32). On one node-classification graph it
+    classification (default 32) and for several-graph node datasets
+    (``SyntheticPPI``, ``PPI``, ``<TU>-nodes``, saved graph lists; default:
+    enough graphs for 10 steps an epoch, :class:`InductiveOnlineTrainer`).
+    On one node-classification graph it
     trains on sampled subgraphs of that many seed nodes with ``fanout``
     neighbours per hop (``'15,10'``, one count per layer; default 15, 10,
     then 5), validating layer-wise (:class:`SampledOnlineTrainer`); without
@@ -400,12 +466,10 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     key = str(data).lower()
     hops = None
     if key in GRAPH_DATASETS:
-        if fanout is not None:
-            raise GnnCompressError(
-                '--fanout samples subgraphs of one node-classification '
-                'graph; graph classification trains on batches of whole '
-                'graphs (--batch-size graphs per step): drop --fanout')
+        _whole_graphs(fanout, 'graph classification')
         batch_size = BATCH_SIZE if batch_size is None else batch_size
+    elif is_graph_list_name(key):
+        _whole_graphs(fanout, 'a several-graph node dataset')
     elif batch_size is not None or fanout is not None:
         batch_size, hops = check_minibatch(None, batch_size, fanout, layers,
                                            who='each student')
@@ -431,7 +495,10 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
                               folds)
 
     graph = load(0)
-    single_graph_only(graph, 'cotrain')
+    inductive = graph.node_graph is not None
+    if inductive:  # a saved list of graphs shows itself once loaded
+        _whole_graphs(fanout, 'a several-graph node dataset')
+        hops = None
     spec = ArchSpec(arch=arch, in_channels=graph.num_features,
                     hidden_channels=hidden, num_layers=layers,
                     out_channels=graph.num_classes,
@@ -441,8 +508,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     runs = []
     sample = None
     train_args = dict(lr=lr, weight_decay=weight_decay, weight=weight,
-                      patience=patience,
-                      batch_size=batch_size or BATCH_SIZE, seed=seed)
+                      patience=patience, seed=seed)
     for fold in range(folds or 1):
         if fold:
             graph = load(fold)
@@ -451,10 +517,18 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
         api.seed_everything(seed)
         models = [build_model(spec).to(dev) for _ in range(students)]
         online = build_online_methods(method, students, method_options)
-        if hops is None:
-            trainer = OnlineTrainer(models, g, online, **train_args)
+        if inductive:
+            trainer = InductiveOnlineTrainer(models, g, online,
+                                             batch_size=batch_size,
+                                             **train_args)
+            batch_size = trainer.batch_size
+        elif hops is None:
+            trainer = OnlineTrainer(models, g, online,
+                                    batch_size=batch_size or BATCH_SIZE,
+                                    **train_args)
         else:
             trainer = SampledOnlineTrainer(models, g, online, fanout=hops,
+                                           batch_size=batch_size,
                                            **train_args)
             sample = sample_subgraph(g, trainer.csr, hops, batch_size,
                                      seed)
@@ -467,6 +541,15 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
                        patience=patience, batch_size=batch_size,
                        fanout=hops),
                   config or {}, sample)
+
+
+def _whole_graphs(fanout: Any, kind: str) -> None:
+    """Refuse ``--fanout`` where training takes batches of whole graphs."""
+    if fanout is not None:
+        raise GnnCompressError(
+            f'--fanout samples subgraphs of one node-classification graph; '
+            f'{kind} trains on batches of whole graphs (--batch-size '
+            f'graphs per step): drop --fanout')
 
 
 def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
@@ -564,8 +647,11 @@ def _describe_data(g: Graph, graph_level: bool) -> dict[str, Any]:
             'task': 'graph' if graph_level else 'node'}
     if graph_level:
         info['graphs'] = int(g.y.numel())
+    elif g.node_graph is not None:
+        info['graphs'] = int(g.node_graph.max()) + 1
     return info
 
 
-__all__ = ['METHODS', 'OnlineTrainer', 'SampledOnlineTrainer',
+__all__ = ['METHODS', 'InductiveOnlineTrainer', 'OnlineTrainer',
+           'SampledOnlineTrainer',
            'build_online_methods', 'cotrain']

@@ -211,8 +211,10 @@ class CotrainReport:
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
         runtimes = sorted({k for e in self.students for k in e.latency})
+        metric = 'micro-F1' if self.data.get('split', {}).get(
+            'metric') == 'micro-F1' else 'acc'
         headers = ['model', 'architecture', 'parameters', 'file size',
-                   'val acc', 'test acc'] + \
+                   f'val {metric}', f'test {metric}'] + \
             [f'{r} p50 / p95 ms' for r in runtimes]
         rows = []
         for k, e in enumerate(self.students, 1):

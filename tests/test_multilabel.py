@@ -18,7 +18,8 @@ from gnncompress.engine import accuracy, fit, forward_frozen
 from gnncompress.errors import DataError
 from gnncompress.inductive import cut, graph_from_list, micro_f1
 from gnncompress.methods import resolve_method
-from gnncompress.models import ArchSpec, ModelOutput, build_model
+from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
+from gnncompress.online import InductiveOnlineTrainer, build_online_methods
 
 runner = CliRunner()
 TINY = dict(num_graphs=(3, 1, 1), num_nodes=60, num_features=6,
@@ -228,11 +229,130 @@ def test_glnn_uses_the_multilabel_form(tiny):
         pytest.approx(float(want))
 
 
-def test_cotrain_refuses_several_graphs(tmp_path):
+def _online(graph, method, students=2, **options):
+    spec = ArchSpec(arch='gcn', in_channels=graph.num_features,
+                    hidden_channels=8, num_layers=2,
+                    out_channels=graph.num_classes, dropout=0.0)
+    torch.manual_seed(0)
+    models = [build_model(spec) for _ in range(students)]
+    return InductiveOnlineTrainer(
+        models, graph, build_online_methods(method, students, options),
+        lr=0.01, weight_decay=0.0, batch_size=2, seed=0)
+
+
+def _first_step(trainer, k=0):
+    """Student k's output on the epoch's first batch before its step, its
+    peers' outputs, the batch, and the loss the step reports."""
+    part = next(iter(trainer.parts()))
+    with torch.no_grad():
+        outs = [run_model(m.eval(), part.x, part.edge_index)
+                for m in trainer.students]
+    return outs, part, trainer.step(k, part)
+
+
+def test_cotrain_steps_on_batches_of_whole_training_graphs(tiny):
+    trainer = _online(tiny, 'self')
+    parts = list(trainer.parts())
+    assert [p.num_nodes for p in parts] == [120, 60]   # 3 graphs, 2 + 1
+    train_x = tiny.x[tiny.train_mask]
+    for p in parts:   # every row a training node's, no held-out one
+        assert bool((p.x[:, None] == train_x[None]).all(-1).any(-1).all())
+
+
+def test_cotrain_multilabel_mutual_step_value(tiny):
+    trainer = _online(tiny, 'mutual', students=3, temperature=2.0,
+                      entropy_weight=0.3)
+    outs, part, got = _first_step(trainer)
+    # Three students: peer weights softmax(0, 0) = 1/2 each.
+    target = (outs[1].logits + outs[2].logits) / 2
+    p, q = torch.sigmoid(target / 2), torch.sigmoid(outs[0].logits / 2)
+    kl = (p * (p / q).log() + (1 - p) * ((1 - p) / (1 - q)).log()).mean()
+    q1 = torch.sigmoid(outs[0].logits)
+    entropy = -(q1 * q1.log() + (1 - q1) * (1 - q1).log()).mean()
+    y = part.y
+
+    def bce(z):
+        s = torch.sigmoid(z)
+        return -(y * s.log() + (1 - y) * (1 - s).log()).mean()
+
+    want = bce(outs[0].logits) + 4 * kl - 0.3 * entropy + bce(target)
+    assert float(kl) > 1e-4
+    assert got == pytest.approx(float(want), rel=1e-5)
+
+
+def test_cotrain_alignahead_step_value_on_a_batch(tiny):
+    trainer = _online(tiny, 'alignahead')
+    outs, part, got = _first_step(trainer)
+    n = part.num_nodes
+    adj = torch.zeros(n, n, dtype=torch.bool)   # adj[i, j]: edge j -> i
+    adj[part.edge_index[1], part.edge_index[0]] = True
+
+    def log_structure(h):
+        score = -torch.cdist(h, h).pow(2)
+        return torch.log_softmax(score.masked_fill(~adj, -math.inf), -1)
+
+    def kl(own, peer):
+        a, b = log_structure(own), log_structure(peer)
+        per_node = torch.where(adj, b.exp() * (b - a), 0.0).sum(-1)
+        return per_node.sum() / adj.any(-1).sum()
+
+    own = [*outs[0].hiddens, outs[0].logits]
+    peer = [*outs[1].hiddens, outs[1].logits]
+    # Cyclic pairing of two layers: (0, 1), (1, 0).
+    align = kl(own[0], peer[1]) + kl(own[1], peer[0])
+    sup = F.binary_cross_entropy_with_logits(outs[0].logits, part.y)
+    assert float(align) > 1e-4
+    assert got == pytest.approx(float(sup + align), rel=1e-4)
+
+
+def test_cotrain_never_sees_held_out_graphs():
+    graph = graph_from_list(synthetic_ppi(**TINY), 'tiny')
+    graph.x[graph.val_mask | graph.test_mask] = float('nan')
+    results = _online(graph, 'alignahead').run(2, progress=False)
+    assert all(math.isfinite(h['loss']) for r in results
+               for h in r.history)
+
+
+def test_cotrain_refuses_fanout_on_several_graphs(tmp_path):
     path = tmp_path / 'tiny.pt'
     torch.save(synthetic_ppi(**TINY), path)
     result = runner.invoke(app, ['cotrain', '--data', str(path), '--out',
-                                 str(tmp_path / 'out')])
+                                 str(tmp_path / 'out'), '--batch-size', '2',
+                                 '--fanout', '5,5', '--layers', '2'])
     assert result.exit_code == 1
-    assert "does not support several-graph node datasets" in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and 'drop --fanout' in lines[0]
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('multilabel', [True, False])
+def test_cli_cotrain_several_graphs_end_to_end(tmp_path, multilabel):
+    import onnx
+    graphs = synthetic_ppi(**TINY)
+    if not multilabel:   # one label per node, a split per graph
+        graphs = [Data(x=d.x, edge_index=d.edge_index, y=d.y.argmax(-1),
+                       split=s) for s, items in graphs.items()
+                  for d in items]
+    path = tmp_path / 'tiny.pt'
+    torch.save(graphs, path)
+    out = tmp_path / 'out'
+    result = runner.invoke(app, [
+        'cotrain', '--data', str(path), '--method', 'mutual', '--out',
+        str(out), '--hidden', '8', '--layers', '2', '--epochs', '2',
+        '--batch-size', '2', '--no-progress'])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / 'report.json').read_text())
+    metric = 'micro-F1' if multilabel else 'accuracy'
+    assert report['data']['split']['metric'] == metric
+    assert report['data']['graphs'] == 5
+    assert report['training']['batch_size'] == 2
+    if multilabel:
+        assert 'val micro-F1' in result.output
+        assert 'test micro-F1' in (out / 'report.md').read_text()
+        assert 'test acc' not in result.output
+    else:
+        assert 'test acc' in result.output
+    assert report['onnx_max_abs_diff'] < 1e-4
+    onnx.checker.check_model(onnx.load(out / 'student.onnx'))
+    for entry in report['students']:
+        assert 0 <= entry['test_accuracy'] <= 1

@@ -46,6 +46,23 @@ class Mutual(DistillMethod):
     students, :math:`w = 1` and the method is deep mutual learning plus the
     entropy term.
 
+    *Multi-label* targets (``graph.multilabel``: a 0/1 matrix, one sigmoid
+    per label) take the per-label Bernoulli form of every term: with
+    :math:`p = \sigma(\bar z/\tau)` and :math:`q = \sigma(z_k/\tau)`
+    elementwise (:math:`\sigma` the logistic sigmoid),
+
+    .. math::
+        \mathcal{L}_k = \tau^2\,\overline{p \log\tfrac{p}{q}
+        + (1-p) \log\tfrac{1-p}{1-q}}
+        + \beta\,\overline{q_1 \log q_1 + (1-q_1) \log(1-q_1)}
+        + \mathrm{BCE}_{\mathrm{train}}(\bar z, y)
+
+    where :math:`q_1 = \sigma(z_k)` and the bars are means over nodes and
+    labels (the KL of each label's Bernoulli, as multi-label KD's BCE
+    averages; it differs from that BCE by the targets' entropy, a
+    constant), and the ensemble term is BCE-with-logits on the labelled
+    nodes.
+
     Args:
         temperature (float, optional): :math:`\tau`. (default: :obj:`1.0`,
             as in deep mutual learning)
@@ -96,13 +113,43 @@ class Mutual(DistillMethod):
         w = self.peer_weights()  # [P]
         target = (w.detach()[:, None, None] * peers).sum(0)  # [N, C]
         logits = student_output.logits
+        mask = graph.train_mask
+        if getattr(graph, 'multilabel', False):
+            return self._multilabel(logits, target, peers, w, graph)
         kl = F.kl_div(F.log_softmax(logits / tau, -1),
                       F.log_softmax(target / tau, -1),
                       reduction='batchmean', log_target=True)
         log_p = F.log_softmax(logits, -1)
         entropy = -(log_p.exp() * log_p).sum(-1).mean()
-        mask = graph.train_mask
         ensemble = (w[:, None, None] * peers[:, mask]).sum(0)
         unit = F.cross_entropy(ensemble, graph.y[mask]) if \
             self.adaptive and bool(mask.any()) else logits.new_zeros(())
         return tau * tau * kl - self.entropy_weight * entropy + unit
+
+    def _multilabel(self, logits: Tensor, target: Tensor, peers: Tensor,
+                    w: Tensor, graph: Graph) -> Tensor:
+        """The per-label Bernoulli form (see the class docstring)."""
+        tau = self.temperature
+        kl = bernoulli_kl(target / tau, logits / tau).mean()
+        entropy = bernoulli_entropy(logits).mean()
+        mask = graph.train_mask
+        ensemble = (w[:, None, None] * peers[:, mask]).sum(0)
+        unit = F.binary_cross_entropy_with_logits(
+            ensemble, graph.y[mask].float()) if \
+            self.adaptive and bool(mask.any()) else logits.new_zeros(())
+        return tau * tau * kl - self.entropy_weight * entropy + unit
+
+
+def bernoulli_kl(target: Tensor, logits: Tensor) -> Tensor:
+    """Elementwise ``KL(Bernoulli(sigmoid(target)) ||
+    Bernoulli(sigmoid(logits)))``, from log-sigmoids (stable at large
+    logits)."""
+    p = torch.sigmoid(target)
+    return p * (F.logsigmoid(target) - F.logsigmoid(logits)) + \
+        (1 - p) * (F.logsigmoid(-target) - F.logsigmoid(-logits))
+
+
+def bernoulli_entropy(logits: Tensor) -> Tensor:
+    """Elementwise entropy of ``Bernoulli(sigmoid(logits))``."""
+    q = torch.sigmoid(logits)
+    return -(q * F.logsigmoid(logits) + (1 - q) * F.logsigmoid(-logits))
