@@ -1,6 +1,12 @@
 """``gnncompress amalgamate``: several frozen teachers, each expert on its own
 task, merged into one slimmable student without any ground-truth label
-(TAM, METHODS.md)."""
+(TAM, METHODS.md).
+
+Training strategies (:class:`TrainingGraphs`): :class:`WholeGraphs` (one
+full-graph step per epoch), :class:`GraphBatches` (batches of whole training
+graphs of several-graph datasets, single- or multi-label) and
+:class:`gnncompress.amalgamation_minibatch.SampledGraphs` (sampled
+subgraphs); all share :func:`group_loss` and :func:`train_student`."""
 from __future__ import annotations
 
 import functools
@@ -702,7 +708,11 @@ def amalgamate(teachers: Sequence[str | Path], *,
     ``batch_size`` B trains on sampled subgraphs of B seed nodes per graph
     with ``fanout`` neighbours per hop (``'15,10'``; default 15, 10, then
     5), the teachers cached once layer-wise
-    (:mod:`gnncompress.amalgamation_minibatch`)."""
+    (:mod:`gnncompress.amalgamation_minibatch`).
+
+    Several-graph datasets train on batches of whole training graphs
+    (:class:`GraphBatches`); on multi-label data the tasks are label
+    columns, scores and agreement micro-F1."""
     if len(teachers) < 2:
         raise GnnCompressError('Amalgamation needs at least two teachers '
                                f'(got {len(teachers)})')

@@ -22,7 +22,12 @@ from gnncompress.cli import app
 from gnncompress.data import class_subset, load_graph, synthetic_ppi
 from gnncompress.errors import GnnCompressError
 from gnncompress.export import onnx_feeds, onnx_session
-from gnncompress.inductive import cut, graph_from_list, micro_f1
+from gnncompress.inductive import (
+    cut,
+    graph_from_list,
+    micro_f1,
+    supervised_loss,
+)
 from gnncompress.methods.tam import TAM
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.models.slimmable import (
@@ -247,3 +252,25 @@ def test_several_graphs_refuse_batch_size_and_mixing(tmp_path):
     with pytest.raises(GnnCompressError, match='one kind'):
         api.amalgamate([t[1], t[0]], data=f'{data},{single}',
                        out=tmp_path / 'o2', progress=False, device='cpu')
+
+
+def test_teacher_on_a_class_subset_of_single_label_graphs(tmp_path):
+    # Nodes outside the subset (label -1) stay in their graphs and out of
+    # the loss.
+    logits = torch.randn(4, 2)
+    y = torch.tensor([1, -1, 0, -1])
+    assert float(supervised_loss(logits, y)) == pytest.approx(
+        float(F.cross_entropy(logits[[0, 2]], y[[0, 2]])))
+    assert float(supervised_loss(logits, torch.full((4,), -1))) == 0.0
+    lists = synthetic_ppi(**TINY)
+    single = {s: [Data(x=d.x, edge_index=d.edge_index,
+                       y=d.y.argmax(-1)) for d in ds]
+              for s, ds in lists.items()}
+    torch.save(single, tmp_path / 'g.pt')
+    sub = class_subset(load_graph(tmp_path / 'g.pt'), [0, 1])
+    assert sub.node_graph is not None and bool((sub.y == -1).any())
+    result = api.train_teacher(tmp_path / 'g.pt', tmp_path / 't.pt',
+                               arch='gcn', hidden=8, layers=2, classes='0-1',
+                               epochs=2, progress=False, device='cpu')
+    assert result.spec.out_channels == 2
+    assert 0 <= result.test_accuracy <= 1
