@@ -1,9 +1,17 @@
 """``gnncompress amalgamate``: several frozen teachers, each expert on its own
 task, merged into one slimmable student without any ground-truth label
-(TAM, METHODS.md)."""
+(TAM, METHODS.md).
+
+Training strategies (:class:`TrainingGraphs`): :class:`WholeGraphs` (one
+full-graph step per epoch), :class:`GraphBatches` (batches of whole training
+graphs of several-graph datasets, single- or multi-label) and
+:class:`gnncompress.amalgamation_minibatch.SampledGraphs` (sampled
+subgraphs); all share :func:`group_loss` and :func:`train_student`."""
 from __future__ import annotations
 
+import functools
 import json
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +29,7 @@ from gnncompress.data import Graph, load_graph, parse_classes
 from gnncompress.engine import Selection, check_finite, progress_bar
 from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
 from gnncompress.export import export_onnx
-from gnncompress.inductive import single_graph_only
+from gnncompress.inductive import STEPS_PER_EPOCH, cut, micro_f1
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.minibatch import batch_view, check_minibatch
 from gnncompress.models import count_parameters
@@ -37,6 +45,10 @@ from gnncompress.sampling import Batch
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
              'averaged over tasks and widths (no label is read)')
+SELECTION_GRAPHS = ('agreement with the teachers\' predictions on the '
+                    'validation graphs\' nodes (micro-F1 against their '
+                    'predicted labels for multi-label tasks), averaged over '
+                    'tasks and widths (no label is read)')
 
 
 @dataclass
@@ -59,17 +71,22 @@ class Task:
         return self.stop - self.start
 
     def eval_mask(self) -> Tensor:
-        """Test nodes whose label belongs to the task (evaluation only)."""
+        """Test nodes whose label belongs to the task (evaluation only;
+        multi-label: every test node)."""
         mask = self.graph.test_mask
-        if self.classes is not None:
+        if self.classes is not None and not self.graph.multilabel:
             known = torch.tensor(self.classes, device=self.graph.y.device)
             mask = mask & torch.isin(self.graph.y, known)
         return mask
 
     def eval_labels(self) -> Tensor:
-        """Labels renumbered to the task's columns (-1 outside it)."""
+        """Labels renumbered to the task's columns (-1 outside it);
+        multi-label: the task's label columns."""
         if self.classes is None:
             return self.graph.y
+        if self.graph.multilabel:
+            return self.graph.y[:, torch.tensor(self.classes,
+                                                device=self.graph.y.device)]
         lookup = torch.full((int(self.graph.y.max()) + 1,), -1,
                             dtype=torch.long, device=self.graph.y.device)
         for i, c in enumerate(self.classes):
@@ -147,6 +164,105 @@ class WholeGraphs:
 
     def probe(self, graph: Graph) -> tuple[Tensor, Tensor]:
         return graph.x, graph.edge_index
+
+
+class GraphBatches:
+    """Training over batches of whole training graphs, for several-graph
+    datasets (:class:`TrainingGraphs`; the batches of
+    :func:`gnncompress.inductive.fit_inductive`). Each graph's shuffled
+    training graphs come in batches of enough graphs for
+    ``STEPS_PER_EPOCH`` steps (2 on PPI); one optimiser step takes one
+    batch of every dataset, an epoch as many steps as the dataset with the
+    most batches has, and a dataset with fewer starts a new shuffled pass
+    when its batches run out. Validation and test graphs are never trained
+    on. The teachers' outputs, predictions and maps cover every graph,
+    computed once on the union (message passing never crosses graphs, and
+    a node's map is normalised over its own in-edges, so a graph's rows
+    and edges are what the teacher gives that graph alone); each batch
+    slices them (:meth:`gnncompress.inductive.GraphPart.slice`). The
+    student's logits run on the whole union; latency and the ONNX check on
+    the test graphs (the validation graphs when there is none)."""
+
+    def __init__(self, tasks: Sequence[Task],
+                 teacher_tasks: Sequence[TeacherTask], tam: TAM, *,
+                 seed: int = 0) -> None:
+        self.tasks, self.teacher_tasks, self.tam = tasks, teacher_tasks, tam
+        self.seed = seed
+        self.graphs: list[Graph] = []
+        for task in tasks:
+            if all(task.graph is not g for g in self.graphs):
+                self.graphs.append(task.graph)
+        self._train = {id(g): g.node_graph[g.train_mask].unique()
+                       for g in self.graphs}
+        self.graphs_per_step = {
+            id(g): max(1, math.ceil(ids.numel() / STEPS_PER_EPOCH))
+            for g, ids in zip(self.graphs, self._train.values())}
+        self.steps_per_epoch = max(
+            math.ceil(self._train[id(g)].numel() /
+                      self.graphs_per_step[id(g)]) for g in self.graphs)
+        self._batches = {id(g): self._endless(g, i)
+                         for i, g in enumerate(self.graphs)}
+        self._probes: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def _endless(self, graph: Graph, index: int) -> Iterator[Tensor]:
+        """Shuffled passes over the training graphs of ``graph``, in
+        batches of graph ids."""
+        generator = torch.Generator().manual_seed(self.seed + index)
+        ids = self._train[id(graph)]
+        while True:
+            order = torch.randperm(ids.numel(), generator=generator)
+            yield from ids[order.to(ids.device)].split(
+                self.graphs_per_step[id(graph)])
+
+    def epoch(self) -> Iterator[StepLoss]:
+        """Each optimiser step of one epoch: one batch of every dataset."""
+        for _ in range(self.steps_per_epoch):
+            parts = {id(g): cut(g, next(self._batches[id(g)]))
+                     for g in self.graphs}
+            views = []
+            for task, tt in zip(self.tasks, self.teacher_tasks):
+                part = parts[id(task.graph)]
+                edges = part.node_mask[task.graph.edge_index[0]]
+                views.append(TeacherTask(
+                    part.slice(tt.output), tt.target[part.node_mask],
+                    tt.attribution[edges] if tt.attribution is not None
+                    else None))
+            yield functools.partial(self._loss, parts, views)
+
+    def _loss(self, parts: dict[int, Any], views: list[TeacherTask],
+              student: SlimmableGNN, width: float,
+              group: list[int]) -> tuple[Tensor, dict[str, Tensor]]:
+        task = self.tasks[group[0]]
+        g = parts[id(task.graph)].graph
+        return group_loss(student, g.x, g.edge_index, task.head, width,
+                          [self.tasks[i] for i in group],
+                          [views[i] for i in group], group, self.tam)
+
+    def logits(self, student: SlimmableGNN, graph: Graph, head: int,
+               width: float) -> Tensor:
+        return whole_graph_logits(student, graph, head, width)
+
+    def probe(self, graph: Graph) -> tuple[Tensor, Tensor]:
+        if id(graph) not in self._probes:
+            mask = graph.test_mask if bool(graph.test_mask.any()) \
+                else graph.val_mask
+            part = cut(graph, graph.node_graph[mask].unique()).graph
+            self._probes[id(graph)] = (part.x, part.edge_index)
+        return self._probes[id(graph)]
+
+    def describe(self) -> dict[str, Any]:
+        """The report's additions to its ``training`` entry."""
+        measured = {}
+        for g in self.graphs:
+            x, edge_index = self.probe(g)
+            measured[g.name] = {'nodes': x.size(0),
+                                'edges': int(edge_index.size(1))}
+        return {'graphs_per_step': {g.name: self.graphs_per_step[id(g)]
+                                    for g in self.graphs},
+                'training_graphs': {g.name: self._train[id(g)].numel()
+                                    for g in self.graphs},
+                'steps_per_epoch': self.steps_per_epoch,
+                'measured_on': measured}
 
 
 def train_student(student: SlimmableGNN, tasks: Sequence[Task],
@@ -252,14 +368,41 @@ def whole_graph_logits(student: SlimmableGNN, graph: Graph, head: int,
     return student(graph.x, graph.edge_index, head, width)
 
 
+def agreement(logits: Tensor, target: Tensor,
+              mask: Tensor | None = None) -> float:
+    """How far the student's ``logits`` agree with a teacher's predictions
+    ``target`` on the rows of ``mask`` (default: all): the fraction whose
+    class is the teacher's, or for multi-label targets (0/1 matrix) the
+    micro-F1 of ``logits > 0`` against the labels the teacher predicts."""
+    if mask is None:
+        mask = torch.ones(logits.size(0), dtype=torch.bool,
+                          device=logits.device)
+    if target.dim() == 2:
+        return micro_f1(logits, target, mask)
+    return float((logits[mask].argmax(-1) == target[mask]).float().mean())
+
+
+def selection_nodes(graph: Graph) -> Tensor | None:
+    """The nodes model selection compares with the teachers: every node of
+    one graph; the validation graphs of a several-graph dataset, which
+    training never sees."""
+    return graph.val_mask if graph.node_graph is not None else None
+
+
+def report_nodes(graph: Graph) -> Tensor | None:
+    """The nodes the report's agreement covers: every node of one graph;
+    the test graphs of a several-graph dataset."""
+    return graph.test_mask if graph.node_graph is not None else None
+
+
 @torch.no_grad()
 def mean_agreement(student: SlimmableGNN, tasks: Sequence[Task],
                    teacher_tasks: Sequence[TeacherTask],
                    logits_of: Logits | None = None) -> float:
-    """Fraction of all nodes where the student's class (eval mode) is the
-    teacher's, averaged over tasks and widths. ``logits_of`` runs the
-    student on a whole graph (default: one full forward; mini-batch
-    training: layer-wise), once per graph, head and width."""
+    """:func:`agreement` of the student (eval mode) with each teacher on
+    :func:`selection_nodes`, averaged over tasks and widths. ``logits_of``
+    runs the student on a whole graph (default: one full forward;
+    mini-batch training: layer-wise), once per graph, head and width."""
     logits_of = logits_of or whole_graph_logits
     student.eval()
     scores = []
@@ -270,14 +413,17 @@ def mean_agreement(student: SlimmableGNN, tasks: Sequence[Task],
             if key not in seen:
                 seen[key] = logits_of(student, task.graph, task.head, width)
             logits = seen[key][:, task.columns]
-            scores.append(float((logits.argmax(-1) ==
-                                 teacher_task.target).float().mean()))
+            scores.append(agreement(logits, teacher_task.target,
+                                    selection_nodes(task.graph)))
     return sum(scores) / len(scores)
 
 
 def task_accuracy(logits: Tensor, task: Task) -> float:
-    """Accuracy on the task's test nodes (``logits`` cut to its columns)."""
+    """Accuracy on the task's test nodes (``logits`` cut to its columns);
+    micro-F1 for multi-label tasks."""
     mask = task.eval_mask()
+    if task.graph.multilabel:
+        return micro_f1(logits, task.eval_labels(), mask)
     if int(mask.sum()) == 0:
         return float('nan')
     return float((logits[mask].argmax(-1) ==
@@ -313,7 +459,6 @@ def resolve_tasks(ckpts: list[Checkpoint], data: str | Sequence[str] | None,
         if key not in cache:
             cache[key] = load_graph(name, data_root, seed) if name else \
                 api.resolve_data(None, data_root, ckpt, seed)
-            single_graph_only(cache[key], 'amalgamate')
         return cache[key]
 
     if tasks is not None:
@@ -374,6 +519,22 @@ def check_teacher(ckpt: Checkpoint, task: Task) -> None:
             f'Teacher {ckpt.path.name} predicts {spec.out_channels} classes '
             f'but its task {task.name} has {task.num_classes}: check --data '
             f'and --tasks')
+
+
+def check_graphs(tasks: Sequence[Task], minibatch: bool) -> bool:
+    """Whether the tasks' data are several-graph datasets (trained by
+    :class:`GraphBatches`); refuses a mix with single graphs and
+    ``--batch-size`` on them."""
+    several = [t.graph.node_graph is not None for t in tasks]
+    if any(several) and not all(several):
+        names = ', '.join(t.graph.name for t, s in zip(tasks, several) if s)
+        raise DataError(f'{names} hold several graphs and the other '
+                        f'datasets one: amalgamate datasets of one kind')
+    if any(several) and minibatch:
+        raise GnnCompressError('--batch-size on a several-graph dataset is '
+                               'not supported yet: drop it (training takes '
+                               'batches of whole graphs)')
+    return any(several)
 
 
 # The command -----------------------------------------------------------------
@@ -456,6 +617,17 @@ class AmalgamationReport:
                 f"per step, fanout {','.join(map(str, t['fanout']))}, "
                 f"{t['steps_per_epoch']} steps per epoch; latency and the "
                 f'ONNX check on one sampled subgraph per graph ({probes})')
+        if 'graphs_per_step' in self.training:
+            t = self.training
+            per = ', '.join(f'{n} {k} of {t["training_graphs"][n]}'
+                            for n, k in t['graphs_per_step'].items())
+            probes = '; '.join(f"{name} {v['nodes']:,} nodes, "
+                               f"{v['edges']:,} edges"
+                               for name, v in t['measured_on'].items())
+            lines.append(
+                f'several graphs: batches of whole training graphs ({per} '
+                f"per step), {t['steps_per_epoch']} steps per epoch; "
+                f'latency and the ONNX check on the test graphs ({probes})')
         for u in self.union:
             lines.append(f"union of all tasks at width {u['width']:g}: "
                          f"{100 * u['test_accuracy']:.2f}%")
@@ -536,7 +708,11 @@ def amalgamate(teachers: Sequence[str | Path], *,
     ``batch_size`` B trains on sampled subgraphs of B seed nodes per graph
     with ``fanout`` neighbours per hop (``'15,10'``; default 15, 10, then
     5), the teachers cached once layer-wise
-    (:mod:`gnncompress.amalgamation_minibatch`)."""
+    (:mod:`gnncompress.amalgamation_minibatch`).
+
+    Several-graph datasets train on batches of whole training graphs
+    (:class:`GraphBatches`); on multi-label data the tasks are label
+    columns, scores and agreement micro-F1."""
     if len(teachers) < 2:
         raise GnnCompressError('Amalgamation needs at least two teachers '
                                f'(got {len(teachers)})')
@@ -560,6 +736,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
     task_list = resolve_tasks(ckpts, data, tasks, data_root, seed)
     for ckpt, task in zip(ckpts, task_list):
         check_teacher(ckpt, task)
+    several = check_graphs(task_list, hops is not None)
     setting = 'label-subsets' if task_list[0].classes is not None \
         else 'datasets'
     heads_out = [task_list[-1].stop] if setting == 'label-subsets' else \
@@ -589,9 +766,11 @@ def amalgamate(teachers: Sequence[str | Path], *,
     sampled = None
     if hops is None:
         teacher_tasks = [tam.prepare(m, t.graph.x, t.graph.edge_index,
-                                     slice(None))
+                                     slice(None), t.graph.multilabel)
                          for m, t in zip(teacher_models, task_list)]
-        graphs: TrainingGraphs = WholeGraphs(task_list, teacher_tasks, tam)
+        graphs: TrainingGraphs = \
+            GraphBatches(task_list, teacher_tasks, tam, seed=seed) \
+            if several else WholeGraphs(task_list, teacher_tasks, tam)
     else:  # graphs stay on the CPU; batches move to the device
         sampled = amalgamation_minibatch.SampledGraphs(
             task_list, teacher_models, tam, batch_size=batch_size,
@@ -611,11 +790,12 @@ def amalgamate(teachers: Sequence[str | Path], *,
                     'seconds_per_epoch': fitted.seconds_per_epoch,
                     'lr': lr, 'weight_decay': weight_decay,
                     'patience': patience}
-        if sampled is not None:
-            training.update(sampled.describe())
+        if not isinstance(graphs, WholeGraphs):
+            training.update(graphs.describe())
         return _write_outputs(
             model, spec, task_list, ckpts, teacher_models, teacher_tasks,
             graphs, tam=tam, setting=setting, training=training,
+            selection=SELECTION_GRAPHS if several else SELECTION,
             export_widths=export_widths, dev=dev, out=out, export=export,
             latency=latency, min_accuracy=min_accuracy,
             max_accuracy_drop=max_accuracy_drop,
@@ -632,6 +812,7 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                    teacher_tasks: list[TeacherTask],
                    graphs: TrainingGraphs, *,
                    tam: TAM, setting: str, training: dict[str, Any],
+                   selection: str,
                    export_widths: list[float], dev: torch.device, out: Path,
                    export: bool, latency: bool, min_accuracy: float | None,
                    max_accuracy_drop: float | None, command: str, seed: int,
@@ -671,8 +852,8 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                     'hidden': spec.hidden_at(width),
                     'parameters': count_parameters(plain),
                     'test_accuracy': task_accuracy(logits, task),
-                    'agreement': float((logits.argmax(-1) ==
-                                        tt.target).float().mean()),
+                    'agreement': agreement(logits, tt.target,
+                                           report_nodes(g)),
                     'latency': {}, 'onnx': None, 'onnx_max_abs_diff': None,
                     'onnx_parity': {}}
                 x, edge_index = graphs.probe(g)
@@ -713,7 +894,7 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
             results=results, union=union,
             loss={'soft': tam.soft, 'topology': tam.topology,
                   'lambda': tam.weight},
-            selection=SELECTION, training=training,
+            selection=selection, training=training,
             seed=seed, device=str(dev), versions=api.versions(), files=files,
             config=config or {},
             gates=api.accuracy_gates(
@@ -741,10 +922,15 @@ def _task_dict(task: Task) -> dict[str, Any]:
 def _union_accuracy(model: SlimmableGNN, tasks: Sequence[Task],
                     logits_of: Logits) -> list[dict[str, Any]]:
     """Label subsets: the union head's argmax over all tasks' classes, on
-    the test nodes whose label is in one of them."""
+    the test nodes whose label is in one of them; multi-label: the union
+    head's micro-F1 over all tasks' label columns on the test nodes."""
     graph = tasks[0].graph
     labels = torch.tensor([c for t in tasks for c in t.classes],
                           device=graph.y.device)
+    if graph.multilabel:
+        return [{'width': width, 'test_accuracy': micro_f1(
+            logits_of(model, graph, 0, width), graph.y[:, labels],
+            graph.test_mask)} for width in model.spec.widths]
     mask = graph.test_mask & torch.isin(graph.y, labels)
     rows = []
     for width in model.spec.widths:

@@ -395,12 +395,21 @@ def parse_classes(text: str) -> list[int]:
 def class_subset(graph: Graph, classes: list[int]) -> Graph:
     """The graph with labels restricted to ``classes`` (renumbered
     ``0..len(classes)-1``): every node and edge stays, the masks keep only
-    nodes whose label is in the subset, the other nodes get label -1."""
+    nodes whose label is in the subset, the other nodes get label -1. On
+    multi-label data (``y`` a 0/1 matrix) the classes are label columns:
+    ``y`` keeps those columns, in that order, and every node stays in its
+    split. Several-graph data keeps its graphs (``node_graph``)."""
+    what = 'label columns' if graph.multilabel else 'classes'
     missing = [c for c in classes if c >= graph.num_classes]
     if missing:
-        raise DataError(f'{graph.name} has classes 0-{graph.num_classes - 1};'
-                        f" class(es) {', '.join(map(str, missing))} do not "
-                        f'exist')
+        raise DataError(f'{graph.name} has {what} 0-{graph.num_classes - 1};'
+                        f" {', '.join(map(str, missing))} do not exist")
+    split = {**graph.split, 'classes': list(classes)}
+    if graph.multilabel:
+        return dataclasses.replace(
+            graph, y=graph.y[:, torch.tensor(classes,
+                                             device=graph.y.device)],
+            num_classes=len(classes), split=split)
     lookup = torch.full((graph.num_classes,), -1, dtype=torch.long,
                         device=graph.y.device)
     lookup[torch.tensor(classes, device=graph.y.device)] = \
@@ -410,9 +419,7 @@ def class_subset(graph: Graph, classes: list[int]) -> Graph:
     if not bool((graph.train_mask & inside).any()):
         raise DataError(f'No training node of {graph.name} has a label in '
                         f'classes {classes}: choose other classes')
-    split = {**graph.split, 'classes': list(classes)}
-    return Graph(name=graph.name, x=graph.x, edge_index=graph.edge_index,
-                 y=y, train_mask=graph.train_mask & inside,
-                 val_mask=graph.val_mask & inside,
-                 test_mask=graph.test_mask & inside,
-                 num_classes=len(classes), split=split)
+    return dataclasses.replace(
+        graph, y=y, train_mask=graph.train_mask & inside,
+        val_mask=graph.val_mask & inside, test_mask=graph.test_mask & inside,
+        num_classes=len(classes), split=split)

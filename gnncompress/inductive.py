@@ -272,9 +272,16 @@ def micro_f1(logits: Tensor, y: Tensor, mask: Tensor) -> float:
 
 
 def supervised_loss(logits: Tensor, y: Tensor) -> Tensor:
-    """BCE-with-logits for a 0/1 label matrix, cross-entropy otherwise."""
+    """BCE-with-logits for a 0/1 label matrix, cross-entropy otherwise;
+    nodes labelled -1 (outside a class subset,
+    :func:`gnncompress.data.class_subset`) are left out (a loss of 0 when
+    no node is left)."""
     if y.dim() == 2:
         return F.binary_cross_entropy_with_logits(logits, y)
+    if bool((y < 0).any()):
+        known = (y >= 0).sum().clamp(min=1)
+        return F.cross_entropy(logits, y, ignore_index=-1,
+                               reduction='sum') / known
     return F.cross_entropy(logits, y)
 
 

@@ -24,8 +24,21 @@ EPS = 1e-5
 class TeacherTask:
     """What one frozen teacher gives its task, computed once."""
     output: ModelOutput        # logits [N, C_task] and hiddens
-    target: Tensor             # [N] the teacher's predicted class
+    # [N] the teacher's predicted class; multi-label: [N, C_task] 0/1, the
+    # labels it predicts (logit > 0)
+    target: Tensor
     attribution: Tensor | None  # [E] normalised map (topology 'tam')
+
+    @property
+    def multilabel(self) -> bool:
+        return self.target.dim() == 2
+
+
+def predicted(logits: Tensor, multilabel: bool) -> Tensor:
+    """A teacher's prediction: its class (argmax), or for multi-label
+    targets the 0/1 matrix of the labels whose logit is above 0 (sigmoid
+    above 0.5)."""
+    return (logits > 0).to(logits.dtype) if multilabel else logits.argmax(-1)
 
 
 @contextlib.contextmanager
@@ -66,8 +79,13 @@ def check_edges(model: nn.Module, edge_index: Tensor) -> None:
 
 def attribution(logits: Tensor, weight: Tensor, target: Tensor,
                 create_graph: bool) -> Tensor:
-    """``d (sum_i logits[i, target_i]) / d weight``, one value per edge."""
-    score = logits.gather(1, target.view(-1, 1)).sum()
+    """``d (sum_i logits[i, target_i]) / d weight``, one value per edge;
+    for a multi-label ``target`` (0/1 matrix), ``d (sum_i sum_{c:
+    target_ic = 1} logits[i, c]) / d weight``."""
+    if target.dim() == 2:
+        score = (logits * target).sum()
+    else:
+        score = logits.gather(1, target.view(-1, 1)).sum()
     (grad,) = torch.autograd.grad(score, weight, create_graph=create_graph,
                                   retain_graph=True, allow_unused=True)
     if grad is None:  # no message reached the scores
@@ -111,6 +129,14 @@ class TAM(nn.Module):
 
     with :math:`\hat{y}_i` the teacher's predicted class and
     :math:`\mu_i, \sigma_i^2` taken over node :math:`i`'s incoming edges.
+    For a multi-label teacher (independent sigmoids, no single class) the
+    score of node :math:`i` is :math:`\sum_{c \in P_i} z_{i,c}`, with
+    :math:`P_i` the labels the teacher predicts positive (logit above 0):
+    as the predicted class's logit in the single-label case, it is the
+    evidence for what the teacher asserts about the node, so the map says
+    which edges carry that evidence; a node with no predicted label adds
+    nothing (its negative labels are asserted by absence, and summing
+    their logits would mostly measure the many labels a node lacks).
     Per task,
 
     .. math::
@@ -131,7 +157,9 @@ class TAM(nn.Module):
             paper value)
         soft (str, optional): :obj:`'mse'` between logits (the paper) or
             :obj:`'bce'` of the student's logits to the teacher's one-hot
-            predictions (the authors' code). (default: :obj:`'mse'`)
+            predictions (the authors' code; multi-label: to the 0/1
+            matrix of the teacher's logits above 0). (default:
+            :obj:`'mse'`)
         topology (str, optional): :obj:`'tam'`, :obj:`'lsp'` (LSP between
             the last hidden layers, the paper's "MTL+LSP" baseline) or
             :obj:`'none'`. (default: :obj:`'tam'`)
@@ -177,13 +205,15 @@ class TAM(nn.Module):
         return run_model(teacher, x, edge_index).detach()
 
     def prepare(self, teacher: nn.Module, x: Tensor, edge_index: Tensor,
-                columns: slice = slice(None)) -> TeacherTask:
+                columns: slice = slice(None),
+                multilabel: bool = False) -> TeacherTask:
         """The frozen teacher's logits (cut to ``columns``), its predicted
-        classes and, for TAM, its normalised map, computed once."""
+        classes (:func:`predicted`) and, for TAM, its normalised map,
+        computed once."""
         teacher.eval()
         out = self._forward(teacher, x, edge_index)
         out = ModelOutput(out.logits[:, columns], out.hiddens)
-        target = out.logits.argmax(-1)
+        target = predicted(out.logits, multilabel)
         attribution_map = None
         if self.uses_maps:
             attribution_map = self.teacher_map(teacher, x, edge_index,
@@ -212,7 +242,8 @@ class TAM(nn.Module):
     def soft_loss(self, logits: Tensor, task: TeacherTask) -> Tensor:
         if self.soft == 'mse':
             return F.mse_loss(logits, task.output.logits)
-        hard = F.one_hot(task.target, logits.size(1)).to(logits.dtype)
+        hard = task.target.to(logits.dtype) if task.multilabel else \
+            F.one_hot(task.target, logits.size(1)).to(logits.dtype)
         return F.binary_cross_entropy_with_logits(logits, hard)
 
     def loss(self, student_output: ModelOutput, task: TeacherTask,
