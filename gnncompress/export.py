@@ -152,6 +152,9 @@ def run_export(wrapper: nn.Module, args: tuple[Tensor, ...], path: Path,
     # torch.export logs the whole program when it meets that value.
     logging.getLogger('torch.fx.experimental.symbolic_shapes').setLevel(
         logging.ERROR)
+    # onnx_ir warns about every empty attribute list ("Attribute type is
+    # ambiguous"), which the exported graphs legitimately have.
+    logging.getLogger('onnx_ir').setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings(), \
                 contextlib.redirect_stdout(io.StringIO()):
