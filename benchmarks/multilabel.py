@@ -12,8 +12,10 @@ where the split depends on the seed, one for synthetic PPI):
 
 Teacher: GCN 3 x 256; student: 2-layer GCN about 10x smaller; trained alone
 and with KD (multi-label form on synthetic PPI), LSP and G-CRD; batches of
-whole training graphs (10 steps per epoch), 200 epochs, patience 50. One
-JSON file per dataset x method x seed; existing files are skipped, so an
+whole training graphs (10 steps per epoch), 200 epochs, patience 50.
+Alignahead (``cotrain --method alignahead``): two students of the same
+size teaching each other, no teacher, the mean of their scores. One JSON
+file per dataset x method x seed; existing files are skipped, so an
 interrupted run resumes.
 
     python benchmarks/multilabel.py                  # everything, 3 seeds
@@ -27,8 +29,11 @@ PPI itself needs a network to download; with one, the same table for PPI is
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -47,6 +52,9 @@ from common import (
 
 from gnncompress import api
 from gnncompress.checkpoint import load_checkpoint
+from gnncompress.data import load_graph
+from gnncompress.models import ArchSpec, build_model
+from gnncompress.online import InductiveOnlineTrainer, build_online_methods
 from gnncompress.synthetic import synthetic_ppi
 
 OUT = RESULTS / 'multilabel'
@@ -54,6 +62,10 @@ SETTINGS = {'synthetic': ['SyntheticPPI'],
             'tu': ['ENZYMES-nodes', 'PROTEINS-nodes', 'NCI1-nodes'],
             'ppi': ['PPI']}
 METHODS = [None, 'kd', 'lsp', 'g-crd']
+# Online distillation (no teacher): two students of the student's size
+# teaching each other (gnncompress cotrain --method alignahead).
+ONLINE = 'alignahead'
+ONLINE_STUDENTS = 2
 TEACHER = dict(arch='gcn', hidden=256, layers=3)
 STUDENT_RATIO = 10.0
 PATIENCE = 50
@@ -95,29 +107,70 @@ def collect(out: Path, datasets: list[tuple[str, str]], seeds: list[int],
                       f'{100 * row["test_accuracy"]:.1f}', flush=True)
 
 
+def online_run(graph, spec, seed: int, epochs: int) -> dict:
+    """Two students of ``spec`` trained together with Alignahead; the
+    row's score is the mean of theirs (as benchmarks/online.py does)."""
+    api.seed_everything(seed)
+    models = [build_model(spec) for _ in range(ONLINE_STUDENTS)]
+    trainer = InductiveOnlineTrainer(
+        models, graph, build_online_methods(ONLINE, ONLINE_STUDENTS),
+        lr=0.01, weight_decay=5e-4, patience=PATIENCE, seed=seed)
+    start = time.perf_counter()
+    results = trainer.run(epochs, progress=False)
+    return {'seed': seed, 'method': ONLINE, 'students': ONLINE_STUDENTS,
+            'test_accuracy': statistics.fmean(r.test_accuracy
+                                              for r in results),
+            'student_test_accuracy': [r.test_accuracy for r in results],
+            'best_epochs': [r.best_epoch for r in results],
+            'fit_seconds': time.perf_counter() - start,
+            'student_spec': spec.to_dict()}
+
+
+def collect_online(out: Path, datasets: list[tuple[str, str]],
+                   seeds: list[int], data_root: str, epochs: int) -> None:
+    """The Alignahead row, with the student size of the distilled rows
+    (read from the seed's student-alone result)."""
+    for label, source in datasets:
+        for seed in seeds:
+            path = out / f'{label}-{ONLINE}-s{seed}.json'
+            alone = out / f'{label}-alone-s{seed}.json'
+            if path.exists() or not alone.exists():
+                continue
+            spec = ArchSpec.from_dict(json.loads(alone.read_text())
+                                      ['student_spec'])
+            graph = load_graph(source, data_root, seed=seed)
+            row = online_run(graph, spec, seed, epochs)
+            row.update(dataset=label, metric=graph.split['metric'],
+                       graphs=graph.split['graphs'])
+            write_json(path, row)
+            print(f'{label} {ONLINE} seed {seed}: '
+                  f'{100 * row["test_accuracy"]:.1f}', flush=True)
+
+
 def report(out: Path) -> str:
     rows = read_rows(out)
     if not rows:
         return 'No results yet.'
     labels = sorted({r['dataset'] for r in rows})
     lines = ['| dataset | metric | graphs (train/val/test) | teacher | '
-             'student alone | KD | LSP | G-CRD |',
-             '|---|---|---|---|---|---|---|---|']
+             'student alone | KD | LSP | G-CRD | Alignahead (2 students, '
+             'no teacher) |', '|---|---|---|---|---|---|---|---|---|']
     for label in labels:
         mine = [r for r in rows if r['dataset'] == label]
         # One entry per teacher (synthetic PPI: one teacher for all seeds).
         teacher = {r.get('teacher', f"{label}-s{r['seed']}.pt"):
-                   r['teacher_test_accuracy'] for r in mine}
+                   r['teacher_test_accuracy'] for r in mine
+                   if 'teacher_test_accuracy' in r}
         cells = [mean_std([r['test_accuracy'] for r in mine
                            if r['method'] == (m or 'alone')])
-                 for m in METHODS]
+                 for m in [*METHODS, ONLINE]]
         g = mine[0]['graphs']
         lines.append(f'| {label} | {mine[0]["metric"]} | {g["train"]}/'
                      f'{g["val"]}/{g["test"]} | '
                      f'{mean_std(list(teacher.values()))} | '
                      + ' | '.join(cells) + ' |')
     seeds = sorted({r['seed'] for r in rows})
-    first = rows[0]
+    first = next(r for r in rows if 'teacher_parameters' in r)
     lines += ['', f'Test score in percent, mean ± std over seeds {seeds} '
               f'(micro-F1 for multi-label, accuracy otherwise), selected on '
               f'the validation graphs. Teacher {first["teacher_parameters"]:,}'
@@ -151,12 +204,16 @@ def main(argv: list[str] | None = None) -> None:
                           ('MUTAG-nodes', 'MUTAG-nodes')], [0],
                     args.data_root, args.epochs, args.teacher_epochs,
                     dict(arch='gcn', hidden=16, layers=2))
+            collect_online(out, [('tiny-ppi', str(tiny))], [0],
+                           args.data_root, args.epochs)
             print(report(out))
         return
     if not args.report:
         names = [n for s in args.settings.split(',') for n in SETTINGS[s]]
         collect(OUT, [(n, n) for n in names], parse_seeds(args.seeds),
                 args.data_root, args.epochs, args.teacher_epochs, TEACHER)
+        collect_online(OUT, [(n, n) for n in names],
+                       parse_seeds(args.seeds), args.data_root, args.epochs)
     body = report(OUT) + f'\n\nMachine: {machine()}.'
     update_doc('multilabel', body)
     print(body)
