@@ -14,7 +14,8 @@ Teacher: GCN 3 x 256; student: 2-layer GCN about 10x smaller; trained alone
 and with KD (multi-label form on synthetic PPI), LSP and G-CRD; batches of
 whole training graphs (10 steps per epoch), 200 epochs, patience 50.
 Alignahead (``cotrain --method alignahead``): two students of the same
-size teaching each other, no teacher, the mean of their scores. One JSON
+size teaching each other, no teacher, the mean of their scores (RBF
+kernel on multi-label data, the paper's PPI choice). One JSON
 file per dataset x method x seed; existing files are skipped, so an
 interrupted run resumes.
 
@@ -54,7 +55,11 @@ from gnncompress import api
 from gnncompress.checkpoint import load_checkpoint
 from gnncompress.data import load_graph
 from gnncompress.models import ArchSpec, build_model
-from gnncompress.online import InductiveOnlineTrainer, build_online_methods
+from gnncompress.online import (
+    InductiveOnlineTrainer,
+    build_online_methods,
+    paper_options,
+)
 from gnncompress.synthetic import synthetic_ppi
 
 OUT = RESULTS / 'multilabel'
@@ -112,8 +117,9 @@ def online_run(graph, spec, seed: int, epochs: int) -> dict:
     row's score is the mean of theirs (as benchmarks/online.py does)."""
     api.seed_everything(seed)
     models = [build_model(spec) for _ in range(ONLINE_STUDENTS)]
+    options = paper_options(ONLINE, graph, None)
     trainer = InductiveOnlineTrainer(
-        models, graph, build_online_methods(ONLINE, ONLINE_STUDENTS),
+        models, graph, build_online_methods(ONLINE, ONLINE_STUDENTS, options),
         lr=0.01, weight_decay=5e-4, patience=PATIENCE, seed=seed)
     start = time.perf_counter()
     results = trainer.run(epochs, progress=False)
@@ -123,7 +129,7 @@ def online_run(graph, spec, seed: int, epochs: int) -> dict:
             'student_test_accuracy': [r.test_accuracy for r in results],
             'best_epochs': [r.best_epoch for r in results],
             'fit_seconds': time.perf_counter() - start,
-            'student_spec': spec.to_dict()}
+            'options': options or {}, 'student_spec': spec.to_dict()}
 
 
 def collect_online(out: Path, datasets: list[tuple[str, str]],

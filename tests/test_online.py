@@ -417,3 +417,20 @@ def test_cli_fanout_on_graph_classification_is_refused(tmp_path):
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and 'drop --fanout' in lines[0]
     assert not out.exists()
+
+
+def test_alignahead_uses_rbf_kernel_on_multilabel_data():
+    """The paper's PPI kernel; the Euclidean default collapses students on
+    multi-label logits. An explicit kernel is kept."""
+    from types import SimpleNamespace
+
+    from gnncompress.online import paper_options
+    multi, single = SimpleNamespace(multilabel=True), \
+        SimpleNamespace(multilabel=False)
+    assert paper_options('alignahead', multi, None) == {'kernel': 'rbf'}
+    assert paper_options('oc', multi, {'sigma': 2.0}) == \
+        {'sigma': 2.0, 'kernel': 'rbf'}
+    assert paper_options('alignahead', multi, {'kernel': 'l2'}) == \
+        {'kernel': 'l2'}
+    assert paper_options('alignahead', single, None) is None
+    assert paper_options('mutual', multi, None) is None
