@@ -160,7 +160,8 @@ def report(out: Path) -> str:
     labels = sorted({r['dataset'] for r in rows})
     lines = ['| dataset | metric | graphs (train/val/test) | teacher | '
              'student alone | KD | LSP | G-CRD | Alignahead (2 students, '
-             'no teacher) |', '|---|---|---|---|---|---|---|---|---|']
+             'no teacher) | seeds |', '|---|---|---|---|---|---|---|---|---|'
+             '---|']
     for label in labels:
         mine = [r for r in rows if r['dataset'] == label]
         # One entry per teacher (synthetic PPI: one teacher for all seeds).
@@ -174,14 +175,16 @@ def report(out: Path) -> str:
         lines.append(f'| {label} | {mine[0]["metric"]} | {g["train"]}/'
                      f'{g["val"]}/{g["test"]} | '
                      f'{mean_std(list(teacher.values()))} | '
-                     + ' | '.join(cells) + ' |')
-    seeds = sorted({r['seed'] for r in rows})
+                     + ' | '.join(cells) + ' | '
+                     + ','.join(map(str, sorted({r['seed'] for r in mine})))
+                     + ' |')
     first = next(r for r in rows if 'teacher_parameters' in r)
-    lines += ['', f'Test score in percent, mean ± std over seeds {seeds} '
-              f'(micro-F1 for multi-label, accuracy otherwise), selected on '
-              f'the validation graphs. Teacher {first["teacher_parameters"]:,}'
-              f' parameters, student {first["student_parameters"]:,} '
-              f'(first row).']
+    lines += ['', 'Test score in percent, mean ± std over the seeds in the '
+              "row's last column (a cell whose runs are not all done "
+              'averages the seeds it has): micro-F1 for multi-label data, '
+              'accuracy otherwise, selected on the validation graphs. '
+              f'Teacher {first["teacher_parameters"]:,} parameters, student '
+              f'{first["student_parameters"]:,} (first row).']
     return '\n'.join(lines)
 
 
