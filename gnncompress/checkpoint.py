@@ -143,9 +143,18 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     return tensors, metadata
 
 
+def _zip_complete(path: Path) -> bool:
+    """``zipfile.is_zipfile``, which raises instead of answering on some
+    damaged end records (e.g. "zipfiles that span multiple disks")."""
+    try:
+        return zipfile.is_zipfile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return False
+
+
 def _read_torch(path: Path, head: bytes) -> Any:
     is_zip = head.startswith(b'PK\x03\x04')
-    if is_zip and not zipfile.is_zipfile(path):
+    if is_zip and not _zip_complete(path):
         raise CheckpointError(
             f'{path} is truncated or corrupted (its zip archive is '
             f'incomplete): save or copy the checkpoint again')

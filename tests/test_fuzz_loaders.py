@@ -29,7 +29,7 @@ from torch_geometric.data import Data
 
 from gnncompress.checkpoint import CARD_KIND, SPEC_KEY, load_checkpoint
 from gnncompress.data import load_graph
-from gnncompress.errors import GnnCompressError
+from gnncompress.errors import CheckpointError, GnnCompressError
 from gnncompress.models import ArchSpec, build_model
 
 FUZZ_EXAMPLES = int(os.environ.get('GNNCOMPRESS_FUZZ_EXAMPLES', '50'))
@@ -483,3 +483,21 @@ def test_cli_inspect_exits_1_with_one_line(state, junk, use_junk, key):
         assert isinstance(result.exception, SystemExit)
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith('Error: '), lines
+
+
+def test_zip_end_record_that_makes_zipfile_raise(tmp_path):
+    """Found by the fuzzer: a damaged ZIP64 locator before the end record
+    makes ``zipfile.is_zipfile`` raise ("zipfiles that span multiple
+    disks") instead of answering; the loader must still give its one-line
+    error."""
+    import struct
+    data = bytearray(VALID_PT)
+    end = data.rindex(b'PK\x05\x06')
+    locator = struct.pack('<4sLQL', b'PK\x06\x07', 0, 0, 2)  # 2 disks
+    data[end - len(locator):end] = locator
+    with pytest.raises(zipfile.BadZipFile):
+        zipfile.is_zipfile(io.BytesIO(bytes(data)))
+    path = tmp_path / 'model.pt'
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match='truncated or corrupted'):
+        load_checkpoint(path)
