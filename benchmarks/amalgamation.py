@@ -96,9 +96,10 @@ def _teachers(out: Path, setting: str, seed: int, data_root: str,
 
 def collect(out: Path, settings: list[str], seeds: list[int],
             data_root: str, epochs: int, teacher_epochs: int) -> None:
-    for setting in settings:
-        datasets, subsets, _, student = {**SETTINGS, **QUICK}[setting]
-        for seed in seeds:
+    # Seeds outermost: an interrupted run has every setting at fewer seeds.
+    for seed in seeds:
+        for setting in settings:
+            datasets, subsets, _, student = {**SETTINGS, **QUICK}[setting]
             for run, options in RUNS.items():
                 path = out / setting / f'{run}-seed{seed}.json'
                 if path.exists():

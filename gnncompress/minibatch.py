@@ -83,18 +83,22 @@ def check_minibatch(method: DistillMethod | None, batch_size: int | None,
 
 
 def batch_view(output: ModelOutput, batch: Batch, rows: bool,
-               logits: str = 'seeds') -> ModelOutput:
+               logits: str = 'seeds', trimmed: bool = False) -> ModelOutput:
     """What a method's loss sees of one batch: logits of the seed nodes
     only (their sampled neighbourhood is complete, the other nodes' is
     cut short), hidden features of every sampled node (structure losses
     need both ends of an edge). ``rows``: ``output`` covers the whole graph
     (the teacher's cache), else the batch (the student). ``logits='nodes'``
     keeps the logits of every sampled node too, for a structure loss over
-    the logits (the method's ``batch_logits``)."""
+    the logits (the method's ``batch_logits``). ``trimmed``: hidden
+    features of the seeds and their sampled neighbours only (the student's
+    rows of the last hidden layer in :func:`trimmed_output`, all that
+    :func:`batch_graph`'s edges reach)."""
     keep = batch.n_id if logits == 'nodes' else batch.n_id[:batch.batch_size]
     if rows:
+        nodes = batch.n_id[:batch.hop_nodes[1]] if trimmed else batch.n_id
         return ModelOutput(logits=output.logits[keep],
-                           hiddens=[h[batch.n_id] for h in output.hiddens])
+                           hiddens=[h[nodes] for h in output.hiddens])
     return ModelOutput(logits=output.logits[:keep.numel()],
                        hiddens=output.hiddens)
 
@@ -185,18 +189,19 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     sampler = NeighborSampler(csr, fanout, batch_size, generator)
     seeds = torch.arange(graph.num_nodes) if method is not None else \
         graph.train_mask.nonzero().view(-1)
+    trim = trimmable(student, len(fanout))
 
     def views(batch: Batch, out: ModelOutput) -> tuple[list[ModelOutput],
                                                        ModelOutput, Graph]:
-        teachers = [_to(batch_view(t, batch, rows=True), dev)
-                    for t in teacher_outputs]
+        teachers = [_to(batch_view(t, batch, rows=True, trimmed=trim),
+                        dev) for t in teacher_outputs]
         return teachers, batch_view(out, batch, rows=False), \
             batch_graph(graph, batch, x=out.logits).to(dev)
 
     if method is not None:
         first = sampler.sample(seeds[:batch_size])
         with torch.no_grad():
-            probe = _forward(student.eval(), graph, first, dev)
+            probe = _forward(student.eval(), graph, first, dev, trim)
         method.prepare(*views(first, probe))
         method = method.to(dev)
         weight = method.default_weight if weight is None else weight
@@ -204,7 +209,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     together = ranks.wrap(student, method)
 
     def step(batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
-        out = _forward(student, graph, batch, dev)
+        out = _forward(student, graph, batch, dev, trim)
         terms = {'ce': seed_cross_entropy(out.logits, graph, batch)}
         loss = label_weight * terms['ce']
         if method is not None:
@@ -249,9 +254,53 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
 
 
 def _forward(student: nn.Module, graph: Graph, batch: Batch,
-             dev: torch.device) -> ModelOutput:
-    return run_model(student, graph.x[batch.n_id].to(dev),
-                     batch.edge_index.to(dev))
+             dev: torch.device, trim: bool) -> ModelOutput:
+    x, edge_index = graph.x[batch.n_id].to(dev), batch.edge_index.to(dev)
+    if trim:
+        return trimmed_output(student, x, edge_index, batch)
+    return run_model(student, x, edge_index)
+
+
+def trimmable(model: nn.Module, hops: int) -> bool:
+    """Whether :func:`trimmed_output` applies: a plain stack of
+    message-passing layers (no jumping knowledge), one per sampled hop."""
+    from torch_geometric.nn.models.basic_gnn import BasicGNN
+
+    return isinstance(model, BasicGNN) and model.jk_mode is None and \
+        model.num_layers == hops
+
+
+def trimmed_output(model: nn.Module, x: Tensor, edge_index: Tensor,
+                   batch: Batch) -> ModelOutput:
+    """:func:`~gnncompress.models.run_model` on a sampled subgraph, each
+    layer computed only where a later layer or the loss reads it: layer
+    ``i`` of ``L`` for the nodes within ``L - 1 - i`` hops of the seeds,
+    over the edges into them (so the logits of the seeds alone, the last
+    hidden layer for the seeds and their sampled neighbours, what
+    :func:`batch_graph`'s edges need). The values are those of the whole
+    subgraph's (GCN's normalisation included); :func:`trimmable` says
+    when it applies."""
+    from gnncompress.models import propagation
+    from gnncompress.models.build import _norm_and_act
+
+    layers = model.num_layers
+    kinds = propagation.plan(model.convs, x, edge_index)
+    hiddens: list[Tensor] = []
+    for i, (conv, norm) in enumerate(zip(model.convs, model.norms)):
+        depth = layers - 1 - i
+        rows = batch.hop_nodes[depth]
+        if kinds is None:
+            x = conv(x, edge_index[:, :batch.hop_edges[depth]])[:rows]
+        else:
+            x = propagation.fast_layer(conv, kinds[i], x, edge_index,
+                                       rows=rows,
+                                       num_nodes=batch.hop_nodes[-1])
+        if i < layers - 1:
+            hiddens.append(x)
+            x = _norm_and_act(model, norm, x)
+            x = model.dropout(x)
+    x = model.lin(x) if hasattr(model, 'lin') else x
+    return ModelOutput(logits=x, hiddens=hiddens)
 
 
 def _to(output: ModelOutput, dev: torch.device) -> ModelOutput:

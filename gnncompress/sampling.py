@@ -3,6 +3,7 @@ built once, layer-wise inference over all nodes in node chunks, and a store
 that keeps large per-node tensors in memory-mapped files."""
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import tempfile
@@ -91,6 +92,11 @@ class Batch:
     n_id: Tensor        # [n]
     edge_index: Tensor  # [2, e]
     batch_size: int
+    # Nodes within j hops of the seeds, and edges into them, for j = 0, 1,
+    # ... (nodes and edges come hop by hop): what a layer still needs
+    # (gnncompress.minibatch.trimmed_output). Empty: not recorded.
+    hop_nodes: tuple[int, ...] = ()
+    hop_edges: tuple[int, ...] = ()
 
 
 class NeighborSampler:
@@ -148,7 +154,12 @@ class NeighborSampler:
         n_id = torch.cat(nodes)
         local[n_id] = -1  # ready for the next batch
         edge_index = torch.stack([torch.cat(srcs), torch.cat(dsts)])
-        return Batch(n_id, edge_index, seeds.numel())
+        # Edges sampled at hop j + 1 go into the nodes first reached at
+        # hop j; the last hop's nodes have none sampled.
+        sizes = [len(s) for s in srcs] + [0]
+        hop_nodes = tuple(itertools.accumulate(n.numel() for n in nodes))
+        hop_edges = tuple(itertools.accumulate(sizes))
+        return Batch(n_id, edge_index, seeds.numel(), hop_nodes, hop_edges)
 
     def _sample_hop(self, nodes: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """Up to ``k`` in-edges of each of ``nodes``, as global (src, dst)."""

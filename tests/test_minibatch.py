@@ -148,6 +148,90 @@ def test_minibatch_kd_and_lsp_train_on_a_tiny_graph():
     assert 0 < result.best_epoch <= 15
 
 
+def test_batch_records_nodes_and_edges_hop_by_hop():
+    graph = _random_graph()
+    csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
+    batch = NeighborSampler(csr, [3, 2], batch_size=5,
+                            generator=torch.Generator().manual_seed(2)
+                            ).sample(torch.tensor([4, 8, 15, 16, 23]))
+    n0, n1, n2 = batch.hop_nodes
+    e0, e1, e2 = batch.hop_edges
+    dst = batch.edge_index[1]
+
+    assert n0 == 5 and n2 == batch.n_id.numel()
+    assert e2 == e1 == batch.edge_index.size(1)  # last hop: no in-edges
+    assert bool((dst[:e0] < n0).all()) and bool((dst[e0:] >= n0).all())
+    assert bool((dst[e0:e1] < n1).all())
+    # The sources of the edges into hop j lie within hop j + 1.
+    assert int(batch.edge_index[0, :e0].max()) < n1
+
+
+@pytest.mark.parametrize('arch', ['gcn', 'sage', 'gin', 'gat'])
+def test_trimmed_output_equals_the_whole_subgraph(arch):
+    """Each trimmed layer's rows equal the untrimmed forward's, and so do
+    the gradients they pass to the weights."""
+    graph = _random_graph()
+    csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
+    batch = NeighborSampler(csr, [4, 3, 2], batch_size=6,
+                            generator=torch.Generator().manual_seed(3)
+                            ).sample(torch.tensor([1, 7, 9, 30, 31, 99]))
+    torch.manual_seed(0)
+    model = build_model(ArchSpec(arch=arch, in_channels=6,
+                                 hidden_channels=8, num_layers=3,
+                                 out_channels=3, heads=2 if arch == 'gat'
+                                 else 1)).eval()
+    x = graph.x[batch.n_id]
+    assert mb.trimmable(model, 3) and not mb.trimmable(model, 2)
+
+    full = run_model(model, x, batch.edge_index)
+    (full.logits[:6].square().sum() + full.hiddens[1][:batch.hop_nodes[1]]
+     .sum()).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    cut = mb.trimmed_output(model, x, batch.edge_index, batch)
+    (cut.logits.square().sum() + cut.hiddens[1].sum()).backward()
+
+    assert cut.logits.shape[0] == 6
+    assert [h.size(0) for h in cut.hiddens] == [batch.hop_nodes[2],
+                                                batch.hop_nodes[1]]
+    torch.testing.assert_close(cut.logits, full.logits[:6], atol=1e-5,
+                               rtol=0)
+    for mine, theirs in zip(cut.hiddens, full.hiddens):
+        torch.testing.assert_close(mine, theirs[:mine.size(0)], atol=1e-5,
+                                   rtol=0)
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, atol=1e-4, rtol=1e-4)
+
+
+def test_lsp_on_a_trimmed_batch_equals_the_untrimmed_loss():
+    graph = _random_graph()
+    csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
+    batch = NeighborSampler(csr, [4, 3], batch_size=8,
+                            generator=torch.Generator().manual_seed(4)
+                            ).sample(torch.arange(10, 18))
+    torch.manual_seed(0)
+    teacher = build_model(ArchSpec(arch='sage', in_channels=6,
+                                   hidden_channels=12, num_layers=2,
+                                   out_channels=3)).eval()
+    student = build_model(ArchSpec(arch='gcn', in_channels=6,
+                                   hidden_channels=5, num_layers=2,
+                                   out_channels=3)).eval()
+    with torch.no_grad():
+        cached = run_model(teacher, graph.x, graph.edge_index)
+    x = graph.x[batch.n_id]
+    losses = []
+    for trim in (False, True):
+        out = mb.trimmed_output(student, x, batch.edge_index, batch) \
+            if trim else run_model(student, x, batch.edge_index)
+        t_view = mb.batch_view(cached, batch, rows=True, trimmed=trim)
+        s_view = mb.batch_view(out, batch, rows=False)
+        sub = mb.batch_graph(graph, batch, x=s_view.logits)
+        losses.append(LSP().loss([t_view], s_view, sub))
+
+    assert losses[0].item() > 0
+    torch.testing.assert_close(losses[1], losses[0], atol=1e-6, rtol=1e-5)
+
+
 def test_batch_view_restricts_logits_to_the_seeds():
     graph = _random_graph()
     csr = CSR.from_edges(graph.edge_index, graph.num_nodes)

@@ -121,15 +121,36 @@ def _aggregate_linear(matrix: Tensor, x: Tensor, weight: Tensor,
     return out if bias is None else out + bias
 
 
-def fast_layer(conv: nn.Module, kind: str, x: Tensor,
-               edge_index: Tensor) -> Tensor:
-    """``conv(x, edge_index)`` through the cached sparse matrix."""
-    matrix = aggregation_matrix(edge_index, x.size(0), kind, x.dtype)
+def fast_layer(conv: nn.Module, kind: str, x: Tensor, edge_index: Tensor,
+               rows: int | None = None,
+               num_nodes: int | None = None) -> Tensor:
+    """``conv(x, edge_index)`` through the cached sparse matrix. ``rows``:
+    only the output of the first ``rows`` nodes, whose in-neighbours are
+    among the rows of ``x`` (a trimmed layer of a sampled subgraph of
+    ``num_nodes`` nodes, gnncompress.minibatch.trimmed_output; the matrix,
+    normalisation included, is still that of the whole subgraph)."""
+    matrix = aggregation_matrix(edge_index, num_nodes or x.size(0), kind,
+                                x.dtype)
+    x_self = x
+    if rows is not None:
+        matrix = _top_rows(matrix, rows, x.size(0))
+        x_self = x[:rows]
     if type(conv) is GCNConv:
         return _aggregate_linear(matrix, x, conv.lin.weight, conv.bias)
     if type(conv) is SAGEConv:
         out = _aggregate_linear(matrix, x, conv.lin_l.weight,
                                 conv.lin_l.bias)
-        return out + conv.lin_r(x) if conv.root_weight else out
+        return out + conv.lin_r(x_self) if conv.root_weight else out
     # GIN: nn((1 + eps) x + A x)
-    return conv.nn((1 + conv.eps) * x + torch.sparse.mm(matrix, x))
+    return conv.nn((1 + conv.eps) * x_self + torch.sparse.mm(matrix, x))
+
+
+def _top_rows(matrix: Tensor, rows: int, cols: int) -> Tensor:
+    """The first ``rows`` rows of a CSR matrix whose entries there lie in
+    the first ``cols`` columns, without copying."""
+    crow = matrix.crow_indices()[:rows + 1]
+    nnz = int(crow[-1])
+    with warnings.catch_warnings():  # "CSR support is in beta state"
+        warnings.simplefilter('ignore', UserWarning)
+        return torch.sparse_csr_tensor(crow, matrix.col_indices()[:nnz],
+                                       matrix.values()[:nnz], (rows, cols))
