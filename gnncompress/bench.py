@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +15,11 @@ from gnncompress.models import forward_logits
 
 WARMUP = 3
 REPEAT = 20
+# Reports (distill, amalgamate, cotrain) spend about this long per latency
+# figure: a forward over a large graph runs fewer times, never under
+# MIN_REPEAT. `gnncompress bench` times exactly what it is asked.
+REPORT_BUDGET_S = 5.0
+MIN_REPEAT = 5
 
 
 @dataclass
@@ -30,11 +36,22 @@ class Latency:
 
 def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
                     repeat: int = REPEAT,
-                    sync: Callable[[], None] | None = None) -> Latency:
-    for _ in range(warmup):
+                    sync: Callable[[], None] | None = None,
+                    budget_s: float | None = None) -> Latency:
+    """``warmup`` untimed calls of ``fn``, then ``repeat`` timed ones; with
+    ``budget_s``, fewer of both (one warm-up, at least MIN_REPEAT timed)
+    when the first call shows they would take longer than that."""
+    for i in range(warmup):
+        start = time.perf_counter()
         fn()
-    if sync:
-        sync()
+        if sync:
+            sync()
+        if i == 0 and budget_s is not None:
+            first = time.perf_counter() - start
+            if first * (warmup - 1 + repeat) > budget_s:
+                repeat = min(repeat, max(MIN_REPEAT,
+                                         int(budget_s / max(first, 1e-9))))
+                break
     times = []
     for _ in range(repeat):
         start = time.perf_counter()
@@ -49,7 +66,7 @@ def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
 
 
 def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
-                  batch: Tensor | None = None, **kwargs: int) -> Latency:
+                  batch: Tensor | None = None, **kwargs: Any) -> Latency:
     model.eval()
     sync = torch.cuda.synchronize if x.is_cuda else None
 
@@ -57,13 +74,15 @@ def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
     def run() -> Tensor:
         return forward_logits(model, x, edge_index, batch)
 
+    kwargs.setdefault('budget_s', REPORT_BUDGET_S)
     return measure_latency(run, sync=sync, **kwargs)
 
 
 def onnx_latency(path: Path, x: Tensor, edge_index: Tensor,
-                 batch: Tensor | None = None, **kwargs: int) -> Latency:
+                 batch: Tensor | None = None, **kwargs: Any) -> Latency:
     from gnncompress.export import onnx_feeds, onnx_session
 
     session = onnx_session(path)
     feeds = onnx_feeds(session, x, edge_index, batch)
+    kwargs.setdefault('budget_s', REPORT_BUDGET_S)
     return measure_latency(lambda: session.run(None, feeds), **kwargs)

@@ -277,3 +277,26 @@ def test_a_one_thread_onnx_row_compares_with_the_threads_asked():
                      latency=Latency(10.0, 10.0, 10.0, 1), accuracy=0.8)]
     compare_to_baseline(rows, 'T')
     assert rows[1].speedup == pytest.approx(3.0)
+
+
+def test_latency_budget_cuts_runs_of_a_slow_forward():
+    """A forward that takes 50 ms under a 0.1 s budget: one warm-up and
+    the minimum of timed runs, not 3 + 20 calls; a fast one keeps them."""
+    import time as _time
+
+    from gnncompress.bench import MIN_REPEAT, measure_latency
+    calls = []
+
+    def slow() -> None:
+        calls.append(1)
+        _time.sleep(0.05)
+
+    lat = measure_latency(slow, budget_s=0.1)
+    assert lat.runs == MIN_REPEAT and len(calls) == 1 + MIN_REPEAT
+    calls.clear()
+    lat = measure_latency(lambda: calls.append(1), budget_s=0.4)
+    assert lat.runs == 20 and len(calls) == 23
+    calls.clear()
+    # No budget (gnncompress bench): exactly what was asked.
+    assert measure_latency(slow, warmup=1, repeat=8).runs == 8
+    assert len(calls) == 9
