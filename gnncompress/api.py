@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from gnncompress import __version__
 from gnncompress.bench import onnx_latency, torch_latency
@@ -617,12 +618,47 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     except TrainingError as e:
         raise keep_last_good(e, model, s_spec, out, distiller.name,
                              graph.name) from None
-    used_weight = distiller.default_weight if weight is None else weight
-    notes = list(ckpt.notes.values())
-    collapsed = collapse_note(result.val_accuracy, graph)
-    if collapsed:
-        notes.append(collapsed)
+    report = distill_outputs(
+        out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
+        teacher_acc=teacher_acc, model=model, s_spec=s_spec,
+        distiller=distiller, graph=graph, result=result,
+        alone_entry=alone_entry, inputs=(g.x, g.edge_index, g.batch),
+        training=describe_training(result, epochs=epochs, lr=lr,
+                                   weight_decay=weight_decay,
+                                   patience=patience),
+        notes=[], export=export, dev=dev, weight=weight,
+        label_weight=label_weight, method_options=method_options,
+        command=command, config=config, seed=seed,
+        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
+    if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
+        saver.remove()  # the default folder inside out has served its turn
+    return report
 
+
+def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
+                    teacher_model: torch.nn.Module, teacher_acc: float,
+                    model: torch.nn.Module, s_spec: ArchSpec,
+                    distiller: DistillMethod, graph: Graph, result: Any,
+                    alone_entry: ModelEntry | None,
+                    inputs: tuple[Tensor, Tensor, Tensor | None],
+                    training: dict[str, Any], notes: list[str],
+                    export: bool, dev: torch.device, weight: float | None,
+                    label_weight: float,
+                    method_options: dict[str, Any] | None, command: str,
+                    config: dict[str, Any] | None, seed: int,
+                    min_accuracy: float | None,
+                    max_accuracy_drop: float | None) -> Report:
+    """What ``distill`` writes once the student is trained (full-graph or
+    mini-batch): latency of teacher and student and the ONNX parity check
+    on ``inputs`` (x, edge_index, batch: the whole graph, or a sampled
+    subgraph when it is too large), the student's files and the report,
+    all staged and moved into ``out`` at once. ``notes`` come after the
+    teacher card's and the collapse warning."""
+    x, edge_index, batch = inputs
+    used_weight = distiller.default_weight if weight is None else weight
+    collapsed = collapse_note(result.val_accuracy, graph)
+    notes = [*ckpt.notes.values(), *([collapsed] if collapsed else []),
+             *notes]
     with staged_output(out) as stage:
         files: dict[str, str] = {}
         parity_cases: dict[str, float] = {}
@@ -636,24 +672,26 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             parameters=count_parameters(teacher_model),
             test_accuracy=teacher_acc, file=str(teacher),
             file_bytes=teacher.stat().st_size)
-        dev_name = dev.type
-        teacher_entry.latency[f'pytorch-{dev_name}'] = torch_latency(
-            teacher_model, g.x, g.edge_index, g.batch).to_dict()
-        student_entry.latency[f'pytorch-{dev_name}'] = torch_latency(
-            model, g.x, g.edge_index, g.batch).to_dict()
+        x_dev, edges_dev = x.to(dev), edge_index.to(dev)
+        batch_dev = batch.to(dev) if batch is not None else None
+        for entry, m in ((teacher_entry, teacher_model),
+                         (student_entry, model)):
+            entry.latency[f'pytorch-{dev.type}'] = torch_latency(
+                m, x_dev, edges_dev, batch_dev).to_dict()
         if export:
             save_student(model, s_spec, stage, out, distiller.name,
                          graph.name, student_entry, files)
             onnx_path = stage / 'student.onnx'
-            parity = export_onnx(model, graph.x, graph.edge_index, onnx_path,
-                                 uses_graph=s_spec.uses_graph,
-                                 batch=graph.batch)
-            parity_cases = parity.cases
+            x_cpu, edges_cpu = x.cpu(), edge_index.cpu()
+            batch_cpu = batch.cpu() if batch is not None else None
+            parity_cases = export_onnx(model, x_cpu, edges_cpu, onnx_path,
+                                       uses_graph=s_spec.uses_graph,
+                                       batch=batch_cpu).cases
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
-                onnx_path, graph.x, graph.edge_index, graph.batch).to_dict()
+                onnx_path, x_cpu, edges_cpu, batch_cpu).to_dict()
         model.to(dev)
-        report = write_report(
+        return write_report(
             stage, out, command=command or f'gnncompress distill {teacher}',
             method=distiller.name,
             method_options={**(method_options or {}), 'weight': used_weight,
@@ -661,15 +699,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             data=describe_graph(graph),
             teacher=teacher_entry, student=student_entry,
             student_alone=alone_entry, parity_cases=parity_cases,
-            training=describe_training(result, epochs=epochs, lr=lr,
-                                       weight_decay=weight_decay,
-                                       patience=patience),
-            seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
-            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
-            notes=notes)
-    if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
-        saver.remove()  # the default folder inside out has served its turn
-    return report
+            training=training, seed=seed, device=dev, ckpt=ckpt,
+            files=files, config=config, min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop, notes=notes)
 
 
 def _minibatch_options(distiller: DistillMethod, batch_size: int | None,

@@ -338,8 +338,6 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
     every rank trains and rank 0 alone writes the outputs (the others
     return None)."""
     from gnncompress import api
-    from gnncompress.bench import onnx_latency, torch_latency
-    from gnncompress.export import export_onnx
     from gnncompress.models import build_model, count_parameters
     from gnncompress.report import ModelEntry
 
@@ -383,57 +381,20 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
         store.close()
     if ranks.rank != 0:
         return None  # rank 0 writes the outputs
-    used_weight = distiller.default_weight if weight is None else weight
-    notes = list(ckpt.notes.values())
-    collapsed = api.collapse_note(result.val_accuracy, graph)
-    if collapsed:
-        notes.append(collapsed)
     x_sub, edges_sub = sample_subgraph(graph, csr, fanout, batch_size, seed)
-    notes.append(f'mini-batch training: latency and ONNX parity measured on '
-                 f'a sampled subgraph of {x_sub.size(0):,} nodes and '
-                 f'{edges_sub.size(1):,} edges')
-
-    with api.staged_output(out) as stage:
-        files: dict[str, str] = {}
-        parity_cases: dict[str, float] = {}
-        student_entry = ModelEntry(
-            role='student', spec=s_spec.to_dict(),
-            parameters=count_parameters(model),
-            test_accuracy=result.test_accuracy,
-            val_accuracy=result.val_accuracy)
-        teacher_entry = ModelEntry(
-            role='teacher', spec=ckpt.spec.to_dict(),
-            parameters=count_parameters(teacher_model),
-            test_accuracy=teacher_acc, file=str(teacher),
-            file_bytes=teacher.stat().st_size)
-        x_dev, edges_dev = x_sub.to(dev), edges_sub.to(dev)
-        for entry, m in ((teacher_entry, teacher_model),
-                         (student_entry, model)):
-            entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                m, x_dev, edges_dev).to_dict()
-        if export:
-            api.save_student(model, s_spec, stage, out, distiller.name,
-                             graph.name, student_entry, files)
-            onnx_path = stage / 'student.onnx'
-            parity_cases = export_onnx(model, x_sub, edges_sub, onnx_path,
-                                       uses_graph=s_spec.uses_graph).cases
-            files['onnx'] = str(out / 'student.onnx')
-            student_entry.latency['onnxruntime-cpu'] = onnx_latency(
-                onnx_path, x_sub, edges_sub).to_dict()
-        model.to(dev)
-        report = api.write_report(
-            stage, out, command=command or f'gnncompress distill {teacher}',
-            method=distiller.name,
-            method_options={**(method_options or {}), 'weight': used_weight,
-                            'label_weight': label_weight},
-            data=api.describe_graph(graph),
-            teacher=teacher_entry, student=student_entry,
-            student_alone=alone_entry, parity_cases=parity_cases,
-            training=api.describe_training(
-                result, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                patience=patience, batch_size=batch_size,
-                fanout=list(fanout), processes=ranks.world),
-            seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
-            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
-            notes=notes)
-    return report
+    note = (f'mini-batch training: latency and ONNX parity measured on a '
+            f'sampled subgraph of {x_sub.size(0):,} nodes and '
+            f'{edges_sub.size(1):,} edges')
+    return api.distill_outputs(
+        out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
+        teacher_acc=teacher_acc, model=model, s_spec=s_spec,
+        distiller=distiller, graph=graph, result=result,
+        alone_entry=alone_entry, inputs=(x_sub, edges_sub, None),
+        training=api.describe_training(
+            result, epochs=epochs, lr=lr, weight_decay=weight_decay,
+            patience=patience, batch_size=batch_size, fanout=list(fanout),
+            processes=ranks.world),
+        notes=[note], export=export, dev=dev, weight=weight,
+        label_weight=label_weight, method_options=method_options,
+        command=command, config=config, seed=seed,
+        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)

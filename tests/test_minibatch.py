@@ -13,7 +13,7 @@ from conftest import SAMPLE_TEACHER
 from typer.testing import CliRunner
 
 import gnncompress.minibatch as mb
-from gnncompress import bench
+from gnncompress import api, bench
 from gnncompress.cli import app
 from gnncompress.data import Graph
 from gnncompress.methods.kd import KD
@@ -266,8 +266,8 @@ def test_cli_runs_the_teacher_once(tmp_path, monkeypatch):
 
     original, original_latency = mb.teacher_cache, bench.torch_latency
     monkeypatch.setattr(mb, 'teacher_cache', counting_cache)
-    monkeypatch.setattr(bench, 'torch_latency', latency)
-    monkeypatch.setattr(bench, 'onnx_latency', functools.partial(
+    monkeypatch.setattr(api, 'torch_latency', latency)
+    monkeypatch.setattr(api, 'onnx_latency', functools.partial(
         bench.onnx_latency, warmup=1, repeat=2))
     out = tmp_path / 'out'
     result = runner.invoke(app, [
