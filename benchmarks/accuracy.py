@@ -326,6 +326,15 @@ def report(data_root: str) -> str:
     lines += _table('norm', lr_rows, f"{NORM_STUDY['dataset']} with "
                     f"row-normalised features (teacher and student), lr "
                     f"{NORM_STUDY['lr']:g}")
+    seconds = [x['fit_seconds'] for suite in ('main', 'deep')
+               if (OUT / suite).exists()
+               for folder in sorted((OUT / suite).iterdir())
+               for x in read_rows(folder)]
+    if seconds:
+        lines += [f'Student training time of the {len(seconds)} stored runs '
+                  f'of the main and deep suites: '
+                  f'{sum(seconds) / 3600:.1f} h (teachers, the speed phase '
+                  f'and the studies not counted).', '']
     mem = []
     for row in MEMORY_RUNS:
         path = OUT / 'memory' / f'Physics-{row}.json'

@@ -74,6 +74,10 @@ RUNS = {
     'lsp': dict(topology='lsp'),
     'tam': dict(topology='tam'),
 }
+# Jing et al. (CVPR 2021), Table 3: (teachers, TAM student), per task in
+# the order of the setting's datasets; the paper's splits are its own.
+PAPER = {'amazon': ((89.36, 92.48), (88.81, 91.79)),
+         'citation': ((87.9, 79.0, 85.7), (87.1, 77.3, 83.2))}
 QUICK = {'quick': (['Cora', 'CiteSeer'], None,
                    dict(arch='gcn', hidden=32, layers=2),
                    dict(student='gcn', hidden=16))}
@@ -144,10 +148,11 @@ def report(out: Path) -> str:
                   f'seeds: {len(by_run["tam"])})', '',
                   '| model | width | ' + ' | '.join(tasks) + ' |',
                   '|---|---|' + '---|' * len(tasks)]
-        teacher_cells = []
-        for i, _ in enumerate(tasks):
-            teacher_cells.append(mean_std(
-                [x['teachers'][i]['test_accuracy'] for x in by_run['tam']]))
+        # One set of teachers per seed, the same in every run of that seed.
+        per_seed = list({x['seed']: x for x in rows}.values())
+        teacher_cells = [mean_std([x['teachers'][i]['test_accuracy']
+                                   for x in per_seed])
+                         for i, _ in enumerate(tasks)]
         params = ', '.join(f"{t['parameters']:,}"
                            for t in first['teachers'])
         lines.append(f'| teachers ({params} parameters) | - | '
@@ -162,6 +167,22 @@ def report(out: Path) -> str:
                          if r['task'] == task and r['width'] == width]))
                 lines.append(f'| {run} | {width:g} | ' + ' | '.join(cells)
                              + ' |')
+        if by_run['tam']:
+            gaps = []
+            for i, task in enumerate(tasks):
+                tam = statistics.fmean(
+                    r['test_accuracy'] for x in by_run['tam']
+                    for r in x['results']
+                    if r['task'] == task and r['width'] == 1.0)
+                teacher = statistics.fmean(
+                    x['teachers'][i]['test_accuracy'] for x in per_seed)
+                gaps.append(f'{100 * (tam - teacher):+.1f}')
+            lines.append('| TAM - teacher | 1 | ' + ' | '.join(gaps) + ' |')
+        if folder.name in PAPER:
+            for label, cells in zip(('paper: teachers', 'paper: TAM'),
+                                    PAPER[folder.name]):
+                lines.append(f'| {label} | 1 | '
+                             + ' | '.join(f'{c:.2f}' for c in cells) + ' |')
         lines.append('')
         spe = {run: [x['training']['seconds_per_epoch']
                      for x in by_run[run]] for run in ('no-topology', 'tam')}
@@ -196,7 +217,10 @@ def main(argv: list[str] | None = None) -> None:
         collect(out, ['quick'] if args.quick else args.settings.split(','),
                 [0] if args.quick else parse_seeds(args.seeds),
                 args.data_root, args.epochs, args.teacher_epochs)
-    body = report(out) + f'\n\nMachine: {machine()}.'
+    ran_on = sorted({r['machine'] for d in out.glob('*') if d.is_dir()
+                     and d.name != 'teachers' for r in read_rows(d)})
+    body = report(out) + '\n\nMachine: ' + ('; '.join(ran_on) or machine()) \
+        + ' (each run beside other benchmarks on the same 2 cores).'
     if not args.quick:
         update_doc('amalgamation', body)
     print(body)
