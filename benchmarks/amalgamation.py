@@ -30,6 +30,7 @@ same runs.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import statistics
 import sys
@@ -120,7 +121,10 @@ def collect(out: Path, settings: list[str], seeds: list[int],
                         **student, **options)
                 finally:
                     shutil.rmtree(tmp, ignore_errors=True)
-                row = report.to_dict()
+                # Paths relative to the repository, not this machine's.
+                root = str(Path(__file__).resolve().parent.parent) + '/'
+                row = json.loads(json.dumps(report.to_dict())
+                                 .replace(root, ''))
                 row.update(run=run, setting=setting, machine=machine())
                 write_json(path, row)
                 tam = [f"{r['task']}@{r['width']:g} "
