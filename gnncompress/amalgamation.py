@@ -609,9 +609,7 @@ class AmalgamationReport:
         ]
         if 'batch_size' in self.training:
             t = self.training
-            probes = '; '.join(f"{name} {v['nodes']:,} nodes, "
-                               f"{v['edges']:,} edges"
-                               for name, v in t['measured_on'].items())
+            probes = _probe_sizes(t['measured_on'])
             lines.append(
                 f"mini-batch: {t['batch_size']:,} seed nodes of each graph "
                 f"per step, fanout {','.join(map(str, t['fanout']))}, "
@@ -621,9 +619,7 @@ class AmalgamationReport:
             t = self.training
             per = ', '.join(f'{n} {k} of {t["training_graphs"][n]}'
                             for n, k in t['graphs_per_step'].items())
-            probes = '; '.join(f"{name} {v['nodes']:,} nodes, "
-                               f"{v['edges']:,} edges"
-                               for name, v in t['measured_on'].items())
+            probes = _probe_sizes(t['measured_on'])
             lines.append(
                 f'several graphs: batches of whole training graphs ({per} '
                 f"per step), {t['steps_per_epoch']} steps per epoch; "
@@ -940,3 +936,10 @@ def _union_accuracy(model: SlimmableGNN, tasks: Sequence[Task],
             if int(mask.sum()) else float('nan')
         rows.append({'width': width, 'test_accuracy': acc})
     return rows
+
+
+def _probe_sizes(measured_on: dict[str, dict[str, int]]) -> str:
+    """``'Cora 1,024 nodes, 5,210 edges; ...'``: the graphs latency and the
+    ONNX check ran on, for the report's text."""
+    return '; '.join(f"{name} {v['nodes']:,} nodes, {v['edges']:,} edges"
+                     for name, v in measured_on.items())
