@@ -21,9 +21,12 @@ widths 0.25/0.5/0.75/1 trained jointly, 200 epochs, label-free selection.
 One JSON file per setting x run x seed; existing files are skipped, so an
 interrupted run resumes. Time per epoch is compared between TAM and the
 same student trained without a topology loss (the soft loss alone), in the
-same runs.
+same runs, and in a timing phase (``--timing``): per setting, seed 0's
+teachers, both runs for TIMING_EPOCHS epochs, alternated TIMING_REPEATS
+times, medians kept; one JSON file per setting in ``timing/``.
 
     python benchmarks/amalgamation.py                 # everything, 3 seeds
+    python benchmarks/amalgamation.py --timing        # only the timing phase
     python benchmarks/amalgamation.py --report        # only rewrite the doc
     python benchmarks/amalgamation.py --quick --epochs 2 --teacher-epochs 2
 """
@@ -54,6 +57,7 @@ from gnncompress import api
 
 OUT = RESULTS / 'amalgamation'
 EPOCHS = 200
+TIMING_EPOCHS, TIMING_REPEATS = 5, 3
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 GCN_TEACHER = dict(arch='gcn', hidden=256, layers=2)
 GAT_TEACHER = dict(arch='gat', hidden=256, layers=3, heads=8)
@@ -99,28 +103,59 @@ def _teachers(out: Path, setting: str, seed: int, data_root: str,
     return paths
 
 
+def _amalgamate(teachers: list[Path], setting: str, seed: int,
+                data_root: str, epochs: int, **options: Any):
+    datasets, subsets, _, student = {**SETTINGS, **QUICK}[setting]
+    tmp = Path(tempfile.mkdtemp(prefix='amalg-'))
+    try:
+        return api.amalgamate(
+            teachers, data=','.join(datasets),
+            tasks=','.join(subsets) if subsets else None,
+            data_root=data_root, widths=WIDTHS, epochs=epochs, seed=seed,
+            out=tmp, export=False, progress=False, **student, **options)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def timing(out: Path, settings: list[str], data_root: str,
+           teacher_epochs: int) -> None:
+    """Seconds per epoch without a topology loss and with TAM, the two
+    alternated so that load on the machine hits both alike."""
+    for setting in settings:
+        path = out / 'timing' / f'{setting}.json'
+        if path.exists():
+            continue
+        teachers = _teachers(out, setting, 0, data_root, teacher_epochs)
+        seconds: dict[str, list[float]] = {'no-topology': [], 'tam': []}
+        for _ in range(TIMING_REPEATS):
+            for run in seconds:
+                report = _amalgamate(teachers, setting, 0, data_root,
+                                     TIMING_EPOCHS, patience=None,
+                                     **RUNS[run])
+                seconds[run].append(report.training['seconds_per_epoch'])
+        medians = {run: statistics.median(v) for run, v in seconds.items()}
+        write_json(path, {'setting': setting, 'epochs': TIMING_EPOCHS,
+                          'repeats': TIMING_REPEATS, 'seconds': seconds,
+                          'seconds_per_epoch': medians,
+                          'ratio': medians['tam'] / medians['no-topology'],
+                          'machine': machine()})
+        print(f"{setting} timing: TAM / no topology "
+              f"{medians['tam'] / medians['no-topology']:.2f}x", flush=True)
+
+
 def collect(out: Path, settings: list[str], seeds: list[int],
             data_root: str, epochs: int, teacher_epochs: int) -> None:
     # Seeds outermost: an interrupted run has every setting at fewer seeds.
     for seed in seeds:
         for setting in settings:
-            datasets, subsets, _, student = {**SETTINGS, **QUICK}[setting]
             for run, options in RUNS.items():
                 path = out / setting / f'{run}-seed{seed}.json'
                 if path.exists():
                     continue
                 teachers = _teachers(out, setting, seed, data_root,
                                      teacher_epochs)
-                tmp = Path(tempfile.mkdtemp(prefix='amalg-'))
-                try:
-                    report = api.amalgamate(
-                        teachers, data=','.join(datasets),
-                        tasks=','.join(subsets) if subsets else None,
-                        data_root=data_root, widths=WIDTHS, epochs=epochs,
-                        seed=seed, out=tmp, export=False, progress=False,
-                        **student, **options)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+                report = _amalgamate(teachers, setting, seed, data_root,
+                                     epochs, **options)
                 # Paths relative to the repository, not this machine's.
                 root = str(Path(__file__).resolve().parent.parent) + '/'
                 row = json.loads(json.dumps(report.to_dict())
@@ -139,7 +174,7 @@ def report(out: Path) -> str:
     speed = ['| setting | no topology (s/epoch) | TAM (s/epoch) | '
              'TAM / no topology |', '|---|---|---|---|']
     for folder in sorted(p for p in out.iterdir() if p.is_dir()
-                         and p.name != 'teachers'):
+                         and p.name not in ('teachers', 'timing')):
         rows = read_rows(folder)
         by_run = {r: [x for x in rows if x['run'] == r] for r in RUNS}
         first = next((x for x in rows), None)
@@ -195,11 +230,25 @@ def report(out: Path) -> str:
                                                         'tam'))
             speed.append(f'| {folder.name} | {a:.3f} | {b:.3f} | '
                          f'{b / a:.2f}x |')
-    return '\n'.join(lines + [
+    lines += [
         'Test accuracy (%, mean ± std over seeds) per task; all widths of a '
         'student are one set of weights trained jointly, selected on '
         'agreement with the teachers (no label). Time per epoch covers all '
-        'widths and tasks (median over seeds):', ''] + speed)
+        'widths and tasks (median over seeds), in the accuracy runs:', '',
+        *speed]
+    timed = sorted((out / 'timing').glob('*.json')) \
+        if (out / 'timing').is_dir() else []
+    if timed:
+        rows = [json.loads(p.read_text()) for p in timed]
+        lines += ['', f'Timing phase (`--timing`): {rows[0]["epochs"]} '
+                  f'epochs per run, the two runs alternated '
+                  f'{rows[0]["repeats"]} times, medians:', '',
+                  *speed[:2]]
+        for r in rows:
+            a, b = (r['seconds_per_epoch'][k] for k in ('no-topology', 'tam'))
+            lines.append(f"| {r['setting']} | {a:.3f} | {b:.3f} | "
+                         f"{r['ratio']:.2f}x |")
+    return '\n'.join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -215,10 +264,15 @@ def main(argv: list[str] | None = None) -> None:
                         'doc is not touched.')
     parser.add_argument('--report', action='store_true',
                         help='Only rewrite docs/BENCHMARKS.md from results.')
+    parser.add_argument('--timing', action='store_true',
+                        help='Only the timing phase (seed 0 teachers).')
     args = parser.parse_args(argv)
     out = RESULTS / 'amalgamation-quick' if args.quick else OUT
-    if not args.report:
-        collect(out, ['quick'] if args.quick else args.settings.split(','),
+    settings = ['quick'] if args.quick else args.settings.split(',')
+    if args.timing:
+        timing(out, settings, args.data_root, args.teacher_epochs)
+    elif not args.report:
+        collect(out, settings,
                 [0] if args.quick else parse_seeds(args.seeds),
                 args.data_root, args.epochs, args.teacher_epochs)
     ran_on = sorted({r['machine'] for d in out.glob('*') if d.is_dir()

@@ -11,11 +11,13 @@ one cloud), training seconds per epoch and peak memory of the run.
 
 Two settings:
 
-- ``cpu`` (default, within 3 hours on 2 cores): 128 points per cloud, the
+- ``cpu`` (default, within 3 hours on 2 cores): 64 points per cloud, the
   teacher's embedding 512 and head 256 (the paper's are 1024 and 512, 256),
-  30 teacher epochs and 20 student epochs. Estimated from a --quick run at
-  32 points (teacher 18 s per epoch, students 3-24 s on one contended
-  thread): about 2.5 hours.
+  20 teacher epochs and 15 student epochs. At 128 points a teacher epoch
+  took about 125 s on one thread (30 epochs and 3 x 5 student runs would
+  not fit); at 64 points about 60 s, and the whole setting about 2.5
+  hours of one core (run seeds in two processes: ``--seeds 0-1`` and
+  ``--seeds 2`` once the teacher is there).
 - ``full`` (for a GPU): 1,024 points, the paper's teacher (embedding 1024,
   head 512, 256), 100 epochs each.
 
@@ -64,8 +66,8 @@ METHODS = ('alone', 'kd', 'fitnet', 'at', 'lsp')
 TEACHER = dict(hidden=[64, 64, 128, 256], k=20)
 STUDENT = dict(hidden=[32, 32, 64, 128], k=10, emb=256, head=[128])
 SETTINGS: dict[str, dict[str, Any]] = {
-    'cpu': dict(points=128, emb=512, head=[256], teacher_epochs=30,
-                epochs=20),
+    'cpu': dict(points=64, emb=512, head=[256], teacher_epochs=20,
+                epochs=15),
     'full': dict(points=1024, emb=1024, head=[512, 256],
                  teacher_epochs=100, epochs=100),
 }

@@ -340,10 +340,8 @@ def group_loss(student: SlimmableGNN, x: Tensor, edge_index: Tensor,
     serves. On a sampled subgraph (``batch``) the logits of its seeds are
     scored (:func:`gnncompress.minibatch.batch_view`) and the teacher
     tasks hold the seeds' rows."""
-    edge_weight = None
-    if tam.uses_maps:
-        edge_weight = torch.ones(edge_index.size(1), device=x.device,
-                                 requires_grad=True)
+    edge_weight = student.unit_edge_weights(x, edge_index, head, width) \
+        if tam.uses_maps else None
     out = student.forward_output(x, edge_index, head, width,
                                  edge_mask=edge_weight)
     if batch is not None:

@@ -23,6 +23,7 @@ from torch_geometric.nn.norm import BatchNorm
 from gnncompress.errors import ArchitectureError, GnnCompressError
 from gnncompress.models import ModelOutput
 from gnncompress.models.build import _norm_and_act
+from gnncompress.models.gcnii import GCNII
 
 # Destination nodes per chunk of layer-wise inference.
 CHUNK_NODES = 16384
@@ -226,14 +227,15 @@ def load_stored(path: str | Path) -> Tensor:
 
 def check_layerwise(model: nn.Module) -> None:
     """Raise unless :func:`layerwise_inference` can run ``model``: PyG's
-    GCN, GraphSAGE, GAT (v1, v2), GIN and MLP, without norms that see the
-    whole graph."""
-    if isinstance(model, MLP):
+    GCN, GraphSAGE, GAT (v1, v2), GIN, MLP and GCNII, without norms that
+    see the whole graph."""
+    if isinstance(model, (MLP, GCNII)):
         return
     if not isinstance(model, BasicGNN) or not hasattr(model, 'convs'):
         raise ArchitectureError(
-            f'Mini-batch training supports GCN, GraphSAGE, GAT, GIN and MLP '
-            f'models (got {type(model).__name__}): drop --batch-size')
+            f'Mini-batch training supports GCN, GraphSAGE, GAT, GIN, GCNII '
+            f'and MLP models (got {type(model).__name__}): drop '
+            f'--batch-size')
     for norm in model.norms:
         if not isinstance(norm, (nn.Identity, BatchNorm)):
             raise ArchitectureError(
@@ -258,6 +260,8 @@ def layerwise_inference(model: nn.Module, x: Tensor, csr: CSR, *,
     model.eval()
     if isinstance(model, MLP):
         return _chunked_mlp(model, x, store, chunk, keep_hiddens)
+    if isinstance(model, GCNII):
+        return _layerwise_gcnii(model, x, csr, store, chunk, keep_hiddens)
     num_nodes, dev = csr.num_nodes, _device_of(model)
     gcn_csr: dict[tuple[bool, bool], CSR] = {}
     hiddens: list[Tensor] = []
@@ -298,29 +302,36 @@ def layerwise_inference(model: nn.Module, x: Tensor, csr: CSR, *,
     return ModelOutput(logits=x, hiddens=hiddens)
 
 
+def _normalised_csr(csr: CSR, improved: bool = False,
+                    add_self_loops: bool = True) -> CSR:
+    """The edges with GCN's symmetric normalisation (self-loops added) as
+    their own CSR: the weights need the degrees of the whole graph."""
+    num_nodes = csr.num_nodes
+    counts = csr.rowptr[1:] - csr.rowptr[:-1]
+    dst = torch.repeat_interleave(torch.arange(num_nodes), counts)
+    edge_index, weight = gcn_norm(
+        torch.stack([csr.col, dst]), None, num_nodes, improved=improved,
+        add_self_loops=add_self_loops)
+    return CSR.from_edges(edge_index, num_nodes, weight)
+
+
 def _gcn_csr(conv: nn.Module, csr: CSR,
              known: dict[tuple[bool, bool], CSR]) -> CSR:
-    """GCN's symmetric normalisation needs the degrees of the whole graph:
-    the normalised edges (with self-loops) as their own CSR, built once."""
+    """:func:`_normalised_csr` for a normalising GCN layer (built once per
+    variant), else the graph's own."""
     if not isinstance(conv, GCNConv) or not conv.normalize:
         return csr
     key = (conv.improved, conv.add_self_loops)
     if key not in known:
-        num_nodes = csr.num_nodes
-        counts = csr.rowptr[1:] - csr.rowptr[:-1]
-        dst = torch.repeat_interleave(torch.arange(num_nodes), counts)
-        edge_index, weight = gcn_norm(
-            torch.stack([csr.col, dst]), None, num_nodes,
-            improved=conv.improved, add_self_loops=conv.add_self_loops,
-            flow=conv.flow)
-        known[key] = CSR.from_edges(edge_index, num_nodes, weight)
+        known[key] = _normalised_csr(csr, *key)
     return known[key]
 
 
 def _conv_chunk(conv: nn.Module, x: Tensor, csr: CSR, start: int,
-                stop: int) -> Tensor:
+                stop: int, x_0: Tensor | None = None) -> Tensor:
     """One layer's output on nodes ``start..stop-1`` from the subgraph of
-    their in-edges (the chunk's nodes first, then the other sources)."""
+    their in-edges (the chunk's nodes first, then the other sources).
+    ``x_0``: GCNII's initial features, whose edges come normalised."""
     src, dst, weight = csr.in_edges(start, stop)
     outside = (src < start) | (src >= stop)
     others = torch.unique(src[outside])
@@ -330,7 +341,9 @@ def _conv_chunk(conv: nn.Module, x: Tensor, csr: CSR, start: int,
     dev = _device_of(conv)
     edge_index = torch.stack([local, dst - start]).to(dev)
     x_sub = x[n_id].to(dev)
-    if weight is not None:  # normalised GCN edges
+    if x_0 is not None:
+        out = conv(x_sub, x_0[n_id].to(dev), edge_index, weight.to(dev))
+    elif weight is not None:  # normalised GCN edges
         conv.normalize = False
         try:
             out = conv(x_sub, edge_index, weight.to(dev))
@@ -339,6 +352,46 @@ def _conv_chunk(conv: nn.Module, x: Tensor, csr: CSR, start: int,
     else:
         out = conv(x_sub, edge_index)
     return out[:stop - start].cpu()
+
+
+def _per_node(fn, x: Tensor, store: TensorStore, chunk: int,
+              dev: torch.device) -> Tensor:
+    """``fn`` (a function of each node's own row) over all nodes in
+    chunks."""
+    out = None
+    for start in range(0, x.size(0), chunk):
+        part = fn(x[start:start + chunk].to(dev)).cpu()
+        if out is None:
+            out = store.empty(x.size(0), part.size(1))
+        out[start:start + chunk] = part
+    assert out is not None
+    return out
+
+
+def _layerwise_gcnii(model: GCNII, x: Tensor, csr: CSR, store: TensorStore,
+                     chunk: int, keep_hiddens: bool) -> ModelOutput:
+    """:func:`layerwise_inference` for GCNII: the input layer per node, then
+    every GCN2Conv from the previous layer and the initial features
+    (normalised edges built once), then the output layer per node."""
+    dev, num_nodes = _device_of(model), csr.num_nodes
+    edges = _normalised_csr(csr)
+    x_0 = _per_node(lambda t: model.act(model.lins[0](t)), x, store, chunk,
+                    dev)
+    h, hiddens = x_0, []
+    for conv in model.convs:
+        out = None
+        for start in range(0, num_nodes, chunk):
+            stop = min(start + chunk, num_nodes)
+            part = _conv_chunk(conv, h, edges, start, stop, x_0)
+            if out is None:
+                out = store.empty(num_nodes, part.size(1))
+            out[start:stop] = part
+        assert out is not None
+        if keep_hiddens:
+            hiddens.append(out)
+        h = _per_node(model.act, out, store, chunk, dev)
+    logits = _per_node(model.lins[1], h, store, chunk, dev)
+    return ModelOutput(logits=logits, hiddens=hiddens)
 
 
 def _device_of(module: nn.Module) -> torch.device:

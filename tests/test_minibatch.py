@@ -46,7 +46,8 @@ def _random_graph(num_nodes: int = 120, num_edges: int = 900,
 
 @pytest.mark.parametrize('arch,jk', [('gcn', None), ('sage', None),
                                      ('gat', None), ('gin', None),
-                                     ('gcn', 'cat'), ('mlp', None)])
+                                     ('gcn', 'cat'), ('mlp', None),
+                                     ('gcnii', None)])
 def test_layerwise_equals_full_forward(arch, jk, tmp_path):
     graph = _random_graph()
     torch.manual_seed(0)
@@ -63,7 +64,9 @@ def test_layerwise_equals_full_forward(arch, jk, tmp_path):
 
     assert len(store.files) > 0
     torch.testing.assert_close(out.logits, full.logits, atol=1e-5, rtol=0)
-    assert len(out.hiddens) == len(full.hiddens) == (3 if jk else 2)
+    # GCNII: every GCN2Conv's output (3); the others: all but the last.
+    expected = 3 if jk or arch == 'gcnii' else 2
+    assert len(out.hiddens) == len(full.hiddens) == expected
     for mine, theirs in zip(out.hiddens, full.hiddens):
         torch.testing.assert_close(mine, theirs, atol=1e-5, rtol=0)
     store.close()

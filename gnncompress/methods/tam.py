@@ -10,10 +10,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from torch_geometric.nn import MessagePassing
+from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from gnncompress.errors import ArchitectureError, DataError
 from gnncompress.methods.lsp import LSP
 from gnncompress.models import ModelOutput, run_model
+from gnncompress.models.propagation import EdgeProbe
 
 SOFT_LOSSES = ('mse', 'bce')
 TOPOLOGIES = ('tam', 'lsp', 'none')
@@ -42,13 +44,22 @@ def predicted(logits: Tensor, multilabel: bool) -> Tensor:
 
 
 @contextlib.contextmanager
-def unit_edge_weights(model: nn.Module,
-                      edge_index: Tensor) -> Iterator[Tensor]:
+def unit_edge_weights(model: nn.Module, edge_index: Tensor,
+                      x: Tensor | None = None,
+                      ) -> Iterator[Tensor | EdgeProbe]:
     """A weight of 1 per edge, with gradient, multiplied into that edge's
-    message in every message-passing layer of ``model`` (PyG's explain
-    masks, without their sigmoid). Self-loops that a layer adds itself
-    (GCN, GAT) get a constant 1."""
+    message in every message-passing layer of ``model``: an
+    :class:`EdgeProbe` when the model's layers run as sparse products on
+    ``x`` (given), else PyG's explain masks, without their sigmoid.
+    Self-loops that a layer adds itself (GCN, GAT) get a constant 1."""
     check_edges(model, edge_index)
+    convs = getattr(model, 'convs', None)
+    if x is not None and isinstance(model, BasicGNN) and \
+            EdgeProbe.supports(convs, x, edge_index):
+        probe = EdgeProbe(edge_index, x.size(0))
+        with probe.running():
+            yield probe
+        return
     weight = torch.ones(edge_index.size(1), device=edge_index.device,
                         requires_grad=True)
     set_masks(model, weight, edge_index, apply_sigmoid=False)
@@ -77,15 +88,18 @@ def check_edges(model: nn.Module, edge_index: Tensor) -> None:
                         'from the data')
 
 
-def attribution(logits: Tensor, weight: Tensor, target: Tensor,
+def attribution(logits: Tensor, weight: Tensor | EdgeProbe, target: Tensor,
                 create_graph: bool) -> Tensor:
     """``d (sum_i logits[i, target_i]) / d weight``, one value per edge;
     for a multi-label ``target`` (0/1 matrix), ``d (sum_i sum_{c:
-    target_ic = 1} logits[i, c]) / d weight``."""
+    target_ic = 1} logits[i, c]) / d weight``. ``weight``: the unit edge
+    weights the model ran with, as explain masks or an :class:`EdgeProbe`."""
     if target.dim() == 2:
         score = (logits * target).sum()
     else:
         score = logits.gather(1, target.view(-1, 1)).sum()
+    if isinstance(weight, EdgeProbe):
+        return weight.attribution(score, create_graph)
     (grad,) = torch.autograd.grad(score, weight, create_graph=create_graph,
                                   retain_graph=True, allow_unused=True)
     if grad is None:  # no message reached the scores
@@ -230,7 +244,7 @@ class TAM(nn.Module):
         edges into those nodes (:func:`edges_into`)."""
         scored = target.numel()
         with torch.enable_grad(), \
-                unit_edge_weights(teacher, edge_index) as weight:
+                unit_edge_weights(teacher, edge_index, x) as weight:
             logits = run_model(teacher, x, edge_index).logits[:scored,
                                                               columns]
             raw = attribution(logits, weight, target, create_graph=False)
@@ -247,7 +261,8 @@ class TAM(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, hard)
 
     def loss(self, student_output: ModelOutput, task: TeacherTask,
-             edge_index: Tensor, edge_weight: Tensor | None = None,
+             edge_index: Tensor,
+             edge_weight: Tensor | EdgeProbe | None = None,
              columns: slice = slice(None), key: int = 0,
              ) -> dict[str, Tensor]:
         """The terms for one task: ``soft`` and, unless switched off,

@@ -14,9 +14,15 @@ ways on a graph the size of synthetic PPI's training graphs.
 
 Only :func:`gnncompress.models.build.run_model` takes this path, and only
 for plain layers with nothing attached to their edges (no explain masks,
-which TAM's attribution maps use, no edge weights, no caching); a model's
-own ``forward`` (what is exported and benchmarked) is PyG's. Outputs agree
-with PyG's to float rounding (a test checks values and gradients).
+no edge weights, no caching); a model's own ``forward`` (what is exported
+and benchmarked) is PyG's. Outputs agree with PyG's to float rounding (a
+test checks values and gradients).
+
+TAM's attribution map (the gradient of a score with respect to a unit
+weight on every edge's message) does not need per-edge messages either:
+:class:`EdgeProbe` adds a zero to every layer's aggregation and derives
+the map from the gradient at that zero (see its docstring), so a student
+trained with TAM keeps the sparse products.
 """
 from __future__ import annotations
 
@@ -35,6 +41,8 @@ from gnncompress.models import sparse_input
 # for inductive data, the evaluation graph), so a few are enough.
 _KEEP = 4
 _CACHE: OrderedDict[tuple, tuple[weakref.ref, int, Tensor]] = OrderedDict()
+# The probe of the forward pass being run, if any (EdgeProbe.running).
+_PROBE: EdgeProbe | None = None
 
 
 def _kind(conv: nn.Module) -> str | None:
@@ -110,14 +118,19 @@ def _build(edge_index: Tensor, num_nodes: int, kind: str,
         return matrix.to_sparse_csr()
 
 
+def _aggregate(matrix: Tensor, v: Tensor, probe: _Layer | None) -> Tensor:
+    out = torch.sparse.mm(matrix, v)
+    return out if probe is None else probe.record(v, out)
+
+
 def _aggregate_linear(matrix: Tensor, x: Tensor, weight: Tensor,
-                      bias: Tensor | None) -> Tensor:
+                      bias: Tensor | None, probe: _Layer | None) -> Tensor:
     """``matrix @ x @ weight.T + bias``, multiplied in the cheaper order
     (sparse input features: transform first, models/sparse_input.py)."""
     if weight.size(0) < weight.size(1) or sparse_input.is_registered(x):
-        out = torch.sparse.mm(matrix, sparse_input.linear(x, weight))
+        out = _aggregate(matrix, sparse_input.linear(x, weight), probe)
     else:
-        out = torch.sparse.mm(matrix, x) @ weight.t()
+        out = _aggregate(matrix, x, probe) @ weight.t()
     return out if bias is None else out + bias
 
 
@@ -131,18 +144,223 @@ def fast_layer(conv: nn.Module, kind: str, x: Tensor, edge_index: Tensor,
     normalisation included, is still that of the whole subgraph)."""
     matrix = aggregation_matrix(edge_index, num_nodes or x.size(0), kind,
                                 x.dtype)
+    probe = _PROBE.layer(edge_index, kind) \
+        if _PROBE is not None and _PROBE.edge_index is edge_index else None
     x_self = x
     if rows is not None:
+        if probe is not None:
+            raise ValueError('an edge probe needs every row of a layer')
         matrix = _top_rows(matrix, rows, x.size(0))
         x_self = x[:rows]
     if type(conv) is GCNConv:
-        return _aggregate_linear(matrix, x, conv.lin.weight, conv.bias)
+        return _aggregate_linear(matrix, x, conv.lin.weight, conv.bias,
+                                 probe)
     if type(conv) is SAGEConv:
         out = _aggregate_linear(matrix, x, conv.lin_l.weight,
-                                conv.lin_l.bias)
+                                conv.lin_l.bias, probe)
         return out + conv.lin_r(x_self) if conv.root_weight else out
     # GIN: nn((1 + eps) x + A x)
-    return conv.nn((1 + conv.eps) * x_self + torch.sparse.mm(matrix, x))
+    return conv.nn((1 + conv.eps) * x_self + _aggregate(matrix, x, probe))
+
+
+def edge_coefficients(edge_index: Tensor, num_nodes: int, kind: str,
+                      dtype: torch.dtype) -> Tensor:
+    """``c_e`` of every edge ``j -> i`` of ``edge_index`` (self-loops
+    excluded): its entry in the matrix of ``kind`` before duplicates add
+    up, i.e. ``(d_j d_i)^-1/2`` for GCN (``d``: in-degree plus the self-loop
+    GCN adds, 2 for ``improved``), ``1 / in-degree(i)`` for mean, 1 for
+    sum."""
+    src, dst = edge_index[0], edge_index[1]
+    ones = torch.ones(src.numel(), dtype=dtype, device=src.device)
+    degree = torch.zeros(num_nodes, dtype=dtype,
+                         device=src.device).index_add_(0, dst, ones)
+    if kind.startswith('gcn'):
+        scale = (degree + (2.0 if kind == 'gcn-improved' else 1.0)).rsqrt()
+        return scale[src] * scale[dst]
+    if kind == 'mean':
+        return 1.0 / degree[dst]
+    return ones
+
+
+class _Layer:
+    """What :class:`EdgeProbe` keeps of one layer: the rows ``v`` that the
+    layer aggregates, the zero added to the aggregate, and ``c_e``."""
+
+    def __init__(self, coefficients: Tensor) -> None:
+        self.coefficients = coefficients
+        self.v: Tensor | None = None
+        self.zero: Tensor | None = None
+
+    def record(self, v: Tensor, aggregate: Tensor) -> Tensor:
+        self.v = v
+        self.zero = aggregate.new_zeros(aggregate.shape, requires_grad=True)
+        return aggregate + self.zero
+
+
+class EdgeProbe:
+    r"""A unit weight :math:`w_e` on the message of every edge, without
+    per-edge messages in the forward pass.
+
+    With the weights, layer :math:`l` aggregates
+    :math:`a^l_i = \sum_{e = j 	o i} c_e w_e v^l_j` (:math:`v^l` the rows
+    it aggregates, :math:`c_e` the edge's coefficient,
+    :func:`edge_coefficients`), so at :math:`w = 1`
+
+    .. math::
+        rac{\partial S}{\partial w_e} = \sum_l c_e \,
+        \Big\langle rac{\partial S}{\partial a^l_i},\, v^l_j \Big
+angle
+
+    :math:`\partial S / \partial a^l` is the gradient at a zero added to
+    each aggregate (:meth:`running` records them), so the map costs one
+    backward through the sparse products and one row-wise product per
+    edge, and with ``create_graph`` it is differentiable in the model's
+    parameters like the map through PyG's explain masks, which it equals
+    to float rounding (a test checks values and gradients). The same
+    weight multiplies an edge in every layer; the self-loops GCN adds keep
+    a constant 1.
+
+    Only for models whose every layer takes the sparse product
+    (:func:`supports`) on graphs without self-loops.
+    """
+
+    def __init__(self, edge_index: Tensor, num_nodes: int) -> None:
+        self.edge_index, self.num_nodes = edge_index, num_nodes
+        self.layers: list[_Layer] = []
+        self._coefficients: dict[tuple, Tensor] = {}
+
+    @staticmethod
+    def supports(convs: nn.ModuleList, x: Tensor, edge_index: Tensor) -> bool:
+        return plan(convs, x, edge_index) is not None and \
+            not bool((edge_index[0] == edge_index[1]).any())
+
+    def layer(self, edge_index: Tensor, kind: str) -> _Layer:
+        key = (kind, torch.get_default_dtype())
+        if key not in self._coefficients:
+            self._coefficients[key] = edge_coefficients(
+                edge_index, self.num_nodes, kind, key[1])
+        self.layers.append(_Layer(self._coefficients[key]))
+        return self.layers[-1]
+
+    def running(self) -> _Running:
+        """Context of the forward pass to probe: its layers on this
+        probe's ``edge_index`` record themselves."""
+        return _Running(self)
+
+    def attribution(self, score: Tensor, create_graph: bool) -> Tensor:
+        """``d score / d w``, one value per edge of ``edge_index``."""
+        layers = [layer for layer in self.layers if layer.zero is not None]
+        grads = torch.autograd.grad(score, [la.zero for la in layers],
+                                    create_graph=create_graph,
+                                    retain_graph=True, allow_unused=True)
+        pattern = edge_pattern(self.edge_index, self.num_nodes)
+        total = score.new_zeros(self.edge_index.size(1))
+        for layer, grad in zip(layers, grads):
+            if grad is None:   # the layer does not reach the score
+                continue
+            assert layer.v is not None
+            total = total + layer.coefficients.to(grad.dtype) * \
+                _EdgeDot.apply(grad, layer.v, pattern)
+        return total
+
+
+class EdgePattern:
+    """The edges of an ``edge_index`` as two CSR patterns, rows the
+    destinations and rows the sources (``order``: edge ids in each one's
+    storage order), for :class:`_EdgeDot`."""
+
+    def __init__(self, edge_index: Tensor, num_nodes: int) -> None:
+        self.num_nodes = num_nodes
+        self.by_dst = self._csr(edge_index[1], edge_index[0], num_nodes)
+        self.by_src = self._csr(edge_index[0], edge_index[1], num_nodes)
+
+    @staticmethod
+    def _csr(rows: Tensor, cols: Tensor,
+             num_nodes: int) -> tuple[Tensor, Tensor, Tensor]:
+        order = torch.argsort(rows * num_nodes + cols)
+        crow = rows.new_zeros(num_nodes + 1)
+        crow[1:] = torch.cumsum(torch.bincount(rows, minlength=num_nodes), 0)
+        return crow, cols[order], order
+
+    def matrix(self, side: str, values: Tensor) -> Tensor:
+        """The ``[N, N]`` CSR matrix with ``values`` (edge order) on the
+        pattern ``side`` ('dst' or 'src' rows)."""
+        crow, col, order = self.by_dst if side == 'dst' else self.by_src
+        with warnings.catch_warnings():  # "CSR support is in beta state"
+            warnings.simplefilter('ignore', UserWarning)
+            return torch.sparse_csr_tensor(
+                crow, col, values[order], (self.num_nodes, self.num_nodes))
+
+
+_PATTERNS: OrderedDict[tuple, tuple[weakref.ref, int, EdgePattern]] = \
+    OrderedDict()
+
+
+def edge_pattern(edge_index: Tensor, num_nodes: int) -> EdgePattern:
+    """:class:`EdgePattern` of ``edge_index``, kept while it lives."""
+    key = (id(edge_index), num_nodes, edge_index.device)
+    hit = _PATTERNS.get(key)
+    if hit is not None and hit[0]() is edge_index and \
+            hit[1] == edge_index._version:
+        return hit[2]
+    pattern = EdgePattern(edge_index, num_nodes)
+    _PATTERNS[key] = (weakref.ref(edge_index), edge_index._version, pattern)
+    while len(_PATTERNS) > _KEEP:
+        _PATTERNS.popitem(last=False)
+    return pattern
+
+
+class _EdgeDot(torch.autograd.Function):
+    """``out_e = <g_i, v_j>`` for every edge ``e = j -> i``, as a sampled
+    dense product (SDDMM) on the edges' CSR pattern; its gradients are
+    two sparse products. Per-edge ``[E, F]`` gathers and scatters cost
+    10-30x more on a graph the size of Amazon Computers."""
+
+    @staticmethod
+    def forward(ctx, g: Tensor, v: Tensor,  # type: ignore[override]
+                pattern: EdgePattern) -> Tensor:
+        ctx.save_for_backward(g, v)
+        ctx.pattern = pattern
+        crow, col, order = pattern.by_dst
+        with warnings.catch_warnings():  # "CSR support is in beta state"
+            warnings.simplefilter('ignore', UserWarning)
+            shape = torch.sparse_csr_tensor(
+                crow, col, g.new_zeros(col.numel()),
+                (pattern.num_nodes, pattern.num_nodes))
+            values = torch.sparse.sampled_addmm(shape, g, v.t(),
+                                                beta=0.0).values()
+        out = g.new_empty(col.numel())
+        out[order] = values
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor  # type: ignore[override]
+                 ) -> tuple[Tensor | None, Tensor | None, None]:
+        g, v = ctx.saved_tensors
+        pattern = ctx.pattern
+        grad_g = grad_v = None
+        if ctx.needs_input_grad[0]:
+            grad_g = torch.sparse.mm(pattern.matrix('dst', grad), v)
+        if ctx.needs_input_grad[1]:
+            grad_v = torch.sparse.mm(pattern.matrix('src', grad), g)
+        return grad_g, grad_v, None
+
+
+class _Running:
+    def __init__(self, probe: EdgeProbe) -> None:
+        self.probe = probe
+
+    def __enter__(self) -> EdgeProbe:
+        global _PROBE
+        if _PROBE is not None:
+            raise RuntimeError('edge probes do not nest')
+        _PROBE = self.probe
+        return self.probe
+
+    def __exit__(self, *exc: object) -> None:
+        global _PROBE
+        _PROBE = None
 
 
 def _top_rows(matrix: Tensor, rows: int, cols: int) -> Tensor:

@@ -16,6 +16,7 @@ from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from gnncompress.errors import ArchitectureError, CheckpointError
 from gnncompress.models.build import build_model, run_model
 from gnncompress.models.output import ModelOutput
+from gnncompress.models.propagation import EdgeProbe
 from gnncompress.models.spec import ArchSpec
 
 SLIMMABLE_KEY = 'gnncompress.slimmable-spec'
@@ -210,18 +211,37 @@ class SlimmableGNN(nn.Module):
                              self.spec.heads)
                 for name, t in template.state_dict().items()}
 
+    def unit_edge_weights(self, x: Tensor, edge_index: Tensor,
+                          head: int = 0,
+                          width: float = 1.0) -> Tensor | EdgeProbe:
+        """A weight of 1 per edge with gradient, for :meth:`forward_output`
+        (``edge_mask``) and TAM's attribution map: an :class:`EdgeProbe`
+        when every layer runs as a sparse product, else a tensor (PyG's
+        explain masks, per-edge messages)."""
+        model = self._template(x.size(1), head, width).model
+        convs = getattr(model, 'convs', None)
+        if convs is not None and EdgeProbe.supports(convs, x, edge_index):
+            return EdgeProbe(edge_index, x.size(0))
+        return torch.ones(edge_index.size(1), device=x.device,
+                          requires_grad=True)
+
     def forward_output(self, x: Tensor, edge_index: Tensor, head: int = 0,
                        width: float = 1.0,
-                       edge_mask: Tensor | None = None) -> ModelOutput:
+                       edge_mask: Tensor | EdgeProbe | None = None,
+                       ) -> ModelOutput:
         """Run with the input width of ``x``, output ``head`` and width
-        multiplier ``width``. ``edge_mask`` (one value per edge) is
-        multiplied into every message of every layer."""
+        multiplier ``width``. ``edge_mask`` (one value per edge, or a
+        probe from :meth:`unit_edge_weights`) is multiplied into every
+        message of every layer."""
         wrapper = self._template(x.size(1), head, width)
         wrapper.train(self.training)
         tensors = {f'model.{k}': v
                    for k, v in self.sliced(x.size(1), head, width).items()}
         if edge_mask is None:
             return functional_call(wrapper, tensors, (x, edge_index))
+        if isinstance(edge_mask, EdgeProbe):
+            with edge_mask.running():
+                return functional_call(wrapper, tensors, (x, edge_index))
         set_masks(wrapper, edge_mask, edge_index, apply_sigmoid=False)
         try:
             return functional_call(wrapper, tensors, (x, edge_index))

@@ -17,6 +17,7 @@ from gnncompress.methods.tam import (
     unit_edge_weights,
 )
 from gnncompress.models import ArchSpec, build_model, run_model
+from gnncompress.models.propagation import EdgeProbe
 from gnncompress.models.slimmable import SlimmableGNN, SlimmableSpec
 
 
@@ -30,9 +31,14 @@ def _three_node_gcn():
     return model, x, edge_index
 
 
-def test_gcn_attribution_matches_hand_computed_value():
+@pytest.mark.parametrize('probe', [False, True])
+def test_gcn_attribution_matches_hand_computed_value(probe):
+    """Through PyG's explain masks, and through the sparse products
+    (EdgeProbe, when the features are given)."""
     model, x, edge_index = _three_node_gcn()
-    with unit_edge_weights(model, edge_index) as weight:
+    with unit_edge_weights(model, edge_index, x if probe else None) \
+            as weight:
+        assert isinstance(weight, EdgeProbe) == probe
         logits = run_model(model, x, edge_index).logits
         grad = attribution(logits, weight, torch.zeros(3, dtype=torch.long),
                            create_graph=False)
@@ -131,3 +137,67 @@ def test_soft_losses_by_hand():
 def test_bad_options(kwargs):
     with pytest.raises(ValueError):
         TAM(**kwargs)
+
+
+def _random_graph(num_nodes=30, num_edges=120, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, num_nodes, (num_edges,), generator=gen)
+    dst = torch.randint(0, num_nodes, (num_edges,), generator=gen)
+    keep = src != dst
+    # Duplicate edges stay: each is its own message with its own weight.
+    edge_index = torch.stack([src[keep], dst[keep]])
+    edge_index = torch.cat([edge_index, edge_index[:, :5]], 1)
+    return torch.randn(num_nodes, 7, generator=gen), edge_index
+
+
+@pytest.mark.parametrize('arch', ['gcn', 'sage', 'gin'])
+@pytest.mark.parametrize('width', [0.5, 1.0])
+def test_edge_probe_equals_explain_masks_with_gradients(arch, width):
+    """The sparse-product map (EdgeProbe) and PyG's per-edge messages
+    give the same map and the same gradient of a loss on it."""
+    x, edge_index = _random_graph()
+    target = torch.randint(0, 3, (x.size(0),),
+                           generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    student = SlimmableGNN(SlimmableSpec(arch, [7], 16, 3, [3])).eval()
+    goal = torch.randn(edge_index.size(1))
+    maps, grads = [], []
+    for weight in (student.unit_edge_weights(x, edge_index, 0, width),
+                   torch.ones(edge_index.size(1), requires_grad=True)):
+        student.zero_grad()
+        out = student.forward_output(x, edge_index, 0, width,
+                                     edge_mask=weight)
+        raw = attribution(out.logits, weight, target, create_graph=True)
+        F.mse_loss(raw, goal).backward()
+        maps.append(raw.detach())
+        grads.append(torch.cat([
+            (p.grad if p.grad is not None else torch.zeros_like(p))
+            .reshape(-1) for p in student.parameters()]))
+    assert isinstance(
+        student.unit_edge_weights(x, edge_index, 0, width), EdgeProbe)
+    assert maps[0].abs().sum() > 0
+    assert torch.allclose(maps[0], maps[1], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(grads[0], grads[1], rtol=1e-3, atol=1e-5)
+
+
+def test_edge_probe_is_not_used_with_self_loops_or_gat():
+    x, edge_index = _random_graph()
+    looped = torch.cat([edge_index, torch.tensor([[3], [3]])], 1)
+    gcn = SlimmableGNN(SlimmableSpec('gcn', [7], 16, 2, [3]))
+    assert not isinstance(gcn.unit_edge_weights(x, looped), EdgeProbe)
+    gat = SlimmableGNN(SlimmableSpec('gat', [7], 16, 2, [3]))
+    assert not isinstance(gat.unit_edge_weights(x, edge_index), EdgeProbe)
+
+
+def test_teacher_map_through_probe_equals_masks():
+    x, edge_index = _random_graph()
+    torch.manual_seed(0)
+    teacher = build_model(ArchSpec('sage', 7, 16, 3, 3)).eval()
+    target = torch.randint(0, 3, (x.size(0),))
+    maps = []
+    for given in (x, None):
+        with unit_edge_weights(teacher, edge_index, given) as weight:
+            assert isinstance(weight, EdgeProbe) == (given is not None)
+            logits = run_model(teacher, x, edge_index).logits
+            maps.append(attribution(logits, weight, target, False))
+    assert torch.allclose(maps[0], maps[1], rtol=1e-4, atol=1e-6)
