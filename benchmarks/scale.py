@@ -30,11 +30,13 @@ against the edge count.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,7 @@ from gnncompress.data import Graph
 from gnncompress.engine import accuracy, fit, forward_frozen
 from gnncompress.minibatch import fit_minibatch, teacher_cache
 from gnncompress.models import ArchSpec, build_model
-from gnncompress.sampling import CSR, TensorStore
+from gnncompress.sampling import CSR, NeighborSampler, TensorStore
 
 SIZES = (100_000, 1_000_000, 3_000_000)
 QUICK_SIZES = (2_000, 6_000)
@@ -109,6 +111,25 @@ def run_teacher(out: Path, size: int, epochs: int) -> dict[str, Any]:
             'epochs': result.epochs_run}
 
 
+@contextlib.contextmanager
+def _counting_samples() -> Iterator[dict[str, int]]:
+    """Sum the nodes and edges of every subgraph the sampler draws."""
+    counts = {'nodes': 0, 'edges': 0}
+    original = NeighborSampler.sample
+
+    def sample(self, seeds):
+        batch = original(self, seeds)
+        counts['nodes'] += int(batch.n_id.numel())
+        counts['edges'] += int(batch.edge_index.size(1))
+        return batch
+
+    NeighborSampler.sample = sample
+    try:
+        yield counts
+    finally:
+        NeighborSampler.sample = original
+
+
 def run_student(out: Path, teacher_size: int, size: int, mode: str,
                 method: str, epochs: int) -> dict[str, Any]:
     graph = make_sbm(size)
@@ -121,6 +142,7 @@ def run_student(out: Path, teacher_size: int, size: int, mode: str,
     api.seed_everything(0)
     student = build_model(spec)
     start = time.perf_counter()
+    sampled = {'nodes': 0, 'edges': 0}
     if mode == 'full':
         cached = forward_frozen(teacher, graph)
         teacher_seconds = time.perf_counter() - start
@@ -133,14 +155,21 @@ def run_student(out: Path, teacher_size: int, size: int, mode: str,
         store = TensorStore(folder=out)
         cached = teacher_cache(teacher, graph, csr, distiller, store)
         teacher_seconds = time.perf_counter() - start
-        result = fit_minibatch(student, graph, csr, fanout=FANOUT,
-                               batch_size=BATCH_SIZE, method=distiller,
-                               teacher_outputs=[cached], epochs=epochs,
-                               patience=None, progress=False)
+        with _counting_samples() as sampled:
+            result = fit_minibatch(student, graph, csr, fanout=FANOUT,
+                                   batch_size=BATCH_SIZE, method=distiller,
+                                   teacher_outputs=[cached], epochs=epochs,
+                                   patience=None, progress=False)
         teacher_acc = accuracy(cached.logits, graph.y, graph.test_mask)
         store.close()
+    runs = max(1, result.epochs_run)
     return {'size': size, 'mode': mode, 'method': method,
             'nodes': graph.num_nodes, 'edges': int(graph.edge_index.size(1)),
+            # Mini-batch work per epoch: the sampled subgraphs' sizes.
+            'sampled_edges_per_epoch': sampled['edges'] / runs
+            if mode == 'mini' else None,
+            'sampled_nodes_per_epoch': sampled['nodes'] / runs
+            if mode == 'mini' else None,
             'epochs': result.epochs_run,
             'seconds_per_epoch': result.seconds / max(1, result.epochs_run),
             'teacher_seconds': teacher_seconds,
@@ -167,19 +196,24 @@ def report(out: Path) -> str:
              'GraphSAGE 2x128 trained on the smallest graph; student GCN '
              f'2x{STUDENT_HIDDEN}; mini-batch: {BATCH_SIZE} seeds, fanout '
              f"{','.join(map(str, FANOUT))}. One run (seed 0) per row.", '',
-             '| nodes | edges | mode | method | s / epoch | teacher (s, once) '
+             '| nodes | edges | mode | method | s / epoch | sampled edges / '
+             'epoch | µs / sampled edge | teacher (s, once) '
              '| peak memory (GB) | test acc (%) | teacher acc (%) | '
-             'epochs |', '|---|---|---|---|---|---|---|---|---|---|']
+             'epochs |', '|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in sorted(rows, key=lambda r: (r['size'], r['mode'],
                                          r['method'])):
         if r.get('status') != 'ok':
             lines.append(f"| {r['size']:,} | - | {r['mode']} | "
                          f"{r['method']} | failed (exit {r['exit']}) | | | "
-                         '| | |')
+                         '| | | | |')
             continue
+        work = r.get('sampled_edges_per_epoch')
+        per_edge = f"{1e6 * r['seconds_per_epoch'] / work:.2f}" if work \
+            else '-'
         lines.append(
             f"| {r['nodes']:,} | {r['edges']:,} | {r['mode']} | "
             f"{r['method']} | {r['seconds_per_epoch']:.2f} | "
+            f"{f'{work / 1e6:.1f}M' if work else '-'} | {per_edge} | "
             f"{r['teacher_seconds']:.1f} | {r['peak_rss_mb'] / 1024:.2f} | "
             f"{100 * r['test_accuracy']:.1f} | "
             f"{100 * r['teacher_test_accuracy']:.1f} | {r['epochs']} |")
