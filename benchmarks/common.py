@@ -92,7 +92,9 @@ def mean_std(values: list[float], scale: float = 100.0,
     if not values:
         return '-'
     mean = statistics.fmean(values) * scale
-    std = statistics.stdev(values) * scale if len(values) > 1 else 0.0
+    if len(values) == 1:   # one run has no spread to show
+        return f'{mean:.{digits}f}'
+    std = statistics.stdev(values) * scale
     return f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
