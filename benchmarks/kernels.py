@@ -21,6 +21,15 @@ machine hits both alike.
   every layer over the whole subgraph against the trimmed layers
   (minibatch.trimmed_output).
 
+- TAM's student map: a slimmable GCN 2 x 64 on an Amazon-Computers-sized
+  random graph (13,752 nodes, 491,722 edges, 767 features), the map
+  through PyG's explain masks against the sparse products
+  (propagation.EdgeProbe), with the MSE to a fixed map backwards.
+- A DGCNN training step (the point-cloud benchmark's teacher: EdgeConv
+  64, 64, 128, 256, k = 20, embedding 512; 32 clouds of 128 points):
+  batch norm on every edge against the per-point statistics of
+  ``EdgeConvLayer`` (models/dgcnn.py).
+
 One result file; ``--report`` only rewrites docs/BENCHMARKS.md.
 
     python benchmarks/kernels.py
@@ -143,6 +152,58 @@ def minibatch_row() -> dict:
             'threads': torch.get_num_threads(), **_compare(old, new)}
 
 
+def tam_row() -> dict:
+    """TAM's student map and its loss, forward and backward: explain
+    masks against the sparse products."""
+    from gnncompress.methods.tam import attribution
+    from gnncompress.models.slimmable import SlimmableGNN, SlimmableSpec
+
+    gen = torch.Generator().manual_seed(0)
+    nodes, edges, features = 13_752, 491_722, 767
+    edge_index = torch.randint(0, nodes, (2, edges), generator=gen)
+    edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+    x = torch.randn(nodes, features, generator=gen)
+    target = torch.randint(0, 10, (nodes,), generator=gen)
+    goal = torch.randn(edge_index.size(1), generator=gen)
+    torch.manual_seed(0)
+    student = SlimmableGNN(SlimmableSpec('gcn', [features], 64, 2, [10]))
+
+    def loss(weight) -> torch.Tensor:
+        out = student.forward_output(x, edge_index, edge_mask=weight)
+        return F.mse_loss(attribution(out.logits, weight, target, True),
+                          goal)
+
+    return {'loss': 'tam student map', 'setting': f'gcn 2 x 64, {nodes:,} '
+            f'nodes, {edge_index.size(1):,} edges',
+            'threads': torch.get_num_threads(),
+            **_compare(lambda: loss(torch.ones(edge_index.size(1),
+                                               requires_grad=True)),
+                       lambda: loss(student.unit_edge_weights(
+                           x, edge_index)))}
+
+
+def dgcnn_row() -> dict:
+    """A DGCNN teacher's training step: batch norm on every edge against
+    the per-point statistics (models/dgcnn.py)."""
+    from gnncompress.models.dgcnn import DGCNN, EdgeConvLayer
+
+    torch.manual_seed(0)
+    model = DGCNN(3, [64, 64, 128, 256], 10, k=20, emb_channels=512,
+                  head=[256]).train()
+    pos = torch.randn(32, 128, 3, generator=torch.Generator().manual_seed(0))
+
+    def step(fast: bool) -> torch.Tensor:
+        for conv in model.convs:
+            assert isinstance(conv, EdgeConvLayer)
+            conv.fast_training = fast
+        return model(pos).square().mean()
+
+    return {'loss': 'dgcnn training step', 'setting': '32 clouds x 128 '
+            'points, EdgeConv 64,64,128,256, k 20',
+            'threads': torch.get_num_threads(),
+            **_compare(lambda: step(False), lambda: step(True))}
+
+
 def run() -> dict:
     gen = torch.Generator().manual_seed(0)
     rows = []
@@ -180,7 +241,7 @@ def run() -> dict:
                  **_compare(gsp_old, gsp_new)})
     rows += message_passing_rows()
     rows.append(sparse_feature_row())
-    rows.append(minibatch_row())
+    rows += [minibatch_row(), tam_row(), dgcnn_row()]
     return {'rows': rows, 'rounds': ROUNDS, 'machine': machine()}
 
 
@@ -214,6 +275,10 @@ def main(argv: list[str] | None = None) -> None:
             data['rows'].append(sparse_feature_row())
         if not any(n.startswith('mini-batch') for n in names):
             data['rows'].append(minibatch_row())
+        if 'tam student map' not in names:
+            data['rows'].append(tam_row())
+        if 'dgcnn training step' not in names:
+            data['rows'].append(dgcnn_row())
         write_json(OUT, data)
     if not OUT.exists():
         sys.exit(f'{OUT} missing: run without --report first')

@@ -4,6 +4,7 @@ the union of kNN graphs, per-cloud AT, metrics, augmentations, loading
 points, and the commands end to end on tiny synthetic clouds."""
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import math
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch_geometric.data import Data
 from typer.testing import CliRunner
 
@@ -93,6 +95,44 @@ def test_edgeconv_matches_its_formula():
     e = conv.lin(torch.cat([x_i, x_j - x_i], -1))
     e = torch.nn.functional.leaky_relu(conv.norm(e.reshape(-1, 8)), 0.2)
     assert torch.allclose(got, e.view(2, 6, 3, 8).amax(2), atol=1e-5)
+
+
+@pytest.mark.parametrize('negative_gamma', [False, True])
+def test_edgeconv_training_forward_equals_batch_norm_on_edges(
+        negative_gamma):
+    """The training forward (statistics from per-point sums, maximum
+    before the norm) against batch norm applied to every edge: outputs,
+    gradients and running statistics."""
+    torch.manual_seed(0)
+    conv = build_model(tiny_spec()).convs[1].train()
+    with torch.no_grad():
+        conv.norm.weight.uniform_(0.5, 1.5)
+        conv.norm.bias.uniform_(-0.5, 0.5)
+        if negative_gamma:   # channels where the minimum is taken
+            conv.norm.weight[::2] *= -1
+    reference, plain = copy.deepcopy(conv), copy.deepcopy(conv)
+    plain.fast_training = False  # batch norm on every edge: the formula
+    h = torch.randn(3, 10, 8) * 2 + 1
+    idx = knn(h, 4)
+    h1, h2 = h.clone().requires_grad_(), h.clone().requires_grad_()
+    goal = torch.randn(3, 10, conv.lin.out_features)
+
+    got = conv(h1, idx)
+    e = reference.edge_features(h2, idx)
+    e = F.leaky_relu(reference.norm(e.reshape(-1, e.size(-1))), 0.2)
+    want = e.view(3, 10, 4, -1).amax(2)
+    assert torch.allclose(plain(h, idx), want, atol=1e-6)
+    ((got - goal) ** 2).sum().backward()
+    ((want - goal) ** 2).sum().backward()
+
+    assert torch.allclose(got, want, atol=1e-5)
+    assert torch.allclose(h1.grad, h2.grad, atol=1e-4)
+    for mine, theirs in zip(conv.parameters(), reference.parameters()):
+        assert torch.allclose(mine.grad, theirs.grad, atol=1e-4)
+    for name in ('running_mean', 'running_var', 'num_batches_tracked'):
+        assert torch.allclose(getattr(conv.norm, name).float(),
+                              getattr(reference.norm, name).float(),
+                              atol=1e-5), name
 
 
 def test_dgcnn_ignores_point_order():

@@ -3,6 +3,7 @@ every layer, global pooling and an MLP head, for point-cloud
 classification."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -84,12 +85,90 @@ class EdgeConvLayer(_Block):
         gathered = nbr[flat_neighbours(idx).reshape(-1)]
         return centre.unsqueeze(2) + gathered.view(*idx.shape, -1)
 
+    # False: train through batch norm on every edge (the plain formula,
+    # for reference and benchmarks/kernels.py).
+    fast_training = True
+
     def forward(self, h: Tensor,  # type: ignore[override]
                 idx: Tensor) -> Tensor:
+        if self.training and self.fast_training and \
+                self.norm.momentum is not None and \
+                self.norm.track_running_stats and self.norm.affine:
+            return self._train_forward(h, idx)
         e = self.edge_features(h, idx)                        # [B, n, k, w]
         shape = e.shape
         e = F.leaky_relu(self.norm(e.reshape(-1, shape[-1])), NEGATIVE_SLOPE)
         return e.view(shape).amax(dim=2)                      # [B, n, w]
+
+    def _train_forward(self, h: Tensor, idx: Tensor) -> Tensor:
+        r"""The training forward without per-edge tensors in the autograd
+        graph.
+
+        The edge feature is :math:`e_{ij} = c_i + u_j` (centre and
+        neighbour parts, :meth:`edge_features`). Batch norm maps it to
+        :math:`a e_{ij} + b` per channel and LeakyReLU is increasing, so
+        the maximum over :math:`j` is
+        :math:`\sigma(a (c_i + \max_j u_j) + b)` where :math:`a \ge 0` and
+        :math:`\sigma(a (c_i + \min_j u_j) + b)` where :math:`a < 0`. The
+        norm's statistics over all edges come from per-point sums: the mean
+        from :math:`c` and each point's neighbour count, the variance from
+        centred :math:`c`, :math:`u` and :math:`\sum_{j} u_j` per point (a
+        sparse product). The maximising neighbours are found without
+        gradient; the gradient flows through one gathered entry per point
+        and channel instead of all :math:`k`. Equal to the plain forward
+        to float rounding, gradients included (a test); batch norm's
+        running statistics are updated as it would update them.
+        """
+        b, n, k = idx.shape
+        d = h.size(-1)
+        w_self, w_nbr = self.lin.weight[:, :d], self.lin.weight[:, d:]
+        out = w_nbr.size(0)
+        centre = (h @ (w_self - w_nbr).t()).reshape(-1, out)  # [P, w]
+        nbr = (h @ w_nbr.t()).reshape(-1, out)                 # [P, w]
+        flat = flat_neighbours(idx).reshape(-1)                # [P * k]
+        points, edges = b * n, b * n * k
+        # Batch statistics over the edges, from per-point quantities.
+        with torch.no_grad():
+            count = torch.bincount(flat, minlength=points).to(nbr.dtype)
+        nbr_mean = (count[:, None] * nbr).sum(0) / edges
+        centre_mean = centre.mean(0)
+        c = centre - centre_mean
+        u = nbr - nbr_mean
+        with warnings.catch_warnings():  # "CSR support is in beta state"
+            warnings.simplefilter('ignore', UserWarning)
+            adjacency = torch.sparse_csr_tensor(
+                torch.arange(0, edges + 1, k, device=h.device), flat,
+                torch.ones(edges, dtype=nbr.dtype, device=h.device),
+                (points, points), check_invariants=False)
+        u_sum = torch.sparse.mm(adjacency, u)                  # [P, w]
+        var = ((c * c).sum(0) * k + 2 * (c * u_sum).sum(0)
+               + (count[:, None] * u * u).sum(0)) / edges
+        mean = centre_mean + nbr_mean
+        norm = self.norm
+        with torch.no_grad():
+            m = norm.momentum
+            norm.running_mean.mul_(1 - m).add_(m * mean.detach())
+            norm.running_var.mul_(1 - m).add_(
+                m * var.detach() * edges / max(1, edges - 1))
+            norm.num_batches_tracked.add_(1)
+        scale = norm.weight / torch.sqrt(var + norm.eps)
+        shift = norm.bias - scale * mean
+        # The neighbour each point keeps per channel: the largest u_j
+        # where the scale is positive, the smallest where it is negative.
+        with torch.no_grad():
+            sign = torch.where(scale >= 0, 1.0, -1.0).to(nbr.dtype)
+            signed = (nbr * sign)[flat].view(points, k, out)
+            top = signed.amax(dim=1, keepdim=True)
+            # Index of the maximum (the last one on ties) without argmax,
+            # which is slow along a middle dimension on CPU.
+            small = torch.uint8 if k <= 256 else torch.int32
+            slot = torch.arange(k, dtype=small, device=h.device)
+            slot = ((signed == top).to(small) * slot.view(1, k, 1)).amax(1)
+            best_j = flat.view(points, k).gather(1, slot.long())  # [P, w]
+            del signed, top
+        best = nbr.gather(0, best_j)
+        y = F.leaky_relu(scale * (centre + best) + shift, NEGATIVE_SLOPE)
+        return y.view(b, n, out)
 
 
 class DGCNN(nn.Module):
