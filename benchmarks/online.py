@@ -217,10 +217,13 @@ def report(out: Path) -> str:
         arch = _setting(dataset, 'gcn')['arch']
         cells = [_cell(out, dataset, arch, m, n) for m, n in
                  (('self', 2), ('mutual', 2), ('mutual', 3))]
-        if cells[0][1]:
+        counts = sorted({n for _, n in cells})
+        if counts[-1]:
+            seeds = str(counts[0]) if len(counts) == 1 else \
+                ' / '.join(str(n) for _, n in cells)
             lines.append(f'| {dataset} | '
                          + ' | '.join(c for c, _ in cells)
-                         + f' | {cells[0][1]} |')
+                         + f' | {seeds} |')
     lines += ['', f'Speed: seconds per epoch, median of {REPEATS} runs on '
               'seed 0 (the bar is at most 1.5x):', '',
               '| dataset | arch | method | students | alone (s) | online '
