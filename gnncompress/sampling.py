@@ -267,25 +267,15 @@ def layerwise_inference(model: nn.Module, x: Tensor, csr: CSR, *,
     hiddens: list[Tensor] = []
     xs: list[Tensor] = []
     for i, (conv, norm) in enumerate(zip(model.convs, model.norms)):
-        layer_csr = _gcn_csr(conv, csr, gcn_csr)
-        out = None
-        for start in range(0, num_nodes, chunk):
-            stop = min(start + chunk, num_nodes)
-            part = _conv_chunk(conv, x, layer_csr, start, stop)
-            if out is None:
-                out = store.empty(num_nodes, part.size(1))
-            out[start:stop] = part
+        out = _conv_all(conv, x, _gcn_csr(conv, csr, gcn_csr), store, chunk)
         x = out
         if i < model.num_layers - 1 or model.jk_mode is not None:
             if keep_hiddens:
                 hiddens.append(out)
-            x = store.empty(num_nodes, out.size(1))
-            for start in range(0, num_nodes, chunk):
-                stop = min(start + chunk, num_nodes)
-                # Norms in eval mode act per node (BatchNorm, LayerNorm's
-                # node mode); graph-wide ones see one chunk only.
-                x[start:stop] = _norm_and_act(
-                    model, norm, out[start:stop].to(dev)).cpu()
+            # Norms in eval mode act per node (BatchNorm, LayerNorm's node
+            # mode); graph-wide ones see one chunk only.
+            x = _per_node(lambda t, norm=norm: _norm_and_act(model, norm, t),
+                          out, store, chunk, dev)
             if hasattr(model, 'jk'):
                 xs.append(x)
     if hasattr(model, 'jk') or hasattr(model, 'lin'):
@@ -303,7 +293,8 @@ def layerwise_inference(model: nn.Module, x: Tensor, csr: CSR, *,
 
 
 def _normalised_csr(csr: CSR, improved: bool = False,
-                    add_self_loops: bool = True) -> CSR:
+                    add_self_loops: bool = True,
+                    flow: str = 'source_to_target') -> CSR:
     """The edges with GCN's symmetric normalisation (self-loops added) as
     their own CSR: the weights need the degrees of the whole graph."""
     num_nodes = csr.num_nodes
@@ -311,7 +302,7 @@ def _normalised_csr(csr: CSR, improved: bool = False,
     dst = torch.repeat_interleave(torch.arange(num_nodes), counts)
     edge_index, weight = gcn_norm(
         torch.stack([csr.col, dst]), None, num_nodes, improved=improved,
-        add_self_loops=add_self_loops)
+        add_self_loops=add_self_loops, flow=flow)
     return CSR.from_edges(edge_index, num_nodes, weight)
 
 
@@ -323,7 +314,7 @@ def _gcn_csr(conv: nn.Module, csr: CSR,
         return csr
     key = (conv.improved, conv.add_self_loops)
     if key not in known:
-        known[key] = _normalised_csr(csr, *key)
+        known[key] = _normalised_csr(csr, *key, flow=conv.flow)
     return known[key]
 
 
@@ -354,6 +345,21 @@ def _conv_chunk(conv: nn.Module, x: Tensor, csr: CSR, start: int,
     return out[:stop - start].cpu()
 
 
+def _conv_all(conv: nn.Module, h: Tensor, csr: CSR, store: TensorStore,
+              chunk: int, x_0: Tensor | None = None) -> Tensor:
+    """One layer's output on every node, in chunks of destination nodes
+    (:func:`_conv_chunk`)."""
+    num_nodes, out = csr.num_nodes, None
+    for start in range(0, num_nodes, chunk):
+        stop = min(start + chunk, num_nodes)
+        part = _conv_chunk(conv, h, csr, start, stop, x_0)
+        if out is None:
+            out = store.empty(num_nodes, part.size(1))
+        out[start:stop] = part
+    assert out is not None
+    return out
+
+
 def _per_node(fn, x: Tensor, store: TensorStore, chunk: int,
               dev: torch.device) -> Tensor:
     """``fn`` (a function of each node's own row) over all nodes in
@@ -373,20 +379,13 @@ def _layerwise_gcnii(model: GCNII, x: Tensor, csr: CSR, store: TensorStore,
     """:func:`layerwise_inference` for GCNII: the input layer per node, then
     every GCN2Conv from the previous layer and the initial features
     (normalised edges built once), then the output layer per node."""
-    dev, num_nodes = _device_of(model), csr.num_nodes
+    dev = _device_of(model)
     edges = _normalised_csr(csr)
     x_0 = _per_node(lambda t: model.act(model.lins[0](t)), x, store, chunk,
                     dev)
     h, hiddens = x_0, []
     for conv in model.convs:
-        out = None
-        for start in range(0, num_nodes, chunk):
-            stop = min(start + chunk, num_nodes)
-            part = _conv_chunk(conv, h, edges, start, stop, x_0)
-            if out is None:
-                out = store.empty(num_nodes, part.size(1))
-            out[start:stop] = part
-        assert out is not None
+        out = _conv_all(conv, h, edges, store, chunk, x_0)
         if keep_hiddens:
             hiddens.append(out)
         h = _per_node(model.act, out, store, chunk, dev)

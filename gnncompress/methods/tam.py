@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from torch_geometric.nn import MessagePassing
-from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from gnncompress.errors import ArchitectureError, DataError
 from gnncompress.methods.lsp import LSP
@@ -53,9 +52,7 @@ def unit_edge_weights(model: nn.Module, edge_index: Tensor,
     ``x`` (given), else PyG's explain masks, without their sigmoid.
     Self-loops that a layer adds itself (GCN, GAT) get a constant 1."""
     check_edges(model, edge_index)
-    convs = getattr(model, 'convs', None)
-    if x is not None and isinstance(model, BasicGNN) and \
-            EdgeProbe.supports(convs, x, edge_index):
+    if x is not None and EdgeProbe.supports(model, x, edge_index):
         probe = EdgeProbe(edge_index, x.size(0))
         with probe.running():
             yield probe

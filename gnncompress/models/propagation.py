@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINConv, SAGEConv
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from gnncompress.models import sparse_input
 
@@ -230,8 +231,11 @@ angle
         self._coefficients: dict[tuple, Tensor] = {}
 
     @staticmethod
-    def supports(convs: nn.ModuleList, x: Tensor, edge_index: Tensor) -> bool:
-        return plan(convs, x, edge_index) is not None and \
+    def supports(model: nn.Module, x: Tensor, edge_index: Tensor) -> bool:
+        """Whether ``model`` (a PyG GCN, GraphSAGE or GIN whose every
+        layer takes the sparse product) can run probed on this graph."""
+        return isinstance(model, BasicGNN) and \
+            plan(model.convs, x, edge_index) is not None and \
             not bool((edge_index[0] == edge_index[1]).any())
 
     def layer(self, edge_index: Tensor, kind: str) -> _Layer:

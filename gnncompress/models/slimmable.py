@@ -219,8 +219,7 @@ class SlimmableGNN(nn.Module):
         when every layer runs as a sparse product, else a tensor (PyG's
         explain masks, per-edge messages)."""
         model = self._template(x.size(1), head, width).model
-        convs = getattr(model, 'convs', None)
-        if convs is not None and EdgeProbe.supports(convs, x, edge_index):
+        if EdgeProbe.supports(model, x, edge_index):
             return EdgeProbe(edge_index, x.size(0))
         return torch.ones(edge_index.size(1), device=x.device,
                           requires_grad=True)
