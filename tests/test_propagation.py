@@ -57,6 +57,25 @@ def test_gcn_normalisation_against_hand_computed_case():
     torch.testing.assert_close(out, expected)
 
 
+def test_aggregation_gradient_uses_the_kept_transpose():
+    """d(A v)/dv = A^T w on a directed graph, in every step; the
+    transpose is built on the first backward and reused."""
+    _, edge_index = _graph()
+    matrix = propagation.aggregation_matrix(edge_index, 12, 'mean',
+                                            torch.float32)
+    dense = matrix.to_dense()
+    assert not torch.allclose(dense, dense.t())
+    v = torch.randn(12, 4, requires_grad=True)
+    w = torch.randn(12, 4)
+    for _ in range(2):
+        out = propagation._aggregate(matrix, v, None)
+        (grad,) = torch.autograd.grad((out * w).sum(), v)
+        torch.testing.assert_close(out, dense @ v)
+        torch.testing.assert_close(grad, dense.t() @ w)
+    assert propagation._transposed(matrix) is \
+        propagation._transposed(matrix)
+
+
 def test_explain_masks_keep_pyg_layers():
     """TAM multiplies a weight into every message through explain masks;
     with one attached, the model must run PyG's own layers."""

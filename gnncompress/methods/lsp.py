@@ -1,9 +1,7 @@
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -17,7 +15,7 @@ from gnncompress.methods.base import (
     layer_pairs,
     register_method,
 )
-from gnncompress.models import ModelOutput
+from gnncompress.models import ModelOutput, propagation
 
 KERNELS = ('rbf', 'linear', 'poly', 'l2')
 DIRECTIONS = ('st', 'ts')
@@ -219,74 +217,6 @@ def union_edges(a: Tensor, b: Tensor, num_nodes: int) -> Tensor:
     return torch.stack([keys % num_nodes, keys // num_nodes])
 
 
-@dataclass
-class _EdgeCSR:
-    """The edges as two CSR matrices (rows = destinations, and rows =
-    sources), each with the permutation from edge order to its order."""
-    num_nodes: int
-    by_dst: tuple[Tensor, Tensor, Tensor]  # perm, crow, col
-    by_src: tuple[Tensor, Tensor, Tensor]
-
-    def matrix(self, values: Tensor, transpose: bool = False) -> Tensor:
-        perm, crow, col = self.by_src if transpose else self.by_dst
-        with warnings.catch_warnings():  # torch calls sparse CSR "beta"
-            warnings.filterwarnings('ignore', message='.*[Ss]parse CSR.*')
-            return torch.sparse_csr_tensor(crow, col, values[perm],
-                                           (self.num_nodes, self.num_nodes),
-                                           check_invariants=False)
-
-
-_CSR_CACHE: list[tuple[Tensor, _EdgeCSR]] = []
-
-
-def _csr_of(edge_index: Tensor, num_nodes: int) -> _EdgeCSR:
-    """The CSR layouts of ``edge_index``, built once per edge tensor (a run
-    reuses one tensor every step)."""
-    for known, csr in _CSR_CACHE:
-        if known is edge_index and csr.num_nodes == num_nodes:
-            return csr
-
-    def layout(row: Tensor, col: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        perm = torch.argsort(row, stable=True)
-        crow = torch.zeros(num_nodes + 1, dtype=torch.long,
-                           device=row.device)
-        crow[1:] = torch.cumsum(torch.bincount(row, minlength=num_nodes), 0)
-        return perm, crow, col[perm]
-
-    src, dst = edge_index
-    csr = _EdgeCSR(num_nodes, layout(dst, src), layout(src, dst))
-    _CSR_CACHE.insert(0, (edge_index, csr))
-    del _CSR_CACHE[4:]
-    return csr
-
-
-class _EdgeDot(torch.autograd.Function):
-    """``h_dst . h_src`` per edge: a sampled matrix product forward, two
-    sparse-dense products backward; never an ``[E, d]`` tensor."""
-
-    @staticmethod
-    def forward(ctx, h: Tensor, csr: _EdgeCSR) -> Tensor:  # type: ignore
-        ctx.save_for_backward(h)
-        ctx.csr = csr
-        perm = csr.by_dst[0]
-        pattern = csr.matrix(torch.ones(perm.numel(), dtype=h.dtype,
-                                        device=h.device))
-        sampled = torch.sparse.sampled_addmm(pattern, h, h.t().contiguous(),
-                                             beta=0.0)
-        dot = torch.empty(perm.numel(), dtype=h.dtype, device=h.device)
-        dot[perm] = sampled.values()
-        return dot
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore
-        (h,) = ctx.saved_tensors
-        csr: _EdgeCSR = ctx.csr
-        # d/dh_i sum_e g_e h_dst.h_src = sum_{e: dst=i} g_e h_src
-        #                              + sum_{e: src=i} g_e h_dst
-        grad_h = csr.matrix(grad) @ h + csr.matrix(grad, transpose=True) @ h
-        return grad_h, None
-
-
 def edge_dot(h: Tensor, edge_index: Tensor) -> Tensor:
     """``h[dst] . h[src]`` per edge ``[E]``, through sparse products:
     faster than gathering both ends (benchmarks/kernels.py: 12.5x on a
@@ -294,7 +224,7 @@ def edge_dot(h: Tensor, edge_index: Tensor) -> Tensor:
     edges, not edges x width."""
     if edge_index.size(1) == 0:
         return h.new_zeros(0) + 0.0 * h.sum()
-    return _EdgeDot.apply(h, _csr_of(edge_index, h.size(0)))
+    return propagation.edge_dot(h, h, edge_index)
 
 
 def edge_scores(h: Tensor, src: Tensor, dst: Tensor,

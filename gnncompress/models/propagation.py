@@ -120,8 +120,51 @@ def _build(edge_index: Tensor, num_nodes: int, kind: str,
 
 
 def _aggregate(matrix: Tensor, v: Tensor, probe: _Layer | None) -> Tensor:
-    out = torch.sparse.mm(matrix, v)
+    out = _product(matrix, v)
     return out if probe is None else probe.record(v, out)
+
+
+def _product(matrix: Tensor, v: Tensor) -> Tensor:
+    """``matrix @ v``; with a gradient for ``v`` only (aggregation
+    matrices are constants)."""
+    if torch.is_grad_enabled() and v.requires_grad:
+        return _Aggregate.apply(matrix, v)
+    return torch.sparse.mm(matrix, v)
+
+
+class _Aggregate(torch.autograd.Function):
+    """``matrix @ v`` for a constant aggregation matrix, whose backward
+    multiplies by the matrix's transpose kept beside it: torch's own
+    backward transposes and re-sorts the CSR matrix in every step, about
+    as long as the product itself on Coauthor Physics."""
+
+    @staticmethod
+    def forward(ctx, matrix: Tensor, v: Tensor  # type: ignore[override]
+                ) -> Tensor:
+        ctx.matrix = matrix
+        return torch.sparse.mm(matrix, v)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor  # type: ignore[override]
+                 ) -> tuple[None, Tensor]:
+        # Differentiable again (TAM's maps are gradients it differentiates).
+        return None, _product(_transposed(ctx.matrix), grad)
+
+
+def _transposed(matrix: Tensor) -> Tensor:
+    """The CSR transpose of an aggregation matrix, built on its first
+    backward and kept on the matrix while it lives (matrices never
+    change); the transpose points back to the matrix, weakly, for second
+    derivatives."""
+    known = getattr(matrix, '_gnncompress_transpose', None)
+    transposed = known() if isinstance(known, weakref.ref) else known
+    if transposed is None:
+        with warnings.catch_warnings():  # "CSR support is in beta state"
+            warnings.simplefilter('ignore', UserWarning)
+            transposed = matrix.t().to_sparse_csr()
+        matrix._gnncompress_transpose = transposed
+        transposed._gnncompress_transpose = weakref.ref(matrix)
+    return transposed
 
 
 def _aggregate_linear(matrix: Tensor, x: Tensor, weight: Tensor,
@@ -349,6 +392,12 @@ class _EdgeDot(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_v = torch.sparse.mm(pattern.matrix('src', grad), g)
         return grad_g, grad_v, None
+
+
+def edge_dot(g: Tensor, v: Tensor, edge_index: Tensor) -> Tensor:
+    """``g[dst] . v[src]`` per edge ``[E]`` of ``edge_index`` (an SDDMM on
+    its cached CSR pattern; no ``[E, F]`` tensor, forward or backward)."""
+    return _EdgeDot.apply(g, v, edge_pattern(edge_index, g.size(0)))
 
 
 class _Running:
