@@ -545,6 +545,9 @@ def cotrain(
     layers: Annotated[int, typer.Option(min=1)] = 3,
     heads: Annotated[int, typer.Option(min=1, help='GAT heads.')] = 1,
     dropout: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    norm: Annotated[Optional[str], typer.Option(
+        help='batch_norm or layer_norm after every hidden layer (default: '
+        'none; graph classification: batch_norm only).')] = None,
     readout: Annotated[str, typer.Option(
         help='Global pooling for graph classification: mean, sum or max.')
     ] = 'mean',
@@ -584,7 +587,8 @@ def cotrain(
     report = _call(api.cotrain, data, data_root=data_root, method=method,
                    method_options=_parse_options(option), students=students,
                    arch=arch, hidden=hidden, layers=layers, heads=heads,
-                   readout=readout, dropout=dropout, epochs=epochs, lr=lr,
+                   readout=readout, dropout=dropout, norm=norm,
+                   epochs=epochs, lr=lr,
                    weight_decay=weight_decay, weight=weight,
                    patience=patience, batch_size=batch_size, fanout=fanout,
                    folds=folds, seed=seed, device=device, out=out,

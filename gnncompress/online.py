@@ -442,7 +442,8 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             method_options: dict[str, Any] | None = None,
             students: int = 2, arch: str = 'gcn', hidden: int = 128,
             layers: int = 3, heads: int = 1, readout: str = 'mean',
-            dropout: float = 0.5, epochs: int = 200, lr: float = 0.01,
+            dropout: float = 0.5, norm: str | None = None,
+            epochs: int = 200, lr: float = 0.01,
             weight_decay: float = 5e-4, weight: float | None = None,
             patience: int | None = None, batch_size: int | None = None,
             fanout: str | Sequence[int] | None = None,
@@ -516,7 +517,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
                     hidden_channels=hidden, num_layers=layers,
                     out_channels=graph.num_classes,
                     heads=heads if arch in ('gat', 'gatv2') else 1,
-                    dropout=dropout,
+                    dropout=dropout, norm=norm,
                     readout=readout if graph.batch is not None else None)
     method_options = paper_options(method, graph, method_options)
     runs = []

@@ -135,6 +135,15 @@ def test_readout_needs_a_message_passing_model():
         ArchSpec('gcn', 4, 8, 2, 2, readout='avg')
 
 
+def test_norms_are_the_ones_weights_reveal():
+    with pytest.raises(ArchitectureError,
+                       match="Unknown norm 'graph_norm' .*batch_norm"):
+        ArchSpec('gin', 4, 8, 2, 2, norm='graph_norm')
+    with pytest.raises(ArchitectureError, match='use --norm batch_norm'):
+        ArchSpec('gin', 4, 8, 2, 2, norm='layer_norm', readout='sum')
+    ArchSpec('gin', 4, 8, 2, 2, norm='layer_norm')  # node level: fine
+
+
 def test_run_model_returns_every_layer_of_a_graph_classifier():
     spec = ArchSpec('gcn', 4, 8, 3, 2, readout='mean')
     model = build_model(spec).eval()

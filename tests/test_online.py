@@ -327,6 +327,7 @@ def test_cli_mutag_mutual_with_folds(tmp_path, fast_latency):
         'cotrain', '--data', 'MUTAG', '--data-root', str(SHARED),
         '--method', 'mutual', '--arch', 'gin', '--hidden', '16',
         '--layers', '2', '--readout', 'sum', '--folds', '3',
+        '--norm', 'batch_norm', '--dropout', '0',
         '--epochs', '2', '--batch-size', '64', '--out', str(out),
         '--no-progress'])
 
@@ -341,7 +342,7 @@ def test_cli_mutag_mutual_with_folds(tmp_path, fast_latency):
         sum(picked) / 3)
     assert report['onnx_max_abs_diff'] <= 1e-4
     spec = load_checkpoint(out / 'student.safetensors').spec
-    assert spec.readout == 'sum'
+    assert (spec.readout, spec.norm) == ('sum', 'batch_norm')
     assert '## Folds' in (out / 'report.md').read_text()
 
 
@@ -383,6 +384,7 @@ def test_cli_graph_level_teacher_and_kd(tmp_path, fast_latency,
     (['--method', 'nope'], "Unknown cotrain method 'nope'"),
     (['--folds', '5'], '--folds applies to the graph-classification'),
     (['--arch', 'transformer'], "Unknown architecture 'transformer'"),
+    (['--norm', 'group'], "Unknown norm 'group'"),
     (['-o', 'kernel=cubic'], "Bad option for method 'alignahead'"),
     (['--method', 'self', '-o', 'kernel=rbf'], "'self' takes no options"),
     (['--fanout', '5,5,5'], '--fanout needs --batch-size'),

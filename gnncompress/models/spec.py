@@ -14,6 +14,9 @@ ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp')
 GRAPHLESS = ('mlp',)
 # Global pooling readouts of graph-classification models.
 READOUTS = ('mean', 'sum', 'max')
+# Norms a checkpoint's weights reveal (checkpoint.py) and run_model runs
+# as PyG does.
+NORMS = ('batch_norm', 'layer_norm')
 # Point-cloud models: a kNN graph rebuilt from the features in every layer,
 # no edge_index in the input.
 POINT_ARCHS = ('dgcnn',)
@@ -104,6 +107,15 @@ class ArchSpec:
             if int(getattr(self, name)) < 1:
                 raise ArchitectureError(
                     f"'{name}' must be at least 1 (got {getattr(self, name)})")
+        if self.norm is not None and self.norm not in NORMS:
+            raise ArchitectureError(
+                f"Unknown norm '{self.norm}' (choose from "
+                f"{', '.join(NORMS)}, or leave --norm out)")
+        if self.norm == 'layer_norm' and self.readout is not None:
+            raise ArchitectureError(
+                'layer_norm normalises each graph of a batch apart, which '
+                'the graph-level models do not do: use --norm batch_norm '
+                'with a readout')
         if self.arch in POINT_ARCHS:
             from gnncompress.models.dgcnn import check_spec
             check_spec(self)
