@@ -109,20 +109,33 @@ def iter_batches(graph: Graph, batch_size: int,
     num_graphs = graph.y.numel()
     for chunk in ids.split(batch_size):
         chunk = chunk.sort().values
-        chosen = torch.zeros(num_graphs, dtype=torch.bool, device=device)
-        chosen[chunk] = True
-        node_mask = chosen[graph.batch]
-        new_node = node_mask.long().cumsum(0) - 1
-        edge_mask = node_mask[graph.edge_index[0]]
-        new_graph = torch.full((num_graphs,), -1, device=device)
-        new_graph[chunk] = torch.arange(chunk.numel(), device=device)
+        node_mask, edge_index, batch = select_graphs(
+            graph.batch, graph.edge_index, chunk, num_graphs)
         ones = torch.ones(chunk.numel(), dtype=torch.bool, device=device)
         sub = Graph(name=graph.name, x=graph.x[node_mask],
-                    edge_index=new_node[graph.edge_index[:, edge_mask]],
-                    y=graph.y[chunk], train_mask=ones, val_mask=~ones,
-                    test_mask=~ones, num_classes=graph.num_classes,
-                    split=graph.split, batch=new_graph[graph.batch[node_mask]])
+                    edge_index=edge_index, y=graph.y[chunk],
+                    train_mask=ones, val_mask=~ones, test_mask=~ones,
+                    num_classes=graph.num_classes, split=graph.split,
+                    batch=batch)
         yield GraphBatch(sub, chunk, node_mask)
+
+
+def select_graphs(membership: Tensor, edge_index: Tensor, graph_ids: Tensor,
+                  num_graphs: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The graphs ``graph_ids`` of a union whose node ``i`` belongs to
+    graph ``membership[i]``, with vectorised masks: which nodes they hold,
+    their edges renumbered, and each kept node's graph renumbered
+    ``0..len(graph_ids) - 1`` in the order of the ids."""
+    device = membership.device
+    chosen = torch.zeros(num_graphs, dtype=torch.bool, device=device)
+    chosen[graph_ids] = True
+    node_mask = chosen[membership]
+    new_node = node_mask.long().cumsum(0) - 1
+    edges = edge_index[:, node_mask[edge_index[0]]]
+    new_graph = torch.full((num_graphs,), -1, device=device)
+    new_graph[graph_ids.sort().values] = torch.arange(graph_ids.numel(),
+                                                      device=device)
+    return node_mask, new_node[edges], new_graph[membership[node_mask]]
 
 
 def whole_output(model: nn.Module, graph: Graph) -> ModelOutput:

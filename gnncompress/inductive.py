@@ -39,6 +39,7 @@ from gnncompress.data import (
     error_line,
 )
 from gnncompress.errors import DataError
+from gnncompress.graphlevel import select_graphs
 from gnncompress.models import ModelOutput, run_model
 
 SPLIT_NAMES = ('train', 'val', 'test')
@@ -303,23 +304,15 @@ class GraphPart:
 def cut(graph: Graph, graph_ids: Tensor) -> GraphPart:
     """The graphs ``graph_ids`` of the union, cut with vectorised masks."""
     assert graph.node_graph is not None
-    device = graph.x.device
-    num_graphs = int(graph.node_graph.max()) + 1
-    chosen = torch.zeros(num_graphs, dtype=torch.bool, device=device)
-    chosen[graph_ids] = True
-    node_mask = chosen[graph.node_graph]
-    new_node = node_mask.long().cumsum(0) - 1
-    edge_mask = node_mask[graph.edge_index[0]]
-    new_graph = torch.full((num_graphs,), -1, device=device)
-    new_graph[graph_ids.sort().values] = torch.arange(graph_ids.numel(),
-                                                      device=device)
-    ones = torch.ones(int(node_mask.sum()), dtype=torch.bool, device=device)
-    sub = Graph(name=graph.name, x=graph.x[node_mask],
-                edge_index=new_node[graph.edge_index[:, edge_mask]],
+    node_mask, edge_index, node_graph = select_graphs(
+        graph.node_graph, graph.edge_index, graph_ids,
+        int(graph.node_graph.max()) + 1)
+    ones = torch.ones(int(node_mask.sum()), dtype=torch.bool,
+                      device=graph.x.device)
+    sub = Graph(name=graph.name, x=graph.x[node_mask], edge_index=edge_index,
                 y=graph.y[node_mask], train_mask=ones, val_mask=~ones,
                 test_mask=~ones, num_classes=graph.num_classes,
-                split=graph.split,
-                node_graph=new_graph[graph.node_graph[node_mask]])
+                split=graph.split, node_graph=node_graph)
     return GraphPart(sub, node_mask)
 
 
