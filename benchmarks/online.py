@@ -199,6 +199,13 @@ def _cell(out: Path, dataset: str, arch: str, method: str,
         len(rows)
 
 
+def _seeds(cells: list[tuple[str, int]]) -> str:
+    """The seeds column: one count, or each cell's when they differ."""
+    counts = {n for _, n in cells}
+    return str(counts.pop()) if len(counts) == 1 else \
+        ' / '.join(str(n) for _, n in cells)
+
+
 def report(out: Path) -> str:
     if not out.is_dir():
         return 'No results yet.'
@@ -217,15 +224,16 @@ def report(out: Path) -> str:
             theirs = f'{paper[0]:.2f} -> {paper[1]:.2f}' if paper else '-'
             lines.append(f'| {dataset} | {arch} | '
                          + ' | '.join(c for c, _ in cells)
-                         + f' | {theirs} | {cells[0][1]} |')
+                         + f' | {theirs} | {_seeds(cells)} |')
     lines += ['', f'Student count, GCN on {COUNT_DATASET} with Alignahead:',
               '', '| students | alone (self) | Alignahead | seeds |',
               '|---|---|---|---|']
     for n in (2, 3, 4):
-        alone, seeds = _cell(out, COUNT_DATASET, 'gcn', 'self', n)
-        online, _ = _cell(out, COUNT_DATASET, 'gcn', 'alignahead', n)
-        if seeds:
-            lines.append(f'| {n} | {alone} | {online} | {seeds} |')
+        cells = [_cell(out, COUNT_DATASET, 'gcn', m, n)
+                 for m in ('self', 'alignahead')]
+        if any(k for _, k in cells):
+            lines.append(f'| {n} | {cells[0][0]} | {cells[1][0]} | '
+                         f'{_seeds(cells)} |')
     lines += ['', 'Mutual learning (GIN 3 x 64 with batch norm, no '
               'dropout and sum readout, 100 epochs, on TU datasets, '
               'stratified 80/10/10 per seed; GCN 2 x 64, dropout 0.5, '
@@ -236,13 +244,10 @@ def report(out: Path) -> str:
         arch = _setting(dataset, 'gcn')['arch']
         cells = [_cell(out, dataset, arch, m, n) for m, n in
                  (('self', 2), ('mutual', 2), ('mutual', 3))]
-        counts = sorted({n for _, n in cells})
-        if counts[-1]:
-            seeds = str(counts[0]) if len(counts) == 1 else \
-                ' / '.join(str(n) for _, n in cells)
+        if any(k for _, k in cells):
             lines.append(f'| {dataset} | '
                          + ' | '.join(c for c, _ in cells)
-                         + f' | {seeds} |')
+                         + f' | {_seeds(cells)} |')
     lines += ['', f'Speed: seconds per epoch, median of {REPEATS} runs '
               f'of {TIMING_EPOCHS} epochs on seed 0, alone and online '
               'alternated (the bar is at most 1.5x):', '',
@@ -288,11 +293,14 @@ def main(argv: list[str] | None = None) -> None:
                 _timing(out, jobs[part], args.data_root, args.epochs)
             else:
                 _collect(out, jobs[part], seeds, args.data_root, args.epochs)
-    epochs = sorted({r['epochs'] for d in out.glob('*') if d.is_dir()
-                     for r in read_rows(d)} if out.is_dir() else set())
-    body = report(out) + (f"\n\nEpochs per run: "
-                          f"{', '.join(map(str, epochs)) or '-'}. "
-                          f'Machine: {machine()}.')
+    rows = [r for d in out.glob('*') if d.is_dir() and d.name != 'timing'
+            for r in read_rows(d)] if out.is_dir() else []
+    epochs = sorted({r['epochs'] for r in rows})
+    threads = sorted({r['threads'] for r in rows})
+    body = report(out) + (
+        f"\n\nEpochs per run: {', '.join(map(str, epochs)) or '-'}; "
+        f"torch threads per run: {', '.join(map(str, threads)) or '-'}. "
+        f'Machine: {machine()}.')
     if not args.quick:
         update_doc('online', body)
     print(body)
