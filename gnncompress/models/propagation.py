@@ -26,6 +26,7 @@ trained with TAM keeps the sparse products.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 import weakref
 from collections import OrderedDict
@@ -329,6 +330,49 @@ class EdgePattern:
         crow[1:] = torch.cumsum(torch.bincount(rows, minlength=num_nodes), 0)
         return crow, cols[order], order
 
+    @functools.cached_property
+    def reverse(self) -> Tensor | None:
+        """Each edge's reverse (an edge id per edge) when every edge has
+        one, as in an undirected graph; None otherwise. The two patterns
+        then hold the same entries, the reverse of ``by_dst``'s edge at a
+        position being ``by_src``'s edge at that position."""
+        (d_crow, d_col, d_order), (s_crow, s_col, s_order) = \
+            self.by_dst, self.by_src
+        if not (torch.equal(d_crow, s_crow) and torch.equal(d_col, s_col)):
+            return None
+        reverse = torch.empty_like(d_order)
+        reverse[d_order] = s_order
+        return reverse
+
+    @functools.cached_property
+    def sampled(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``by_dst`` for a sampled product: ``crow, col`` and, per edge,
+        the position of its value in the product's values."""
+        crow, col, order = self.by_dst
+        return crow, col, _inverse(order)
+
+    @functools.cached_property
+    def half(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """For an undirected pattern, :attr:`sampled` on the edges
+        ``j -> i`` with ``j <= i`` only, every other edge reading its
+        reverse's value: a symmetric per-edge product needs only these."""
+        if self.reverse is None:
+            return None
+        crow, col, order = self.by_dst
+        rows = torch.repeat_interleave(
+            torch.arange(self.num_nodes, device=col.device),
+            crow[1:] - crow[:-1])
+        keep = col <= rows
+        half_crow = crow.new_zeros(self.num_nodes + 1)
+        half_crow[1:] = torch.cumsum(
+            torch.bincount(rows[keep], minlength=self.num_nodes), 0)
+        kept = order[keep]
+        position = torch.empty_like(order)
+        slots = torch.arange(kept.numel(), device=col.device)
+        position[self.reverse[kept]] = slots
+        position[kept] = slots  # self-loops: their own reverse
+        return half_crow, col[keep], position
+
     def matrix(self, side: str, values: Tensor) -> Tensor:
         """The ``[N, N]`` CSR matrix with ``values`` (edge order) on the
         pattern ``side`` ('dst' or 'src' rows)."""
@@ -336,11 +380,19 @@ class EdgePattern:
         with warnings.catch_warnings():  # "CSR support is in beta state"
             warnings.simplefilter('ignore', UserWarning)
             return torch.sparse_csr_tensor(
-                crow, col, values[order], (self.num_nodes, self.num_nodes))
+                crow, col, values.index_select(0, order),
+                (self.num_nodes, self.num_nodes))
 
 
 _PATTERNS: OrderedDict[tuple, tuple[weakref.ref, int, EdgePattern]] = \
     OrderedDict()
+
+
+def _inverse(permutation: Tensor) -> Tensor:
+    inverse = torch.empty_like(permutation)
+    inverse[permutation] = torch.arange(permutation.numel(),
+                                        device=permutation.device)
+    return inverse
 
 
 def edge_pattern(edge_index: Tensor, num_nodes: int) -> EdgePattern:
@@ -360,15 +412,20 @@ def edge_pattern(edge_index: Tensor, num_nodes: int) -> EdgePattern:
 class _EdgeDot(torch.autograd.Function):
     """``out_e = <g_i, v_j>`` for every edge ``e = j -> i``, as a sampled
     dense product (SDDMM) on the edges' CSR pattern; its gradients are
-    two sparse products. Per-edge ``[E, F]`` gathers and scatters cost
+    two sparse products. When ``g`` and ``v`` are one tensor ``h`` on an
+    undirected graph (LSP's kernels) the product is symmetric: the forward
+    computes half the edges and copies the rest from their reverses, the
+    backward is one product ``(W + W^T) h``, ``W^T`` laid on ``W``'s own
+    pattern. Per-edge ``[E, F]`` gathers and scatters cost
     10-30x more on a graph the size of Amazon Computers."""
 
     @staticmethod
     def forward(ctx, g: Tensor, v: Tensor,  # type: ignore[override]
                 pattern: EdgePattern) -> Tensor:
         ctx.save_for_backward(g, v)
-        ctx.pattern = pattern
-        crow, col, order = pattern.by_dst
+        ctx.pattern, ctx.same = pattern, g is v
+        half = pattern.half if ctx.same else None
+        crow, col, position = pattern.sampled if half is None else half
         with warnings.catch_warnings():  # "CSR support is in beta state"
             warnings.simplefilter('ignore', UserWarning)
             shape = torch.sparse_csr_tensor(
@@ -376,9 +433,7 @@ class _EdgeDot(torch.autograd.Function):
                 (pattern.num_nodes, pattern.num_nodes))
             values = torch.sparse.sampled_addmm(shape, g, v.t(),
                                                 beta=0.0).values()
-        out = g.new_empty(col.numel())
-        out[order] = values
-        return out
+        return values.index_select(0, position)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -386,6 +441,10 @@ class _EdgeDot(torch.autograd.Function):
                  ) -> tuple[Tensor | None, Tensor | None, None]:
         g, v = ctx.saved_tensors
         pattern = ctx.pattern
+        if ctx.same and all(ctx.needs_input_grad[:2]) and \
+                pattern.reverse is not None:
+            both = grad + grad.index_select(0, pattern.reverse)
+            return torch.sparse.mm(pattern.matrix('dst', both), g), None, None
         grad_g = grad_v = None
         if ctx.needs_input_grad[0]:
             grad_g = torch.sparse.mm(pattern.matrix('dst', grad), v)

@@ -11,7 +11,7 @@ from conftest import literal_graph, literal_output
 import gnncompress.methods.lsp as lsp_module
 from gnncompress.data import Graph
 from gnncompress.methods.lsp import LSP
-from gnncompress.models import ModelOutput
+from gnncompress.models import ModelOutput, propagation
 
 # Directed edges (source j -> destination i). Node 0 receives from 1, 2, 3;
 # node 1 from 2 and 0; nodes 2 and 3 receive nothing, so N' = 2.
@@ -371,17 +371,27 @@ def test_teacher_without_hidden_layer_raises():
         LSP().prepare([teacher], _out(H_S), _graph(4))
 
 
+@pytest.mark.parametrize('undirected', [False, True],
+                         ids=['directed', 'undirected'])
 @pytest.mark.parametrize('kernel', sorted(KERNELS))
-def test_sparse_edge_kernel_matches_gathering_both_ends(kernel):
+def test_sparse_edge_kernel_matches_gathering_both_ends(kernel, undirected):
     # The sparse path (sampled product forward, sparse products backward)
     # against the plain per-edge kernel, value and gradient, on a random
-    # graph with duplicate edges, self-loops and an isolated node.
+    # graph with duplicate edges, self-loops and an isolated node. On an
+    # undirected graph it computes half the products and one backward
+    # product; the edges are then shuffled so that reverses lie apart.
     gen = torch.Generator().manual_seed(0)
     h = torch.randn(30, 5, generator=gen, dtype=torch.float64,
                     requires_grad=True)
     edge_index = torch.randint(0, 29, (2, 120), generator=gen)
     edge_index = torch.cat([edge_index, edge_index[:, :10],
                             torch.tensor([[3, 4], [3, 4]])], dim=1)
+    if undirected:
+        edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+        edge_index = edge_index[:, torch.randperm(edge_index.size(1),
+                                                  generator=gen)]
+    pattern = propagation.edge_pattern(edge_index, 30)
+    assert (pattern.reverse is not None) == undirected
     method = LSP(**KERNELS[kernel][0])
     upstream = torch.randn(edge_index.size(1), generator=gen,
                            dtype=torch.float64)
@@ -395,6 +405,24 @@ def test_sparse_edge_kernel_matches_gathering_both_ends(kernel):
     assert torch.allclose(fast, plain, rtol=1e-9, atol=1e-9)
     assert torch.allclose(grad_fast, grad_plain, rtol=1e-9, atol=1e-9)
     assert grad_fast[29].abs().sum() == 0  # no edge touches node 29
+
+
+def test_edge_dot_of_two_tensors_on_an_undirected_graph():
+    # g . v is not symmetric: with two tensors the full products are kept.
+    gen = torch.Generator().manual_seed(1)
+    g = torch.randn(6, 3, generator=gen, dtype=torch.float64,
+                    requires_grad=True)
+    v = torch.randn(6, 3, generator=gen, dtype=torch.float64,
+                    requires_grad=True)
+    edge_index = torch.tensor([[0, 1, 1, 2, 4, 5], [1, 0, 2, 1, 5, 4]])
+    dot = propagation.edge_dot(g, v, edge_index)
+    plain = (g[edge_index[1]] * v[edge_index[0]]).sum(-1)
+    assert torch.allclose(dot, plain)
+    upstream = torch.arange(6, dtype=torch.float64)
+    grads = torch.autograd.grad(dot, (g, v), upstream)
+    expected = torch.autograd.grad(plain, (g, v), upstream)
+    for a, b in zip(grads, expected):
+        assert torch.allclose(a, b)
 
 
 def test_sparse_edge_dot_without_edges():
