@@ -98,6 +98,11 @@ def mean_std(values: list[float], scale: float = 100.0,
     return f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f'{n} thread' + ('' if n == 1 else 's')
+
+
 def machine() -> str:
     import os
     cpu = 'unknown CPU'
@@ -109,7 +114,7 @@ def machine() -> str:
     except OSError:
         pass
     return (f'{cpu}, {os.cpu_count()} cores, torch {torch.__version__} '
-            f'({torch.get_num_threads()} threads), Python '
+            f'({_threads()}), Python '
             f'{platform.python_version()}')
 
 

@@ -405,6 +405,8 @@ def test_sparse_edge_kernel_matches_gathering_both_ends(kernel, undirected):
     assert torch.allclose(fast, plain, rtol=1e-9, atol=1e-9)
     assert torch.allclose(grad_fast, grad_plain, rtol=1e-9, atol=1e-9)
     assert grad_fast[29].abs().sum() == 0  # no edge touches node 29
+    # Every kernel took the half-product path exactly when it could.
+    assert (pattern.__dict__.get('half') is not None) == undirected
 
 
 def test_edge_dot_of_two_tensors_on_an_undirected_graph():
