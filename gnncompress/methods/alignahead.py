@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from gnncompress.data import Graph
@@ -34,7 +37,9 @@ class Alignahead(DistillMethod):
     the logits for node classification, every layer's node output (before
     pooling) for graph classification. The KL of one layer pair is LSP's
     per-node sum over incoming edges, averaged over the nodes that have
-    edges; peers' structures carry no gradient.
+    edges; peers' structures carry no gradient. A peer's output stays fixed
+    until the peer's next step while the other :math:`M - 1` students read
+    it, so its structures are computed once and shared (:class:`_Peers`).
 
     On a sampled subgraph (``cotrain --batch-size``) the structures are
     those of each seed's sampled in-edges; the logits layer then needs the
@@ -85,8 +90,7 @@ class Alignahead(DistillMethod):
                     f'Alignahead pairs layers of models of one depth (got '
                     f'{len(theirs)} and {len(own)} layers): give the student '
                     f'as many layers as its peers')
-            log_peer = [self.structure.local_structure(h.detach(),
-                                                       edge_index)
+            log_peer = [_PEERS.structure(self.structure, h, edge_index)
                         for h in theirs]
             for i, j in self.pairs(len(own)):
                 total = total + structure_kl(log_own[i], log_peer[j],
@@ -101,3 +105,38 @@ def aligned_layers(out: ModelOutput, graph: Graph) -> list[Tensor]:
     if graph.batch is not None:
         return list(out.hiddens)
     return [*out.hiddens, out.logits]
+
+
+class _Peers:
+    """Peers' log local structures, shared by every student's Alignahead
+    instance and found again by the identity of the peer's layer tensor
+    (and of the edges), checked through weak references: with M students
+    each peer output is read by M - 1 of them between two of its steps.
+    The last few are kept (a peer's tensors go when it steps)."""
+
+    KEEP = 32
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+
+    def structure(self, lsp: LSP, h: Tensor, edge_index: Tensor) -> Tensor:
+        key = (id(h), id(edge_index), lsp.kernel, lsp.sigma, lsp.degree,
+               lsp.coef, lsp.paper_l2_sign)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0]() is h and hit[1]() is edge_index \
+                and hit[2] == (h._version, edge_index._version):
+            self._entries.move_to_end(key)
+            return hit[3]
+        with torch.no_grad():
+            value = lsp.local_structure(h.detach(), edge_index)
+        self._entries[key] = (weakref.ref(h), weakref.ref(edge_index),
+                              (h._version, edge_index._version), value)
+        while len(self._entries) > self.KEEP:
+            self._entries.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+_PEERS = _Peers()

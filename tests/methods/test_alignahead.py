@@ -98,3 +98,34 @@ def test_peers_of_another_depth_are_refused():
     shallow = ModelOutput(torch.zeros(3, 1), [])
     with pytest.raises(ArchitectureError, match='one depth'):
         resolve_method('alignahead').loss([shallow], own, graph)
+
+
+def test_a_peer_structure_is_computed_once_for_all_students(monkeypatch):
+    # Three students: student 1 reads peer 2's output after student 0 did,
+    # unchanged, so its structures come from the shared cache; the losses
+    # equal those computed from scratch.
+    from gnncompress.methods import alignahead, lsp
+
+    graph = _star()
+    outs = [_out([0.0, 1.0, 2.0], [0.0, 0.0, 1.0]),
+            _out([0.0, 2.0, 1.0], [0.0, 1.0, 3.0]),
+            _out([1.0, 0.0, 2.0], [2.0, 1.0, 0.0])]
+    methods = [resolve_method('alignahead') for _ in outs]
+    alignahead._PEERS.clear()
+    calls = []
+    real = lsp.LSP.local_structure
+
+    def counted(self, h, edge_index):
+        calls.append(h)
+        return real(self, h, edge_index)
+
+    monkeypatch.setattr(lsp.LSP, 'local_structure', counted)
+    first = methods[0].loss([outs[1], outs[2]], outs[0], graph)
+    second = methods[1].loss([outs[0], outs[2]], outs[1], graph)
+    # 2 layers each: own + two peers, then own + peer 0 (peer 2 cached).
+    assert len(calls) == 6 + 4
+    alignahead._PEERS.clear()
+    fresh = resolve_method('alignahead').loss([outs[0], outs[2]], outs[1],
+                                              graph)
+    assert float(second) == pytest.approx(float(fresh), rel=1e-6)
+    assert float(first) > 0
