@@ -112,7 +112,8 @@ class _Peers:
     instance and found again by the identity of the peer's layer tensor
     (and of the edges), checked through weak references: with M students
     each peer output is read by M - 1 of them between two of its steps.
-    The last few are kept (a peer's tensors go when it steps)."""
+    An entry goes with its peer tensor (when the peer steps), and no more
+    than :attr:`KEEP` are kept."""
 
     KEEP = 32
 
@@ -131,6 +132,8 @@ class _Peers:
             value = lsp.local_structure(h.detach(), edge_index)
         self._entries[key] = (weakref.ref(h), weakref.ref(edge_index),
                               (h._version, edge_index._version), value)
+        # Dropped with the peer's tensor, so nothing outlives a run.
+        weakref.finalize(h, self._entries.pop, key, None)
         while len(self._entries) > self.KEEP:
             self._entries.popitem(last=False)
         return value

@@ -129,3 +129,16 @@ def test_a_peer_structure_is_computed_once_for_all_students(monkeypatch):
                                               graph)
     assert float(second) == pytest.approx(float(fresh), rel=1e-6)
     assert float(first) > 0
+
+
+def test_shared_peer_structures_go_with_the_peer_output():
+    from gnncompress.methods import alignahead
+
+    graph = _star()
+    alignahead._PEERS.clear()
+    own = _out([0.0, 1.0, 2.0], [0.0, 0.0, 1.0])
+    peer = _out([0.0, 2.0, 1.0], [0.0, 1.0, 3.0])
+    resolve_method('alignahead').loss([peer], own, graph)
+    assert len(alignahead._PEERS._entries) == 2
+    del peer
+    assert len(alignahead._PEERS._entries) == 0
