@@ -16,6 +16,9 @@ machine hits both alike.
   (models/propagation.py).
 - A first layer's product on Physics' word features, dense against the
   registered sparse form (models/sparse_input.py).
+- The sparse product itself: Physics' GCN matrix times a width-128 matrix
+  and its transpose times the gradient, ``torch.sparse.mm`` against
+  ``models.spmm`` (a row-bag sum), one thread.
 - One mini-batch step of ``distill --batch-size``: a GCN 2 x 32 on one
   sampled batch (4,096 seeds, fanout 15,10) of a 1M-node random graph,
   every layer over the whole subgraph against the trimmed layers
@@ -117,6 +120,47 @@ def sparse_feature_row(data_root: Path = SHARED) -> dict:
             **_compare(lambda: F.linear(dense, weight).square().mean(),
                        lambda: sparse_input.linear(x, weight).square()
                        .mean())}
+
+
+class _TorchProduct(torch.autograd.Function):
+    """``matrix @ v`` by ``torch.sparse.mm``, backward likewise."""
+
+    @staticmethod
+    def forward(ctx, matrix, transposed, v):  # type: ignore[override]
+        ctx.transposed = transposed
+        return torch.sparse.mm(matrix, v)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return None, None, torch.sparse.mm(ctx.transposed, grad)
+
+
+def spmm_row(data_root: Path = SHARED) -> dict:
+    """One aggregation of a GCN layer on Physics at width 128, forward and
+    backward, one thread: ``torch.sparse.mm`` against ``models.spmm``."""
+    from gnncompress.data import load_graph
+    from gnncompress.models import propagation
+    graph = load_graph('Physics', data_root)
+    n = graph.x.size(0)
+    matrix = propagation.aggregation_matrix(graph.edge_index, n, 'gcn',
+                                            torch.float32)
+    transposed = propagation._transposed(matrix)
+    v = torch.randn(n, 128, requires_grad=True,
+                    generator=torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        row = {'loss': 'csr product A @ v',
+               'setting': f'Physics GCN matrix ({matrix.values().numel():,}'
+                          f' entries), width 128',
+               'threads': 1,
+               **_compare(lambda: _TorchProduct.apply(matrix, transposed, v)
+                          .square().mean(),
+                          lambda: propagation._aggregate(matrix, v, None)
+                          .square().mean())}
+    finally:
+        torch.set_num_threads(threads)
+    return row
 
 
 def minibatch_row() -> dict:
@@ -241,7 +285,7 @@ def run() -> dict:
                  **_compare(gsp_old, gsp_new)})
     rows += message_passing_rows()
     rows.append(sparse_feature_row())
-    rows += [minibatch_row(), tam_row(), dgcnn_row()]
+    rows += [minibatch_row(), tam_row(), dgcnn_row(), spmm_row()]
     return {'rows': rows, 'rounds': ROUNDS, 'machine': machine()}
 
 
@@ -279,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
             data['rows'].append(tam_row())
         if 'dgcnn training step' not in names:
             data['rows'].append(dgcnn_row())
+        if 'csr product A @ v' not in names:
+            data['rows'].append(spmm_row())
         write_json(OUT, data)
     if not OUT.exists():
         sys.exit(f'{OUT} missing: run without --report first')

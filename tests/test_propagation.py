@@ -105,3 +105,28 @@ def test_gat_and_gcnii_keep_their_own_layers():
     x, edge_index = _graph()
     gat = build_model(ArchSpec('gat', 5, 8, 2, 3, heads=2))
     assert propagation.plan(gat.convs, x, edge_index) is None
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_spmm_equals_the_dense_product(dtype):
+    """models.spmm (a row-bag sum on CPU) against the dense product, on a
+    rectangular matrix with empty rows, a non-contiguous right side and an
+    empty matrix; with a gradient to carry it hands over to
+    torch.sparse.mm, whose autograd is the reference."""
+    from gnncompress.models.spmm import spmm
+
+    gen = torch.Generator().manual_seed(2)
+    dense = torch.randn(7, 5, generator=gen, dtype=dtype)
+    dense[[1, 4]] = 0  # empty rows
+    matrix = dense.to_sparse_csr()
+    right = torch.randn(4, 5, generator=gen, dtype=dtype).t()  # [5, 4]
+    assert not right.is_contiguous()
+    torch.testing.assert_close(spmm(matrix, right), dense @ right)
+    empty = torch.zeros(3, 5, dtype=dtype).to_sparse_csr()
+    torch.testing.assert_close(spmm(empty, right),
+                               torch.zeros(3, 4, dtype=dtype))
+    leaf = right.detach().requires_grad_()
+    out = spmm(matrix, leaf)
+    (grad,) = torch.autograd.grad(out.sum(), leaf)
+    torch.testing.assert_close(grad, dense.t() @ torch.ones(7, 4,
+                                                            dtype=dtype))

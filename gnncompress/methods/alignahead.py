@@ -10,8 +10,15 @@ from torch import Tensor
 from gnncompress.data import Graph
 from gnncompress.errors import ArchitectureError
 from gnncompress.methods.base import DistillMethod, register_method
-from gnncompress.methods.lsp import LSP, structure_kl
-from gnncompress.models import ModelOutput
+from gnncompress.methods.lsp import (
+    LSP,
+    StructureKL,
+    structure_kl,
+    symmetric_applies,
+    symmetric_structure,
+)
+from gnncompress.models import ModelOutput, propagation
+from gnncompress.models.propagation import EdgePattern
 
 
 @register_method('alignahead')
@@ -40,6 +47,9 @@ class Alignahead(DistillMethod):
     edges; peers' structures carry no gradient. A peer's output stays fixed
     until the peer's next step while the other :math:`M - 1` students read
     it, so its structures are computed once and shared (:class:`_Peers`).
+    On an undirected graph with the L2 or RBF kernel each own layer's KL
+    to all its peers is one :class:`~gnncompress.methods.lsp.StructureKL`
+    (structures in CSR order, gradient in closed form).
 
     On a sampled subgraph (``cotrain --batch-size``) the structures are
     those of each seed's sampled in-edges; the logits layer then needs the
@@ -80,16 +90,22 @@ class Alignahead(DistillMethod):
         edge_index = graph.edge_index
         own = aligned_layers(student_output, graph)
         num_nodes = own[0].size(0)
+        peers = [self._layers_of(peer, graph, len(own))
+                 for peer in teacher_outputs]
+        pattern = propagation.edge_pattern(edge_index, num_nodes)
+        total = own[0].new_zeros(())
+        if symmetric_applies(self.structure, pattern):
+            # Each own layer's structure once, against all its peers.
+            for i, j in self.pairs(len(own)):
+                log_peers = torch.stack([
+                    _PEERS.structure(self.structure, theirs[j], edge_index,
+                                     pattern) for theirs in peers])
+                total = total + StructureKL.apply(own[i], log_peers,
+                                                  self.structure, pattern)
+            return total / len(teacher_outputs)
         log_own = [self.structure.local_structure(h, edge_index)
                    for h in own]
-        total = own[0].new_zeros(())
-        for peer in teacher_outputs:
-            theirs = aligned_layers(peer, graph)
-            if len(theirs) != len(own):
-                raise ArchitectureError(
-                    f'Alignahead pairs layers of models of one depth (got '
-                    f'{len(theirs)} and {len(own)} layers): give the student '
-                    f'as many layers as its peers')
+        for theirs in peers:
             log_peer = [_PEERS.structure(self.structure, h, edge_index)
                         for h in theirs]
             for i, j in self.pairs(len(own)):
@@ -97,6 +113,17 @@ class Alignahead(DistillMethod):
                                              edge_index[1], num_nodes,
                                              direction='ts')
         return total / len(teacher_outputs)
+
+    @staticmethod
+    def _layers_of(peer: ModelOutput, graph: Graph,
+                   depth: int) -> list[Tensor]:
+        theirs = aligned_layers(peer, graph)
+        if len(theirs) != depth:
+            raise ArchitectureError(
+                f'Alignahead pairs layers of models of one depth (got '
+                f'{len(theirs)} and {depth} layers): give the student '
+                f'as many layers as its peers')
+        return theirs
 
 
 def aligned_layers(out: ModelOutput, graph: Graph) -> list[Tensor]:
@@ -120,16 +147,21 @@ class _Peers:
     def __init__(self) -> None:
         self._entries: OrderedDict[tuple, tuple] = OrderedDict()
 
-    def structure(self, lsp: LSP, h: Tensor, edge_index: Tensor) -> Tensor:
-        key = (id(h), id(edge_index), lsp.kernel, lsp.sigma, lsp.degree,
-               lsp.coef, lsp.paper_l2_sign)
+    def structure(self, lsp: LSP, h: Tensor, edge_index: Tensor,
+                  pattern: EdgePattern | None = None) -> Tensor:
+        """The log local structure of ``h``: in edge order, or in the
+        symmetric path's order when given the ``pattern``."""
+        key = (id(h), id(edge_index), pattern is None, lsp.kernel,
+               lsp.sigma, lsp.degree, lsp.coef, lsp.paper_l2_sign)
         hit = self._entries.get(key)
         if hit is not None and hit[0]() is h and hit[1]() is edge_index \
                 and hit[2] == (h._version, edge_index._version):
             self._entries.move_to_end(key)
             return hit[3]
         with torch.no_grad():
-            value = lsp.local_structure(h.detach(), edge_index)
+            value = lsp.local_structure(h.detach(), edge_index) \
+                if pattern is None else \
+                symmetric_structure(lsp, h.detach(), pattern)[0]
         self._entries[key] = (weakref.ref(h), weakref.ref(edge_index),
                               (h._version, edge_index._version), value)
         # Dropped with the peer's tensor, so nothing outlives a run.

@@ -16,6 +16,8 @@ from gnncompress.methods.base import (
     register_method,
 )
 from gnncompress.models import ModelOutput, propagation
+from gnncompress.models.propagation import EdgePattern
+from gnncompress.models.spmm import spmm
 
 KERNELS = ('rbf', 'linear', 'poly', 'l2')
 DIRECTIONS = ('st', 'ts')
@@ -127,22 +129,27 @@ class LSP(DistillMethod):
             self.kernel]
 
     def edge_kernel(self, h: Tensor, edge_index: Tensor) -> Tensor:
-        """``k(h_dst, h_src)`` per edge ``[E]`` from the edges' inner
-        products (:func:`edge_dot`, sparse: no ``[E, d]`` tensor) and the
-        nodes' squared norms."""
-        src, dst = edge_index
-        dot = edge_dot(h, edge_index)  # [E]
-        if self.kernel == 'linear':
-            return dot
-        if self.kernel == 'poly':
-            return (dot + self.coef) ** self.degree
-        sq = h.pow(2).sum(-1)  # [N]
-        # Rounding can make the expanded distance slightly negative.
-        sq_dist = (sq.index_select(0, dst) + sq.index_select(0, src)
-                   - 2 * dot).clamp_min(0)
+        """``k(h_dst, h_src)`` per edge ``[E]`` from sampled sparse
+        products (:func:`edge_dot`, :func:`edge_distance`: no ``[E, d]``
+        tensor, forward or backward)."""
+        if self.kernel in ('linear', 'poly'):
+            dot = edge_dot(h, edge_index)  # [E]
+            return dot if self.kernel == 'linear' else \
+                (dot + self.coef) ** self.degree
+        return self.of_distance(edge_distance(h, edge_index))
+
+    def of_distance(self, sq_dist: Tensor) -> Tensor:
+        """The L2 or RBF kernel of squared distances."""
         if self.kernel == 'rbf':
             return torch.exp(-sq_dist / (2 * self.sigma ** 2))
         return sq_dist if self.paper_l2_sign else -sq_dist
+
+    def distance_gradient(self, grad: Tensor, score: Tensor) -> Tensor:
+        """The gradient with respect to the squared distances, given that
+        with respect to the kernel ``score`` (:meth:`of_distance`'s)."""
+        if self.kernel == 'rbf':
+            return grad * score * (-0.5 / self.sigma ** 2)
+        return grad if self.paper_l2_sign else -grad
 
     def local_structure(self, h: Tensor, edge_index: Tensor) -> Tensor:
         """``log LS`` per edge ``[E]``: log-softmax of the kernel over each
@@ -228,6 +235,14 @@ def edge_dot(h: Tensor, edge_index: Tensor) -> Tensor:
     return propagation.edge_dot(h, h, edge_index)
 
 
+def edge_distance(h: Tensor, edge_index: Tensor) -> Tensor:
+    """``||h[dst] - h[src]||^2`` per edge ``[E]``, sparse as
+    :func:`edge_dot`, with a gradient of one sparse product."""
+    if edge_index.size(1) == 0:
+        return h.new_zeros(0) + 0.0 * h.sum()
+    return propagation.edge_distance(h, edge_index)
+
+
 def edge_scores(h: Tensor, src: Tensor, dst: Tensor,
                 kernel: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
     """``kernel(h[dst], h[src])`` per edge by gathering both ends (the
@@ -279,3 +294,78 @@ def structure_kl(log_ls_s: Tensor, log_ls_t: Tensor, dst: Tensor,
     if num_with_edges == 0:
         return per_edge.sum() * 0.0
     return per_edge.sum() / num_with_edges
+
+
+# The symmetric path: an undirected graph and a distance kernel (LSP's L2
+# and RBF), the structures in the pattern's by-destination order.
+
+def symmetric_structure(lsp: LSP, h: Tensor, pattern: EdgePattern,
+                        ) -> tuple[Tensor, Tensor, Tensor]:
+    """``log LS`` of ``h`` on an undirected ``pattern`` (see
+    :attr:`EdgePattern.symmetric`) in the order of ``pattern.by_dst``,
+    without autograd, with the kernel scores and the positions whose
+    expanded squared distance rounded below 0 (clamped). The distances of
+    half the edges are computed, the rest read from their reverses; the
+    softmax runs over contiguous segments. Values equal
+    :meth:`LSP.local_structure`'s permuted, to rounding."""
+    crow = pattern.by_dst[0]
+    half_crow, half_col, _ = pattern.half
+    half_rows, slot, _ = pattern.symmetric
+    with torch.no_grad():
+        sq = h.pow(2).sum(-1)
+        raw = (sq.index_select(0, half_rows) + sq.index_select(0, half_col)
+               - 2 * propagation.sampled(half_crow, half_col, h, h)
+               ).index_select(0, slot)
+        score = lsp.of_distance(raw.clamp_min(0))
+        top = torch.segment_reduce(score, 'max', offsets=crow)
+        shifted = score - top.index_select(0, pattern.rows)
+        sums = torch.segment_reduce(shifted.exp(), 'sum', offsets=crow)
+        log_ls = shifted - sums.log().index_select(0, pattern.rows)
+    return log_ls, score, raw < 0
+
+
+def symmetric_applies(lsp: LSP, pattern: EdgePattern) -> bool:
+    return lsp.kernel in ('l2', 'rbf') and pattern.symmetric is not None \
+        and pattern.num_with_edges > 0
+
+
+class StructureKL(torch.autograd.Function):
+    r"""Sum over ``P`` fixed structures ``log_peers`` ``[P, E]`` (the
+    symmetric path's order) of :func:`structure_kl` with direction 'ts',
+    :math:`\frac{1}{N'} \sum_e p_e (\log p_e - \log q_e)`, ``q`` the
+    local structure of ``h``, with its gradient in closed form: with
+    respect to the kernel scores it is :math:`(q_e \sum_{e' \to i} p_{e'}
+    - p_e) / N'` (``e`` into node ``i``), and from there one sparse
+    product as in ``propagation._EdgeDistance``. Autograd through the same
+    steps takes some twenty passes over ``[E]`` tensors per layer."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, log_peers: Tensor,  # type: ignore[override]
+                lsp: LSP, pattern: EdgePattern) -> Tensor:
+        log_ls, score, clamped = symmetric_structure(lsp, h, pattern)
+        p_peers = log_peers.exp()
+        p_sum = p_peers.sum(0)
+        ctx.save_for_backward(h, log_ls, score, clamped, p_sum)
+        ctx.lsp, ctx.pattern = lsp, pattern
+        total = (p_peers * log_peers).sum() - (p_sum * log_ls).sum()
+        return total / pattern.num_with_edges
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor  # type: ignore[override]
+                 ) -> tuple[Tensor, None, None, None]:
+        h, log_ls, score, clamped, p_sum = ctx.saved_tensors
+        pattern: EdgePattern = ctx.pattern
+        crow, rows = pattern.by_dst[0], pattern.rows
+        reverse = pattern.symmetric[2]
+        mass = torch.segment_reduce(p_sum, 'sum', offsets=crow)
+        g_score = (log_ls.exp() * mass.index_select(0, rows) - p_sum) * \
+            (grad / pattern.num_with_edges)
+        g_dist = ctx.lsp.distance_gradient(g_score, score) \
+            .masked_fill(clamped, 0.0)
+        # d/dh of ||h_i - h_j||^2: 2 (diag(S 1) h - S h), S = W + W^T.
+        both = g_dist + g_dist.index_select(0, reverse)
+        weighted = spmm(pattern.matrix('dst', both, positions=True), h)
+        degree = torch.segment_reduce(both, 'sum', offsets=crow)
+        grad_h = weighted.addcmul_(h, degree.unsqueeze(-1), value=-1)
+        return grad_h.mul_(-2), None, None, None

@@ -38,6 +38,7 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 
 from gnncompress.models import sparse_input
+from gnncompress.models.spmm import spmm
 
 # Matrices kept at once: a run touches one or two graphs (training and,
 # for inductive data, the evaluation graph), so a few are enough.
@@ -130,7 +131,7 @@ def _product(matrix: Tensor, v: Tensor) -> Tensor:
     matrices are constants)."""
     if torch.is_grad_enabled() and v.requires_grad:
         return _Aggregate.apply(matrix, v)
-    return torch.sparse.mm(matrix, v)
+    return spmm(matrix, v)
 
 
 class _Aggregate(torch.autograd.Function):
@@ -143,7 +144,7 @@ class _Aggregate(torch.autograd.Function):
     def forward(ctx, matrix: Tensor, v: Tensor  # type: ignore[override]
                 ) -> Tensor:
         ctx.matrix = matrix
-        return torch.sparse.mm(matrix, v)
+        return spmm(matrix, v)
 
     @staticmethod
     def backward(ctx, grad: Tensor  # type: ignore[override]
@@ -352,6 +353,14 @@ class EdgePattern:
         return crow, col, _inverse(order)
 
     @functools.cached_property
+    def rows(self) -> Tensor:
+        """The row (destination) of every position of ``by_dst``."""
+        crow = self.by_dst[0]
+        return torch.repeat_interleave(
+            torch.arange(self.num_nodes, device=crow.device),
+            crow[1:] - crow[:-1])
+
+    @functools.cached_property
     def half(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """For an undirected pattern, :attr:`sampled` on the edges
         ``j -> i`` with ``j <= i`` only, every other edge reading its
@@ -359,13 +368,10 @@ class EdgePattern:
         if self.reverse is None:
             return None
         crow, col, order = self.by_dst
-        rows = torch.repeat_interleave(
-            torch.arange(self.num_nodes, device=col.device),
-            crow[1:] - crow[:-1])
-        keep = col <= rows
+        keep = col <= self.rows
         half_crow = crow.new_zeros(self.num_nodes + 1)
         half_crow[1:] = torch.cumsum(
-            torch.bincount(rows[keep], minlength=self.num_nodes), 0)
+            torch.bincount(self.rows[keep], minlength=self.num_nodes), 0)
         kept = order[keep]
         position = torch.empty_like(order)
         slots = torch.arange(kept.numel(), device=col.device)
@@ -373,15 +379,38 @@ class EdgePattern:
         position[kept] = slots  # self-loops: their own reverse
         return half_crow, col[keep], position
 
-    def matrix(self, side: str, values: Tensor) -> Tensor:
-        """The ``[N, N]`` CSR matrix with ``values`` (edge order) on the
-        pattern ``side`` ('dst' or 'src' rows)."""
+    @functools.cached_property
+    def symmetric(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """For an undirected pattern, in ``by_dst`` positions rather than
+        edge ids: the row of each :attr:`half` slot, the slot each position
+        reads, and each position's reverse."""
+        if self.half is None or self.reverse is None:
+            return None
+        order = self.by_dst[2]
+        edge_position = self.sampled[2]
+        return (self.rows[self.by_dst[1] <= self.rows],
+                self.half[2].index_select(0, order),
+                edge_position.index_select(
+                    0, self.reverse.index_select(0, order)))
+
+    @functools.cached_property
+    def num_with_edges(self) -> int:
+        """Nodes with at least one incoming edge."""
+        crow = self.by_dst[0]
+        return int((crow[1:] > crow[:-1]).sum())
+
+    def matrix(self, side: str, values: Tensor,
+               positions: bool = False) -> Tensor:
+        """The ``[N, N]`` CSR matrix with ``values`` (edge order, or the
+        pattern's storage order with ``positions``) on the pattern
+        ``side`` ('dst' or 'src' rows)."""
         crow, col, order = self.by_dst if side == 'dst' else self.by_src
+        if not positions:
+            values = values.index_select(0, order)
         with warnings.catch_warnings():  # "CSR support is in beta state"
             warnings.simplefilter('ignore', UserWarning)
-            return torch.sparse_csr_tensor(
-                crow, col, values.index_select(0, order),
-                (self.num_nodes, self.num_nodes))
+            return torch.sparse_csr_tensor(crow, col, values,
+                                           (self.num_nodes, self.num_nodes))
 
 
 _PATTERNS: OrderedDict[tuple, tuple[weakref.ref, int, EdgePattern]] = \
@@ -424,16 +453,7 @@ class _EdgeDot(torch.autograd.Function):
                 pattern: EdgePattern) -> Tensor:
         ctx.save_for_backward(g, v)
         ctx.pattern, ctx.same = pattern, g is v
-        half = pattern.half if ctx.same else None
-        crow, col, position = pattern.sampled if half is None else half
-        with warnings.catch_warnings():  # "CSR support is in beta state"
-            warnings.simplefilter('ignore', UserWarning)
-            shape = torch.sparse_csr_tensor(
-                crow, col, g.new_zeros(col.numel()),
-                (pattern.num_nodes, pattern.num_nodes))
-            values = torch.sparse.sampled_addmm(shape, g, v.t(),
-                                                beta=0.0).values()
-        return values.index_select(0, position)
+        return _sampled_dot(g, v, pattern)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -444,13 +464,84 @@ class _EdgeDot(torch.autograd.Function):
         if ctx.same and all(ctx.needs_input_grad[:2]) and \
                 pattern.reverse is not None:
             both = grad + grad.index_select(0, pattern.reverse)
-            return torch.sparse.mm(pattern.matrix('dst', both), g), None, None
+            return spmm(pattern.matrix('dst', both), g), None, None
         grad_g = grad_v = None
         if ctx.needs_input_grad[0]:
-            grad_g = torch.sparse.mm(pattern.matrix('dst', grad), v)
+            grad_g = spmm(pattern.matrix('dst', grad), v)
         if ctx.needs_input_grad[1]:
-            grad_v = torch.sparse.mm(pattern.matrix('src', grad), g)
+            grad_v = spmm(pattern.matrix('src', grad), g)
         return grad_g, grad_v, None
+
+
+def _sampled_dot(g: Tensor, v: Tensor, pattern: EdgePattern) -> Tensor:
+    """``<g_i, v_j>`` per edge (edge order): a sampled product on the
+    pattern, on half the edges when ``g is v`` and the pattern is
+    undirected."""
+    half = pattern.half if g is v else None
+    crow, col, position = pattern.sampled if half is None else half
+    return sampled(crow, col, g, v).index_select(0, position)
+
+
+def sampled(crow: Tensor, col: Tensor, g: Tensor, v: Tensor) -> Tensor:
+    """``<g_i, v_j>`` for the entries ``(i, j)`` of a CSR pattern, in its
+    storage order (a sampled dense-dense product)."""
+    n = g.size(0)
+    with warnings.catch_warnings():  # "CSR support is in beta state"
+        warnings.simplefilter('ignore', UserWarning)
+        shape = torch.sparse_csr_tensor(crow, col, g.new_zeros(col.numel()),
+                                        (n, v.size(0)))
+        return torch.sparse.sampled_addmm(shape, g, v.t(),
+                                          beta=0.0).values()
+
+
+class _EdgeDistance(torch.autograd.Function):
+    """``||h_i - h_j||^2`` for every edge ``e = j -> i``, as
+    ``|h_i|^2 + |h_j|^2 - 2 <h_i, h_j>`` (the products sampled as in
+    :class:`_EdgeDot`), clamped at 0 against rounding. With ``D`` the
+    gradient per edge, ``W`` the matrix of ``D`` on the edges and
+    ``S = W + W^T``, the gradient is ``2 (diag(S 1) h - S h)``: one sparse
+    product on an undirected graph and one ``[N]`` sum, where autograd
+    through the norms and the gathers took a dozen passes over ``[N, F]``
+    and ``[E]`` tensors (LSP and Alignahead's L2 and RBF kernels)."""
+
+    @staticmethod
+    def forward(ctx, h: Tensor, edge_index: Tensor,  # type: ignore[override]
+                pattern: EdgePattern) -> Tensor:
+        src, dst = edge_index
+        sq = h.pow(2).sum(-1)
+        raw = sq.index_select(0, dst) + sq.index_select(0, src) \
+            - 2 * _sampled_dot(h, h, pattern)
+        ctx.save_for_backward(h, edge_index, raw < 0)
+        ctx.pattern = pattern
+        return raw.clamp_min(0)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor  # type: ignore[override]
+                 ) -> tuple[Tensor, None, None]:
+        h, edge_index, clamped = ctx.saved_tensors
+        pattern = ctx.pattern
+        src, dst = edge_index
+        grad = grad.masked_fill(clamped, 0.0)
+        if pattern.reverse is not None:
+            both = grad + grad.index_select(0, pattern.reverse)
+            weighted = spmm(pattern.matrix('dst', both), h)
+            degree = h.new_zeros(h.size(0)).index_add_(0, dst, both)
+        else:
+            weighted = spmm(pattern.matrix('dst', grad), h) + \
+                spmm(pattern.matrix('src', grad), h)
+            degree = h.new_zeros(h.size(0)).index_add_(0, dst, grad) \
+                .index_add_(0, src, grad)
+        # 2 (h * degree - weighted), in place on the fresh product.
+        grad_h = weighted.addcmul_(h, degree.unsqueeze(-1), value=-1)
+        return grad_h.mul_(-2), None, None
+
+
+def edge_distance(h: Tensor, edge_index: Tensor) -> Tensor:
+    """``||h_dst - h_src||^2`` per edge ``[E]`` of ``edge_index`` (sparse
+    as :func:`edge_dot`)."""
+    return _EdgeDistance.apply(h, edge_index,
+                               edge_pattern(edge_index, h.size(0)))
 
 
 def edge_dot(g: Tensor, v: Tensor, edge_index: Tensor) -> Tensor:

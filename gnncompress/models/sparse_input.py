@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gnncompress.models.spmm import spmm
+
 MAX_DENSITY = 0.05
 MIN_ELEMENTS = 1 << 20  # below this the dense product costs too little
 _KEEP = 4
@@ -81,12 +83,12 @@ class _SparseProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight: Tensor, csr: Tensor, csr_t: Tensor) -> Tensor:
         ctx.save_for_backward(csr_t)
-        return csr @ weight.t()
+        return spmm(csr, weight.t())
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (csr_t,) = ctx.saved_tensors
-        return (csr_t @ grad).t(), None, None
+        return spmm(csr_t, grad).t(), None, None
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

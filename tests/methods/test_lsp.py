@@ -433,3 +433,35 @@ def test_sparse_edge_dot_without_edges():
     assert dot.shape == (0,)
     dot.sum().backward()
     assert h.grad is not None and h.grad.abs().sum() == 0
+
+
+@pytest.mark.parametrize('undirected', [False, True],
+                         ids=['directed', 'undirected'])
+def test_distances_rounded_below_zero_get_no_gradient(monkeypatch,
+                                                       undirected):
+    # The expanded distance |h_i|^2 + |h_j|^2 - 2 <h_i, h_j> is clamped at 0
+    # against rounding, and clamped edges pass no gradient (as clamp_min).
+    # Shifting every sampled product by +0.25 clamps the close pairs.
+    real = propagation.sampled
+    monkeypatch.setattr(propagation, 'sampled',
+                        lambda *args: real(*args) + 0.25)
+    gen = torch.Generator().manual_seed(3)
+    h = (0.4 * torch.randn(12, 3, generator=gen, dtype=torch.float64)
+         ).requires_grad_()
+    edge_index = torch.randint(0, 12, (2, 40), generator=gen)
+    if undirected:
+        edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+    src, dst = edge_index
+    upstream = torch.randn(edge_index.size(1), generator=gen,
+                           dtype=torch.float64)
+
+    fast = lsp_module.edge_distance(h, edge_index)
+    sq = h.pow(2).sum(-1)
+    plain = (sq[dst] + sq[src] - 2 * ((h[dst] * h[src]).sum(-1) + 0.25)
+             ).clamp_min(0)
+
+    assert 0 < int((plain == 0).sum()) < plain.numel()
+    assert torch.allclose(fast, plain, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(torch.autograd.grad(fast, h, upstream)[0],
+                          torch.autograd.grad(plain, h, upstream)[0],
+                          rtol=1e-10, atol=1e-12)
