@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -141,7 +142,7 @@ class LSP(DistillMethod):
     def of_distance(self, sq_dist: Tensor) -> Tensor:
         """The L2 or RBF kernel of squared distances."""
         if self.kernel == 'rbf':
-            return torch.exp(-sq_dist / (2 * self.sigma ** 2))
+            return floored_exp(-sq_dist / (2 * self.sigma ** 2))
         return sq_dist if self.paper_l2_sign else -sq_dist
 
     def distance_gradient(self, grad: Tensor, score: Tensor) -> Tensor:
@@ -267,6 +268,24 @@ def edge_scores(h: Tensor, src: Tensor, dst: Tensor,
     return torch.cat(parts)
 
 
+def floored_exp(x: Tensor) -> Tensor:
+    """``exp(x)`` with ``x`` floored just above the log of the dtype's
+    smallest normal number (at -86.3 in float32). Below it torch's
+    vectorised exp leaves its fast path (over 10x slower per element on
+    the CPUs we measured), and local structures are full of such
+    arguments: a node's far neighbours under the L2 kernel. The floored
+    terms are under 4e-38 (float32) and only ever add to sums whose
+    largest term is 1 or weight finite logs, so no value changes beyond
+    rounding."""
+    return x.clamp_min(_LOG_TINY[x.dtype]).exp()
+
+
+# With a margin: at the threshold itself exp is slow again.
+_LOG_TINY = {dtype: math.log(torch.finfo(dtype).tiny) + 1.0
+             for dtype in (torch.float16, torch.bfloat16, torch.float32,
+                           torch.float64)}
+
+
 def segment_log_softmax(score: Tensor, index: Tensor,
                         num_nodes: int) -> Tensor:
     """Log-softmax of ``score`` within groups of equal ``index``."""
@@ -276,7 +295,7 @@ def segment_log_softmax(score: Tensor, index: Tensor,
     # index_select: its backward is an index_add, twice as fast as that of
     # plain indexing on CPU.
     shifted = score - group_max.index_select(0, index)
-    sums = score.new_zeros(num_nodes).index_add(0, index, shifted.exp())
+    sums = score.new_zeros(num_nodes).index_add(0, index, floored_exp(shifted))
     return shifted - sums.log().index_select(0, index)
 
 
@@ -285,9 +304,9 @@ def structure_kl(log_ls_s: Tensor, log_ls_t: Tensor, dst: Tensor,
     """Per-node KL between two local-structure distributions (summed over a
     node's incoming edges), averaged over the nodes that have edges."""
     if direction == 'st':
-        per_edge = log_ls_s.exp() * (log_ls_s - log_ls_t)
+        per_edge = floored_exp(log_ls_s) * (log_ls_s - log_ls_t)
     else:
-        per_edge = log_ls_t.exp() * (log_ls_t - log_ls_s)
+        per_edge = floored_exp(log_ls_t) * (log_ls_t - log_ls_s)
     has_edges = torch.zeros(num_nodes, dtype=torch.bool, device=dst.device)
     has_edges[dst] = True
     num_with_edges = int(has_edges.sum())
@@ -319,7 +338,7 @@ def symmetric_structure(lsp: LSP, h: Tensor, pattern: EdgePattern,
         score = lsp.of_distance(raw.clamp_min(0))
         top = torch.segment_reduce(score, 'max', offsets=crow)
         shifted = score - top.index_select(0, pattern.rows)
-        sums = torch.segment_reduce(shifted.exp(), 'sum', offsets=crow)
+        sums = torch.segment_reduce(floored_exp(shifted), 'sum', offsets=crow)
         log_ls = shifted - sums.log().index_select(0, pattern.rows)
     return log_ls, score, raw < 0
 
@@ -343,7 +362,7 @@ class StructureKL(torch.autograd.Function):
     def forward(ctx, h: Tensor, log_peers: Tensor,  # type: ignore[override]
                 lsp: LSP, pattern: EdgePattern) -> Tensor:
         log_ls, score, clamped = symmetric_structure(lsp, h, pattern)
-        p_peers = log_peers.exp()
+        p_peers = floored_exp(log_peers)
         p_sum = p_peers.sum(0)
         ctx.save_for_backward(h, log_ls, score, clamped, p_sum)
         ctx.lsp, ctx.pattern = lsp, pattern
@@ -359,7 +378,7 @@ class StructureKL(torch.autograd.Function):
         crow, rows = pattern.by_dst[0], pattern.rows
         reverse = pattern.symmetric[2]
         mass = torch.segment_reduce(p_sum, 'sum', offsets=crow)
-        g_score = (log_ls.exp() * mass.index_select(0, rows) - p_sum) * \
+        g_score = (floored_exp(log_ls) * mass.index_select(0, rows) - p_sum) * \
             (grad / pattern.num_with_edges)
         g_dist = ctx.lsp.distance_gradient(g_score, score) \
             .masked_fill(clamped, 0.0)

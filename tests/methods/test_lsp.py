@@ -465,3 +465,20 @@ def test_distances_rounded_below_zero_get_no_gradient(monkeypatch,
     assert torch.allclose(torch.autograd.grad(fast, h, upstream)[0],
                           torch.autograd.grad(plain, h, upstream)[0],
                           rtol=1e-10, atol=1e-12)
+
+
+def test_log_softmax_of_far_apart_scores_is_exact():
+    # Scores 90 to 1000 below their segment's maximum: their exponentials
+    # are floored (lsp.floored_exp) but the log-probabilities and the
+    # gradient equal torch's log_softmax per segment.
+    score = torch.tensor([0.0, -1000.0, -95.0, -3.0, 7.0, -120.0],
+                         requires_grad=True)
+    index = torch.tensor([0, 0, 0, 0, 2, 2])
+    weight = torch.tensor([1.0, 2.0, -1.0, 0.5, 3.0, 1.0])
+    out = lsp_module.segment_log_softmax(score, index, 3)
+    (grad,) = torch.autograd.grad((out * weight).sum(), score)
+    expected = torch.cat([torch.log_softmax(score[:4], 0),
+                          torch.log_softmax(score[4:], 0)])
+    (expected_grad,) = torch.autograd.grad((expected * weight).sum(), score)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-6, atol=1e-30)
