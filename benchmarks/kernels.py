@@ -300,7 +300,7 @@ def report(data: dict) -> str:
     return '\n'.join(lines + ['', f"Median of {data['rounds']} interleaved "
                               'rounds, forward and backward. Machine: '
                               f"{data['machine']}; rows with a thread count "
-                              'ran at that count, beside other benchmarks.'])
+                              'ran at that count.'])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -348,10 +348,16 @@ def main(argv: list[str] | None = None) -> None:
             for r in read_rows(d)] if out.is_dir() else []
     epochs = sorted({r['epochs'] for r in rows})
     threads = sorted({r['threads'] for r in rows})
+    # The machine as the speed runs saw it (their thread count), not as
+    # the process writing the report does.
+    timed = sorted((out / 'timing').glob('*.json')) \
+        if (out / 'timing').is_dir() else []
+    where = json.loads(timed[0].read_text())['machine'] if timed \
+        else machine()
     body = report(out) + (
         f"\n\nEpochs per run: {', '.join(map(str, epochs)) or '-'}; "
         f"torch threads per run: {', '.join(map(str, threads)) or '-'}. "
-        f'Machine: {machine()}.')
+        f'Machine: {where}.')
     if not args.quick:
         update_doc('online', body)
     print(body)

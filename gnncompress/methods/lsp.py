@@ -228,8 +228,8 @@ def union_edges(a: Tensor, b: Tensor, num_nodes: int) -> Tensor:
 
 def edge_dot(h: Tensor, edge_index: Tensor) -> Tensor:
     """``h[dst] . h[src]`` per edge ``[E]``, through sparse products:
-    faster than gathering both ends (benchmarks/kernels.py: 12.5x on a
-    Photo-sized graph at width 128) and with memory that grows with the
+    faster than gathering both ends (benchmarks/kernels.py, on a
+    Photo-sized graph) and with memory that grows with the
     edges, not edges x width."""
     if edge_index.size(1) == 0:
         return h.new_zeros(0) + 0.0 * h.sum()
