@@ -18,7 +18,6 @@ from gnncompress.methods.base import (
 )
 from gnncompress.models import ModelOutput, propagation
 from gnncompress.models.propagation import EdgePattern
-from gnncompress.models.spmm import spmm
 
 KERNELS = ('rbf', 'linear', 'poly', 'l2')
 DIRECTIONS = ('st', 'ts')
@@ -344,6 +343,8 @@ def symmetric_structure(lsp: LSP, h: Tensor, pattern: EdgePattern,
 
 
 def symmetric_applies(lsp: LSP, pattern: EdgePattern) -> bool:
+    """Whether :class:`StructureKL` computes ``lsp``'s structures on
+    ``pattern``: a distance kernel, an undirected pattern, some edges."""
     return lsp.kernel in ('l2', 'rbf') and pattern.symmetric is not None \
         and pattern.num_with_edges > 0
 
@@ -355,7 +356,7 @@ class StructureKL(torch.autograd.Function):
     local structure of ``h``, with its gradient in closed form: with
     respect to the kernel scores it is :math:`(q_e \sum_{e' \to i} p_{e'}
     - p_e) / N'` (``e`` into node ``i``), and from there one sparse
-    product as in ``propagation._EdgeDistance``. Autograd through the same
+    product (``propagation.distance_gradient``). Autograd through the same
     steps takes some twenty passes over ``[E]`` tensors per layer."""
 
     @staticmethod
@@ -376,15 +377,10 @@ class StructureKL(torch.autograd.Function):
         h, log_ls, score, clamped, p_sum = ctx.saved_tensors
         pattern: EdgePattern = ctx.pattern
         crow, rows = pattern.by_dst[0], pattern.rows
-        reverse = pattern.symmetric[2]
         mass = torch.segment_reduce(p_sum, 'sum', offsets=crow)
         g_score = (floored_exp(log_ls) * mass.index_select(0, rows) - p_sum) * \
             (grad / pattern.num_with_edges)
         g_dist = ctx.lsp.distance_gradient(g_score, score) \
             .masked_fill(clamped, 0.0)
-        # d/dh of ||h_i - h_j||^2: 2 (diag(S 1) h - S h), S = W + W^T.
-        both = g_dist + g_dist.index_select(0, reverse)
-        weighted = spmm(pattern.matrix('dst', both, positions=True), h)
-        degree = torch.segment_reduce(both, 'sum', offsets=crow)
-        grad_h = weighted.addcmul_(h, degree.unsqueeze(-1), value=-1)
-        return grad_h.mul_(-2), None, None, None
+        return propagation.distance_gradient(pattern, g_dist, h), \
+            None, None, None

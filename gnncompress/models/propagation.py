@@ -499,8 +499,9 @@ class _EdgeDistance(torch.autograd.Function):
     ``|h_i|^2 + |h_j|^2 - 2 <h_i, h_j>`` (the products sampled as in
     :class:`_EdgeDot`), clamped at 0 against rounding. With ``D`` the
     gradient per edge, ``W`` the matrix of ``D`` on the edges and
-    ``S = W + W^T``, the gradient is ``2 (diag(S 1) h - S h)``: one sparse
-    product on an undirected graph and one ``[N]`` sum, where autograd
+    ``S = W + W^T``, the gradient is ``2 (diag(S 1) h - S h)``
+    (:func:`distance_gradient`): one sparse product on an undirected graph
+    and one ``[N]`` sum, where autograd
     through the norms and the gathers took a dozen passes over ``[N, F]``
     and ``[E]`` tensors (LSP and Alignahead's L2 and RBF kernels)."""
 
@@ -521,20 +522,34 @@ class _EdgeDistance(torch.autograd.Function):
                  ) -> tuple[Tensor, None, None]:
         h, edge_index, clamped = ctx.saved_tensors
         pattern = ctx.pattern
-        src, dst = edge_index
         grad = grad.masked_fill(clamped, 0.0)
-        if pattern.reverse is not None:
-            both = grad + grad.index_select(0, pattern.reverse)
-            weighted = spmm(pattern.matrix('dst', both), h)
-            degree = h.new_zeros(h.size(0)).index_add_(0, dst, both)
-        else:
-            weighted = spmm(pattern.matrix('dst', grad), h) + \
-                spmm(pattern.matrix('src', grad), h)
-            degree = h.new_zeros(h.size(0)).index_add_(0, dst, grad) \
-                .index_add_(0, src, grad)
+        if pattern.symmetric is not None:
+            return distance_gradient(
+                pattern, grad.index_select(0, pattern.by_dst[2]), h), \
+                None, None
+        src, dst = edge_index
+        weighted = spmm(pattern.matrix('dst', grad), h) + \
+            spmm(pattern.matrix('src', grad), h)
+        degree = h.new_zeros(h.size(0)).index_add_(0, dst, grad) \
+            .index_add_(0, src, grad)
         # 2 (h * degree - weighted), in place on the fresh product.
         grad_h = weighted.addcmul_(h, degree.unsqueeze(-1), value=-1)
         return grad_h.mul_(-2), None, None
+
+
+def distance_gradient(pattern: EdgePattern, grad: Tensor,
+                      h: Tensor) -> Tensor:
+    """The gradient of ``sum_e grad_e ||h_i - h_j||^2`` over the edges
+    ``e = j -> i`` of an undirected ``pattern``, ``grad`` given in the
+    order of ``pattern.by_dst``: ``2 (diag(S 1) h - S h)`` with ``S`` the
+    matrix of ``grad`` on the edges plus its transpose, which on an
+    undirected pattern lies on the same positions (one sparse product)."""
+    both = grad + grad.index_select(0, pattern.symmetric[2])
+    weighted = spmm(pattern.matrix('dst', both, positions=True), h)
+    degree = torch.segment_reduce(both, 'sum', offsets=pattern.by_dst[0])
+    # 2 (h * degree - weighted), in place on the fresh product.
+    grad_h = weighted.addcmul_(h, degree.unsqueeze(-1), value=-1)
+    return grad_h.mul_(-2)
 
 
 def edge_distance(h: Tensor, edge_index: Tensor) -> Tensor:
