@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+from torch_geometric.data import Data
 import torch_geometric.io.npz as npz_io
 import torch_geometric.io.planetoid as planetoid_io
 from conftest import SAMPLE_TEACHER, SAMPLES
@@ -375,6 +376,40 @@ def test_processed_folder_of_a_data_root_is_never_read(tmp_path, marker,
 
     assert_cora(graph)
     assert not marker.exists() and not marker.with_suffix('.2').exists()
+
+
+# Saved files: --data, point-cloud lists, training checkpoints ---------------
+
+@pytest.mark.parametrize('obj', ['bare', 'in Data', 'clouds'])
+def test_saved_data_file_payload_never_runs(tmp_path, marker, obj):
+    """``--data FILE`` (and a saved list of clouds) is read with
+    ``weights_only=True``: a payload anywhere in it is refused."""
+    path = tmp_path / 'data.pt'
+    value = {'bare': Payload(marker),
+             'in Data': Data(x=torch.zeros(2, 1), edge_index=torch.zeros(
+                 2, 0, dtype=torch.long), y=torch.zeros(2, dtype=torch.long),
+                 trap=Payload(marker)),
+             'clouds': [Data(pos=torch.zeros(8, 3), y=torch.tensor([0])),
+                        Payload(marker)]}[obj]
+    torch.save(value, path)
+    arch = ['--arch', 'dgcnn'] if obj == 'clouds' else []
+
+    result = runner.invoke(app, ['train-teacher', '--data', str(path),
+                                 '--out', str(tmp_path / 't.pt'), *arch,
+                                 '--epochs', '1', '--no-progress'])
+
+    assert_refused(result, marker, str(path), 'Unsupported global')
+
+
+def test_training_checkpoint_payload_never_runs(tmp_path, marker):
+    from gnncompress.errors import CheckpointError
+    from gnncompress.resume import FILE_NAME, TrainingCheckpoint
+
+    torch.save({'kind': Payload(marker)}, tmp_path / FILE_NAME)
+
+    with pytest.raises(CheckpointError, match='cannot be read'):
+        TrainingCheckpoint(tmp_path, None, {}, resume=True)
+    assert not marker.exists()
 
 
 # The restricted unpickler itself ---------------------------------------------
