@@ -242,6 +242,10 @@ def working_copy(folder: Path) -> Path:
             os.chmod(tmp / 'raw', 0o755)  # the source may be read-only
             with contextlib.suppress(OSError):  # another process was first
                 os.replace(tmp / 'raw', work / 'raw')
+        except OSError as e:
+            raise DataError(f'{folder / "raw"} cannot be copied to the '
+                            f'cache {cache} ({error_line(e)}): check that '
+                            f'its files are readable') from None
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return work
