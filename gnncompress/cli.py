@@ -433,10 +433,16 @@ def export(
     """Export CHECKPOINT to ONNX, checked against PyTorch."""
     parity = _call(api.export, checkpoint, out,
                    _overrides(arch, aggr, jk, norm, act), quantize=quantize)
-    what = 'int8 model, not held to the float tolerance' if quantize \
-        else 'checked on 4 graphs'
+    if quantize:
+        typer.echo(f'wrote {out} (int8, not held to the float tolerance; '
+                   f'on {len(parity.cases)} check graphs: max abs difference '
+                   f'to PyTorch {parity.max_abs_diff:.2e} on outputs up to '
+                   f'{max(parity.scale.values()):.3g} '
+                   f'({100 * parity.relative_diff:.2f}%), predicted classes '
+                   f'agree on {100 * parity.min_agreement:.1f}% of rows)')
+        return
     typer.echo(f'wrote {out} (max abs difference to PyTorch '
-               f'{parity.max_abs_diff:.2e}, {what})')
+               f'{parity.max_abs_diff:.2e}, checked on 4 graphs)')
 
 
 def _split_list(text: str | None, what: str, cast: Callable[[str], T]
