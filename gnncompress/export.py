@@ -279,6 +279,14 @@ class Int8Check(Parity):
     def min_agreement(self) -> float:
         return min(self.agreement.values())
 
+    def summary(self) -> str:
+        return (f'int8, not held to the float tolerance; on '
+                f'{len(self.cases)} check graphs: max abs difference to '
+                f'PyTorch {self.max_abs_diff:.2e} on outputs up to '
+                f'{max(self.scale.values()):.3g} '
+                f'({100 * self.relative_diff:.2f}%), predicted classes '
+                f'agree on {100 * self.min_agreement:.1f}% of rows')
+
 
 def quantize_int8(model: nn.Module, source: Path, path: Path, x: Tensor,
                   edge_index: Tensor,
