@@ -580,7 +580,11 @@ def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
         gate = Gate(name, limit)
         for row in candidates:
             value = value_of(row)
-            if row.error or value is None:
+            if name == 'min-speedup' and value is None and not row.error:
+                gate.failures.append(
+                    f'{_label(row)}: no speed-up (the baseline has no run '
+                    f'with this runtime, device and threads)')
+            elif row.error or value is None:
                 gate.failures.append(f'{_label(row)}: no value')
             elif not ok(value, limit):
                 gate.failures.append(f'{_label(row)}: {fmt.format(value)}')

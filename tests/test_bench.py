@@ -314,6 +314,9 @@ def test_a_speedup_only_between_rows_that_ran_with_equal_threads():
     compare_to_baseline(rows, 'T')
     assert rows[1].speedup is None
     assert rows[1].accuracy_drop == pytest.approx(0.0)
+    assert check_gates(rows, 'T', min_speedup=2.0)[0].failures == [
+        'S onnxruntime cpu x1: no speed-up (the baseline has no run with '
+        'this runtime, device and threads)']
     rows.insert(0, _row('T', 'onnxruntime', 24.0, 0.8, threads=1))
     compare_to_baseline(rows, 'T')
     assert rows[2].speedup == pytest.approx(2.4)  # 24 / 10
