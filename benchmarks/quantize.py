@@ -10,9 +10,10 @@ features; test accuracy too); whether onnxruntime computed the int8 graph
 exactly (its output against onnx's reference evaluator, which multiplies
 the integers without saturating); and onnxruntime's median latency on
 Cora at 1 and 2 threads. The machine's CPU flags decide what the exactness
-column shows: without VNNI, int8 weights saturate (EXPORT.md).
+column shows: without VNNI, int8 weights saturate (see
+gnncompress.export.quantize_int8).
 
-    python benchmarks/quantize.py            # about 2 minutes on 2 cores
+    python benchmarks/quantize.py            # under a minute on 2 cores
     python benchmarks/quantize.py --report   # rewrite the doc section only
 """
 from __future__ import annotations
