@@ -19,16 +19,14 @@ gnncompress.export.quantize_int8).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from common import RESULTS, machine, update_doc, write_json
+from common import RESULTS, machine, publish, write_json
 
 from gnncompress import api
 from gnncompress.data import load_graph
@@ -195,11 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     path = OUT / 'candidates.json'
     if not args.report:
         write_json(path, run())
-    if not path.exists():
-        sys.exit(f'{path} missing: run without --report first')
-    body = report(json.loads(path.read_text()))
-    print(body)
-    update_doc('int8', body)
+    publish(path, 'int8', report)
 
 
 if __name__ == '__main__':

@@ -108,12 +108,19 @@ def student(tmp_path_factory):
             'edge_index': edge_index, 'folder': folder}
 
 
+def _small_check_graphs(x, edge_index) -> list:
+    """The check graphs of every export small enough for onnx's reference
+    evaluator, which scatters in a Python loop."""
+    return [(gx, gei) for gx, gei in check_graphs(x, edge_index).values()
+            if gei.size(1) <= 10_000]
+
+
 def _reference_outputs(path, x, edge_index, saturate: bool) -> list:
     evaluator = ReferenceEvaluator(str(path),
                                    new_ops=[matmul_integer(saturate)])
     names = {i.name for i in evaluator.proto_.graph.input}
     outs = []
-    for gx, gei in check_graphs(x, edge_index).values():
+    for gx, gei in _small_check_graphs(x, edge_index):
         feeds = {'x': gx.numpy(), 'edge_index': gei.numpy()}
         outs.append(evaluator.run(None, {k: feeds[k] for k in names})[0])
     return outs
@@ -154,8 +161,8 @@ def test_int8_export_is_exact_int8_and_close_to_the_float_model(
                             tmp_path / 'm.safetensors')
     out = tmp_path / 'm8.onnx'
     check = api.export(ckpt, out, quantize='int8')
-    assert set(check.cases) == set(check.scale) == set(check.agreement) == {
-        'export graph', 'larger graph', 'isolated nodes', 'no edges'}
+    assert set(check.cases) == set(check.scale) == set(check.agreement) == \
+        set(check_graphs(student['x'], student['edge_index']))
     assert 0 < check.max_abs_diff <= C * max(check.scale.values())
     assert check.relative_diff == pytest.approx(
         check.max_abs_diff / max(check.scale.values()))
@@ -166,8 +173,7 @@ def test_int8_export_is_exact_int8_and_close_to_the_float_model(
     exact = _reference_outputs(out, student['x'], student['edge_index'],
                                saturate=False)
     for (gx, gei), want in zip(
-            check_graphs(student['x'], student['edge_index']).values(),
-            exact):
+            _small_check_graphs(student['x'], student['edge_index']), exact):
         got = session.run(None, onnx_feeds(session, gx, gei))[0]
         limit = TOLERANCE * max(1.0, float(np.abs(want).max()))
         assert float(np.abs(got - want).max()) <= limit
