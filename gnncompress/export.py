@@ -307,8 +307,8 @@ def quantize_int8(model: nn.Module, source: Path, path: Path, x: Tensor,
     (AVX2, AVX-512; VNNI-INT8 where present): exact on every x86 CPU, with
     the full 8 bits of weight precision. ``reduce_range`` (7-bit int8
     weights: 255 * 64 * 2 < 32767) is exact too, but has half the weight
-    resolution and measured twice the error; file size is the same and
-    speed within noise (docs/BENCHMARKS.md, benchmarks/quantize.py).
+    resolution and measured 1.2 to 2 times the error; file size is the
+    same and speed within noise (docs/BENCHMARKS.md, benchmarks/quantize.py).
     ``settings`` replaces :data:`INT8_SETTINGS` (benchmarks compare
     others)."""
     import onnx
