@@ -40,7 +40,12 @@ from gnncompress.models.slimmable import (
     TaskSlice,
     save_slimmable,
 )
-from gnncompress.report import Gate, ModelEntry
+from gnncompress.report import (
+    Gate,
+    ModelEntry,
+    latency_cell,
+    latency_labels,
+)
 from gnncompress.sampling import Batch
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
@@ -567,11 +572,13 @@ class AmalgamationReport:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
-        runtimes = sorted({k for r in [*self.results,
-                                       *[asdict(t) for t in self.teachers]]
-                           for k in r['latency']})
+        latencies = [r['latency'] for r in self.results] + \
+            [t.latency for t in self.teachers]
+        runtimes = sorted({k for lat in latencies for k in lat})
+        labels = latency_labels(latencies, runtimes)
         headers = ['task', 'model', 'width', 'parameters', 'test acc',
-                   'agrees with teacher'] + [f'{r} p50 ms' for r in runtimes]
+                   'agrees with teacher'] + \
+            [f'{labels[r]} p50 ms' for r in runtimes]
         rows = []
         for task, teacher in zip(self.tasks, self.teachers):
             spec = teacher.spec
@@ -579,14 +586,16 @@ class AmalgamationReport:
                    f"{spec['num_layers']}x{spec['hidden_channels']}", '-',
                    f'{teacher.parameters:,}',
                    f'{100 * teacher.test_accuracy:.2f}%', '-']
-            rows.append(row + [_ms(teacher.latency.get(r)) for r in runtimes])
+            rows.append(row + [_ms(teacher.latency.get(r), labels[r])
+                               for r in runtimes])
         for r in self.results:
             row = [r['task'], f"student {self.student['spec']['arch']} "
                    f"{self.student['spec']['num_layers']}x{r['hidden']}",
                    f"{r['width']:g}", f"{r['parameters']:,}",
                    f"{100 * r['test_accuracy']:.2f}%",
                    f"{100 * r['agreement']:.2f}%"]
-            rows.append(row + [_ms(r['latency'].get(k)) for k in runtimes])
+            rows.append(row + [_ms(r['latency'].get(k), labels[k])
+                               for k in runtimes])
         return headers, rows
 
     def summary_lines(self) -> list[str]:
@@ -651,8 +660,9 @@ class AmalgamationReport:
             ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])
 
 
-def _ms(latency: dict[str, float] | None) -> str:
-    return f"{latency['median_ms']:.2f}" if latency else '-'
+def _ms(latency: dict[str, Any] | None, label: str) -> str:
+    return latency_cell(latency, label, f"{latency['median_ms']:.2f}") \
+        if latency else '-'
 
 
 def _parse_widths(widths: str | Sequence[float]) -> list[float]:

@@ -19,7 +19,11 @@ import torch
 from torch import Tensor
 
 from gnncompress import __version__
-from gnncompress.bench import onnx_latency, torch_latency
+from gnncompress.bench import (
+    exported_latency,
+    onnx_latency,
+    torch_latency,
+)
 from gnncompress.checkpoint import (
     CARD_KIND,
     Checkpoint,
@@ -43,6 +47,7 @@ from gnncompress.engine import accuracy, fit, forward_frozen
 from gnncompress.errors import (
     ArchitectureError,
     DataError,
+    ExportError,
     GnnCompressError,
     OutputError,
     TrainingError,
@@ -56,7 +61,12 @@ from gnncompress.models import (
     count_parameters,
     count_spec_parameters,
 )
-from gnncompress.report import Gate, ModelEntry, Report
+from gnncompress.report import (
+    Gate,
+    ModelEntry,
+    Report,
+    student_speedups,
+)
 from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
 
 DEFAULT_RATIO = 10.0
@@ -484,7 +494,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             batch_size: int | None = None,
             fanout: str | list[int] | None = None,
             nproc: int | None = None,
-            normalize_features: bool | None = None) -> Report:
+            normalize_features: bool | None = None,
+            teacher_onnx: bool = False) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -529,6 +540,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
         refuse('point clouds (a DGCNN teacher)')
+        if teacher_onnx:
+            raise GnnCompressError('--teacher-onnx is not supported for '
+                                   'DGCNN teachers yet: drop it')
         return pointcloud.distill(
             teacher, ckpt=ckpt, data=data, data_root=data_root,
             distiller=distiller, student=requested_student or 'dgcnn',
@@ -577,7 +591,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             seed=seed, dev=dev, out=out, baseline=baseline, export=export,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
             progress=progress, command=command, config=config,
-            method_options=method_options or {})
+            method_options=method_options or {}, teacher_onnx=teacher_onnx)
     g = graph.to(dev)
 
     teacher_model = ckpt.build().to(dev)
@@ -629,7 +643,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         notes=[], export=export, dev=dev, weight=weight,
         label_weight=label_weight, method_options=method_options,
         command=command, config=config, seed=seed,
-        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
+        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+        teacher_onnx=teacher_onnx)
     if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
         saver.remove()  # the default folder inside out has served its turn
     return report
@@ -647,13 +662,16 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                     method_options: dict[str, Any] | None, command: str,
                     config: dict[str, Any] | None, seed: int,
                     min_accuracy: float | None,
-                    max_accuracy_drop: float | None) -> Report:
+                    max_accuracy_drop: float | None,
+                    teacher_onnx: bool = False) -> Report:
     """What ``distill`` writes once the student is trained (full-graph or
     mini-batch): latency of teacher and student and the ONNX parity check
     on ``inputs`` (x, edge_index, batch: the whole graph, or a sampled
     subgraph when it is too large), the student's files and the report,
     all staged and moved into ``out`` at once. ``notes`` come after the
-    teacher card's and the collapse warning."""
+    teacher card's and the collapse warning. Teacher and student are timed
+    in PyTorch with the same threads; ``teacher_onnx`` also exports the
+    teacher and times it in onnxruntime with the student's threads."""
     x, edge_index, batch = inputs
     used_weight = distiller.default_weight if weight is None else weight
     collapsed = collapse_note(result.val_accuracy, graph)
@@ -690,6 +708,11 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, x_cpu, edges_cpu, batch_cpu).to_dict()
+            if teacher_onnx:
+                notes += teacher_onnx_latency(
+                    teacher_entry, teacher_model, ckpt.spec.uses_graph,
+                    (x_cpu, edges_cpu, batch_cpu),
+                    student_entry.latency['onnxruntime-cpu']['threads'])
         model.to(dev)
         return write_report(
             stage, out, command=command or f'gnncompress distill {teacher}',
@@ -702,6 +725,24 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
             training=training, seed=seed, device=dev, ckpt=ckpt,
             files=files, config=config, min_accuracy=min_accuracy,
             max_accuracy_drop=max_accuracy_drop, notes=notes)
+
+
+def teacher_onnx_latency(entry: ModelEntry, teacher: torch.nn.Module,
+                         uses_graph: bool,
+                         inputs: tuple[Tensor, Tensor, Tensor | None],
+                         threads: int | None) -> list[str]:
+    """The teacher exported to ONNX and timed in onnxruntime with the
+    ``threads`` the student's session ran with, into ``entry``: the
+    student's speed-up in the runtime it ships in. A teacher that does not
+    export gets none, and a note."""
+    try:
+        entry.latency['onnxruntime-cpu'] = exported_latency(
+            teacher, *inputs, uses_graph=uses_graph,
+            threads=threads).to_dict()
+    except ExportError as e:
+        return [f'no onnxruntime speed-up: the teacher does not export to '
+                f'ONNX ({e})']
+    return []
 
 
 def _minibatch_options(distiller: DistillMethod, batch_size: int | None,
@@ -768,6 +809,7 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
         teacher_spec_sources=ckpt.sources,
         notes=list(ckpt.notes.values()) if notes is None else notes,
         files=files, config=config or {},
+        speedups=student_speedups(teacher, student),
         gates=accuracy_gates(
             [('student', student.test_accuracy, teacher.test_accuracy)],
             min_accuracy, max_accuracy_drop), **fields)
@@ -917,7 +959,9 @@ def export(checkpoint: str | Path, out: str | Path,
     """ONNX export of any checkpoint, validated on random graphs (the
     checkpoint carries no data). ``quantize='int8'`` writes the dynamically
     quantised model instead, after validating the float export; the result
-    then holds the int8 model's differences to PyTorch."""
+    is then an :class:`~gnncompress.export.Int8Check`: the int8 model's
+    differences to PyTorch, the size of PyTorch's outputs and the agreement
+    of predicted classes on the same graphs."""
     if quantize not in (None, 'int8'):
         raise GnnCompressError(f"Unknown quantisation '{quantize}' (choose "
                                f'int8)')

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnncompress.bench import Latency, measure_latency
+from gnncompress.bench import Latency, measure_latency, session_threads
 from gnncompress.data import Graph
 from gnncompress.errors import CheckpointError, DataError
 from gnncompress.models import count_parameters, forward_logits
@@ -59,19 +59,23 @@ class BenchRow:
     speedup: float | None = None
     accuracy_drop: float | None = None
     error: str | None = None
-    # What --threads asked for; `threads` is what ran (onnxruntime runs a
-    # graph with ScatterND on one thread).
+    # What --threads asked for; `threads` is what ran (onnxruntime may run
+    # a graph on fewer threads than asked).
     threads_asked: int | None = None
+    # The fraction of nodes (multi-label: of node x label cells) whose
+    # prediction is the baseline's.
+    agreement: float | None = None
+    # The predicted classes, for `agreement` (not written out).
+    predictions: np.ndarray | None = field(default=None, repr=False)
 
     def key(self) -> tuple[str, str, int | None]:
-        """What the baseline comparison matches on: the same runtime,
-        device and requested threads."""
-        asked = self.threads if self.threads_asked is None \
-            else self.threads_asked
-        return self.runtime, self.device, asked
+        """What a speed-up is computed between: the same runtime, device
+        and threads really used."""
+        return self.runtime, self.device, self.threads
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {k: v for k, v in asdict(
+            replace(self, predictions=None)).items() if k != 'predictions'}
         out['latency'] = self.latency.to_dict() if self.latency else None
         return out
 
@@ -118,12 +122,19 @@ class BenchResult:
                 _num(r.accuracy, '{:.1%}'),
                 (_num(r.speedup, '{:.2f}x') + ' / '
                  + _num(r.accuracy_drop, '{:+.1f}'))
-                if self.baseline else ''])
+                if self.baseline else '',
+                _num(r.agreement, '{:.1%}') if self.baseline else ''])
         return rows
 
     HEADERS = ['model', 'runtime', 'device', 'threads', 'median ms',
                'p95 ms', 'mean ms', 'nodes/s', 'peak MB', 'accuracy',
-               'speed-up / acc. drop']
+               'speed-up / acc. drop', 'agrees with baseline']
+    BASELINE_COLUMNS = 2
+
+    def headers(self) -> list[str]:
+        """The table's columns: the baseline's only with a baseline."""
+        return self.HEADERS if self.baseline else \
+            self.HEADERS[:-self.BASELINE_COLUMNS]
 
     def markdown(self) -> str:
         g = self.graph
@@ -132,10 +143,12 @@ class BenchResult:
                  f"{g['num_edges']:,} edges, {g['num_features']:,} "
                  f"features).", '']
         if self.baseline:
-            lines += [f'Baseline: {self.baseline} (speed-up = its latency / '
-                      'the row\'s, same runtime, device and threads; '
-                      'accuracy drop in points).', '']
-        headers = self.HEADERS if self.baseline else self.HEADERS[:-1]
+            lines += [f'Baseline: {self.baseline} (speed-up = its median '
+                      'latency / the row\'s, only against its row with the '
+                      'same runtime, device and threads the row really ran '
+                      'with, else none; accuracy drop in points; agreement: '
+                      'share of nodes with its predicted class).', '']
+        headers = self.headers()
         lines += ['| ' + ' | '.join(headers) + ' |',
                   '|' + '---|' * len(headers)]
         for row in self.table_rows():
@@ -290,6 +303,15 @@ def _accuracy(logits: np.ndarray | Tensor, graph: Graph) -> float | None:
     return float((pred == graph.y.cpu()[mask]).float().mean())
 
 
+def _predictions(logits: np.ndarray, graph: Graph) -> np.ndarray | None:
+    """Each node's predicted class (multi-label: each label's yes/no)."""
+    if logits.ndim != 2:
+        return None
+    if graph.multilabel:
+        return logits > 0
+    return logits.argmax(-1).astype(np.int32)
+
+
 def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
                device: torch.device, threads: int | None, warmup: int,
                repeat: int) -> BenchRow:
@@ -323,6 +345,7 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
             return row
     row.peak_memory_mb = memory.peak_mb
     row.accuracy = _accuracy(logits.float(), graph)
+    row.predictions = _predictions(logits.float().cpu().numpy(), graph)
     return row
 
 
@@ -343,10 +366,10 @@ def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
     except Exception as e:  # a graph the exported model cannot take
         row.error = _short(e)
         return row
-    if session.get_session_options().intra_op_num_threads != threads:
-        row.threads = session.get_session_options().intra_op_num_threads
+    row.threads = session_threads(session)
     row.peak_memory_mb = memory.peak_mb
     row.accuracy = _accuracy(logits, graph)
+    row.predictions = _predictions(logits, graph)
     return row
 
 
@@ -505,25 +528,33 @@ def _forget_exports(entries: Sequence[BenchModel]) -> None:
 
 
 def compare_to_baseline(rows: Sequence[BenchRow], baseline: str) -> None:
-    """Speed-up (the baseline's median over the row's, same runtime, device
-    and threads, else the baseline's eager run on that device and threads)
-    and accuracy drop in points (against the baseline's accuracy in the same
-    runtime, else its eager accuracy, else any of its runs')."""
+    """Speed-up: the baseline's median over the row's, only against the
+    baseline's row with the same runtime, device and threads really used
+    (none otherwise: a figure across thread counts or runtimes is not a
+    speed-up). Accuracy drop in points and agreement of predictions:
+    against the baseline's run with the same key, else its eager run, else
+    any of its runs."""
     base = {r.key(): r for r in rows if r.model == baseline and r.latency}
     ordered = sorted(base.values(), key=lambda r: r.runtime != 'eager')
     any_accuracy = next((r.accuracy for r in ordered
                          if r.accuracy is not None), None)
+    any_predictions = next((r.predictions for r in ordered
+                            if r.predictions is not None), None)
     for row in rows:
         if not row.latency:
             continue
-        ref = base.get(row.key()) or base.get(('eager', row.device,
-                                               row.threads))
+        ref = base.get(row.key())
         if ref is not None and ref.latency is not None:
             row.speedup = ref.latency.median_ms / row.latency.median_ms
         reference = ref.accuracy if ref is not None and \
             ref.accuracy is not None else any_accuracy
         if reference is not None and row.accuracy is not None:
             row.accuracy_drop = 100 * (reference - row.accuracy)
+        predicted = ref.predictions if ref is not None and \
+            ref.predictions is not None else any_predictions
+        if predicted is not None and row.predictions is not None and \
+                predicted.shape == row.predictions.shape:
+            row.agreement = float((predicted == row.predictions).mean())
 
 
 def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
@@ -549,7 +580,11 @@ def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
         gate = Gate(name, limit)
         for row in candidates:
             value = value_of(row)
-            if row.error or value is None:
+            if name == 'min-speedup' and value is None and not row.error:
+                gate.failures.append(
+                    f'{_label(row)}: no speed-up (the baseline has no run '
+                    f'with this runtime, device and threads)')
+            elif row.error or value is None:
                 gate.failures.append(f'{_label(row)}: no value')
             elif not ok(value, limit):
                 gate.failures.append(f'{_label(row)}: {fmt.format(value)}')
