@@ -344,6 +344,8 @@ def inspect(
     typer.echo(f'  parameters: {result.parameters:,}')
     width = max(len(k) for k in result.sources)
     for key, value in result.spec.to_dict().items():
+        if key == 'layers':  # listed one per line by describe()
+            continue
         source = result.sources.get(key, 'default')
         typer.echo(f'  {key:<{width}}  {value!s:<12} from {source}')
     for note in result.notes.values():

@@ -19,7 +19,13 @@ from typing import Any
 from torch import Tensor
 
 from gnncompress.errors import ArchitectureError
-from gnncompress.models.sequence import CONVS, NORMS, TITLES, out_width
+from gnncompress.models.sequence import (
+    CONVS,
+    NORMS,
+    TITLES,
+    describe_layer,
+    out_width,
+)
 
 Layer = dict[str, Any]
 Params = dict[str, Tensor]
@@ -260,8 +266,9 @@ def recognise(tensors: Params, path: Any = 'checkpoint') -> list[Layer]:
                 layers.append({'name': name, **layer})
                 return
         own = [k for k in params if '.' not in k]
-        if own:
-            raise _unknown(name, params, tensors, path)
+        known = _unsupported(params)
+        if own or known:
+            raise _unknown(name, params, tensors, path, known)
         children: dict[str, Params] = {}
         for key, value in params.items():
             child, rest = key.split('.', 1)
@@ -273,8 +280,23 @@ def recognise(tensors: Params, path: Any = 'checkpoint') -> list[Layer]:
     return layers
 
 
+# PyG layers the tool knows by their parameter names but cannot rebuild.
+_UNSUPPORTED = ((('lin_rel.', 'lin_root.'), 'GraphConv'),
+                (('lin_key.', 'lin_query.', 'lin_value.'),
+                 'TransformerConv or ResGatedGraphConv'),
+                (('weight1',), 'GCN2Conv'),
+                (('nn.', 'lin.'), 'GINEConv'))
+
+
+def _unsupported(params: Params) -> str | None:
+    for names, title in _UNSUPPORTED:
+        if all(any(k.startswith(n) for k in params) for n in names):
+            return title
+    return None
+
+
 def _unknown(name: str, params: Params, tensors: Params,
-             path: Any) -> UnknownLayerError:
+             path: Any, known: str | None = None) -> UnknownLayerError:
     shown = list(params.items())[:6]
     listed = ', '.join(f'{k} {list(v.shape)}' for k, v in shown)
     if len(params) > len(shown):
@@ -285,9 +307,11 @@ def _unknown(name: str, params: Params, tensors: Params,
     if len(firsts) == 1 and len(tensors) > 1:
         hint = (f" Every key starts with '{firsts.pop()}.': if that wraps "
                 f'the model, save the inner model\'s state_dict.')
+    what = f"is PyG's {known}, which is not supported yet" if known \
+        else 'matches no supported layer type'
     return UnknownLayerError(
         f'Unknown architecture in {path}: {where} holds {listed}, which '
-        f'matches no supported layer type (supported: {SUPPORTED}, and '
+        f'{what} (supported: {SUPPORTED}, and '
         f"the models of torch_geometric.nn.models).{hint}")
 
 
@@ -326,9 +350,10 @@ def order(layers: list[Layer], path: Any) -> list[Layer]:
     mains = [dict(layer) for layer in layers if layer['kind'] not in NORMS]
     convs = [m for m in mains if m['kind'] in CONVS]
     if not convs:
+        found = ', '.join(describe_layer(layer) for layer in layers[:6])
         raise UnknownLayerError(
             f'Unknown architecture in {path}: it holds no message-passing '
-            f'layer (supported: {SUPPORTED})')
+            f'layer, only {found} (supported: {SUPPORTED})')
     first = mains.index(convs[0])
     last = mains.index(convs[-1])
     before, body, after = mains[:first], mains[first:last + 1], \
