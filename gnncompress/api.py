@@ -58,6 +58,7 @@ from gnncompress.models import (
 )
 from gnncompress.report import Gate, ModelEntry, Report
 from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
+from gnncompress.teacher_features import pick_features
 
 DEFAULT_RATIO = 10.0
 STUDENT_DROPOUT = 0.5
@@ -559,6 +560,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                              normalize=normalize_features)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
+    feature_note = None
+    if normalize_features is None and not ckpt.card and hops is None:
+        graph, feature_note = pick_features(ckpt.build(), graph, dev)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
@@ -626,7 +630,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         training=describe_training(result, epochs=epochs, lr=lr,
                                    weight_decay=weight_decay,
                                    patience=patience),
-        notes=[], export=export, dev=dev, weight=weight,
+        notes=[feature_note] if feature_note else [], export=export,
+        dev=dev, weight=weight,
         label_weight=label_weight, method_options=method_options,
         command=command, config=config, seed=seed,
         min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from gnncompress.errors import ArchitectureError, CheckpointError
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.models.recognise import (
+    ACT_NOTE,
     UnknownLayerError,
     sequence_spec,
     strip_prefixes,
@@ -526,6 +527,8 @@ def _load_spec(path: Path, tensors: dict[str, Tensor],
                 f'architecture their keys suggest ({type(e).__name__}: '
                 f"{' '.join(str(e).split())[:120]}): save the complete "
                 f'state_dict of the model') from None
+        if values['arch'] != 'dgcnn':  # DGCNN's activation is fixed
+            notes['act'] = ACT_NOTE
         fmt = 'safetensors' if path.suffix == '.safetensors' else 'pytorch'
         card_spec = card.get('spec', {})
         if not isinstance(card_spec, dict):

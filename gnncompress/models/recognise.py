@@ -41,6 +41,11 @@ _NOT_FOR_SEQUENCES = ('arch', 'jk', 'norm', 'heads', 'num_layers',
                       'hidden_channels', 'in_channels', 'out_channels')
 
 
+ACT_NOTE = ("activation 'relu' assumed after every layer but the last: the "
+            "weights cannot tell (set --act, e.g. --act elu for PyG's GAT "
+            'example)')
+
+
 class UnknownLayerError(ArchitectureError):
     """A module whose parameters match no supported layer type."""
 
@@ -446,9 +451,7 @@ def sequence_spec(tensors: Params, path: Any, card_spec: dict[str, Any],
             f"{', '.join('--' + k for k in ignored)} ignored: the layers and "
             f'their options are read from the weights')
     if sources.get('act') is None:
-        notes['act'] = ("activation 'relu' assumed after every layer but "
-                        'the last: the weights cannot tell (set --act, '
-                        "e.g. --act elu for PyG's GAT example)")
+        notes['act'] = ACT_NOTE
     sage = [m for m in layers if m['kind'] == 'sage']
     if sage:
         for layer in sage:
