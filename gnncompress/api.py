@@ -399,11 +399,28 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
     start = max(teacher.hidden_channels, heads)
     for width in range(start - start % heads, 0, -heads):
         if count_spec_parameters(make(width)) <= budget:
+            check_student_width(width, graph, arch, layers, ratio)
             return make(width)
     raise ArchitectureError(
         f'No {layers}-layer {arch} student is {ratio:g}x smaller than the '
         f'teacher ({count_spec_parameters(teacher):,} parameters): lower '
         f'--ratio or --layers')
+
+
+MIN_HIDDEN = 8
+
+
+def check_student_width(width: int, graph: Graph, arch: str, layers: int,
+                        ratio: float) -> None:
+    """Refuse a student the ratio squeezed below the number of classes or
+    below MIN_HIDDEN: it cannot hold what the teacher knows."""
+    floor = max(MIN_HIDDEN, graph.num_classes)
+    if width < floor:
+        raise ArchitectureError(
+            f'A {layers}-layer {arch} student {ratio:g}x smaller than the '
+            f'teacher would be {width} wide, below {floor} (the number of '
+            f'classes, at least {MIN_HIDDEN}): pass --hidden {floor} or '
+            f'more, or a smaller --ratio')
 
 
 def _accepted(cls: type) -> list[str]:

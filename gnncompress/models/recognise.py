@@ -23,7 +23,6 @@ from gnncompress.models.sequence import (
     CONVS,
     NORMS,
     TITLES,
-    describe_layer,
     out_width,
 )
 
@@ -302,10 +301,7 @@ def _unsupported(params: Params) -> str | None:
 
 def _unknown(name: str, params: Params, tensors: Params,
              path: Any, known: str | None = None) -> UnknownLayerError:
-    shown = list(params.items())[:6]
-    listed = ', '.join(f'{k} {list(v.shape)}' for k, v in shown)
-    if len(params) > len(shown):
-        listed += f', and {len(params) - len(shown)} more'
+    listed = _listing(params)
     where = f"layer '{name}'" if name else 'the top level'
     firsts = {k.split('.', 1)[0] for k in tensors}
     hint = ''
@@ -318,6 +314,15 @@ def _unknown(name: str, params: Params, tensors: Params,
         f'Unknown architecture in {path}: {where} holds {listed}, which '
         f'{what} (supported: {SUPPORTED}, and '
         f"the models of torch_geometric.nn.models).{hint}")
+
+
+def _listing(params: Params) -> str:
+    """The first keys with their shapes; whole keys, never cut."""
+    shown = list(params.items())[:6]
+    listed = ', '.join(f'{k} {list(v.shape)}' for k, v in shown)
+    if len(params) > len(shown):
+        listed += f', and {len(params) - len(shown)} more'
+    return listed
 
 
 # Order ------------------------------------------------------------------------
@@ -349,16 +354,19 @@ def _chain(mains: list[Layer]) -> bool:
     return True
 
 
-def order(layers: list[Layer], path: Any) -> list[Layer]:
+def order(layers: list[Layer], path: Any,
+          keys: Params | None = None) -> list[Layer]:
     """The main layers (convs and Linear) in execution order, each with the
     norms that follow it under ``norms``."""
     mains = [dict(layer) for layer in layers if layer['kind'] not in NORMS]
     convs = [m for m in mains if m['kind'] in CONVS]
     if not convs:
-        found = ', '.join(describe_layer(layer) for layer in layers[:6])
+        found = ', '.join(f"{TITLES[layer['kind']]} '{layer['name']}'"
+                          for layer in layers[:6])
         raise UnknownLayerError(
             f'Unknown architecture in {path}: it holds no message-passing '
-            f'layer, only {found} (supported: {SUPPORTED})')
+            f'layer, only {found} (keys {_listing(keys or {})}; supported: '
+            f'{SUPPORTED})')
     first = mains.index(convs[0])
     last = mains.index(convs[-1])
     before, body, after = mains[:first], mains[first:last + 1], \
@@ -426,7 +434,7 @@ def sequence_spec(tensors: Params, path: Any, card_spec: dict[str, Any],
     """The fields of an ``arch='sequence'`` ArchSpec, their sources and a
     note per assumption, from the weights, the card and the options."""
     try:
-        layers = order(recognise(tensors, path), path)
+        layers = order(recognise(tensors, path), path, tensors)
     except (KeyError, IndexError, TypeError, ValueError) as e:
         raise UnknownLayerError(
             f'Unknown architecture in {path}: its weights are misshaped '
