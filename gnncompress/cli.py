@@ -341,6 +341,8 @@ def inspect(
         return
     typer.echo(f'{result.path} ({result.format})')
     typer.echo(f'  {result.spec.describe()}')
+    for line in result.spec.layer_lines():
+        typer.echo(f'    {line}')
     typer.echo(f'  parameters: {result.parameters:,}')
     width = max(len(k) for k in result.sources)
     for key, value in result.spec.to_dict().items():

@@ -62,6 +62,21 @@ class ExampleGAT(nn.Module):
         return self.conv2(x, edge_index)
 
 
+class GatList(nn.Module):
+    """GAT layers in a list, as BasicGNN names them, but 4 heads without a
+    bias (concat shows only in the next layer's width), then 2 averaged."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList([
+            GATConv(in_channels, 8, heads=4, bias=False),
+            GATConv(4 * 8, out_channels, heads=2, concat=False)])
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        x = F.relu(self.convs[0](x, edge_index))
+        return self.convs[1](x, edge_index)
+
+
 class OgbSage(nn.Module):
     """The OGB examples: ``convs`` and a separate ``bns`` list."""
 
@@ -192,6 +207,10 @@ LAYOUTS: dict[str, Layout] = {
     'gat-example': (ExampleGAT, save_state_dict,
                     ['conv1  GATConv {in} -> 8 x 8 heads (concat)',
                      'conv2  GATConv 64 -> {out} x 1 heads']),
+    'gat-heads-list': (GatList, save_state_dict,
+                       ['convs.0  GATConv {in} -> 8 x 4 heads (concat, no '
+                        'bias)', 'convs.1  GATConv 32 -> {out} x 2 heads '
+                        '(mean of heads)']),
     'ogb-bns': (OgbSage, save_state_dict,
                 ['convs.0  SAGEConv', '  then bns.0  BatchNorm1d(16)',
                  'convs.1  SAGEConv', '  then bns.1  BatchNorm1d(16)',

@@ -227,3 +227,77 @@ def test_other_pickled_objects_are_still_refused(tmp_path):
                        match=r'pickled Python objects \(test_layouts\.'
                              r'Options\)'):
         load_checkpoint(path)
+
+
+# Wrappers and containers -----------------------------------------------------
+
+def _prefixed(state, prefix):
+    return {f'{prefix}{k}': v for k, v in state.items()}
+
+
+@pytest.mark.parametrize('wrap', [
+    lambda s: _prefixed(s, 'model.module._orig_mod.'),
+    lambda s: _prefixed(s, '_orig_mod.net.module.'),
+    lambda s: {'net': s},
+    lambda s: {'weights': s, 'step': 3},
+    lambda s: {'model': {'state_dict': _prefixed(s, 'module.')}},
+    lambda s: {'state_dict': _prefixed(s, 'net.'), 'epoch': 2},
+], ids=['three-prefixes', 'prefixes-any-order', 'net', 'weights',
+        'nested', 'lightning-net'])
+def test_wrappers_are_taken_off(wrap, tmp_path, graph):
+    model, _ = _written('ogb-bns', tmp_path, graph)
+    x, edge_index, _ = graph
+    path = tmp_path / 'wrapped.pt'
+    torch.save(wrap(model.state_dict()), path)
+
+    ckpt = load_checkpoint(path)
+
+    assert sorted(ckpt.state_dict) == sorted(model.state_dict())
+    with torch.no_grad():
+        expected = model(x, edge_index)
+    torch.testing.assert_close(run_model(ckpt.build(), x, edge_index).logits,
+                               expected, atol=1e-6, rtol=0)
+
+
+def test_a_shared_name_that_is_not_a_wrapper_stays(tmp_path, graph):
+    # 'model.' is stripped only when every key has it.
+    model, _ = _written('encoder-head', tmp_path, graph)
+    state = {('model.' + k if k.startswith('encoder') else k): v
+             for k, v in model.state_dict().items()}
+    path = tmp_path / 'partial.pt'
+    torch.save(state, path)
+
+    ckpt = load_checkpoint(path)
+
+    assert 'model.encoder.weight' in ckpt.state_dict
+    assert ckpt.spec.layers[0]['name'] == 'model.encoder'
+
+
+def test_batch_norm_saved_without_its_counter_loads(tmp_path, graph):
+    model, _ = _written('ogb-bns', tmp_path, graph)
+    x, edge_index, _ = graph
+    state = {k: v for k, v in model.state_dict().items()
+             if not k.endswith('num_batches_tracked')}
+    path = tmp_path / 'old.pt'
+    torch.save(state, path)
+
+    out = run_model(load_checkpoint(path).build(), x, edge_index)
+
+    with torch.no_grad():
+        expected = model(x, edge_index)
+    torch.testing.assert_close(out.logits, expected, atol=1e-6, rtol=0)
+
+
+def test_a_misfit_sequence_is_reported_on_one_line(tmp_path):
+    # The spec of a sequence describes itself on one line in errors.
+    spec = load_checkpoint(_saved_ogb(tmp_path)).spec
+
+    assert '\n' not in spec.describe()
+    assert spec.describe() == ('Layer sequence: 3 SAGEConv, 2 BatchNorm1d, '
+                               '12 -> 3 (act=relu)')
+
+
+def _saved_ogb(tmp_path):
+    path = tmp_path / 'ogb.pt'
+    torch.save(OgbSage(FEATURES, CLASSES).state_dict(), path)
+    return path

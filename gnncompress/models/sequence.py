@@ -76,6 +76,16 @@ def describe_layers(layers: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def count_titles(layers: list[dict[str, Any]]) -> str:
+    """``3 SAGEConv, 2 BatchNorm1d``: each layer type with its count."""
+    counts: dict[str, int] = {}
+    for layer in layers:
+        for one in (layer, *layer.get('norms', [])):
+            title = TITLES[one['kind']]
+            counts[title] = counts.get(title, 0) + 1
+    return ', '.join(f'{n} {title}' for title, n in counts.items())
+
+
 def _gin_mlp(mlp: dict[str, Any], act: str) -> nn.Module:
     """The MLP inside a GINConv: PyG's ``MLP``, or an ``nn.Sequential``
     whose parameter-free slots (activations, dropout) hold the activation
@@ -100,6 +110,7 @@ def _plain_layer(layer: dict[str, Any], act: str) -> nn.Module:
     if kind == 'linear':
         return nn.Linear(layer['in'], layer['out'], bias=layer['bias'])
     if kind == 'batch_norm':
+        # Loads files without num_batches_tracked (older PyTorch) too.
         return nn.BatchNorm1d(layer['dim'], affine=layer['affine'])
     if kind == 'layer_norm':
         return nn.LayerNorm(layer['dim'])

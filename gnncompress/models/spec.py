@@ -168,13 +168,17 @@ class ArchSpec:
             raise ArchitectureError('ArchSpec JSON must be an object')
         return cls.from_dict(values)
 
+    def layer_lines(self) -> list[str]:
+        """A sequence's layers, one line each (``inspect``)."""
+        from gnncompress.models.sequence import describe_layers
+        return describe_layers(self.layers or [])
+
     def describe(self) -> str:
         if self.arch == SEQUENCE:
-            from gnncompress.models.sequence import describe_layers
-            return (f'{self.num_layers} message-passing layers, '
-                    f'{self.in_channels} -> {self.out_channels}, act='
-                    f'{self.act}:\n    ' +
-                    '\n    '.join(describe_layers(self.layers or [])))
+            from gnncompress.models.sequence import count_titles
+            return (f'Layer sequence: {count_titles(self.layers or [])}, '
+                    f'{self.in_channels} -> {self.out_channels} '
+                    f'(act={self.act})')
         if self.arch in POINT_ARCHS:
             return (f"DGCNN {self.num_layers} EdgeConv layers "
                     f"{','.join(map(str, self.widths or []))} (k={self.k}), "
