@@ -303,17 +303,19 @@ def _unknown(name: str, params: Params, tensors: Params,
              path: Any, known: str | None = None) -> UnknownLayerError:
     listed = _listing(params)
     where = f"layer '{name}'" if name else 'the top level'
+    if known:
+        what = (f"{where} is PyG's {known} ({listed}), which cannot be "
+                f'rebuilt yet')
+    else:
+        what = f'{where} holds {listed}, which matches no supported layer'
     firsts = {k.split('.', 1)[0] for k in tensors}
     hint = ''
-    if len(firsts) == 1 and len(tensors) > 1:
+    if len(firsts) == 1 and '.' in name and name.split('.')[0] in firsts:
         hint = (f" Every key starts with '{firsts.pop()}.': if that wraps "
                 f'the model, save the inner model\'s state_dict.')
-    what = f"is PyG's {known}, which is not supported yet" if known \
-        else 'matches no supported layer type'
     return UnknownLayerError(
-        f'Unknown architecture in {path}: {where} holds {listed}, which '
-        f'{what} (supported: {SUPPORTED}, and '
-        f"the models of torch_geometric.nn.models).{hint}")
+        f'Unknown architecture in {path}: {what} (supported: {SUPPORTED}, '
+        f'and the models of torch_geometric.nn.models).{hint}')
 
 
 def _listing(params: Params) -> str:
