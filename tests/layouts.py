@@ -169,7 +169,7 @@ def _gcn(in_channels: int, out_channels: int) -> nn.Module:
     return GCN(in_channels, HIDDEN, num_layers=2, out_channels=out_channels)
 
 
-# Ways users save ---------------------------------------------------------------
+# Ways users save -------------------------------------------------------------
 
 def save_state_dict(model: nn.Module, path: Path) -> None:
     torch.save(model.state_dict(), path)

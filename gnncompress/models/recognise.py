@@ -12,7 +12,6 @@ follow the message-passing layer of the same index. The result is the
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
