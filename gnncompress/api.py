@@ -68,6 +68,7 @@ from gnncompress.report import (
     student_speedups,
 )
 from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
+from gnncompress.teacher_features import pick_features
 
 DEFAULT_RATIO = 10.0
 STUDENT_DROPOUT = 0.5
@@ -408,11 +409,28 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
     start = max(teacher.hidden_channels, heads)
     for width in range(start - start % heads, 0, -heads):
         if count_spec_parameters(make(width)) <= budget:
+            check_student_width(width, graph, arch, layers, ratio)
             return make(width)
     raise ArchitectureError(
         f'No {layers}-layer {arch} student is {ratio:g}x smaller than the '
         f'teacher ({count_spec_parameters(teacher):,} parameters): lower '
         f'--ratio or --layers')
+
+
+MIN_HIDDEN = 8
+
+
+def check_student_width(width: int, graph: Graph, arch: str, layers: int,
+                        ratio: float) -> None:
+    """Refuse a student the ratio squeezed below the number of classes or
+    below MIN_HIDDEN: it cannot hold what the teacher knows."""
+    floor = max(MIN_HIDDEN, graph.num_classes)
+    if width < floor:
+        raise ArchitectureError(
+            f'A {layers}-layer {arch} student {ratio:g}x smaller than the '
+            f'teacher would be {width} wide, below {floor} (the number of '
+            f'classes, at least {MIN_HIDDEN}): pass --hidden {floor} or '
+            f'more, or a smaller --ratio')
 
 
 def _accepted(cls: type) -> list[str]:
@@ -573,6 +591,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                              normalize=normalize_features)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
+    feature_note = None
+    if normalize_features is None and not ckpt.card and hops is None:
+        graph, feature_note = pick_features(ckpt.build(), graph, dev)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
@@ -640,7 +661,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         training=describe_training(result, epochs=epochs, lr=lr,
                                    weight_decay=weight_decay,
                                    patience=patience),
-        notes=[], export=export, dev=dev, weight=weight,
+        notes=[feature_note] if feature_note else [], export=export,
+        dev=dev, weight=weight,
         label_weight=label_weight, method_options=method_options,
         command=command, config=config, seed=seed,
         min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,

@@ -6,6 +6,7 @@ Only tensors are ever read: ``.pt`` files go through
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -19,12 +20,23 @@ from torch import Tensor, nn
 
 from gnncompress.errors import ArchitectureError, CheckpointError
 from gnncompress.models import ArchSpec, build_model
+from gnncompress.models.recognise import (
+    ACT_NOTE,
+    UnknownLayerError,
+    sequence_spec,
+    strip_prefixes,
+)
 
 SPEC_KEY = 'gnncompress.spec'
 VERSION_KEY = 'gnncompress.version'
 CARD_KIND = 'gnncompress.teacher-card'
-_WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model')
-_PREFIXES = ('module.', '_orig_mod.')
+_WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model', 'net',
+                 'weights')
+# The one class a checkpoint may hold besides tensors and containers: the
+# argparse.Namespace of a training script's options ({'args': ...}). Only
+# its attributes are restored; no code of the file runs.
+_SAFE_GLOBALS = (argparse.Namespace,)
+_SAFE_NAMES = ('argparse.Namespace',)
 _WEIGHT_DTYPES = (torch.float32, torch.float64, torch.float16,
                   torch.bfloat16, torch.int64, torch.int32, torch.int16,
                   torch.int8, torch.uint8, torch.bool)
@@ -160,8 +172,9 @@ def _read_torch(path: Path, head: bytes) -> Any:
             f'incomplete): save or copy the checkpoint again')
     if is_zip:
         try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
-                str(path))
+            unsafe = [name for name in
+                      torch.serialization.get_unsafe_globals_in_checkpoint(
+                          str(path)) if name not in _SAFE_NAMES]
         except Exception as e:  # noqa: BLE001 -- any failure means corrupt
             raise CheckpointError(
                 f'{path} is corrupted ({_first_line(e)}): save or copy the '
@@ -174,7 +187,8 @@ def _read_torch(path: Path, head: bytes) -> Any:
                 f'gnncompress never unpickles: save the weights alone with '
                 f'torch.save(model.state_dict(), PATH)')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(list(_SAFE_GLOBALS)):
+            return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001
         if not is_zip:
             raise CheckpointError(
@@ -192,11 +206,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
-    if isinstance(obj, dict):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
+    for _ in range(4):  # e.g. {'model': {'state_dict': ...}}
+        key = next((k for k in _WRAPPER_KEYS if isinstance(obj, dict) and
+                    isinstance(obj.get(k), dict)), None)
+        if key is None:
+            break
+        obj = obj[key]
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(
             f'{path} holds a {type(obj).__name__}, not a state_dict: save '
@@ -205,13 +220,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
                if isinstance(k, str) and isinstance(v, Tensor)}
     if not tensors:
         raise CheckpointError(f'{path} holds no weight tensors')
-    out = {}
-    for key, value in tensors.items():
-        for prefix in _PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
+    return strip_prefixes(tensors)
 
 
 def infer_spec(state_dict: dict[str, Tensor],
@@ -448,6 +457,59 @@ def load_checkpoint(path: Path | str,
     the teacher card, which wins over the weights and the defaults."""
     path = Path(path)
     tensors, metadata = read_weights(path)
+    if SPEC_KEY in metadata or _known_layout(tensors, path):
+        return _load_spec(path, tensors, metadata, overrides)
+    try:
+        return _load_spec(path, tensors, metadata, overrides)
+    except ArchitectureError as error:
+        return _load_sequence(path, tensors, overrides, error)
+
+
+def _known_layout(tensors: dict[str, Tensor], path: Path) -> bool:
+    """Whether the spec inferred from the weights alone builds a model
+    with exactly these keys and shapes (those load as they always did)."""
+    try:
+        values = infer_spec(tensors, path)[0]
+        with torch.device('meta'):
+            model = build_model(ArchSpec.from_dict(values))
+    except Exception:  # noqa: BLE001 -- any failure: not a known layout
+        return False
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return expected == {k: tuple(v.shape) for k, v in tensors.items()}
+
+
+def _load_sequence(path: Path, tensors: dict[str, Tensor],
+                   overrides: dict[str, Any] | None,
+                   error: ArchitectureError) -> Checkpoint:
+    """The layers the weights show, under any names, when no known
+    layout fits (models/recognise.py). When they match no layer either,
+    the first error stands for keys in a known layout."""
+    card = read_card(path)
+    card_spec = card.get('spec') if isinstance(card.get('spec'), dict) \
+        else {}
+    try:
+        values, sources, notes = sequence_spec(tensors, path, card_spec,
+                                               overrides or {})
+    except UnknownLayerError:
+        if all(k.split('.', 1)[0] in _KNOWN_TOP for k in tensors):
+            raise error from None
+        raise
+    ckpt = Checkpoint(path=path, spec=spec_from_values(values, path),
+                      state_dict=tensors, sources=sources, notes=notes,
+                      card=card, format='safetensors'
+                      if path.suffix == '.safetensors' else 'pytorch')
+    ckpt.build()
+    return ckpt
+
+
+# The top-level names of the layouts infer_spec knows.
+_KNOWN_TOP = ('convs', 'norms', 'lin', 'jk', 'lins', 'gnn', 'classifier',
+              'emb', 'head')
+
+
+def _load_spec(path: Path, tensors: dict[str, Tensor],
+               metadata: dict[str, str],
+               overrides: dict[str, Any] | None) -> Checkpoint:
     card = read_card(path)
     if SPEC_KEY in metadata:
         values = _metadata_spec(metadata[SPEC_KEY], path)
@@ -465,6 +527,8 @@ def load_checkpoint(path: Path | str,
                 f'architecture their keys suggest ({type(e).__name__}: '
                 f"{' '.join(str(e).split())[:120]}): save the complete "
                 f'state_dict of the model') from None
+        if values['arch'] != 'dgcnn':  # DGCNN's activation is fixed
+            notes['act'] = ACT_NOTE
         fmt = 'safetensors' if path.suffix == '.safetensors' else 'pytorch'
         card_spec = card.get('spec', {})
         if not isinstance(card_spec, dict):

@@ -330,6 +330,11 @@ def _exit_on_gates(gates: list[Any]) -> None:
         raise typer.Exit(code=GATE_EXIT_CODE)
 
 
+# What an inspected layer sequence prints besides its layers.
+_SEQUENCE_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',
+                    'out_channels', 'act', 'aggr', 'dropout')
+
+
 @app.command()
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
@@ -346,9 +351,13 @@ def inspect(
         return
     typer.echo(f'{result.path} ({result.format})')
     typer.echo(f'  {result.spec.describe()}')
+    for line in result.spec.layer_lines():
+        typer.echo(f'    {line}')
     typer.echo(f'  parameters: {result.parameters:,}')
     width = max(len(k) for k in result.sources)
     for key, value in result.spec.to_dict().items():
+        if result.spec.arch == 'sequence' and key not in _SEQUENCE_FIELDS:
+            continue  # the layers are listed above, the rest is unused
         source = result.sources.get(key, 'default')
         typer.echo(f'  {key:<{width}}  {value!s:<12} from {source}')
     for note in result.notes.values():
