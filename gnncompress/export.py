@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import tempfile
@@ -50,16 +51,30 @@ def save_safetensors(model: nn.Module, spec: ArchSpec, path: Path,
                      extra: dict[str, str] | None = None) -> Path:
     """Weights plus the ArchSpec in the metadata: reloadable with nothing
     else (``gnncompress.checkpoint.load_checkpoint``)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    # save_file refuses shared and non-contiguous tensors: clone each.
+    # save refuses shared and non-contiguous tensors: clone each.
     tensors = {k: v.detach().to('cpu').contiguous().clone()
                for k, v in model.state_dict().items()}
     metadata = {SPEC_KEY: spec.to_json(), VERSION_KEY: __version__,
                 **(extra or {})}
+    data = _sorted_header(save(tensors, metadata=metadata))
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+        tmp.write_bytes(data)
     return path
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """The safetensors bytes with the metadata keys in sorted order. The
+    library writes them in hash order, which changes from one call to the
+    next: identical students would give files with different hashes."""
+    size = int.from_bytes(data[:8], 'little')
+    header = json.loads(data[8:8 + size])
+    header['__metadata__'] = dict(sorted(header['__metadata__'].items()))
+    text = json.dumps(header, separators=(',', ':'),
+                      ensure_ascii=False).encode()
+    text += b' ' * (-len(text) % 8)  # the format aligns the data to 8 bytes
+    return len(text).to_bytes(8, 'little') + text + data[8 + size:]
 
 
 class _Logits(nn.Module):
