@@ -51,17 +51,24 @@ def save_safetensors(model: nn.Module, spec: ArchSpec, path: Path,
                      extra: dict[str, str] | None = None) -> Path:
     """Weights plus the ArchSpec in the metadata: reloadable with nothing
     else (``gnncompress.checkpoint.load_checkpoint``)."""
+    metadata = {SPEC_KEY: spec.to_json(), VERSION_KEY: __version__,
+                **(extra or {})}
+    return write_safetensors(model.state_dict(), metadata, path)
+
+
+def write_safetensors(state_dict: dict[str, Tensor], metadata: dict[str, str],
+                      path: Path) -> Path:
+    """``state_dict`` and ``metadata`` as a safetensors file, written
+    atomically, with the same bytes for the same contents."""
     from safetensors.torch import save
 
     # save refuses shared and non-contiguous tensors: clone each.
     tensors = {k: v.detach().to('cpu').contiguous().clone()
-               for k, v in model.state_dict().items()}
-    metadata = {SPEC_KEY: spec.to_json(), VERSION_KEY: __version__,
-                **(extra or {})}
+               for k, v in state_dict.items()}
     data = _sorted_header(save(tensors, metadata=metadata))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-    return path
+    return Path(path)
 
 
 def _sorted_header(data: bytes) -> bytes:
