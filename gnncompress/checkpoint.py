@@ -25,6 +25,9 @@ VERSION_KEY = 'gnncompress.version'
 CARD_KIND = 'gnncompress.teacher-card'
 _WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model')
 _PREFIXES = ('module.', '_orig_mod.')
+# More layers than any GNN in use; building each costs about 2 ms, so a
+# small file declaring 10^6 layers would otherwise take half an hour.
+MAX_LAYERS = 1000
 _WEIGHT_DTYPES = (torch.float32, torch.float64, torch.float16,
                   torch.bfloat16, torch.int64, torch.int32, torch.int16,
                   torch.int8, torch.uint8, torch.bool)
@@ -44,17 +47,11 @@ class Checkpoint:
     format: str = 'pytorch'
 
     def build(self) -> nn.Module:
-        """The model with the checkpoint's weights, in eval mode."""
-        model = build_spec(self.spec, self.path)
-        try:
-            model.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as e:
-            detail = ' '.join(str(e).split())[:300]
-            raise ArchitectureError(
-                f'The weights of {self.path} do not fit the inferred '
-                f'architecture ({self.spec.describe()}): {detail}. Correct '
-                f'it with --arch, --norm or --jk') from None
-        return model.eval()
+        """The model with the checkpoint's weights, in eval mode; a new one
+        on each call (the first is the one ``load_checkpoint`` checked)."""
+        model = self.__dict__.pop('_checked', None)
+        return model if model is not None else \
+            build_loaded(self.spec, self.state_dict, self.path)
 
 
 def card_path(path: Path) -> Path:
@@ -239,7 +236,9 @@ def infer_spec(state_dict: dict[str, Tensor],
             f'GATv2, GraphSAGE and GIN (torch_geometric.nn.models)')
     if layer_ids != list(range(len(layer_ids))):
         raise ArchitectureError(
-            f'Layers of {path} are not numbered 0..L-1 (found {layer_ids})')
+            f'Layers of {path} are not numbered 0..L-1 (found '
+            f"{', '.join(map(str, layer_ids[:8]))}"
+            f"{', ...' if len(layer_ids) > 8 else ''})")
     num_layers = len(layer_ids)
 
     def conv(i: int, name: str) -> Tensor | None:
@@ -480,10 +479,10 @@ def load_checkpoint(path: Path | str,
     notes = {k: n for k, n in notes.items()
              if sources.get(k) not in ('option', 'card')}
     spec = spec_from_values(values, path)
-    check_spec_size(spec, tensors, path)
     ckpt = Checkpoint(path=path, spec=spec, state_dict=tensors,
                       sources=sources, notes=notes, card=card, format=fmt)
-    ckpt.build()  # fail now if the weights do not fit
+    # Fail now if the weights do not fit; the first build() returns it.
+    ckpt.__dict__['_checked'] = build_loaded(spec, tensors, path)
     return ckpt
 
 
@@ -526,6 +525,12 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
         raise ArchitectureError(
             f"The architecture of {path} lacks {', '.join(missing)}: give "
             f'them on the teacher card, the metadata or the command line')
+    layers = values['num_layers']
+    if isinstance(layers, int) and layers > MAX_LAYERS:
+        raise ArchitectureError(
+            f'{path} declares {layers:,} layers, more than the '
+            f'{MAX_LAYERS:,} any supported model has: fix the teacher card, '
+            f'the metadata or the command line options')
     for key, value in values.items():
         types = _FIELD_TYPES.get(key)
         wrong = types is not None and (
@@ -548,23 +553,39 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
     return ArchSpec.from_dict(values)
 
 
-def check_spec_size(spec: ArchSpec, tensors: dict[str, Tensor],
-                    path: Path | str) -> None:
-    """Refuse, before anything is allocated, a spec (from metadata or a card)
-    that declares more parameters than the file holds."""
+def build_loaded(spec: ArchSpec, tensors: dict[str, Tensor],
+                 path: Path | str) -> nn.Module:
+    """The model of ``spec`` holding ``tensors``, in eval mode. It is built
+    once, on the meta device, so that a spec (from metadata, a card or the
+    weights' shapes) that declares more parameters than the file holds is
+    refused before anything is allocated; then it gets real memory and the
+    weights. (Constructing PyG layers is the per-layer cost of loading:
+    about 2 ms each, so it is done once.)"""
     total = sum(t.numel() for t in tensors.values())
     widths = (spec.in_channels, spec.hidden_channels, spec.out_channels,
               spec.heads)
     too_big = max(widths) > total or spec.num_layers > len(tensors)
     if not too_big:
         with torch.device('meta'):
-            too_big = sum(p.numel() for p in
-                          build_spec(spec, path).parameters()) > total
+            model = build_spec(spec, path)
+        too_big = sum(p.numel() for p in model.parameters()) > total
     if too_big:
         raise ArchitectureError(
             f'The architecture given for {path} ({spec.describe()}) needs '
             f'more weights than the file holds ({total:,} numbers): fix the '
             f'teacher card, the metadata or the command line options')
+    # Every parameter and buffer of the supported models is in its
+    # state_dict, so strict loading leaves nothing uninitialised.
+    model = model.to_empty(device='cpu')
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        detail = ' '.join(str(e).split())[:300]
+        raise ArchitectureError(
+            f'The weights of {path} do not fit the inferred '
+            f'architecture ({spec.describe()}): {detail}. Correct '
+            f'it with --arch, --norm or --jk') from None
+    return model.eval()
 
 
 def build_spec(spec: ArchSpec, path: Path | str) -> nn.Module:
