@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect as _inspect
 import json
+import math
 import os
 import platform
 import shutil
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gnncompress import __version__
+from gnncompress import __version__, outputs
 from gnncompress.bench import onnx_latency, torch_latency
 from gnncompress.checkpoint import (
     CARD_KIND,
@@ -43,6 +44,7 @@ from gnncompress.engine import accuracy, fit, forward_frozen
 from gnncompress.errors import (
     ArchitectureError,
     DataError,
+    ExportError,
     GnnCompressError,
     OutputError,
     TrainingError,
@@ -60,6 +62,9 @@ from gnncompress.report import Gate, ModelEntry, Report
 from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
 
 DEFAULT_RATIO = 10.0
+# Outputs or weights beyond this leave float32 fewer than 1e-4 of absolute
+# precision at 7 digits: the ONNX parity check cannot pass.
+OVERFLOW = 1e6
 STUDENT_DROPOUT = 0.5
 
 
@@ -67,30 +72,13 @@ STUDENT_DROPOUT = 0.5
 
 @contextlib.contextmanager
 def staged_output(out: Path) -> Iterator[Path]:
-    """A private folder next to ``out``; its files move into ``out`` only when
-    the block succeeds, so a failed run leaves nothing in ``out``."""
+    """A fresh folder beside ``out`` that takes the place of ``out`` in one
+    rename when the block succeeds (:mod:`gnncompress.outputs`), so a
+    failed or killed run leaves ``out`` as it was."""
     out = Path(out)
     check_writable(out)
-    anchor = out
-    while not anchor.exists():
-        anchor = anchor.parent
-    try:
-        stage = Path(tempfile.mkdtemp(prefix='.gnncompress-', dir=anchor))
-    except OSError as e:
-        raise OutputError(f'Output folder {out} cannot be written '
-                          f'({e.strerror}): choose another --out') from None
-    try:
+    with outputs.staged(out) as stage:
         yield stage
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            for item in sorted(stage.iterdir()):
-                os.replace(item, out / item.name)
-        except OSError as e:
-            raise OutputError(f'Output folder {out} cannot be written '
-                              f'({e.strerror}): choose another --out') \
-                from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def check_writable(out: Path) -> None:
@@ -111,6 +99,11 @@ def check_writable(out: Path) -> None:
     except OSError as e:
         raise OutputError(f'Output folder {out} cannot be written '
                           f'({e.strerror}): choose another --out') from None
+
+
+def run_inputs(*paths: str | Path | None) -> list[Path]:
+    """The files among ``paths`` (``--data`` may be a dataset name)."""
+    return [Path(p) for p in paths if p is not None and Path(p).exists()]
 
 
 def make_folder(folder: Path) -> None:
@@ -459,6 +452,7 @@ def build_method(name: str,
     return Combined(parts, weights)
 
 
+@outputs.one_run
 def distill(teacher: str | Path, *, data: str | Path | None = None,
             data_root: str | Path | None = None, method: str = 'kd',
             method_options: dict[str, Any] | None = None,
@@ -525,6 +519,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         Path('gnncompress-out') / f'{teacher.stem}-{distiller.name}'
     dev = resolve_device(device)
     check_writable(out)
+    outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
     ckpt = load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
@@ -678,30 +673,72 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                          (student_entry, model)):
             entry.latency[f'pytorch-{dev.type}'] = torch_latency(
                 m, x_dev, edges_dev, batch_dev).to_dict()
+        failure = None
         if export:
             save_student(model, s_spec, stage, out, distiller.name,
                          graph.name, student_entry, files)
             onnx_path = stage / 'student.onnx'
             x_cpu, edges_cpu = x.cpu(), edge_index.cpu()
             batch_cpu = batch.cpu() if batch is not None else None
-            parity_cases = export_onnx(model, x_cpu, edges_cpu, onnx_path,
-                                       uses_graph=s_spec.uses_graph,
-                                       batch=batch_cpu).cases
+            try:
+                parity_cases = export_onnx(model, x_cpu, edges_cpu, onnx_path,
+                                           uses_graph=s_spec.uses_graph,
+                                           batch=batch_cpu).cases
+            except ExportError as e:
+                failure = export_failure(e, model, (x_cpu, edges_cpu,
+                                                    batch_cpu), out)
+                write_failure(stage, out, failure, ['student.safetensors'],
+                              test_accuracy=result.test_accuracy)
+        if export and failure is None:
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, x_cpu, edges_cpu, batch_cpu).to_dict()
         model.to(dev)
-        return write_report(
-            stage, out, command=command or f'gnncompress distill {teacher}',
-            method=distiller.name,
-            method_options={**(method_options or {}), 'weight': used_weight,
-                            'label_weight': label_weight},
-            data=describe_graph(graph),
-            teacher=teacher_entry, student=student_entry,
-            student_alone=alone_entry, parity_cases=parity_cases,
-            training=training, seed=seed, device=dev, ckpt=ckpt,
-            files=files, config=config, min_accuracy=min_accuracy,
-            max_accuracy_drop=max_accuracy_drop, notes=notes)
+        if failure is None:
+            report = write_report(
+                stage, out,
+                command=command or f'gnncompress distill {teacher}',
+                method=distiller.name,
+                method_options={**(method_options or {}),
+                                'weight': used_weight,
+                                'label_weight': label_weight},
+                data=describe_graph(graph),
+                teacher=teacher_entry, student=student_entry,
+                student_alone=alone_entry, parity_cases=parity_cases,
+                training=training, seed=seed, device=dev, ckpt=ckpt,
+                files=files, config=config, min_accuracy=min_accuracy,
+                max_accuracy_drop=max_accuracy_drop, notes=notes)
+    if failure is not None:
+        raise failure
+    return report
+
+
+def export_failure(error: ExportError, model: torch.nn.Module,
+                   inputs: tuple[Tensor, Tensor, Tensor | None],
+                   out: Path) -> ExportError:
+    """The error of a student whose ONNX export failed, kept in
+    ``out/student.safetensors``: why, when its numbers are too large for
+    float32 (a learning rate far too high leaves finite but huge weights,
+    whose outputs PyTorch and ONNX Runtime round apart or overflow)."""
+    from gnncompress.models import forward_logits
+
+    model = model.cpu().eval()
+    with torch.no_grad():
+        logits = forward_logits(model, *inputs).float()
+    weight = max((float(p.detach().abs().max()) for p in model.parameters()
+                  if p.numel()), default=0.0)
+    finite = logits[torch.isfinite(logits)]
+    output = float(finite.abs().max()) if finite.numel() else math.inf
+    kept = f"the student is kept in {out / 'student.safetensors'}"
+    infinite = finite.numel() < logits.numel()
+    if infinite or max(output, weight) > OVERFLOW:
+        shown = 'some outputs infinite' if infinite else \
+            f'largest output {output:.3g}'
+        return ExportError(
+            f'The student cannot be exported: its values overflow float32 '
+            f'(largest weight {weight:.3g}, {shown}), so PyTorch and ONNX '
+            f'Runtime cannot agree; lower --lr; {kept}')
+    return ExportError(f'{error}; {kept}')
 
 
 def _minibatch_options(distiller: DistillMethod, batch_size: int | None,
@@ -827,6 +864,11 @@ def keep_last_good(error: TrainingError, model: torch.nn.Module,
     if not error.best_epoch:
         return TrainingError(f'{error} (no epoch finished, so no student was '
                              f'written)')
+    kept = TrainingError(
+        f'{error}; the best student before it (epoch {error.best_epoch}, '
+        f'validation accuracy {100 * error.val_accuracy:.2f}%) is in '
+        f"{out / 'student.safetensors'}")
+    kept.best_epoch, kept.val_accuracy = error.best_epoch, error.val_accuracy
     with staged_output(out) as stage:
         save_safetensors(model, spec, stage / 'student.safetensors',
                          extra={'gnncompress.method': method,
@@ -834,12 +876,25 @@ def keep_last_good(error: TrainingError, model: torch.nn.Module,
                                 'gnncompress.stopped': str(error),
                                 'gnncompress.best_epoch':
                                 str(error.best_epoch)})
-    kept = TrainingError(
-        f'{error}; the best student before it (epoch {error.best_epoch}, '
-        f'validation accuracy {100 * error.val_accuracy:.2f}%) is in '
-        f"{out / 'student.safetensors'}")
-    kept.best_epoch, kept.val_accuracy = error.best_epoch, error.val_accuracy
+        write_failure(stage, out, kept, ['student.safetensors'],
+                      best_epoch=error.best_epoch,
+                      val_accuracy=error.val_accuracy)
     return kept
+
+
+def write_failure(stage: Path, out: Path, error: Exception,
+                  kept: list[str], **details: Any) -> None:
+    """``report.json`` and ``report.md`` of a run that failed after it had
+    something worth keeping (``kept``, files in ``stage``): what happened,
+    so that the folder never passes for a finished run's."""
+    record = {'status': 'failed', 'error': str(error),
+              'files': {name: str(out / name) for name in kept},
+              'command': command_line(), **details}
+    (stage / 'report.json').write_text(
+        json.dumps(record, indent=2, default=str) + '\n')
+    (stage / 'report.md').write_text(
+        f'# gnncompress run failed\n\n{error}\n\nKept: '
+        f"{', '.join(kept)}.\n")
 
 
 def accuracy_gates(models: list[tuple[str, float, float]],
