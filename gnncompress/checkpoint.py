@@ -25,6 +25,14 @@ VERSION_KEY = 'gnncompress.version'
 CARD_KIND = 'gnncompress.teacher-card'
 _WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model')
 _PREFIXES = ('module.', '_orig_mod.')
+# GNN teachers are megabytes; the largest of PyG's examples a few hundred.
+# A larger file is refused before it is read (--max-checkpoint-gb).
+DEFAULT_MAX_CHECKPOINT_GB = 2.0
+_LIMIT = {'gb': DEFAULT_MAX_CHECKPOINT_GB}
+# Deflate turns at most ~1 KB into one byte; weights hardly compress, and
+# torch.save never compresses: an entry declaring more is a zip bomb.
+MAX_INFLATION = 100
+_FINITE_CHUNK = 1 << 22  # elements checked at a time: bounded memory
 # More layers than any GNN in use; building each costs about 2 ms, so a
 # small file declaring 10^6 layers would otherwise take half an hour.
 MAX_LAYERS = 1000
@@ -72,6 +80,25 @@ def read_card(path: Path) -> dict[str, Any]:
     return card
 
 
+def set_max_checkpoint_gb(gb: float) -> None:
+    """The largest checkpoint any later load reads (``--max-checkpoint-gb``;
+    default :data:`DEFAULT_MAX_CHECKPOINT_GB`)."""
+    if isinstance(gb, bool) or not isinstance(gb, (int, float)) or \
+            not math.isfinite(gb) or gb <= 0:
+        raise CheckpointError(f'--max-checkpoint-gb must be a positive number '
+                              f'of gigabytes (got {gb!r:.40})')
+    _LIMIT['gb'] = float(gb)
+
+
+def _check_size(path: Path, size: int, what: str) -> None:
+    limit = _LIMIT['gb']
+    if size > limit * 1e9:
+        raise CheckpointError(
+            f'{path} {what} {size / 1e9:.3g} GB, over the limit of '
+            f'{limit:g} GB for checkpoints: if the file is genuine, raise '
+            f'it with --max-checkpoint-gb')
+
+
 def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and (safetensors) metadata of a checkpoint file."""
     path = Path(path)
@@ -79,6 +106,7 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise CheckpointError(f'Checkpoint not found: {path}')
     if not path.is_file():
         raise CheckpointError(f'Checkpoint {path} is not a file')
+    _check_size(path, path.stat().st_size, 'is')
     with open(path, 'rb') as f:
         head = f.read(16)
     if path.suffix == '.safetensors' or _looks_like_safetensors(head):
@@ -111,13 +139,42 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
                 f'Tensor {name} of {path} claims {value.numel():,} elements '
                 f'but stores {storage:,} (an expanded view): save the '
                 f'weights with .contiguous()')
-        if value.is_floating_point() and value.numel() and \
-                not bool(torch.isfinite(value).all()):
+        if value.is_floating_point() and not _all_finite(value):
             bad = 'NaN' if bool(torch.isnan(value).any()) else 'infinite'
             raise CheckpointError(
                 f'Tensor {name} of {path} holds {bad} values: the teacher '
                 f'diverged in training or the file is corrupted; retrain it '
                 f'or save it again')
+
+
+def _all_finite(value: Tensor) -> bool:
+    """``isfinite(value).all()`` a few million elements at a time: at once,
+    its temporaries take twice the tensor's memory."""
+    flat = value.reshape(-1)
+    return all(bool(torch.isfinite(flat[i:i + _FINITE_CHUNK]).all())
+               for i in range(0, flat.numel(), _FINITE_CHUNK))
+
+
+def _check_entries(path: Path) -> None:
+    """Compare what the zip entries declare with the file before anything
+    is unpacked: their total against the limit, each compressed one
+    against the inflation weights can have."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError,
+            NotImplementedError):
+        return  # torch's own reader gives the corruption its message
+    _check_size(path, sum(e.file_size for e in entries),
+                'declares, once unpacked,')
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED and entry.file_size > \
+                MAX_INFLATION * max(entry.compress_size, 1 << 14):
+            raise CheckpointError(
+                f'{path} holds an entry ({entry.filename!r:.60}) of '
+                f'{entry.compress_size:,} compressed bytes that declares '
+                f'{entry.file_size:,} once unpacked, which no weights do '
+                f'(torch.save does not compress): save the checkpoint again')
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -156,6 +213,7 @@ def _read_torch(path: Path, head: bytes) -> Any:
             f'{path} is truncated or corrupted (its zip archive is '
             f'incomplete): save or copy the checkpoint again')
     if is_zip:
+        _check_entries(path)
         try:
             unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
                 str(path))

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from gnncompress import __version__, api
+from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
 from gnncompress.errors import GnnCompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -126,6 +127,17 @@ def _resolved(ctx: typer.Context) -> dict[str, Any]:
                   if k not in ('list_methods', 'progress')})
 
 
+def _max_checkpoint_gb(value: float) -> float:
+    from gnncompress.checkpoint import set_max_checkpoint_gb
+
+    _call(set_max_checkpoint_gb, value)
+    return value
+
+
+MaxCheckpointGbOpt = Annotated[float, typer.Option(
+    '--max-checkpoint-gb', callback=_max_checkpoint_gb,
+    help='Refuse, before reading it, a checkpoint larger than this many GB '
+    '(its file, or what its archive declares once unpacked).')]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     '--config', callback=_config, is_eager=True,
     help='TOML file of options (keys named like the options; the command '
@@ -199,6 +211,7 @@ def distill(
     ctx: typer.Context,
     teacher: Annotated[Path, typer.Argument(help='Teacher checkpoint (.pt '
                                             'state_dict or .safetensors).')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name (Cora, CiteSeer, PubMed, Computers, Photo, CS, '
         'Physics; SyntheticPPI, PPI, ENZYMES-nodes... for several graphs; '
@@ -328,6 +341,7 @@ def _exit_on_gates(gates: list[Any]) -> None:
 @app.command()
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     as_json: Annotated[bool, typer.Option('--json', help='Print JSON.')
                        ] = False,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
@@ -424,6 +438,7 @@ def train_teacher(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
     out: Annotated[Path, typer.Option(help='Output .onnx file.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
     quantize: Annotated[Optional[str], typer.Option(
@@ -456,6 +471,7 @@ def bench(
     ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
         help='Model files: .pt, .safetensors or .onnx.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name or saved Data file (accuracy needs its labels).')]
     = None,
@@ -616,6 +632,7 @@ def amalgamate(
     ctx: typer.Context,
     teachers: Annotated[list[Path], typer.Argument(
         help='Teacher checkpoints, one per task.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
         help='One dataset per teacher (Cora,CiteSeer,PubMed), or one dataset '
         "with --tasks; default: the datasets on the teachers' cards.")

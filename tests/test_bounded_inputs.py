@@ -2,13 +2,23 @@
 "Bounded time and memory"): layer counts, declared sizes, bench budgets."""
 from __future__ import annotations
 
+import io
+import zipfile
+
 import pytest
 import torch
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 import gnncompress.checkpoint
 from gnncompress import api
-from gnncompress.errors import ArchitectureError
+from gnncompress.checkpoint import (
+    DEFAULT_MAX_CHECKPOINT_GB,
+    read_weights,
+    set_max_checkpoint_gb,
+)
+from gnncompress.cli import app
+from gnncompress.errors import ArchitectureError, CheckpointError
 
 
 def _deep_gcn(path, layers: int):
@@ -51,3 +61,86 @@ def test_inspect_builds_the_model_once(tmp_path, builds):
     result = api.inspect(path)
     assert result.spec.num_layers == 40 and result.parameters == 80
     assert builds == [40]
+
+
+# Declared sizes against the file and --max-checkpoint-gb ----------------------
+
+def _torch_zip(entries: dict[str, bytes], deflate: set[str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, 'w') as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED
+                             if name in deflate else zipfile.ZIP_STORED)
+    return buffer.getvalue()
+
+
+def _entries(state) -> dict[str, bytes]:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    with zipfile.ZipFile(buffer) as archive:
+        return {i.filename: archive.read(i) for i in archive.infolist()}
+
+
+def test_zip_bomb_is_refused_before_inflating(tmp_path, monkeypatch):
+    # A 50 KB deflated entry declaring 50 MB (the reported one: 2.4 MB
+    # declaring 2.38 GB). torch would inflate all of it, then say the
+    # record size does not match.
+    entries = _entries({'convs.0.lin.weight': torch.ones(2, 2)})
+    data = next(k for k in entries if k.endswith('/data/0'))
+    entries[data] = bytes(50_000_000)
+    path = tmp_path / 'bomb.pt'
+    path.write_bytes(_torch_zip(entries, {data}))
+    assert path.stat().st_size < 100_000
+    import torch.serialization as ts
+    monkeypatch.setattr(ts.torch._C, 'PyTorchFileReader', _no_reading)
+    with pytest.raises(CheckpointError, match=r'entry .* of \d[\d,]* '
+                       r'compressed bytes that declares 50,000,000 once '
+                       r'unpacked'):
+        read_weights(path)
+
+
+def _no_reading(*args, **kwargs):
+    raise AssertionError('the archive was read')
+
+
+def test_declared_total_over_the_limit_is_refused(tmp_path, monkeypatch):
+    entries = _entries({'convs.0.lin.weight': torch.ones(2, 2)})
+    data = next(k for k in entries if k.endswith('/data/0'))
+    entries[data] = bytes(3_000_000)  # stored: the file holds it
+    path = tmp_path / 'large.pt'
+    path.write_bytes(_torch_zip(entries, set()))
+    set_max_checkpoint_gb(0.002)
+    try:
+        with pytest.raises(CheckpointError, match=r'large.pt is 0.003 GB, '
+                           r'over the limit of 0.002 GB .*--max-checkpoint-gb'):
+            read_weights(path)
+        # A zip whose central directory declares more than the file holds.
+        path.write_bytes(_torch_zip(entries, {data}))
+        with pytest.raises(CheckpointError, match=r'declares, once unpacked, '
+                           r'0.003 GB, over the limit of 0.002 GB'):
+            read_weights(path)
+    finally:
+        set_max_checkpoint_gb(DEFAULT_MAX_CHECKPOINT_GB)
+
+
+def test_max_checkpoint_gb_on_the_command_line(tmp_path):
+    path = _deep_gcn(tmp_path / 'gcn.safetensors', 2)
+    runner = CliRunner()
+    small = runner.invoke(app, ['inspect', str(path),
+                                '--max-checkpoint-gb', '1e-7'])
+    assert small.exit_code == 1
+    assert small.output.count('\n') == 1
+    assert 'over the limit of 1e-07 GB for checkpoints' in small.output
+    assert runner.invoke(app, ['inspect', str(path)]).exit_code == 0
+    bad = runner.invoke(app, ['inspect', str(path),
+                              '--max-checkpoint-gb', 'nan'])
+    assert bad.exit_code == 1 and 'must be a positive number' in bad.output
+
+
+def test_finiteness_check_is_chunked(monkeypatch):
+    monkeypatch.setattr(gnncompress.checkpoint, '_FINITE_CHUNK', 7)
+    value = torch.zeros(10, 5)
+    assert gnncompress.checkpoint._all_finite(value)
+    value[9, 4] = float('inf')
+    assert not gnncompress.checkpoint._all_finite(value)
