@@ -1019,7 +1019,8 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
           out: str | Path | None = 'gnncompress-bench', seed: int = 0,
           progress: Any = None, command: str = '',
           config: dict[str, Any] | None = None,
-          sizes: str | list[int] | None = None, degree: float | None = None):
+          sizes: str | list[int] | None = None, degree: float | None = None,
+          row_budget_s: float | None = None):
     """Every model on one graph (``data`` or a synthetic ``graph_size``),
     under each runtime that applies, on the CPU at each thread count and on
     CUDA when ``device`` allows; writes ``bench.json``, ``bench.md`` and
@@ -1028,8 +1029,17 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
     caller's business. ``sizes`` (node counts) also times every model on
     synthetic graphs of those sizes with ``degree`` edges per node (default:
     the main graph's) and plots latency against size
-    (``bench-sizes.png``)."""
+    (``bench-sizes.png``). A row (model x runtime x threads) that takes
+    longer than ``row_budget_s`` seconds (default
+    :data:`~gnncompress.comparison.DEFAULT_ROW_BUDGET_S`) is stopped and
+    reported as failed."""
     from gnncompress import comparison as cmp
+
+    if row_budget_s is None:
+        row_budget_s = cmp.DEFAULT_ROW_BUDGET_S
+    if not math.isfinite(row_budget_s) or row_budget_s <= 0:
+        raise GnnCompressError(f'--row-budget-s must be a positive number of '
+                               f'seconds (got {row_budget_s})')
 
     runtimes = list(runtimes or cmp.RUNTIMES)
     unknown = [r for r in runtimes if r not in cmp.RUNTIMES]
@@ -1090,7 +1100,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                                     runtimes=runtimes, threads=threads,
                                     devices=devices, warmup=warmup,
                                     repeat=repeat, progress=progress,
-                                    seed=seed)
+                                    seed=seed, row_budget_s=row_budget_s)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     degree = degree or graph.edge_index.size(1) / graph.num_nodes

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from gnncompress import __version__, api
 from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
+from gnncompress.comparison import DEFAULT_ROW_BUDGET_S
 from gnncompress.errors import GnnCompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -472,6 +473,10 @@ def bench(
     models: Annotated[list[Path], typer.Argument(
         help='Model files: .pt, .safetensors or .onnx.')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
+    row_budget_s: Annotated[float, typer.Option(
+        help='Seconds one row (model x runtime x threads) may take; a row '
+        'over it is stopped and reported as failed.')]
+    = DEFAULT_ROW_BUDGET_S,
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name or saved Data file (accuracy needs its labels).')]
     = None,
@@ -532,7 +537,8 @@ def bench(
                    min_speedup=min_speedup,
                    max_accuracy_drop=max_accuracy_drop, out=out, seed=seed,
                    progress=progress, command=api.command_line(),
-                   config=_resolved(ctx), sizes=sizes, degree=degree)
+                   config=_resolved(ctx), sizes=sizes, degree=degree,
+                   row_budget_s=row_budget_s)
     headers = result.HEADERS if result.baseline else result.HEADERS[:-1]
     typer.echo(tabulate([r[:len(headers)] for r in result.table_rows()],
                         headers=headers))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 import zipfile
 
 import pytest
@@ -18,7 +19,11 @@ from gnncompress.checkpoint import (
     set_max_checkpoint_gb,
 )
 from gnncompress.cli import app
-from gnncompress.errors import ArchitectureError, CheckpointError
+from gnncompress.errors import (
+    ArchitectureError,
+    CheckpointError,
+    GnnCompressError,
+)
 
 
 def _deep_gcn(path, layers: int):
@@ -144,3 +149,82 @@ def test_finiteness_check_is_chunked(monkeypatch):
     assert gnncompress.checkpoint._all_finite(value)
     value[9, 4] = float('inf')
     assert not gnncompress.checkpoint._all_finite(value)
+
+
+# bench: a time budget per row -------------------------------------------------
+
+def _loop_onnx(path, trips: int):
+    """A valid ONNX model whose Loop runs ``trips`` times (x -> relu(x))."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    def value(name, kind, shape):
+        return helper.make_tensor_value_info(name, kind, shape)
+
+    body = helper.make_graph(
+        [helper.make_node('Identity', ['cond_in'], ['cond_out']),
+         helper.make_node('Relu', ['v_in'], ['v_out'])], 'body',
+        [value('i', TensorProto.INT64, []),
+         value('cond_in', TensorProto.BOOL, []),
+         value('v_in', TensorProto.FLOAT, None)],
+        [value('cond_out', TensorProto.BOOL, []),
+         value('v_out', TensorProto.FLOAT, None)])
+    constant = helper.make_tensor
+    nodes = [
+        helper.make_node('Constant', [], ['trips'], value=constant(
+            'trips', TensorProto.INT64, [], [trips])),
+        helper.make_node('Constant', [], ['go'], value=constant(
+            'go', TensorProto.BOOL, [], [True])),
+        helper.make_node('Loop', ['trips', 'go', 'x'], ['logits'],
+                         body=body)]
+    graph = helper.make_graph(
+        nodes, 'loop', [value('x', TensorProto.FLOAT, ['N', 4]),
+                        value('edge_index', TensorProto.INT64, [2, 'E'])],
+        [value('logits', TensorProto.FLOAT, ['N', 4])])
+    model = helper.make_model(graph,
+                              opset_imports=[helper.make_opsetid('', 18)])
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_endless_onnx_loop_is_stopped_and_reported(tmp_path):
+    endless = _loop_onnx(tmp_path / 'endless.onnx', 10 ** 12)
+    quick = _loop_onnx(tmp_path / 'quick.onnx', 1)
+    result = api.bench([endless, quick], graph_size='50:100:4',
+                       runtimes=['onnxruntime'], threads=[1], warmup=0,
+                       repeat=2, out=None, row_budget_s=1.0)
+    rows = {row.model: row for row in result.rows}
+    assert rows['endless.onnx'].latency is None
+    assert rows['endless.onnx'].error == \
+        'stopped: over its time budget of 1 s (--row-budget-s)'
+    assert rows['quick.onnx'].error is None
+    assert rows['quick.onnx'].latency.runs == 2
+
+
+class _Slow(torch.nn.Module):
+    def forward(self, x, edge_index):
+        time.sleep(0.05)
+        return x
+
+
+def test_torch_row_is_checked_between_calls(tmp_path):
+    from gnncompress import comparison
+
+    entry = comparison.BenchModel('slow', tmp_path / 'slow.pt',
+                                  model=_Slow())
+    graph = comparison.synthetic_graph(20, 40, 4, seed=0)
+    row = comparison.run_bench([entry], graph, runtimes=['eager'],
+                               threads=[1], warmup=3, repeat=100,
+                               row_budget_s=0.3)[0]
+    assert row.latency is None
+    assert row.error == \
+        'stopped: over its time budget of 0.3 s (--row-budget-s)'
+
+
+def test_row_budget_must_be_positive(tmp_path):
+    quick = _loop_onnx(tmp_path / 'quick.onnx', 1)
+    with pytest.raises(GnnCompressError, match='--row-budget-s must be a '
+                                               'positive number'):
+        api.bench([quick], graph_size='50:100:4', out=None,
+                  row_budget_s=float('nan'))
