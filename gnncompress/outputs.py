@@ -1,9 +1,9 @@
 """The ``--out`` folder of a run: one run at a time, published all at once.
 
 A run takes an exclusive lock on ``--out`` (``flock`` on the file
-``.NAME.gnncompress-lock`` beside it) for its whole length; a second run
-into the same folder fails at once with a one-line error naming the pid
-that holds it. Its files are written into a fresh folder beside ``--out``
+``.NAME.gnncompress-lock`` beside it, removed when the run ends) for its
+whole length; a second run into the same folder fails at once with a
+one-line error naming the pid that holds it. Its files are written into a fresh folder beside ``--out``
 (``.NAME.gnncompress-stage-XXXX``), which then takes the place of ``--out``
 in one ``rename`` (``renameat2(RENAME_EXCHANGE)``; two renames where the
 file system lacks it). Files in an earlier ``--out`` that a run does not
