@@ -36,6 +36,8 @@ _FINITE_CHUNK = 1 << 22  # elements checked at a time: bounded memory
 # More layers than any GNN in use; building each costs about 2 ms, so a
 # small file declaring 10^6 layers would otherwise take half an hour.
 MAX_LAYERS = 1000
+# Tensors: a 1,000-layer GIN with norms has about 10,000.
+MAX_TENSORS = 50_000
 _WEIGHT_DTYPES = (torch.float32, torch.float64, torch.float16,
                   torch.bfloat16, torch.int64, torch.int32, torch.int16,
                   torch.int8, torch.uint8, torch.bool)
@@ -113,6 +115,7 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         tensors, metadata = _read_safetensors(path)
     else:
         tensors, metadata = _unwrap(_read_torch(path, head), path), {}
+        check_names(list(tensors), path)
     check_tensors(tensors, path)
     return tensors, metadata
 
@@ -147,9 +150,33 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
                 f'or save it again')
 
 
+def _check_depth(layers: int, path: Path | str) -> None:
+    if layers > MAX_LAYERS:
+        raise ArchitectureError(
+            f'{path} declares {layers:,} layers, more than the '
+            f'{MAX_LAYERS:,} any supported model has: fix the teacher card, '
+            f'the metadata or the command line options')
+
+
+def check_names(names: list[str], path: Path | str) -> None:
+    """Refuse, from the tensor names alone (before any tensor is read or
+    checked: each costs time), more layers or tensors than any supported
+    model has."""
+    if len(names) > MAX_TENSORS:
+        raise CheckpointError(
+            f'{path} holds {len(names):,} tensors, more than the '
+            f'{MAX_TENSORS:,} any supported model has: save the state_dict '
+            f'of the model')
+    layers = {m.group(1) for name in names
+              if (m := re.match(r'(?:gnn\.)?convs\.(\d+)\.', name))}
+    _check_depth(len(layers), path)
+
+
 def _all_finite(value: Tensor) -> bool:
     """``isfinite(value).all()`` a few million elements at a time: at once,
     its temporaries take twice the tensor's memory."""
+    if value.numel() <= _FINITE_CHUNK:
+        return bool(torch.isfinite(value).all())
     flat = value.reshape(-1)
     return all(bool(torch.isfinite(flat[i:i + _FINITE_CHUNK]).all())
                for i in range(0, flat.numel(), _FINITE_CHUNK))
@@ -187,7 +214,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework='pt') as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            names = list(f.keys())
+            check_names(names, path)
+            tensors = {k: f.get_tensor(k) for k in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(
             f'{path} is not a valid safetensors file '
@@ -583,12 +612,8 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
         raise ArchitectureError(
             f"The architecture of {path} lacks {', '.join(missing)}: give "
             f'them on the teacher card, the metadata or the command line')
-    layers = values['num_layers']
-    if isinstance(layers, int) and layers > MAX_LAYERS:
-        raise ArchitectureError(
-            f'{path} declares {layers:,} layers, more than the '
-            f'{MAX_LAYERS:,} any supported model has: fix the teacher card, '
-            f'the metadata or the command line options')
+    if isinstance(values['num_layers'], int):
+        _check_depth(values['num_layers'], path)
     for key, value in values.items():
         types = _FIELD_TYPES.get(key)
         wrong = types is not None and (

@@ -228,3 +228,17 @@ def test_row_budget_must_be_positive(tmp_path):
                                                'positive number'):
         api.bench([quick], graph_size='50:100:4', out=None,
                   row_budget_s=float('nan'))
+
+
+def test_names_alone_refuse_absurd_files(tmp_path, monkeypatch):
+    # Reading and checking each tensor costs time: 20,000 tensors of a
+    # 10,000-layer file are refused from their names, before any is read.
+    path = _deep_gcn(tmp_path / 'deep.safetensors', 10_000)
+    monkeypatch.setattr(gnncompress.checkpoint, 'check_tensors',
+                        _no_reading)
+    with pytest.raises(ArchitectureError, match='declares 10,000 layers'):
+        read_weights(path)
+    with pytest.raises(CheckpointError, match='holds 60,000 tensors, more '
+                                              'than the 50,000'):
+        gnncompress.checkpoint.check_names(
+            [f'lins.{i}.weight' for i in range(60_000)], path)
