@@ -71,13 +71,14 @@ STUDENT_DROPOUT = 0.5
 # Output folders ---------------------------------------------------------------
 
 @contextlib.contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
+def staged_output(out: Path, owned: frozenset[str] = outputs.RUN_FILES,
+                  ) -> Iterator[Path]:
     """A fresh folder beside ``out`` that takes the place of ``out`` in one
     rename when the block succeeds (:mod:`gnncompress.outputs`), so a
     failed or killed run leaves ``out`` as it was."""
     out = Path(out)
     check_writable(out)
-    with outputs.staged(out) as stage:
+    with outputs.staged(out, owned) as stage:
         yield stage
 
 
@@ -1008,6 +1009,7 @@ def export(checkpoint: str | Path, out: str | Path,
 
 # bench -----------------------------------------------------------------------
 
+@outputs.one_run
 def bench(models: list[str | Path], *, data: str | Path | None = None,
           data_root: str | Path | None = None,
           graph_size: str | None = None, runtimes: list[str] | None = None,
@@ -1064,6 +1066,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
         sizes = cmp.parse_sizes(sizes)
     if out is not None:
         check_writable(Path(out))
+        outputs.claim(out)
     paths = [Path(m) for m in models]
     if baseline is not None and Path(baseline) not in paths:
         paths.insert(0, Path(baseline))
@@ -1127,7 +1130,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                   'versions': versions(),
                   'cpu_count': os.cpu_count(), 'time': cmp.timestamp()})
     if out is not None:
-        with staged_output(Path(out)) as stage:
+        with staged_output(Path(out), outputs.BENCH_FILES) as stage:
             (stage / 'bench.json').write_text(
                 json.dumps(result.to_dict(), indent=2) + '\n')
             (stage / 'bench.md').write_text(result.markdown())

@@ -8,7 +8,8 @@ one-line error naming the pid that holds it. Its files are written into a fresh 
 in one ``rename`` (``renameat2(RENAME_EXCHANGE)``; two renames where the
 file system lacks it). Files in an earlier ``--out`` that a run does not
 own (a training checkpoint, the user's own files) are carried over as hard
-links; the files a run owns (:data:`RUN_FILES`) never mix two runs. A kill
+links; the files a run owns (:data:`RUN_FILES`, :data:`BENCH_FILES`)
+never mix two runs. A kill
 at any moment leaves ``--out`` as it was or wholly replaced, and the next
 run into it removes the stage folders the killed one left, with a note.
 """
@@ -36,10 +37,12 @@ OLD_TAG = '.gnncompress-old-'
 CHECKPOINT_FOLDER = '.gnncompress-checkpoint'
 # What a run writes into --out: an earlier run's copies are not carried
 # over, so a folder never holds the report of one run beside the student
-# of another.
-RUN_FILES = frozenset({
-    'student.safetensors', 'student.onnx', 'report.json', 'report.md',
-    'onnx', 'bench.json', 'bench.md', 'bench.png', 'bench-sizes.png'})
+# of another. A bench run owns its bench files alone (it may measure the
+# student files in its --out).
+RUN_FILES = frozenset({'student.safetensors', 'student.onnx', 'report.json',
+                       'report.md', 'onnx'})
+BENCH_FILES = frozenset({'bench.json', 'bench.md', 'bench.png',
+                         'bench-sizes.png'})
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 _HELD: dict[Path, int] = {}  # --out -> the descriptor holding its lock
@@ -155,29 +158,32 @@ def _remove_stale(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged(out: Path | str) -> Iterator[Path]:
+def staged(out: Path | str,
+           owned: frozenset[str] = RUN_FILES) -> Iterator[Path]:
     """A fresh folder beside ``out`` that replaces ``out`` when the block
-    succeeds; on failure ``out`` is untouched."""
+    succeeds; on failure ``out`` is untouched. Of what ``out`` held, the
+    names in ``owned`` are the run's own and are not carried over."""
     out = _resolved(out)
-    owned = out not in _HELD  # else the run claimed it and releases it
+    mine = out not in _HELD  # else the run claimed it and releases it
     claim(out)
     try:
         stage = Path(tempfile.mkdtemp(prefix=f'.{out.name}{STAGE_TAG}',
                                       dir=out.parent))
         try:
             yield stage
-            publish(stage, out)
+            publish(stage, out, owned)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
     except OSError as e:
         raise OutputError(f'Output folder {out} cannot be written '
                           f'({e.strerror}): choose another --out') from None
     finally:
-        if owned:
+        if mine:
             release(out)
 
 
-def publish(stage: Path, out: Path) -> None:
+def publish(stage: Path, out: Path,
+            owned: frozenset[str] = RUN_FILES) -> None:
     """Put ``stage`` in the place of ``out``; ``stage`` then holds what
     ``out`` held (for the caller to remove)."""
     umask = os.umask(0)
@@ -189,7 +195,7 @@ def publish(stage: Path, out: Path) -> None:
     if not out.is_dir():
         raise OutputError(f'Output folder {out} is a file: choose another '
                           f'--out')
-    _carry(out, stage)
+    _carry(out, stage, owned)
     if _exchange(stage, out):
         return
     old = Path(tempfile.mkdtemp(prefix=f'.{out.name}{OLD_TAG}',
@@ -199,12 +205,12 @@ def publish(stage: Path, out: Path) -> None:
     os.rename(old, stage)
 
 
-def _carry(out: Path, stage: Path) -> None:
+def _carry(out: Path, stage: Path, owned: frozenset[str]) -> None:
     """Hard links in ``stage`` to what ``out`` holds beyond the run's own
     files (``out`` stays whole until the exchange)."""
     for item in out.iterdir():
         target = stage / item.name
-        if item.name in RUN_FILES or target.exists() or \
+        if item.name in owned or target.exists() or \
                 target.is_symlink():
             continue
         if item.is_dir() and not item.is_symlink():

@@ -137,6 +137,18 @@ def test_publication_is_one_step(tmp_path, monkeypatch, exchange):
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']
 
 
+def test_bench_keeps_the_student_files_it_measures(tmp_path):
+    out = tmp_path / 'out'
+    _earlier_run(out)
+    (out / 'bench.json').write_text('earlier bench\n')
+    (out / 'bench-sizes.png').write_text('earlier plot\n')
+    with outputs.staged(out, outputs.BENCH_FILES) as stage:
+        (stage / 'bench.json').write_text('new\n')
+    assert _contents(out)['bench.json'] == b'new\n'
+    assert 'bench-sizes.png' not in _contents(out)
+    assert (out / 'student.onnx').read_text() == 'earlier student.onnx\n'
+
+
 @pytest.mark.parametrize('moment', ['writing', 'carrying', 'swapping'])
 def test_a_kill_leaves_out_as_it_was(tmp_path, monkeypatch, moment):
     out = tmp_path / 'out'
