@@ -4,7 +4,6 @@ checkpoints, kept students and byte-identical files."""
 from __future__ import annotations
 
 import fcntl
-import functools
 import hashlib
 import json
 import shutil
@@ -13,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from torch_geometric.data import Data
+from test_resume import _quick, files  # noqa: F401 -- shared fixtures
 from typer.testing import CliRunner
 
 import gnncompress.api as api
 import gnncompress.engine as engine
-from gnncompress import bench, outputs, resume
+from gnncompress import outputs, resume
 from gnncompress.checkpoint import load_checkpoint
 from gnncompress.cli import app
 from gnncompress.errors import ExportError, OutputError, TrainingError
@@ -50,34 +49,6 @@ def test_identical_students_give_identical_bytes(tmp_path):
 
 
 # A run into --out -----------------------------------------------------------
-
-@pytest.fixture(autouse=True)
-def _quick(monkeypatch):
-    torch.set_num_threads(1)
-    monkeypatch.setattr(api, 'torch_latency', functools.partial(
-        bench.torch_latency, warmup=0, repeat=1))
-    monkeypatch.setattr(api, 'onnx_latency', functools.partial(
-        bench.onnx_latency, warmup=0, repeat=1))
-
-
-@pytest.fixture(scope='module')
-def files(tmp_path_factory) -> tuple[Path, Path]:
-    """A 90-node, 3-class graph and a random GCN teacher for it."""
-    folder = tmp_path_factory.mktemp('atomic')
-    n = 90
-    gen = torch.Generator().manual_seed(0)
-    y = torch.arange(n) % 3
-    x = 1.5 * torch.randn(n, 8, generator=gen) + \
-        torch.nn.functional.one_hot(y, 8).float()
-    src = torch.randint(0, n, (300,), generator=gen)
-    dst = (src + 3 * torch.randint(1, 20, (300,), generator=gen)) % n
-    edge_index = torch.stack([torch.cat([src, dst]), torch.cat([dst, src])])
-    torch.save(Data(x=x, edge_index=edge_index, y=y), folder / 'graph.pt')
-    torch.manual_seed(0)
-    torch.save(build_model(ArchSpec('gcn', 8, 32, 2, 3)).state_dict(),
-               folder / 'teacher.pt')
-    return folder / 'teacher.pt', folder / 'graph.pt'
-
 
 def _distill(files, out: Path, **kwargs):
     teacher, graph = files
