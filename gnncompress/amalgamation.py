@@ -22,9 +22,9 @@ import torch
 from tabulate import tabulate
 from torch import Tensor
 
-from gnncompress import api
+from gnncompress import api, outputs
 from gnncompress.bench import onnx_latency, torch_latency
-from gnncompress.checkpoint import Checkpoint, load_checkpoint
+from gnncompress.checkpoint import Checkpoint, card_path, load_checkpoint
 from gnncompress.data import Graph, load_graph, parse_classes
 from gnncompress.engine import Selection, check_finite, progress_bar
 from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
@@ -676,6 +676,7 @@ def _parse_widths(widths: str | Sequence[float]) -> list[float]:
     return [float(w) for w in widths]
 
 
+@outputs.one_run
 def amalgamate(teachers: Sequence[str | Path], *,
                data: str | Sequence[str] | None = None,
                tasks: str | Sequence[Sequence[int]] | None = None,
@@ -733,6 +734,9 @@ def amalgamate(teachers: Sequence[str | Path], *,
         Path('gnncompress-out') / 'amalgamate'
     dev = api.resolve_device(device)
     api.check_writable(out)
+    outputs.claim(out, api.run_inputs(
+        *teachers, *[card_path(Path(t)) for t in teachers],
+        *([data] if isinstance(data, (str, Path)) else data or [])))
     ckpts = [load_checkpoint(t) for t in teachers]
     if hops is not None:
         from gnncompress import amalgamation_minibatch

@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from gnncompress import __version__, api
+from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
+from gnncompress.comparison import DEFAULT_ROW_BUDGET_S
 from gnncompress.errors import GnnCompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -126,6 +128,17 @@ def _resolved(ctx: typer.Context) -> dict[str, Any]:
                   if k not in ('list_methods', 'progress')})
 
 
+def _max_checkpoint_gb(value: float) -> float:
+    from gnncompress.checkpoint import set_max_checkpoint_gb
+
+    _call(set_max_checkpoint_gb, value)
+    return value
+
+
+MaxCheckpointGbOpt = Annotated[float, typer.Option(
+    '--max-checkpoint-gb', callback=_max_checkpoint_gb,
+    help='Refuse, before reading it, a checkpoint larger than this many GB '
+    '(its file, or what its archive declares once unpacked).')]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     '--config', callback=_config, is_eager=True,
     help='TOML file of options (keys named like the options; the command '
@@ -199,6 +212,7 @@ def distill(
     ctx: typer.Context,
     teacher: Annotated[Path, typer.Argument(help='Teacher checkpoint (.pt '
                                             'state_dict or .safetensors).')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name (Cora, CiteSeer, PubMed, Computers, Photo, CS, '
         'Physics; SyntheticPPI, PPI, ENZYMES-nodes... for several graphs; '
@@ -338,6 +352,7 @@ _SEQUENCE_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',
 @app.command()
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     as_json: Annotated[bool, typer.Option('--json', help='Print JSON.')
                        ] = False,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
@@ -438,6 +453,7 @@ def train_teacher(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
     out: Annotated[Path, typer.Option(help='Output .onnx file.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
     quantize: Annotated[Optional[str], typer.Option(
@@ -472,6 +488,11 @@ def bench(
     ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
         help='Model files: .pt, .safetensors or .onnx.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
+    row_budget_s: Annotated[float, typer.Option(
+        help='Seconds one row (model x runtime x threads) may take; a row '
+        'over it is stopped and reported as failed.')]
+    = DEFAULT_ROW_BUDGET_S,
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name or saved Data file (accuracy needs its labels).')]
     = None,
@@ -532,7 +553,8 @@ def bench(
                    min_speedup=min_speedup,
                    max_accuracy_drop=max_accuracy_drop, out=out, seed=seed,
                    progress=progress, command=api.command_line(),
-                   config=_resolved(ctx), sizes=sizes, degree=degree)
+                   config=_resolved(ctx), sizes=sizes, degree=degree,
+                   row_budget_s=row_budget_s)
     headers = result.headers()
     typer.echo(tabulate([r[:len(headers)] for r in result.table_rows()],
                         headers=headers))
@@ -632,6 +654,7 @@ def amalgamate(
     ctx: typer.Context,
     teachers: Annotated[list[Path], typer.Argument(
         help='Teacher checkpoints, one per task.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
         help='One dataset per teacher (Cora,CiteSeer,PubMed), or one dataset '
         "with --tasks; default: the datasets on the teachers' cards.")

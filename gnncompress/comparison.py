@@ -24,6 +24,9 @@ from gnncompress.models import count_parameters, forward_logits
 from gnncompress.report import Gate
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
+# Seconds one row (model x runtime x threads) may take, warm-up included:
+# an ONNX file may hold a Loop that never ends (--row-budget-s).
+DEFAULT_ROW_BUDGET_S = 300.0
 BENCH_SCHEMA = 1
 
 
@@ -312,9 +315,49 @@ def _predictions(logits: np.ndarray, graph: Graph) -> np.ndarray | None:
     return logits.argmax(-1).astype(np.int32)
 
 
+class RowBudget:
+    """The time one bench row may take from now. ONNX Runtime stops a run
+    in the middle when the budget is spent (``RunOptions.terminate``, set
+    from a timer thread); a PyTorch row is checked between its calls."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.perf_counter() + seconds
+
+    @property
+    def spent(self) -> bool:
+        return time.perf_counter() >= self.end
+
+    def check(self) -> None:
+        if self.spent:
+            raise TimeoutError(self.message)
+
+    @property
+    def message(self) -> str:
+        return (f'stopped: over its time budget of {self.seconds:g} s '
+                f'(--row-budget-s)')
+
+    @contextlib.contextmanager
+    def onnx_options(self) -> Iterator[Any]:
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the stop is reported in the row
+        timer = threading.Timer(max(0.0, self.end - time.perf_counter()),
+                                setattr, (options, 'terminate', True))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield options
+        finally:
+            timer.cancel()
+
+
 def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
                device: torch.device, threads: int | None, warmup: int,
-               repeat: int) -> BenchRow:
+               repeat: int,
+               budget_s: float = DEFAULT_ROW_BUDGET_S) -> BenchRow:
+    budget = RowBudget(budget_s)
     row = BenchRow(entry.name, runtime, device.type, threads,
                    threads_asked=threads)
     assert entry.model is not None
@@ -326,6 +369,7 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
 
     @torch.no_grad()
     def run() -> Tensor:
+        budget.check()
         if fn is model:
             return forward_logits(model, x, edge_index)
         return fn(x, edge_index) if entry.uses_graph else fn(x)
@@ -341,7 +385,7 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
                                               repeat=repeat, sync=sync)
                 logits = run()
         except Exception as e:  # a runtime that cannot run this model
-            row.error = _short(e)
+            row.error = budget.message if budget.spent else _short(e)
             return row
     row.peak_memory_mb = memory.peak_mb
     row.accuracy = _accuracy(logits.float(), graph)
@@ -350,21 +394,27 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
 
 
 def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
-              repeat: int) -> BenchRow:
+              repeat: int,
+              budget_s: float = DEFAULT_ROW_BUDGET_S) -> BenchRow:
     from gnncompress.export import onnx_feeds, onnx_session
 
+    budget = RowBudget(budget_s)
     row = BenchRow(entry.name, 'onnxruntime', 'cpu', threads,
                    threads_asked=threads)
     assert entry.onnx_path is not None
     try:
         session = onnx_session(entry.onnx_path, threads=threads)
         feeds = onnx_feeds(session, graph.x, graph.edge_index)
-        with PeakMemory(torch.device('cpu')) as memory:
-            row.latency = measure_latency(lambda: session.run(None, feeds),
-                                          warmup=warmup, repeat=repeat)
-            logits = session.run(None, feeds)[0]
+        with PeakMemory(torch.device('cpu')) as memory, \
+                budget.onnx_options() as options:
+            def run() -> Any:
+                budget.check()
+                return session.run(None, feeds, options)
+
+            row.latency = measure_latency(run, warmup=warmup, repeat=repeat)
+            logits = run()[0]
     except Exception as e:  # a graph the exported model cannot take
-        row.error = _short(e)
+        row.error = budget.message if budget.spent else _short(e)
         return row
     row.threads = session_threads(session)
     row.peak_memory_mb = memory.peak_mb
@@ -466,10 +516,12 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
               threads: Sequence[int] | None = None,
               devices: Sequence[torch.device] = (torch.device('cpu'),),
               warmup: int = 3, repeat: int = 20, progress: Any = None,
-              workdir: Path | None = None) -> list[BenchRow]:
+              workdir: Path | None = None,
+              row_budget_s: float = DEFAULT_ROW_BUDGET_S) -> list[BenchRow]:
     """Every model under every runtime that applies to it. PyTorch models
     are exported to ONNX in ``workdir`` (kept for later calls) or in a
-    temporary folder (gone after this call)."""
+    temporary folder (gone after this call). A row that takes longer than
+    ``row_budget_s`` seconds is stopped and reported as failed."""
     threads = list(threads or sorted({1, os.cpu_count() or 1}))
     rows: list[BenchRow] = []
     with contextlib.ExitStack() as stack:
@@ -501,7 +553,7 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
                             progress(f'{entry.name} onnxruntime cpu '
                                      f'x{actual}')
                         rows.append(_onnx_row(entry, graph, n, warmup,
-                                              repeat))
+                                              repeat, row_budget_s))
                     continue
                 for device in devices:
                     thread_counts: list[int | None] = \
@@ -511,7 +563,8 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
                             progress(f'{entry.name} {runtime} {device.type}'
                                      + (f' x{n}' if n else ''))
                         rows.append(_torch_row(entry, runtime, graph, device,
-                                               n, warmup, repeat))
+                                               n, warmup, repeat,
+                                               row_budget_s))
             if entry.model is not None:
                 entry.model.cpu()
     for row in rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import tempfile
@@ -50,16 +51,37 @@ def save_safetensors(model: nn.Module, spec: ArchSpec, path: Path,
                      extra: dict[str, str] | None = None) -> Path:
     """Weights plus the ArchSpec in the metadata: reloadable with nothing
     else (``gnncompress.checkpoint.load_checkpoint``)."""
-    from safetensors.torch import save_file
-
-    # save_file refuses shared and non-contiguous tensors: clone each.
-    tensors = {k: v.detach().to('cpu').contiguous().clone()
-               for k, v in model.state_dict().items()}
     metadata = {SPEC_KEY: spec.to_json(), VERSION_KEY: __version__,
                 **(extra or {})}
+    return write_safetensors(model.state_dict(), metadata, path)
+
+
+def write_safetensors(state_dict: dict[str, Tensor], metadata: dict[str, str],
+                      path: Path) -> Path:
+    """``state_dict`` and ``metadata`` as a safetensors file, written
+    atomically, with the same bytes for the same contents."""
+    from safetensors.torch import save
+
+    # save refuses shared and non-contiguous tensors: clone each.
+    tensors = {k: v.detach().to('cpu').contiguous().clone()
+               for k, v in state_dict.items()}
+    data = _sorted_header(save(tensors, metadata=metadata))
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return path
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def _sorted_header(data: bytes) -> bytes:
+    """The safetensors bytes with the metadata keys in sorted order. The
+    library writes them in hash order, which changes from one call to the
+    next: identical students would give files with different hashes."""
+    size = int.from_bytes(data[:8], 'little')
+    header = json.loads(data[8:8 + size])
+    header['__metadata__'] = dict(sorted(header['__metadata__'].items()))
+    text = json.dumps(header, separators=(',', ':'),
+                      ensure_ascii=False).encode()
+    text += b' ' * (-len(text) % 8)  # the format aligns the data to 8 bytes
+    return len(text).to_bytes(8, 'little') + text + data[8 + size:]
 
 
 class _Logits(nn.Module):

@@ -31,9 +31,9 @@ from torch_geometric.data import Data
 
 from gnncompress.data import (
     Graph,
+    build_dataset,
     check_data,
     check_labels,
-    build_dataset,
     default_root,
     working_copy,
 )

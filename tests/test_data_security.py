@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from torch_geometric.data import Data
 import torch_geometric.io.npz as npz_io
 import torch_geometric.io.planetoid as planetoid_io
 from conftest import SAMPLE_TEACHER, SAMPLES
+from torch_geometric.data import Data
 from typer.testing import CliRunner
 
 from gnncompress.api import resolve_data
