@@ -543,11 +543,13 @@ def load_checkpoint(path: Path | str,
     the teacher card, which wins over the weights and the defaults."""
     path = Path(path)
     tensors, metadata = read_weights(path)
-    if SPEC_KEY in metadata or _known_layout(tensors, path):
-        return _load_spec(path, tensors, metadata, overrides)
     try:
         return _load_spec(path, tensors, metadata, overrides)
     except ArchitectureError as error:
+        # A known layout keeps its own error; the model is built on meta
+        # once more only here, on the way to a refusal or a sequence.
+        if SPEC_KEY in metadata or _known_layout(tensors, path):
+            raise
         return _load_sequence(path, tensors, overrides, error)
 
 
