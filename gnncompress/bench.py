@@ -82,7 +82,8 @@ def onnx_latency(path: Path, x: Tensor, edge_index: Tensor,
                  batch: Tensor | None = None, **kwargs: Any) -> Latency:
     from gnncompress.export import onnx_feeds, onnx_session
 
-    session = onnx_session(path)
+    # The threads PyTorch runs on, so both runtimes' rows compare.
+    session = onnx_session(path, threads=torch.get_num_threads())
     feeds = onnx_feeds(session, x, edge_index, batch)
     kwargs.setdefault('budget_s', REPORT_BUDGET_S)
     return measure_latency(lambda: session.run(None, feeds), **kwargs)

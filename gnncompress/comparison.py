@@ -59,8 +59,8 @@ class BenchRow:
     speedup: float | None = None
     accuracy_drop: float | None = None
     error: str | None = None
-    # What --threads asked for; `threads` is what ran (onnxruntime runs a
-    # graph with ScatterND on one thread).
+    # What --threads asked for; `threads` is what ran (the same for every
+    # row gnncompress measures now; kept for reports of older versions).
     threads_asked: int | None = None
 
     def key(self) -> tuple[str, str, int | None]:
@@ -343,21 +343,9 @@ def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
     except Exception as e:  # a graph the exported model cannot take
         row.error = _short(e)
         return row
-    if session.get_session_options().intra_op_num_threads != threads:
-        row.threads = session.get_session_options().intra_op_num_threads
     row.peak_memory_mb = memory.peak_mb
     row.accuracy = _accuracy(logits, graph)
     return row
-
-
-def _onnx_threads(path: Path, threads: int) -> int:
-    """The intra-op threads :func:`~gnncompress.export.onnx_session` gives
-    ``path`` when ``threads`` are asked for."""
-    import onnx
-
-    ops = {n.op_type for n in onnx.load(str(path),
-                                        load_external_data=False).graph.node}
-    return 1 if 'ScatterND' in ops else threads
 
 
 def _short(e: BaseException) -> str:
@@ -466,17 +454,9 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
                             rows.append(BenchRow(entry.name, runtime, 'cpu',
                                                  None, error=_short(e)))
                             continue
-                    done: set[int | None] = set()
                     for n in threads:
-                        # A graph with ScatterND runs on one thread whatever
-                        # is asked (onnx_session): measure that once.
-                        actual = _onnx_threads(entry.onnx_path, n)
-                        if actual in done:
-                            continue
-                        done.add(actual)
                         if progress:
-                            progress(f'{entry.name} onnxruntime cpu '
-                                     f'x{actual}')
+                            progress(f'{entry.name} onnxruntime cpu x{n}')
                         rows.append(_onnx_row(entry, graph, n, warmup,
                                               repeat))
                     continue

@@ -179,8 +179,12 @@ def run_export(wrapper: nn.Module, args: tuple[Tensor, ...], path: Path,
     # ambiguous"), which the exported graphs legitimately have.
     logging.getLogger('onnx_ir').setLevel(logging.ERROR)
     try:
+        # torch.export prints the partial program of every capture
+        # strategy that fails before one succeeds (a graph classifier's
+        # pooling reads the graph count from ``batch``): twice, 250 lines.
         with warnings.catch_warnings(), \
-                contextlib.redirect_stdout(io.StringIO()):
+                contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter('ignore')
             torch.onnx.export(
                 wrapper, args, str(path), dynamo=True,
