@@ -10,9 +10,9 @@ the cache) is timed the same way; the ONNX / eager ratio per thread count
 is the table the issue asks for.
 
 Each figure sits beside its lower bound: the GCN's whole forward near 6 ms
-(EXPORT.md: one CSR aggregation pass of width 32 at about 1.6 ms, two of
+(docs/export.md: one CSR aggregation pass of width 32 at about 1.6 ms, two of
 them plus the dense products), the MLP's the time to read ``x`` once at the
-machine's copy bandwidth (about 38 GB/s, EXPORT.md). Two measured floors
+machine's copy bandwidth (about 38 GB/s, docs/export.md). Two measured floors
 sit beside them, because the bounds assume what this machine cannot do:
 the MLP's first matrix product alone (torch, 2 threads), and where the
 exported GCN spends its time (onnxruntime's profiler, per operator type).

@@ -140,7 +140,7 @@ def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
     model = model.to('cpu').eval()
     x, edge_index = x.cpu(), edge_index.cpu()
     batch = batch.cpu() if batch is not None else None
-    # GATConv needs a lower bound on the node count to export (EXPORT.md).
+    # GATConv needs a lower bound on the node count to export (docs/export.md).
     num_nodes = torch.export.Dim('num_nodes', min=2)
     num_edges = torch.export.Dim('num_edges')
     if batch is not None:

@@ -105,3 +105,23 @@ def test_fast_false_exports_pyg_as_is(tmp_path):
     export_onnx(model, x, edge_index, path, fast=False)
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert 'CumSum' not in ops and 'ScatterND' not in ops
+
+
+@pytest.mark.parametrize('fast', [True, False])
+def test_nothing_edge_sized_at_the_input_width(fast, tmp_path):
+    """SAGE on 64 input features and width 4: the export form maps the
+    features before it gathers them per edge; PyG's own layers gather
+    ``[E, 64]`` (what made the CS parity check take 23.5 GB)."""
+    torch.manual_seed(0)
+    model = build_model(ArchSpec('sage', 64, 4, 2, 3)).eval()
+    x, edge_index = torch.randn(12, 64), torch.randint(0, 12, (2, 30))
+    path = tmp_path / 'sage.onnx'
+    export_onnx(model, x, edge_index, path, fast=fast)
+
+    wide_per_edge = []
+    for value in onnx.load(str(path)).graph.value_info:
+        dims = value.type.tensor_type.shape.dim
+        if any(d.dim_value == 64 for d in dims) and \
+                any('num_edges' in d.dim_param for d in dims):
+            wide_per_edge.append(value.name)
+    assert bool(wide_per_edge) == (not fast), wide_per_edge

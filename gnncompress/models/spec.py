@@ -89,7 +89,7 @@ class ArchSpec:
     emb_channels: int | None = None
     head: list[int] | None = None
 
-    # Fields the weights of a PyG checkpoint cannot reveal (EXPORT.md).
+    # Fields the weights of a PyG checkpoint cannot reveal (docs/export.md).
     NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout',
                                                  'alpha', 'theta', 'readout',
                                                  'k')
