@@ -41,7 +41,6 @@ from gnncompress.comparison import synthetic_graph
 from gnncompress.export import (
     export_onnx,
     onnx_feeds,
-    onnx_session,
     save_safetensors,
 )
 from gnncompress.models import ArchSpec, build_model
@@ -97,7 +96,8 @@ def physics(folder: Path, data_root: str | None) -> list[dict]:
     """Eager and onnxruntime rows of a GCN 2x64 student on Physics."""
     spec = ArchSpec('gcn', 8415, 64, 2, 5)
     model = build_model(spec).eval()
-    path = save_safetensors(model, spec, folder / 'physics-gcn-2x64.safetensors')
+    path = save_safetensors(model, spec,
+                            folder / 'physics-gcn-2x64.safetensors')
     result = api.bench([path], data='Physics', data_root=data_root,
                        runtimes=['eager', 'onnxruntime'],
                        threads=THREAD_COUNTS, warmup=3, repeat=20, out=None)
