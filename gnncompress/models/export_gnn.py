@@ -2,7 +2,7 @@
 
 Exported as they are, PyG's layers gather an ``[E, F_in]`` message per
 edge and scatter it back with ``ScatterElements`` on an ``[E, F]`` index:
-serial in onnxruntime and 5-10x slower than eager PyTorch on large graphs,
+serial in onnxruntime and 3-6x slower than eager PyTorch on large graphs,
 and on wide bag-of-words features (Coauthor CS: 6,805) gigabytes per
 buffer. :class:`ExportGNN` computes the same function as
 ``BasicGNN.forward`` with two changes:

@@ -7,15 +7,17 @@ edges into one node then add into the same row at once and one addition
 is lost. The default ``SessionOptions`` use every core, so such a file is
 wrong for a user who loads it plainly (docs/export.md). ``ScatterElements``
 (``scatter_add``) runs serially in onnxruntime and is right on any thread
-count, but on ``[E, F]`` rows it is 5-10x slower than ``ScatterND``.
+count, but on ``[E, F]`` rows it is about 10x slower than ``ScatterND``
+(``benchmarks/scatter_race.py``).
 
 :func:`neighbour_sum` therefore sums the rows of each destination as a
 segment of the edges sorted by destination: a float64 running sum
 (``CumSum``) over the gathered rows, read at each node's segment end and
 start and subtracted. Every operator there is element-wise or a gather,
-deterministic under any threading, and float64 keeps the difference of two
-long running sums exact to float32 rounding. The only scatter left is one
-``ScatterElements`` of an ``[E]`` column of ones (the in-degrees).
+deterministic under any threading, and float64 keeps the difference of
+two long running sums exact to float32 rounding. The only scatters left
+are ``ScatterElements`` of ``[E]`` columns (in-degrees; GCN also counts
+self-loops), which onnxruntime runs serially.
 """
 from __future__ import annotations
 
