@@ -6,7 +6,9 @@ import json
 import platform
 import resource
 import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +133,17 @@ def update_doc(marker: str, body: str) -> None:
         text = text.rstrip() + '\n\n' + section + '\n'
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(text)
+
+
+def publish(path: Path, marker: str,
+            render: Callable[[dict[str, Any]], str]) -> None:
+    """Render the stored result ``path`` into the ``marker`` section of
+    docs/BENCHMARKS.md (and the terminal)."""
+    if not path.exists():
+        sys.exit(f'{path} missing: run without --report first')
+    body = render(json.loads(path.read_text()))
+    print(body)
+    update_doc(marker, body)
 
 
 def parse_seeds(text: str) -> list[int]:

@@ -22,9 +22,9 @@ import torch
 from tabulate import tabulate
 from torch import Tensor
 
-from gnncompress import api
+from gnncompress import api, outputs
 from gnncompress.bench import onnx_latency, torch_latency
-from gnncompress.checkpoint import Checkpoint, load_checkpoint
+from gnncompress.checkpoint import Checkpoint, card_path, load_checkpoint
 from gnncompress.data import Graph, load_graph, parse_classes
 from gnncompress.engine import Selection, check_finite, progress_bar
 from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
@@ -40,7 +40,12 @@ from gnncompress.models.slimmable import (
     TaskSlice,
     save_slimmable,
 )
-from gnncompress.report import Gate, ModelEntry
+from gnncompress.report import (
+    Gate,
+    ModelEntry,
+    latency_cell,
+    latency_labels,
+)
 from gnncompress.sampling import Batch
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
@@ -567,11 +572,13 @@ class AmalgamationReport:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
-        runtimes = sorted({k for r in [*self.results,
-                                       *[asdict(t) for t in self.teachers]]
-                           for k in r['latency']})
+        latencies = [r['latency'] for r in self.results] + \
+            [t.latency for t in self.teachers]
+        runtimes = sorted({k for lat in latencies for k in lat})
+        labels = latency_labels(latencies, runtimes)
         headers = ['task', 'model', 'width', 'parameters', 'test acc',
-                   'agrees with teacher'] + [f'{r} p50 ms' for r in runtimes]
+                   'agrees with teacher'] + \
+            [f'{labels[r]} p50 ms' for r in runtimes]
         rows = []
         for task, teacher in zip(self.tasks, self.teachers):
             spec = teacher.spec
@@ -579,14 +586,16 @@ class AmalgamationReport:
                    f"{spec['num_layers']}x{spec['hidden_channels']}", '-',
                    f'{teacher.parameters:,}',
                    f'{100 * teacher.test_accuracy:.2f}%', '-']
-            rows.append(row + [_ms(teacher.latency.get(r)) for r in runtimes])
+            rows.append(row + [_ms(teacher.latency.get(r), labels[r])
+                               for r in runtimes])
         for r in self.results:
             row = [r['task'], f"student {self.student['spec']['arch']} "
                    f"{self.student['spec']['num_layers']}x{r['hidden']}",
                    f"{r['width']:g}", f"{r['parameters']:,}",
                    f"{100 * r['test_accuracy']:.2f}%",
                    f"{100 * r['agreement']:.2f}%"]
-            rows.append(row + [_ms(r['latency'].get(k)) for k in runtimes])
+            rows.append(row + [_ms(r['latency'].get(k), labels[k])
+                               for k in runtimes])
         return headers, rows
 
     def summary_lines(self) -> list[str]:
@@ -651,8 +660,9 @@ class AmalgamationReport:
             ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])
 
 
-def _ms(latency: dict[str, float] | None) -> str:
-    return f"{latency['median_ms']:.2f}" if latency else '-'
+def _ms(latency: dict[str, Any] | None, label: str) -> str:
+    return latency_cell(latency, label, f"{latency['median_ms']:.2f}") \
+        if latency else '-'
 
 
 def _parse_widths(widths: str | Sequence[float]) -> list[float]:
@@ -666,6 +676,7 @@ def _parse_widths(widths: str | Sequence[float]) -> list[float]:
     return [float(w) for w in widths]
 
 
+@outputs.one_run
 def amalgamate(teachers: Sequence[str | Path], *,
                data: str | Sequence[str] | None = None,
                tasks: str | Sequence[Sequence[int]] | None = None,
@@ -723,6 +734,9 @@ def amalgamate(teachers: Sequence[str | Path], *,
         Path('gnncompress-out') / 'amalgamate'
     dev = api.resolve_device(device)
     api.check_writable(out)
+    outputs.claim(out, api.run_inputs(
+        *teachers, *[card_path(Path(t)) for t in teachers],
+        *([data] if isinstance(data, (str, Path)) else data or [])))
     ckpts = [load_checkpoint(t) for t in teachers]
     if hops is not None:
         from gnncompress import amalgamation_minibatch

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect as _inspect
 import json
+import math
 import os
 import platform
 import shutil
@@ -18,8 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gnncompress import __version__
-from gnncompress.bench import onnx_latency, torch_latency
+from gnncompress import __version__, outputs
+from gnncompress.bench import (
+    exported_latency,
+    onnx_latency,
+    torch_latency,
+)
 from gnncompress.checkpoint import (
     CARD_KIND,
     Checkpoint,
@@ -43,6 +48,7 @@ from gnncompress.engine import accuracy, fit, forward_frozen
 from gnncompress.errors import (
     ArchitectureError,
     DataError,
+    ExportError,
     GnnCompressError,
     OutputError,
     TrainingError,
@@ -56,41 +62,34 @@ from gnncompress.models import (
     count_parameters,
     count_spec_parameters,
 )
-from gnncompress.report import Gate, ModelEntry, Report
+from gnncompress.report import (
+    Gate,
+    ModelEntry,
+    Report,
+    student_speedups,
+)
 from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
+from gnncompress.teacher_features import pick_features
 
 DEFAULT_RATIO = 10.0
+# Outputs or weights beyond this leave float32 fewer than 1e-4 of absolute
+# precision at 7 digits: the ONNX parity check cannot pass.
+OVERFLOW = 1e6
 STUDENT_DROPOUT = 0.5
 
 
 # Output folders ---------------------------------------------------------------
 
 @contextlib.contextmanager
-def staged_output(out: Path) -> Iterator[Path]:
-    """A private folder next to ``out``; its files move into ``out`` only when
-    the block succeeds, so a failed run leaves nothing in ``out``."""
+def staged_output(out: Path, owned: frozenset[str] = outputs.RUN_FILES,
+                  ) -> Iterator[Path]:
+    """A fresh folder beside ``out`` that takes the place of ``out`` in one
+    rename when the block succeeds (:mod:`gnncompress.outputs`), so a
+    failed or killed run leaves ``out`` as it was."""
     out = Path(out)
     check_writable(out)
-    anchor = out
-    while not anchor.exists():
-        anchor = anchor.parent
-    try:
-        stage = Path(tempfile.mkdtemp(prefix='.gnncompress-', dir=anchor))
-    except OSError as e:
-        raise OutputError(f'Output folder {out} cannot be written '
-                          f'({e.strerror}): choose another --out') from None
-    try:
+    with outputs.staged(out, owned) as stage:
         yield stage
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            for item in sorted(stage.iterdir()):
-                os.replace(item, out / item.name)
-        except OSError as e:
-            raise OutputError(f'Output folder {out} cannot be written '
-                              f'({e.strerror}): choose another --out') \
-                from None
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
 
 
 def check_writable(out: Path) -> None:
@@ -111,6 +110,11 @@ def check_writable(out: Path) -> None:
     except OSError as e:
         raise OutputError(f'Output folder {out} cannot be written '
                           f'({e.strerror}): choose another --out') from None
+
+
+def run_inputs(*paths: str | Path | None) -> list[Path]:
+    """The files among ``paths`` (``--data`` may be a dataset name)."""
+    return [Path(p) for p in paths if p is not None and Path(p).exists()]
 
 
 def make_folder(folder: Path) -> None:
@@ -398,11 +402,28 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
     start = max(teacher.hidden_channels, heads)
     for width in range(start - start % heads, 0, -heads):
         if count_spec_parameters(make(width)) <= budget:
+            check_student_width(width, graph, arch, layers, ratio)
             return make(width)
     raise ArchitectureError(
         f'No {layers}-layer {arch} student is {ratio:g}x smaller than the '
         f'teacher ({count_spec_parameters(teacher):,} parameters): lower '
         f'--ratio or --layers')
+
+
+MIN_HIDDEN = 8
+
+
+def check_student_width(width: int, graph: Graph, arch: str, layers: int,
+                        ratio: float) -> None:
+    """Refuse a student the ratio squeezed below the number of classes or
+    below MIN_HIDDEN: it cannot hold what the teacher knows."""
+    floor = max(MIN_HIDDEN, graph.num_classes)
+    if width < floor:
+        raise ArchitectureError(
+            f'A {layers}-layer {arch} student {ratio:g}x smaller than the '
+            f'teacher would be {width} wide, below {floor} (the number of '
+            f'classes, at least {MIN_HIDDEN}): pass --hidden {floor} or '
+            f'more, or a smaller --ratio')
 
 
 def _accepted(cls: type) -> list[str]:
@@ -459,6 +480,7 @@ def build_method(name: str,
     return Combined(parts, weights)
 
 
+@outputs.one_run
 def distill(teacher: str | Path, *, data: str | Path | None = None,
             data_root: str | Path | None = None, method: str = 'kd',
             method_options: dict[str, Any] | None = None,
@@ -484,7 +506,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             batch_size: int | None = None,
             fanout: str | list[int] | None = None,
             nproc: int | None = None,
-            normalize_features: bool | None = None) -> Report:
+            normalize_features: bool | None = None,
+            teacher_onnx: bool = False) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -525,10 +548,14 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         Path('gnncompress-out') / f'{teacher.stem}-{distiller.name}'
     dev = resolve_device(device)
     check_writable(out)
+    outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
     ckpt = load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
         refuse('point clouds (a DGCNN teacher)')
+        if teacher_onnx:
+            raise GnnCompressError('--teacher-onnx is not supported for '
+                                   'DGCNN teachers yet: drop it')
         return pointcloud.distill(
             teacher, ckpt=ckpt, data=data, data_root=data_root,
             distiller=distiller, student=requested_student or 'dgcnn',
@@ -559,6 +586,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
                              normalize=normalize_features)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
+    feature_note = None
+    if normalize_features is None and not ckpt.card and hops is None:
+        graph, feature_note = pick_features(ckpt.build(), graph, dev)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
@@ -577,7 +607,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             seed=seed, dev=dev, out=out, baseline=baseline, export=export,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
             progress=progress, command=command, config=config,
-            method_options=method_options or {})
+            method_options=method_options or {}, teacher_onnx=teacher_onnx)
     g = graph.to(dev)
 
     teacher_model = ckpt.build().to(dev)
@@ -626,10 +656,12 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         training=describe_training(result, epochs=epochs, lr=lr,
                                    weight_decay=weight_decay,
                                    patience=patience),
-        notes=[], export=export, dev=dev, weight=weight,
+        notes=[feature_note] if feature_note else [], export=export,
+        dev=dev, weight=weight,
         label_weight=label_weight, method_options=method_options,
         command=command, config=config, seed=seed,
-        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
+        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+        teacher_onnx=teacher_onnx)
     if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
         saver.remove()  # the default folder inside out has served its turn
     return report
@@ -647,13 +679,16 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                     method_options: dict[str, Any] | None, command: str,
                     config: dict[str, Any] | None, seed: int,
                     min_accuracy: float | None,
-                    max_accuracy_drop: float | None) -> Report:
+                    max_accuracy_drop: float | None,
+                    teacher_onnx: bool = False) -> Report:
     """What ``distill`` writes once the student is trained (full-graph or
     mini-batch): latency of teacher and student and the ONNX parity check
     on ``inputs`` (x, edge_index, batch: the whole graph, or a sampled
     subgraph when it is too large), the student's files and the report,
     all staged and moved into ``out`` at once. ``notes`` come after the
-    teacher card's and the collapse warning."""
+    teacher card's and the collapse warning. Teacher and student are timed
+    in PyTorch with the same threads; ``teacher_onnx`` also exports the
+    teacher and times it in onnxruntime with the student's threads."""
     x, edge_index, batch = inputs
     used_weight = distiller.default_weight if weight is None else weight
     collapsed = collapse_note(result.val_accuracy, graph)
@@ -678,30 +713,95 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                          (student_entry, model)):
             entry.latency[f'pytorch-{dev.type}'] = torch_latency(
                 m, x_dev, edges_dev, batch_dev).to_dict()
+        failure = None
         if export:
             save_student(model, s_spec, stage, out, distiller.name,
                          graph.name, student_entry, files)
             onnx_path = stage / 'student.onnx'
             x_cpu, edges_cpu = x.cpu(), edge_index.cpu()
             batch_cpu = batch.cpu() if batch is not None else None
-            parity_cases = export_onnx(model, x_cpu, edges_cpu, onnx_path,
-                                       uses_graph=s_spec.uses_graph,
-                                       batch=batch_cpu).cases
+            try:
+                parity_cases = export_onnx(model, x_cpu, edges_cpu, onnx_path,
+                                           uses_graph=s_spec.uses_graph,
+                                           batch=batch_cpu).cases
+            except ExportError as e:
+                failure = export_failure(e, model, (x_cpu, edges_cpu,
+                                                    batch_cpu), out)
+                write_failure(stage, out, failure, ['student.safetensors'],
+                              test_accuracy=result.test_accuracy)
+        if export and failure is None:
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, x_cpu, edges_cpu, batch_cpu).to_dict()
+            if teacher_onnx:
+                notes += teacher_onnx_latency(
+                    teacher_entry, teacher_model, ckpt.spec.uses_graph,
+                    (x_cpu, edges_cpu, batch_cpu),
+                    student_entry.latency['onnxruntime-cpu']['threads'])
         model.to(dev)
-        return write_report(
-            stage, out, command=command or f'gnncompress distill {teacher}',
-            method=distiller.name,
-            method_options={**(method_options or {}), 'weight': used_weight,
-                            'label_weight': label_weight},
-            data=describe_graph(graph),
-            teacher=teacher_entry, student=student_entry,
-            student_alone=alone_entry, parity_cases=parity_cases,
-            training=training, seed=seed, device=dev, ckpt=ckpt,
-            files=files, config=config, min_accuracy=min_accuracy,
-            max_accuracy_drop=max_accuracy_drop, notes=notes)
+        if failure is None:
+            report = write_report(
+                stage, out,
+                command=command or f'gnncompress distill {teacher}',
+                method=distiller.name,
+                method_options={**(method_options or {}),
+                                'weight': used_weight,
+                                'label_weight': label_weight},
+                data=describe_graph(graph),
+                teacher=teacher_entry, student=student_entry,
+                student_alone=alone_entry, parity_cases=parity_cases,
+                training=training, seed=seed, device=dev, ckpt=ckpt,
+                files=files, config=config, min_accuracy=min_accuracy,
+                max_accuracy_drop=max_accuracy_drop, notes=notes)
+    if failure is not None:
+        raise failure
+    return report
+
+
+def export_failure(error: ExportError, model: torch.nn.Module,
+                   inputs: tuple[Tensor, Tensor, Tensor | None],
+                   out: Path) -> ExportError:
+    """The error of a student whose ONNX export failed, kept in
+    ``out/student.safetensors``: why, when its numbers are too large for
+    float32 (a learning rate far too high leaves finite but huge weights,
+    whose outputs PyTorch and ONNX Runtime round apart or overflow)."""
+    from gnncompress.models import forward_logits
+
+    model = model.cpu().eval()
+    with torch.no_grad():
+        logits = forward_logits(model, *inputs).float()
+    weight = max((float(p.detach().abs().max()) for p in model.parameters()
+                  if p.numel()), default=0.0)
+    finite = logits[torch.isfinite(logits)]
+    output = float(finite.abs().max()) if finite.numel() else math.inf
+    kept = f"the student is kept in {out / 'student.safetensors'}"
+    infinite = finite.numel() < logits.numel()
+    if infinite or max(output, weight) > OVERFLOW:
+        shown = 'some outputs infinite' if infinite else \
+            f'largest output {output:.3g}'
+        return ExportError(
+            f'The student cannot be exported: its values overflow float32 '
+            f'(largest weight {weight:.3g}, {shown}), so PyTorch and ONNX '
+            f'Runtime cannot agree; lower --lr; {kept}')
+    return ExportError(f'{error}; {kept}')
+
+
+def teacher_onnx_latency(entry: ModelEntry, teacher: torch.nn.Module,
+                         uses_graph: bool,
+                         inputs: tuple[Tensor, Tensor, Tensor | None],
+                         threads: int | None) -> list[str]:
+    """The teacher exported to ONNX and timed in onnxruntime with the
+    ``threads`` the student's session ran with, into ``entry``: the
+    student's speed-up in the runtime it ships in. A teacher that does not
+    export gets none, and a note."""
+    try:
+        entry.latency['onnxruntime-cpu'] = exported_latency(
+            teacher, *inputs, uses_graph=uses_graph,
+            threads=threads).to_dict()
+    except ExportError as e:
+        return [f'no onnxruntime speed-up: the teacher does not export to '
+                f'ONNX ({e})']
+    return []
 
 
 def _minibatch_options(distiller: DistillMethod, batch_size: int | None,
@@ -768,6 +868,7 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
         teacher_spec_sources=ckpt.sources,
         notes=list(ckpt.notes.values()) if notes is None else notes,
         files=files, config=config or {},
+        speedups=student_speedups(teacher, student),
         gates=accuracy_gates(
             [('student', student.test_accuracy, teacher.test_accuracy)],
             min_accuracy, max_accuracy_drop), **fields)
@@ -827,6 +928,11 @@ def keep_last_good(error: TrainingError, model: torch.nn.Module,
     if not error.best_epoch:
         return TrainingError(f'{error} (no epoch finished, so no student was '
                              f'written)')
+    kept = TrainingError(
+        f'{error}; the best student before it (epoch {error.best_epoch}, '
+        f'validation accuracy {100 * error.val_accuracy:.2f}%) is in '
+        f"{out / 'student.safetensors'}")
+    kept.best_epoch, kept.val_accuracy = error.best_epoch, error.val_accuracy
     with staged_output(out) as stage:
         save_safetensors(model, spec, stage / 'student.safetensors',
                          extra={'gnncompress.method': method,
@@ -834,12 +940,25 @@ def keep_last_good(error: TrainingError, model: torch.nn.Module,
                                 'gnncompress.stopped': str(error),
                                 'gnncompress.best_epoch':
                                 str(error.best_epoch)})
-    kept = TrainingError(
-        f'{error}; the best student before it (epoch {error.best_epoch}, '
-        f'validation accuracy {100 * error.val_accuracy:.2f}%) is in '
-        f"{out / 'student.safetensors'}")
-    kept.best_epoch, kept.val_accuracy = error.best_epoch, error.val_accuracy
+        write_failure(stage, out, kept, ['student.safetensors'],
+                      best_epoch=error.best_epoch,
+                      val_accuracy=error.val_accuracy)
     return kept
+
+
+def write_failure(stage: Path, out: Path, error: Exception,
+                  kept: list[str], **details: Any) -> None:
+    """``report.json`` and ``report.md`` of a run that failed after it had
+    something worth keeping (``kept``, files in ``stage``): what happened,
+    so that the folder never passes for a finished run's."""
+    record = {'status': 'failed', 'error': str(error),
+              'files': {name: str(out / name) for name in kept},
+              'command': command_line(), **details}
+    (stage / 'report.json').write_text(
+        json.dumps(record, indent=2, default=str) + '\n')
+    (stage / 'report.md').write_text(
+        f'# gnncompress run failed\n\n{error}\n\nKept: '
+        f"{', '.join(kept)}.\n")
 
 
 def accuracy_gates(models: list[tuple[str, float, float]],
@@ -917,7 +1036,9 @@ def export(checkpoint: str | Path, out: str | Path,
     """ONNX export of any checkpoint, validated on random graphs (the
     checkpoint carries no data). ``quantize='int8'`` writes the dynamically
     quantised model instead, after validating the float export; the result
-    then holds the int8 model's differences to PyTorch."""
+    is then an :class:`~gnncompress.export.Int8Check`: the int8 model's
+    differences to PyTorch, the size of PyTorch's outputs and the agreement
+    of predicted classes on the same graphs."""
     if quantize not in (None, 'int8'):
         raise GnnCompressError(f"Unknown quantisation '{quantize}' (choose "
                                f'int8)')
@@ -953,6 +1074,7 @@ def export(checkpoint: str | Path, out: str | Path,
 
 # bench -----------------------------------------------------------------------
 
+@outputs.one_run
 def bench(models: list[str | Path], *, data: str | Path | None = None,
           data_root: str | Path | None = None,
           graph_size: str | None = None, runtimes: list[str] | None = None,
@@ -964,7 +1086,8 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
           out: str | Path | None = 'gnncompress-bench', seed: int = 0,
           progress: Any = None, command: str = '',
           config: dict[str, Any] | None = None,
-          sizes: str | list[int] | None = None, degree: float | None = None):
+          sizes: str | list[int] | None = None, degree: float | None = None,
+          row_budget_s: float | None = None):
     """Every model on one graph (``data`` or a synthetic ``graph_size``),
     under each runtime that applies, on the CPU at each thread count and on
     CUDA when ``device`` allows; writes ``bench.json``, ``bench.md`` and
@@ -973,8 +1096,17 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
     caller's business. ``sizes`` (node counts) also times every model on
     synthetic graphs of those sizes with ``degree`` edges per node (default:
     the main graph's) and plots latency against size
-    (``bench-sizes.png``)."""
+    (``bench-sizes.png``). A row (model x runtime x threads) that takes
+    longer than ``row_budget_s`` seconds (default
+    :data:`~gnncompress.comparison.DEFAULT_ROW_BUDGET_S`) is stopped and
+    reported as failed."""
     from gnncompress import comparison as cmp
+
+    if row_budget_s is None:
+        row_budget_s = cmp.DEFAULT_ROW_BUDGET_S
+    if not math.isfinite(row_budget_s) or row_budget_s <= 0:
+        raise GnnCompressError(f'--row-budget-s must be a positive number of '
+                               f'seconds (got {row_budget_s})')
 
     runtimes = list(runtimes or cmp.RUNTIMES)
     unknown = [r for r in runtimes if r not in cmp.RUNTIMES]
@@ -999,6 +1131,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
         sizes = cmp.parse_sizes(sizes)
     if out is not None:
         check_writable(Path(out))
+        outputs.claim(out)
     paths = [Path(m) for m in models]
     if baseline is not None and Path(baseline) not in paths:
         paths.insert(0, Path(baseline))
@@ -1035,7 +1168,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                                     runtimes=runtimes, threads=threads,
                                     devices=devices, warmup=warmup,
                                     repeat=repeat, progress=progress,
-                                    seed=seed)
+                                    seed=seed, row_budget_s=row_budget_s)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     degree = degree or graph.edge_index.size(1) / graph.num_nodes
@@ -1062,7 +1195,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                   'versions': versions(),
                   'cpu_count': os.cpu_count(), 'time': cmp.timestamp()})
     if out is not None:
-        with staged_output(Path(out)) as stage:
+        with staged_output(Path(out), outputs.BENCH_FILES) as stage:
             (stage / 'bench.json').write_text(
                 json.dumps(result.to_dict(), indent=2) + '\n')
             (stage / 'bench.md').write_text(result.markdown())

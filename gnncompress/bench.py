@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +24,39 @@ MIN_REPEAT = 5
 
 @dataclass
 class Latency:
-    """Wall-clock latency of one forward pass over the whole graph."""
+    """Wall-clock latency of one forward pass over the whole graph, and
+    what it ran on: ``runtime`` (pytorch, onnxruntime), ``device`` and the
+    intra-op ``threads`` it really used (``None`` on a GPU)."""
     median_ms: float
     p95_ms: float
     mean_ms: float
     runs: int
+    runtime: str = ''
+    device: str = ''
+    threads: int | None = None
 
-    def to_dict(self) -> dict[str, float]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def speedup(slow: Mapping[str, Any], fast: Mapping[str, Any]
+            ) -> float | None:
+    """``slow``'s median latency over ``fast``'s (latency dicts as
+    :meth:`Latency.to_dict` writes them): only when both ran in the same
+    runtime, on the same device, with the same threads; else ``None``."""
+    same = all(slow.get(k) == fast.get(k)
+               for k in ('runtime', 'device', 'threads'))
+    if not same or not slow.get('runtime') or fast['median_ms'] <= 0:
+        return None
+    return slow['median_ms'] / fast['median_ms']
+
+
+def describe(latency: Mapping[str, Any]) -> str:
+    """``'onnxruntime cpu x2'``: what a latency figure ran on."""
+    threads = latency.get('threads')
+    return ' '.join(str(p) for p in (
+        latency.get('runtime'), latency.get('device'),
+        f'x{threads}' if threads else None) if p)
 
 
 def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
@@ -75,15 +100,50 @@ def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
         return forward_logits(model, x, edge_index, batch)
 
     kwargs.setdefault('budget_s', REPORT_BUDGET_S)
-    return measure_latency(run, sync=sync, **kwargs)
+    latency = measure_latency(run, sync=sync, **kwargs)
+    latency.runtime, latency.device = 'pytorch', x.device.type
+    latency.threads = None if x.is_cuda else torch.get_num_threads()
+    return latency
 
 
 def onnx_latency(path: Path, x: Tensor, edge_index: Tensor,
-                 batch: Tensor | None = None, **kwargs: Any) -> Latency:
+                 batch: Tensor | None = None, threads: int | None = None,
+                 **kwargs: Any) -> Latency:
+    """onnxruntime on the CPU, asked for ``threads`` (default: as many as
+    torch uses); the result names the threads the session really ran
+    with."""
     from gnncompress.export import onnx_feeds, onnx_session
 
-    # The threads PyTorch runs on, so both runtimes' rows compare.
-    session = onnx_session(path, threads=torch.get_num_threads())
+    session = onnx_session(path, threads=threads or torch.get_num_threads())
     feeds = onnx_feeds(session, x, edge_index, batch)
     kwargs.setdefault('budget_s', REPORT_BUDGET_S)
-    return measure_latency(lambda: session.run(None, feeds), **kwargs)
+    latency = measure_latency(lambda: session.run(None, feeds), **kwargs)
+    latency.runtime, latency.device = 'onnxruntime', 'cpu'
+    latency.threads = session_threads(session)
+    return latency
+
+
+def session_threads(session: Any) -> int | None:
+    """The intra-op threads an onnxruntime session runs with (``None``:
+    onnxruntime's own default)."""
+    return session.get_session_options().intra_op_num_threads or None
+
+
+def exported_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
+                     batch: Tensor | None = None, uses_graph: bool = True,
+                     **kwargs: Any) -> Latency:
+    """``model`` exported to ONNX (checked like every export) in a
+    temporary folder and timed there by :func:`onnx_latency`: a teacher's
+    latency in the runtime its student ships in."""
+    import tempfile
+
+    from gnncompress.export import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix='gnncompress-') as folder:
+        path = Path(folder) / 'model.onnx'
+        export_onnx(model.cpu(), x.cpu(), edge_index.cpu(), path,
+                    uses_graph=uses_graph,
+                    batch=batch.cpu() if batch is not None else None)
+        return onnx_latency(path, x.cpu(), edge_index.cpu(),
+                            batch.cpu() if batch is not None else None,
+                            **kwargs)

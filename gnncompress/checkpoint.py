@@ -6,6 +6,7 @@ Only tensors are ever read: ``.pt`` files go through
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import re
@@ -19,12 +20,36 @@ from torch import Tensor, nn
 
 from gnncompress.errors import ArchitectureError, CheckpointError
 from gnncompress.models import ArchSpec, build_model
+from gnncompress.models.recognise import (
+    ACT_NOTE,
+    UnknownLayerError,
+    sequence_spec,
+    strip_prefixes,
+)
 
 SPEC_KEY = 'gnncompress.spec'
 VERSION_KEY = 'gnncompress.version'
 CARD_KIND = 'gnncompress.teacher-card'
-_WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model')
-_PREFIXES = ('module.', '_orig_mod.')
+_WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model', 'net',
+                 'weights')
+# The one class a checkpoint may hold besides tensors and containers: the
+# argparse.Namespace of a training script's options ({'args': ...}). Only
+# its attributes are restored; no code of the file runs.
+_SAFE_GLOBALS = (argparse.Namespace,)
+_SAFE_NAMES = ('argparse.Namespace',)
+# GNN teachers are megabytes; the largest of PyG's examples a few hundred.
+# A larger file is refused before it is read (--max-checkpoint-gb).
+DEFAULT_MAX_CHECKPOINT_GB = 2.0
+_LIMIT = {'gb': DEFAULT_MAX_CHECKPOINT_GB}
+# Deflate turns at most ~1 KB into one byte; weights hardly compress, and
+# torch.save never compresses: an entry declaring more is a zip bomb.
+MAX_INFLATION = 100
+_FINITE_CHUNK = 1 << 22  # elements checked at a time: bounded memory
+# More layers than any GNN in use; building each costs about 2 ms, so a
+# small file declaring 10^6 layers would otherwise take half an hour.
+MAX_LAYERS = 1000
+# Tensors: a 1,000-layer GIN with norms has about 10,000.
+MAX_TENSORS = 50_000
 _WEIGHT_DTYPES = (torch.float32, torch.float64, torch.float16,
                   torch.bfloat16, torch.int64, torch.int32, torch.int16,
                   torch.int8, torch.uint8, torch.bool)
@@ -44,17 +69,11 @@ class Checkpoint:
     format: str = 'pytorch'
 
     def build(self) -> nn.Module:
-        """The model with the checkpoint's weights, in eval mode."""
-        model = build_spec(self.spec, self.path)
-        try:
-            model.load_state_dict(self.state_dict, strict=True)
-        except RuntimeError as e:
-            detail = ' '.join(str(e).split())[:300]
-            raise ArchitectureError(
-                f'The weights of {self.path} do not fit the inferred '
-                f'architecture ({self.spec.describe()}): {detail}. Correct '
-                f'it with --arch, --norm or --jk') from None
-        return model.eval()
+        """The model with the checkpoint's weights, in eval mode; a new one
+        on each call (the first is the one ``load_checkpoint`` checked)."""
+        model = self.__dict__.pop('_checked', None)
+        return model if model is not None else \
+            build_loaded(self.spec, self.state_dict, self.path)
 
 
 def card_path(path: Path) -> Path:
@@ -75,6 +94,25 @@ def read_card(path: Path) -> dict[str, Any]:
     return card
 
 
+def set_max_checkpoint_gb(gb: float) -> None:
+    """The largest checkpoint any later load reads (``--max-checkpoint-gb``;
+    default :data:`DEFAULT_MAX_CHECKPOINT_GB`)."""
+    if isinstance(gb, bool) or not isinstance(gb, (int, float)) or \
+            not math.isfinite(gb) or gb <= 0:
+        raise CheckpointError(f'--max-checkpoint-gb must be a positive number '
+                              f'of gigabytes (got {gb!r:.40})')
+    _LIMIT['gb'] = float(gb)
+
+
+def _check_size(path: Path, size: int, what: str) -> None:
+    limit = _LIMIT['gb']
+    if size > limit * 1e9:
+        raise CheckpointError(
+            f'{path} {what} {size / 1e9:.3g} GB, over the limit of '
+            f'{limit:g} GB for checkpoints: if the file is genuine, raise '
+            f'it with --max-checkpoint-gb')
+
+
 def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and (safetensors) metadata of a checkpoint file."""
     path = Path(path)
@@ -82,12 +120,14 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
         raise CheckpointError(f'Checkpoint not found: {path}')
     if not path.is_file():
         raise CheckpointError(f'Checkpoint {path} is not a file')
+    _check_size(path, path.stat().st_size, 'is')
     with open(path, 'rb') as f:
         head = f.read(16)
     if path.suffix == '.safetensors' or _looks_like_safetensors(head):
         tensors, metadata = _read_safetensors(path)
     else:
         tensors, metadata = _unwrap(_read_torch(path, head), path), {}
+        check_names(list(tensors), path)
     check_tensors(tensors, path)
     return tensors, metadata
 
@@ -114,13 +154,66 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
                 f'Tensor {name} of {path} claims {value.numel():,} elements '
                 f'but stores {storage:,} (an expanded view): save the '
                 f'weights with .contiguous()')
-        if value.is_floating_point() and value.numel() and \
-                not bool(torch.isfinite(value).all()):
+        if value.is_floating_point() and not _all_finite(value):
             bad = 'NaN' if bool(torch.isnan(value).any()) else 'infinite'
             raise CheckpointError(
                 f'Tensor {name} of {path} holds {bad} values: the teacher '
                 f'diverged in training or the file is corrupted; retrain it '
                 f'or save it again')
+
+
+def _check_depth(layers: int, path: Path | str) -> None:
+    if layers > MAX_LAYERS:
+        raise ArchitectureError(
+            f'{path} declares {layers:,} layers, more than the '
+            f'{MAX_LAYERS:,} any supported model has: fix the teacher card, '
+            f'the metadata or the command line options')
+
+
+def check_names(names: list[str], path: Path | str) -> None:
+    """Refuse, from the tensor names alone (before any tensor is read or
+    checked: each costs time), more layers or tensors than any supported
+    model has."""
+    if len(names) > MAX_TENSORS:
+        raise CheckpointError(
+            f'{path} holds {len(names):,} tensors, more than the '
+            f'{MAX_TENSORS:,} any supported model has: save the state_dict '
+            f'of the model')
+    layers = {m.group(1) for name in names
+              if (m := re.match(r'(?:gnn\.)?convs\.(\d+)\.', name))}
+    _check_depth(len(layers), path)
+
+
+def _all_finite(value: Tensor) -> bool:
+    """``isfinite(value).all()`` a few million elements at a time: at once,
+    its temporaries take twice the tensor's memory."""
+    if value.numel() <= _FINITE_CHUNK:
+        return bool(torch.isfinite(value).all())
+    flat = value.reshape(-1)
+    return all(bool(torch.isfinite(flat[i:i + _FINITE_CHUNK]).all())
+               for i in range(0, flat.numel(), _FINITE_CHUNK))
+
+
+def _check_entries(path: Path) -> None:
+    """Compare what the zip entries declare with the file before anything
+    is unpacked: their total against the limit, each compressed one
+    against the inflation weights can have."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError,
+            NotImplementedError):
+        return  # torch's own reader gives the corruption its message
+    _check_size(path, sum(e.file_size for e in entries),
+                'declares, once unpacked,')
+    for entry in entries:
+        if entry.compress_type != zipfile.ZIP_STORED and entry.file_size > \
+                MAX_INFLATION * max(entry.compress_size, 1 << 14):
+            raise CheckpointError(
+                f'{path} holds an entry ({entry.filename!r:.60}) of '
+                f'{entry.compress_size:,} compressed bytes that declares '
+                f'{entry.file_size:,} once unpacked, which no weights do '
+                f'(torch.save does not compress): save the checkpoint again')
 
 
 def _looks_like_safetensors(head: bytes) -> bool:
@@ -133,7 +226,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         with safe_open(str(path), framework='pt') as f:
             metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            names = list(f.keys())
+            check_names(names, path)
+            tensors = {k: f.get_tensor(k) for k in names}
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(
             f'{path} is not a valid safetensors file '
@@ -159,9 +254,11 @@ def _read_torch(path: Path, head: bytes) -> Any:
             f'{path} is truncated or corrupted (its zip archive is '
             f'incomplete): save or copy the checkpoint again')
     if is_zip:
+        _check_entries(path)
         try:
-            unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(
-                str(path))
+            unsafe = [name for name in
+                      torch.serialization.get_unsafe_globals_in_checkpoint(
+                          str(path)) if name not in _SAFE_NAMES]
         except Exception as e:  # noqa: BLE001 -- any failure means corrupt
             raise CheckpointError(
                 f'{path} is corrupted ({_first_line(e)}): save or copy the '
@@ -174,7 +271,8 @@ def _read_torch(path: Path, head: bytes) -> Any:
                 f'gnncompress never unpickles: save the weights alone with '
                 f'torch.save(model.state_dict(), PATH)')
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
+        with torch.serialization.safe_globals(list(_SAFE_GLOBALS)):
+            return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001
         if not is_zip:
             raise CheckpointError(
@@ -192,11 +290,12 @@ def _first_line(e: BaseException) -> str:
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
-    if isinstance(obj, dict):
-        for key in _WRAPPER_KEYS:
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
+    for _ in range(4):  # e.g. {'model': {'state_dict': ...}}
+        key = next((k for k in _WRAPPER_KEYS if isinstance(obj, dict) and
+                    isinstance(obj.get(k), dict)), None)
+        if key is None:
+            break
+        obj = obj[key]
     if not isinstance(obj, dict) or not obj:
         raise CheckpointError(
             f'{path} holds a {type(obj).__name__}, not a state_dict: save '
@@ -205,13 +304,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, Tensor]:
                if isinstance(k, str) and isinstance(v, Tensor)}
     if not tensors:
         raise CheckpointError(f'{path} holds no weight tensors')
-    out = {}
-    for key, value in tensors.items():
-        for prefix in _PREFIXES:
-            while key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
+    return strip_prefixes(tensors)
 
 
 def infer_spec(state_dict: dict[str, Tensor],
@@ -239,7 +332,9 @@ def infer_spec(state_dict: dict[str, Tensor],
             f'GATv2, GraphSAGE and GIN (torch_geometric.nn.models)')
     if layer_ids != list(range(len(layer_ids))):
         raise ArchitectureError(
-            f'Layers of {path} are not numbered 0..L-1 (found {layer_ids})')
+            f'Layers of {path} are not numbered 0..L-1 (found '
+            f"{', '.join(map(str, layer_ids[:8]))}"
+            f"{', ...' if len(layer_ids) > 8 else ''})")
     num_layers = len(layer_ids)
 
     def conv(i: int, name: str) -> Tensor | None:
@@ -448,6 +543,59 @@ def load_checkpoint(path: Path | str,
     the teacher card, which wins over the weights and the defaults."""
     path = Path(path)
     tensors, metadata = read_weights(path)
+    if SPEC_KEY in metadata or _known_layout(tensors, path):
+        return _load_spec(path, tensors, metadata, overrides)
+    try:
+        return _load_spec(path, tensors, metadata, overrides)
+    except ArchitectureError as error:
+        return _load_sequence(path, tensors, overrides, error)
+
+
+def _known_layout(tensors: dict[str, Tensor], path: Path) -> bool:
+    """Whether the spec inferred from the weights alone builds a model
+    with exactly these keys and shapes (those load as they always did)."""
+    try:
+        values = infer_spec(tensors, path)[0]
+        with torch.device('meta'):
+            model = build_model(ArchSpec.from_dict(values))
+    except Exception:  # noqa: BLE001 -- any failure: not a known layout
+        return False
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return expected == {k: tuple(v.shape) for k, v in tensors.items()}
+
+
+def _load_sequence(path: Path, tensors: dict[str, Tensor],
+                   overrides: dict[str, Any] | None,
+                   error: ArchitectureError) -> Checkpoint:
+    """The layers the weights show, under any names, when no known
+    layout fits (models/recognise.py). When they match no layer either,
+    the first error stands for keys in a known layout."""
+    card = read_card(path)
+    card_spec = card.get('spec') if isinstance(card.get('spec'), dict) \
+        else {}
+    try:
+        values, sources, notes = sequence_spec(tensors, path, card_spec,
+                                               overrides or {})
+    except UnknownLayerError:
+        if all(k.split('.', 1)[0] in _KNOWN_TOP for k in tensors):
+            raise error from None
+        raise
+    ckpt = Checkpoint(path=path, spec=spec_from_values(values, path),
+                      state_dict=tensors, sources=sources, notes=notes,
+                      card=card, format='safetensors'
+                      if path.suffix == '.safetensors' else 'pytorch')
+    ckpt.build()
+    return ckpt
+
+
+# The top-level names of the layouts infer_spec knows.
+_KNOWN_TOP = ('convs', 'norms', 'lin', 'jk', 'lins', 'gnn', 'classifier',
+              'emb', 'head')
+
+
+def _load_spec(path: Path, tensors: dict[str, Tensor],
+               metadata: dict[str, str],
+               overrides: dict[str, Any] | None) -> Checkpoint:
     card = read_card(path)
     if SPEC_KEY in metadata:
         values = _metadata_spec(metadata[SPEC_KEY], path)
@@ -465,6 +613,8 @@ def load_checkpoint(path: Path | str,
                 f'architecture their keys suggest ({type(e).__name__}: '
                 f"{' '.join(str(e).split())[:120]}): save the complete "
                 f'state_dict of the model') from None
+        if values['arch'] != 'dgcnn':  # DGCNN's activation is fixed
+            notes['act'] = ACT_NOTE
         fmt = 'safetensors' if path.suffix == '.safetensors' else 'pytorch'
         card_spec = card.get('spec', {})
         if not isinstance(card_spec, dict):
@@ -480,10 +630,10 @@ def load_checkpoint(path: Path | str,
     notes = {k: n for k, n in notes.items()
              if sources.get(k) not in ('option', 'card')}
     spec = spec_from_values(values, path)
-    check_spec_size(spec, tensors, path)
     ckpt = Checkpoint(path=path, spec=spec, state_dict=tensors,
                       sources=sources, notes=notes, card=card, format=fmt)
-    ckpt.build()  # fail now if the weights do not fit
+    # Fail now if the weights do not fit; the first build() returns it.
+    ckpt.__dict__['_checked'] = build_loaded(spec, tensors, path)
     return ckpt
 
 
@@ -526,6 +676,8 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
         raise ArchitectureError(
             f"The architecture of {path} lacks {', '.join(missing)}: give "
             f'them on the teacher card, the metadata or the command line')
+    if isinstance(values['num_layers'], int):
+        _check_depth(values['num_layers'], path)
     for key, value in values.items():
         types = _FIELD_TYPES.get(key)
         wrong = types is not None and (
@@ -548,23 +700,55 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
     return ArchSpec.from_dict(values)
 
 
-def check_spec_size(spec: ArchSpec, tensors: dict[str, Tensor],
-                    path: Path | str) -> None:
-    """Refuse, before anything is allocated, a spec (from metadata or a card)
-    that declares more parameters than the file holds."""
+def build_loaded(spec: ArchSpec, tensors: dict[str, Tensor],
+                 path: Path | str) -> nn.Module:
+    """The model of ``spec`` holding ``tensors``, in eval mode. It is built
+    once, on the meta device, so that a spec (from metadata, a card or the
+    weights' shapes) that declares more parameters than the file holds is
+    refused before anything is allocated; then it gets real memory and the
+    weights. (Constructing PyG layers is the per-layer cost of loading:
+    about 2 ms each, so it is done once.)"""
     total = sum(t.numel() for t in tensors.values())
     widths = (spec.in_channels, spec.hidden_channels, spec.out_channels,
               spec.heads)
     too_big = max(widths) > total or spec.num_layers > len(tensors)
     if not too_big:
         with torch.device('meta'):
-            too_big = sum(p.numel() for p in
-                          build_spec(spec, path).parameters()) > total
+            model = build_spec(spec, path)
+        too_big = sum(p.numel() for p in model.parameters()) > total
     if too_big:
         raise ArchitectureError(
             f'The architecture given for {path} ({spec.describe()}) needs '
             f'more weights than the file holds ({total:,} numbers): fix the '
             f'teacher card, the metadata or the command line options')
+    # Every parameter and buffer of the supported models is in its
+    # state_dict, so strict loading leaves nothing uninitialised.
+    model = model.to_empty(device='cpu')
+    try:
+        _load_weights(model, tensors)
+    except RuntimeError as e:
+        detail = ' '.join(str(e).split())[:300]
+        raise ArchitectureError(
+            f'The weights of {path} do not fit the inferred '
+            f'architecture ({spec.describe()}): {detail}. Correct '
+            f'it with --arch, --norm or --jk') from None
+    return model.eval()
+
+
+def _load_weights(model: nn.Module, tensors: dict[str, Tensor]) -> None:
+    """``model.load_state_dict(tensors, strict=True)`` in time linear in
+    the layers: torch's walks every submodule and filters the whole
+    state_dict for each (a quarter of a 1,000-layer load). When the names
+    and shapes match exactly, each tensor is copied into place as torch
+    would; otherwise torch's own call raises its detailed error."""
+    own = model.state_dict(keep_vars=True)
+    if own.keys() != tensors.keys() or any(
+            own[k].shape != tensors[k].shape for k in own):
+        model.load_state_dict(tensors, strict=True)
+        return
+    with torch.no_grad():
+        for key, target in own.items():
+            target.copy_(tensors[key])
 
 
 def build_spec(spec: ArchSpec, path: Path | str) -> nn.Module:

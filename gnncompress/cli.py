@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.markup import escape
 
 from gnncompress import __version__, api
+from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
+from gnncompress.comparison import DEFAULT_ROW_BUDGET_S
 from gnncompress.errors import GnnCompressError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -126,6 +128,17 @@ def _resolved(ctx: typer.Context) -> dict[str, Any]:
                   if k not in ('list_methods', 'progress')})
 
 
+def _max_checkpoint_gb(value: float) -> float:
+    from gnncompress.checkpoint import set_max_checkpoint_gb
+
+    _call(set_max_checkpoint_gb, value)
+    return value
+
+
+MaxCheckpointGbOpt = Annotated[float, typer.Option(
+    '--max-checkpoint-gb', callback=_max_checkpoint_gb,
+    help='Refuse, before reading it, a checkpoint larger than this many GB '
+    '(its file, or what its archive declares once unpacked).')]
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     '--config', callback=_config, is_eager=True,
     help='TOML file of options (keys named like the options; the command '
@@ -199,6 +212,7 @@ def distill(
     ctx: typer.Context,
     teacher: Annotated[Path, typer.Argument(help='Teacher checkpoint (.pt '
                                             'state_dict or .safetensors).')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name (Cora, CiteSeer, PubMed, Computers, Photo, CS, '
         'Physics; SyntheticPPI, PPI, ENZYMES-nodes... for several graphs; '
@@ -277,6 +291,10 @@ def distill(
         '--normalize-features/--raw-features',
         help="Divide each node's features by their sum (default: as the "
         "teacher's card says it was trained).")] = None,
+    teacher_onnx: Annotated[bool, typer.Option(
+        help='Also export the teacher and time it in onnxruntime with the '
+        "student's threads: the student's speed-up in the runtime it ships "
+        'in (one more export, slow for a large teacher).')] = False,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
@@ -301,7 +319,8 @@ def distill(
                    config=_resolved(ctx), checkpoint_every=checkpoint_every,
                    checkpoint_dir=checkpoint_dir, resume=resume,
                    fanout=fanout, nproc=nproc,
-                   normalize_features=normalize_features, **cloud)
+                   normalize_features=normalize_features,
+                   teacher_onnx=teacher_onnx, **cloud)
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return
     typer.echo(report.to_text())
@@ -325,9 +344,15 @@ def _exit_on_gates(gates: list[Any]) -> None:
         raise typer.Exit(code=GATE_EXIT_CODE)
 
 
+# What an inspected layer sequence prints besides its layers.
+_SEQUENCE_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',
+                    'out_channels', 'act', 'aggr', 'dropout')
+
+
 @app.command()
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     as_json: Annotated[bool, typer.Option('--json', help='Print JSON.')
                        ] = False,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
@@ -341,9 +366,13 @@ def inspect(
         return
     typer.echo(f'{result.path} ({result.format})')
     typer.echo(f'  {result.spec.describe()}')
+    for line in result.spec.layer_lines():
+        typer.echo(f'    {line}')
     typer.echo(f'  parameters: {result.parameters:,}')
     width = max(len(k) for k in result.sources)
     for key, value in result.spec.to_dict().items():
+        if result.spec.arch == 'sequence' and key not in _SEQUENCE_FIELDS:
+            continue  # the layers are listed above, the rest is unused
         source = result.sources.get(key, 'default')
         typer.echo(f'  {key:<{width}}  {value!s:<12} from {source}')
     for note in result.notes.values():
@@ -424,19 +453,22 @@ def train_teacher(
 def export(
     checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
     out: Annotated[Path, typer.Option(help='Output .onnx file.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
     quantize: Annotated[Optional[str], typer.Option(
-        help='int8: dynamically quantised weights (onnxruntime); compare '
-        'its accuracy with gnncompress bench.')] = None,
+        help='int8: dynamically quantised uint8 weights (onnxruntime), '
+        'exact on every x86 CPU; compare its accuracy and predictions '
+        'with gnncompress bench --baseline FLOAT.onnx.')] = None,
 ) -> None:
     """Export CHECKPOINT to ONNX, checked against PyTorch."""
     parity = _call(api.export, checkpoint, out,
                    _overrides(arch, aggr, jk, norm, act), quantize=quantize)
-    what = 'int8 model, not held to the float tolerance' if quantize \
-        else 'checked on 4 graphs'
+    if quantize:
+        typer.echo(f'wrote {out} ({parity.summary()})')
+        return
     typer.echo(f'wrote {out} (max abs difference to PyTorch '
-               f'{parity.max_abs_diff:.2e}, {what})')
+               f'{parity.max_abs_diff:.2e}, checked on 4 graphs)')
 
 
 def _split_list(text: str | None, what: str, cast: Callable[[str], T]
@@ -456,6 +488,11 @@ def bench(
     ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
         help='Model files: .pt, .safetensors or .onnx.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
+    row_budget_s: Annotated[float, typer.Option(
+        help='Seconds one row (model x runtime x threads) may take; a row '
+        'over it is stopped and reported as failed.')]
+    = DEFAULT_ROW_BUDGET_S,
     data: Annotated[Optional[str], typer.Option(
         help='Dataset name or saved Data file (accuracy needs its labels).')]
     = None,
@@ -516,8 +553,9 @@ def bench(
                    min_speedup=min_speedup,
                    max_accuracy_drop=max_accuracy_drop, out=out, seed=seed,
                    progress=progress, command=api.command_line(),
-                   config=_resolved(ctx), sizes=sizes, degree=degree)
-    headers = result.HEADERS if result.baseline else result.HEADERS[:-1]
+                   config=_resolved(ctx), sizes=sizes, degree=degree,
+                   row_budget_s=row_budget_s)
+    headers = result.headers()
     typer.echo(tabulate([r[:len(headers)] for r in result.table_rows()],
                         headers=headers))
     extra = ', bench-sizes.png' if result.scaling else ''
@@ -616,6 +654,7 @@ def amalgamate(
     ctx: typer.Context,
     teachers: Annotated[list[Path], typer.Argument(
         help='Teacher checkpoints, one per task.')],
+    max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
         help='One dataset per teacher (Cora,CiteSeer,PubMed), or one dataset '
         "with --tasks; default: the datasets on the teachers' cards.")

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from gnncompress.bench import Latency, measure_latency
+from gnncompress.bench import Latency, measure_latency, session_threads
 from gnncompress.data import Graph
 from gnncompress.errors import CheckpointError, DataError
 from gnncompress.models import count_parameters, forward_logits
 from gnncompress.report import Gate
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
+# Seconds one row (model x runtime x threads) may take, warm-up included:
+# an ONNX file may hold a Loop that never ends (--row-budget-s).
+DEFAULT_ROW_BUDGET_S = 300.0
 BENCH_SCHEMA = 1
 
 
@@ -59,19 +62,23 @@ class BenchRow:
     speedup: float | None = None
     accuracy_drop: float | None = None
     error: str | None = None
-    # What --threads asked for; `threads` is what ran (the same for every
-    # row gnncompress measures now; kept for reports of older versions).
+    # What --threads asked for; `threads` is what ran (the session's own
+    # count; every exported graph is right on any number of threads).
     threads_asked: int | None = None
+    # The fraction of nodes (multi-label: of node x label cells) whose
+    # prediction is the baseline's.
+    agreement: float | None = None
+    # The predicted classes, for `agreement` (not written out).
+    predictions: np.ndarray | None = field(default=None, repr=False)
 
     def key(self) -> tuple[str, str, int | None]:
-        """What the baseline comparison matches on: the same runtime,
-        device and requested threads."""
-        asked = self.threads if self.threads_asked is None \
-            else self.threads_asked
-        return self.runtime, self.device, asked
+        """What a speed-up is computed between: the same runtime, device
+        and threads really used."""
+        return self.runtime, self.device, self.threads
 
     def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = {k: v for k, v in asdict(
+            replace(self, predictions=None)).items() if k != 'predictions'}
         out['latency'] = self.latency.to_dict() if self.latency else None
         return out
 
@@ -118,12 +125,19 @@ class BenchResult:
                 _num(r.accuracy, '{:.1%}'),
                 (_num(r.speedup, '{:.2f}x') + ' / '
                  + _num(r.accuracy_drop, '{:+.1f}'))
-                if self.baseline else ''])
+                if self.baseline else '',
+                _num(r.agreement, '{:.1%}') if self.baseline else ''])
         return rows
 
     HEADERS = ['model', 'runtime', 'device', 'threads', 'median ms',
                'p95 ms', 'mean ms', 'nodes/s', 'peak MB', 'accuracy',
-               'speed-up / acc. drop']
+               'speed-up / acc. drop', 'agrees with baseline']
+    BASELINE_COLUMNS = 2
+
+    def headers(self) -> list[str]:
+        """The table's columns: the baseline's only with a baseline."""
+        return self.HEADERS if self.baseline else \
+            self.HEADERS[:-self.BASELINE_COLUMNS]
 
     def markdown(self) -> str:
         g = self.graph
@@ -132,10 +146,12 @@ class BenchResult:
                  f"{g['num_edges']:,} edges, {g['num_features']:,} "
                  f"features).", '']
         if self.baseline:
-            lines += [f'Baseline: {self.baseline} (speed-up = its latency / '
-                      'the row\'s, same runtime, device and threads; '
-                      'accuracy drop in points).', '']
-        headers = self.HEADERS if self.baseline else self.HEADERS[:-1]
+            lines += [f'Baseline: {self.baseline} (speed-up = its median '
+                      'latency / the row\'s, only against its row with the '
+                      'same runtime, device and threads the row really ran '
+                      'with, else none; accuracy drop in points; agreement: '
+                      'share of nodes with its predicted class).', '']
+        headers = self.headers()
         lines += ['| ' + ' | '.join(headers) + ' |',
                   '|' + '---|' * len(headers)]
         for row in self.table_rows():
@@ -290,9 +306,58 @@ def _accuracy(logits: np.ndarray | Tensor, graph: Graph) -> float | None:
     return float((pred == graph.y.cpu()[mask]).float().mean())
 
 
+def _predictions(logits: np.ndarray, graph: Graph) -> np.ndarray | None:
+    """Each node's predicted class (multi-label: each label's yes/no)."""
+    if logits.ndim != 2:
+        return None
+    if graph.multilabel:
+        return logits > 0
+    return logits.argmax(-1).astype(np.int32)
+
+
+class RowBudget:
+    """The time one bench row may take from now. ONNX Runtime stops a run
+    in the middle when the budget is spent (``RunOptions.terminate``, set
+    from a timer thread); a PyTorch row is checked between its calls."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.perf_counter() + seconds
+
+    @property
+    def spent(self) -> bool:
+        return time.perf_counter() >= self.end
+
+    def check(self) -> None:
+        if self.spent:
+            raise TimeoutError(self.message)
+
+    @property
+    def message(self) -> str:
+        return (f'stopped: over its time budget of {self.seconds:g} s '
+                f'(--row-budget-s)')
+
+    @contextlib.contextmanager
+    def onnx_options(self) -> Iterator[Any]:
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.log_severity_level = 4  # the stop is reported in the row
+        timer = threading.Timer(max(0.0, self.end - time.perf_counter()),
+                                setattr, (options, 'terminate', True))
+        timer.daemon = True
+        timer.start()
+        try:
+            yield options
+        finally:
+            timer.cancel()
+
+
 def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
                device: torch.device, threads: int | None, warmup: int,
-               repeat: int) -> BenchRow:
+               repeat: int,
+               budget_s: float = DEFAULT_ROW_BUDGET_S) -> BenchRow:
+    budget = RowBudget(budget_s)
     row = BenchRow(entry.name, runtime, device.type, threads,
                    threads_asked=threads)
     assert entry.model is not None
@@ -304,6 +369,7 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
 
     @torch.no_grad()
     def run() -> Tensor:
+        budget.check()
         if fn is model:
             return forward_logits(model, x, edge_index)
         return fn(x, edge_index) if entry.uses_graph else fn(x)
@@ -319,32 +385,41 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
                                               repeat=repeat, sync=sync)
                 logits = run()
         except Exception as e:  # a runtime that cannot run this model
-            row.error = _short(e)
+            row.error = budget.message if budget.spent else _short(e)
             return row
     row.peak_memory_mb = memory.peak_mb
     row.accuracy = _accuracy(logits.float(), graph)
+    row.predictions = _predictions(logits.float().cpu().numpy(), graph)
     return row
 
 
 def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
-              repeat: int) -> BenchRow:
+              repeat: int,
+              budget_s: float = DEFAULT_ROW_BUDGET_S) -> BenchRow:
     from gnncompress.export import onnx_feeds, onnx_session
 
+    budget = RowBudget(budget_s)
     row = BenchRow(entry.name, 'onnxruntime', 'cpu', threads,
                    threads_asked=threads)
     assert entry.onnx_path is not None
     try:
         session = onnx_session(entry.onnx_path, threads=threads)
         feeds = onnx_feeds(session, graph.x, graph.edge_index)
-        with PeakMemory(torch.device('cpu')) as memory:
-            row.latency = measure_latency(lambda: session.run(None, feeds),
-                                          warmup=warmup, repeat=repeat)
-            logits = session.run(None, feeds)[0]
+        with PeakMemory(torch.device('cpu')) as memory, \
+                budget.onnx_options() as options:
+            def run() -> Any:
+                budget.check()
+                return session.run(None, feeds, options)
+
+            row.latency = measure_latency(run, warmup=warmup, repeat=repeat)
+            logits = run()[0]
     except Exception as e:  # a graph the exported model cannot take
-        row.error = _short(e)
+        row.error = budget.message if budget.spent else _short(e)
         return row
+    row.threads = session_threads(session)
     row.peak_memory_mb = memory.peak_mb
     row.accuracy = _accuracy(logits, graph)
+    row.predictions = _predictions(logits, graph)
     return row
 
 
@@ -431,10 +506,12 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
               threads: Sequence[int] | None = None,
               devices: Sequence[torch.device] = (torch.device('cpu'),),
               warmup: int = 3, repeat: int = 20, progress: Any = None,
-              workdir: Path | None = None) -> list[BenchRow]:
+              workdir: Path | None = None,
+              row_budget_s: float = DEFAULT_ROW_BUDGET_S) -> list[BenchRow]:
     """Every model under every runtime that applies to it. PyTorch models
     are exported to ONNX in ``workdir`` (kept for later calls) or in a
-    temporary folder (gone after this call)."""
+    temporary folder (gone after this call). A row that takes longer than
+    ``row_budget_s`` seconds is stopped and reported as failed."""
     threads = list(threads or sorted({1, os.cpu_count() or 1}))
     rows: list[BenchRow] = []
     with contextlib.ExitStack() as stack:
@@ -458,7 +535,7 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
                         if progress:
                             progress(f'{entry.name} onnxruntime cpu x{n}')
                         rows.append(_onnx_row(entry, graph, n, warmup,
-                                              repeat))
+                                              repeat, row_budget_s))
                     continue
                 for device in devices:
                     thread_counts: list[int | None] = \
@@ -468,7 +545,8 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
                             progress(f'{entry.name} {runtime} {device.type}'
                                      + (f' x{n}' if n else ''))
                         rows.append(_torch_row(entry, runtime, graph, device,
-                                               n, warmup, repeat))
+                                               n, warmup, repeat,
+                                               row_budget_s))
             if entry.model is not None:
                 entry.model.cpu()
     for row in rows:
@@ -485,25 +563,33 @@ def _forget_exports(entries: Sequence[BenchModel]) -> None:
 
 
 def compare_to_baseline(rows: Sequence[BenchRow], baseline: str) -> None:
-    """Speed-up (the baseline's median over the row's, same runtime, device
-    and threads, else the baseline's eager run on that device and threads)
-    and accuracy drop in points (against the baseline's accuracy in the same
-    runtime, else its eager accuracy, else any of its runs')."""
+    """Speed-up: the baseline's median over the row's, only against the
+    baseline's row with the same runtime, device and threads really used
+    (none otherwise: a figure across thread counts or runtimes is not a
+    speed-up). Accuracy drop in points and agreement of predictions:
+    against the baseline's run with the same key, else its eager run, else
+    any of its runs."""
     base = {r.key(): r for r in rows if r.model == baseline and r.latency}
     ordered = sorted(base.values(), key=lambda r: r.runtime != 'eager')
     any_accuracy = next((r.accuracy for r in ordered
                          if r.accuracy is not None), None)
+    any_predictions = next((r.predictions for r in ordered
+                            if r.predictions is not None), None)
     for row in rows:
         if not row.latency:
             continue
-        ref = base.get(row.key()) or base.get(('eager', row.device,
-                                               row.threads))
+        ref = base.get(row.key())
         if ref is not None and ref.latency is not None:
             row.speedup = ref.latency.median_ms / row.latency.median_ms
         reference = ref.accuracy if ref is not None and \
             ref.accuracy is not None else any_accuracy
         if reference is not None and row.accuracy is not None:
             row.accuracy_drop = 100 * (reference - row.accuracy)
+        predicted = ref.predictions if ref is not None and \
+            ref.predictions is not None else any_predictions
+        if predicted is not None and row.predictions is not None and \
+                predicted.shape == row.predictions.shape:
+            row.agreement = float((predicted == row.predictions).mean())
 
 
 def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
@@ -529,7 +615,11 @@ def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
         gate = Gate(name, limit)
         for row in candidates:
             value = value_of(row)
-            if row.error or value is None:
+            if name == 'min-speedup' and value is None and not row.error:
+                gate.failures.append(
+                    f'{_label(row)}: no speed-up (the baseline has no run '
+                    f'with this runtime, device and threads)')
+            elif row.error or value is None:
                 gate.failures.append(f'{_label(row)}: no value')
             elif not ok(value, limit):
                 gate.failures.append(f'{_label(row)}: {fmt.format(value)}')

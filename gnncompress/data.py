@@ -8,7 +8,10 @@ import io
 import os
 import re
 import shutil
+import stat
 import tempfile
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +22,7 @@ from torch_geometric.data import Data
 from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 
-from gnncompress.errors import DataError
+from gnncompress.errors import DataError, GnnCompressError
 from gnncompress.models import sparse_input
 from gnncompress.synthetic import synthetic_ppi  # noqa: F401  (re-export)
 
@@ -200,46 +203,85 @@ def _load_pyg(cls_name: str, name: str, root: str | Path | None) -> Data:
 
 
 def load_pyg_dataset(cls_name: str, name: str, root: str | Path | None):
-    """A PyG dataset, processed in the cache (a read-only source folder is
-    copied there first)."""
+    """A PyG dataset, processed in the cache (a source folder outside it
+    is copied there first) and read without unpickling anything beyond an
+    allow-list (gnncompress.safe_pickle)."""
     import torch_geometric.datasets as pyg_datasets
 
     cache = default_root()
     source = Path(root).expanduser() if root is not None else cache
     folder = _folder(cls_name, name)
-    has_raw = (source / folder / 'raw').is_dir()
-    if source.resolve() != cache.resolve() and has_raw:
-        # The source may be read-only (../shared/datasets): process a copy.
-        tag = hashlib.sha1(str(source.resolve()).encode()).hexdigest()[:10]
-        work = cache / 'copies' / tag
-        if not (work / folder / 'raw').is_dir():
-            work.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=work, prefix='.copy-'))
-            shutil.copytree(source / folder / 'raw', tmp / 'raw',
-                            copy_function=shutil.copyfile)
-            os.chmod(tmp / 'raw', 0o755)  # the source may be read-only
-            (work / folder).mkdir(parents=True, exist_ok=True)
-            try:
-                os.replace(tmp / 'raw', work / folder / 'raw')
-            except OSError:  # another process copied it first
-                pass
-            shutil.rmtree(tmp, ignore_errors=True)
-    elif root is not None and not has_raw:
+    if (source / folder / 'raw').is_dir():
+        work = working_copy(source / folder)
+    elif root is not None:
         raise DataError(f"Dataset '{name}' not found under {source} (expected "
                         f'{source / folder / "raw"}): fix --data-root')
     else:
-        work = source
+        work = cache / folder
+    return build_dataset(
+        lambda: getattr(pyg_datasets, cls_name)(str(work.parent), name),
+        name, work, source / folder)
+
+
+def working_copy(folder: Path) -> Path:
+    """Where PyG may process the dataset whose raw files are in
+    ``folder/raw``: ``folder`` itself inside the cache, else a copy of its
+    raw files in the cache (the source may be read-only, and PyG must not
+    read a processed cache that someone else wrote)."""
+    cache = default_root()
+    if folder.resolve().is_relative_to(cache.resolve()):
+        return folder
+    tag = hashlib.sha1(str(folder.resolve()).encode()).hexdigest()[:10]
+    work = cache / 'copies' / tag / folder.name
+    if not (work / 'raw').is_dir():
+        work.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=work, prefix='.copy-'))
+        try:
+            shutil.copytree(folder / 'raw', tmp / 'raw',
+                            copy_function=_copy_regular)
+            os.chmod(tmp / 'raw', 0o755)  # the source may be read-only
+            with contextlib.suppress(OSError):  # another process was first
+                os.replace(tmp / 'raw', work / 'raw')
+        except OSError as e:
+            raise DataError(f'{folder / "raw"} cannot be copied to the '
+                            f'cache {cache} ({error_line(e)}): check that '
+                            f'its files are readable') from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return work
+
+
+def _copy_regular(src: str, dst: str) -> None:
+    """``shutil.copyfile`` for regular files only: a link to a device
+    (/dev/zero) would copy forever."""
+    if not stat.S_ISREG(os.stat(src).st_mode):
+        raise DataError(f'{src} is not a regular file: a dataset folder '
+                        f'holds files only')
+    shutil.copyfile(src, dst)
+
+
+def build_dataset(construct: Callable[[], Any], name: str, work: Path,
+                  source: Path) -> Any:
+    """``construct()``, a PyG dataset with its files in ``work`` (copied
+    from ``source``), read safely; any failure is a one-line DataError."""
+    from gnncompress.safe_pickle import build_pyg_dataset
+
     try:
         work.mkdir(parents=True, exist_ok=True)
-        # PyG prints 'Processing...' the first time; keep stdout for results.
+        # PyG prints 'Processing...' the first time, and warns when it
+        # reloads its cache: keep stdout for results.
         with contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            dataset = getattr(pyg_datasets, cls_name)(str(work), name)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise DataError(f"Dataset '{name}' could not be loaded from {work} "
+                contextlib.redirect_stderr(io.StringIO()), \
+                warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            return build_pyg_dataset(construct, work / 'processed', work,
+                                     source)
+    except GnnCompressError:
+        raise
+    except Exception as e:  # noqa: BLE001 -- whatever the files make PyG do
+        raise DataError(f"Dataset '{name}' could not be loaded from {source} "
                         f'({error_line(e)}): pass --data-root with a folder '
-                        f'that holds {folder}/raw') from None
-    return dataset
+                        f'that holds {source.name}/raw') from None
 
 
 def error_line(e: BaseException) -> str:

@@ -241,7 +241,10 @@ def fit(student: nn.Module, graph: Graph, *,
         student.eval()
         with torch.no_grad():
             logits = run_model(student, graph.x, graph.edge_index).logits
-        val = accuracy(logits, graph.y, graph.val_mask)
+        # A student whose outputs overflow is no candidate, whatever their
+        # argmax scores: it could not be exported (NaN never wins).
+        val = accuracy(logits, graph.y, graph.val_mask) \
+            if bool(torch.isfinite(logits).all()) else float('nan')
         loss_value = float(loss.detach())
         history.append({'epoch': epoch, 'loss': loss_value, 'val': val})
         selection.update(epoch, val)

@@ -16,8 +16,6 @@ BCE-with-logits and scored by micro-averaged F1 with predictions ``logit >
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import time
 import warnings
@@ -33,10 +31,11 @@ from torch_geometric.data import Data
 
 from gnncompress.data import (
     Graph,
+    build_dataset,
     check_data,
     check_labels,
     default_root,
-    error_line,
+    working_copy,
 )
 from gnncompress.errors import DataError
 from gnncompress.graphlevel import select_graphs
@@ -81,25 +80,26 @@ def load_graph_list(name: str, root: str | Path | None = None,
 
 def load_ppi(root: str | Path | None) -> dict[str, list[Data]]:
     """PyG's ``PPI`` (its three splits) from ``root`` (default: the cache's
-    ``PPI`` folder), which PyG downloads there when a network exists."""
+    ``PPI`` folder), which PyG downloads there when a network exists; read
+    safely, as every PyG dataset (gnncompress.data.load_pyg_dataset)."""
     from torch_geometric.datasets import PPI
 
     folder = Path(root).expanduser() if root is not None else \
         default_root() / 'PPI'
+    has_raw = (folder / 'raw').is_dir()
+    work = working_copy(folder) if has_raw else folder
     try:
-        # PyG prints 'Downloading...' and 'Processing...': keep stdout for
-        # results.
-        with warnings.catch_warnings(), \
-                contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter('ignore', UserWarning)
-            return {s: list(PPI(str(folder), split=s)) for s in SPLIT_NAMES}
-    except Exception as e:  # noqa: BLE001  (download or parsing failures)
+        return {s: list(build_dataset(
+            lambda s=s: PPI(str(work), split=s), 'PPI', work, folder))
+            for s in SPLIT_NAMES}
+    except DataError:
+        if has_raw:
+            raise
         raise DataError(
-            f'PPI could not be loaded from {folder} ({error_line(e)}): PyG '
-            f'downloads it on first use, which needs network access; on '
-            f'a machine without it, pass --data-root with a folder holding '
-            f"PPI's raw/ files") from None
+            f'PPI could not be loaded from {folder}: PyG downloads it on '
+            f'first use, which needs network access; on a machine without '
+            f"it, pass --data-root with a folder holding PPI's raw/ "
+            f'files') from None
 
 
 def tu_node_task(name: str, root: str | Path | None, seed: int = 0) -> Graph:

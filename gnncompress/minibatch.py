@@ -330,7 +330,8 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
             baseline: bool, export: bool, min_accuracy: float | None,
             max_accuracy_drop: float | None, progress: bool, command: str,
             config: dict[str, Any] | None, method_options: dict[str, Any],
-            memmap_bytes: int = MEMMAP_BYTES) -> Any:
+            memmap_bytes: int = MEMMAP_BYTES,
+            teacher_onnx: bool = False) -> Any:
     """The mini-batch branch of :func:`gnncompress.api.distill`: teacher
     cached once layer-wise, student trained on sampled subgraphs, latency
     and the ONNX parity check on one sampled subgraph of ``batch_size``
@@ -397,4 +398,5 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
         notes=[note], export=export, dev=dev, weight=weight,
         label_weight=label_weight, method_options=method_options,
         command=command, config=config, seed=seed,
-        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
+        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+        teacher_onnx=teacher_onnx)

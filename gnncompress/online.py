@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gnncompress import outputs
 from gnncompress.data import GRAPH_DATASETS, Graph, load_graph
 from gnncompress.engine import (
     FitResult,
@@ -437,6 +438,7 @@ class OnlineRun:
                         key=lambda k: (vals[k] == vals[k], vals[k], -k))
 
 
+@outputs.one_run
 def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             method: str = 'alignahead',
             method_options: dict[str, Any] | None = None,
@@ -491,6 +493,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
         Path('gnncompress-out') / f'{Path(str(data)).stem}-{method.lower()}'
     dev = api.resolve_device(device)
     api.check_writable(out)
+    outputs.claim(out, api.run_inputs(data))
     if folds is not None:
         if key not in GRAPH_DATASETS:
             raise GnnCompressError(

@@ -548,9 +548,12 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     return report
 
 
-def _onnx_cloud_latency(path: Path, pos: Tensor) -> dict[str, float]:
-    from gnncompress.bench import measure_latency
+def _onnx_cloud_latency(path: Path, pos: Tensor) -> dict[str, Any]:
+    from gnncompress.bench import measure_latency, session_threads
 
     session = onnx_session(path, threads=torch.get_num_threads())
     feeds = {'pos': pos.numpy()}
-    return measure_latency(lambda: session.run(None, feeds)).to_dict()
+    latency = measure_latency(lambda: session.run(None, feeds))
+    latency.runtime, latency.device = 'onnxruntime', 'cpu'
+    latency.threads = session_threads(session)
+    return latency.to_dict()

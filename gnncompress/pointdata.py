@@ -17,7 +17,13 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gnncompress.data import Graph, default_root, error_line
+from gnncompress.data import (
+    Graph,
+    build_dataset,
+    default_root,
+    error_line,
+    working_copy,
+)
 from gnncompress.errors import DataError
 
 MODELNET10_CLASSES = ('bathtub', 'bed', 'chair', 'desk', 'dresser',
@@ -240,42 +246,26 @@ def _from_pyg(name: str, root: str | Path | None, seed: int,
 
 def _pyg_split(cls_name: str, folder: str, root: str | Path | None,
                train: bool):
-    """One split of a PyG mesh dataset, processed in the cache (a read-only
-    source folder is copied first, as for every PyG dataset)."""
-    import contextlib
-    import io
-    import shutil
-    import warnings
-
+    """One split of a PyG mesh dataset, processed in the cache and read
+    safely, as every PyG dataset (gnncompress.data.load_pyg_dataset)."""
     import torch_geometric.datasets as pyg_datasets
 
-    cache = default_root()
-    source = Path(root).expanduser() if root is not None else cache
-    work = cache / 'clouds' / folder
-    if (source / folder / 'raw').is_dir() and \
-            not (work / 'raw').is_dir():
-        work.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source / folder / 'raw', work / 'raw',
-                        copy_function=shutil.copyfile, dirs_exist_ok=True)
-    elif not (source / folder / 'raw').is_dir() and root is not None:
+    source = Path(root).expanduser() if root is not None else default_root()
+    if (source / folder / 'raw').is_dir():
+        work = working_copy(source / folder)
+    elif root is not None:
         raise DataError(f"Dataset '{folder}' not found under {source} "
                         f'(expected {source / folder / "raw"}): fix '
                         f'--data-root')
-    try:
-        # PyG reloads its own processed cache file (not a user checkpoint)
-        # and warns that weights-only loading needs its Data class.
-        with contextlib.redirect_stdout(io.StringIO()), \
-                contextlib.redirect_stderr(io.StringIO()), \
-                warnings.catch_warnings():
-            warnings.simplefilter('ignore', UserWarning)
-            if cls_name == 'ModelNet':
-                return pyg_datasets.ModelNet(str(work), folder[-2:],
-                                             train=train)
+    else:
+        work = default_root() / 'clouds' / folder
+    if cls_name == 'ModelNet':
+        def construct():
+            return pyg_datasets.ModelNet(str(work), folder[-2:], train=train)
+    else:
+        def construct():
             return pyg_datasets.GeometricShapes(str(work), train=train)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise DataError(f"Dataset '{folder}' could not be loaded from {work} "
-                        f'({error_line(e)}): pass --data-root with a folder '
-                        f'that holds {folder}/raw') from None
+    return build_dataset(construct, folder, work, source / folder)
 
 
 def _from_file(path: Path) -> tuple[list[Tensor], Tensor, Tensor | None]:

@@ -8,6 +8,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from gnncompress.bench import describe, speedup
+
 
 @dataclass
 class ModelEntry:
@@ -19,8 +21,9 @@ class ModelEntry:
     val_accuracy: float | None = None
     file: str | None = None
     file_bytes: int | None = None
-    # runtime-device -> {median_ms, p95_ms, mean_ms, runs}
-    latency: dict[str, dict[str, float]] = field(default_factory=dict)
+    # runtime-device -> {median_ms, p95_ms, mean_ms, runs, runtime, device,
+    # threads}
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Shape classification: the mean over classes of each class's recall.
     mean_class_accuracy: float | None = None
 
@@ -64,6 +67,9 @@ class Report:
     # The settings the run resolved (config file, then command line).
     config: dict[str, Any] = field(default_factory=dict)
     gates: list[Gate] = field(default_factory=list)
+    # The student's speed-up over the teacher per runtime and device
+    # (student_speedups).
+    speedups: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = {'schema': 1, **asdict(self)}
@@ -83,9 +89,11 @@ class Report:
                          for e in self.entries())
         metric = 'test micro-F1' if self.data.get('split', {}).get(
             'metric') == 'micro-F1' else 'test acc'
+        labels = latency_labels([e.latency for e in self.entries()],
+                                runtimes)
         headers = ['model', 'architecture', 'parameters', 'file size',
                    metric] + (['mean class acc'] if mean_class else []) \
-            + [f'{r} p50 / p95 ms' for r in runtimes]
+            + [f'{labels[r]} p50 / p95 ms' for r in runtimes]
         rows = []
         for e in self.entries():
             row = [e.role, _arch(e.spec), f'{e.parameters:,}',
@@ -93,7 +101,7 @@ class Report:
             if mean_class:
                 row.append('-' if e.mean_class_accuracy is None else
                            f'{100 * e.mean_class_accuracy:.2f}%')
-            rows.append(row + _latency_cells(e.latency, runtimes))
+            rows.append(row + _latency_cells(e.latency, runtimes, labels))
         return headers, rows
 
     def summary_lines(self) -> list[str]:
@@ -112,6 +120,9 @@ class Report:
             f"{self.training['best_epoch']}, device {self.device}, seed "
             f'{self.seed}',
         ]
+        if self.speedups:
+            lines.append('student speed-up over the teacher: ' + '; '.join(
+                _speedup_text(s) for s in self.speedups))
         return lines + [f'note: {n}' for n in self.notes]
 
     def to_text(self) -> str:
@@ -135,11 +146,72 @@ class Report:
             ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])
 
 
-def _latency_cells(latency: dict[str, dict[str, float]],
-                   runtimes: list[str]) -> list[str]:
+def latency_labels(latencies: list[dict[str, dict[str, Any]]],
+                   keys: list[str]) -> dict[str, str]:
+    """A column label per latency key naming runtime, device and threads
+    (``'onnxruntime cpu x2'``); where the rows of a column ran with
+    different threads the label leaves them out and each cell names its
+    own (:func:`latency_cell`)."""
+    labels = {}
+    for key in keys:
+        figures = [lat[key] for lat in latencies if key in lat]
+        named = describe(figures[0]) if figures else ''
+        if len({f.get('threads') for f in figures}) > 1:
+            named = describe({**figures[0], 'threads': None})
+        labels[key] = named or key
+    return labels
+
+
+def latency_cell(latency: dict[str, Any] | None, label: str,
+                 text: str) -> str:
+    """``text`` (the figure), followed by the threads it ran with when the
+    column ``label`` does not name them."""
+    if latency is None:
+        return '-'
+    threads = latency.get('threads')
+    if threads and not label.endswith(f' x{threads}'):
+        return f'{text} (x{threads})'
+    return text
+
+
+def _latency_cells(latency: dict[str, dict[str, Any]], runtimes: list[str],
+                   labels: dict[str, str]) -> list[str]:
     """``median / p95`` per runtime, ``-`` where it was not measured."""
-    return [f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}"
+    return [latency_cell(lat, labels[r],
+                         f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}")
             if (lat := latency.get(r)) else '-' for r in runtimes]
+
+
+def student_speedups(teacher: ModelEntry,
+                     student: ModelEntry) -> list[dict[str, Any]]:
+    """The teacher's median latency over the student's, per runtime and
+    device both were timed in (onnxruntime first: the student ships as
+    ONNX); ``speedup`` is ``None`` where they ran with different
+    threads."""
+    out = []
+    for key in sorted(student.latency, key=lambda k: 'onnx' not in k):
+        if key not in teacher.latency:
+            continue
+        slow, fast = teacher.latency[key], student.latency[key]
+        out.append({'runtime': fast.get('runtime', key),
+                    'device': fast.get('device'),
+                    'teacher_threads': slow.get('threads'),
+                    'student_threads': fast.get('threads'),
+                    'teacher_median_ms': slow['median_ms'],
+                    'student_median_ms': fast['median_ms'],
+                    'speedup': speedup(slow, fast)})
+    return out
+
+
+def _speedup_text(s: dict[str, Any]) -> str:
+    where = describe({'runtime': s['runtime'], 'device': s['device'],
+                      'threads': s['student_threads']})
+    if s['speedup'] is None:
+        return (f"none in {s['runtime']} {s['device']} (the teacher ran "
+                f"with {s['teacher_threads']} threads, the student with "
+                f"{s['student_threads']})")
+    return (f"{s['speedup']:.2f}x in {where} ({s['teacher_median_ms']:.2f}"
+            f" -> {s['student_median_ms']:.2f} ms)")
 
 
 def _arch(spec: dict[str, Any]) -> str:
@@ -213,9 +285,11 @@ class CotrainReport:
         runtimes = sorted({k for e in self.students for k in e.latency})
         metric = 'micro-F1' if self.data.get('split', {}).get(
             'metric') == 'micro-F1' else 'acc'
+        labels = latency_labels([e.latency for e in self.students],
+                                runtimes)
         headers = ['model', 'architecture', 'parameters', 'file size',
                    f'val {metric}', f'test {metric}'] + \
-            [f'{r} p50 / p95 ms' for r in runtimes]
+            [f'{labels[r]} p50 / p95 ms' for r in runtimes]
         rows = []
         for k, e in enumerate(self.students, 1):
             mark = ' (exported)' if k == self.best_student else ''
@@ -224,7 +298,7 @@ class CotrainReport:
                 else f'{100 * e.val_accuracy:.2f}%'
             row = [e.role + mark, _arch(e.spec), f'{e.parameters:,}',
                    _size(e.file_bytes), val, f'{100 * e.test_accuracy:.2f}%']
-            rows.append(row + _latency_cells(e.latency, runtimes))
+            rows.append(row + _latency_cells(e.latency, runtimes, labels))
         return headers, rows
 
     def summary_lines(self) -> list[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,9 @@ def find_checkpoint(folder: Path | str) -> Path:
     checkpoint folder itself or the output folder of the interrupted run."""
     folder = Path(folder)
     for candidate in (folder / FILE_NAME, folder / DEFAULT_FOLDER / FILE_NAME):
-        if candidate.is_file():
+        # A run killed while it wrote its first checkpoint leaves only a
+        # partial temporary file: it resumes from the start.
+        if candidate.is_file() or partial_files(candidate.parent):
             return candidate
     raise CheckpointError(
         f'No training checkpoint in {folder} (looked for {FILE_NAME} there '
@@ -63,6 +66,14 @@ class TrainingCheckpoint:
                               f'{every})')
         self.folder, self.every, self.run = Path(folder), every, run
         self.path = self.folder / FILE_NAME
+        partial = partial_files(self.folder)
+        for leftover in partial:  # a kill in the middle of a write
+            leftover.unlink(missing_ok=True)
+        if resume and partial and not self.path.is_file():
+            print(f'Note: {self.folder} holds no complete checkpoint, only '
+                  f'one whose writing was interrupted (removed): the run '
+                  f'starts from its first epoch', file=sys.stderr)
+            resume = False
         self.state = self._read() if resume else None
         if self.state is not None and self.every is None:
             self.every = self.state.get('every')
@@ -153,12 +164,18 @@ class TrainingCheckpoint:
 
     def remove(self) -> None:
         """Delete the checkpoint (and its folder when it is left empty)."""
-        for leftover in [self.path, *self.folder.glob(f'.{FILE_NAME}.*.tmp')]:
+        for leftover in [self.path, *partial_files(self.folder)]:
             leftover.unlink(missing_ok=True)
         try:
             self.folder.rmdir()
         except OSError:
             pass
+
+
+def partial_files(folder: Path) -> list[Path]:
+    """Temporary checkpoint files that a killed write left in ``folder``."""
+    return sorted(folder.glob(f'.{FILE_NAME}.*.tmp')) if folder.is_dir() \
+        else []
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -73,6 +73,10 @@ def test_two_datasets_cli_writes_one_onnx_per_task_and_width(two_datasets,
     assert rows[('a', 0.5)]['parameters'] < rows[('a', 1.0)]['parameters']
     assert report['student']['spec']['in_channels'] == [6, 9]
     assert 'pytorch-cpu' in rows[('b', 1.0)]['latency']
+    # Each latency column names its runtime, device and threads.
+    onnx_threads = rows[('b', 0.5)]['latency']['onnxruntime-cpu']['threads']
+    assert f'onnxruntime cpu x{onnx_threads} p50 ms' in result.output
+    assert f'pytorch cpu x{torch.get_num_threads()} p50 ms' in result.output
 
     # The ONNX file computes what the saved slimmable student computes.
     student, _ = load_slimmable(out / 'student.safetensors')

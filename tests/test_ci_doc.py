@@ -25,45 +25,35 @@ def _doc_commands() -> list[list[str]]:
     return [shlex.split(line)[1:] for line in lines]
 
 
-def test_the_documented_pipeline_runs_and_gates(tmp_path, monkeypatch):
+def test_the_documented_pipeline_runs_and_passes_its_gates(tmp_path,
+                                                         monkeypatch):
+    """The shipped configs/ci.toml, byte for byte, with the documented
+    gates: every command must exit 0 and every gate must pass."""
     commands = _doc_commands()
     assert [c[0] for c in commands] == ['train-teacher', 'distill', 'bench']
-    shipped = (ROOT / 'configs' / 'ci.toml').read_text()
-    # The shipped config, with a tiny teacher and few epochs and runs.
-    tiny = (shipped.replace('hidden = 64', 'hidden = 16')
-            .replace('epochs = 200', 'epochs = 3')
-            .replace('repeat = 20', 'repeat = 2')
-            .replace('data_root = "samples"', f'data_root = "{SAMPLES}"'))
-    assert tiny.count('epochs = 3') == 2
     (tmp_path / 'configs').mkdir()
-    (tmp_path / 'configs' / 'ci.toml').write_text(tiny)
+    shipped = (ROOT / 'configs' / 'ci.toml').read_bytes()
+    (tmp_path / 'configs' / 'ci.toml').write_bytes(shipped)
+    # data_root = "samples" is read, never written (README).
+    (tmp_path / 'samples').symlink_to(SAMPLES)
     monkeypatch.chdir(tmp_path)
     for name in ('torch_latency', 'onnx_latency'):  # distill's report
         monkeypatch.setattr(gnncompress.api, name, functools.partial(
             getattr(bench_module, name), warmup=0, repeat=1))
 
-    results = [runner.invoke(app, args) for args in commands]
-    teacher_run, distill_run, bench_run = results
+    teacher_run, distill_run, bench_run = (
+        runner.invoke(app, args) for args in commands)
     assert teacher_run.exit_code == 0, teacher_run.output
-    # Three epochs of a tiny teacher: the documented gates decide.
+    assert distill_run.exit_code == 0, distill_run.output
     report = json.loads(Path('build/student/report.json').read_text())
     assert report['config']['config'] == 'configs/ci.toml'
-    assert report['training']['epochs_run'] == 3
-    student = 100 * report['student']['test_accuracy']
-    teacher = 100 * report['teacher']['test_accuracy']
-    expect_pass = student >= 75 and teacher - student <= 3
-    assert distill_run.exit_code == (0 if expect_pass else 3), \
-        distill_run.output
+    assert report['gates'] and all(g['passed'] for g in report['gates'])
+    assert bench_run.exit_code == 0, bench_run.output
     bench = json.loads(Path('build/bench/bench.json').read_text())
     assert bench['baseline'] == 'teacher.pt'
-    # The student's ONNX export and the teacher both run at the 2 threads
-    # asked for.
-    assert {(r['runtime'], r['threads_asked']) for r in bench['rows']} == \
-        {('eager', 2), ('onnxruntime', 2)}
     assert [g['name'] for g in bench['gates']] == ['min-speedup',
                                                   'max-accuracy-drop']
-    failed = not all(g['passed'] for g in bench['gates'])
-    assert bench_run.exit_code == (3 if failed else 0), bench_run.output
+    assert all(g['passed'] for g in bench['gates'])
 
     # A gate nobody can meet fails with code 3 and still writes the report.
     args = commands[2] + ['--min-speedup', '1e9', '--out', 'build/b2']

@@ -81,10 +81,28 @@ def test_distill_report_json(distilled):
     assert report['student']['file_bytes'] == \
         (out / 'student.safetensors').stat().st_size
     for entry in ('teacher', 'student'):
-        for latency in report[entry]['latency'].values():
+        for key, latency in report[entry]['latency'].items():
             assert latency['median_ms'] > 0
             assert latency['p95_ms'] >= latency['median_ms']
+            # Every figure names its runtime, device and threads.
+            assert key == f"{latency['runtime']}-{latency['device']}"
+            assert latency['threads'] >= 1
     assert 'onnxruntime-cpu' in report['student']['latency']
+    # Teacher and student timed in PyTorch with the same threads: the
+    # speed-up is the ratio of the two medians. The teacher is timed in
+    # onnxruntime only with --teacher-onnx (tests/test_latency_report.py).
+    assert 'onnxruntime-cpu' not in report['teacher']['latency']
+    [speedup] = report['speedups']
+    teacher = report['teacher']['latency']['pytorch-cpu']
+    student = report['student']['latency']['pytorch-cpu']
+    assert teacher['threads'] == student['threads'] == speedup[
+        'student_threads']
+    assert speedup['runtime'] == 'pytorch'
+    assert speedup['speedup'] == pytest.approx(
+        teacher['median_ms'] / student['median_ms'])
+    assert 'student speed-up over the teacher: ' in result.output
+    threads = report['student']['latency']['onnxruntime-cpu']['threads']
+    assert f'onnxruntime cpu x{threads} p50 / p95 ms' in result.output
 
 
 def test_distilled_student_reloads_and_matches_onnx(distilled, cora):

@@ -129,7 +129,7 @@ def _with_metadata(tmp_path: Path, text: str) -> Path:
     (json.dumps({**SPEC.to_dict(), 'hidden_channels': 10 ** 9}),
      ArchitectureError, 'needs more weights than the file holds'),
     (json.dumps({**SPEC.to_dict(), 'num_layers': 10 ** 7}),
-     ArchitectureError, 'needs more weights than the file holds'),
+     ArchitectureError, 'declares 10,000,000 layers, more than the 1,000'),
 ])
 def test_bad_spec_metadata(tmp_path, text, error, message):
     with pytest.raises(error, match=message):

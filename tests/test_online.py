@@ -277,6 +277,12 @@ def test_cli_node_level_end_to_end(synthetic_file, tmp_path, fast_latency):
     assert report['data']['task'] == 'node'
     assert load_checkpoint(out / 'student.safetensors').spec.num_layers == 3
     assert '(exported)' in result.output
+    # Each latency column names its runtime, device and threads.
+    chosen = report['students'][report['best_student'] - 1]['latency']
+    for latency in chosen.values():
+        label = f"{latency['runtime']} {latency['device']} " \
+            f"x{latency['threads']} p50 / p95 ms"
+        assert label in result.output
 
 
 def test_cli_node_level_on_sampled_subgraphs(synthetic_file, tmp_path,

@@ -296,7 +296,11 @@ def test_nan_loss_keeps_the_last_good_student(files, tmp_path, monkeypatch):
     assert f'at epoch {nan_epoch} (ce=' in message and 'kd=nan' in message
     assert str(out / 'student.safetensors') in message
     assert '\n' not in message
-    assert sorted(p.name for p in out.iterdir()) == ['student.safetensors']
+    # The kept student and a report saying what happened.
+    assert sorted(p.name for p in out.iterdir()) == [
+        'report.json', 'report.md', 'student.safetensors']
+    assert json.loads((out / 'report.json').read_text())['status'] == \
+        'failed'
     kept = load_file(out / 'student.safetensors')
     assert _same(good, kept)
     assert info.value.best_epoch == \

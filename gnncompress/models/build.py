@@ -12,6 +12,7 @@ from gnncompress.models.dgcnn import DGCNN, dense_points
 from gnncompress.models.gcnii import GCNII
 from gnncompress.models.output import ModelOutput
 from gnncompress.models.readout import GraphClassifier
+from gnncompress.models.sequence import SequenceGNN
 from gnncompress.models.spec import ArchSpec
 
 
@@ -23,6 +24,9 @@ def build_model(spec: ArchSpec) -> nn.Module:
                      k=spec.k or 20, emb_channels=spec.emb_channels or 1024,
                      head=spec.head or [], dropout=spec.dropout,
                      readout=spec.readout or 'max')
+    if spec.arch == 'sequence':
+        return SequenceGNN(spec.layers or [], act=spec.act,
+                           dropout=spec.dropout)
     if spec.arch == 'mlp':
         return sparse_input.attach(MLP(
             in_channels=spec.in_channels,

@@ -297,19 +297,13 @@ def _slice(full: Tensor, shape: tuple[int, ...], wide: int, narrow: int,
 def save_slimmable(model: SlimmableGNN, path: Path,
                    extra: dict[str, str] | None = None) -> Path:
     """All shared weights plus the spec in the safetensors metadata."""
-    from safetensors.torch import save_file
-
     from gnncompress import __version__
     from gnncompress.checkpoint import VERSION_KEY
-    from gnncompress.export import atomic_path
+    from gnncompress.export import write_safetensors
 
-    tensors = {k: v.detach().cpu().contiguous().clone()
-               for k, v in model.state_dict().items()}
     metadata = {SLIMMABLE_KEY: model.spec.to_json(),
                 VERSION_KEY: __version__, **(extra or {})}
-    with atomic_path(Path(path)) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
-    return Path(path)
+    return write_safetensors(model.state_dict(), metadata, Path(path))
 
 
 def load_slimmable(path: str | Path) -> tuple[SlimmableGNN, dict[str, Any]]:

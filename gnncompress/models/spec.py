@@ -20,7 +20,10 @@ NORMS = ('batch_norm', 'layer_norm')
 # Point-cloud models: a kNN graph rebuilt from the features in every layer,
 # no edge_index in the input.
 POINT_ARCHS = ('dgcnn',)
-ALL_ARCHS = (*ARCHS, *POINT_ARCHS)
+# A teacher rebuilt layer by layer from its checkpoint's weights
+# (models/recognise.py): never a student.
+SEQUENCE = 'sequence'
+ALL_ARCHS = (*ARCHS, *POINT_ARCHS, SEQUENCE)
 
 
 @dataclass
@@ -67,6 +70,10 @@ class ArchSpec:
             before pooling. (default: :obj:`None`)
         head (list[int], optional): DGCNN's MLP widths after pooling.
             (default: :obj:`None`)
+        layers (list[dict], optional): The layers of a :obj:`sequence`
+            teacher in execution order, as
+            :mod:`gnncompress.models.recognise` reads them from its
+            weights. (default: :obj:`None`)
     """
     arch: str
     in_channels: int
@@ -88,6 +95,7 @@ class ArchSpec:
     k: int | None = None
     emb_channels: int | None = None
     head: list[int] | None = None
+    layers: list[dict[str, Any]] | None = None
 
     # Fields the weights of a PyG checkpoint cannot reveal (docs/export.md).
     NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout',
@@ -107,6 +115,10 @@ class ArchSpec:
             if int(getattr(self, name)) < 1:
                 raise ArchitectureError(
                     f"'{name}' must be at least 1 (got {getattr(self, name)})")
+        if self.arch == SEQUENCE and not self.layers:
+            raise ArchitectureError(
+                "A 'sequence' model is read from a teacher's weights; it "
+                f"has no layers here: choose from {', '.join(ARCHS)}")
         if self.norm is not None and self.norm not in NORMS:
             raise ArchitectureError(
                 f"Unknown norm '{self.norm}' (choose from "
@@ -156,7 +168,17 @@ class ArchSpec:
             raise ArchitectureError('ArchSpec JSON must be an object')
         return cls.from_dict(values)
 
+    def layer_lines(self) -> list[str]:
+        """A sequence's layers, one line each (``inspect``)."""
+        from gnncompress.models.sequence import describe_layers
+        return describe_layers(self.layers or [])
+
     def describe(self) -> str:
+        if self.arch == SEQUENCE:
+            from gnncompress.models.sequence import count_titles
+            return (f'Layer sequence: {count_titles(self.layers or [])}, '
+                    f'{self.in_channels} -> {self.out_channels} '
+                    f'(act={self.act})')
         if self.arch in POINT_ARCHS:
             return (f"DGCNN {self.num_layers} EdgeConv layers "
                     f"{','.join(map(str, self.widths or []))} (k={self.k}), "
