@@ -106,7 +106,7 @@ def on_graph(path: Path, model, graph) -> dict:
     for threads in (1, 2):
         timed = onnx_session(path, threads=threads)
         out[f'median_ms_{threads}'] = median_ms(timed, feeds)
-        # what the session really ran with (ScatterND pins 1 thread)
+        # what the session really ran with
         out[f'threads_{threads}'] = \
             timed.get_session_options().intra_op_num_threads
     return out

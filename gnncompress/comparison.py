@@ -62,8 +62,8 @@ class BenchRow:
     speedup: float | None = None
     accuracy_drop: float | None = None
     error: str | None = None
-    # What --threads asked for; `threads` is what ran (onnxruntime may run
-    # a graph on fewer threads than asked).
+    # What --threads asked for; `threads` is what ran (the session's own
+    # count; every exported graph is right on any number of threads).
     threads_asked: int | None = None
     # The fraction of nodes (multi-label: of node x label cells) whose
     # prediction is the baseline's.
@@ -423,16 +423,6 @@ def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
     return row
 
 
-def _onnx_threads(path: Path, threads: int) -> int:
-    """The intra-op threads :func:`~gnncompress.export.onnx_session` gives
-    ``path`` when ``threads`` are asked for."""
-    import onnx
-
-    ops = {n.op_type for n in onnx.load(str(path),
-                                        load_external_data=False).graph.node}
-    return 1 if 'ScatterND' in ops else threads
-
-
 def _short(e: BaseException) -> str:
     text = ' '.join(str(e).split()) or type(e).__name__
     return text[:160]
@@ -541,17 +531,9 @@ def run_bench(entries: Sequence[BenchModel], graph: Graph, *,
                             rows.append(BenchRow(entry.name, runtime, 'cpu',
                                                  None, error=_short(e)))
                             continue
-                    done: set[int | None] = set()
                     for n in threads:
-                        # A graph with ScatterND runs on one thread whatever
-                        # is asked (onnx_session): measure that once.
-                        actual = _onnx_threads(entry.onnx_path, n)
-                        if actual in done:
-                            continue
-                        done.add(actual)
                         if progress:
-                            progress(f'{entry.name} onnxruntime cpu '
-                                     f'x{actual}')
+                            progress(f'{entry.name} onnxruntime cpu x{n}')
                         rows.append(_onnx_row(entry, graph, n, warmup,
                                               repeat, row_budget_s))
                     continue

@@ -101,7 +101,8 @@ def test_onnx_export_with_batch_input(readout, tmp_path):
                          batch=batch)
 
     assert sorted(parity.cases) == ['export graph', 'isolated nodes',
-                                    'larger graph', 'no edges']
+                                    'larger graph', 'no edges',
+                                    'repeated destinations']
     assert parity.max_abs_diff <= 1e-4
     import onnxruntime as ort
     session = ort.InferenceSession(str(tmp_path / 'g.onnx'))

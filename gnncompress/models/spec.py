@@ -97,7 +97,7 @@ class ArchSpec:
     head: list[int] | None = None
     layers: list[dict[str, Any]] | None = None
 
-    # Fields the weights of a PyG checkpoint cannot reveal (EXPORT.md).
+    # Fields the weights of a PyG checkpoint cannot reveal (docs/export.md).
     NOT_IN_WEIGHTS: ClassVar[tuple[str, ...]] = ('act', 'aggr', 'dropout',
                                                  'alpha', 'theta', 'readout',
                                                  'k')
