@@ -697,6 +697,7 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
     with staged_output(out) as stage:
         files: dict[str, str] = {}
         parity_cases: dict[str, float] = {}
+        parity_relative: dict[str, float] = {}
         student_entry = ModelEntry(
             role='student', spec=s_spec.to_dict(),
             parameters=count_parameters(model),
@@ -721,9 +722,11 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
             x_cpu, edges_cpu = x.cpu(), edge_index.cpu()
             batch_cpu = batch.cpu() if batch is not None else None
             try:
-                parity_cases = export_onnx(model, x_cpu, edges_cpu, onnx_path,
-                                           uses_graph=s_spec.uses_graph,
-                                           batch=batch_cpu).cases
+                parity = export_onnx(model, x_cpu, edges_cpu, onnx_path,
+                                     uses_graph=s_spec.uses_graph,
+                                     batch=batch_cpu)
+                parity_cases = parity.cases
+                parity_relative = parity.relative_cases()
             except ExportError as e:
                 failure = export_failure(e, model, (x_cpu, edges_cpu,
                                                     batch_cpu), out)
@@ -750,6 +753,7 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                 data=describe_graph(graph),
                 teacher=teacher_entry, student=student_entry,
                 student_alone=alone_entry, parity_cases=parity_cases,
+                onnx_parity_relative=parity_relative,
                 training=training, seed=seed, device=dev, ckpt=ckpt,
                 files=files, config=config, min_accuracy=min_accuracy,
                 max_accuracy_drop=max_accuracy_drop, notes=notes)

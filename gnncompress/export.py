@@ -144,6 +144,10 @@ class Parity:
         """``cases[name]`` over the output's scale on that graph."""
         return self.cases[name] / self.scales.get(name, 1.0)
 
+    def relative_cases(self) -> dict[str, float]:
+        """:meth:`relative` of every check graph."""
+        return {name: self.relative(name) for name in self.cases}
+
 
 def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
                 path: Path, tolerance: float = TOLERANCE,

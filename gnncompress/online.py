@@ -597,6 +597,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
     model = first.students[first.best]
     files: dict[str, str] = {}
     parity: dict[str, float] = {}
+    relative: dict[str, float] = {}
     notes: list[str] = []
     if sample is None:
         measured = g.x, g.edge_index, g.batch
@@ -618,8 +619,9 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
             files['safetensors'] = chosen.file
             cpu = [t if t is None else t.to('cpu') for t in measured]
             onnx_path = stage / 'student.onnx'
-            parity = export_onnx(model, cpu[0], cpu[1], onnx_path,
-                                 batch=cpu[2]).cases
+            checked = export_onnx(model, cpu[0], cpu[1], onnx_path,
+                                  batch=cpu[2])
+            parity, relative = checked.cases, checked.relative_cases()
             files['onnx'] = str(out / 'student.onnx')
             chosen.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, *cpu).to_dict()
@@ -645,7 +647,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
             test_accuracy_std=statistics.stdev(selected)
             if len(selected) > 1 else 0.0,
             onnx_max_abs_diff=max(parity.values(), default=float('nan')),
-            onnx_parity=parity,
+            onnx_parity=parity, onnx_parity_relative=relative,
             training={**training, 'epochs_run': res.epochs_run,
                       'seconds': sum(r.results[0].seconds for r in runs),
                       'seconds_per_epoch': res.seconds /

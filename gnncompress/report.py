@@ -44,6 +44,17 @@ class Gate:
                 'passed': self.passed, 'failures': self.failures}
 
 
+def parity_line(max_abs: float, cases: dict[str, float],
+                relative: dict[str, float]) -> str:
+    """The report's line on the ONNX check: the largest difference over
+    the output's scale (what the tolerance bounds) and the absolute one."""
+    graphs = f'over {len(cases)} check graphs'
+    if not relative:
+        return f'ONNX max abs difference: {max_abs:.2e} ({graphs})'
+    return (f'ONNX max difference: {max(relative.values()):.2e} of the '
+            f"output's scale (absolute {max_abs:.2e}; {graphs})")
+
+
 @dataclass
 class Report:
     """Everything a distillation run measured."""
@@ -70,6 +81,9 @@ class Report:
     # The student's speed-up over the teacher per runtime and device
     # (student_speedups).
     speedups: list[dict[str, Any]] = field(default_factory=list)
+    # Each check graph's difference over its output's scale max(1, max|y|):
+    # what the export's tolerance applies to.
+    onnx_parity_relative: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {'schema': 1, **asdict(self)}
@@ -113,8 +127,8 @@ class Report:
             f'{_split(self.data)}',
             f'method: {self.method} {_options(self.method_options)}'.rstrip(),
             f'compression: {self.compression_ratio:.1f}x fewer parameters',
-            f'ONNX max abs difference: {self.onnx_max_abs_diff:.2e} '
-            f'(over {len(self.onnx_parity)} check graphs)',
+            parity_line(self.onnx_max_abs_diff, self.onnx_parity,
+                        self.onnx_parity_relative),
             f"training: {self.training['epochs_run']} epochs in "
             f"{self.training['seconds']:.1f} s, best epoch "
             f"{self.training['best_epoch']}, device {self.device}, seed "
@@ -274,6 +288,7 @@ class CotrainReport:
     # The settings the run resolved (config file, then command line).
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    onnx_parity_relative: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {'schema': 1, 'kind': 'cotrain', **asdict(self)}
@@ -316,9 +331,9 @@ class CotrainReport:
                 f'{100 * self.test_accuracy_mean:.2f} ± '
                 f'{100 * self.test_accuracy_std:.2f}% (table: fold 0)')
         if self.onnx_parity:
-            lines.append(f'ONNX max abs difference: '
-                         f'{self.onnx_max_abs_diff:.2e} (over '
-                         f'{len(self.onnx_parity)} check graphs)')
+            lines.append(parity_line(self.onnx_max_abs_diff,
+                                     self.onnx_parity,
+                                     self.onnx_parity_relative))
         t = self.training
         lines.append(f"training: {len(self.students)} students, "
                      f"{t['epochs_run']} epochs in {t['seconds']:.1f} s "
