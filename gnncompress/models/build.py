@@ -112,6 +112,8 @@ def run_model(model: nn.Module, x: Tensor, edge_index: Tensor,
         return _basic_gnn_output(model, x, edge_index)
     if isinstance(model, MLP):
         return _mlp_output(model, x)
+    if not hasattr(model, 'forward_output'):  # a wrapper (TaskSlice)
+        return ModelOutput(logits=model(x, edge_index), hiddens=[])
     return model.forward_output(x, edge_index)
 
 
