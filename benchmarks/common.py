@@ -16,7 +16,7 @@ import torch
 
 from gnncompress import api
 from gnncompress.checkpoint import load_checkpoint
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.engine import fit, forward_frozen
 from gnncompress.models import ArchSpec, build_model, count_parameters
 

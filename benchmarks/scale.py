@@ -45,8 +45,8 @@ from common import RESULTS, machine, read_rows, update_doc, write_json
 
 from gnncompress import api
 from gnncompress.checkpoint import load_checkpoint
-from gnncompress.data import Graph
-from gnncompress.engine import accuracy, fit, forward_frozen
+from gnncompress.core import Graph, accuracy
+from gnncompress.engine import fit, forward_frozen
 from gnncompress.minibatch import fit_minibatch, teacher_cache
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.sampling import CSR, NeighborSampler, TensorStore

@@ -25,11 +25,12 @@ from torch import Tensor
 from gnncompress import api, outputs
 from gnncompress.bench import onnx_latency, torch_latency
 from gnncompress.checkpoint import Checkpoint, card_path, load_checkpoint
-from gnncompress.data import Graph, load_graph, parse_classes
+from gnncompress.core import Graph, micro_f1
+from gnncompress.data import load_graph, parse_classes
 from gnncompress.engine import Selection, check_finite, progress_bar
 from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
 from gnncompress.export import export_onnx
-from gnncompress.inductive import STEPS_PER_EPOCH, cut, micro_f1
+from gnncompress.inductive import STEPS_PER_EPOCH, cut
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.minibatch import batch_view, check_minibatch
 from gnncompress.models import count_parameters

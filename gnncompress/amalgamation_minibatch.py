@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from gnncompress.amalgamation import StepLoss, Task, group_loss
 from gnncompress.checkpoint import Checkpoint
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.errors import ArchitectureError
 from gnncompress.methods.tam import (
     TAM,

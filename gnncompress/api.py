@@ -31,12 +31,8 @@ from gnncompress.checkpoint import (
     card_path,
     load_checkpoint,
 )
-from gnncompress.data import (
-    Graph,
-    class_subset,
-    load_graph,
-    parse_classes,
-)
+from gnncompress.core import Graph, accuracy
+from gnncompress.data import class_subset, load_graph, parse_classes
 from gnncompress.data import normalize_features as normalize_graph
 from gnncompress.distributed import (
     launch,
@@ -44,7 +40,7 @@ from gnncompress.distributed import (
     refuse,
     under_torchrun,
 )
-from gnncompress.engine import accuracy, fit, forward_frozen
+from gnncompress.engine import fit, forward_frozen
 from gnncompress.errors import (
     ArchitectureError,
     DataError,

@@ -285,7 +285,7 @@ def _read_torch(path: Path, head: bytes) -> Any:
 
 
 def _first_line(e: BaseException) -> str:
-    from gnncompress.data import error_line
+    from gnncompress.errors import error_line
     return error_line(e)
 
 

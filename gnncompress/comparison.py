@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from gnncompress.bench import Latency, measure_latency, session_threads
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.errors import CheckpointError, DataError
 from gnncompress.models import count_parameters, forward_logits
 from gnncompress.report import Gate
@@ -300,7 +300,7 @@ def _accuracy(logits: np.ndarray | Tensor, graph: Graph) -> float | None:
     if logits.dim() != 2 or logits.size(0) != mask.size(0):
         return None
     if graph.multilabel:
-        from gnncompress.inductive import micro_f1
+        from gnncompress.core import micro_f1
         return micro_f1(logits, graph.y.cpu(), mask)
     pred = logits[mask].argmax(-1)
     return float((pred == graph.y.cpu()[mask]).float().mean())

@@ -6,13 +6,11 @@ import dataclasses
 import hashlib
 import io
 import os
-import re
 import shutil
 import stat
 import tempfile
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,8 @@ from torch_geometric.data import Data
 from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 
-from gnncompress.errors import DataError, GnnCompressError
+from gnncompress.core import Graph
+from gnncompress.errors import DataError, GnnCompressError, error_line
 from gnncompress.models import sparse_input
 from gnncompress.synthetic import synthetic_ppi  # noqa: F401  (re-export)
 
@@ -37,63 +36,6 @@ GRAPH_DATASETS = {n.lower(): ('TUDataset', n) for n in
                   ('MUTAG', 'PROTEINS', 'ENZYMES', 'NCI1', 'IMDB-BINARY')}
 TRAIN_PER_CLASS = 20
 VAL_PER_CLASS = 30
-
-
-@dataclass
-class Graph:
-    """One node-classification graph with its split; or, when ``batch`` is
-    set, a graph-classification dataset as one disjoint union of graphs
-    whose ``y`` and masks are per graph (gnncompress.graphlevel)."""
-    name: str
-    x: Tensor                 # [N, F] float32
-    edge_index: Tensor        # [2, E] int64
-    y: Tensor                 # [N] int64
-    train_mask: Tensor        # [N] bool
-    val_mask: Tensor
-    test_mask: Tensor
-    num_classes: int
-    split: dict[str, Any] = field(default_factory=dict)
-    batch: Tensor | None = None   # [N] graph of each node (graph-level)
-    # Node-level datasets of several graphs (gnncompress.inductive): the
-    # graph of each node; masks then select whole graphs.
-    node_graph: Tensor | None = None
-    # Preprocessing applied to x: None (as stored) or 'row' (each node's
-    # features divided by their sum, see normalize_features).
-    feature_norm: str | None = None
-
-    @property
-    def num_nodes(self) -> int:
-        return self.x.size(0)
-
-    @property
-    def num_features(self) -> int:
-        return self.x.size(1)
-
-    def to(self, device: torch.device | str) -> Graph:
-        moved = {k: getattr(self, k).to(device) for k in
-                 ('x', 'edge_index', 'y', 'train_mask', 'val_mask',
-                  'test_mask')}
-        batch = self.batch.to(device) if self.batch is not None else None
-        node_graph = self.node_graph.to(device) \
-            if self.node_graph is not None else None
-        return Graph(self.name, num_classes=self.num_classes,
-                     split=self.split, batch=batch, node_graph=node_graph,
-                     feature_norm=self.feature_norm, **moved)
-
-    @property
-    def multilabel(self) -> bool:
-        """Whether ``y`` is a 0/1 matrix ``[N, labels]`` (BCE, micro-F1)."""
-        return self.y.dim() == 2
-
-    def describe(self) -> str:
-        if self.batch is not None:
-            return (f'{self.name}: {self.y.numel():,} graphs, '
-                    f'{self.num_nodes:,} nodes, {self.edge_index.size(1):,} '
-                    f'edges, {self.num_features:,} features, '
-                    f'{self.num_classes} classes')
-        return (f'{self.name}: {self.num_nodes:,} nodes, '
-                f'{self.edge_index.size(1):,} edges, {self.num_features:,} '
-                f'features, {self.num_classes} classes')
 
 
 def default_root() -> Path:
@@ -282,18 +224,6 @@ def build_dataset(construct: Callable[[], Any], name: str, work: Path,
         raise DataError(f"Dataset '{name}' could not be loaded from {source} "
                         f'({error_line(e)}): pass --data-root with a folder '
                         f'that holds {source.name}/raw') from None
-
-
-def error_line(e: BaseException) -> str:
-    """The most telling line of an exception's message, without colour
-    codes (torch's weights-only errors put the cause on a later line)."""
-    lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip()
-             for line in str(e).strip().splitlines()]
-    lines = [line for line in lines if line] or [type(e).__name__]
-    for line in lines:
-        if 'Unsupported global' in line or 'Unsupported operand' in line:
-            return line[:200]
-    return lines[0][:200]
 
 
 def _folder(cls_name: str, name: str) -> str:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph, accuracy
 from gnncompress.errors import TrainingError
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput, run_model
@@ -30,17 +30,6 @@ class FitResult:
     epochs_run: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-def accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:
-    """The score of ``logits`` on ``mask``: accuracy, or micro-F1 when
-    ``y`` is a multi-label 0/1 matrix."""
-    if y.dim() == 2:
-        from gnncompress.inductive import micro_f1
-        return micro_f1(logits, y, mask)
-    if int(mask.sum()) == 0:
-        return float('nan')
-    return float((logits[mask].argmax(-1) == y[mask]).float().mean())
 
 
 @torch.no_grad()

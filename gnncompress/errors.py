@@ -1,6 +1,8 @@
 """Errors a user can fix. The CLI turns each into a one-line message and
 exit code 1; anything else is a bug and keeps its traceback."""
 
+import re
+
 
 class GnnCompressError(Exception):
     """Base class of every error the user can fix."""
@@ -35,3 +37,15 @@ class TrainingError(GnnCompressError):
     ``val_accuracy`` describe the best student before it (epoch 0: none)."""
     best_epoch: int = 0
     val_accuracy: float = float('nan')
+
+
+def error_line(e: BaseException) -> str:
+    """The most telling line of an exception's message, without colour
+    codes (torch's weights-only errors put the cause on a later line)."""
+    lines = [re.sub(r'\x1b\[[0-9;]*m', '', line).strip()
+             for line in str(e).strip().splitlines()]
+    lines = [line for line in lines if line] or [type(e).__name__]
+    for line in lines:
+        if 'Unsupported global' in line or 'Unsupported operand' in line:
+            return line[:200]
+    return lines[0][:200]

@@ -2,7 +2,7 @@
 splits of the graphs, mini-batches cut from the union, and the training loop
 for one graph-level student.
 
-A graph-level dataset is a :class:`~gnncompress.data.Graph` whose ``batch``
+A graph-level dataset is a :class:`~gnncompress.core.Graph` whose ``batch``
 maps every node to its graph and whose ``y`` and masks are per graph, so
 evaluation, teachers' frozen outputs and accuracy are the node-level code
 run once on the whole union.
@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnncompress.data import Graph, load_pyg_dataset
+from gnncompress.core import Graph
+from gnncompress.data import load_pyg_dataset
 from gnncompress.errors import DataError
 from gnncompress.models import ModelOutput, run_model
 
@@ -154,10 +155,10 @@ def fit_graphs(student: nn.Module, graph: Graph, *, method=None,
     optimiser step per batch of training graphs, teachers' whole-union
     outputs sliced per batch, validation accuracy over graphs after each
     epoch."""
+    from gnncompress.core import accuracy
     from gnncompress.engine import (
         FitResult,
         Selection,
-        accuracy,
         adam,
         check_finite,
         progress_bar,

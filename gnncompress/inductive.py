@@ -3,7 +3,7 @@ datasets made of whole graphs assigned to training, validation and test,
 single- or multi-label node targets, and the training loop over batches of
 training graphs.
 
-Such a dataset is one :class:`~gnncompress.data.Graph` holding the disjoint
+Such a dataset is one :class:`~gnncompress.core.Graph` holding the disjoint
 union of its graphs, with ``node_graph`` giving the graph of every node and
 masks that select whole graphs. Message passing never crosses graphs, so a
 teacher's output on the union is its output on every graph, computed once;
@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import Data
 
+from gnncompress.core import Graph
 from gnncompress.data import (
-    Graph,
     build_dataset,
     check_data,
     check_labels,
@@ -257,20 +257,7 @@ def single_graph_only(graph: Graph, command: str) -> None:
                         f"'gnncompress distill'")
 
 
-# Metrics and losses ----------------------------------------------------------
-
-def micro_f1(logits: Tensor, y: Tensor, mask: Tensor) -> float:
-    """Micro-averaged F1 of the predictions ``logits > 0`` against the 0/1
-    matrix ``y`` on the rows of ``mask`` (NaN when the mask is empty; 0
-    when there is neither a positive label nor a positive prediction)."""
-    if int(mask.sum()) == 0:
-        return float('nan')
-    pred = logits[mask] > 0
-    true = y[mask] > 0.5
-    tp = int((pred & true).sum())
-    wrong = int((pred ^ true).sum())   # false positives + false negatives
-    return 2 * tp / (2 * tp + wrong) if tp or wrong else 0.0
-
+# Losses ----------------------------------------------------------------------
 
 def supervised_loss(logits: Tensor, y: Tensor) -> Tensor:
     """BCE-with-logits for a 0/1 label matrix, cross-entropy otherwise;
@@ -354,9 +341,9 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
     (BCE-with-logits for multi-label), and validation micro-F1 (accuracy
     for single-label) over the validation graphs after each epoch. The
     method is prepared on the training graphs alone."""
+    from gnncompress.core import accuracy
     from gnncompress.engine import (
         Selection,
-        accuracy,
         adam,
         guard_finite,
         progress_bar,

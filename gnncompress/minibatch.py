@@ -17,11 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnncompress import distributed
-from gnncompress.data import Graph
+from gnncompress.core import Graph, accuracy
 from gnncompress.engine import (
     FitResult,
     Selection,
-    accuracy,
     adam,
     guard_finite,
     progress_bar,

@@ -22,14 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from gnncompress import outputs
-from gnncompress.data import GRAPH_DATASETS, Graph, load_graph
-from gnncompress.engine import (
-    FitResult,
-    Selection,
-    accuracy,
-    check_finite,
-    progress_bar,
-)
+from gnncompress.core import Graph, accuracy
+from gnncompress.data import GRAPH_DATASETS, load_graph
+from gnncompress.engine import FitResult, Selection, check_finite, progress_bar
 from gnncompress.errors import GnnCompressError
 from gnncompress.graphlevel import BATCH_SIZE, iter_batches, load_graph_set
 from gnncompress.inductive import (

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
 from gnncompress.export import (
     CHECK_THREADS,

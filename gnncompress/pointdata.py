@@ -3,7 +3,7 @@
 saved lists of ``Data`` objects, as one batched Graph of equally sized
 clouds normalised to the unit sphere.
 
-A point-cloud set is a :class:`~gnncompress.data.Graph` whose ``x`` holds
+A point-cloud set is a :class:`~gnncompress.core.Graph` whose ``x`` holds
 the points of all clouds one after the other (``[B * n, 3]``), ``batch``
 their cloud, ``edge_index`` nothing (DGCNN builds its own graphs) and
 ``y`` and the masks one entry per cloud.
@@ -17,14 +17,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gnncompress.data import (
-    Graph,
-    build_dataset,
-    default_root,
-    error_line,
-    working_copy,
-)
-from gnncompress.errors import DataError
+from gnncompress.core import Graph
+from gnncompress.data import build_dataset, default_root, working_copy
+from gnncompress.errors import DataError, error_line
 
 MODELNET10_CLASSES = ('bathtub', 'bed', 'chair', 'desk', 'dresser',
                       'monitor', 'night_stand', 'sofa', 'table', 'toilet')

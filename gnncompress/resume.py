@@ -85,7 +85,7 @@ class TrainingCheckpoint:
             state = torch.load(self.path, map_location='cpu',
                                weights_only=True)
         except Exception as e:  # noqa: BLE001 -- any failure means corrupt
-            from gnncompress.data import error_line
+            from gnncompress.errors import error_line
             raise CheckpointError(
                 f'Training checkpoint {self.path} cannot be read '
                 f'({error_line(e)}): delete it and start again without '

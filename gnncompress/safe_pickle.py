@@ -104,7 +104,7 @@ class _Refused(pickle.UnpicklingError):
 def load_pickle(file: IO[bytes], name: str, encoding: str = 'ASCII') -> Any:
     """The object pickled in ``file`` (called ``name`` in errors), built by
     :class:`RestrictedUnpickler`; sparse matrices rebuilt and checked."""
-    from gnncompress.data import error_line
+    from gnncompress.errors import error_line
 
     try:
         obj = RestrictedUnpickler(file, encoding=encoding).load()
@@ -184,7 +184,7 @@ def _checked_npz(parse: Callable[..., T],
     (features and adjacency) are checked like pickled ones."""
     import scipy.sparse as sp
 
-    from gnncompress.data import error_line
+    from gnncompress.errors import error_line
 
     @functools.wraps(parse)
     def checked(f: Any, *args: Any, **kwargs: Any) -> T:

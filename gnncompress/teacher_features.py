@@ -14,7 +14,7 @@ import math
 import torch
 from torch import nn
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.data import normalize_features as normalize_graph
 from gnncompress.engine import forward_frozen
 

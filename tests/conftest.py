@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gnncompress.data import Graph, load_graph
+from gnncompress.core import Graph
+from gnncompress.data import load_graph
 from gnncompress.models import ModelOutput
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,15 +19,11 @@ from typer.testing import CliRunner
 from gnncompress import amalgamation, api
 from gnncompress.amalgamation import GraphBatches, Task, agreement
 from gnncompress.cli import app
+from gnncompress.core import micro_f1
 from gnncompress.data import class_subset, load_graph, synthetic_ppi
 from gnncompress.errors import GnnCompressError
 from gnncompress.export import onnx_feeds, onnx_session
-from gnncompress.inductive import (
-    cut,
-    graph_from_list,
-    micro_f1,
-    supervised_loss,
-)
+from gnncompress.inductive import cut, graph_from_list, supervised_loss
 from gnncompress.methods.tam import TAM
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.models.slimmable import (

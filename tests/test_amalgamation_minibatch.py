@@ -17,7 +17,8 @@ import gnncompress.amalgamation_minibatch as amb
 from gnncompress import amalgamation, api
 from gnncompress.amalgamation import Task, WholeGraphs, _groups
 from gnncompress.cli import app
-from gnncompress.data import Graph, load_graph
+from gnncompress.core import Graph
+from gnncompress.data import load_graph
 from gnncompress.export import onnx_feeds, onnx_session
 from gnncompress.methods.tam import TAM
 from gnncompress.models import ArchSpec, build_model, propagation

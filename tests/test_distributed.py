@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import gnncompress.minibatch as mb
 from gnncompress import api, distributed
 from gnncompress.cli import app
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.methods.kd import KD
 from gnncompress.models import ArchSpec, ModelOutput, build_model
 from gnncompress.sampling import CSR

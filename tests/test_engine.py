@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.engine import FitResult, fit, forward_frozen
 from gnncompress.errors import GnnCompressError, TrainingError
 from gnncompress.methods import DistillMethod

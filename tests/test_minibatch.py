@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import gnncompress.minibatch as mb
 from gnncompress import api, bench
 from gnncompress.cli import app
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.methods.kd import KD
 from gnncompress.methods.lsp import LSP
 from gnncompress.models import ArchSpec, build_model, run_model

@@ -13,10 +13,11 @@ from torch_geometric.utils import is_undirected, subgraph
 from typer.testing import CliRunner
 
 from gnncompress.cli import app
+from gnncompress.core import accuracy, micro_f1
 from gnncompress.data import load_graph, synthetic_ppi
-from gnncompress.engine import accuracy, fit, forward_frozen
+from gnncompress.engine import fit, forward_frozen
 from gnncompress.errors import DataError
-from gnncompress.inductive import cut, graph_from_list, micro_f1
+from gnncompress.inductive import cut, graph_from_list
 from gnncompress.methods import resolve_method
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
 from gnncompress.online import InductiveOnlineTrainer, build_online_methods

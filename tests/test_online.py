@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from gnncompress import api, bench
 from gnncompress.checkpoint import load_checkpoint
 from gnncompress.cli import app
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.models import ArchSpec, build_model, run_model
 from gnncompress.online import (
     OnlineTrainer,

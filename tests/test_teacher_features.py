@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.teacher_features import pick_features
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.errors import ArchitectureError
 from gnncompress.methods.base import DistillMethod, register_method
 from gnncompress.methods.lsp import (

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.errors import UnknownMethodError
 from gnncompress.models import ModelOutput
 

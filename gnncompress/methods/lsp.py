@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.methods.base import (
     DistillMethod,
     TeacherCache,

@@ -251,33 +251,6 @@ class DGCNN(nn.Module):
         return ModelOutput(self.classifier(g), hiddens, edges)
 
 
-def check_spec(spec) -> None:
-    """Validate (and normalise) the DGCNN fields of an ArchSpec."""
-    from gnncompress.errors import ArchitectureError
-    from gnncompress.models.spec import READOUTS
-
-    if not spec.widths or len(spec.widths) != spec.num_layers:
-        raise ArchitectureError(
-            f'A DGCNN needs one EdgeConv width per layer: got widths '
-            f'{spec.widths} for {spec.num_layers} layers (e.g. --layers 4 '
-            f'--hidden 64,64,128,256)')
-    spec.widths = [int(w) for w in spec.widths]
-    spec.head = [int(w) for w in (spec.head or [])]
-    spec.k = 20 if spec.k is None else int(spec.k)
-    spec.emb_channels = 1024 if spec.emb_channels is None \
-        else int(spec.emb_channels)
-    spec.readout = spec.readout or 'max'
-    if min(spec.widths + spec.head + [spec.emb_channels]) < 1:
-        raise ArchitectureError(f'DGCNN widths must be positive (got '
-                                f'{spec.widths}, {spec.emb_channels}, '
-                                f'{spec.head})')
-    if spec.k < 1:
-        raise ArchitectureError(f"'k' must be at least 1 (got {spec.k})")
-    if spec.readout not in READOUTS:
-        raise ArchitectureError(f"Unknown readout '{spec.readout}' (choose "
-                                f"from {', '.join(READOUTS)})")
-
-
 def dense_points(x: Tensor, batch: Tensor | None) -> Tensor:
     """Flattened points ``[N, C]`` of equally sized clouds (``batch`` maps
     each point to its cloud, clouds contiguous) as ``[B, n, C]``."""

@@ -129,8 +129,7 @@ class ArchSpec:
                 'the graph-level models do not do: use --norm batch_norm '
                 'with a readout')
         if self.arch in POINT_ARCHS:
-            from gnncompress.models.dgcnn import check_spec
-            check_spec(self)
+            _check_dgcnn(self)
         elif self.readout is not None:
             if self.readout not in READOUTS:
                 raise ArchitectureError(
@@ -198,3 +197,27 @@ class ArchSpec:
         return (f'{self.arch.upper()} {self.num_layers} layers x '
                 f'{self.hidden_channels} hidden{heads}, '
                 f'{self.in_channels} -> {self.out_channels}{tail}')
+
+
+def _check_dgcnn(spec: ArchSpec) -> None:
+    """Validate (and normalise) the DGCNN fields of an ArchSpec."""
+    if not spec.widths or len(spec.widths) != spec.num_layers:
+        raise ArchitectureError(
+            f'A DGCNN needs one EdgeConv width per layer: got widths '
+            f'{spec.widths} for {spec.num_layers} layers (e.g. --layers 4 '
+            f'--hidden 64,64,128,256)')
+    spec.widths = [int(w) for w in spec.widths]
+    spec.head = [int(w) for w in (spec.head or [])]
+    spec.k = 20 if spec.k is None else int(spec.k)
+    spec.emb_channels = 1024 if spec.emb_channels is None \
+        else int(spec.emb_channels)
+    spec.readout = spec.readout or 'max'
+    if min(spec.widths + spec.head + [spec.emb_channels]) < 1:
+        raise ArchitectureError(f'DGCNN widths must be positive (got '
+                                f'{spec.widths}, {spec.emb_channels}, '
+                                f'{spec.head})')
+    if spec.k < 1:
+        raise ArchitectureError(f"'k' must be at least 1 (got {spec.k})")
+    if spec.readout not in READOUTS:
+        raise ArchitectureError(f"Unknown readout '{spec.readout}' (choose "
+                                f"from {', '.join(READOUTS)})")

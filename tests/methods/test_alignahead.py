@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.errors import ArchitectureError
 from gnncompress.methods import resolve_method
 from gnncompress.models import ModelOutput

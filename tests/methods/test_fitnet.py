@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import literal_graph
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.engine import fit, forward_frozen
 from gnncompress.methods.fitnet import FitNet
 from gnncompress.models import ArchSpec, ModelOutput, build_model

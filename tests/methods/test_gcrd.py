@@ -9,7 +9,7 @@ import torch
 from conftest import literal_graph, literal_output
 from torch import Tensor, nn
 
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.engine import fit, forward_frozen
 from gnncompress.methods.gcrd import GCRD
 from gnncompress.models import ArchSpec, ModelOutput, build_model

@@ -9,7 +9,7 @@ import torch
 from conftest import literal_graph, literal_output
 
 import gnncompress.methods.lsp as lsp_module
-from gnncompress.data import Graph
+from gnncompress.core import Graph
 from gnncompress.methods.lsp import LSP
 from gnncompress.models import ModelOutput, propagation
 
