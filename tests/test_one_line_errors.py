@@ -1,0 +1,118 @@
+"""Bad options, usage errors and memory exhaustion give one ``Error:`` line
+and a documented exit code, never a traceback (docs/robustness.md,
+"One-line errors and exit codes")."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import SAMPLE_TEACHER
+from typer.testing import CliRunner
+
+from gnncompress import api
+from gnncompress.cli import app
+from gnncompress.errors import GnnCompressError, out_of_memory
+
+runner = CliRunner()
+
+
+def _one_error_line(result, code: int, *names: str) -> str:
+    assert result.exit_code == code, result.output
+    assert 'Traceback' not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith('Error: '), lines[0]
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+BAD_OPTIONS = [
+    (['--lr', '-1'], '--lr'), (['--lr', 'nan'], '--lr'),
+    (['--lr', '-inf'], '--lr'), (['--lr', 'inf'], '--lr'),
+    (['--weight-decay', '-1'], '--weight-decay'),
+    (['--weight-decay', 'nan'], '--weight-decay'),
+    (['--weight', 'nan'], '--weight'), (['--weight', '-2'], '--weight'),
+    (['--label-weight', 'nan'], '--label-weight'),
+    (['--seed', str(2 ** 70)], '--seed'), (['--seed', '-1'], '--seed'),
+    (['--ratio', '0.5'], '--ratio'), (['--ratio', '1'], '--ratio'),
+    (['--ratio', 'nan'], '--ratio'),
+    (['--method', 'kd+kd'], "--method 'kd+kd' repeats kd"),
+    (['--method', 'kd+'], '--method'),
+    (['--out', ''], '--out'),
+]
+
+
+@pytest.mark.parametrize('args,name', BAD_OPTIONS,
+                         ids=[' '.join(a) for a, _ in BAD_OPTIONS])
+def test_bad_distill_option_is_one_line_naming_it(tmp_path, args, name):
+    out = ['--out', str(tmp_path / 'o')] if '--out' not in args else []
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER), *out,
+                                 '--epochs', '1', '--no-progress', *args])
+    line = _one_error_line(result, 1, name)
+    assert ': give' in line or 'name each method once' in line
+    assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('args,name', [
+    (['--lr', 'nan'], '--lr'), (['--weight-decay', '-1'], '--weight-decay'),
+    (['--seed', str(2 ** 40)], '--seed')])
+def test_bad_train_teacher_option_is_one_line(tmp_path, args, name):
+    result = runner.invoke(app, ['train-teacher', '--data', 'Cora',
+                                 '--out', str(tmp_path / 't.pt'), *args])
+    _one_error_line(result, 1, name)
+
+
+def test_api_validates_like_the_cli(tmp_path):
+    with pytest.raises(GnnCompressError, match='--ratio must be'):
+        api.distill(SAMPLE_TEACHER, ratio=0.5, out=tmp_path / 'o')
+    with pytest.raises(GnnCompressError, match='--weight must be'):
+        api.distill(SAMPLE_TEACHER, weight=float('nan'), out=tmp_path / 'o')
+
+
+@pytest.mark.parametrize('layer', ['99', '-5'])
+def test_missing_teacher_layer_is_one_line(tmp_path, layer):
+    result = runner.invoke(app, [
+        'distill', str(SAMPLE_TEACHER), '--method', 'fitnet', '--epochs',
+        '1', '--no-progress', '--out', str(tmp_path / 'o'),
+        f'--layers-t={layer}'])
+    line = _one_error_line(result, 1, '--layers-t')
+    assert f'layer {layer} does not exist' in line
+
+
+USAGE = [
+    (['distill', str(SAMPLE_TEACHER), '--epochs', '0'], '--epochs'),
+    (['distill', str(SAMPLE_TEACHER), '--layers', '0'], '--layers'),
+    (['distill', str(SAMPLE_TEACHER), '--bogus'], '--bogus'),
+    (['distill'], 'teacher'),
+    (['no-such-command'], 'no-such-command'),
+]
+
+
+@pytest.mark.parametrize('args,name', USAGE,
+                         ids=[' '.join(a[-2:]) for a, _ in USAGE])
+def test_usage_error_is_one_line_with_exit_code_2(args, name):
+    line = _one_error_line(runner.invoke(app, args), 2, name)
+    assert '--help' in line
+
+
+@pytest.mark.parametrize('error', [
+    torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20 GiB'),
+    MemoryError(),
+    RuntimeError('[enforce fail at alloc_cpu.cpp:117] data. '
+                 'DefaultCPUAllocator: not enough memory: you tried to '
+                 'allocate 5732000000000 bytes.'),
+], ids=['cuda', 'python', 'cpu-allocator'])
+def test_out_of_memory_is_one_line_naming_the_fix(tmp_path, monkeypatch,
+                                                  error):
+    def exhausted(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(api, 'distill', exhausted)
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER),
+                                 '--out', str(tmp_path / 'o')])
+    _one_error_line(result, 1, 'Ran out of memory', '--hidden',
+                    '--batch-size')
+
+
+def test_other_runtime_errors_are_not_taken_for_memory():
+    assert out_of_memory(RuntimeError('shape mismatch')) is None
+    assert out_of_memory(ValueError('out of memory')) is None
