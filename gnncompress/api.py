@@ -49,8 +49,6 @@ from gnncompress.errors import (
     OutputError,
     TrainingError,
 )
-from gnncompress.options import (
-    check_method_name, check_ratio, check_training)
 from gnncompress.export import atomic_path, export_onnx, save_safetensors
 from gnncompress.methods import DistillMethod, canonical_name, method_class
 from gnncompress.methods.combined import Combined
@@ -60,6 +58,7 @@ from gnncompress.models import (
     count_parameters,
     count_spec_parameters,
 )
+from gnncompress.options import check_method_name, check_ratio, check_training
 from gnncompress.report import (
     Gate,
     ModelEntry,

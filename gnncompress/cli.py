@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
-from typer.core import TyperGroup
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from gnncompress import __version__, api
 from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
@@ -60,7 +60,8 @@ class _OneLineUsage(TyperGroup):
                 sys.exit(e.exit_code)
             ctx = getattr(e, 'ctx', None)
             hint = f' (see {ctx.command_path} --help)' if ctx else ''
-            message = getattr(e, 'format_message', lambda: str(e))()
+            message = (e.format_message() if hasattr(e, 'format_message')
+                       else str(e))
             line = escape(' '.join((message + hint).split()))
             err_console.print(f'[red]Error:[/red] {line}', markup=True)
             sys.exit(getattr(e, 'exit_code', 2))
