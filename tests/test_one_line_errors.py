@@ -116,3 +116,28 @@ def test_out_of_memory_is_one_line_naming_the_fix(tmp_path, monkeypatch,
 def test_other_runtime_errors_are_not_taken_for_memory():
     assert out_of_memory(RuntimeError('shape mismatch')) is None
     assert out_of_memory(ValueError('out of memory')) is None
+
+
+def _protocol5(path):
+    import pickle
+    with open(path, 'wb') as f:
+        pickle.dump({'a': 1}, f, protocol=5)
+
+
+def _qint8(path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        q = torch.quantize_per_tensor(torch.ones(2, 2), 0.1, 0, torch.qint8)
+    torch.save({'convs.0.lin.weight': q}, path)
+
+
+@pytest.mark.parametrize('write', [_protocol5, _qint8],
+                         ids=['protocol-5', 'qint8'])
+def test_no_torch_warning_before_the_error(tmp_path, write, recwarn):
+    path = tmp_path / 'bad.pt'
+    write(path)
+    result = runner.invoke(app, ['inspect', str(path)])
+    _one_error_line(result, 1, str(path))
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)
+                and 'torch' in str(w.filename)]

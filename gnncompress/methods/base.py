@@ -83,17 +83,22 @@ class TeacherCache:
         return self._entries[index]
 
 
+class MissingLayerError(ArchitectureError, ValueError):
+    """A matched hidden layer the model lacks (a ValueError too, as it
+    was before the CLI made it a one-line error)."""
+
+
 def hidden_layer(out: ModelOutput, index: int, who: str) -> Tensor:
     """``out.hiddens[index]`` with an error that says what exists."""
     if not out.hiddens:
-        raise ArchitectureError(f'The {who} has no hidden layer to match: '
+        raise MissingLayerError(f'The {who} has no hidden layer to match: '
                                 f'give it at least 2 layers')
     try:
         return out.hiddens[index]
     except IndexError:
         n = len(out.hiddens)
         flag = '--layers-t' if who == 'teacher' else '--layers-s'
-        raise ArchitectureError(f'The {who} has {n} hidden layers; layer '
+        raise MissingLayerError(f'The {who} has {n} hidden layers; layer '
                                 f'{index} does not exist: give {flag} '
                                 f'between {-n} and {n - 1}') from None
 
