@@ -424,8 +424,11 @@ def inspect(
     for note in result.notes.values():
         typer.echo(f'  note: {note}')
     if result.card.get('data'):
+        acc = result.card.get('test_accuracy')
+        shown = (f'{100 * acc:.2f}%' if isinstance(acc, (int, float))
+                 and not isinstance(acc, bool) else 'not recorded')
         typer.echo(f"  teacher card: trained on {result.card['data']}, test "
-                   f"accuracy {100 * result.card['test_accuracy']:.2f}%")
+                   f"accuracy {shown}")
 
 
 @app.command('train-teacher')

@@ -141,3 +141,23 @@ def test_no_torch_warning_before_the_error(tmp_path, write, recwarn):
     _one_error_line(result, 1, str(path))
     assert not [w for w in recwarn if issubclass(w.category, UserWarning)
                 and 'torch' in str(w.filename)]
+
+
+@pytest.mark.parametrize('accuracy', [None, 'high', [1]],
+                         ids=['missing', 'text', 'list'])
+def test_inspect_card_without_numeric_accuracy(tmp_path, accuracy):
+    import json
+    import shutil
+    teacher = tmp_path / 't.pt'
+    shutil.copy(SAMPLE_TEACHER, teacher)
+    card = json.loads(SAMPLE_TEACHER.with_suffix('.json').read_text())
+    card.pop('test_accuracy', None)
+    if accuracy is not None:
+        card['test_accuracy'] = accuracy
+    teacher.with_suffix('.json').write_text(json.dumps(card))
+    result = runner.invoke(app, ['inspect', str(teacher)])
+    assert 'Traceback' not in result.output
+    if result.exit_code == 0:
+        assert 'test accuracy not recorded' in result.output
+    else:
+        _one_error_line(result, 1, 't.json')
