@@ -87,8 +87,10 @@ def read_card(path: Path) -> dict[str, Any]:
     if not card_file.is_file():
         return {}
     try:
-        card = json.loads(card_file.read_text())
-    except (OSError, json.JSONDecodeError):
+        card = json.loads(card_file.read_text(encoding='utf-8'))
+    except (OSError, ValueError, RecursionError):
+        # unreadable, not UTF-8, not JSON or nested too deep: no card,
+        # as for any other card that is not ours
         return {}
     if not isinstance(card, dict) or card.get('kind') != CARD_KIND:
         return {}

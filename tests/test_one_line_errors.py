@@ -161,3 +161,17 @@ def test_inspect_card_without_numeric_accuracy(tmp_path, accuracy):
         assert 'test accuracy not recorded' in result.output
     else:
         _one_error_line(result, 1, 't.json')
+
+
+@pytest.mark.parametrize('text', [b'\xff\xfe{"kind": 1}',
+                                  b'[' * 100_000 + b']' * 100_000],
+                         ids=['not-utf8', 'deeply-nested'])
+def test_unreadable_card_is_ignored_without_traceback(tmp_path, text):
+    import shutil
+    teacher = tmp_path / 't.pt'
+    shutil.copy(SAMPLE_TEACHER, teacher)
+    teacher.with_suffix('.json').write_bytes(text)
+    result = runner.invoke(app, ['inspect', str(teacher)])
+    assert result.exit_code == 0, result.output
+    assert 'Traceback' not in result.output
+    assert 'teacher card' not in result.output
