@@ -58,7 +58,12 @@ from gnncompress.models import (
     count_parameters,
     count_spec_parameters,
 )
-from gnncompress.options import check_method_name, check_ratio, check_training
+from gnncompress.options import (
+    check_method_name,
+    check_out_file,
+    check_ratio,
+    check_training,
+)
 from gnncompress.report import (
     Gate,
     ModelEntry,
@@ -1050,6 +1055,7 @@ def export(checkpoint: str | Path, out: str | Path,
     out = Path(out)
     if out.suffix != '.onnx':
         raise OutputError(f'Output file {out} must end in .onnx')
+    check_out_file(out)
     check_writable(out.parent)
     ckpt = load_checkpoint(checkpoint, overrides)
     gen = torch.Generator().manual_seed(seed)

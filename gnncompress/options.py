@@ -70,3 +70,23 @@ def check_training(*, lr: float, weight_decay: float,
     check_rate('label_weight', label_weight)
     check_seed(seed)
     check_out(out)
+
+
+NAME_MAX = 255  # bytes in one path component on common file systems
+
+
+def check_out_file(out: Path, flag: str = '--out') -> None:
+    """An output file path: not a folder, no name longer than the file
+    system allows."""
+    # 20 bytes spare for the temporary name the file is written under
+    long = [p for p in out.parts if len(p.encode()) > NAME_MAX - 20]
+    if long:
+        raise GnnCompressError(f'{flag} has a name of {len(long[0])} '
+                               f'characters, longer than the file system '
+                               f'allows: give a shorter name')
+    if len(str(out.absolute()).encode()) > 4000:
+        raise GnnCompressError(f'{flag} is a path of over 4,000 bytes: give '
+                               f'a shorter path')
+    if out.is_dir():
+        raise GnnCompressError(f'{flag} {out} is a folder: give a file '
+                               f'name inside it, e.g. {out / "model.onnx"}')

@@ -175,3 +175,14 @@ def test_unreadable_card_is_ignored_without_traceback(tmp_path, text):
     assert result.exit_code == 0, result.output
     assert 'Traceback' not in result.output
     assert 'teacher card' not in result.output
+
+
+@pytest.mark.parametrize('name', ['folder.onnx', 'a' * 300 + '.onnx'],
+                         ids=['folder', 'long-name'])
+def test_export_out_that_cannot_be_a_file(tmp_path, name):
+    out = tmp_path / name
+    if name == 'folder.onnx':
+        out.mkdir()
+    result = runner.invoke(app, ['export', str(SAMPLE_TEACHER),
+                                 '--out', str(out)])
+    _one_error_line(result, 1, '--out')
