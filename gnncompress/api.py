@@ -58,6 +58,12 @@ from gnncompress.models import (
     count_parameters,
     count_spec_parameters,
 )
+from gnncompress.options import (
+    check_method_name,
+    check_out_file,
+    check_ratio,
+    check_training,
+)
 from gnncompress.report import (
     Gate,
     ModelEntry,
@@ -264,6 +270,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     a point-cloud teacher (:func:`gnncompress.pointcloud.train_teacher`:
     ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
     ``points``, ``augment`` and ``batch_size`` apply to it alone)."""
+    check_training(lr=lr, weight_decay=weight_decay, seed=seed, out=out)
     if arch == 'dgcnn':
         from gnncompress import pointcloud
         return pointcloud.train_teacher(
@@ -392,8 +399,7 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
             raise GnnCompressError('Give either --hidden or --ratio, not both')
         return make(hidden)
     ratio = DEFAULT_RATIO if ratio is None else ratio
-    if ratio <= 0:
-        raise GnnCompressError(f"'ratio' must be positive (got {ratio})")
+    check_ratio(ratio)
     budget = count_spec_parameters(teacher) / ratio
     start = max(teacher.hidden_channels, heads)
     for width in range(start - start % heads, 0, -heads):
@@ -447,6 +453,7 @@ def build_method(name: str,
     methods, ``a.key`` options go to method ``a`` (``a.weight`` is its weight
     in the sum) and plain keys to every method that accepts them."""
     options = dict(options or {})
+    check_method_name(name)
     names = [n.strip() for n in name.split('+')]
     if len(names) == 1:
         return _instantiate(method_class(names[0]), options)
@@ -534,6 +541,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     other torchrun ranks return None."""
     if nproc is not None or under_torchrun():
         return launch(distill, dict(locals()))
+    check_training(lr=lr, weight_decay=weight_decay, seed=seed,
+                   weight=weight, label_weight=label_weight, out=out)
+    check_ratio(ratio)
     teacher = Path(teacher)
     distiller = build_method(method, method_options)
     requested_student = student
@@ -1045,6 +1055,7 @@ def export(checkpoint: str | Path, out: str | Path,
     out = Path(out)
     if out.suffix != '.onnx':
         raise OutputError(f'Output file {out} must end in .onnx')
+    check_out_file(out)
     check_writable(out.parent)
     ckpt = load_checkpoint(checkpoint, overrides)
     gen = torch.Generator().manual_seed(seed)

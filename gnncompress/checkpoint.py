@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import re
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +87,10 @@ def read_card(path: Path) -> dict[str, Any]:
     if not card_file.is_file():
         return {}
     try:
-        card = json.loads(card_file.read_text())
-    except (OSError, json.JSONDecodeError):
+        card = json.loads(card_file.read_text(encoding='utf-8'))
+    except (OSError, ValueError, RecursionError):
+        # unreadable, not UTF-8, not JSON or nested too deep: no card,
+        # as for any other card that is not ours
         return {}
     if not isinstance(card, dict) or card.get('kind') != CARD_KIND:
         return {}
@@ -271,7 +274,11 @@ def _read_torch(path: Path, head: bytes) -> Any:
                 f'gnncompress never unpickles: save the weights alone with '
                 f'torch.save(model.state_dict(), PATH)')
     try:
-        with torch.serialization.safe_globals(list(_SAFE_GLOBALS)):
+        # torch warns about old pickle protocols and quantised weights just
+        # before the one-line error: say it once, in that error.
+        with torch.serialization.safe_globals(list(_SAFE_GLOBALS)), \
+                warnings.catch_warnings():
+            warnings.simplefilter('ignore', UserWarning)
             return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001
         if not is_zip:

@@ -2,23 +2,21 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from gnncompress import __version__, api
 from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
 from gnncompress.comparison import DEFAULT_ROW_BUDGET_S
-from gnncompress.errors import GnnCompressError
+from gnncompress.errors import GnnCompressError, out_of_memory
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  rich_markup_mode="markdown",
-                  help='Compress pre-trained GNN checkpoints by knowledge '
-                  'distillation.')
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
 T = TypeVar('T')
@@ -29,11 +27,59 @@ def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     try:
         return fn(*args, **kwargs)
     except GnnCompressError as e:
-        # Messages quote file contents (tensor names, card values): no
-        # markup in them, and one line whatever they hold.
-        line = escape(' '.join(str(e).split()))
-        err_console.print(f'[red]Error:[/red] {line}', markup=True)
-        raise typer.Exit(code=1) from None
+        _error(str(e))
+    except (MemoryError, RuntimeError) as e:
+        memory = out_of_memory(e)
+        if memory is None:
+            raise
+        _error(memory)
+
+
+def _error(message: str, code: int = 1) -> NoReturn:
+    """Print ``Error: message`` on one line and exit with ``code``."""
+    # Messages quote file contents (tensor names, card values): no markup
+    # in them, and one line whatever they hold.
+    line = escape(' '.join(message.split()))
+    err_console.print(f'[red]Error:[/red] {line}', markup=True)
+    raise typer.Exit(code=code) from None
+
+
+class _OneLineUsage(TyperGroup):
+    """Usage errors Click catches (an unknown option, ``--epochs 0``) as
+    one ``Error:`` line with exit code 2, instead of a boxed message."""
+
+    def main(self, *args: Any, standalone_mode: bool = True,
+             **kwargs: Any) -> Any:
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as e:  # Click's errors (vendored)
+            if not standalone_mode:
+                raise
+            if type(e).__name__ == 'NoArgsIsHelpError':
+                e.show()  # the help text itself, as Click prints it
+                sys.exit(e.exit_code)
+            ctx = getattr(e, 'ctx', None)
+            hint = f' (see {ctx.command_path} --help)' if ctx else ''
+            message = (e.format_message() if hasattr(e, 'format_message')
+                       else str(e))
+            line = escape(' '.join((message + hint).split()))
+            err_console.print(f'[red]Error:[/red] {line}', markup=True)
+            sys.exit(getattr(e, 'exit_code', 2))
+        except typer.Abort:
+            if not standalone_mode:
+                raise
+            err_console.print('Aborted!')
+            sys.exit(1)
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=_OneLineUsage, add_completion=False,
+                  no_args_is_help=True,
+                  rich_markup_mode="markdown",
+                  help='Compress pre-trained GNN checkpoints by knowledge '
+                  'distillation.')
 
 
 def _parse_options(items: list[str] | None) -> dict[str, Any]:
@@ -260,7 +306,7 @@ def distill(
         'validation accuracy.')] = 100,
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = 'auto',
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(  # str: keep an empty --out
         help='Output folder (default: gnncompress-out/<teacher>-<method>).')
     ] = None,
     baseline: Annotated[bool, typer.Option(
@@ -378,8 +424,11 @@ def inspect(
     for note in result.notes.values():
         typer.echo(f'  note: {note}')
     if result.card.get('data'):
+        acc = result.card.get('test_accuracy')
+        shown = (f'{100 * acc:.2f}%' if isinstance(acc, (int, float))
+                 and not isinstance(acc, bool) else 'not recorded')
         typer.echo(f"  teacher card: trained on {result.card['data']}, test "
-                   f"accuracy {100 * result.card['test_accuracy']:.2f}%")
+                   f"accuracy {shown}")
 
 
 @app.command('train-teacher')

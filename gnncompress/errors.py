@@ -49,3 +49,22 @@ def error_line(e: BaseException) -> str:
         if 'Unsupported global' in line or 'Unsupported operand' in line:
             return line[:200]
     return lines[0][:200]
+
+
+_MEMORY_SIGNS = ('out of memory', 'not enough memory', 'defaultcpuallocator',
+                 'you tried to allocate')
+
+
+def out_of_memory(e: BaseException) -> str | None:
+    """A one-line message with the fix when ``e`` says memory ran out
+    (``MemoryError``, ``torch.OutOfMemoryError`` or an allocator's
+    ``RuntimeError``); None for any other error."""
+    text = str(e).lower()
+    if not (isinstance(e, MemoryError)
+            or type(e).__name__ == 'OutOfMemoryError'
+            or (isinstance(e, RuntimeError)
+                and any(sign in text for sign in _MEMORY_SIGNS))):
+        return None
+    return ('Ran out of memory: give a smaller --hidden, a --batch-size '
+            '(or a smaller one), fewer --layers, or --device cpu for a GPU '
+            f'that is too small ({error_line(e)[:120]})')

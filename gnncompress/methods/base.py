@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from gnncompress.core import Graph
-from gnncompress.errors import UnknownMethodError
+from gnncompress.errors import ArchitectureError, UnknownMethodError
 from gnncompress.models import ModelOutput
 
 _REGISTRY: dict[str, type[DistillMethod]] = {}
@@ -83,16 +83,24 @@ class TeacherCache:
         return self._entries[index]
 
 
+class MissingLayerError(ArchitectureError, ValueError):
+    """A matched hidden layer the model lacks (a ValueError too, as it
+    was before the CLI made it a one-line error)."""
+
+
 def hidden_layer(out: ModelOutput, index: int, who: str) -> Tensor:
     """``out.hiddens[index]`` with an error that says what exists."""
     if not out.hiddens:
-        raise ValueError(f'The {who} has no hidden layer to match: give it '
-                         f'at least 2 layers')
+        raise MissingLayerError(f'The {who} has no hidden layer to match: '
+                                f'give it at least 2 layers')
     try:
         return out.hiddens[index]
     except IndexError:
-        raise ValueError(f'The {who} has {len(out.hiddens)} hidden layers; '
-                         f'layer {index} does not exist') from None
+        n = len(out.hiddens)
+        flag = '--layers-t' if who == 'teacher' else '--layers-s'
+        raise MissingLayerError(f'The {who} has {n} hidden layers; layer '
+                                f'{index} does not exist: give {flag} '
+                                f'between {-n} and {n - 1}') from None
 
 
 def layer_pairs(teacher_layers: Sequence[int],

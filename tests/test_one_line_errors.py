@@ -1,0 +1,188 @@
+"""Bad options, usage errors and memory exhaustion give one ``Error:`` line
+and a documented exit code, never a traceback (docs/robustness.md,
+"One-line errors and exit codes")."""
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import SAMPLE_TEACHER
+from typer.testing import CliRunner
+
+from gnncompress import api
+from gnncompress.cli import app
+from gnncompress.errors import GnnCompressError, out_of_memory
+
+runner = CliRunner()
+
+
+def _one_error_line(result, code: int, *names: str) -> str:
+    assert result.exit_code == code, result.output
+    assert 'Traceback' not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith('Error: '), lines[0]
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+BAD_OPTIONS = [
+    (['--lr', '-1'], '--lr'), (['--lr', 'nan'], '--lr'),
+    (['--lr', '-inf'], '--lr'), (['--lr', 'inf'], '--lr'),
+    (['--weight-decay', '-1'], '--weight-decay'),
+    (['--weight-decay', 'nan'], '--weight-decay'),
+    (['--weight', 'nan'], '--weight'), (['--weight', '-2'], '--weight'),
+    (['--label-weight', 'nan'], '--label-weight'),
+    (['--seed', str(2 ** 70)], '--seed'), (['--seed', '-1'], '--seed'),
+    (['--ratio', '0.5'], '--ratio'), (['--ratio', '1'], '--ratio'),
+    (['--ratio', 'nan'], '--ratio'),
+    (['--method', 'kd+kd'], "--method 'kd+kd' repeats kd"),
+    (['--method', 'kd+'], '--method'),
+    (['--out', ''], '--out'),
+]
+
+
+@pytest.mark.parametrize('args,name', BAD_OPTIONS,
+                         ids=[' '.join(a) for a, _ in BAD_OPTIONS])
+def test_bad_distill_option_is_one_line_naming_it(tmp_path, args, name):
+    out = ['--out', str(tmp_path / 'o')] if '--out' not in args else []
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER), *out,
+                                 '--epochs', '1', '--no-progress', *args])
+    line = _one_error_line(result, 1, name)
+    assert ': give' in line or 'name each method once' in line
+    assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('args,name', [
+    (['--lr', 'nan'], '--lr'), (['--weight-decay', '-1'], '--weight-decay'),
+    (['--seed', str(2 ** 40)], '--seed')])
+def test_bad_train_teacher_option_is_one_line(tmp_path, args, name):
+    result = runner.invoke(app, ['train-teacher', '--data', 'Cora',
+                                 '--out', str(tmp_path / 't.pt'), *args])
+    _one_error_line(result, 1, name)
+
+
+def test_api_validates_like_the_cli(tmp_path):
+    with pytest.raises(GnnCompressError, match='--ratio must be'):
+        api.distill(SAMPLE_TEACHER, ratio=0.5, out=tmp_path / 'o')
+    with pytest.raises(GnnCompressError, match='--weight must be'):
+        api.distill(SAMPLE_TEACHER, weight=float('nan'), out=tmp_path / 'o')
+
+
+@pytest.mark.parametrize('layer', ['99', '-5'])
+def test_missing_teacher_layer_is_one_line(tmp_path, layer):
+    result = runner.invoke(app, [
+        'distill', str(SAMPLE_TEACHER), '--method', 'fitnet', '--epochs',
+        '1', '--no-progress', '--out', str(tmp_path / 'o'),
+        f'--layers-t={layer}'])
+    line = _one_error_line(result, 1, '--layers-t')
+    assert f'layer {layer} does not exist' in line
+
+
+USAGE = [
+    (['distill', str(SAMPLE_TEACHER), '--epochs', '0'], '--epochs'),
+    (['distill', str(SAMPLE_TEACHER), '--layers', '0'], '--layers'),
+    (['distill', str(SAMPLE_TEACHER), '--bogus'], '--bogus'),
+    (['distill'], 'teacher'),
+    (['no-such-command'], 'no-such-command'),
+]
+
+
+@pytest.mark.parametrize('args,name', USAGE,
+                         ids=[' '.join(a[-2:]) for a, _ in USAGE])
+def test_usage_error_is_one_line_with_exit_code_2(args, name):
+    line = _one_error_line(runner.invoke(app, args), 2, name)
+    assert '--help' in line
+
+
+@pytest.mark.parametrize('error', [
+    torch.OutOfMemoryError('CUDA out of memory. Tried to allocate 20 GiB'),
+    MemoryError(),
+    RuntimeError('[enforce fail at alloc_cpu.cpp:117] data. '
+                 'DefaultCPUAllocator: not enough memory: you tried to '
+                 'allocate 5732000000000 bytes.'),
+], ids=['cuda', 'python', 'cpu-allocator'])
+def test_out_of_memory_is_one_line_naming_the_fix(tmp_path, monkeypatch,
+                                                  error):
+    def exhausted(*args, **kwargs):
+        raise error
+    monkeypatch.setattr(api, 'distill', exhausted)
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER),
+                                 '--out', str(tmp_path / 'o')])
+    _one_error_line(result, 1, 'Ran out of memory', '--hidden',
+                    '--batch-size')
+
+
+def test_other_runtime_errors_are_not_taken_for_memory():
+    assert out_of_memory(RuntimeError('shape mismatch')) is None
+    assert out_of_memory(ValueError('out of memory')) is None
+
+
+def _protocol5(path):
+    import pickle
+    with open(path, 'wb') as f:
+        pickle.dump({'a': 1}, f, protocol=5)
+
+
+def _qint8(path):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        q = torch.quantize_per_tensor(torch.ones(2, 2), 0.1, 0, torch.qint8)
+    torch.save({'convs.0.lin.weight': q}, path)
+
+
+@pytest.mark.parametrize('write', [_protocol5, _qint8],
+                         ids=['protocol-5', 'qint8'])
+def test_no_torch_warning_before_the_error(tmp_path, write, recwarn):
+    path = tmp_path / 'bad.pt'
+    write(path)
+    result = runner.invoke(app, ['inspect', str(path)])
+    _one_error_line(result, 1, str(path))
+    assert not [w for w in recwarn if issubclass(w.category, UserWarning)
+                and 'torch' in str(w.filename)]
+
+
+@pytest.mark.parametrize('accuracy', [None, 'high', [1]],
+                         ids=['missing', 'text', 'list'])
+def test_inspect_card_without_numeric_accuracy(tmp_path, accuracy):
+    import json
+    import shutil
+    teacher = tmp_path / 't.pt'
+    shutil.copy(SAMPLE_TEACHER, teacher)
+    card = json.loads(SAMPLE_TEACHER.with_suffix('.json').read_text())
+    card.pop('test_accuracy', None)
+    if accuracy is not None:
+        card['test_accuracy'] = accuracy
+    teacher.with_suffix('.json').write_text(json.dumps(card))
+    result = runner.invoke(app, ['inspect', str(teacher)])
+    assert 'Traceback' not in result.output
+    if result.exit_code == 0:
+        assert 'test accuracy not recorded' in result.output
+    else:
+        _one_error_line(result, 1, 't.json')
+
+
+@pytest.mark.parametrize('text', [b'\xff\xfe{"kind": 1}',
+                                  b'[' * 100_000 + b']' * 100_000],
+                         ids=['not-utf8', 'deeply-nested'])
+def test_unreadable_card_is_ignored_without_traceback(tmp_path, text):
+    import shutil
+    teacher = tmp_path / 't.pt'
+    shutil.copy(SAMPLE_TEACHER, teacher)
+    teacher.with_suffix('.json').write_bytes(text)
+    result = runner.invoke(app, ['inspect', str(teacher)])
+    assert result.exit_code == 0, result.output
+    assert 'Traceback' not in result.output
+    assert 'teacher card' not in result.output
+
+
+@pytest.mark.parametrize('name', ['folder.onnx', 'a' * 300 + '.onnx'],
+                         ids=['folder', 'long-name'])
+def test_export_out_that_cannot_be_a_file(tmp_path, name):
+    out = tmp_path / name
+    if name == 'folder.onnx':
+        out.mkdir()
+    result = runner.invoke(app, ['export', str(SAMPLE_TEACHER),
+                                 '--out', str(out)])
+    _one_error_line(result, 1, '--out')
