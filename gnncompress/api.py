@@ -27,9 +27,11 @@ from gnncompress.bench import (
 )
 from gnncompress.checkpoint import (
     CARD_KIND,
+    MODULE_PATH,
     Checkpoint,
     card_path,
     load_checkpoint,
+    module_checkpoint,
 )
 from gnncompress.core import Graph, accuracy
 from gnncompress.data import class_subset, load_graph, parse_classes
@@ -477,7 +479,8 @@ def build_method(name: str,
 
 
 @outputs.one_run
-def distill(teacher: str | Path, *, data: str | Path | None = None,
+def distill(teacher: str | Path | torch.nn.Module, *,
+            data: str | Path | None = None,
             data_root: str | Path | None = None, method: str = 'kd',
             method_options: dict[str, Any] | None = None,
             student: str | None = None,
@@ -531,10 +534,22 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     ``nproc`` N (with ``batch_size``) trains in N processes with
     DistributedDataParallel, as does running under ``torchrun``
     (:mod:`gnncompress.distributed`); rank 0 writes the outputs and the
-    other torchrun ranks return None."""
+    other torchrun ranks return None.
+
+    ``teacher`` may also be a trained ``torch.nn.Module`` called as
+    ``module(x, edge_index)``: the student is sized from its weights, and
+    the methods that read hidden features (FitNet, AT, LSP, GSP, G-CRD,
+    ABKD) take them from forward hooks on its message-passing layers
+    (:mod:`gnncompress.models.hooked`); KD and GLNN need its logits only."""
+    module = teacher if isinstance(teacher, torch.nn.Module) else None
+    if module is not None and (nproc is not None or batch_size is not None
+                               or fanout is not None):
+        raise GnnCompressError('An in-memory teacher trains full-graph in '
+                               'one process: drop batch_size, fanout and '
+                               'nproc (or save it and pass the file)')
     if nproc is not None or under_torchrun():
         return launch(distill, dict(locals()))
-    teacher = Path(teacher)
+    teacher = MODULE_PATH if module is not None else Path(teacher)
     distiller = build_method(method, method_options)
     requested_student = student
     student = student or distiller.preferred_student or 'gcn'
@@ -545,7 +560,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     dev = resolve_device(device)
     check_writable(out)
     outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
-    ckpt = load_checkpoint(teacher, overrides)
+    ckpt = module_checkpoint(module, overrides) if module is not None \
+        else load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
         refuse('point clouds (a DGCNN teacher)')
@@ -628,7 +644,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     model = build_model(s_spec).to(dev)
     saver = training_checkpoint(
         out, checkpoint_every, checkpoint_dir, resume,
-        teacher=str(teacher.resolve()), teacher_bytes=teacher.stat().st_size,
+        teacher=str(teacher.resolve()), teacher_bytes=_file_bytes(teacher),
         data=graph.name, nodes=graph.num_nodes,
         edges=int(graph.edge_index.size(1)), split=graph.split,
         method=distiller.name, method_options=method_options or {},
@@ -661,6 +677,11 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
         saver.remove()  # the default folder inside out has served its turn
     return report
+
+
+def _file_bytes(teacher: Path) -> int:
+    """The teacher file's size (0 for an in-memory teacher)."""
+    return teacher.stat().st_size if teacher.is_file() else 0
 
 
 def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
@@ -703,7 +724,7 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
             role='teacher', spec=ckpt.spec.to_dict(),
             parameters=count_parameters(teacher_model),
             test_accuracy=teacher_acc, file=str(teacher),
-            file_bytes=teacher.stat().st_size)
+            file_bytes=_file_bytes(teacher))
         x_dev, edges_dev = x.to(dev), edge_index.to(dev)
         batch_dev = batch.to(dev) if batch is not None else None
         for entry, m in ((teacher_entry, teacher_model),

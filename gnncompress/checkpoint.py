@@ -764,3 +764,43 @@ def build_spec(spec: ArchSpec, path: Path | str) -> nn.Module:
             f'The architecture of {path} ({spec.describe()}) cannot be '
             f"built ({' '.join(str(e).split())[:160]}): fix the teacher "
             f'card, the metadata or the command line options') from None
+
+
+# An in-memory teacher (the Python API's ``distill(teacher=module)``).
+MODULE_PATH = Path('in-memory-teacher')
+
+
+class ModuleCheckpoint(Checkpoint):
+    """A user's ``nn.Module`` as a teacher: the spec is read from its
+    weights (it sizes the student and checks the data), but the model the
+    run uses is the module itself, so its activation and every other
+    detail are exact. Hidden features come from forward hooks
+    (models/hooked.py)."""
+    module: nn.Module
+
+    def build(self) -> nn.Module:
+        from gnncompress.models.hooked import HookedTeacher
+        return HookedTeacher(self.module).eval()
+
+
+def module_checkpoint(module: nn.Module,
+                      overrides: dict[str, Any] | None = None
+                      ) -> ModuleCheckpoint:
+    """``module`` as a teacher: its layers are recognised from its
+    ``state_dict`` as a file's would be."""
+    tensors = {k: v.detach().cpu() for k, v in module.state_dict().items()
+               if v.is_floating_point()}
+    if not tensors:
+        raise ArchitectureError('The teacher module has no floating-point '
+                                'weights: pass a trained model')
+    try:
+        ckpt = _load_spec(MODULE_PATH, tensors, {}, overrides)
+    except ArchitectureError as error:
+        if _known_layout(tensors, MODULE_PATH):
+            raise
+        ckpt = _load_sequence(MODULE_PATH, tensors, overrides, error)
+    found = ModuleCheckpoint(path=MODULE_PATH, spec=ckpt.spec,
+                             state_dict=tensors, sources=ckpt.sources,
+                             notes=ckpt.notes, format='module')
+    found.module = module.eval()
+    return found

@@ -28,8 +28,12 @@ class HookedTeacher(nn.Module):
         self.layers = [m for m in module.modules()
                        if isinstance(m, MessagePassing)]
 
-    def forward(self, x: Tensor, edge_index: Tensor,
-                batch: Tensor | None = None) -> ModelOutput:
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        """The module's own logits (what is timed and exported)."""
+        return self.module(x, edge_index)
+
+    def forward_output(self, x: Tensor, edge_index: Tensor) -> ModelOutput:
+        """The logits and the hidden layers' outputs (run_model)."""
         seen: list[Tensor] = []
 
         def keep(_m: nn.Module, _inputs: Any, output: Any) -> None:
@@ -39,11 +43,8 @@ class HookedTeacher(nn.Module):
 
         handles = [layer.register_forward_hook(keep) for layer in self.layers]
         try:
-            logits = self.module(x, edge_index) if batch is None else \
-                self.module(x, edge_index, batch)
+            logits = self.module(x, edge_index)
         finally:
             for h in handles:
                 h.remove()
-        if isinstance(logits, ModelOutput):
-            return logits
         return ModelOutput(logits, seen[:-1])

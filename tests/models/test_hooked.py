@@ -21,7 +21,9 @@ def test_hooked_teacher_gives_logits_and_pre_activation_hiddens():
     net = Net().eval()
     x = torch.randn(6, 5)
     edge_index = torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5]])
-    out = HookedTeacher(net)(x, edge_index)
+    hooked = HookedTeacher(net)
+    assert torch.equal(hooked(x, edge_index), net(x, edge_index))
+    out = hooked.forward_output(x, edge_index)
     assert torch.allclose(out.logits, net(x, edge_index), atol=1e-6)
     assert len(out.hiddens) == 1
     assert torch.allclose(out.hiddens[0], net.conv1(x, edge_index),
