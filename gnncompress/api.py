@@ -32,6 +32,7 @@ from gnncompress.checkpoint import (
     card_path,
     load_checkpoint,
     module_checkpoint,
+    user_teacher,
 )
 from gnncompress.core import Graph, accuracy
 from gnncompress.data import class_subset, load_graph, parse_classes
@@ -506,7 +507,9 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             fanout: str | list[int] | None = None,
             nproc: int | None = None,
             normalize_features: bool | None = None,
-            teacher_onnx: bool = False) -> Report:
+            teacher_onnx: bool = False,
+            teacher_class: str | None = None,
+            teacher_args: dict[str, Any] | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -540,16 +543,26 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     ``module(x, edge_index)``: the student is sized from its weights, and
     the methods that read hidden features (FitNet, AT, LSP, GSP, G-CRD,
     ABKD) take them from forward hooks on its message-passing layers
-    (:mod:`gnncompress.models.hooked`); KD and GLNN need its logits only."""
-    module = teacher if isinstance(teacher, torch.nn.Module) else None
-    if module is not None and (nproc is not None or batch_size is not None
-                               or fanout is not None):
-        raise GnnCompressError('An in-memory teacher trains full-graph in '
-                               'one process: drop batch_size, fanout and '
-                               'nproc (or save it and pass the file)')
-    if nproc is not None or under_torchrun():
+    (:mod:`gnncompress.models.hooked`); KD and GLNN need its logits only.
+    ``teacher_class`` (``'mypkg.models:Net'``) with ``teacher_args`` builds
+    that module from the user's own class (this imports and runs their
+    code) and loads the file ``teacher`` into it, weights-only."""
+    if isinstance(teacher, torch.nn.Module) or teacher_class is not None:
+        if nproc is not None or batch_size is not None or \
+                fanout is not None or under_torchrun():
+            raise GnnCompressError(
+                'A teacher module or --teacher-class trains full-graph in '
+                'one process: drop --batch-size, --fanout and --nproc')
+    elif nproc is not None or under_torchrun():
         return launch(distill, dict(locals()))
-    teacher = MODULE_PATH if module is not None else Path(teacher)
+    module = teacher if isinstance(teacher, torch.nn.Module) else None
+    if teacher_class is not None:
+        if module is not None:
+            raise GnnCompressError('teacher_class names the class of a '
+                                   'checkpoint file: pass the file')
+        module = user_teacher(teacher, teacher_class, teacher_args)
+    teacher = Path(teacher) if not isinstance(teacher, torch.nn.Module) \
+        else MODULE_PATH
     distiller = build_method(method, method_options)
     requested_student = student
     student = student or distiller.preferred_student or 'gcn'
@@ -560,7 +573,8 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     dev = resolve_device(device)
     check_writable(out)
     outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
-    ckpt = module_checkpoint(module, overrides) if module is not None \
+    ckpt = module_checkpoint(module, overrides, teacher) \
+        if module is not None \
         else load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
