@@ -208,23 +208,52 @@ class Inspection:
     parameters: int
     notes: dict[str, str] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
+    # The student distill would build (inspect --ratio/--hidden).
+    student: ArchSpec | None = None
+    student_parameters: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {'path': str(self.path), 'format': self.format,
-                'spec': self.spec.to_dict(), 'sources': self.sources,
-                'parameters': self.parameters, 'notes': self.notes,
-                'card': self.card}
+        found = {'path': str(self.path), 'format': self.format,
+                 'spec': self.spec.to_dict(), 'sources': self.sources,
+                 'parameters': self.parameters, 'notes': self.notes,
+                 'card': self.card}
+        if self.student is not None:
+            found['student'] = {
+                'spec': self.student.to_dict(),
+                'parameters': self.student_parameters,
+                'ratio': self.parameters / self.student_parameters}
+        return found
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What sizing a student reads of a graph: the teacher's own widths,
+    for a preview without data."""
+    num_features: int
+    num_classes: int
 
 
 def inspect(checkpoint: str | Path,
-            overrides: dict[str, Any] | None = None) -> Inspection:
+            overrides: dict[str, Any] | None = None, *,
+            ratio: float | None = None, hidden: int | None = None,
+            student: str = 'gcn', layers: int = 2,
+            heads: int = 1) -> Inspection:
     """The inferred architecture of a checkpoint and where each field came
-    from."""
+    from; with ``ratio`` or ``hidden``, also the student ``distill`` would
+    build from it (same sizing, same refusals), without training."""
     ckpt = load_checkpoint(checkpoint, overrides)
-    return Inspection(path=ckpt.path, format=ckpt.format, spec=ckpt.spec,
-                      sources=ckpt.sources,
-                      parameters=count_parameters(ckpt.build()),
-                      notes=ckpt.notes, card=ckpt.card)
+    found = Inspection(path=ckpt.path, format=ckpt.format, spec=ckpt.spec,
+                       sources=ckpt.sources,
+                       parameters=count_parameters(ckpt.build()),
+                       notes=ckpt.notes, card=ckpt.card)
+    if ratio is not None or hidden is not None:
+        shape = _Shape(ckpt.spec.in_channels, ckpt.spec.out_channels)
+        found.student = student_spec(
+            ckpt.spec, shape, arch=student, hidden=hidden,  # type: ignore
+            layers=layers, heads=heads, ratio=ratio,
+            readout=ckpt.spec.readout)
+        found.student_parameters = count_spec_parameters(found.student)
+    return found
 
 
 # train-teacher ---------------------------------------------------------------

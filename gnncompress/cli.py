@@ -395,10 +395,21 @@ def inspect(
                        ] = False,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
+    ratio: Annotated[Optional[float], typer.Option(
+        help='Also show the student distill --ratio RATIO would build '
+        '(layers, width, parameters), without training.')] = None,
+    hidden: Annotated[Optional[int], typer.Option(
+        min=1, help='Also show the student distill --hidden H would build.')
+    ] = None,
+    student: Annotated[str, typer.Option(
+        help='Student architecture for --ratio/--hidden.')] = 'gcn',
+    layers: Annotated[int, typer.Option(
+        min=1, help='Student layers for --ratio/--hidden.')] = 2,
 ) -> None:
     """Print the architecture inferred from CHECKPOINT and its size."""
     result = _call(api.inspect, checkpoint,
-                   _overrides(arch, aggr, jk, norm, act))
+                   _overrides(arch, aggr, jk, norm, act), ratio=ratio,
+                   hidden=hidden, student=student, layers=layers)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -418,6 +429,12 @@ def inspect(
     if result.card.get('data'):
         typer.echo(f"  teacher card: trained on {result.card['data']}, test "
                    f"accuracy {100 * result.card['test_accuracy']:.2f}%")
+    if result.student is not None:
+        typer.echo(f'student distill would build: '
+                   f'{result.student.describe()}, '
+                   f'{result.student_parameters:,} parameters '
+                   f'({result.parameters / result.student_parameters:.1f}x '
+                   f'fewer than the teacher)')
 
 
 @app.command('train-teacher')
