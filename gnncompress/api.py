@@ -27,9 +27,12 @@ from gnncompress.bench import (
 )
 from gnncompress.checkpoint import (
     CARD_KIND,
+    MODULE_PATH,
     Checkpoint,
     card_path,
     load_checkpoint,
+    module_checkpoint,
+    user_teacher,
 )
 from gnncompress.core import Graph, accuracy
 from gnncompress.data import class_subset, load_graph, parse_classes
@@ -211,23 +214,52 @@ class Inspection:
     parameters: int
     notes: dict[str, str] = field(default_factory=dict)
     card: dict[str, Any] = field(default_factory=dict)
+    # The student distill would build (inspect --ratio/--hidden).
+    student: ArchSpec | None = None
+    student_parameters: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {'path': str(self.path), 'format': self.format,
-                'spec': self.spec.to_dict(), 'sources': self.sources,
-                'parameters': self.parameters, 'notes': self.notes,
-                'card': self.card}
+        found = {'path': str(self.path), 'format': self.format,
+                 'spec': self.spec.to_dict(), 'sources': self.sources,
+                 'parameters': self.parameters, 'notes': self.notes,
+                 'card': self.card}
+        if self.student is not None:
+            found['student'] = {
+                'spec': self.student.to_dict(),
+                'parameters': self.student_parameters,
+                'ratio': self.parameters / self.student_parameters}
+        return found
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What sizing a student reads of a graph: the teacher's own widths,
+    for a preview without data."""
+    num_features: int
+    num_classes: int
 
 
 def inspect(checkpoint: str | Path,
-            overrides: dict[str, Any] | None = None) -> Inspection:
+            overrides: dict[str, Any] | None = None, *,
+            ratio: float | None = None, hidden: int | None = None,
+            student: str = 'gcn', layers: int = 2,
+            heads: int = 1) -> Inspection:
     """The inferred architecture of a checkpoint and where each field came
-    from."""
+    from; with ``ratio`` or ``hidden``, also the student ``distill`` would
+    build from it (same sizing, same refusals), without training."""
     ckpt = load_checkpoint(checkpoint, overrides)
-    return Inspection(path=ckpt.path, format=ckpt.format, spec=ckpt.spec,
-                      sources=ckpt.sources,
-                      parameters=count_parameters(ckpt.build()),
-                      notes=ckpt.notes, card=ckpt.card)
+    found = Inspection(path=ckpt.path, format=ckpt.format, spec=ckpt.spec,
+                       sources=ckpt.sources,
+                       parameters=count_parameters(ckpt.build()),
+                       notes=ckpt.notes, card=ckpt.card)
+    if ratio is not None or hidden is not None:
+        shape = _Shape(ckpt.spec.in_channels, ckpt.spec.out_channels)
+        found.student = student_spec(
+            ckpt.spec, shape, arch=student, hidden=hidden,  # type: ignore
+            layers=layers, heads=heads, ratio=ratio,
+            readout=ckpt.spec.readout)
+        found.student_parameters = count_spec_parameters(found.student)
+    return found
 
 
 # train-teacher ---------------------------------------------------------------
@@ -484,7 +516,8 @@ def build_method(name: str,
 
 
 @outputs.one_run
-def distill(teacher: str | Path, *, data: str | Path | None = None,
+def distill(teacher: str | Path | torch.nn.Module, *,
+            data: str | Path | None = None,
             data_root: str | Path | None = None, method: str = 'kd',
             method_options: dict[str, Any] | None = None,
             student: str | None = None,
@@ -510,7 +543,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             fanout: str | list[int] | None = None,
             nproc: int | None = None,
             normalize_features: bool | None = None,
-            teacher_onnx: bool = False) -> Report:
+            teacher_onnx: bool = False,
+            teacher_class: str | None = None,
+            teacher_args: dict[str, Any] | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -538,13 +573,35 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     ``nproc`` N (with ``batch_size``) trains in N processes with
     DistributedDataParallel, as does running under ``torchrun``
     (:mod:`gnncompress.distributed`); rank 0 writes the outputs and the
-    other torchrun ranks return None."""
-    if nproc is not None or under_torchrun():
+    other torchrun ranks return None.
+
+    ``teacher`` may also be a trained ``torch.nn.Module`` called as
+    ``module(x, edge_index)``: the student is sized from its weights, and
+    the methods that read hidden features (FitNet, AT, LSP, GSP, G-CRD,
+    ABKD) take them from forward hooks on its message-passing layers
+    (:mod:`gnncompress.models.hooked`); KD and GLNN need its logits only.
+    ``teacher_class`` (``'mypkg.models:Net'``) with ``teacher_args`` builds
+    that module from the user's own class (this imports and runs their
+    code) and loads the file ``teacher`` into it, weights-only."""
+    if isinstance(teacher, torch.nn.Module) or teacher_class is not None:
+        if nproc is not None or batch_size is not None or \
+                fanout is not None or under_torchrun():
+            raise GnnCompressError(
+                'A teacher module or --teacher-class trains full-graph in '
+                'one process: drop --batch-size, --fanout and --nproc')
+    elif nproc is not None or under_torchrun():
         return launch(distill, dict(locals()))
     check_training(lr=lr, weight_decay=weight_decay, seed=seed,
                    weight=weight, label_weight=label_weight, out=out)
     check_ratio(ratio)
-    teacher = Path(teacher)
+    module = teacher if isinstance(teacher, torch.nn.Module) else None
+    if teacher_class is not None:
+        if module is not None:
+            raise GnnCompressError('teacher_class names the class of a '
+                                   'checkpoint file: pass the file')
+        module = user_teacher(teacher, teacher_class, teacher_args)
+    teacher = Path(teacher) if not isinstance(teacher, torch.nn.Module) \
+        else MODULE_PATH
     distiller = build_method(method, method_options)
     requested_student = student
     student = student or distiller.preferred_student or 'gcn'
@@ -555,7 +612,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     dev = resolve_device(device)
     check_writable(out)
     outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
-    ckpt = load_checkpoint(teacher, overrides)
+    ckpt = module_checkpoint(module, overrides, teacher) \
+        if module is not None \
+        else load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
         refuse('point clouds (a DGCNN teacher)')
@@ -638,7 +697,7 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     model = build_model(s_spec).to(dev)
     saver = training_checkpoint(
         out, checkpoint_every, checkpoint_dir, resume,
-        teacher=str(teacher.resolve()), teacher_bytes=teacher.stat().st_size,
+        teacher=str(teacher.resolve()), teacher_bytes=_file_bytes(teacher),
         data=graph.name, nodes=graph.num_nodes,
         edges=int(graph.edge_index.size(1)), split=graph.split,
         method=distiller.name, method_options=method_options or {},
@@ -671,6 +730,11 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
         saver.remove()  # the default folder inside out has served its turn
     return report
+
+
+def _file_bytes(teacher: Path) -> int:
+    """The teacher file's size (0 for an in-memory teacher)."""
+    return teacher.stat().st_size if teacher.is_file() else 0
 
 
 def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
@@ -713,7 +777,7 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
             role='teacher', spec=ckpt.spec.to_dict(),
             parameters=count_parameters(teacher_model),
             test_accuracy=teacher_acc, file=str(teacher),
-            file_bytes=teacher.stat().st_size)
+            file_bytes=_file_bytes(teacher))
         x_dev, edges_dev = x.to(dev), edge_index.to(dev)
         batch_dev = batch.to(dev) if batch is not None else None
         for entry, m in ((teacher_entry, teacher_model),

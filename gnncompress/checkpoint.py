@@ -771,3 +771,95 @@ def build_spec(spec: ArchSpec, path: Path | str) -> nn.Module:
             f'The architecture of {path} ({spec.describe()}) cannot be '
             f"built ({' '.join(str(e).split())[:160]}): fix the teacher "
             f'card, the metadata or the command line options') from None
+
+
+# An in-memory teacher (the Python API's ``distill(teacher=module)``).
+MODULE_PATH = Path('in-memory-teacher')
+
+
+class ModuleCheckpoint(Checkpoint):
+    """A user's ``nn.Module`` as a teacher: the spec is read from its
+    weights (it sizes the student and checks the data), but the model the
+    run uses is the module itself, so its activation and every other
+    detail are exact. Hidden features come from forward hooks
+    (models/hooked.py)."""
+    module: nn.Module
+
+    def build(self) -> nn.Module:
+        from gnncompress.models.hooked import HookedTeacher
+        return HookedTeacher(self.module).eval()
+
+
+def module_checkpoint(module: nn.Module,
+                      overrides: dict[str, Any] | None = None,
+                      path: Path = MODULE_PATH) -> ModuleCheckpoint:
+    """``module`` as a teacher: its layers are recognised from its
+    ``state_dict`` as a file's would be (``path``: the file its weights came
+    from, for its teacher card)."""
+    tensors = {k: v.detach().cpu() for k, v in module.state_dict().items()
+               if v.is_floating_point()}
+    if not tensors:
+        raise ArchitectureError('The teacher module has no floating-point '
+                                'weights: pass a trained model')
+    try:
+        ckpt = _load_spec(path, tensors, {}, overrides)
+    except ArchitectureError as error:
+        if _known_layout(tensors, path):
+            raise
+        ckpt = _load_sequence(path, tensors, overrides, error)
+    found = ModuleCheckpoint(path=path, spec=ckpt.spec,
+                             state_dict=tensors, sources=ckpt.sources,
+                             notes=ckpt.notes, card=ckpt.card,
+                             format='module')
+    found.module = module.eval()
+    return found
+
+
+def user_teacher(path: Path | str, class_path: str,
+                 args: dict[str, Any] | None = None) -> nn.Module:
+    """The user's own model class (``'package.module:Class'``) built with
+    ``args`` and given the weights of ``path`` (read weights-only, as every
+    checkpoint). Importing the class runs the user's code: their choice,
+    from their environment, never from the file."""
+    import importlib
+    module_name, _, class_name = class_path.partition(':')
+    if not module_name or not class_name:
+        raise CheckpointError(f"--teacher-class {class_path!r} is not "
+                              f"'module:Class': write it as e.g. "
+                              f"mypkg.models:Net")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except Exception as e:  # noqa: BLE001 -- any import failure is the user's
+        raise CheckpointError(
+            f'Cannot import {class_path} ({type(e).__name__}: '
+            f'{_first_line(e)}): check the name and that its package is on '
+            f'PYTHONPATH') from None
+    try:
+        model = cls(**(args or {}))
+    except Exception as e:  # noqa: BLE001 -- the user's constructor
+        raise CheckpointError(
+            f'Cannot build {class_path}(**{args or {}}) '
+            f'({type(e).__name__}: {_first_line(e)}): give its constructor '
+            f'arguments with --teacher-args') from None
+    if not isinstance(model, nn.Module):
+        raise CheckpointError(f'{class_path} is not a torch.nn.Module: name '
+                              f'the model class')
+    tensors, _ = read_weights(Path(path))
+    expected = set(model.state_dict())
+    missing = sorted(expected - set(tensors))
+    unexpected = sorted(set(tensors) - expected)
+    if missing or unexpected:
+        shown = ', '.join([*(f'missing {k}' for k in missing[:2]),
+                           *(f'unexpected {k}' for k in unexpected[:2])])
+        raise CheckpointError(
+            f'The weights in {Path(path).name} do not fit {class_path} '
+            f'({len(missing)} missing, {len(unexpected)} unexpected keys: '
+            f'{shown}): check --teacher-args or the class')
+    for key, value in model.state_dict().items():
+        if tuple(value.shape) != tuple(tensors[key].shape):
+            raise CheckpointError(
+                f'The weights in {Path(path).name} do not fit {class_path}: '
+                f'{key} is {tuple(tensors[key].shape)} in the file but '
+                f'{tuple(value.shape)} in the class: check --teacher-args')
+    model.load_state_dict(tensors)
+    return model.eval()

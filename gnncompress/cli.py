@@ -97,6 +97,34 @@ def _parse_options(items: list[str] | None) -> dict[str, Any]:
     return options
 
 
+def _parse_teacher_args(items: list[str] | None) -> dict[str, Any]:
+    """--teacher-args: one JSON object, or KEY=VALUE items (VALUE read as
+    JSON where it is JSON, else as text); keys kept as written."""
+    if items and len(items) == 1 and items[0].lstrip().startswith('{'):
+        try:
+            args = json.loads(items[0])
+        except json.JSONDecodeError as e:
+            args = e
+        if not isinstance(args, dict):
+            err_console.print(f"[red]Error:[/red] --teacher-args is not a "
+                              f"JSON object (got '{items[0]}'): write e.g. "
+                              f'\'{{"hidden": 16}}\' or hidden=16')
+            raise typer.Exit(code=1)
+        return args
+    args: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition('=')
+        if not sep or not key:
+            err_console.print(f"[red]Error:[/red] --teacher-args takes "
+                              f"KEY=VALUE or one JSON object (got '{item}')")
+            raise typer.Exit(code=1)
+        try:
+            args[key] = json.loads(value)
+        except json.JSONDecodeError:
+            args[key] = value
+    return args
+
+
 def _overrides(arch: str | None, aggr: str | None, jk: str | None,
                norm: str | None, act: str | None) -> dict[str, Any]:
     return {'arch': arch, 'aggr': aggr, 'jk': jk, 'norm': norm, 'act': act}
@@ -341,6 +369,15 @@ def distill(
         help='Also export the teacher and time it in onnxruntime with the '
         "student's threads: the student's speed-up in the runtime it ships "
         'in (one more export, slow for a large teacher).')] = False,
+    teacher_class: Annotated[Optional[str], typer.Option(
+        help="The teacher's own model class, as module:Class (e.g. "
+        'mypkg.models:Net): the tool imports it from your environment, '
+        'which runs your code, builds it with --teacher-args and loads '
+        "TEACHER's weights into it (weights-only). The teacher is then "
+        'exact: activation, dropout, every detail.')] = None,
+    teacher_args: Annotated[Optional[list[str]], typer.Option(
+        help="--teacher-class's constructor arguments: KEY=VALUE "
+        '(repeatable) or one JSON object.')] = None,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
@@ -366,7 +403,8 @@ def distill(
                    checkpoint_dir=checkpoint_dir, resume=resume,
                    fanout=fanout, nproc=nproc,
                    normalize_features=normalize_features,
-                   teacher_onnx=teacher_onnx, **cloud)
+                   teacher_onnx=teacher_onnx, teacher_class=teacher_class,
+                   teacher_args=_parse_teacher_args(teacher_args), **cloud)
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return
     typer.echo(report.to_text())
@@ -403,10 +441,21 @@ def inspect(
                        ] = False,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
+    ratio: Annotated[Optional[float], typer.Option(
+        help='Also show the student distill --ratio RATIO would build '
+        '(layers, width, parameters), without training.')] = None,
+    hidden: Annotated[Optional[int], typer.Option(
+        min=1, help='Also show the student distill --hidden H would build.')
+    ] = None,
+    student: Annotated[str, typer.Option(
+        help='Student architecture for --ratio/--hidden.')] = 'gcn',
+    layers: Annotated[int, typer.Option(
+        min=1, help='Student layers for --ratio/--hidden.')] = 2,
 ) -> None:
     """Print the architecture inferred from CHECKPOINT and its size."""
     result = _call(api.inspect, checkpoint,
-                   _overrides(arch, aggr, jk, norm, act))
+                   _overrides(arch, aggr, jk, norm, act), ratio=ratio,
+                   hidden=hidden, student=student, layers=layers)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -429,6 +478,12 @@ def inspect(
                  and not isinstance(acc, bool) else 'not recorded')
         typer.echo(f"  teacher card: trained on {result.card['data']}, test "
                    f"accuracy {shown}")
+    if result.student is not None:
+        typer.echo(f'student distill would build: '
+                   f'{result.student.describe()}, '
+                   f'{result.student_parameters:,} parameters '
+                   f'({result.parameters / result.student_parameters:.1f}x '
+                   f'fewer than the teacher)')
 
 
 @app.command('train-teacher')
