@@ -46,3 +46,13 @@ def test_dataset_names_include_point_clouds():
     names = dataset_names()
     for name in ('Cora', 'ModelNet10', 'ModelNet40', 'GeometricShapes'):
         assert name in names
+
+
+def test_onnxruntime_peak_zero_reads_na():
+    from types import SimpleNamespace
+
+    from gnncompress.comparison import _peak_cell
+    assert _peak_cell(SimpleNamespace(runtime='onnxruntime',
+                                      peak_memory_mb=0.0)) == 'n/a'
+    assert _peak_cell(SimpleNamespace(runtime='torch',
+                                      peak_memory_mb=12.4)) == '12'
