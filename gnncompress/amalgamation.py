@@ -28,7 +28,12 @@ from gnncompress.checkpoint import Checkpoint, card_path, load_checkpoint
 from gnncompress.core import Graph, micro_f1
 from gnncompress.data import load_graph, parse_classes
 from gnncompress.engine import Selection, check_finite, progress_bar
-from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
+from gnncompress.errors import (
+    ArchitectureError,
+    DataError,
+    GnnCompressError,
+    plural,
+)
 from gnncompress.export import export_onnx
 from gnncompress.inductive import STEPS_PER_EPOCH, cut
 from gnncompress.methods.tam import TAM, TeacherTask
@@ -609,7 +614,7 @@ class AmalgamationReport:
             f"student: {self.student['parameters']:,} parameters in all "
             f"(widths {', '.join(f'{w:g}' for w in self.student['widths'])})",
             f'selection: {self.selection}',
-            f"training: {self.training['epochs_run']} epochs in "
+            f"training: {plural(self.training['epochs_run'], 'epoch')} in "
             f"{self.training['seconds']:.1f} s "
             f"({self.training['seconds_per_epoch']:.3f} s/epoch), best "
             f"epoch {self.training['best_epoch']}, device {self.device}, "

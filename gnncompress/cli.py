@@ -15,7 +15,7 @@ from typer.core import TyperGroup
 from gnncompress import __version__, api
 from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
 from gnncompress.comparison import DEFAULT_ROW_BUDGET_S
-from gnncompress.errors import GnnCompressError, out_of_memory
+from gnncompress.errors import GnnCompressError, out_of_memory, plural
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
@@ -75,9 +75,8 @@ class _OneLineUsage(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(cls=_OneLineUsage, add_completion=False,
-                  no_args_is_help=True,
-                  rich_markup_mode="markdown",
+app = typer.Typer(cls=_OneLineUsage, no_args_is_help=True,
+                  rich_markup_mode=None,
                   help='Compress pre-trained GNN checkpoints by knowledge '
                   'distillation.')
 
@@ -284,7 +283,8 @@ def _cloud_options(hidden: str | None, k: int | None, emb: int | None,
 @app.command()
 def distill(
     ctx: typer.Context,
-    teacher: Annotated[Path, typer.Argument(help='Teacher checkpoint (.pt '
+    teacher: Annotated[Path, typer.Argument(
+        metavar='TEACHER', help='Teacher checkpoint (.pt '
                                             'state_dict or .safetensors).')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
@@ -296,7 +296,8 @@ def distill(
     data_root: DataRootOpt = None,
     method: Annotated[str, typer.Option(help='Distillation method.')] = 'kd',
     option: Annotated[Optional[list[str]], typer.Option(
-        '--option', '-o', help='Method option KEY=VALUE, e.g. -o kernel=poly '
+        '--option', '-o', metavar='KEY=VALUE',
+        help='Method option KEY=VALUE, e.g. -o kernel=poly '
         '(repeatable).')] = None,
     weight: Annotated[Optional[float], typer.Option(
         help="Weight of the method's loss (default: the method's own).")
@@ -435,7 +436,8 @@ _SEQUENCE_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',
 
 @app.command()
 def inspect(
-    checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
+    checkpoint: Annotated[Path, typer.Argument(metavar='CHECKPOINT',
+                                               help='Checkpoint file.')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     as_json: Annotated[bool, typer.Option('--json', help='Print JSON.')
                        ] = False,
@@ -549,13 +551,14 @@ def train_teacher(
     typer.echo(f'{result.spec.describe()}: {result.parameters:,} parameters')
     typer.echo(f'validation {100 * result.val_accuracy:.2f}%, test '
                f'{100 * result.test_accuracy:.2f}% '
-               f'({result.epochs_run} epochs)')
+               f"({plural(result.epochs_run, 'epoch')})")
     typer.echo(f'wrote {result.path} and {result.card}')
 
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help='Checkpoint file.')],
+    checkpoint: Annotated[Path, typer.Argument(metavar='CHECKPOINT',
+                                               help='Checkpoint file.')],
     out: Annotated[Path, typer.Option(help='Output .onnx file.')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
@@ -592,7 +595,7 @@ def _split_list(text: str | None, what: str, cast: Callable[[str], T]
 def bench(
     ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
-        help='Model files: .pt, .safetensors or .onnx.')],
+        metavar='MODEL...', help='Model files: .pt, .safetensors or .onnx.')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     row_budget_s: Annotated[float, typer.Option(
         help='Seconds one row (model x runtime x threads) may take; a row '
@@ -695,7 +698,8 @@ def cotrain(
         help='Global pooling for graph classification: mean, sum or max.')
     ] = 'mean',
     option: Annotated[Optional[list[str]], typer.Option(
-        '--option', '-o', help='Method option KEY=VALUE, e.g. -o kernel=rbf '
+        '--option', '-o', metavar='KEY=VALUE',
+        help='Method option KEY=VALUE, e.g. -o kernel=rbf '
         '(repeatable).')] = None,
     weight: Annotated[Optional[float], typer.Option(
         help="Weight of the online loss (alpha; default 1).")] = None,
@@ -758,7 +762,7 @@ def main(version: Annotated[bool, typer.Option(
 def amalgamate(
     ctx: typer.Context,
     teachers: Annotated[list[Path], typer.Argument(
-        help='Teacher checkpoints, one per task.')],
+        metavar='TEACHER...', help='Teacher checkpoints, one per task.')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
         help='One dataset per teacher (Cora,CiteSeer,PubMed), or one dataset '

@@ -121,7 +121,7 @@ class BenchResult:
                 r.model, r.runtime, r.device, _threads(r),
                 f'{r.latency.median_ms:.2f}', f'{r.latency.p95_ms:.2f}',
                 f'{r.latency.mean_ms:.2f}', _rate(r.nodes_per_second),
-                _num(r.peak_memory_mb, '{:.0f}'),
+                _peak_cell(r),
                 _num(r.accuracy, '{:.1%}'),
                 (_num(r.speedup, '{:.2f}x') + ' / '
                  + _num(r.accuracy_drop, '{:+.1f}'))
@@ -191,6 +191,16 @@ def _label(row: BenchRow) -> str:
 
 def _threads(row: BenchRow) -> str:
     return '-' if row.threads is None else str(row.threads)
+
+
+def _peak_cell(row: Any) -> str:
+    """Peak memory in MB; ``n/a`` where onnxruntime allocated its arena
+    when the session was created, before the measured runs, so the runs
+    themselves add nothing measurable."""
+    peak = row.peak_memory_mb
+    if row.runtime == 'onnxruntime' and (peak is None or peak < 0.5):
+        return 'n/a'
+    return _num(peak, '{:.0f}')
 
 
 def _num(value: float | None, fmt: str) -> str:

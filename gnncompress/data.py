@@ -46,10 +46,17 @@ def default_root() -> Path:
     return Path(base) / 'gnncompress' / 'datasets'
 
 
+# Point-cloud datasets (gnncompress.pointdata loads them): lower-cased name
+# -> canonical name.
+POINT_DATASETS = {'modelnet10': 'ModelNet10', 'modelnet40': 'ModelNet40',
+                  'geometricshapes': 'GeometricShapes'}
+
+
 def dataset_names() -> list[str]:
     from gnncompress.inductive import graph_list_names
     return [v[1] for v in NODE_DATASETS.values()] + \
-        [v[1] for v in GRAPH_DATASETS.values()] + graph_list_names()
+        [v[1] for v in GRAPH_DATASETS.values()] + graph_list_names() + \
+        list(POINT_DATASETS.values())
 
 
 def normalize_features(graph: Graph) -> Graph:

@@ -4,6 +4,11 @@ exit code 1; anything else is a bug and keeps its traceback."""
 import re
 
 
+def plural(count: int, word: str) -> str:
+    """``1 epoch``, ``2 epochs``: a count and its noun, agreed."""
+    return f'{count} {word}' + ('' if count == 1 else 's')
+
+
 class GnnCompressError(Exception):
     """Base class of every error the user can fix."""
 

@@ -18,15 +18,17 @@ import torch
 from torch import Tensor
 
 from gnncompress.core import Graph
-from gnncompress.data import build_dataset, default_root, working_copy
+from gnncompress.data import (
+    POINT_DATASETS,
+    build_dataset,
+    default_root,
+    working_copy,
+)
 from gnncompress.errors import DataError, error_line
 
 MODELNET10_CLASSES = ('bathtub', 'bed', 'chair', 'desk', 'dresser',
                       'monitor', 'night_stand', 'sofa', 'table', 'toilet')
 ARCHIVE = Path('ModelNet10-PCD') / 'raw' / 'modelnet10_pcd1024.tar.gz'
-# Lower-cased name -> canonical name.
-POINT_DATASETS = {'modelnet10': 'ModelNet10', 'modelnet40': 'ModelNet40',
-                  'geometricshapes': 'GeometricShapes'}
 POINTS = 1024          # points drawn from each mesh (PyG datasets)
 _PCD_DATA = b'DATA binary\n'
 

@@ -9,6 +9,7 @@ from typing import Any
 from tabulate import tabulate
 
 from gnncompress.bench import describe, speedup
+from gnncompress.errors import plural
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Report:
             f'compression: {self.compression_ratio:.1f}x fewer parameters',
             parity_line(self.onnx_max_abs_diff, self.onnx_parity,
                         self.onnx_parity_relative),
-            f"training: {self.training['epochs_run']} epochs in "
+            f"training: {plural(self.training['epochs_run'], 'epoch')} in "
             f"{self.training['seconds']:.1f} s, best epoch "
             f"{self.training['best_epoch']}, device {self.device}, seed "
             f'{self.seed}',
@@ -336,7 +337,8 @@ class CotrainReport:
                                      self.onnx_parity_relative))
         t = self.training
         lines.append(f"training: {len(self.students)} students, "
-                     f"{t['epochs_run']} epochs in {t['seconds']:.1f} s "
+                     f"{plural(t['epochs_run'], 'epoch')} in "
+                     f"{t['seconds']:.1f} s "
                      f"({t['seconds_per_epoch'] * 1e3:.1f} ms per epoch), "
                      f'device {self.device}, seed {self.seed}')
         if t.get('fanout'):
