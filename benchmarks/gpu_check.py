@@ -3,8 +3,8 @@
 Run it on a machine with a GPU (time there is short, so it is one command
 with a hard budget), after a dry run on the CPU:
 
-    PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --quick   # dry run
-    PYTHONPATH=. python benchmarks/gpu_check.py --device cuda          # <= 8 min
+    PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --quick  # dry
+    PYTHONPATH=. python benchmarks/gpu_check.py --device cuda  # <= 8 min
 
 It runs, each step as the user would run it and under its own time limit:
 

@@ -3,6 +3,7 @@ or a CI pipeline gets exactly what the command line does."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect as _inspect
 import json
 import math
@@ -21,7 +22,10 @@ from torch import Tensor
 
 from gnncompress import __version__, outputs
 from gnncompress.bench import (
+    REPORT_BUDGET_S,
     exported_latency,
+    latency_budget,
+    measuring,
     onnx_latency,
     torch_latency,
 )
@@ -32,6 +36,7 @@ from gnncompress.checkpoint import (
     load_checkpoint,
 )
 from gnncompress.core import Graph, accuracy
+from gnncompress.core.timing import breakdown, phase, timed_run
 from gnncompress.data import class_subset, load_graph, parse_classes
 from gnncompress.data import normalize_features as normalize_graph
 from gnncompress.distributed import (
@@ -476,6 +481,30 @@ def build_method(name: str,
     return Combined(parts, weights)
 
 
+def timed_command(fn):
+    """A command whose report records where its time went (``timings``)
+    and whose latency figures follow its ``latency`` and
+    ``latency_budget_s`` arguments."""
+    signature = _inspect.signature(fn)
+    own = {'latency', 'latency_budget_s'} - set(signature.parameters)
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # a function without these arguments leaves them to this wrapper
+        taken = {k: kwargs.pop(k) for k in own if k in kwargs}
+        given = {**signature.bind_partial(*args, **kwargs).arguments,
+                 **taken}
+        enabled = given.get('latency', True)
+        budget = given.get('latency_budget_s', REPORT_BUDGET_S)
+        if not (isinstance(budget, (int, float)) and budget >= 0):
+            raise GnnCompressError(f'--latency-budget-s must be a number of '
+                                   f'seconds >= 0 (got {budget!r})')
+        with timed_run(), latency_budget(float(budget), bool(enabled)):
+            return fn(*args, **kwargs)
+    return run
+
+
+@timed_command
 @outputs.one_run
 def distill(teacher: str | Path, *, data: str | Path | None = None,
             data_root: str | Path | None = None, method: str = 'kd',
@@ -503,7 +532,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             fanout: str | list[int] | None = None,
             nproc: int | None = None,
             normalize_features: bool | None = None,
-            teacher_onnx: bool = False) -> Report:
+            teacher_onnx: bool = False, latency: bool = True,
+            latency_budget_s: float = REPORT_BUDGET_S) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -531,7 +561,11 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     ``nproc`` N (with ``batch_size``) trains in N processes with
     DistributedDataParallel, as does running under ``torchrun``
     (:mod:`gnncompress.distributed`); rank 0 writes the outputs and the
-    other torchrun ranks return None."""
+    other torchrun ranks return None.
+
+    The report's latency figures take about ``latency_budget_s`` seconds
+    in all (at least 5 timed runs each); ``latency=False`` leaves them out.
+    ``report.timings`` says where the run's wall time went."""
     if nproc is not None or under_torchrun():
         return launch(distill, dict(locals()))
     teacher = Path(teacher)
@@ -545,7 +579,8 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     dev = resolve_device(device)
     check_writable(out)
     outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
-    ckpt = load_checkpoint(teacher, overrides)
+    with phase('load'):
+        ckpt = load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
         refuse('point clouds (a DGCNN teacher)')
@@ -577,14 +612,15 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         _minibatch_options(distiller, batch_size, fanout, layers,
                            resumable=checkpoint_every is not None or
                            resume is not None)
-    with one_at_a_time():
+    with one_at_a_time(), phase('load'):
         graph = resolve_data(data, data_root, ckpt, seed,
                              normalize=normalize_features)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
     feature_note = None
     if normalize_features is None and not ckpt.card and hops is None:
-        graph, feature_note = pick_features(ckpt.build(), graph, dev)
+        with phase('teacher'):
+            graph, feature_note = pick_features(ckpt.build(), graph, dev)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
@@ -606,9 +642,10 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
             method_options=method_options or {}, teacher_onnx=teacher_onnx)
     g = graph.to(dev)
 
-    teacher_model = ckpt.build().to(dev)
-    teacher_out = forward_frozen(teacher_model, g)  # once for the whole run
-    teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
+    with phase('teacher'):
+        teacher_model = ckpt.build().to(dev)
+        teacher_out = forward_frozen(teacher_model, g)  # once for the run
+        teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
     train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
                       patience=patience, progress=progress)
 
@@ -616,8 +653,9 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
     if baseline:
         seed_everything(seed)
         alone = build_model(s_spec).to(dev)
-        alone_fit = fit(alone, g, label_weight=1.0, desc='student alone',
-                        **train_args)
+        with phase('baseline'):
+            alone_fit = fit(alone, g, label_weight=1.0,
+                            desc='student alone', **train_args)
         alone_entry = ModelEntry(
             role='student-alone', spec=s_spec.to_dict(),
             parameters=count_parameters(alone),
@@ -636,11 +674,12 @@ def distill(teacher: str | Path, *, data: str | Path | None = None,
         epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
         seed=seed, device=dev.type)
     try:
-        result = fit(model, g, method=distiller,
-                     teacher_outputs=[teacher_out],
-                     label_weight=label_weight, weight=weight,
-                     desc=f'distill {distiller.name}', checkpoint=saver,
-                     **train_args)
+        with phase('train'):
+            result = fit(model, g, method=distiller,
+                         teacher_outputs=[teacher_out],
+                         label_weight=label_weight, weight=weight,
+                         desc=f'distill {distiller.name}', checkpoint=saver,
+                         **train_args)
     except TrainingError as e:
         raise keep_last_good(e, model, s_spec, out, distiller.name,
                              graph.name) from None
@@ -708,8 +747,9 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
         batch_dev = batch.to(dev) if batch is not None else None
         for entry, m in ((teacher_entry, teacher_model),
                          (student_entry, model)):
-            entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                m, x_dev, edges_dev, batch_dev).to_dict()
+            if measuring():
+                entry.latency[f'pytorch-{dev.type}'] = torch_latency(
+                    m, x_dev, edges_dev, batch_dev).to_dict()
         failure = None
         if export:
             save_student(model, s_spec, stage, out, distiller.name,
@@ -728,7 +768,9 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                                                     batch_cpu), out)
                 write_failure(stage, out, failure, ['student.safetensors'],
                               test_accuracy=result.test_accuracy)
-        if export and failure is None:
+        if export and failure is None and not measuring():
+            files['onnx'] = str(out / 'student.onnx')
+        elif export and failure is None:
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, x_cpu, edges_cpu, batch_cpu).to_dict()
@@ -868,7 +910,7 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
         teacher_spec_sources=ckpt.sources,
         notes=list(ckpt.notes.values()) if notes is None else notes,
         files=files, config=config or {},
-        speedups=student_speedups(teacher, student),
+        speedups=student_speedups(teacher, student), timings=breakdown(),
         gates=accuracy_gates(
             [('student', student.test_accuracy, teacher.test_accuracy)],
             min_accuracy, max_accuracy_drop), **fields)
@@ -1207,13 +1249,18 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
 
 # amalgamate ------------------------------------------------------------------
 
-def amalgamate(teachers: list[str | Path], **kwargs: Any):
+@timed_command
+def amalgamate(teachers: list[str | Path], *, latency: bool = True,
+               latency_budget_s: float = REPORT_BUDGET_S, **kwargs: Any):
     """Merge several teachers into one slimmable student without labels;
-    see :func:`gnncompress.amalgamation.amalgamate` for the options."""
+    see :func:`gnncompress.amalgamation.amalgamate` for the options, and
+    :func:`distill` for ``latency`` and ``latency_budget_s``."""
     from gnncompress.amalgamation import amalgamate as run
-    return run(teachers, **kwargs)
+    return run(teachers, latency=latency, **kwargs)
 
 
 # cotrain ---------------------------------------------------------------------
 
-from gnncompress.online import cotrain as cotrain  # noqa: E402
+from gnncompress.online import cotrain as _cotrain  # noqa: E402
+
+cotrain = timed_command(_cotrain)
