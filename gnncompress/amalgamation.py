@@ -23,7 +23,7 @@ from tabulate import tabulate
 from torch import Tensor
 
 from gnncompress import api, outputs
-from gnncompress.bench import onnx_latency, torch_latency
+from gnncompress.bench import measuring, onnx_latency, torch_latency
 from gnncompress.checkpoint import Checkpoint, card_path, load_checkpoint
 from gnncompress.core import Graph, micro_f1
 from gnncompress.data import load_graph, parse_classes
@@ -811,7 +811,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
             graphs, tam=tam, setting=setting, training=training,
             selection=SELECTION_GRAPHS if several else SELECTION,
             export_widths=export_widths, dev=dev, out=out, export=export,
-            latency=latency, min_accuracy=min_accuracy,
+            latency=latency and measuring(), min_accuracy=min_accuracy,
             max_accuracy_drop=max_accuracy_drop,
             command=command or 'gnncompress amalgamate ' +
             ' '.join(map(str, teachers)), seed=seed, config=config)

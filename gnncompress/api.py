@@ -3,6 +3,7 @@ or a CI pipeline gets exactly what the command line does."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect as _inspect
 import json
 import math
@@ -21,7 +22,10 @@ from torch import Tensor
 
 from gnncompress import __version__, outputs
 from gnncompress.bench import (
+    REPORT_BUDGET_S,
     exported_latency,
+    latency_budget,
+    measuring,
     onnx_latency,
     torch_latency,
 )
@@ -35,6 +39,7 @@ from gnncompress.checkpoint import (
     user_teacher,
 )
 from gnncompress.core import Graph, accuracy
+from gnncompress.core.timing import breakdown, phase, timed_run
 from gnncompress.data import class_subset, load_graph, parse_classes
 from gnncompress.data import normalize_features as normalize_graph
 from gnncompress.distributed import (
@@ -515,6 +520,30 @@ def build_method(name: str,
     return Combined(parts, weights)
 
 
+def timed_command(fn):
+    """A command whose report records where its time went (``timings``)
+    and whose latency figures follow its ``latency`` and
+    ``latency_budget_s`` arguments."""
+    signature = _inspect.signature(fn)
+    own = {'latency', 'latency_budget_s'} - set(signature.parameters)
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # a function without these arguments leaves them to this wrapper
+        taken = {k: kwargs.pop(k) for k in own if k in kwargs}
+        given = {**signature.bind_partial(*args, **kwargs).arguments,
+                 **taken}
+        enabled = given.get('latency', True)
+        budget = given.get('latency_budget_s', REPORT_BUDGET_S)
+        if not (isinstance(budget, (int, float)) and budget >= 0):
+            raise GnnCompressError(f'--latency-budget-s must be a number of '
+                                   f'seconds >= 0 (got {budget!r})')
+        with timed_run(), latency_budget(float(budget), bool(enabled)):
+            return fn(*args, **kwargs)
+    return run
+
+
+@timed_command
 @outputs.one_run
 def distill(teacher: str | Path | torch.nn.Module, *,
             data: str | Path | None = None,
@@ -545,7 +574,9 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             normalize_features: bool | None = None,
             teacher_onnx: bool = False,
             teacher_class: str | None = None,
-            teacher_args: dict[str, Any] | None = None) -> Report:
+            teacher_args: dict[str, Any] | None = None,
+            latency: bool = True,
+            latency_budget_s: float = REPORT_BUDGET_S) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -582,7 +613,11 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     (:mod:`gnncompress.models.hooked`); KD and GLNN need its logits only.
     ``teacher_class`` (``'mypkg.models:Net'``) with ``teacher_args`` builds
     that module from the user's own class (this imports and runs their
-    code) and loads the file ``teacher`` into it, weights-only."""
+    code) and loads the file ``teacher`` into it, weights-only.
+
+    The report's latency figures take about ``latency_budget_s`` seconds
+    in all (at least 5 timed runs each); ``latency=False`` leaves them out.
+    ``report.timings`` says where the run's wall time went."""
     if isinstance(teacher, torch.nn.Module) or teacher_class is not None:
         if nproc is not None or batch_size is not None or \
                 fanout is not None or under_torchrun():
@@ -612,9 +647,10 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     dev = resolve_device(device)
     check_writable(out)
     outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
-    ckpt = module_checkpoint(module, overrides, teacher) \
-        if module is not None \
-        else load_checkpoint(teacher, overrides)
+    with phase('load'):
+        ckpt = module_checkpoint(module, overrides, teacher) \
+            if module is not None \
+            else load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress import pointcloud
         refuse('point clouds (a DGCNN teacher)')
@@ -646,14 +682,15 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         _minibatch_options(distiller, batch_size, fanout, layers,
                            resumable=checkpoint_every is not None or
                            resume is not None)
-    with one_at_a_time():
+    with one_at_a_time(), phase('load'):
         graph = resolve_data(data, data_root, ckpt, seed,
                              normalize=normalize_features)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
     feature_note = None
     if normalize_features is None and not ckpt.card and hops is None:
-        graph, feature_note = pick_features(ckpt.build(), graph, dev)
+        with phase('teacher'):
+            graph, feature_note = pick_features(ckpt.build(), graph, dev)
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
@@ -675,9 +712,10 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             method_options=method_options or {}, teacher_onnx=teacher_onnx)
     g = graph.to(dev)
 
-    teacher_model = ckpt.build().to(dev)
-    teacher_out = forward_frozen(teacher_model, g)  # once for the whole run
-    teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
+    with phase('teacher'):
+        teacher_model = ckpt.build().to(dev)
+        teacher_out = forward_frozen(teacher_model, g)  # once for the run
+        teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
     train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
                       patience=patience, progress=progress)
 
@@ -685,8 +723,9 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     if baseline:
         seed_everything(seed)
         alone = build_model(s_spec).to(dev)
-        alone_fit = fit(alone, g, label_weight=1.0, desc='student alone',
-                        **train_args)
+        with phase('baseline'):
+            alone_fit = fit(alone, g, label_weight=1.0,
+                            desc='student alone', **train_args)
         alone_entry = ModelEntry(
             role='student-alone', spec=s_spec.to_dict(),
             parameters=count_parameters(alone),
@@ -705,11 +744,12 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
         seed=seed, device=dev.type)
     try:
-        result = fit(model, g, method=distiller,
-                     teacher_outputs=[teacher_out],
-                     label_weight=label_weight, weight=weight,
-                     desc=f'distill {distiller.name}', checkpoint=saver,
-                     **train_args)
+        with phase('train'):
+            result = fit(model, g, method=distiller,
+                         teacher_outputs=[teacher_out],
+                         label_weight=label_weight, weight=weight,
+                         desc=f'distill {distiller.name}', checkpoint=saver,
+                         **train_args)
     except TrainingError as e:
         raise keep_last_good(e, model, s_spec, out, distiller.name,
                              graph.name) from None
@@ -782,8 +822,9 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
         batch_dev = batch.to(dev) if batch is not None else None
         for entry, m in ((teacher_entry, teacher_model),
                          (student_entry, model)):
-            entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                m, x_dev, edges_dev, batch_dev).to_dict()
+            if measuring():
+                entry.latency[f'pytorch-{dev.type}'] = torch_latency(
+                    m, x_dev, edges_dev, batch_dev).to_dict()
         failure = None
         if export:
             save_student(model, s_spec, stage, out, distiller.name,
@@ -802,7 +843,9 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                                                     batch_cpu), out)
                 write_failure(stage, out, failure, ['student.safetensors'],
                               test_accuracy=result.test_accuracy)
-        if export and failure is None:
+        if export and failure is None and not measuring():
+            files['onnx'] = str(out / 'student.onnx')
+        elif export and failure is None:
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, x_cpu, edges_cpu, batch_cpu).to_dict()
@@ -942,7 +985,7 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
         teacher_spec_sources=ckpt.sources,
         notes=list(ckpt.notes.values()) if notes is None else notes,
         files=files, config=config or {},
-        speedups=student_speedups(teacher, student),
+        speedups=student_speedups(teacher, student), timings=breakdown(),
         gates=accuracy_gates(
             [('student', student.test_accuracy, teacher.test_accuracy)],
             min_accuracy, max_accuracy_drop), **fields)
@@ -1282,13 +1325,18 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
 
 # amalgamate ------------------------------------------------------------------
 
-def amalgamate(teachers: list[str | Path], **kwargs: Any):
+@timed_command
+def amalgamate(teachers: list[str | Path], *, latency: bool = True,
+               latency_budget_s: float = REPORT_BUDGET_S, **kwargs: Any):
     """Merge several teachers into one slimmable student without labels;
-    see :func:`gnncompress.amalgamation.amalgamate` for the options."""
+    see :func:`gnncompress.amalgamation.amalgamate` for the options, and
+    :func:`distill` for ``latency`` and ``latency_budget_s``."""
     from gnncompress.amalgamation import amalgamate as run
-    return run(teachers, **kwargs)
+    return run(teachers, latency=latency, **kwargs)
 
 
 # cotrain ---------------------------------------------------------------------
 
-from gnncompress.online import cotrain as cotrain  # noqa: E402
+from gnncompress.online import cotrain as _cotrain  # noqa: E402
+
+cotrain = timed_command(_cotrain)

@@ -13,6 +13,7 @@ from rich.markup import escape
 from typer.core import TyperGroup
 
 from gnncompress import __version__, api
+from gnncompress.bench import REPORT_BUDGET_S
 from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
 from gnncompress.comparison import DEFAULT_ROW_BUDGET_S
 from gnncompress.errors import GnnCompressError, out_of_memory, plural
@@ -20,6 +21,14 @@ from gnncompress.errors import GnnCompressError, out_of_memory, plural
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
 T = TypeVar('T')
+# Options of every command that writes a report with latency figures.
+LatencyOption = Annotated[bool, typer.Option(
+    '--latency/--no-latency',
+    help="Time the models for the report (--no-latency leaves latency "
+    "out, e.g. in CI).")]
+LatencyBudgetOption = Annotated[float, typer.Option(
+    min=0, help="Seconds for all the report's latency figures together; "
+    "each gets at least 5 timed runs.")]
 
 
 def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -379,6 +388,8 @@ def distill(
     teacher_args: Annotated[Optional[list[str]], typer.Option(
         help="--teacher-class's constructor arguments: KEY=VALUE "
         '(repeatable) or one JSON object.')] = None,
+    latency: LatencyOption = True,
+    latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
@@ -405,7 +416,9 @@ def distill(
                    fanout=fanout, nproc=nproc,
                    normalize_features=normalize_features,
                    teacher_onnx=teacher_onnx, teacher_class=teacher_class,
-                   teacher_args=_parse_teacher_args(teacher_args), **cloud)
+                   teacher_args=_parse_teacher_args(teacher_args),
+                   latency=latency, latency_budget_s=latency_budget_s,
+                   **cloud)
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return
     typer.echo(report.to_text())
@@ -728,6 +741,8 @@ def cotrain(
     progress: Annotated[bool, typer.Option(help='Show a progress bar.')
                         ] = True,
     config: ConfigOpt = None,
+    latency: LatencyOption = True,
+    latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
     """Train several students that teach each other (no teacher); export
     the best by validation and report every one."""
@@ -739,7 +754,8 @@ def cotrain(
                    weight_decay=weight_decay, weight=weight,
                    patience=patience, batch_size=batch_size, fanout=fanout,
                    folds=folds, seed=seed, device=device, out=out,
-                   progress=progress,
+                   progress=progress, latency=latency,
+                   latency_budget_s=latency_budget_s,
                    command=api.command_line(), config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
@@ -818,6 +834,8 @@ def amalgamate(
         help="Gate: at most this many points below each task's teacher; "
         'exit code 3 when it fails.')] = None,
     config: ConfigOpt = None,
+    latency: LatencyOption = True,
+    latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
     """Merge TEACHERS (one per task, any mix of GCN, GAT, SAGE, GIN) into one
     slimmable student without labels (TAM); write student.safetensors, one
@@ -831,7 +849,8 @@ def amalgamate(
                    batch_size=batch_size, fanout=fanout, seed=seed,
                    device=device, out=out, progress=progress,
                    min_accuracy=min_accuracy,
-                   max_accuracy_drop=max_accuracy_drop,
+                   max_accuracy_drop=max_accuracy_drop, latency=latency,
+                   latency_budget_s=latency_budget_s,
                    command=api.command_line(), config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from gnncompress import __version__
 from gnncompress.checkpoint import SPEC_KEY, VERSION_KEY
+from gnncompress.core.timing import phase
 from gnncompress.errors import ExportError
 from gnncompress.models import ArchSpec, run_model
 from gnncompress.models.export_gnn import export_gnn
@@ -185,8 +186,10 @@ def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
         wrapper, args, names = _FeaturesOnly(model), (x,), ['x']
         shapes = {'x': {0: num_nodes}}
     with atomic_path(path) as tmp:
-        run_export(wrapper, args, tmp, names, shapes)
-        parity = check_parity(model, tmp, x, edge_index, batch)
+        with phase('export'):
+            run_export(wrapper, args, tmp, names, shapes)
+        with phase('check'):
+            parity = check_parity(model, tmp, x, edge_index, batch)
         require_parity(parity, tolerance)
     return parity
 

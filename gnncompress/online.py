@@ -575,7 +575,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
     (features and edges of a sampled subgraph, for mini-batch runs) stands
     in for the whole graph in the latency and ONNX measurements."""
     from gnncompress import api
-    from gnncompress.bench import onnx_latency, torch_latency
+    from gnncompress.bench import measuring, onnx_latency, torch_latency
     from gnncompress.export import export_onnx, save_safetensors
     from gnncompress.models import count_parameters
 
@@ -602,8 +602,9 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
                      f'on a sampled subgraph of {sample[0].size(0):,} nodes '
                      f'and {sample[1].size(1):,} edges')
     with api.staged_output(out) as stage:
-        chosen.latency[f'pytorch-{dev.type}'] = torch_latency(
-            model, *measured).to_dict()
+        if measuring():
+            chosen.latency[f'pytorch-{dev.type}'] = torch_latency(
+                model, *measured).to_dict()
         if export:
             path = save_safetensors(
                 model, spec, stage / 'student.safetensors',
@@ -618,8 +619,9 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
                                   batch=cpu[2])
             parity, relative = checked.cases, checked.relative_cases()
             files['onnx'] = str(out / 'student.onnx')
-            chosen.latency['onnxruntime-cpu'] = onnx_latency(
-                onnx_path, *cpu).to_dict()
+            if measuring():
+                chosen.latency['onnxruntime-cpu'] = onnx_latency(
+                    onnx_path, *cpu).to_dict()
             model.to(dev)
         files['report_json'] = str(out / 'report.json')
         files['report_md'] = str(out / 'report.md')

@@ -448,7 +448,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     teacher): DGCNN student, per-batch teacher, overall and mean class
     accuracy, ONNX with a dynamic number of points."""
     from gnncompress import api
-    from gnncompress.bench import torch_latency
+    from gnncompress.bench import measuring, torch_latency
     from gnncompress.models import build_model, count_parameters
     from gnncompress.report import ModelEntry
 
@@ -512,8 +512,9 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
         empty = torch.zeros(2, 0, dtype=torch.long, device=dev)
         for entry, m in ((teacher_entry, teacher_model),
                          (student_entry, model)):
-            entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                m, x, empty, batch).to_dict()
+            if measuring():
+                entry.latency[f'pytorch-{dev.type}'] = torch_latency(
+                    m, x, empty, batch).to_dict()
         if export:
             api.save_student(model, s_spec, stage, out, distiller.name,
                              graph.name, student_entry, files)
@@ -523,8 +524,9 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             parity_cases = export_clouds_onnx(model, example,
                                               onnx_path).cases
             files['onnx'] = str(out / 'student.onnx')
-            student_entry.latency['onnxruntime-cpu'] = \
-                _onnx_cloud_latency(onnx_path, one.cpu())
+            if measuring():
+                student_entry.latency['onnxruntime-cpu'] = \
+                    _onnx_cloud_latency(onnx_path, one.cpu())
         model.to(dev)
         report = api.write_report(
             stage, out, command=command or f'gnncompress distill {teacher}',
@@ -549,11 +551,16 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
 
 
 def _onnx_cloud_latency(path: Path, pos: Tensor) -> dict[str, Any]:
-    from gnncompress.bench import measure_latency, session_threads
+    from gnncompress.bench import (
+        measure_latency,
+        report_figure,
+        session_threads,
+    )
 
     session = onnx_session(path, threads=torch.get_num_threads())
     feeds = {'pos': pos.numpy()}
-    latency = measure_latency(lambda: session.run(None, feeds))
+    latency = report_figure(lambda s: measure_latency(
+        lambda: session.run(None, feeds), budget_s=s))
     latency.runtime, latency.device = 'onnxruntime', 'cpu'
     latency.threads = session_threads(session)
     return latency.to_dict()

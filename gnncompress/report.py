@@ -85,6 +85,9 @@ class Report:
     # Each check graph's difference over its output's scale max(1, max|y|):
     # what the export's tolerance applies to.
     onnx_parity_relative: dict[str, float] = field(default_factory=dict)
+    # Seconds per phase of the run (load, teacher, train, export, check,
+    # measure, other, total), up to the report's writing.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {'schema': 1, **asdict(self)}
@@ -138,6 +141,8 @@ class Report:
         if self.speedups:
             lines.append('student speed-up over the teacher: ' + '; '.join(
                 _speedup_text(s) for s in self.speedups))
+        if self.timings:
+            lines.append(timings_line(self.timings))
         return lines + [f'note: {n}' for n in self.notes]
 
     def to_text(self) -> str:
@@ -195,6 +200,14 @@ def _latency_cells(latency: dict[str, dict[str, Any]], runtimes: list[str],
     return [latency_cell(lat, labels[r],
                          f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}")
             if (lat := latency.get(r)) else '-' for r in runtimes]
+
+
+def timings_line(timings: dict[str, float]) -> str:
+    """``time: 12.3 s (load 1.0, train 8.2, ...)``: where a run went."""
+    parts = ', '.join(f'{name} {seconds:.1f}'
+                      for name, seconds in timings.items()
+                      if name != 'total')
+    return f"time: {timings.get('total', 0.0):.1f} s ({parts})"
 
 
 def student_speedups(teacher: ModelEntry,
