@@ -27,7 +27,6 @@ from gnncompress.bench import onnx_latency, torch_latency
 from gnncompress.checkpoint import Checkpoint, card_path, load_checkpoint
 from gnncompress.core import Graph, micro_f1
 from gnncompress.data import load_graph, parse_classes
-from gnncompress.engine import Selection, check_finite, progress_bar
 from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
 from gnncompress.export import export_onnx
 from gnncompress.inductive import STEPS_PER_EPOCH, cut
@@ -48,6 +47,8 @@ from gnncompress.report import (
     latency_labels,
 )
 from gnncompress.sampling import Batch
+from gnncompress.training.loop import check_finite, progress_bar
+from gnncompress.training.selection import Selection
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
              'averaged over tasks and widths (no label is read)')

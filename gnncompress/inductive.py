@@ -38,8 +38,8 @@ from gnncompress.data import (
     working_copy,
 )
 from gnncompress.errors import DataError
-from gnncompress.graphlevel import select_graphs
 from gnncompress.models import ModelOutput, run_model
+from gnncompress.training.regimes.graph_batches import select_graphs
 
 SPLIT_NAMES = ('train', 'val', 'test')
 # Optimiser steps per epoch when no batch size is given: PPI's 20 training
@@ -342,8 +342,7 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
     for single-label) over the validation graphs after each epoch. The
     method is prepared on the training graphs alone."""
     from gnncompress.core import accuracy
-    from gnncompress.engine import (
-        Selection,
+    from gnncompress.training.loop import (
         adam,
         guard_finite,
         progress_bar,
@@ -351,6 +350,7 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
         selected_result,
         train_mode,
     )
+    from gnncompress.training.selection import Selection
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
     train_ids = training_graphs(graph)

@@ -24,9 +24,8 @@ from torch import Tensor, nn
 from gnncompress import outputs
 from gnncompress.core import Graph, accuracy
 from gnncompress.data import GRAPH_DATASETS, load_graph
-from gnncompress.engine import FitResult, Selection, check_finite, progress_bar
 from gnncompress.errors import GnnCompressError
-from gnncompress.graphlevel import BATCH_SIZE, iter_batches, load_graph_set
+from gnncompress.graphlevel import BATCH_SIZE, load_graph_set
 from gnncompress.inductive import (
     cut,
     graph_batches,
@@ -53,6 +52,9 @@ from gnncompress.models import (
 )
 from gnncompress.report import CotrainReport, ModelEntry
 from gnncompress.sampling import CSR, MEMMAP_BYTES, Batch, NeighborSampler
+from gnncompress.training.loop import FitResult, check_finite, progress_bar
+from gnncompress.training.regimes.graph_batches import iter_batches
+from gnncompress.training.selection import Selection
 
 MIN_STUDENTS, MAX_STUDENTS = 2, 6
 # cotrain --method NAME -> (registered method, its options); None: alone.

@@ -171,15 +171,15 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
     epoch. With a ``method``, the frozen ``teacher`` runs on the same
     augmented batch; the loss is ``label_weight * CE + weight *
     method.loss``."""
-    from gnncompress.engine import (
+    from gnncompress.training.loop import (
         FitResult,
-        Selection,
         adam,
         check_finite,
         progress_bar,
         record_epoch,
         train_mode,
     )
+    from gnncompress.training.selection import Selection
     if method is not None and teacher is None:
         raise ValueError('a distillation method needs a teacher')
     pos_all = cloud_points(graph)
