@@ -10,13 +10,12 @@ import torch
 from torch import nn
 
 from gnncompress.core import Graph
-from gnncompress.errors import TrainingError
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput, run_model
 from gnncompress.training import loop
 from gnncompress.training.loop import FitResult
 from gnncompress.training.regimes.full_graph import FullGraph
-from gnncompress.training.regimes.graph_batches import GraphBatches
+from gnncompress.training.regimes.graph_batches import GraphBatches, GraphParts
 
 
 @torch.no_grad()
@@ -40,8 +39,9 @@ def fit(student: nn.Module, graph: Graph, *,
     The loss is ``label_weight * CE(train nodes) + weight * method.loss``;
     ``weight`` defaults to the method's own ``default_weight``. A
     graph-classification ``graph`` (``graph.batch`` set) trains on batches
-    of graphs (:class:`~gnncompress.training.regimes.graph_batches.
-    GraphBatches`). ``checkpoint`` (a
+    of graphs, a several-graph node dataset (``graph.node_graph`` set) on
+    batches of whole training graphs
+    (:mod:`gnncompress.training.regimes.graph_batches`). ``checkpoint`` (a
     :class:`gnncompress.resume.TrainingCheckpoint`) saves the run every few
     epochs and, when it was read from disk, continues the run it holds.
     When the loss stops being finite, the student is put back at its best
@@ -55,18 +55,13 @@ def fit(student: nn.Module, graph: Graph, *,
                     weight=weight, patience=patience, progress=progress,
                     desc=desc)
     if graph.node_graph is not None:
-        from gnncompress.inductive import fit_inductive
-        if checkpoint is not None:
-            raise TrainingError(
-                '--checkpoint-every and --resume work on node classification '
-                'and graph classification only so far: drop them for '
-                'several-graph datasets')
-        return fit_inductive(student, graph, teacher_outputs=teacher_outputs,
-                             **settings)
-    if graph.batch is not None:
+        from gnncompress.inductive import supervised_loss
+        regime: loop.Regime = GraphParts(
+            graph, teacher_outputs, label_loss=supervised_loss,
+            loss_name='bce' if graph.multilabel else 'ce')
+    elif graph.batch is not None:
         from gnncompress.graphlevel import BATCH_SIZE
-        regime: loop.Regime = GraphBatches(graph, teacher_outputs,
-                                           batch_size=BATCH_SIZE)
+        regime = GraphBatches(graph, teacher_outputs, batch_size=BATCH_SIZE)
     else:
         regime = FullGraph(graph, teacher_outputs)
     return loop.fit(student, regime, checkpoint=checkpoint, **settings)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from gnncompress.core import Graph
@@ -17,7 +18,7 @@ from gnncompress.models import ArchSpec, ModelOutput, build_model
 from gnncompress.resume import TrainingCheckpoint
 from gnncompress.training import loop
 from gnncompress.training.regimes.full_graph import FullGraph
-from gnncompress.training.regimes.graph_batches import GraphBatches
+from gnncompress.training.regimes.graph_batches import GraphBatches, GraphParts
 
 
 class _NaNAfter(DistillMethod):
@@ -67,6 +68,26 @@ def _graph_set(graphs: int = 24) -> Graph:
                  test_mask=part == 3, num_classes=2, batch=batch)
 
 
+def _graph_list(graphs: int = 8, size: int = 5) -> Graph:
+    """``graphs`` rings of ``size`` nodes as one union (``node_graph``
+    set), node classes by feature sign (noisy); graphs 0-3 train, 4-5
+    validate, 6-7 test."""
+    gen = torch.Generator().manual_seed(2)
+    n = graphs * size
+    y = torch.randint(0, 2, (n,), generator=gen)
+    x = torch.randn(n, 4, generator=gen) + y[:, None] * 0.7
+    local = torch.arange(size)
+    ring = torch.stack([local, (local + 1) % size])
+    ring = torch.cat([ring, ring.flip(0)], 1)
+    edge_index = torch.cat([ring + size * g for g in range(graphs)], 1)
+    node_graph = torch.arange(graphs).repeat_interleave(size)
+    return Graph(name='rings', x=x, edge_index=edge_index, y=y,
+                 train_mask=node_graph < 4,
+                 val_mask=(node_graph >= 4) & (node_graph < 6),
+                 test_mask=node_graph >= 6, num_classes=2,
+                 node_graph=node_graph)
+
+
 def _node_student() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(ArchSpec('gcn', 4, 8, 2, 2, dropout=0.5))
@@ -89,6 +110,10 @@ REGIMES: dict[str, tuple[Callable, Callable, Callable, int]] = {
                    lambda g, t: FullGraph(g, t), 1),
     'graph batches': (_graph_set, _graph_student,
                       lambda g, t: GraphBatches(g, t, batch_size=5), 3),
+    'several graphs': (_graph_list, _node_student,
+                       lambda g, t: GraphParts(g, t, label_loss=F.cross_entropy,
+                                               loss_name='ce', batch_size=1),
+                       4),
 }
 
 
