@@ -15,8 +15,11 @@ from gnncompress.engine import fit as engine_fit
 from gnncompress.errors import TrainingError
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ArchSpec, ModelOutput, build_model
+from gnncompress.pointcloud import augment, evaluate
+from gnncompress.pointdata import cloud_points
 from gnncompress.resume import TrainingCheckpoint
 from gnncompress.training import loop
+from gnncompress.training.regimes.clouds import AugmentedClouds
 from gnncompress.training.regimes.full_graph import FullGraph
 from gnncompress.training.regimes.graph_batches import GraphBatches, GraphParts
 
@@ -88,6 +91,42 @@ def _graph_list(graphs: int = 8, size: int = 5) -> Graph:
                  node_graph=node_graph)
 
 
+def _clouds(clouds: int = 24, points: int = 16) -> Graph:
+    """``clouds`` blobs of ``points`` points stretched by class (3
+    classes); 12 train, 6 validate, 6 test."""
+    gen = torch.Generator().manual_seed(3)
+    y = torch.arange(clouds) % 3
+    stretch = torch.stack([1.0 + y, torch.ones(clouds), 0.3 + 0.5 * y], 1)
+    pos = torch.randn(clouds, points, 3, generator=gen) * stretch[:, None]
+    part = torch.arange(clouds) % 4
+    return Graph(name='blobs', x=pos.reshape(-1, 3),
+                 edge_index=torch.zeros(2, 0, dtype=torch.long), y=y,
+                 train_mask=part < 2, val_mask=part == 2,
+                 test_mask=part == 3, num_classes=3,
+                 split={'points': points})
+
+
+def _dgcnn(widths=(4, 8), k=3) -> torch.nn.Module:
+    return build_model(ArchSpec('dgcnn', 3, widths[-1], len(widths), 3,
+                                widths=list(widths), k=k, emb_channels=8,
+                                head=[8]))
+
+
+def _cloud_student() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return _dgcnn()
+
+
+def _cloud_regime(graph: Graph, teacher: bool) -> AugmentedClouds:
+    if teacher:
+        torch.manual_seed(5)
+    return AugmentedClouds(
+        graph, cloud_points(graph), teacher=_dgcnn((8, 8), 4).eval()
+        if teacher else None, edges=False, batch_size=5,
+        augment=lambda pos, gen: augment(pos, ['jitter', 'rotate'], gen),
+        score=lambda model, mask: evaluate(model, graph, mask)[0], seed=1)
+
+
 def _node_student() -> torch.nn.Module:
     torch.manual_seed(0)
     return build_model(ArchSpec('gcn', 4, 8, 2, 2, dropout=0.5))
@@ -99,21 +138,27 @@ def _graph_student() -> torch.nn.Module:
                                 dropout=0.5))
 
 
-def _zeros(graph: Graph) -> list[ModelOutput]:
-    rows = graph.y.numel()
-    return [ModelOutput(logits=torch.zeros(rows, graph.num_classes))]
+def _teachers(graph: Graph, teacher: bool) -> list[ModelOutput]:
+    """Zero logits as the teachers' outputs, or none."""
+    if not teacher:
+        return []
+    return [ModelOutput(logits=torch.zeros(graph.y.numel(),
+                                           graph.num_classes))]
 
 
-# (name, data, student, regime for loop.fit, optimiser steps per epoch)
+# name: (data, student, regime(graph, with a teacher?) for loop.fit,
+#        optimiser steps per epoch)
 REGIMES: dict[str, tuple[Callable, Callable, Callable, int]] = {
     'full graph': (_node_graph, _node_student,
-                   lambda g, t: FullGraph(g, t), 1),
+                   lambda g, t: FullGraph(g, _teachers(g, t)), 1),
     'graph batches': (_graph_set, _graph_student,
-                      lambda g, t: GraphBatches(g, t, batch_size=5), 3),
+                      lambda g, t: GraphBatches(g, _teachers(g, t),
+                                                batch_size=5), 3),
     'several graphs': (_graph_list, _node_student,
-                       lambda g, t: GraphParts(g, t, label_loss=F.cross_entropy,
-                                               loss_name='ce', batch_size=1),
-                       4),
+                       lambda g, t: GraphParts(
+                           g, _teachers(g, t), label_loss=F.cross_entropy,
+                           loss_name='ce', batch_size=1), 4),
+    'augmented clouds': (_clouds, _cloud_student, _cloud_regime, 3),
 }
 
 
@@ -129,7 +174,7 @@ def test_nan_after_good_epochs_keeps_the_best_student(name):
     graph = data()
     good = 6  # epochs before the loss turns NaN (at epoch 7's first step)
     reference = make()
-    ref = loop.fit(reference, regime(graph, _zeros(graph)),
+    ref = loop.fit(reference, regime(graph, True),
                    method=_NaNAfter(10 ** 9), epochs=good, patience=None,
                    lr=0.05, progress=False)
     # The best epoch is not the last one, so keeping the last weights
@@ -138,7 +183,7 @@ def test_nan_after_good_epochs_keeps_the_best_student(name):
 
     student = make()
     with pytest.raises(TrainingError) as info:
-        loop.fit(student, regime(graph, _zeros(graph)),
+        loop.fit(student, regime(graph, True),
                  method=_NaNAfter(good * steps), epochs=20, patience=None,
                  lr=0.05, progress=False)
 
@@ -157,7 +202,7 @@ def test_graph_classification_nan_through_engine_fit_keeps_the_best():
     student = _graph_student()
     with pytest.raises(TrainingError) as info:
         engine_fit(student, graph, method=_NaNAfter(3),
-                   teacher_outputs=_zeros(graph), epochs=10, lr=0.05,
+                   teacher_outputs=_teachers(graph, True), epochs=10, lr=0.05,
                    progress=False)
     assert 'at epoch 4 (' in str(info.value)
     assert 1 <= info.value.best_epoch <= 3
@@ -173,9 +218,9 @@ def test_resumed_run_matches_an_uninterrupted_one(name, tmp_path,
     data, make, regime, _ = REGIMES[name]
     graph = data()
     settings = dict(method=None, epochs=7, patience=None, lr=0.05,
-                    progress=False)
+                    progress=False, schedule='cosine')
     whole = make()
-    full = loop.fit(whole, regime(graph, ()), **settings)
+    full = loop.fit(whole, regime(graph, False), **settings)
 
     real = loop.check_finite
 
@@ -188,12 +233,14 @@ def test_resumed_run_matches_an_uninterrupted_one(name, tmp_path,
     with monkeypatch.context() as mp:
         mp.setattr(loop, 'check_finite', check)
         with pytest.raises(_Interrupted):
-            loop.fit(cut, regime(graph, ()), checkpoint=TrainingCheckpoint(
+            loop.fit(cut, regime(graph, False), checkpoint=TrainingCheckpoint(
                 tmp_path, 2, {'run': name}), **settings)
     torch.manual_seed(123)  # resume must not depend on the RNG it finds
     resumed = make()
-    again = loop.fit(resumed, regime(graph, ()), checkpoint=TrainingCheckpoint(
-        tmp_path, None, {'run': name}, resume=True), **settings)
+    again = loop.fit(resumed, regime(graph, False),
+                     checkpoint=TrainingCheckpoint(tmp_path, None,
+                                                   {'run': name}, resume=True),
+                     **settings)
 
     assert _same(resumed, whole)
     assert again.history == full.history
