@@ -27,7 +27,6 @@ from gnncompress.bench import measuring, onnx_latency, torch_latency
 from gnncompress.checkpoint import Checkpoint, card_path, load_checkpoint
 from gnncompress.core import Graph, micro_f1
 from gnncompress.data import load_graph, parse_classes
-from gnncompress.engine import Selection, check_finite, progress_bar
 from gnncompress.errors import (
     ArchitectureError,
     DataError,
@@ -35,7 +34,6 @@ from gnncompress.errors import (
     plural,
 )
 from gnncompress.export import export_onnx
-from gnncompress.inductive import STEPS_PER_EPOCH, cut
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.minibatch import batch_view, check_minibatch
 from gnncompress.models import count_parameters
@@ -53,6 +51,9 @@ from gnncompress.report import (
     latency_labels,
 )
 from gnncompress.sampling import Batch
+from gnncompress.training.loop import check_finite, progress_bar
+from gnncompress.training.regimes.graph_batches import STEPS_PER_EPOCH, cut
+from gnncompress.training.selection import Selection
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
              'averaged over tasks and widths (no label is read)')
@@ -190,7 +191,8 @@ class GraphBatches:
     computed once on the union (message passing never crosses graphs, and
     a node's map is normalised over its own in-edges, so a graph's rows
     and edges are what the teacher gives that graph alone); each batch
-    slices them (:meth:`gnncompress.inductive.GraphPart.slice`). The
+    slices them
+    (:meth:`gnncompress.training.regimes.graph_batches.GraphPart.slice`). The
     student's logits run on the whole union; latency and the ONNX check on
     the test graphs (the validation graphs when there is none)."""
 

@@ -1,7 +1,8 @@
 """Inductive node classification over several graphs (the PPI setting):
 datasets made of whole graphs assigned to training, validation and test,
-single- or multi-label node targets, and the training loop over batches of
-training graphs.
+single- or multi-label node targets and their label loss (training runs
+over batches of whole training graphs:
+:class:`gnncompress.training.regimes.graph_batches.GraphParts`).
 
 Such a dataset is one :class:`~gnncompress.core.Graph` holding the disjoint
 union of its graphs, with ``node_graph`` giving the graph of every node and
@@ -16,17 +17,13 @@ BCE-with-logits and scored by micro-averaged F1 with predictions ``logit >
 """
 from __future__ import annotations
 
-import math
-import time
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch_geometric.data import Data
 
 from gnncompress.core import Graph
@@ -38,13 +35,8 @@ from gnncompress.data import (
     working_copy,
 )
 from gnncompress.errors import DataError
-from gnncompress.graphlevel import select_graphs
-from gnncompress.models import ModelOutput, run_model
 
 SPLIT_NAMES = ('train', 'val', 'test')
-# Optimiser steps per epoch when no batch size is given: PPI's 20 training
-# graphs in batches of 2 (GAT's and GraphSAGE's setting) make 10.
-STEPS_PER_EPOCH = 10
 # TU datasets whose node labels become an inductive node task (``-nodes``).
 TU_NODE_TASKS = ('ENZYMES', 'PROTEINS', 'NCI1', 'MUTAG')
 MAX_DEGREE = 10   # one-hot degree features of the TU node tasks: 0..10+
@@ -271,136 +263,3 @@ def supervised_loss(logits: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(logits, y, ignore_index=-1,
                                reduction='sum') / known
     return F.cross_entropy(logits, y)
-
-
-# Training -------------------------------------------------------------------
-
-@dataclass
-class GraphPart:
-    """Some graphs of a union as their own Graph (every node marked for
-    training) and which nodes of the union they are."""
-    graph: Graph
-    node_mask: Tensor   # [N_union] bool
-
-    def slice(self, out: ModelOutput) -> ModelOutput:
-        """The rows of a whole-union output that belong to these graphs."""
-        return ModelOutput(out.logits[self.node_mask],
-                           [h[self.node_mask] for h in out.hiddens])
-
-
-def cut(graph: Graph, graph_ids: Tensor) -> GraphPart:
-    """The graphs ``graph_ids`` of the union, cut with vectorised masks."""
-    assert graph.node_graph is not None
-    node_mask, edge_index, node_graph = select_graphs(
-        graph.node_graph, graph.edge_index, graph_ids,
-        int(graph.node_graph.max()) + 1)
-    ones = torch.ones(int(node_mask.sum()), dtype=torch.bool,
-                      device=graph.x.device)
-    sub = Graph(name=graph.name, x=graph.x[node_mask], edge_index=edge_index,
-                y=graph.y[node_mask], train_mask=ones, val_mask=~ones,
-                test_mask=~ones, num_classes=graph.num_classes,
-                split=graph.split, node_graph=node_graph)
-    return GraphPart(sub, node_mask)
-
-
-def training_graphs(graph: Graph) -> Tensor:
-    """The ids of the union's training graphs."""
-    assert graph.node_graph is not None
-    return graph.node_graph[graph.train_mask].unique()
-
-
-def graphs_per_batch(train_ids: Tensor, batch_size: int | None) -> int:
-    """``batch_size`` training graphs per step, by default enough for
-    ``STEPS_PER_EPOCH`` steps an epoch."""
-    if batch_size is not None:
-        return batch_size
-    return max(1, math.ceil(train_ids.numel() / STEPS_PER_EPOCH))
-
-
-def graph_batches(graph: Graph, train_ids: Tensor, batch_size: int,
-                  generator: torch.Generator) -> Iterator[GraphPart]:
-    """One epoch: the training graphs shuffled with ``generator`` and cut
-    into batches of ``batch_size`` whole graphs."""
-    order = train_ids[torch.randperm(train_ids.numel(), generator=generator)
-                      .to(train_ids.device)]
-    for chunk in order.split(batch_size):
-        yield cut(graph, chunk)
-
-
-def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
-                  teacher_outputs: Sequence[ModelOutput] = (),
-                  epochs: int = 200, lr: float = 0.01,
-                  weight_decay: float = 5e-4, label_weight: float = 1.0,
-                  weight: float | None = None, patience: int | None = 100,
-                  progress: bool = True, desc: str = 'train',
-                  batch_size: int | None = None, seed: int = 0):
-    """:func:`gnncompress.engine.fit` over several graphs: one optimiser
-    step per batch of ``batch_size`` whole training graphs (default: enough
-    for ``STEPS_PER_EPOCH`` steps, 2 on PPI), the teachers' whole-union
-    outputs sliced per batch, the supervised loss over the batch's nodes
-    (BCE-with-logits for multi-label), and validation micro-F1 (accuracy
-    for single-label) over the validation graphs after each epoch. The
-    method is prepared on the training graphs alone."""
-    from gnncompress.core import accuracy
-    from gnncompress.engine import (
-        Selection,
-        adam,
-        guard_finite,
-        progress_bar,
-        record_epoch,
-        selected_result,
-        train_mode,
-    )
-    if method is not None and not teacher_outputs:
-        raise ValueError('a distillation method needs teacher outputs')
-    train_ids = training_graphs(graph)
-    batch_size = graphs_per_batch(train_ids, batch_size)
-    if method is not None:
-        whole = cut(graph, train_ids)
-        g = whole.graph
-        with torch.no_grad():
-            probe = run_model(student.eval(), g.x, g.edge_index)
-        method.prepare([whole.slice(t) for t in teacher_outputs], probe, g)
-        method = method.to(graph.x.device)
-        weight = method.default_weight if weight is None else weight
-    optimizer = adam(student, method, lr, weight_decay)
-    gen = torch.Generator().manual_seed(seed)
-    selection = Selection(student, patience)
-    history: list[dict[str, float]] = []
-    term = 'bce' if graph.multilabel else 'ce'
-    start = time.perf_counter()
-    bar = progress_bar(epochs, desc, progress)
-    epoch = 0
-    for epoch in bar:
-        train_mode(student, method)
-        total, steps = 0.0, 0
-        for part in graph_batches(graph, train_ids, batch_size, gen):
-            g = part.graph
-            optimizer.zero_grad(set_to_none=True)
-            out = run_model(student, g.x, g.edge_index)
-            terms = {term: supervised_loss(out.logits, g.y)}
-            loss = label_weight * terms[term]
-            if method is not None:
-                peers = [part.slice(t) for t in teacher_outputs]
-                terms[method.name] = method.loss(peers, out, g)
-                loss = loss + weight * terms[method.name]
-            guard_finite(loss, terms, epoch, bar, selection)
-            loss.backward()
-            optimizer.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        student.eval()
-        with torch.no_grad():
-            logits = run_model(student, graph.x, graph.edge_index).logits
-        val = accuracy(logits, graph.y, graph.val_mask)
-        if record_epoch(selection, bar, history, epoch,
-                        total / max(1, steps), val):
-            break
-    bar.close()
-    seconds = time.perf_counter() - start
-    selection.restore()
-    student.eval()
-    with torch.no_grad():
-        logits = run_model(student, graph.x, graph.edge_index).logits
-    return selected_result(selection,
-                           accuracy(logits, graph.y, graph.test_mask), epoch,
-                           seconds, history)

@@ -18,15 +18,6 @@ from torch import Tensor, nn
 
 from gnncompress import distributed
 from gnncompress.core import Graph, accuracy
-from gnncompress.engine import (
-    FitResult,
-    Selection,
-    adam,
-    guard_finite,
-    progress_bar,
-    record_epoch,
-    train_mode,
-)
 from gnncompress.errors import GnnCompressError, TrainingError
 from gnncompress.methods import DistillMethod, canonical_name
 from gnncompress.models import ModelOutput, run_model
@@ -39,6 +30,15 @@ from gnncompress.sampling import (
     layerwise_inference,
     parse_fanout,
 )
+from gnncompress.training.loop import (
+    FitResult,
+    adam,
+    guard_finite,
+    progress_bar,
+    record_epoch,
+    train_mode,
+)
+from gnncompress.training.selection import Selection
 
 # Methods whose loss is defined on a sampled subgraph (see batch_view).
 MINIBATCH_METHODS = ('kd', 'lsp')

@@ -24,17 +24,9 @@ from torch import Tensor, nn
 from gnncompress import outputs
 from gnncompress.core import Graph, accuracy
 from gnncompress.data import GRAPH_DATASETS, load_graph
-from gnncompress.engine import FitResult, Selection, check_finite, progress_bar
 from gnncompress.errors import GnnCompressError
-from gnncompress.graphlevel import BATCH_SIZE, iter_batches, load_graph_set
-from gnncompress.inductive import (
-    cut,
-    graph_batches,
-    graphs_per_batch,
-    is_graph_list_name,
-    supervised_loss,
-    training_graphs,
-)
+from gnncompress.graphlevel import BATCH_SIZE, load_graph_set
+from gnncompress.inductive import is_graph_list_name, supervised_loss
 from gnncompress.methods import DistillMethod
 from gnncompress.minibatch import (
     batch_graph,
@@ -53,6 +45,15 @@ from gnncompress.models import (
 )
 from gnncompress.report import CotrainReport, ModelEntry
 from gnncompress.sampling import CSR, MEMMAP_BYTES, Batch, NeighborSampler
+from gnncompress.training.loop import FitResult, check_finite, progress_bar
+from gnncompress.training.regimes.graph_batches import (
+    cut,
+    graph_batches,
+    graphs_per_batch,
+    iter_batches,
+    training_graphs,
+)
+from gnncompress.training.selection import Selection
 
 MIN_STUDENTS, MAX_STUDENTS = 2, 6
 # cotrain --method NAME -> (registered method, its options); None: alone.

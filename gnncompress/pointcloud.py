@@ -11,14 +11,12 @@ about 10 GB. The teacher runs on each batch without gradients instead.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnncompress.core import Graph
@@ -31,7 +29,7 @@ from gnncompress.export import (
     require_parity,
     run_export,
 )
-from gnncompress.models import ArchSpec, ModelOutput
+from gnncompress.models import ArchSpec
 from gnncompress.models.dgcnn import DGCNN
 from gnncompress.pointdata import cloud_points, is_clouds, load_clouds
 
@@ -138,25 +136,6 @@ def evaluate(model: nn.Module, graph: Graph, mask: Tensor,
 
 # Training ----------------------------------------------------------------
 
-def _batch_graph(graph: Graph, pos: Tensor, y: Tensor) -> Graph:
-    """The Graph a method sees for one batch: its points, one ``batch``
-    entry per point, every cloud marked for training."""
-    b, n, c = pos.shape
-    ones = torch.ones(b, dtype=torch.bool, device=pos.device)
-    return Graph(name=graph.name, x=pos.reshape(-1, c),
-                 edge_index=torch.zeros(2, 0, dtype=torch.long,
-                                        device=pos.device),
-                 y=y, train_mask=ones, val_mask=~ones, test_mask=~ones,
-                 num_classes=graph.num_classes, split=graph.split,
-                 batch=torch.arange(b, device=pos.device).repeat_interleave(
-                     n))
-
-
-def _outputs(model: nn.Module, pos: Tensor, edges: bool) -> ModelOutput:
-    assert isinstance(model, DGCNN)
-    return model.forward_output(pos, with_edges=edges)
-
-
 def fit_clouds(student: nn.Module, graph: Graph, *,
                teacher: nn.Module | None = None, method=None,
                epochs: int = 200, lr: float = 0.001,
@@ -168,79 +147,26 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
     """Train a DGCNN ``student`` on the training clouds of ``graph`` (Adam
     with a cosine learning-rate schedule down to ``lr / 100``, as the
     DGCNN authors' code anneals) and leave it at its best validation
-    epoch. With a ``method``, the frozen ``teacher`` runs on the same
-    augmented batch; the loss is ``label_weight * CE + weight *
-    method.loss``."""
-    from gnncompress.engine import (
-        FitResult,
-        Selection,
-        adam,
-        check_finite,
-        progress_bar,
-        record_epoch,
-        train_mode,
-    )
+    epoch (overall accuracy). With a ``method``, the frozen ``teacher``
+    runs on the same augmented batch; the loss is ``label_weight * CE +
+    weight * method.loss``. The one training loop,
+    :func:`gnncompress.training.loop.fit`, under
+    :class:`~gnncompress.training.regimes.clouds.AugmentedClouds`."""
+    from gnncompress.training import loop
+    from gnncompress.training.regimes.clouds import AugmentedClouds
+
     if method is not None and teacher is None:
         raise ValueError('a distillation method needs a teacher')
-    pos_all = cloud_points(graph)
-    gen = torch.Generator().manual_seed(seed)
-    edges = method is not None and 'hiddens' in method.requires
-    if method is not None:
-        teacher.eval()
-        probe = pos_all[graph.train_mask.nonzero().view(-1)[:2]]
-        with torch.no_grad():
-            method.prepare([_outputs(teacher, probe, edges)],
-                           _outputs(student.eval(), probe, edges),
-                           _batch_graph(graph, probe, graph.y[:2]))
-        method = method.to(graph.x.device)
-        weight = method.default_weight if weight is None else weight
-    optimizer = adam(student, method, lr, weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(
-        optimizer, epochs, eta_min=lr / 100)
-    selection = Selection(student, patience)
-    history: list[dict[str, float]] = []
-    train_ids = graph.train_mask.nonzero().view(-1).cpu()
-    start = time.perf_counter()
-    bar = progress_bar(epochs, desc, progress)
-    epoch = 0
-    for epoch in bar:
-        train_mode(student, method)
-        order = train_ids[torch.randperm(train_ids.numel(), generator=gen)]
-        total, steps = 0.0, 0
-        for chunk in order.split(batch_size):
-            if chunk.numel() < 2:  # batch norm needs two clouds
-                continue
-            chunk = chunk.to(graph.x.device)
-            pos = augment(pos_all[chunk], augmentations, gen)
-            y = graph.y[chunk]
-            optimizer.zero_grad(set_to_none=True)
-            out = _outputs(student, pos, edges)
-            terms = {'ce': F.cross_entropy(out.logits, y)}
-            loss = label_weight * terms['ce']
-            if method is not None:
-                with torch.no_grad():
-                    t_out = _outputs(teacher, pos, edges)
-                terms[method.name] = method.loss(
-                    [t_out], out, _batch_graph(graph, pos, y))
-                loss = loss + weight * terms[method.name]
-            check_finite(loss, terms, epoch)
-            loss.backward()
-            optimizer.step()
-            total, steps = total + float(loss.detach()), steps + 1
-        schedule.step()
-        val, _ = evaluate(student, graph, graph.val_mask)
-        if record_epoch(selection, bar, history, epoch,
-                        total / max(1, steps), val):
-            break
-    bar.close()
-    seconds = time.perf_counter() - start
-    selection.restore()
-    test, _ = evaluate(student, graph, graph.test_mask)
-    return FitResult(best_epoch=selection.best_epoch,
-                     val_accuracy=selection.best_score
-                     if selection.best_epoch else float('nan'),
-                     test_accuracy=test, epochs_run=epoch,
-                     seconds=seconds, history=history)
+    regime = AugmentedClouds(
+        graph, cloud_points(graph), teacher=teacher,
+        edges=method is not None and 'hiddens' in method.requires,
+        batch_size=batch_size,
+        augment=lambda pos, gen: augment(pos, augmentations, gen),
+        score=lambda model, mask: evaluate(model, graph, mask)[0], seed=seed)
+    return loop.fit(student, regime, method=method, epochs=epochs, lr=lr,
+                    weight_decay=weight_decay, label_weight=label_weight,
+                    weight=weight, patience=patience, progress=progress,
+                    desc=desc, schedule='cosine')
 
 
 # Export ----------------------------------------------------------------

@@ -6,8 +6,10 @@ student's and the method's weights (FitNet maps, G-CRD heads, ABKD
 projections), the optimiser state, the selection state (best weights, best
 epoch, best score; the patience counter follows from them), the history and
 the random number generators (torch's CPU generator and, when CUDA exists,
-every CUDA generator). It holds only tensors and plain containers, so it is
-read back with ``torch.load(weights_only=True)`` like any checkpoint.
+every CUDA generator; the regime's own generator, which shuffles batches)
+and the learning-rate schedule. It holds only tensors and plain
+containers, so it is read back with ``torch.load(weights_only=True)`` like
+any checkpoint.
 """
 from __future__ import annotations
 
@@ -44,9 +46,10 @@ def find_checkpoint(folder: Path | str) -> Path:
 
 
 class TrainingCheckpoint:
-    """Saves :func:`gnncompress.engine.fit`'s state every ``every`` epochs
-    to ``folder/training.ckpt`` (temporary file, then rename: a kill never
-    leaves a half-written checkpoint) and restores it when ``resume``.
+    """Saves :func:`gnncompress.training.loop.fit`'s state every
+    ``every`` epochs to ``folder/training.ckpt`` (temporary file, then
+    rename: a kill never leaves a half-written checkpoint) and restores it
+    when ``resume``.
 
     Args:
         folder (Path): Where the checkpoint lives.
@@ -131,13 +134,21 @@ class TrainingCheckpoint:
         return (int(state['epoch']), [dict(h) for h in state['history']],
                 float(state['seconds']))
 
+    def extra(self) -> dict[str, Any]:
+        """What the loop saved beside the weights (the regime's random
+        state, the schedule's state); empty when there is nothing to
+        resume."""
+        return {} if self.state is None else dict(self.state.get('extra', {}))
+
     # Writing ------------------------------------------------------------
 
     def after_epoch(self, epoch: int, student: nn.Module,
                     method: nn.Module | None,
                     optimizer: torch.optim.Optimizer, selection: Any,
-                    history: list[dict[str, float]], seconds: float) -> None:
-        """Save when ``epoch`` is a multiple of ``every``."""
+                    history: list[dict[str, float]], seconds: float,
+                    extra: dict[str, Any] | None = None) -> None:
+        """Save when ``epoch`` is a multiple of ``every``; ``extra`` holds
+        the loop's other state (tensors and plain values only)."""
         if self.every is None or epoch % self.every:
             return
         state = {
@@ -149,6 +160,7 @@ class TrainingCheckpoint:
             'optimizer': optimizer.state_dict(),
             'selection': selection.state_dict(),
             'history': [dict(h) for h in history],
+            'extra': extra or {},
             'rng': {'cpu': torch.get_rng_state(),
                     'cuda': torch.cuda.get_rng_state_all()
                     if torch.cuda.is_available() else []}}

@@ -23,7 +23,7 @@ from gnncompress.core import micro_f1
 from gnncompress.data import class_subset, load_graph, synthetic_ppi
 from gnncompress.errors import GnnCompressError
 from gnncompress.export import onnx_feeds, onnx_session
-from gnncompress.inductive import cut, graph_from_list, supervised_loss
+from gnncompress.inductive import graph_from_list, supervised_loss
 from gnncompress.methods.tam import TAM
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.models.slimmable import (
@@ -31,6 +31,7 @@ from gnncompress.models.slimmable import (
     SlimmableSpec,
     load_slimmable,
 )
+from gnncompress.training.regimes.graph_batches import cut
 
 runner = CliRunner()
 TINY = dict(num_graphs=(3, 1, 1), num_nodes=40, num_features=6,

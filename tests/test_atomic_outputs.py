@@ -16,13 +16,13 @@ from test_resume import _quick, files  # noqa: F401 -- shared fixtures
 from typer.testing import CliRunner
 
 import gnncompress.api as api
-import gnncompress.engine as engine
 from gnncompress import outputs, resume
 from gnncompress.checkpoint import load_checkpoint
 from gnncompress.cli import app
 from gnncompress.errors import ExportError, OutputError, TrainingError
 from gnncompress.export import save_safetensors
 from gnncompress.models import ArchSpec, build_model
+from gnncompress.training.regimes import full_graph
 
 
 def test_identical_students_give_identical_bytes(tmp_path):
@@ -227,7 +227,7 @@ def test_kept_student_is_the_best_finite_one_and_exports(
     from gnncompress.methods.kd import KD
 
     students, calls, blown = [], [], []
-    real_fit, real_loss, real_run = api.fit, KD.loss, engine.run_model
+    real_fit, real_loss, real_run = api.fit, KD.loss, full_graph.run_model
 
     def recording_fit(model, *args, **kw):
         students.append(model)
@@ -254,7 +254,7 @@ def test_kept_student_is_the_best_finite_one_and_exports(
 
     monkeypatch.setattr(api, 'fit', recording_fit)
     monkeypatch.setattr(KD, 'loss', loss)
-    monkeypatch.setattr(engine, 'run_model', run_model)
+    monkeypatch.setattr(full_graph, 'run_model', run_model)
     out = tmp_path / 'out'
     with pytest.raises(TrainingError) as info:
         _distill(files, out)

@@ -11,12 +11,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gnncompress.core import Graph
-from gnncompress.engine import FitResult, fit, forward_frozen
+from gnncompress.engine import fit, forward_frozen
 from gnncompress.errors import GnnCompressError, TrainingError
 from gnncompress.methods import DistillMethod
 from gnncompress.methods.kd import KD
 from gnncompress.methods.lsp import LSP
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
+from gnncompress.training.loop import FitResult
 
 
 @pytest.fixture(autouse=True, scope='module')

@@ -13,9 +13,10 @@ from gnncompress.checkpoint import load_checkpoint
 from gnncompress.engine import forward_frozen
 from gnncompress.errors import ArchitectureError, DataError
 from gnncompress.export import export_onnx, save_safetensors
-from gnncompress.graphlevel import graph_split, iter_batches, load_graph_set
+from gnncompress.graphlevel import graph_split, load_graph_set
 from gnncompress.methods import resolve_method
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
+from gnncompress.training.regimes.graph_batches import iter_batches
 
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'datasets'
 needs_tu = pytest.mark.skipif(not (SHARED / 'MUTAG' / 'raw').is_dir(),

@@ -17,10 +17,11 @@ from gnncompress.core import accuracy, micro_f1
 from gnncompress.data import load_graph, synthetic_ppi
 from gnncompress.engine import fit, forward_frozen
 from gnncompress.errors import DataError
-from gnncompress.inductive import cut, graph_from_list
+from gnncompress.inductive import graph_from_list
 from gnncompress.methods import resolve_method
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
 from gnncompress.online import InductiveOnlineTrainer, build_online_methods
+from gnncompress.training.regimes.graph_batches import cut
 
 runner = CliRunner()
 TINY = dict(num_graphs=(3, 1, 1), num_nodes=60, num_features=6,

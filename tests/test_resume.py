@@ -20,11 +20,11 @@ from torch_geometric.data import Data
 from typer.testing import CliRunner
 
 import gnncompress.api as api
-import gnncompress.engine as engine
 from gnncompress import bench, resume
 from gnncompress.cli import app
 from gnncompress.errors import CheckpointError, OutputError, TrainingError
 from gnncompress.models import ArchSpec, build_model
+from gnncompress.training import loop
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 30
@@ -113,14 +113,14 @@ class _Interrupted(Exception):
 def _interrupt_at(monkeypatch, stop_epoch: int) -> None:
     """Make the run die at the start of ``stop_epoch``'s update, as a kill
     would."""
-    real = engine.check_finite
+    real = loop.check_finite
 
     def check(loss, terms, epoch, who=''):
         if epoch == stop_epoch:
             raise _Interrupted
         return real(loss, terms, epoch, who)
 
-    monkeypatch.setattr(engine, 'check_finite', check)
+    monkeypatch.setattr(loop, 'check_finite', check)
 
 
 @pytest.mark.parametrize('method', METHODS)
@@ -219,14 +219,14 @@ def test_checkpoint_dir_and_resume_must_agree(files, tmp_path, monkeypatch):
 _CHILD = '''
 import sys, time
 from pathlib import Path
-import gnncompress.engine as engine
-real = engine.check_finite
+import gnncompress.training.loop as loop
+real = loop.check_finite
 def check(loss, terms, epoch, who=''):
     if epoch == int(sys.argv[1]):
         Path(sys.argv[2]).write_text('blocked')
         time.sleep(600)
     return real(loss, terms, epoch, who)
-engine.check_finite = check
+loop.check_finite = check
 from gnncompress.cli import app
 app(sys.argv[3:])
 '''

@@ -1,0 +1,249 @@
+"""The one training loop: a student, optionally a distillation method and
+its teachers, and a regime that says what an epoch is.
+
+:func:`fit` owns what every run shares: preparing the method on a probe,
+Adam over the student and the method, an optional learning-rate schedule,
+validation-based selection with patience, the progress bar and history,
+the finiteness guard (a NaN stops the run with the best student put back),
+training checkpoints (save every K epochs, resume), restoring the best
+student and testing it. What differs between runs is a :class:`Regime`.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from gnncompress.core import Graph
+from gnncompress.errors import TrainingError
+from gnncompress.methods import DistillMethod
+from gnncompress.models import ModelOutput
+from gnncompress.training.selection import Selection
+
+SCHEDULES = ('cosine',)
+
+
+@dataclass
+class FitResult:
+    """The outcome of one training run (the student holds the best
+    weights)."""
+    best_epoch: int
+    val_accuracy: float
+    test_accuracy: float
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Regime(Protocol):
+    """What varies between training runs. A *step* is whatever
+    :meth:`steps` yields: the whole graph, a batch of graphs, a batch of
+    clouds."""
+
+    device: torch.device
+
+    def probe(self, student: nn.Module
+              ) -> tuple[Sequence[ModelOutput], ModelOutput, Graph]:
+        """The teachers' outputs, the (eval-mode) student's output and the
+        Graph a method is prepared on (called without gradients)."""
+
+    def steps(self, epoch: int) -> Iterable[Any]:
+        """The steps of one epoch, in order."""
+
+    def forward(self, student: nn.Module, step: Any) -> ModelOutput:
+        """The student's output on one step."""
+
+    def label_loss(self, out: ModelOutput, step: Any) -> tuple[str, Tensor]:
+        """The supervised loss of one step and its name in messages."""
+
+    def teachers(self, step: Any) -> Sequence[ModelOutput]:
+        """The teachers' outputs cut (or computed) for one step."""
+
+    def method_graph(self, step: Any) -> Graph:
+        """The Graph the method sees for one step."""
+
+    def validate(self, student: nn.Module) -> float:
+        """The eval-mode student's validation score (NaN: no candidate)."""
+
+    def test(self, student: nn.Module) -> float:
+        """The eval-mode student's test score."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """The regime's own random state (for training checkpoints)."""
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def progress_bar(epochs: int, desc: str, progress: bool) -> tqdm:
+    """Epochs ``1..epochs`` behind a bar on a terminal; nothing in logs and
+    pipes (``disable=None``)."""
+    return tqdm(range(1, epochs + 1), desc=desc,
+                disable=None if progress else True,
+                file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def check_finite(loss: Tensor, terms: dict[str, Tensor], epoch: int,
+                 who: str = '') -> None:
+    """Stop the run with a message naming the epoch and every loss term
+    when ``loss`` is NaN or infinite."""
+    if torch.isfinite(loss):
+        return
+    shown = ', '.join(f'{k}={float(v.detach()):.4g}' for k, v in terms.items())
+    raise TrainingError(
+        f'The loss{who} became {float(loss.detach())} at epoch {epoch} '
+        f'({shown}): lower --lr or the method weight')
+
+
+def guard_finite(loss: Tensor, terms: dict[str, Tensor], epoch: int,
+                 bar: tqdm, selection: Selection) -> None:
+    """:func:`check_finite`, and on failure close the bar and put the
+    student back at its best epoch (the error carries ``best_epoch`` and
+    ``val_accuracy``)."""
+    try:
+        check_finite(loss, terms, epoch)
+    except TrainingError as e:
+        bar.close()
+        selection.restore()  # keep the last good student
+        e.best_epoch = selection.best_epoch
+        e.val_accuracy = selection.best_score
+        raise
+
+
+def adam(student: nn.Module, method: DistillMethod | None, lr: float,
+         weight_decay: float) -> torch.optim.Adam:
+    """Adam over the student and the method's own trainable parts (FitNet's
+    map, G-CRD's heads, ABKD's projections), which are never exported."""
+    params = list(student.parameters()) + \
+        (list(method.parameters()) if method is not None else [])
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def train_mode(student: nn.Module, method: DistillMethod | None) -> None:
+    student.train()
+    if method is not None:
+        method.train()
+
+
+def record_epoch(selection: Selection, bar: tqdm,
+                 history: list[dict[str, float]], epoch: int, loss: float,
+                 val: float) -> bool:
+    """Log one epoch's loss and validation score, update the selection
+    and the bar; whether to stop early."""
+    history.append({'epoch': epoch, 'loss': loss, 'val': val})
+    selection.update(epoch, val)
+    bar.set_postfix(loss=f'{loss:.4f}', val=f'{val:.3f}',
+                    best=f'{selection.best_score:.3f}')
+    return selection.should_stop(epoch)
+
+
+def selected_result(selection: Selection, test_score: float, epochs_run: int,
+                    seconds: float,
+                    history: list[dict[str, float]]) -> FitResult:
+    """The FitResult of a loop whose student is back at its best epoch."""
+    return FitResult(best_epoch=selection.best_epoch,
+                     val_accuracy=selection.best_score
+                     if selection.best_epoch else float('nan'),
+                     test_accuracy=test_score, epochs_run=epochs_run,
+                     seconds=seconds, history=history)
+
+
+def lr_schedule(optimizer: torch.optim.Optimizer, schedule: str | None,
+                epochs: int, lr: float) -> Any:
+    """``'cosine'``: cosine annealing over ``epochs`` down to ``lr / 100``
+    (the DGCNN authors' schedule); ``None``: a constant rate."""
+    if schedule is None:
+        return None
+    if schedule != 'cosine':
+        raise ValueError(f'unknown schedule {schedule!r} (choose from '
+                         f"{', '.join(SCHEDULES)})")
+    return torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, epochs, eta_min=lr / 100)
+
+
+def fit(student: nn.Module, regime: Regime, *,
+        method: DistillMethod | None = None, epochs: int = 200,
+        lr: float = 0.01, weight_decay: float = 5e-4,
+        label_weight: float = 1.0, weight: float | None = None,
+        patience: int | None = 100, progress: bool = True,
+        desc: str = 'train', checkpoint: Any = None,
+        schedule: str | None = None) -> FitResult:
+    """Train ``student`` under ``regime`` and leave it at its best
+    validation epoch.
+
+    The loss of a step is ``label_weight * label loss + weight *
+    method.loss``; ``weight`` defaults to the method's own
+    ``default_weight``. ``checkpoint`` (a
+    :class:`gnncompress.resume.TrainingCheckpoint`) saves the run every few
+    epochs and, when it was read from disk, continues the run it holds.
+    When the loss stops being finite, the student is put back at its best
+    epoch before the :class:`TrainingError` (which carries ``best_epoch``
+    and ``val_accuracy``) is raised.
+    """
+    if method is not None:
+        with torch.no_grad():
+            teachers, probe, graph = regime.probe(student.eval())
+        method.prepare(teachers, probe, graph)
+        method = method.to(regime.device)
+        weight = method.default_weight if weight is None else weight
+    optimizer = adam(student, method, lr, weight_decay)
+    scheduler = lr_schedule(optimizer, schedule, epochs, lr)
+
+    selection = Selection(student, patience)
+    history: list[dict[str, float]] = []
+    done, before = 0, 0.0  # epochs and seconds of an interrupted run
+    if checkpoint is not None:
+        done, history, before = checkpoint.restore(student, method,
+                                                   optimizer, selection)
+        extra = checkpoint.extra()
+        if extra:
+            regime.load_state_dict(extra['regime'])
+            if scheduler is not None:
+                scheduler.load_state_dict(extra['schedule'])
+    start = time.perf_counter()
+    bar = progress_bar(epochs, desc, progress)
+    epoch = done
+    for epoch in bar:
+        if epoch <= done:
+            continue
+        train_mode(student, method)
+        total, steps = 0.0, 0
+        for step in regime.steps(epoch):
+            optimizer.zero_grad(set_to_none=True)
+            out = regime.forward(student, step)
+            name, label = regime.label_loss(out, step)
+            terms = {name: label}
+            loss = label_weight * label
+            if method is not None:
+                terms[method.name] = method.loss(
+                    regime.teachers(step), out, regime.method_graph(step))
+                loss = loss + weight * terms[method.name]
+            guard_finite(loss, terms, epoch, bar, selection)
+            loss.backward()
+            optimizer.step()
+            total, steps = total + float(loss.detach()), steps + 1
+        if scheduler is not None:
+            scheduler.step()
+        student.eval()
+        val = regime.validate(student)
+        if record_epoch(selection, bar, history, epoch,
+                        total / max(1, steps), val):
+            break
+        if checkpoint is not None:
+            checkpoint.after_epoch(
+                epoch, student, method, optimizer, selection, history,
+                before + time.perf_counter() - start,
+                extra={'regime': regime.state_dict(),
+                       'schedule': {} if scheduler is None
+                       else scheduler.state_dict()})
+    bar.close()
+    seconds = before + time.perf_counter() - start
+    selection.restore()
+    student.eval()
+    return selected_result(selection, regime.test(student), epoch, seconds,
+                           history)

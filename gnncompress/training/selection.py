@@ -1,0 +1,50 @@
+"""Validation-based model selection with early stopping."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torch import Tensor, nn
+
+
+class Selection:
+    """Validation-based model selection with early stopping: remembers the
+    weights of ``model`` at its best score so far."""
+
+    def __init__(self, model: nn.Module, patience: int | None) -> None:
+        self.model, self.patience = model, patience
+        self.best_score, self.best_epoch = -math.inf, 0
+        self._state: dict[str, Tensor] | None = None
+
+    def update(self, epoch: int, score: float) -> bool:
+        """Record ``score`` of ``epoch``; whether it is a new best."""
+        if not score > self.best_score:  # NaN never wins
+            return False
+        self.best_score, self.best_epoch = score, epoch
+        self._state = {k: v.detach().clone()
+                       for k, v in self.model.state_dict().items()}
+        return True
+
+    def should_stop(self, epoch: int) -> bool:
+        return self.patience is not None and \
+            epoch - self.best_epoch >= self.patience
+
+    def restore(self) -> None:
+        """Put the best weights back (no-op before the first update)."""
+        if self._state is not None:
+            self.model.load_state_dict(self._state)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The selection's state as tensors and plain values (for training
+        checkpoints)."""
+        return {'best_score': self.best_score, 'best_epoch': self.best_epoch,
+                'weights': None if self._state is None else
+                {k: v.to('cpu', copy=True) for k, v in self._state.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_score = float(state['best_score'])
+        self.best_epoch = int(state['best_epoch'])
+        weights = state['weights']
+        device = next(iter(self.model.state_dict().values())).device
+        self._state = None if weights is None else \
+            {k: v.to(device) for k, v in weights.items()}
