@@ -90,19 +90,27 @@ app = typer.Typer(cls=_OneLineUsage, no_args_is_help=True,
                   'distillation.')
 
 
-def _parse_options(items: list[str] | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
+def _key_values(items: list[str] | None, option: str,
+                what: str = 'KEY=VALUE') -> dict[str, Any]:
+    """KEY=VALUE items (VALUE read as JSON where it is JSON, else as text);
+    a malformed item is a one-line error naming ``option``."""
+    values: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition('=')
         if not sep or not key:
-            err_console.print(f"[red]Error:[/red] --option takes KEY=VALUE "
+            err_console.print(f"[red]Error:[/red] {option} takes {what} "
                               f"(got '{item}')")
             raise typer.Exit(code=1)
         try:
-            options[key.replace('-', '_')] = json.loads(value)
+            values[key] = json.loads(value)
         except json.JSONDecodeError:
-            options[key.replace('-', '_')] = value
-    return options
+            values[key] = value
+    return values
+
+
+def _parse_options(items: list[str] | None) -> dict[str, Any]:
+    return {key.replace('-', '_'): value
+            for key, value in _key_values(items, '--option').items()}
 
 
 def _parse_teacher_args(items: list[str] | None) -> dict[str, Any]:
@@ -119,18 +127,8 @@ def _parse_teacher_args(items: list[str] | None) -> dict[str, Any]:
                               f'\'{{"hidden": 16}}\' or hidden=16')
             raise typer.Exit(code=1)
         return args
-    args: dict[str, Any] = {}
-    for item in items or []:
-        key, sep, value = item.partition('=')
-        if not sep or not key:
-            err_console.print(f"[red]Error:[/red] --teacher-args takes "
-                              f"KEY=VALUE or one JSON object (got '{item}')")
-            raise typer.Exit(code=1)
-        try:
-            args[key] = json.loads(value)
-        except json.JSONDecodeError:
-            args[key] = value
-    return args
+    return _key_values(items, '--teacher-args',
+                       'KEY=VALUE or one JSON object')
 
 
 def _overrides(arch: str | None, aggr: str | None, jk: str | None,
