@@ -384,6 +384,7 @@ def distill(
         "TEACHER's weights into it (weights-only). The teacher is then "
         'exact: activation, dropout, every detail.')] = None,
     teacher_args: Annotated[Optional[list[str]], typer.Option(
+        metavar='KEY=VALUE',
         help="--teacher-class's constructor arguments: KEY=VALUE "
         '(repeatable) or one JSON object.')] = None,
     latency: LatencyOption = True,
@@ -461,9 +462,9 @@ def inspect(
         min=1, help='Also show the student distill --hidden H would build.')
     ] = None,
     student: Annotated[str, typer.Option(
-        help='Student architecture for --ratio/--hidden.')] = 'gcn',
+        help='Student architecture for --ratio or --hidden.')] = 'gcn',
     layers: Annotated[int, typer.Option(
-        min=1, help='Student layers for --ratio/--hidden.')] = 2,
+        min=1, help='Student layers for --ratio or --hidden.')] = 2,
 ) -> None:
     """Print the architecture inferred from CHECKPOINT and its size."""
     result = _call(api.inspect, checkpoint,

@@ -83,7 +83,7 @@ USAGE = [
     (['distill', str(SAMPLE_TEACHER), '--epochs', '0'], '--epochs'),
     (['distill', str(SAMPLE_TEACHER), '--layers', '0'], '--layers'),
     (['distill', str(SAMPLE_TEACHER), '--bogus'], '--bogus'),
-    (['distill'], 'teacher'),
+    (['distill'], 'TEACHER'),
     (['no-such-command'], 'no-such-command'),
 ]
 
