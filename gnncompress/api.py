@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gnncompress import __version__, outputs
+from gnncompress import __version__, outputs, plots
 from gnncompress.bench import (
     exported_latency,
     onnx_latency,
@@ -1199,9 +1199,10 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
             (stage / 'bench.json').write_text(
                 json.dumps(result.to_dict(), indent=2) + '\n')
             (stage / 'bench.md').write_text(result.markdown())
-            cmp.plot(result, stage / 'bench.png')
+            plots.drawn('bench.png', cmp.plot, result, stage / 'bench.png')
             if scaling:
-                cmp.plot_scaling(result, stage / 'bench-sizes.png')
+                plots.drawn('bench-sizes.png', cmp.plot_scaling, result,
+                            stage / 'bench-sizes.png')
     return result
 
 
