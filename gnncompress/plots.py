@@ -7,9 +7,8 @@ one cannot be drawn, :func:`drawn` prints a one-line note and the run goes
 on."""
 from __future__ import annotations
 
-import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
