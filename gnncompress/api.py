@@ -831,7 +831,7 @@ def describe_training(result: Any, **settings: Any) -> dict[str, Any]:
     did."""
     return {**settings, 'epochs_run': result.epochs_run,
             'best_epoch': result.best_epoch, 'seconds': result.seconds,
-            'val_accuracy': result.val_accuracy}
+            'val_accuracy': result.val_accuracy, 'history': result.history}
 
 
 def save_student(model: torch.nn.Module, spec: ArchSpec, stage: Path,
@@ -872,6 +872,9 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
         gates=accuracy_gates(
             [('student', student.test_accuracy, teacher.test_accuracy)],
             min_accuracy, max_accuracy_drop), **fields)
+    if plots.drawn('training.png', plots.distill_training, report.to_dict(),
+                   stage / 'training.png'):
+        files['training_png'] = str(out / 'training.png')
     (stage / 'report.json').write_text(report.to_json() + '\n')
     (stage / 'report.md').write_text(report.to_markdown())
     return report

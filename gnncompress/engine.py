@@ -103,12 +103,31 @@ class Selection:
             {k: v.to(device) for k, v in weights.items()}
 
 
+class TermMeans:
+    """Each loss term's mean over the steps of one epoch, as the history
+    records them (``loss_ce``, ``loss_kd``, ...: unweighted)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, terms: dict[str, Tensor]) -> None:
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+        self.steps += 1
+
+    def entries(self) -> dict[str, float]:
+        return {f'loss_{name}': total / max(1, self.steps)
+                for name, total in self.sums.items()}
+
+
 def record_epoch(selection: Selection, bar: tqdm,
                  history: list[dict[str, float]], epoch: int, loss: float,
-                 val: float) -> bool:
-    """Log one epoch's loss and validation score, update the selection
-    and the bar; whether to stop early."""
-    history.append({'epoch': epoch, 'loss': loss, 'val': val})
+                 val: float, terms: TermMeans | None = None) -> bool:
+    """Log one epoch's loss (and its terms' means) and validation score,
+    update the selection and the bar; whether to stop early."""
+    history.append({'epoch': epoch, 'loss': loss, 'val': val,
+                    **(terms.entries() if terms is not None else {})})
     selection.update(epoch, val)
     bar.set_postfix(loss=f'{loss:.4f}', val=f'{val:.3f}',
                     best=f'{selection.best_score:.3f}')
@@ -235,7 +254,10 @@ def fit(student: nn.Module, graph: Graph, *,
         val = accuracy(logits, graph.y, graph.val_mask) \
             if bool(torch.isfinite(logits).all()) else float('nan')
         loss_value = float(loss.detach())
-        history.append({'epoch': epoch, 'loss': loss_value, 'val': val})
+        epoch_terms = TermMeans()
+        epoch_terms.add(terms)
+        history.append({'epoch': epoch, 'loss': loss_value, 'val': val,
+                        **epoch_terms.entries()})
         selection.update(epoch, val)
         bar.set_postfix(loss=f'{loss_value:.4f}', val=f'{val:.3f}',
                         best=f'{selection.best_score:.3f}')

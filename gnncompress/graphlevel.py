@@ -159,6 +159,7 @@ def fit_graphs(student: nn.Module, graph: Graph, *, method=None,
     from gnncompress.engine import (
         FitResult,
         Selection,
+        TermMeans,
         adam,
         check_finite,
         progress_bar,
@@ -181,7 +182,7 @@ def fit_graphs(student: nn.Module, graph: Graph, *, method=None,
     epoch = 0
     for epoch in bar:
         train_mode(student, method)
-        total, steps = 0.0, 0
+        total, steps, means = 0.0, 0, TermMeans()
         for part in iter_batches(graph, batch_size, gen):
             g = part.graph
             optimizer.zero_grad(set_to_none=True)
@@ -196,12 +197,13 @@ def fit_graphs(student: nn.Module, graph: Graph, *, method=None,
             loss.backward()
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
+            means.add(terms)
         student.eval()
         with torch.no_grad():
             logits = whole_output(student, graph).logits
         val = accuracy(logits, graph.y, graph.val_mask)
         history.append({'epoch': epoch, 'loss': total / max(1, steps),
-                        'val': val})
+                        'val': val, **means.entries()})
         selection.update(epoch, val)
         bar.set_postfix(loss=f'{total / max(1, steps):.4f}',
                         val=f'{val:.3f}', best=f'{selection.best_score:.3f}')

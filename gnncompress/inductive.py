@@ -344,6 +344,7 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
     from gnncompress.core import accuracy
     from gnncompress.engine import (
         Selection,
+        TermMeans,
         adam,
         guard_finite,
         progress_bar,
@@ -373,7 +374,7 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
     epoch = 0
     for epoch in bar:
         train_mode(student, method)
-        total, steps = 0.0, 0
+        total, steps, means = 0.0, 0, TermMeans()
         for part in graph_batches(graph, train_ids, batch_size, gen):
             g = part.graph
             optimizer.zero_grad(set_to_none=True)
@@ -388,12 +389,13 @@ def fit_inductive(student: nn.Module, graph: Graph, *, method=None,
             loss.backward()
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
+            means.add(terms)
         student.eval()
         with torch.no_grad():
             logits = run_model(student, graph.x, graph.edge_index).logits
         val = accuracy(logits, graph.y, graph.val_mask)
         if record_epoch(selection, bar, history, epoch,
-                        total / max(1, steps), val):
+                        total / max(1, steps), val, means):
             break
     bar.close()
     seconds = time.perf_counter() - start

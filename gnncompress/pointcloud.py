@@ -174,6 +174,7 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
     from gnncompress.engine import (
         FitResult,
         Selection,
+        TermMeans,
         adam,
         check_finite,
         progress_bar,
@@ -206,7 +207,7 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
     for epoch in bar:
         train_mode(student, method)
         order = train_ids[torch.randperm(train_ids.numel(), generator=gen)]
-        total, steps = 0.0, 0
+        total, steps, means = 0.0, 0, TermMeans()
         for chunk in order.split(batch_size):
             if chunk.numel() < 2:  # batch norm needs two clouds
                 continue
@@ -227,10 +228,11 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
             loss.backward()
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
+            means.add(terms)
         schedule.step()
         val, _ = evaluate(student, graph, graph.val_mask)
         if record_epoch(selection, bar, history, epoch,
-                        total / max(1, steps), val):
+                        total / max(1, steps), val, means):
             break
     bar.close()
     seconds = time.perf_counter() - start
