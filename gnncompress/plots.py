@@ -60,9 +60,10 @@ def _epoch_axis(ax: Any) -> None:
     ax.grid(True, alpha=0.3)
 
 
-def _loss_scale(ax: Any, values: list[float]) -> None:
-    """Log scale when the curves span more than 100x (a small term would
-    otherwise lie flat on the axis)."""
+def _log_if_wide(ax: Any, values: list[float]) -> None:
+    """Log scale when the values span more than 100x (a small loss term,
+    or a fast width beside a slow one, would otherwise lie flat on the
+    axis)."""
     finite = [v for v in values if math.isfinite(v)]
     if finite and min(finite) > 0 and max(finite) > 100 * min(finite):
         ax.set_yscale('log')
@@ -129,7 +130,7 @@ def distill_training(report: Mapping[str, Any], path: Path) -> None:
         label = name if weight is None else f'{name} (weight {weight:g})'
         loss_ax.plot(*zip(*points), linestyle='--', label=label, **style)
         plotted += [v for _, v in points]
-    _loss_scale(loss_ax, plotted)
+    _log_if_wide(loss_ax, plotted)
     _epoch_axis(loss_ax)
     loss_ax.set_ylabel('training loss')
     loss_ax.set_title('Loss', fontsize=10)
@@ -192,7 +193,7 @@ def cotrain_training(report: Mapping[str, Any], path: Path) -> None:
             val_ax.plot([best[0]], [best[1]], linestyle='none', marker='*',
                         markersize=10, color=f'C{k}',
                         markeredgecolor='black', markeredgewidth=0.5)
-    _loss_scale(loss_ax, plotted)
+    _log_if_wide(loss_ax, plotted)
     for ax in (loss_ax, val_ax):
         _epoch_axis(ax)
     val_ax.margins(y=0.1)  # room for the stars
@@ -239,6 +240,7 @@ def amalgamation_widths(report: Mapping[str, Any], path: Path) -> None:
     plt = pyplot()
     fig, (acc_ax, lat_ax) = plt.subplots(1, 2, figsize=FIGSIZE)
     widths = sorted({r['width'] for r in rows})
+    latencies: list[float] = []
     for k, task in enumerate(tasks):
         mine = sorted((r for r in rows if r['task'] == task),
                       key=lambda r: r['width'])
@@ -257,20 +259,22 @@ def amalgamation_widths(report: Mapping[str, Any], path: Path) -> None:
         points = [p for p in points if p[1] is not None]
         if points:
             lat_ax.plot(*zip(*points), marker='o', color=colour, label=task)
+            latencies += [ms for _, ms in points]
         teacher_ms = _median_ms(teacher.get('latency') or {}, runtime)
         if teacher_ms is not None:
             lat_ax.axhline(teacher_ms, color=colour, linestyle='--',
                            linewidth=1)
+            latencies.append(teacher_ms)
     from matplotlib.lines import Line2D
 
     teacher_key = Line2D([], [], color='grey', linestyle='--',
                          label='teacher')
     for ax in (acc_ax, lat_ax):
         ax.set_xticks(widths, [f'{w:g}' for w in widths])
-        ax.set_xlabel('student width (fraction of the widest)')
+        ax.set_xlabel('student width (share of the widest)', fontsize=9)
         ax.grid(True, alpha=0.3)
     acc_ax.set_ylabel('test accuracy (%)')
-    acc_ax.set_title('Accuracy', fontsize=10)
+    acc_ax.set_title('Test accuracy', fontsize=10)
     handles = acc_ax.get_legend_handles_labels()[0] + [teacher_key]
     acc_ax.legend(handles=handles, fontsize=7, loc='lower right')
     if runtime is None:
@@ -278,8 +282,10 @@ def amalgamation_widths(report: Mapping[str, Any], path: Path) -> None:
                     ha='center', va='center', transform=lat_ax.transAxes)
         lat_ax.set_yticks([])
     else:
-        lat_ax.set_ylim(bottom=0)
-        lat_ax.set_ylabel(f'latency, ms (median, {runtime})')
+        _log_if_wide(lat_ax, latencies)
+        if lat_ax.get_yscale() == 'linear':
+            lat_ax.set_ylim(bottom=0)
+        lat_ax.set_ylabel(f'latency (ms, median, {runtime})')
         lat_ax.legend(handles=lat_ax.get_legend_handles_labels()[0]
                       + [teacher_key], fontsize=7, loc='upper left')
     lat_ax.set_title('Latency per forward pass', fontsize=10)
