@@ -20,7 +20,7 @@ Every size x mode x method is its own process (its peak memory is its
 own) and writes one JSON file; present files are skipped, so an
 interrupted run resumes. A run that fails (e.g. out of memory) is recorded
 with its exit status. The figure ``docs/scale.png`` plots time per epoch
-against the edge count.
+and peak memory against the edge count.
 
     python benchmarks/scale.py                  # 100k, 1M, 3M nodes
     python benchmarks/scale.py --sizes 3000000 --epochs 1   # one size
@@ -226,39 +226,75 @@ def report(out: Path) -> str:
               'reaches. Peak memory is the whole process (graph, teacher, '
               'student, caches).',
               '', f"Machine: {rows[0].get('machine', machine())}.",
-              '', f'![time per epoch against edges]({DOC_PNG.name})']
+              '', '![time per epoch and peak memory against edges]'
+              f'({DOC_PNG.name})']
     return '\n'.join(lines)
 
 
+def _edge_label(edges: float) -> str:
+    """1599874 -> '1.6M': short enough for three ticks not to collide."""
+    return f'{edges / 1e6:.2g}M' if edges >= 1e6 else f'{edges / 1e3:.3g}k'
+
+
 def plot(out: Path, png: Path) -> None:
+    """Two panels against the edge count: seconds per epoch (with a line
+    of slope 1 for reference) and the process's peak memory."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
 
     rows = [r for r in read_rows(out)
             if 'mode' in r and r.get('status') == 'ok']
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (time_ax, mem_ax) = plt.subplots(1, 2, figsize=(10, 4.2))
+    styles = {'full': '-', 'mini': '--'}
+    colours = {'kd': 'tab:blue', 'lsp': 'tab:orange'}
     for mode in MODES:
         for method in METHODS:
-            mine = sorted((r['edges'], r['seconds_per_epoch']) for r in rows
+            mine = sorted((r['edges'], r['seconds_per_epoch'],
+                           r['peak_rss_mb'] / 1024) for r in rows
                           if r['mode'] == mode and r['method'] == method)
-            if mine:
-                ax.plot(*zip(*mine), marker='o', label=f'{mode} {method}')
+            if not mine:
+                continue
+            edges, seconds, gigabytes = zip(*mine)
+            style = dict(marker='o', linestyle=styles[mode],
+                         color=colours[method],
+                         label=f'{mode}-batch {method.upper()}')
+            time_ax.plot(edges, seconds, **style)
+            mem_ax.plot(edges, gigabytes, **style)
     if rows:
-        # A line of slope 1 through the smallest mini-batch point: linear.
+        # A line of slope 1 through the fastest run on the smallest graph.
         e0 = min(r['edges'] for r in rows)
         t0 = min(r['seconds_per_epoch'] for r in rows if r['edges'] == e0)
         e1 = max(r['edges'] for r in rows)
-        ax.plot([e0, e1], [t0, t0 * e1 / e0], 'k:', label='linear')
-    ax.set_xscale('log')
-    ax.set_yscale('log')
-    ax.set_xlabel('edges')
-    ax.set_ylabel('seconds per epoch')
-    ax.legend()
+        time_ax.plot([e0, e1], [t0, t0 * e1 / e0], 'k:',
+                     label='linear in edges')
+    ticks = sorted({r['edges'] for r in rows})
+    for ax in (time_ax, mem_ax):
+        ax.set_xscale('log')
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticks(ticks, [_edge_label(e) for e in ticks])
+        ax.set_xlabel('edges (directed)')
+        ax.grid(True, which='major', alpha=0.3)
+    time_ax.set_yscale('log')
+    time_ax.set_ylabel('seconds per epoch (log)')
+    time_ax.set_title('Time per epoch')
+    time_ax.legend(fontsize='small')
+    mem_ax.set_ylabel('peak resident memory (GB)')
+    mem_ax.set_ylim(bottom=0)
+    mem_ax.set_title('Peak memory of the process')
+    mem_ax.legend(fontsize='small')
+    threads = sorted({r.get('threads') for r in rows if r.get('threads')})
+    fig.suptitle('Full-batch against mini-batch distillation, GCN 2x'
+                 f'{STUDENT_HIDDEN} student'
+                 + (f", {'/'.join(map(str, threads))} CPU thread"
+                    + ('s' if threads != [1] else '') if threads else ''))
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=120)
+    tmp = png.with_name(png.stem + '.tmp.png')
+    fig.savefig(tmp, dpi=120)
     plt.close(fig)
+    tmp.replace(png)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -22,7 +22,7 @@ import torch
 from tabulate import tabulate
 from torch import Tensor
 
-from gnncompress import api, outputs
+from gnncompress import api, outputs, plots
 from gnncompress.bench import measuring, onnx_latency, torch_latency
 from gnncompress.checkpoint import Checkpoint, card_path, load_checkpoint
 from gnncompress.core import Graph, micro_f1
@@ -921,6 +921,9 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                  if task.name == r['task'] and (export_widths is None or
                                                 r['width'] in export_widths)],
                 min_accuracy, max_accuracy_drop))
+        if plots.drawn('widths.png', plots.amalgamation_widths,
+                       report.to_dict(), stage / 'widths.png'):
+            files['widths_png'] = str(out / 'widths.png')
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
     return report

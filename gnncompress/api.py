@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gnncompress import __version__, outputs
+from gnncompress import __version__, outputs, plots
 from gnncompress.bench import (
     REPORT_BUDGET_S,
     exported_latency,
@@ -948,7 +948,7 @@ def describe_training(result: Any, **settings: Any) -> dict[str, Any]:
     did."""
     return {**settings, 'epochs_run': result.epochs_run,
             'best_epoch': result.best_epoch, 'seconds': result.seconds,
-            'val_accuracy': result.val_accuracy}
+            'val_accuracy': result.val_accuracy, 'history': result.history}
 
 
 def save_student(model: torch.nn.Module, spec: ArchSpec, stage: Path,
@@ -989,6 +989,9 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
         gates=accuracy_gates(
             [('student', student.test_accuracy, teacher.test_accuracy)],
             min_accuracy, max_accuracy_drop), **fields)
+    if plots.drawn('training.png', plots.distill_training, report.to_dict(),
+                   stage / 'training.png'):
+        files['training_png'] = str(out / 'training.png')
     (stage / 'report.json').write_text(report.to_json() + '\n')
     (stage / 'report.md').write_text(report.to_markdown())
     return report
@@ -1317,9 +1320,10 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
             (stage / 'bench.json').write_text(
                 json.dumps(result.to_dict(), indent=2) + '\n')
             (stage / 'bench.md').write_text(result.markdown())
-            cmp.plot(result, stage / 'bench.png')
+            plots.drawn('bench.png', cmp.plot, result, stage / 'bench.png')
             if scaling:
-                cmp.plot_scaling(result, stage / 'bench-sizes.png')
+                plots.drawn('bench-sizes.png', cmp.plot_scaling, result,
+                            stage / 'bench-sizes.png')
     return result
 
 

@@ -637,37 +637,84 @@ def check_gates(rows: Sequence[BenchRow], baseline: str | None, *,
     return gates
 
 
+RUNTIME_COLOURS = {'eager': '#4c72b0', 'compile': '#dd8452',
+                   'onnxruntime': '#55a868'}
+
+
+def bar_notes(result: BenchResult, rows: Sequence[BenchRow]) -> list[str]:
+    """What bench.png writes beside each bar: ``baseline`` on the
+    baseline's, else the speed-up against it (``no baseline run`` where the
+    baseline has no run with that runtime, device and threads); nothing
+    without a baseline."""
+    if not result.baseline:
+        return [''] * len(rows)
+    return ['baseline' if r.model == result.baseline else
+            f'{r.speedup:.2f}x' if r.speedup is not None else
+            'no baseline run' for r in rows]
+
+
 def plot(result: BenchResult, path: Path) -> None:
-    """Median latency per model and runtime (p95 as the whisker), log
-    scale."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    """Median latency per model and runtime (p95 as the whisker; log scale
+    when they span more than 20x), coloured by runtime, the baseline's bars
+    hatched and every other bar labelled with its speed-up."""
+    from gnncompress.plots import pyplot, save
+
+    plt = pyplot()
+    from matplotlib.patches import Patch
 
     rows = [r for r in result.rows if r.latency]
-    fig, ax = plt.subplots(figsize=(8, 0.35 * max(4, len(rows)) + 1.2))
+    if not rows:
+        raise ValueError('no model ran, so there is no latency to draw')
+    fig, ax = plt.subplots(figsize=(8, 0.4 * max(4, len(rows)) + 1.6))
     labels = [f'{r.model} · {r.runtime} · {r.device}'
               + (f' x{r.threads}' if r.threads else '') for r in rows]
     medians = [r.latency.median_ms for r in rows]  # type: ignore[union-attr]
-    p95 = [r.latency.p95_ms - r.latency.median_ms  # type: ignore[union-attr]
-           for r in rows]
-    colors = {'eager': '#4c72b0', 'compile': '#dd8452',
-              'onnxruntime': '#55a868'}
-    ax.barh(range(len(rows)), medians, xerr=[[0] * len(rows), p95],
-            color=[colors.get(r.runtime, '#888888') for r in rows])
+    tops = [r.latency.p95_ms for r in rows]  # type: ignore[union-attr]
+    is_base = [r.model == result.baseline for r in rows]
+    bars = ax.barh(range(len(rows)), medians,
+                   xerr=[[0] * len(rows),
+                         [t - m for t, m in zip(tops, medians)]],
+                   color=[RUNTIME_COLOURS.get(r.runtime, '#888888')
+                          for r in rows],
+                   edgecolor=['black' if b else 'none' for b in is_base])
+    for bar, base in zip(bars, is_base):
+        if base:
+            bar.set_hatch('//')
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    for tick, base in zip(ax.get_yticklabels(), is_base):
+        if base:
+            tick.set_fontweight('bold')
     ax.invert_yaxis()
-    if medians and max(medians) > 20 * min(medians):  # every row may fail
+    log = max(medians) > 20 * min(medians)
+    if log:
         ax.set_xscale('log')
+    right = max(max(tops), max(medians))
+    # Room on the right for the notes.
+    ax.set_xlim(right=right * (4 if log else 1.3))
+    for i, (note, top) in enumerate(zip(bar_notes(result, rows), tops)):
+        if note:
+            ax.text(top * (1.08 if log else 1) + (0 if log else 0.02 * right),
+                    i, note, va='center', fontsize=8,
+                    fontweight='bold' if is_base[i] else 'normal')
     ax.set_xlabel('latency per forward pass, ms (median; whisker: p95)')
-    ax.set_title(f"{result.graph['name']}: {result.graph['num_nodes']:,} "
-                 f"nodes, {result.graph['num_edges']:,} edges", fontsize=9)
+    title = (f"{result.graph['name']}: {result.graph['num_nodes']:,} "
+             f"nodes, {result.graph['num_edges']:,} edges")
+    if result.baseline:
+        title += (f'\nspeed-up against {result.baseline} (hatched) with the '
+                  'same runtime, device and threads')
+    ax.set_title(title, fontsize=9)
+    runtimes = [name for name in RUNTIME_COLOURS
+                if any(r.runtime == name for r in rows)]
+    handles = [Patch(color=RUNTIME_COLOURS[name], label=name)
+               for name in runtimes]
+    if any(is_base):
+        handles.append(Patch(facecolor='white', edgecolor='black',
+                             hatch='//', label='baseline'))
+    ax.legend(handles=handles, fontsize=8, loc='upper left',
+              bbox_to_anchor=(1.01, 1.0), title='runtime',
+              title_fontsize=8)
     fig.tight_layout()
-    from gnncompress.export import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format='png', dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def parse_sizes(text: str) -> list[int]:
@@ -685,9 +732,9 @@ def parse_sizes(text: str) -> list[int]:
 def plot_scaling(result: BenchResult, path: Path) -> None:
     """Median latency against graph size, log-log, one line per model x
     runtime x device x threads."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    from gnncompress.plots import pyplot, save
+
+    plt = pyplot()
 
     series: dict[str, list[tuple[int, float]]] = {}
     for n, rows in result.scaling.items():
@@ -707,11 +754,7 @@ def plot_scaling(result: BenchResult, path: Path) -> None:
     ax.grid(True, which='both', alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    from gnncompress.export import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format='png', dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 def timestamp() -> str:

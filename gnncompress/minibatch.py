@@ -32,6 +32,7 @@ from gnncompress.sampling import (
 )
 from gnncompress.training.loop import (
     FitResult,
+    TermMeans,
     adam,
     guard_finite,
     progress_bar,
@@ -227,7 +228,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     epoch = 0
     for epoch in bar:
         train_mode(student, method)
-        total, steps = 0.0, 0
+        total, steps, means = 0.0, 0, TermMeans()
         mine, shuffle = ranks.epoch_seeds(seeds, order)
         for batch in sampler.batches(mine, shuffle=shuffle):
             optimizer.zero_grad(set_to_none=True)
@@ -236,9 +237,10 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
             loss.backward()
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
+            means.add(terms)  # this process's batches
         val = ranks.score(lambda: score(graph.val_mask))
         if record_epoch(selection, bar, history, epoch,
-                        ranks.mean_loss(total, steps), val):
+                        ranks.mean_loss(total, steps), val, means):
             break
     bar.close()
     seconds = time.perf_counter() - start

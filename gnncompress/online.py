@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gnncompress import outputs
+from gnncompress import outputs, plots
 from gnncompress.core import Graph, accuracy
 from gnncompress.data import GRAPH_DATASETS, load_graph
 from gnncompress.errors import GnnCompressError
@@ -650,9 +650,13 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
                       'seconds': sum(r.results[0].seconds for r in runs),
                       'seconds_per_epoch': res.seconds /
                       max(1, res.epochs_run),
-                      'best_epochs': [r.best_epoch for r in first.results]},
+                      'best_epochs': [r.best_epoch for r in first.results],
+                      'histories': [r.history for r in first.results]},
             seed=seed, device=str(dev), versions=api.versions(),
             files=files, config=config, notes=notes)
+        if plots.drawn('training.png', plots.cotrain_training,
+                       report.to_dict(), stage / 'training.png'):
+            files['training_png'] = str(out / 'training.png')
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
     return report

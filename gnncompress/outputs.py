@@ -41,7 +41,7 @@ CHECKPOINT_FOLDER = '.gnncompress-checkpoint'
 # of another. A bench run owns its bench files alone (it may measure the
 # student files in its --out).
 RUN_FILES = frozenset({'student.safetensors', 'student.onnx', 'report.json',
-                       'report.md', 'onnx'})
+                       'report.md', 'onnx', 'training.png', 'widths.png'})
 BENCH_FILES = frozenset({'bench.json', 'bench.md', 'bench.png',
                          'bench-sizes.png'})
 _RENAME_EXCHANGE = 2

@@ -70,6 +70,10 @@ def test_two_datasets_cli_writes_one_onnx_per_task_and_width(two_datasets,
         ['a-w0.5.onnx', 'b-w0.5.onnx']
     rows = {(r['task'], r['width']): r for r in report['results']}
     assert set(rows) == {('a', 0.5), ('a', 1.0), ('b', 0.5), ('b', 1.0)}
+    # The picture of accuracy and latency against width.
+    png = (out / 'widths.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10_000
+    assert report['files']['widths_png'] == str(out / 'widths.png')
     assert rows[('a', 0.5)]['parameters'] < rows[('a', 1.0)]['parameters']
     assert report['student']['spec']['in_channels'] == [6, 9]
     assert 'pytorch-cpu' in rows[('b', 1.0)]['latency']

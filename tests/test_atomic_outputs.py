@@ -67,7 +67,7 @@ def _earlier_run(out: Path) -> dict[str, bytes]:
     training checkpoint folder."""
     out.mkdir(parents=True)
     for name in ('report.json', 'report.md', 'student.onnx',
-                 'student.safetensors', 'notes.txt'):
+                 'student.safetensors', 'training.png', 'notes.txt'):
         (out / name).write_text(f'earlier {name}\n')
     (out / '.gnncompress-checkpoint').mkdir()
     (out / '.gnncompress-checkpoint' / 'training.ckpt').write_text('ckpt\n')
@@ -87,8 +87,9 @@ def test_run_replaces_the_earlier_run_wholly(files, tmp_path):
     # The run owns student.* and report.*: the earlier student files must
     # not survive beside the new report; the user's files do.
     assert names == ['.gnncompress-checkpoint', 'notes.txt', 'report.json',
-                     'report.md']
+                     'report.md', 'training.png']
     assert json.loads((out / 'report.json').read_text())['files']
+    assert (out / 'training.png').read_bytes()[:4] == b'\x89PNG'
     assert (out / 'notes.txt').read_text() == 'earlier notes.txt\n'
     assert (out / '.gnncompress-checkpoint' / 'training.ckpt').exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ['out']

@@ -49,7 +49,10 @@ def test_distill_writes_every_file(distilled):
 
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        'report.json', 'report.md', 'student.onnx', 'student.safetensors']
+        'report.json', 'report.md', 'student.onnx', 'student.safetensors',
+        'training.png']
+    png = (out / 'training.png').read_bytes()
+    assert png[:8] == b'\x89PNG\r\n\x1a\n' and len(png) > 10_000
     assert 'compression: 10.0x fewer parameters' in result.output
     assert f'wrote {out}/' in result.output
     assert not [p for p in out.parent.iterdir() if p.name.startswith('.')]
@@ -79,6 +82,15 @@ def test_distill_report_json(distilled):
     assert 0.0 <= report['teacher']['test_accuracy'] <= 1.0
     assert report['training']['epochs_run'] == 3
     assert report['data']['name'] == 'Cora'
+    # One history entry per epoch: the total loss is the weighted sum of its
+    # terms (both weights 1 for KD), the best epoch has the best score.
+    history = report['training']['history']
+    assert [h['epoch'] for h in history] == [1, 2, 3]
+    for h in history:
+        assert h['loss'] == pytest.approx(h['loss_ce'] + h['loss_kd'])
+    best = max(history, key=lambda h: h['val'])
+    assert report['training']['best_epoch'] == best['epoch']
+    assert report['files']['training_png'] == str(out / 'training.png')
     assert report['student']['file_bytes'] == \
         (out / 'student.safetensors').stat().st_size
     for entry in ('teacher', 'student'):

@@ -122,7 +122,8 @@ def test_distill_writes_its_files(name, method, extra, tmp_path,
 
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        'report.json', 'report.md', 'student.onnx', 'student.safetensors']
+        'report.json', 'report.md', 'student.onnx', 'student.safetensors',
+        'training.png']
     # No teacher card: the features were checked, and the check is told.
     assert 'note: features: ' in \
         result.output

@@ -287,6 +287,14 @@ def test_cli_runs_the_teacher_once(tmp_path, monkeypatch):
     assert report['training']['fanout'] == [5, 5]
     assert report['training']['epochs_run'] == 2
     assert report['teacher']['test_accuracy'] > 0.7
+    # Each epoch's loss terms are the means over its batches, so the
+    # weighted terms add up to the epoch's loss.
+    options = report['method_options']
+    for h in report['training']['history']:
+        assert h['loss'] == pytest.approx(
+            options['label_weight'] * h['loss_ce'] +
+            options['weight'] * h[f"loss_{report['method']}"], rel=1e-5)
+    assert (out / 'training.png').read_bytes()[:4] == b'\x89PNG'
 
 
 @pytest.mark.parametrize('args,needle', [

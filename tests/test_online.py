@@ -266,7 +266,8 @@ def test_cli_node_level_end_to_end(synthetic_file, tmp_path, fast_latency):
 
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        'report.json', 'report.md', 'student.onnx', 'student.safetensors']
+        'report.json', 'report.md', 'student.onnx', 'student.safetensors',
+        'training.png']
     report = json.loads((out / 'report.json').read_text())
     assert report['kind'] == 'cotrain' and report['method'] == 'alignahead'
     assert [s['role'] for s in report['students']] == [
@@ -296,7 +297,8 @@ def test_cli_node_level_on_sampled_subgraphs(synthetic_file, tmp_path,
 
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in out.iterdir()) == [
-        'report.json', 'report.md', 'student.onnx', 'student.safetensors']
+        'report.json', 'report.md', 'student.onnx', 'student.safetensors',
+        'training.png']
     report = json.loads((out / 'report.json').read_text())
     assert report['training']['batch_size'] == 16
     assert report['training']['fanout'] == [5, 3]

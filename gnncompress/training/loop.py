@@ -130,12 +130,31 @@ def train_mode(student: nn.Module, method: DistillMethod | None) -> None:
         method.train()
 
 
+class TermMeans:
+    """Each loss term's mean over the steps of one epoch, as the history
+    records them (``loss_ce``, ``loss_kd``, ...: unweighted)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps = 0
+
+    def add(self, terms: dict[str, Tensor]) -> None:
+        for name, value in terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+        self.steps += 1
+
+    def entries(self) -> dict[str, float]:
+        return {f'loss_{name}': total / max(1, self.steps)
+                for name, total in self.sums.items()}
+
+
 def record_epoch(selection: Selection, bar: tqdm,
                  history: list[dict[str, float]], epoch: int, loss: float,
-                 val: float) -> bool:
-    """Log one epoch's loss and validation score, update the selection
-    and the bar; whether to stop early."""
-    history.append({'epoch': epoch, 'loss': loss, 'val': val})
+                 val: float, terms: TermMeans | None = None) -> bool:
+    """Log one epoch's loss (and its terms' means) and validation score,
+    update the selection and the bar; whether to stop early."""
+    history.append({'epoch': epoch, 'loss': loss, 'val': val,
+                    **(terms.entries() if terms is not None else {})})
     selection.update(epoch, val)
     bar.set_postfix(loss=f'{loss:.4f}', val=f'{val:.3f}',
                     best=f'{selection.best_score:.3f}')
@@ -212,7 +231,7 @@ def fit(student: nn.Module, regime: Regime, *,
         if epoch <= done:
             continue
         train_mode(student, method)
-        total, steps = 0.0, 0
+        total, steps, means = 0.0, 0, TermMeans()
         for step in regime.steps(epoch):
             optimizer.zero_grad(set_to_none=True)
             out = regime.forward(student, step)
@@ -227,12 +246,13 @@ def fit(student: nn.Module, regime: Regime, *,
             loss.backward()
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
+            means.add(terms)
         if scheduler is not None:
             scheduler.step()
         student.eval()
         val = regime.validate(student)
         if record_epoch(selection, bar, history, epoch,
-                        total / max(1, steps), val):
+                        total / max(1, steps), val, means):
             break
         if checkpoint is not None:
             checkpoint.after_epoch(

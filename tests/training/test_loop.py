@@ -208,6 +208,38 @@ def test_graph_classification_nan_through_engine_fit_keeps_the_best():
     assert 1 <= info.value.best_epoch <= 3
 
 
+class _Counter(DistillMethod):
+    """A loss equal to how many times it has been called."""
+    name = 'counter'
+    paper = 'test'
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def loss(self, teacher_outputs: Sequence[ModelOutput],
+             student_output: ModelOutput, graph: Graph) -> Tensor:
+        self.calls += 1
+        return student_output.logits.sum() * 0.0 + self.calls
+
+
+@pytest.mark.parametrize('name', REGIMES)
+def test_history_holds_each_terms_mean_over_the_epoch(name):
+    data, make, regime, steps = REGIMES[name]
+    graph = data()
+    result = loop.fit(make(), regime(graph, True), method=_Counter(),
+                      epochs=3, patience=None, weight=2.0, progress=False)
+    assert [h['epoch'] for h in result.history] == [1, 2, 3]
+    for h in result.history:
+        # Calls (e - 1) * steps + 1 .. e * steps in epoch e.
+        assert h['loss_counter'] == pytest.approx(
+            (h['epoch'] - 1) * steps + (steps + 1) / 2)
+        (label,) = set(h) - {'epoch', 'loss', 'val', 'loss_counter'}
+        assert label.startswith('loss_')
+        assert h['loss'] == pytest.approx(h[label] + 2.0 * h['loss_counter'],
+                                          rel=1e-5)
+
+
 class _Interrupted(Exception):
     pass
 
