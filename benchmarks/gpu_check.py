@@ -68,6 +68,12 @@ def _report_figures(folder: Path) -> dict[str, Any]:
     return keep
 
 
+def _portable(text: str) -> str:
+    """``text`` with this machine's paths made relative to the repository
+    (the summary is committed and read elsewhere)."""
+    return text.replace(sys.executable, 'python').replace(f'{ROOT}/', '')
+
+
 class Runner:
     def __init__(self, out: Path, budget_s: float, only: str = '') -> None:
         self.only = only
@@ -82,7 +88,8 @@ class Runner:
                                  for part in self.only.split(',')):
             return True
         left = self.deadline - time.monotonic()
-        row: dict[str, Any] = {'step': name, 'command': ' '.join(cmd)}
+        row: dict[str, Any] = {'step': name, 'command': _portable(
+            ' '.join(cmd))}
         if left < 5:
             row.update(status='not run', reason='total budget spent')
             self.steps.append(row)
@@ -103,7 +110,7 @@ class Runner:
         lines = [line for line in text.splitlines() if line.strip()]
         row.update(status='ok' if rc == 0 else 'failed', rc=rc,
                    wall_s=round(wall, 2),
-                   last_line=lines[-1][:300] if lines else '')
+                   last_line=_portable(lines[-1][:300]) if lines else '')
         if rc != 0:
             row['tail'] = '\n'.join(lines[-15:])
         if folder is not None:

@@ -54,3 +54,13 @@ def test_refuses_cuda_without_a_gpu(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     assert _module().main(['--device', 'cuda']) == 1
     assert 'sees no GPU' in capsys.readouterr().err
+
+
+def test_summary_names_no_machine_paths(tmp_path):
+    check = _module()
+    runner = check.Runner(tmp_path, budget_s=60)
+    out = check.ROOT / 'samples'
+    runner.run('paths', [sys.executable, '-c', f'print("wrote {out}/")'], 30)
+    step = runner.steps[0]
+    assert step['command'].startswith('python -c')
+    assert step['last_line'] == 'wrote samples/'
