@@ -230,3 +230,69 @@ def test_export_is_silent(tmp_path, capfd):
 
     out, err = capfd.readouterr()
     assert out == '' and err == '', (out + err)[:500]
+
+
+def _sparse(num_nodes: int, num_features: int, seed: int) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(num_nodes, num_features, generator=gen) < 0.1).float()
+
+
+def test_sparse_feature_export_takes_csr_and_matches(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ArchSpec('gcn', 40, 8, 2, 3)).eval()
+    x = _sparse(30, 40, seed=0)
+    edge_index = torch.randint(0, 30, (2, 90))
+    path = tmp_path / 'csr.onnx'
+    parity = export_onnx(model, x, edge_index, path, sparse_features=True)
+    assert sorted(parity.cases) == sorted(CASES)
+    assert max(parity.relative_cases().values()) <= 1e-4
+
+    session = onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == [
+        'x_indptr', 'x_indices', 'x_values', 'edge_index']
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    # The first layer gathers weight rows at the non-zeros: no product
+    # with the 40 input columns; an If skips the values when all are 1.
+    assert 'If' in ops and 'MatMul' in ops  # the second layer's map
+    gen = torch.Generator().manual_seed(1)
+    for gx in (_sparse(50, 40, seed=2),
+               _sparse(50, 40, seed=2) * torch.randn(50, 40, generator=gen)):
+        gei = torch.randint(0, 50, (2, 200), generator=gen)
+        with torch.no_grad():
+            expected = model(gx, gei).numpy()
+        got = session.run(None, onnx_feeds(session, gx, gei))[0]
+        assert np.abs(got - expected).max() < 1e-5
+
+
+def test_sparse_features_refused_where_the_first_layer_widens(tmp_path):
+    model = build_model(ArchSpec('gcn', 6, 8, 2, 3))  # 6 into 8 wide
+    x, edge_index = _graph(12, 30, seed=0)
+    with pytest.raises(ExportError, match='export without --sparse-features'):
+        export_onnx(model, x, edge_index, tmp_path / 'm.onnx',
+                    sparse_features=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_export_sparse_features(tmp_path):
+    from typer.testing import CliRunner
+
+    from gnncompress.cli import app
+    from gnncompress.export import save_safetensors
+
+    runner = CliRunner()
+    torch.manual_seed(0)
+    spec = ArchSpec('sage', 300, 8, 2, 3)
+    ckpt = save_safetensors(build_model(spec), spec, tmp_path / 's.st')
+    out = tmp_path / 's.onnx'
+    result = runner.invoke(app, ['export', str(ckpt), '--out', str(out),
+                                 '--sparse-features'])
+    assert result.exit_code == 0, result.output
+    assert 'checked on 5 graphs' in result.output
+    names = [i.name for i in onnx_session(out).get_inputs()]
+    assert names == ['x_indptr', 'x_indices', 'x_values', 'edge_index']
+    bad = runner.invoke(app, ['export', str(ckpt), '--out', str(out),
+                              '--sparse-features', '--quantize', 'int8'])
+    assert bad.exit_code == 1
+    assert bad.output.strip().splitlines() == [
+        'Error: --quantize int8 does not support --sparse-features; drop '
+        'one of them']
