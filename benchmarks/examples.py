@@ -3,7 +3,12 @@ record how each command ended.
 
 Every fenced block tagged ``bash`` (or ``sh``/``shell``), and every untagged
 block whose lines are all commands, is split into commands (lines joined
-over a trailing backslash, comments dropped). The commands of one document
+over a trailing backslash, comments dropped). So are the single-line
+``run: gnncompress ...`` steps of a ``yaml`` block (docs/ci.md's pipeline;
+its install step reaches a package index this machine cannot) and the
+commands written inline in the prose (`` `gnncompress cotrain --data CS
+...` ``), after the fenced ones: complete ones only (no ``NAME``-style
+placeholder, no option grammar). The commands of one document
 run in order in one copy of the repository (its tracked files, as they are
 in the working tree), so that a later example finds what an earlier one
 wrote, as it would for a reader following the page. The copy sits next to
@@ -54,9 +59,18 @@ SKIPS: list[tuple[str, str]] = [
     (r'--device cuda|\bcuda\b', 'needs a GPU'),
     (r'pytest -q tests$|pytest -q tests ',
      'the whole test suite: CI runs it (.ci/run), not this script'),
+    (r'^gnncompress export run/student\.safetensors',
+     'needs the student of a run that failed (the text describes one)'),
     (r'--data PPI\b', 'PPI has no copy on this machine (no network; '
      'shared/datasets/README.md: no public copy could be retrieved)'),
 ]
+
+
+SUBCOMMANDS = ('distill', 'cotrain', 'train-teacher', 'export', 'bench',
+               'amalgamate', 'inspect')
+# Capitalised words an inline command may hold: dataset names after --data.
+DATASET_WORDS = {'CS', 'MUTAG', 'PPI', 'PROTEINS', 'ENZYMES', 'NCI1',
+                 'IMDB-BINARY'}
 
 
 @dataclass
@@ -114,10 +128,50 @@ def _is_command(cmd: str) -> bool:
     return bool(words) and words[0].startswith(COMMAND_WORDS)
 
 
+def inline(text: str) -> list[tuple[int, str]]:
+    """``(line, command)`` of every complete command written inline in
+    the prose (outside fenced blocks)."""
+    out = []
+    fenced = False
+    prose = []
+    for line in text.splitlines():
+        if line.startswith('```'):
+            fenced = not fenced
+            line = ''
+        prose.append('' if fenced else line)
+    joined = '\n'.join(prose)
+    for match in re.finditer(r'`(gnncompress [^`]+)`', joined):
+        words = match.group(1).split()
+        if len(words) < 3 or words[1] not in SUBCOMMANDS or \
+                re.search(r'[\[|]|\.\.\.', match.group(1)):
+            continue
+        if words[2].startswith('--') and words[1] not in ('cotrain',
+                                                           'train-teacher') \
+                and words[2] != '--list-methods':
+            continue  # a fragment: the checkpoint is left out
+        if any(re.fullmatch(r'[A-Z][A-Z0-9_-]+', w) and
+               not (w in DATASET_WORDS and words[i - 1] == '--data')
+               for i, w in enumerate(words)):
+            continue  # a placeholder (NAME, FILE, ...)
+        out.append((joined.count('\n', 0, match.start()) + 1,
+                    ' '.join(words)))
+    return out
+
+
 def extract(path: Path) -> list[Example]:
     out: list[Example] = []
     number = 0
-    for line, tag, lines in blocks(path.read_text()):
+    text = path.read_text()
+    for line, tag, lines in blocks(text):
+        if tag == 'yaml':
+            steps = [m.group(1) for m in
+                     (re.match(r'\s*run: (gnncompress .*)', t) for t in lines)
+                     if m]
+            if steps:
+                number += 1
+                out += [Example(path.stem, number, i, line, cmd, False)
+                        for i, cmd in enumerate(steps, 1)]
+            continue
         cmds = commands(lines)
         if not cmds or not (tag in SHELL_TAGS or
                             (tag == '' and all(map(_is_command, cmds)))):
@@ -129,6 +183,8 @@ def extract(path: Path) -> list[Example]:
             continue
         out += [Example(path.stem, number, i, line, cmd, False)
                 for i, cmd in enumerate(cmds, 1)]
+    out += [Example(path.stem, 99, i, line, cmd, False)  # 99: inline
+            for i, (line, cmd) in enumerate(inline(text), 1)]
     return out
 
 
@@ -141,7 +197,7 @@ def skip_reason(example: Example) -> str | None:
     return None
 
 
-def prepare(base: Path) -> Path:
+def prepare(base: Path, datasets: Path) -> Path:
     """The copy of the repository for one document (made once), beside a
     ``shared`` link and a seeded dataset cache."""
     repo = base / 'repo'
@@ -158,12 +214,12 @@ def prepare(base: Path) -> Path:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
     shared = base / 'shared'
-    if DATASETS.exists() and not shared.exists():
+    if datasets.exists() and not shared.exists():
         shared.mkdir()
-        (shared / 'datasets').symlink_to(DATASETS)
-    cache = base / 'cache'
-    if DATASETS.exists() and not cache.exists():
-        shutil.copytree(DATASETS, cache, copy_function=shutil.copyfile)
+        (shared / 'datasets').symlink_to(datasets.resolve())
+    cache = base / 'cache' / 'datasets'  # GNNCOMPRESS_CACHE's layout
+    if datasets.exists() and not cache.exists():
+        shutil.copytree(datasets, cache, copy_function=shutil.copyfile)
         for folder, _, names in os.walk(cache):  # the source is read-only
             os.chmod(folder, 0o755)
             for name in names:
@@ -246,6 +302,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--timeout', type=float, default=600.0)
     parser.add_argument('--force', action='append', default=[],
                         help='rerun this example (its name), repeatable')
+    parser.add_argument('--datasets', type=Path, default=DATASETS,
+                        help='the raw dataset folder (default: '
+                        '../shared/datasets beside the repository)')
     parser.add_argument('--work', type=Path,
                         default=Path(tempfile.gettempdir()) /
                         'gnncompress-examples',
@@ -267,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
             row.update(status='skipped', reason=reason)
         else:
             print(f'{example.name}: {example.command}', flush=True)
-            repo = prepare(args.work / example.doc)
+            repo = prepare(args.work / example.doc, args.datasets)
             row.update(run_one(example, repo, args.timeout),
                        machine=machine())
             print(f"  {row['status']} in {row['wall_s']} s", flush=True)
