@@ -38,6 +38,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -243,31 +244,30 @@ def environment(repo: Path) -> dict[str, str]:
 
 
 def run_one(example: Example, repo: Path, timeout: float) -> dict:
-    with tempfile.NamedTemporaryFile('r', suffix='.time') as stats:
+    with tempfile.NamedTemporaryFile('r', suffix='.time') as stats, \
+            tempfile.TemporaryFile('w+') as log:
         start = time.perf_counter()
+        # Its own process group: a timeout ends the command's whole tree.
+        proc = subprocess.Popen(
+            ['/usr/bin/time', '-f', '%M', '-o', stats.name, 'bash', '-eo',
+             'pipefail', '-c', example.command],
+            cwd=repo, env=environment(repo), stdout=log,
+            stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
-            done = subprocess.run(
-                ['/usr/bin/time', '-f', '%M', '-o', stats.name, 'bash',
-                 '-eo', 'pipefail', '-c', example.command],
-                cwd=repo, env=environment(repo), capture_output=True,
-                text=True, timeout=timeout)
-            code, output = done.returncode, done.stdout + done.stderr
+            code = proc.wait(timeout=timeout)
             status = 'ok' if code == 0 else 'failed'
-        except subprocess.TimeoutExpired as e:
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             code, status = None, 'timeout'
-            output = _text(e.stdout) + _text(e.stderr)
         wall = time.perf_counter() - start
+        log.seek(0)
+        output = log.read()
         kib = stats.read().strip().splitlines()
     peak = int(kib[-1]) / 1024 if kib and kib[-1].isdigit() else None
     return {'status': status, 'exit_code': code, 'wall_s': round(wall, 1),
             'peak_rss_mb': None if peak is None else round(peak),
             'output_tail': output[-3000:]}
-
-
-def _text(data: bytes | str | None) -> str:
-    if isinstance(data, bytes):
-        return data.decode(errors='replace')
-    return data or ''
 
 
 def all_examples(only: str | None) -> list[Example]:
