@@ -6,8 +6,14 @@ PyTorch eager, the ONNX file ``gnncompress`` exports (for a GCN, the
 race-free form of gnncompress/models/export_gnn.py) and, for comparison,
 the GCN exported as PyG computes it (``export_onnx(fast=False)``, 2 threads
 only). A GCN 2x64 student on Coauthor Physics (``--data-root``, default
-the cache) is timed the same way; the ONNX / eager ratio per thread count
-is the table the issue asks for.
+the cache; 8,415 bag-of-words features, 0.4% non-zero) is timed the same
+way, eager against the ONNX file with a dense ``x`` and against the
+sparse-feature export (``export_onnx(sparse_features=True)``: the features
+as a CSR matrix, the form eager PyTorch multiplies too,
+models/sparse_input.py), in ``--rounds`` rounds (the machine is shared:
+each round times all three back to back), with onnxruntime's profile per
+operator type of the sparse-feature file. The ONNX / eager ratio per
+thread count is the table the issue asks for.
 
 Each figure sits beside its lower bound: the GCN's whole forward near 6 ms
 (docs/export.md: one CSR aggregation pass of width 32 at about 1.6 ms, two of
@@ -20,6 +26,8 @@ exported GCN spends its time (onnxruntime's profiler, per operator type).
 One result file; ``--report`` only rewrites docs/BENCHMARKS.md.
 
     python benchmarks/export_speed.py --data-root ../shared/datasets
+    python benchmarks/export_speed.py --physics-only --data-root ...
+    python benchmarks/export_speed.py --arxiv-only --rounds 3
     python benchmarks/export_speed.py --quick    # 10,000 nodes, no Physics
 """
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -67,13 +76,15 @@ def matmul_floor_ms(nodes: int) -> float:
     return statistics.median(times[3:])
 
 
-def gcn_profile(onnx_file: Path, graph, runs: int = 5) -> dict[str, float]:
+def gcn_profile(onnx_file: Path, graph, runs: int = 5,
+                threads: int = THREADS) -> dict[str, float]:
     """Milliseconds per forward by ONNX operator type (onnxruntime's
-    profiler) for the exported GCN on ``graph``."""
+    profiler) for the exported GCN on ``graph``; an ``If`` counts the
+    operators inside it too."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = THREADS
+    options.intra_op_num_threads = threads
     options.enable_profiling = True
     options.profile_file_prefix = str(onnx_file.with_suffix(''))
     session = ort.InferenceSession(str(onnx_file), options,
@@ -92,16 +103,42 @@ def gcn_profile(onnx_file: Path, graph, runs: int = 5) -> dict[str, float]:
     return {op: us / 1e3 / (runs + 1) for op, us in totals.most_common()}
 
 
-def physics(folder: Path, data_root: str | None) -> list[dict]:
-    """Eager and onnxruntime rows of a GCN 2x64 student on Physics."""
+GCN_ST = 'gcn-2x32.safetensors'
+PHYSICS_ST = 'physics-gcn-2x64.safetensors'
+PHYSICS_CSR = 'physics-gcn-2x64-csr.onnx'
+
+
+def physics(folder: Path, data_root: str | None, rounds: int) -> dict:
+    """Eager, dense-``x`` onnxruntime and sparse-feature onnxruntime rows
+    of a GCN 2x64 student on Physics, per round, and the profile of the
+    sparse-feature file."""
+    from gnncompress.data import load_graph
+
+    torch.manual_seed(0)
     spec = ArchSpec('gcn', 8415, 64, 2, 5)
     model = build_model(spec).eval()
-    path = save_safetensors(model, spec,
-                            folder / 'physics-gcn-2x64.safetensors')
-    result = api.bench([path], data='Physics', data_root=data_root,
-                       runtimes=['eager', 'onnxruntime'],
-                       threads=THREAD_COUNTS, warmup=3, repeat=20, out=None)
-    return [_row(r) for r in result.rows]
+    path = save_safetensors(model, spec, folder / PHYSICS_ST)
+    graph = load_graph('Physics', data_root)
+    # Export on 500 of Physics' own rows (their density), random edges.
+    sample = graph.x[:500]
+    csr_file = folder / PHYSICS_CSR
+    export_onnx(model, sample, torch.randint(0, 500, (2, 3000)), csr_file,
+                sparse_features=True)
+    rows = []
+    load = [os.getloadavg()[0]]
+    for i in range(rounds):
+        result = api.bench([path, csr_file], data='Physics',
+                           data_root=data_root,
+                           runtimes=['eager', 'onnxruntime'],
+                           threads=THREAD_COUNTS, warmup=3, repeat=20,
+                           out=None)
+        rows += [{**_row(r), 'round': i} for r in result.rows]
+        load.append(os.getloadavg()[0])
+    profile = {th: gcn_profile(csr_file, graph, threads=th)
+               for th in THREAD_COUNTS}
+    return {'rows': rows, 'csr_ms_by_op': profile, 'load_average': load,
+            'nnz': int(torch.count_nonzero(graph.x)),
+            'nodes': graph.num_nodes, 'edges': graph.edge_index.size(1)}
 
 
 def _row(r) -> dict:
@@ -111,7 +148,9 @@ def _row(r) -> dict:
             'error': r.error}
 
 
-def run(quick: bool, data_root: str | None = None) -> dict:
+def run(quick: bool, rounds: int = 3) -> dict:
+    """The arxiv-sized (or, ``quick``, a 10,000-node) synthetic graph; the
+    GCN's eager and onnxruntime rows in ``rounds`` rounds."""
     nodes, edges = (10_000, 70_000) if quick else (NODES, EDGES)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,11 +173,18 @@ def run(quick: bool, data_root: str | None = None) -> dict:
                            runtimes=['eager', 'onnxruntime'],
                            threads=THREAD_COUNTS, warmup=3, repeat=20,
                            out=None)
+        gcn_rounds = [{**_row(r), 'round': 0} for r in result.rows
+                      if r.model == GCN_ST]
+        for i in range(1, rounds):
+            again = api.bench(files[:1], graph_size=size,
+                              runtimes=['eager', 'onnxruntime'],
+                              threads=THREAD_COUNTS, warmup=3, repeat=20,
+                              out=None)
+            gcn_rounds += [{**_row(r), 'round': i} for r in again.rows]
         pyg = api.bench([plain], graph_size=size, runtimes=['onnxruntime'],
                         threads=[THREADS], warmup=1, repeat=5, out=None)
         profile = gcn_profile(fast_file,
                               synthetic_graph(nodes, edges, FEATURES))
-        physics_rows = [] if quick else physics(folder, data_root)
     floor = matmul_floor_ms(nodes)
     x_bytes = nodes * FEATURES * 4
     bounds = {'gcn-2x32.safetensors': GCN_BOUND_MS * edges / EDGES,
@@ -147,22 +193,32 @@ def run(quick: bool, data_root: str | None = None) -> dict:
     rows = [{**_row(r), 'bound_ms': bounds[r.model]}
             for r in [*result.rows, *pyg.rows]]
     return {'nodes': nodes, 'edges': edges, 'features': FEATURES,
-            'rows': rows, 'physics_rows': physics_rows,
+            'rows': rows, 'gcn_rounds': gcn_rounds,
             'gcn_onnx_ms_by_op': profile,
             'mlp_first_matmul_ms': floor, 'machine': machine()}
 
 
-def report(data: dict) -> str:
+def report(data: dict | None, phys: dict | None) -> str:
     lines = ['ONNX / eager per thread count (the exported GCN; under 1 '
              'means onnxruntime is faster):', '',
              '| graph | student | threads | eager ms | onnxruntime ms '
-             '| onnx / eager |', '|---|---|---|---|---|---|']
-    arxiv = f"arxiv-sized ({data['nodes']:,} nodes)"
-    for graph, rows in ((arxiv, data['rows']),
-                        ('Physics', data.get('physics_rows', []))):
-        lines += _ratio_rows(graph, rows)
-    lines += ['', f"Graph: {data['nodes']:,} nodes, {data['edges']:,} "
-              f"edges, {data['features']} features.", '',
+             '| onnx / eager | per round |', '|---|---|---|---|---|---|---|']
+    if data and 'gcn_rounds' in data:
+        lines += _round_rows(
+            f"arxiv-sized ({data['nodes']:,} nodes)", data['gcn_rounds'],
+            GCN_ST, [(GCN_ST, 'GCN 2x32, ONNX')])
+    elif data:
+        lines += _ratio_rows(f"arxiv-sized ({data['nodes']:,} nodes)",
+                             data['rows'])
+    if phys:
+        lines += _round_rows('Physics', phys['physics']['rows'], PHYSICS_ST,
+                             [(PHYSICS_ST, 'GCN 2x64, ONNX dense x'),
+                              (PHYSICS_CSR, 'GCN 2x64, ONNX CSR features')])
+    notes = _physics_notes(phys) if phys else []
+    if not data:
+        return '\n'.join(lines + notes)
+    lines += ['', f"Arxiv-sized graph: {data['nodes']:,} nodes, "
+              f"{data['edges']:,} edges, {data['features']} features.", '',
              '| student | runtime | threads | median ms | p95 ms | bound ms '
              '| x bound |', '|---|---|---|---|---|---|---|']
     for r in data['rows']:
@@ -182,7 +238,7 @@ def report(data: dict) -> str:
                   f'{sum(ops.values()):.1f}. The MLP\'s first matrix '
                   f"product alone (torch, {THREADS} threads): "
                   f"{data['mlp_first_matmul_ms']:.1f} ms."]
-    return '\n'.join(lines + ['', f"Machine: {data['machine']}."])
+    return '\n'.join(lines + ['', f"Machine: {data['machine']}."] + notes)
 
 
 def _ratio_rows(graph: str, rows: list[dict]) -> list[str]:
@@ -194,22 +250,83 @@ def _ratio_rows(graph: str, rows: list[dict]) -> list[str]:
         if runtime != 'eager' or 'gcn' not in model or onnx is None:
             continue
         out.append(f'| {graph} | {model} | {threads} | {eager:.1f} | '
-                   f'{onnx:.1f} | {onnx / eager:.2f} |')
+                   f'{onnx:.1f} | {onnx / eager:.2f} | |')
     return out
+
+
+def _round_rows(graph: str, rows: list[dict], eager_model: str,
+                onnx_models: list[tuple[str, str]]) -> list[str]:
+    """Per thread count and ONNX file: medians over the rounds and the
+    ratio of each round (eager and ONNX timed back to back)."""
+    def ms(model: str, runtime: str, threads: int, round_: int):
+        return next((r['median_ms'] for r in rows
+                     if (r['model'], r['runtime'], r['threads'],
+                         r['round']) == (model, runtime, threads, round_)),
+                    None)
+
+    rounds = sorted({r['round'] for r in rows})
+    out = []
+    for threads in sorted({r['threads'] for r in rows}):
+        eager = [ms(eager_model, 'eager', threads, i) for i in rounds]
+        for model, what in onnx_models:
+            onnx = [ms(model, 'onnxruntime', threads, i) for i in rounds]
+            pairs = [(e, o) for e, o in zip(eager, onnx)
+                     if e is not None and o is not None]
+            if not pairs:
+                continue
+            ratios = [o / e for e, o in pairs]
+            out.append(
+                f'| {graph} | {what} | {threads} | '
+                f'{statistics.median(e for e, _ in pairs):.1f} | '
+                f'{statistics.median(o for _, o in pairs):.1f} | '
+                f'{statistics.median(ratios):.2f} | '
+                f"{', '.join(f'{r:.2f}' for r in ratios)} |")
+    return out
+
+
+def _physics_notes(phys: dict) -> list[str]:
+    p = phys['physics']
+    lines = ['', f"Physics: {p['nodes']:,} nodes, {p['edges']:,} edges, "
+             f"8,415 features with {p['nnz']:,} non-zeros; "
+             f"{len({r['round'] for r in p['rows']})} rounds of "
+             'eager, dense-x ONNX and CSR ONNX back to back; 1-minute load '
+             'average before and after each round '
+             f"{', '.join(f'{x:.1f}' for x in p['load_average'])} "
+             '(other jobs share the 2 cores).']
+    for threads, ops in sorted(p['csr_ms_by_op'].items(),
+                               key=lambda kv: int(kv[0])):
+        top = ', '.join(f'{op} {ms:.1f}' for op, ms in list(ops.items())[:5])
+        lines.append(f'Where the CSR-feature file spends its time on '
+                     f'{threads} thread(s) (onnxruntime profiler, ms per '
+                     f'forward; If includes its branch): {top}.')
+    return lines + ['', f"Machine (Physics): {phys['machine']}."]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true')
     parser.add_argument('--report', action='store_true')
+    parser.add_argument('--physics-only', action='store_true')
+    parser.add_argument('--arxiv-only', action='store_true')
+    parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--data-root', default=None)
     args = parser.parse_args(argv)
     path = OUT / ('quick.json' if args.quick else 'arxiv-size.json')
+    phys_path = OUT / 'physics.json'
     if not args.report:
-        write_json(path, run(args.quick, args.data_root))
+        if not args.physics_only:
+            write_json(path, run(args.quick, args.rounds))
+        if not args.quick and not args.arxiv_only:
+            with tempfile.TemporaryDirectory() as tmp:
+                write_json(phys_path, {
+                    'physics': physics(Path(tmp), args.data_root,
+                                       args.rounds),
+                    'machine': machine()})
     if not path.exists():
         sys.exit(f'{path} missing: run without --report first')
-    body = report(json.loads(path.read_text()))
+    phys = None if args.quick or not phys_path.exists() else \
+        json.loads(phys_path.read_text())
+    body = report(json.loads(path.read_text()), phys)
     print(body)
     if not args.quick:
         update_doc('export-speed', body)

@@ -57,7 +57,12 @@ from gnncompress.errors import (
     OutputError,
     TrainingError,
 )
-from gnncompress.export import atomic_path, export_onnx, save_safetensors
+from gnncompress.export import (
+    SPARSE_CHECK_DENSITY,
+    atomic_path,
+    export_onnx,
+    save_safetensors,
+)
 from gnncompress.methods import DistillMethod, canonical_name, method_class
 from gnncompress.methods.combined import Combined
 from gnncompress.models import (
@@ -1152,16 +1157,23 @@ def _bench_rows(entries: list[Any], graph: Graph, sizes: list[int] | None,
 
 def export(checkpoint: str | Path, out: str | Path,
            overrides: dict[str, Any] | None = None, num_nodes: int = 64,
-           seed: int = 0, quantize: str | None = None):
+           seed: int = 0, quantize: str | None = None,
+           sparse_features: bool = False):
     """ONNX export of any checkpoint, validated on random graphs (the
     checkpoint carries no data). ``quantize='int8'`` writes the dynamically
     quantised model instead, after validating the float export; the result
     is then an :class:`~gnncompress.export.Int8Check`: the int8 model's
     differences to PyTorch, the size of PyTorch's outputs and the agreement
-    of predicted classes on the same graphs."""
+    of predicted classes on the same graphs. ``sparse_features`` takes the
+    node features as a CSR matrix (``x_indptr``, ``x_indices``,
+    ``x_values``; :func:`~gnncompress.export.export_onnx`), validated on
+    random features with at most 5% non-zeros."""
     if quantize not in (None, 'int8'):
         raise GnnCompressError(f"Unknown quantisation '{quantize}' (choose "
                                f'int8)')
+    if quantize is not None and sparse_features:
+        raise GnnCompressError('--quantize int8 does not support '
+                               '--sparse-features; drop one of them')
     out = Path(out)
     if out.suffix != '.onnx':
         raise OutputError(f'Output file {out} must end in .onnx')
@@ -1172,18 +1184,22 @@ def export(checkpoint: str | Path, out: str | Path,
     x = torch.randn(num_nodes, ckpt.spec.in_channels, generator=gen)
     edge_index = torch.randint(0, num_nodes, (2, 4 * num_nodes),
                                generator=gen)
+    if sparse_features:
+        x = x * (torch.rand(x.shape, generator=gen) < SPARSE_CHECK_DENSITY)
     make_folder(out.parent)
     model = ckpt.build()
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress.pointcloud import export_clouds_onnx
-        if quantize is not None:
-            raise GnnCompressError('--quantize is not supported for DGCNN')
+        if quantize is not None or sparse_features:
+            raise GnnCompressError('--quantize and --sparse-features are '
+                                   'not supported for DGCNN; drop them')
         pos = torch.randn(2, max(num_nodes, ckpt.spec.k or 20), 3,
                           generator=gen)
         return export_clouds_onnx(model, pos, out)
     if quantize is None:
         return export_onnx(model, x, edge_index, out,
-                           uses_graph=ckpt.spec.uses_graph)
+                           uses_graph=ckpt.spec.uses_graph,
+                           sparse_features=sparse_features)
     from gnncompress.export import quantize_int8
 
     with tempfile.TemporaryDirectory() as tmp:

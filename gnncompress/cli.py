@@ -579,10 +579,17 @@ def export(
         help='int8: dynamically quantised uint8 weights (onnxruntime), '
         'exact on every x86 CPU; compare its accuracy and predictions '
         'with gnncompress bench --baseline FLOAT.onnx.')] = None,
+    sparse_features: Annotated[bool, typer.Option(
+        '--sparse-features',
+        help='Take the node features as a CSR matrix (inputs x_indptr, '
+        'x_indices, x_values in place of x): faster on wide, mostly-zero '
+        'features such as bag-of-words. GCN, GraphSAGE and GIN node '
+        'classifiers whose first layer is narrower than the input.')] = False,
 ) -> None:
     """Export CHECKPOINT to ONNX, checked against PyTorch."""
     parity = _call(api.export, checkpoint, out,
-                   _overrides(arch, aggr, jk, norm, act), quantize=quantize)
+                   _overrides(arch, aggr, jk, norm, act), quantize=quantize,
+                   sparse_features=sparse_features)
     if quantize:
         typer.echo(f'wrote {out} ({parity.summary()})')
         return

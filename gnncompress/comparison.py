@@ -481,11 +481,14 @@ def _check_onnx(path: Path) -> None:
 
 
 def _onnx_inputs(path: Path) -> tuple[bool, int | None]:
-    """Whether the file takes ``edge_index``, and its feature width."""
+    """Whether the file takes ``edge_index``, and its feature width (None
+    for a sparse-feature export, whose CSR inputs do not say it)."""
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     inputs = {i.name: i for i in model.graph.input}
+    if 'x_indptr' in inputs and 'edge_index' in inputs:
+        return True, None
     if 'x' not in inputs:
         raise CheckpointError(
             f"{path} has no input named 'x' (inputs: "

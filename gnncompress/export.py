@@ -24,11 +24,17 @@ from gnncompress.checkpoint import SPEC_KEY, VERSION_KEY
 from gnncompress.core.timing import phase
 from gnncompress.errors import ExportError
 from gnncompress.models import ArchSpec, run_model
-from gnncompress.models.export_gnn import export_gnn
+from gnncompress.models.export_gnn import CsrFeatures, export_gnn
 
 OPSET = 20
 # Largest accepted difference, relative to max(1, max |y|) of the output.
 TOLERANCE = 1e-4
+# Largest share of non-zeros in the random features of the check graphs of
+# a sparse-feature export (as models/sparse_input.py's MAX_DENSITY): the
+# check's memory then grows with the non-zeros, not nodes x features.
+SPARSE_CHECK_DENSITY = 0.05
+# The inputs of a sparse-feature export in place of ``x``.
+CSR_INPUTS = ('x_indptr', 'x_indices', 'x_values')
 # The second session of the parity check: more threads than most CPUs
 # running it have, so that a kernel that splits work racily shows it.
 CHECK_THREADS = 8
@@ -116,6 +122,39 @@ class _GraphLogits(nn.Module):
         return self.model.head(self.body(x, edge_index), batch)
 
 
+class _CsrLogits(nn.Module):
+    """The exported graph of a sparse-feature export: ``(x_indptr,
+    x_indices, x_values, edge_index) -> logits``, the features as a CSR
+    matrix."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        form = export_gnn(model)
+        if form is None or not form.takes_csr():
+            raise ExportError(
+                'Sparse input features need a GCN, GraphSAGE or GIN node '
+                'classifier whose first layer is narrower than its input '
+                '(with aggregation mean or sum); export without '
+                '--sparse-features')
+        self.model = form
+
+    def forward(self, x_indptr: Tensor, x_indices: Tensor, x_values: Tensor,
+                edge_index: Tensor) -> Tensor:
+        return self.model(CsrFeatures(x_indptr, x_indices, x_values),
+                          edge_index)
+
+
+def csr_parts(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``x``'s CSR form as the inputs of a sparse-feature export:
+    ``indptr [N+1]``, column ``indices [nnz]`` (int64) and ``values``."""
+    with warnings.catch_warnings():  # "CSR support is in beta state"
+        warnings.simplefilter('ignore', UserWarning)
+        csr = x.detach().cpu().to_sparse_csr()
+    # Copies: the views share the sparse tensor, which export cannot trace.
+    return (csr.crow_indices().clone(), csr.col_indices().clone(),
+            csr.values().clone())
+
+
 class _FeaturesOnly(nn.Module):
     """The exported graph of a graph-free student: ``x -> logits``."""
 
@@ -153,7 +192,7 @@ class Parity:
 def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
                 path: Path, tolerance: float = TOLERANCE,
                 uses_graph: bool = True, batch: Tensor | None = None,
-                fast: bool = True) -> Parity:
+                fast: bool = True, sparse_features: bool = False) -> Parity:
     """Export with dynamic node and edge counts, then compare onnxruntime with
     PyTorch (:func:`check_parity`); a difference above ``tolerance`` times
     the output's scale, or another predicted class, fails the export. A
@@ -163,16 +202,32 @@ def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
     ``batch [N]`` as a third input and returns one row per graph.
     ``fast`` exports a PyG GCN, GraphSAGE or GIN in the race-free, faster
     form of :class:`~gnncompress.models.export_gnn.ExportGNN` (same inputs
-    and outputs); ``fast=False`` exports PyG's own layers."""
+    and outputs); ``fast=False`` exports PyG's own layers.
+    ``sparse_features`` takes the features as a CSR matrix instead of
+    ``x`` (inputs :data:`CSR_INPUTS`, see :func:`csr_parts`): a node
+    classifier whose first layer narrows wide bag-of-words features then
+    never multiplies their zeros (docs/export.md)."""
     model = model.to('cpu').eval()
     x, edge_index = x.cpu(), edge_index.cpu()
     batch = batch.cpu() if batch is not None else None
     # GATConv needs a lower bound on the node count to export (docs/export.md).
     num_nodes = torch.export.Dim('num_nodes', min=2)
     num_edges = torch.export.Dim('num_edges')
-    if batch is not None:
-        wrapper: nn.Module = _GraphLogits(model, fast)
-        args: tuple[Tensor, ...] = (x, edge_index, batch)
+    if sparse_features:
+        if batch is not None or not uses_graph:
+            raise ExportError('Sparse input features are for GNN node '
+                              'classifiers; export without '
+                              '--sparse-features')
+        wrapper: nn.Module = _CsrLogits(model)
+        args: tuple[Tensor, ...] = (*csr_parts(x), edge_index)
+        names = [*CSR_INPUTS, 'edge_index']
+        nnz = torch.export.Dim('nnz')
+        shapes = {'x_indptr': {0: torch.export.Dim('num_rows', min=3)},
+                  'x_indices': {0: nnz}, 'x_values': {0: nnz},
+                  'edge_index': {1: num_edges}}
+    elif batch is not None:
+        wrapper = _GraphLogits(model, fast)
+        args = (x, edge_index, batch)
         names = ['x', 'edge_index', 'batch']
         shapes = {'x': {0: num_nodes}, 'edge_index': {1: num_edges},
                   'batch': {0: num_nodes}}
@@ -242,12 +297,14 @@ def require_parity(parity: Parity, tolerance: float) -> None:
 
 
 def check_graphs(x: Tensor, edge_index: Tensor, seed: int = 0,
-                 repeated: bool = True
+                 repeated: bool = True, density: float | None = None
                  ) -> dict[str, tuple[Tensor, Tensor]]:
     """The graphs every export is validated on: the export graph, a larger
     one, one with isolated nodes, one without edges and, with
     ``repeated``, one whose destinations repeat heavily
-    (:func:`repeated_destinations`; a race check for float exports)."""
+    (:func:`repeated_destinations`; a race check for float exports).
+    ``density`` keeps that share of the random graphs' features (the others
+    are 0), for sparse-feature exports."""
     gen = torch.Generator().manual_seed(seed)
     num_features = x.size(1)
     n = x.size(0)
@@ -265,6 +322,11 @@ def check_graphs(x: Tensor, edge_index: Tensor, seed: int = 0,
     if repeated:
         graphs['repeated destinations'] = repeated_destinations(
             num_features, gen=gen)
+    if density is not None:
+        for name, (gx, gei) in graphs.items():
+            if name != 'export graph':
+                keep = torch.rand(gx.shape, generator=gen) < density
+                graphs[name] = (gx * keep, gei)
     return graphs
 
 
@@ -302,10 +364,13 @@ def onnx_session(path: Path | str, threads: int | None = None):
 def onnx_feeds(session, x: Tensor, edge_index: Tensor,
                batch: Tensor | None = None) -> dict:
     """The inputs the exported graph declares (a graph-free student takes
-    ``x`` alone, a graph classifier also ``batch``)."""
+    ``x`` alone, a graph classifier also ``batch``, a sparse-feature export
+    ``x`` as :func:`csr_parts`)."""
+    names = [i.name for i in session.get_inputs()]
     values = {'x': x, 'edge_index': edge_index, 'batch': batch}
-    return {i.name: values[i.name].cpu().numpy()
-            for i in session.get_inputs()}
+    if CSR_INPUTS[0] in names:
+        values.update(zip(CSR_INPUTS, csr_parts(x)))
+    return {name: values[name].cpu().numpy() for name in names}
 
 
 def check_batches(graphs: dict[str, tuple[Tensor, Tensor]],
@@ -331,7 +396,9 @@ def check_parity(model: nn.Module, path: Path, x: Tensor,
     sessions = [onnx_session(path), onnx_session(path, CHECK_THREADS)]
     model = model.eval()
     parity = Parity({})
-    graphs = check_graphs(x, edge_index)
+    sparse = CSR_INPUTS[0] in {i.name for i in sessions[0].get_inputs()}
+    graphs = check_graphs(x, edge_index, density=_check_density(x)
+                          if sparse else None)
     batches = check_batches(graphs, batch) if batch is not None else {}
     for name, (gx, gei) in graphs.items():
         gb = batches.get(name)
@@ -348,6 +415,13 @@ def check_parity(model: nn.Module, path: Path, x: Tensor,
             parity.class_mismatches[name] = max(
                 parity.class_mismatches[name], mismatches)
     return parity
+
+
+def _check_density(x: Tensor) -> float:
+    """The share of non-zero features the check graphs of a sparse-feature
+    export get: ``x``'s own, at most :data:`SPARSE_CHECK_DENSITY`."""
+    share = float(torch.count_nonzero(x)) / max(1, x.numel())
+    return min(max(share, 1.0 / max(1, x.size(1))), SPARSE_CHECK_DENSITY)
 
 
 def _compare(got: np.ndarray, expected: np.ndarray,

@@ -359,3 +359,23 @@ def test_latency_budget_cuts_runs_of_a_slow_forward():
     # No budget (gnncompress bench): exactly what was asked.
     assert measure_latency(slow, warmup=1, repeat=8).runs == 8
     assert len(calls) == 9
+
+
+def test_bench_times_a_sparse_feature_export(tmp_path):
+    # A file exported with --sparse-features takes CSR features; bench
+    # feeds them from the graph's x and reports its accuracy like any row.
+    torch.manual_seed(0)
+    spec = ArchSpec('gcn', 30, 8, 2, 3)
+    x = (torch.rand(20, 30) < 0.2).float()
+    path = tmp_path / 'csr.onnx'
+    export_onnx(build_model(spec).eval(), x, torch.randint(0, 20, (2, 60)),
+                path, sparse_features=True)
+    result = runner.invoke(app, [
+        'bench', str(path), '--graph-size', '40:120:30', '--runtimes',
+        'onnxruntime', '--threads', '1', '--repeat', '1', '--warmup', '0',
+        '--out', str(tmp_path / 'b')])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / 'b' / 'bench.json').read_text())['rows']
+    assert [(r['model'], r['runtime'], r['error']) for r in rows] == [
+        ('csr.onnx', 'onnxruntime', None)]
+    assert rows[0]['latency']['median_ms'] > 0

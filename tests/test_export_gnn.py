@@ -7,10 +7,15 @@ import onnx
 import pytest
 import torch
 
-from gnncompress.export import export_onnx, onnx_feeds, onnx_session
+from gnncompress.export import csr_parts, export_onnx, onnx_feeds, onnx_session
 from gnncompress.models import ArchSpec, build_model, forward_logits
-from gnncompress.models.export_gnn import ExportGNN, export_gnn
-from gnncompress.models.segment import neighbour_sum, segments
+from gnncompress.models.export_gnn import CsrFeatures, ExportGNN, export_gnn
+from gnncompress.models.segment import (
+    BLOCK,
+    csr_linear,
+    neighbour_sum,
+    segments,
+)
 
 
 def _graphs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -125,3 +130,76 @@ def test_nothing_edge_sized_at_the_input_width(fast, tmp_path):
                 any('num_edges' in d.dim_param for d in dims):
             wide_per_edge.append(value.name)
     assert bool(wide_per_edge) == (not fast), wide_per_edge
+
+
+@pytest.mark.parametrize('num_edges', [0, 1, BLOCK - 2, BLOCK - 1, BLOCK,
+                                       3 * BLOCK + 5])
+def test_neighbour_sum_at_block_boundaries(num_edges):
+    # The padding to whole blocks and the float64 sum over blocks: every
+    # edge count around a block's size gives the exact sum.
+    gen = torch.Generator().manual_seed(num_edges)
+    h = torch.randn(9, 3, generator=gen, dtype=torch.float64).float()
+    edge_index = torch.randint(0, 9, (2, num_edges), generator=gen)
+    expected = torch.zeros(9, 3, dtype=torch.float64).index_add(
+        0, edge_index[1], h.double()[edge_index[0]])
+    got = neighbour_sum(h, segments(edge_index, 9))
+    assert got.shape == (9, 3) and got.dtype == torch.float32
+    assert torch.allclose(got.double(), expected, atol=1e-6)
+
+
+def test_short_segments_after_a_long_one_stay_exact():
+    # Node 0 takes 20,000 edges, sorted first; nodes 1-49 a few each
+    # after it. One float32 running sum would reach 2e5 there and lose
+    # about 4e-4 of their sums of about 40 in the subtraction; the float64
+    # sum over blocks keeps them to float32 rounding of the block sums.
+    gen = torch.Generator().manual_seed(0)
+    h = torch.rand(50, 4, generator=gen) + 10  # all positive: sums grow
+    dst = torch.cat([torch.zeros(20_000, dtype=torch.long),
+                     torch.randint(1, 50, (200,), generator=gen)])
+    edge_index = torch.stack([torch.randint(0, 50, (dst.numel(),),
+                                            generator=gen), dst])
+    expected = torch.zeros(50, 4, dtype=torch.float64).index_add(
+        0, dst, h.double()[edge_index[0]])
+    got = neighbour_sum(h, segments(edge_index, 50)).double()
+    relative = (got - expected).abs() / expected.abs().clamp(min=1)
+    assert relative.max() < 1e-5
+
+
+@pytest.mark.parametrize('binary', [True, False])
+def test_csr_linear_is_the_dense_product(binary):
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(40, 70, generator=gen) < 0.05).float()
+    x[7] = 0  # an empty row
+    if not binary:
+        x = x * torch.randn(40, 70, generator=gen)
+    weight = torch.randn(5, 70, generator=gen)
+    got = csr_linear(*csr_parts(x), weight)
+    assert torch.allclose(got, x @ weight.t(), atol=1e-5)
+    assert got[7].abs().max() == 0
+
+
+@pytest.mark.parametrize('spec', [
+    ArchSpec('gcn', 30, 8, 2, 3), ArchSpec('sage', 30, 8, 2, 3),
+    ArchSpec('sage', 30, 4, 2, 3, aggr='sum', jk='cat'),
+    ArchSpec('gin', 30, 8, 2, 3, norm='batch_norm'),
+], ids=str)
+def test_csr_features_give_the_same_function(spec):
+    torch.manual_seed(0)
+    model = build_model(spec).eval()
+    form = export_gnn(model)
+    assert form.takes_csr()
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(40, 30, generator=gen) * \
+        (torch.rand(40, 30, generator=gen) < 0.1)
+    edge_index = torch.randint(0, 40, (2, 150), generator=gen)
+    with torch.no_grad():
+        expected = forward_logits(model, x, edge_index)
+        got = form(CsrFeatures(*csr_parts(x)), edge_index)
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_csr_features_need_a_narrowing_first_layer():
+    # 6 features into a width of 8: the first map widens, so the features
+    # would have to be densified; the CSR form is refused.
+    assert not export_gnn(build_model(ArchSpec('gcn', 6, 8, 2, 3))).takes_csr()
+    assert not export_gnn(build_model(ArchSpec('gin', 6, 8, 2, 3))).takes_csr()

@@ -26,17 +26,29 @@ buffer. :class:`ExportGNN` computes the same function as
 Nothing in it is sized by edges times input features, and the same holds
 for the reference forward the parity check compares it with
 (``gnncompress.models.run_model``, models/propagation.py).
+
+The input features may also come as a CSR matrix (:class:`CsrFeatures`,
+the sparse-feature export of docs/export.md) when the first layer narrows:
+its linear maps then sum the weight columns of each row's non-zeros
+(:func:`~gnncompress.models.segment.csr_linear`) instead of multiplying a
+mostly-zero dense matrix.
 """
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 from torch import Tensor, nn
 from torch_geometric.nn import GCNConv, GINConv, SAGEConv
 from torch_geometric.nn.models import GCN, GIN, MLP, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 
-from gnncompress.models.segment import Segments, neighbour_sum, segments
+from gnncompress.models.segment import (
+    Segments,
+    csr_linear,
+    neighbour_sum,
+    segments,
+)
 
 
 def _supported(conv: nn.Module) -> bool:
@@ -51,6 +63,23 @@ def _supported(conv: nn.Module) -> bool:
         return conv.aggr in ('mean', 'sum', 'add') and not conv.project \
             and not conv.normalize
     return type(conv) is GINConv and conv.aggr == 'add'
+
+
+@dataclass
+class CsrFeatures:
+    """Node features ``[N, F]`` as a CSR matrix: row ``i``'s non-zeros are
+    ``values[indptr[i]:indptr[i + 1]]`` at columns ``indices[...]``
+    (scipy's ``indptr``, ``indices``, ``data``)."""
+    indptr: Tensor   # [N + 1]
+    indices: Tensor  # [nnz]
+    values: Tensor   # [nnz]
+
+
+def _product(x: Tensor | CsrFeatures, weight: Tensor) -> Tensor:
+    """``x @ weight.T`` for dense or CSR features."""
+    if isinstance(x, CsrFeatures):
+        return csr_linear(x.indptr, x.indices, x.values, weight)
+    return x @ weight.t()
 
 
 class _GinFirst(nn.Module):
@@ -81,14 +110,28 @@ class ExportGNN(nn.Module):
             conv.nn.lins[0].weight.size(0) < conv.nn.lins[0].weight.size(1)
             else nn.Identity() for conv in model.convs])
 
-    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+    def takes_csr(self) -> bool:
+        """Whether the first layer reads its input only through linear
+        maps that narrow it, so that :class:`CsrFeatures` can be given
+        (never densified)."""
+        conv = self.model.convs[0]
+        if type(conv) is GCNConv:
+            return _narrows(conv.lin.weight)
+        if type(conv) is SAGEConv:
+            return _narrows(conv.lin_l.weight)
+        return isinstance(self.gin_first[0], _GinFirst)
+
+    def forward(self, x: Tensor | CsrFeatures, edge_index: Tensor) -> Tensor:
         model = self.model
-        seg = segments(edge_index, x.size(0), x.dtype)
+        if isinstance(x, CsrFeatures):
+            seg = segments(edge_index, x.indptr.size(0) - 1, x.values.dtype)
+        else:
+            seg = segments(edge_index, x.size(0), x.dtype)
         gcn: tuple[Tensor, Tensor] | None = None
         xs: list[Tensor] = []
         for i, (conv, norm) in enumerate(zip(model.convs, model.norms)):
             if type(conv) is GCNConv:
-                gcn = gcn or _gcn_scales(edge_index, seg, x)
+                gcn = gcn or _gcn_scales(edge_index, seg)
                 x = _gcn(conv, x, seg, *gcn)
             elif type(conv) is SAGEConv:
                 x = _sage(conv, x, seg)
@@ -107,50 +150,61 @@ class ExportGNN(nn.Module):
         return model.lin(x) if hasattr(model, 'lin') else x
 
 
-def _linear_sum(x: Tensor, weight: Tensor, seg: Segments,
+def _narrows(weight: Tensor) -> bool:
+    return weight.size(0) < weight.size(1)
+
+
+def _linear_sum(x: Tensor | CsrFeatures, weight: Tensor, seg: Segments,
                 scale: Tensor | None = None,
                 keep: Tensor | None = None) -> Tensor:
     """``(sum_{j -> i} s_j x_j + k_i s_i x_i) @ weight.T`` (``s``: ``scale``,
     ``k``: ``keep``, each 1 when not given) multiplied in the order that
-    keeps the edge-sized work at the narrower width."""
-    narrow_out = weight.size(0) < weight.size(1)
-    h = x @ weight.t() if narrow_out else x
+    keeps the edge-sized work at the narrower width (CSR features only
+    reach here for a narrowing ``weight``: :meth:`ExportGNN.takes_csr`)."""
+    narrow_out = _narrows(weight)
+    h = _product(x, weight) if narrow_out else x
     h = h if scale is None else h * scale
     out = neighbour_sum(h, seg)
     out = out if keep is None else out + h * keep
     return out if narrow_out else out @ weight.t()
 
 
-def _gcn_scales(edge_index: Tensor, seg: Segments,
-                x: Tensor) -> tuple[Tensor, Tensor]:
+def _gcn_scales(edge_index: Tensor,
+                seg: Segments) -> tuple[Tensor, Tensor]:
     """``d^-1/2`` and the weight of each node's own row (1 less the
     self-loops ``edge_index`` already has, which the sum counts), [N, 1]."""
-    loop = (edge_index[0] == edge_index[1]).to(x.dtype)  # [E]
-    loops = x.new_zeros(x.size(0)).scatter_add(0, seg.dst, loop)  # [N]
+    degree = seg.in_degree
+    loop = (edge_index[0] == edge_index[1]).to(degree.dtype)  # [E]
+    loops = degree.new_zeros(degree.size(0)) \
+        .scatter_add(0, seg.dst, loop)  # [N]
     scale = (seg.in_degree - loops + 1.0).rsqrt()[:, None]
     return scale, (1.0 - loops)[:, None]
 
 
-def _gcn(conv: GCNConv, x: Tensor, seg: Segments, scale: Tensor,
+def _gcn(conv: GCNConv, x: Tensor | CsrFeatures, seg: Segments, scale: Tensor,
          keep: Tensor) -> Tensor:
     out = _linear_sum(x, conv.lin.weight, seg, scale, keep) * scale
     return out if conv.bias is None else out + conv.bias
 
 
-def _sage(conv: SAGEConv, x: Tensor, seg: Segments) -> Tensor:
+def _sage(conv: SAGEConv, x: Tensor | CsrFeatures, seg: Segments) -> Tensor:
     out = _linear_sum(x, conv.lin_l.weight, seg)
     if conv.aggr == 'mean':
         out = out / seg.in_degree.clamp(min=1.0)[:, None]
     if conv.lin_l.bias is not None:
         out = out + conv.lin_l.bias
-    return out + conv.lin_r(x) if conv.root_weight else out
+    if not conv.root_weight:
+        return out
+    root = _product(x, conv.lin_r.weight)
+    return out + root if conv.lin_r.bias is None else \
+        out + root + conv.lin_r.bias
 
 
-def _gin(conv: GINConv, first: nn.Module, x: Tensor,
+def _gin(conv: GINConv, first: nn.Module, x: Tensor | CsrFeatures,
          seg: Segments) -> Tensor:
     if isinstance(first, _GinFirst):
         weight = first.first.weight
-        z = (1 + conv.eps) * (x @ weight.t()) + \
+        z = (1 + conv.eps) * _product(x, weight) + \
             _linear_sum(x, weight, seg)
         if first.first.bias is not None:
             z = z + first.first.bias
