@@ -62,6 +62,7 @@ from gnncompress.export import (
     atomic_path,
     export_onnx,
     save_safetensors,
+    sparse_features_hint,
 )
 from gnncompress.methods import DistillMethod, canonical_name, method_class
 from gnncompress.methods.combined import Combined
@@ -843,6 +844,10 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                                      batch=batch_cpu)
                 parity_cases = parity.cases
                 parity_relative = parity.relative_cases()
+                hint = (sparse_features_hint(
+                    model, x_cpu, out / 'student.safetensors')
+                    if batch_cpu is None and s_spec.uses_graph else None)
+                notes += [hint] if hint else []
             except ExportError as e:
                 failure = export_failure(e, model, (x_cpu, edges_cpu,
                                                     batch_cpu), out)

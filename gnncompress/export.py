@@ -155,6 +155,38 @@ def csr_parts(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
             csr.values().clone())
 
 
+# A node-feature matrix at most this dense, at least this wide and with at
+# least this many entries makes distill suggest a sparse-feature export.
+# Physics (34,493 x 8,415, 0.4% non-zero) runs 3.4x faster at 1 thread that
+# way (docs/BENCHMARKS.md); Cora (2,708 x 1,433, 1.3%) runs 2x slower, the
+# dense product being too small to outweigh the CSR gathers.
+SPARSE_HINT_DENSITY = 0.05
+SPARSE_HINT_WIDTH = 256
+SPARSE_HINT_ENTRIES = 50_000_000
+
+
+def sparse_features_hint(model: nn.Module, x: Tensor,
+                         student_file: Path | str) -> str | None:
+    """A note for the report when ``x`` is large, wide and mostly zeros and
+    ``model`` can take it as a CSR matrix: the ordinary file then spends
+    most of its time multiplying zeros, and ``export --sparse-features``
+    writes one that skips them. ``None`` otherwise."""
+    if (x.dim() != 2 or x.is_sparse or x.size(1) < SPARSE_HINT_WIDTH
+            or x.numel() < SPARSE_HINT_ENTRIES):
+        return None
+    density = float(torch.count_nonzero(x)) / max(1, x.numel())
+    if density > SPARSE_HINT_DENSITY:
+        return None
+    form = export_gnn(model)
+    if form is None or not form.takes_csr():
+        return None
+    return (f'the node features are {100 * density:.1f}% non-zero: '
+            f'`gnncompress export {student_file} --sparse-features '
+            f'--out student-csr.onnx` writes a file that takes them as a '
+            f'CSR matrix and skips the zeros; compare the two files with '
+            f'`gnncompress bench` (docs/export.md)')
+
+
 class _FeaturesOnly(nn.Module):
     """The exported graph of a graph-free student: ``x -> logits``."""
 

@@ -203,3 +203,35 @@ def test_csr_features_need_a_narrowing_first_layer():
     # would have to be densified; the CSR form is refused.
     assert not export_gnn(build_model(ArchSpec('gcn', 6, 8, 2, 3))).takes_csr()
     assert not export_gnn(build_model(ArchSpec('gin', 6, 8, 2, 3))).takes_csr()
+
+
+def _bag_of_words(rows: int, cols: int, per_row: int) -> torch.Tensor:
+    x = torch.zeros(rows, cols)
+    gen = torch.Generator().manual_seed(0)
+    x[torch.arange(rows).repeat_interleave(per_row),
+      torch.randint(0, cols, (rows * per_row,), generator=gen)] = 1.0
+    return x
+
+
+def test_sparse_features_hint_only_for_large_sparse_narrowing(monkeypatch):
+    import gnncompress.export as export
+    monkeypatch.setattr(export, 'SPARSE_HINT_ENTRIES', 100_000)
+    torch.manual_seed(0)
+    gcn = build_model(ArchSpec('gcn', 300, 16, 2, 3)).eval()
+    sparse = _bag_of_words(400, 300, 3)  # 1% non-zero, 120,000 entries
+    note = export.sparse_features_hint(gcn, sparse, 'out/student.safetensors')
+    assert note is not None
+    assert note.startswith('the node features are 1.0% non-zero: ')
+    assert ('`gnncompress export out/student.safetensors --sparse-features '
+            '--out student-csr.onnx`') in note
+    # Dense features, too few entries, too narrow, or a student that cannot
+    # take CSR input (an MLP; a first layer that widens): no note.
+    assert export.sparse_features_hint(gcn, torch.rand(400, 300), 'f') is None
+    assert export.sparse_features_hint(gcn, sparse[:300], 'f') is None
+    narrow = build_model(ArchSpec('gcn', 200, 16, 2, 3)).eval()
+    assert export.sparse_features_hint(
+        narrow, _bag_of_words(1000, 200, 2), 'f') is None
+    mlp = build_model(ArchSpec('mlp', 300, 16, 2, 3)).eval()
+    assert export.sparse_features_hint(mlp, sparse, 'f') is None
+    wide = build_model(ArchSpec('gcn', 300, 400, 2, 3)).eval()
+    assert export.sparse_features_hint(wide, sparse, 'f') is None
