@@ -42,6 +42,7 @@ from gnncompress.core import Graph, accuracy
 from gnncompress.core.timing import breakdown, phase, timed_run
 from gnncompress.data import class_subset, load_graph, parse_classes
 from gnncompress.data import normalize_features as normalize_graph
+from gnncompress.defaults import DEFAULT_RATIO
 from gnncompress.distributed import (
     launch,
     one_at_a_time,
@@ -87,7 +88,6 @@ from gnncompress.report import (
 from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
 from gnncompress.teacher_features import pick_features
 
-DEFAULT_RATIO = 10.0
 # Outputs or weights beyond this leave float32 fewer than 1e-4 of absolute
 # precision at 7 digits: the ONNX parity check cannot pass.
 OVERFLOW = 1e6

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gnncompress.defaults import DEFAULT_MAX_CHECKPOINT_GB
 from gnncompress.errors import ArchitectureError, CheckpointError
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.models.recognise import (
@@ -38,9 +39,6 @@ _WRAPPER_KEYS = ('model_state_dict', 'state_dict', 'model', 'net',
 # its attributes are restored; no code of the file runs.
 _SAFE_GLOBALS = (argparse.Namespace,)
 _SAFE_NAMES = ('argparse.Namespace',)
-# GNN teachers are megabytes; the largest of PyG's examples a few hundred.
-# A larger file is refused before it is read (--max-checkpoint-gb).
-DEFAULT_MAX_CHECKPOINT_GB = 2.0
 _LIMIT = {'gb': DEFAULT_MAX_CHECKPOINT_GB}
 # Deflate turns at most ~1 KB into one byte; weights hardly compress, and
 # torch.save never compresses: an entry declaring more is a zip bomb.

@@ -1,6 +1,7 @@
 """The command line: parse options, call one API function, print."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -12,11 +13,32 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from gnncompress import __version__, api
-from gnncompress.bench import REPORT_BUDGET_S
-from gnncompress.checkpoint import DEFAULT_MAX_CHECKPOINT_GB
-from gnncompress.comparison import DEFAULT_ROW_BUDGET_S
+from gnncompress import __version__
+from gnncompress.defaults import (
+    DEFAULT_MAX_CHECKPOINT_GB,
+    DEFAULT_RATIO,
+    DEFAULT_ROW_BUDGET_S,
+    REPORT_BUDGET_S,
+)
 from gnncompress.errors import GnnCompressError, out_of_memory, plural
+
+
+def _lazy(name: str) -> Any:
+    """``name`` as a module that is imported on first use: ``--help`` and
+    usage errors answer without importing torch (issue 23)."""
+    module = sys.modules.get(name)
+    if module is not None:
+        return module
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+api = _lazy('gnncompress.api')
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
@@ -332,7 +354,7 @@ def distill(
         min=1, help='Student attention heads (GAT students).')] = 1,
     ratio: Annotated[Optional[float], typer.Option(
         help='Pick the widest student with at least RATIO times fewer '
-        f'parameters than the teacher (default {api.DEFAULT_RATIO:g} when '
+        f'parameters than the teacher (default {DEFAULT_RATIO:g} when '
         'no --hidden).')] = None,
     epochs: Annotated[int, typer.Option(min=1)] = 200,
     lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,

@@ -19,14 +19,12 @@ from torch import Tensor, nn
 
 from gnncompress.bench import Latency, measure_latency, session_threads
 from gnncompress.core import Graph
+from gnncompress.defaults import DEFAULT_ROW_BUDGET_S
 from gnncompress.errors import CheckpointError, DataError
 from gnncompress.models import count_parameters, forward_logits
 from gnncompress.report import Gate
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
-# Seconds one row (model x runtime x threads) may take, warm-up included:
-# an ONNX file may hold a Loop that never ends (--row-budget-s).
-DEFAULT_ROW_BUDGET_S = 300.0
 BENCH_SCHEMA = 1
 
 
