@@ -37,6 +37,7 @@ from gnncompress.export import export_onnx
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.minibatch import batch_view, check_minibatch
 from gnncompress.models import count_parameters
+from gnncompress.options import check_out
 from gnncompress.models.slimmable import (
     DEFAULT_WIDTHS,
     SlimmableGNN,
@@ -738,6 +739,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
     widths = _parse_widths(widths)
     export_widths = sorted(set(_parse_widths(export_widths))) \
         if export_widths is not None else None
+    check_out(out)
     out = Path(out) if out is not None else \
         Path('gnncompress-out') / 'amalgamate'
     dev = api.resolve_device(device)

@@ -73,7 +73,9 @@ from gnncompress.models import (
 )
 from gnncompress.options import (
     check_method_name,
+    check_out,
     check_out_file,
+    check_path_length,
     check_ratio,
     check_training,
 )
@@ -111,16 +113,17 @@ def check_writable(out: Path) -> None:
     """Fail before any training if ``out`` cannot be written; creates
     nothing."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f'Output folder {out} is a file: choose another '
-                          f'--out')
-    anchor = out
-    while not anchor.exists():
-        anchor = anchor.parent
-    if not anchor.is_dir():
-        raise OutputError(f'Output folder {out} cannot be written: {anchor} '
-                          f'is a file; choose another --out')
+    check_path_length(out, '--out')
     try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f'Output folder {out} is a file: choose '
+                              f'another --out')
+        anchor = out
+        while not anchor.exists():
+            anchor = anchor.parent
+        if not anchor.is_dir():
+            raise OutputError(f'Output folder {out} cannot be written: '
+                              f'{anchor} is a file; choose another --out')
         shutil.rmtree(tempfile.mkdtemp(prefix='.gnncompress-', dir=anchor))
     except OSError as e:
         raise OutputError(f'Output folder {out} cannot be written '
@@ -312,7 +315,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     a point-cloud teacher (:func:`gnncompress.pointcloud.train_teacher`:
     ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
     ``points``, ``augment`` and ``batch_size`` apply to it alone)."""
-    check_training(lr=lr, weight_decay=weight_decay, seed=seed, out=out)
+    check_training(lr=lr, weight_decay=weight_decay, seed=seed)
+    check_out_file(out, example='teacher.pt')
     if arch == 'dgcnn':
         from gnncompress import pointcloud
         return pointcloud.train_teacher(
@@ -1174,10 +1178,10 @@ def export(checkpoint: str | Path, out: str | Path,
     if quantize is not None and sparse_features:
         raise GnnCompressError('--quantize int8 does not support '
                                '--sparse-features; drop one of them')
+    check_out_file(out, example='student.onnx')
     out = Path(out)
     if out.suffix != '.onnx':
         raise OutputError(f'Output file {out} must end in .onnx')
-    check_out_file(out)
     check_writable(out.parent)
     ckpt = load_checkpoint(checkpoint, overrides)
     gen = torch.Generator().manual_seed(seed)
@@ -1267,6 +1271,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
     if isinstance(sizes, str):
         sizes = cmp.parse_sizes(sizes)
     if out is not None:
+        check_out(out)
         check_writable(Path(out))
         outputs.claim(out)
     paths = [Path(m) for m in models]

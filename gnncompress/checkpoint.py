@@ -119,13 +119,22 @@ def _check_size(path: Path, size: int, what: str) -> None:
 def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and (safetensors) metadata of a checkpoint file."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f'Checkpoint not found: {path}')
-    if not path.is_file():
-        raise CheckpointError(f'Checkpoint {path} is not a file')
-    _check_size(path, path.stat().st_size, 'is')
-    with open(path, 'rb') as f:
-        head = f.read(16)
+    try:
+        if not path.exists():
+            raise CheckpointError(f'Checkpoint not found: {path}')
+        if not path.is_file():
+            raise CheckpointError(f'Checkpoint {path} is not a file')
+        _check_size(path, path.stat().st_size, 'is')
+        with open(path, 'rb') as f:
+            head = f.read(16)
+    except OSError as e:
+        # a name too long (Errno 36), a link to /proc/self/mem (Errno 5),
+        # no permission, ...
+        shown = str(path) if len(str(path)) <= 120 else \
+            f'{str(path)[:60]}...{str(path)[-40:]}'
+        raise CheckpointError(
+            f'Checkpoint {shown} cannot be read ({e.strerror or e}): give '
+            f'the path of a readable checkpoint file') from None
     if path.suffix == '.safetensors' or _looks_like_safetensors(head):
         tensors, metadata = _read_safetensors(path)
     else:

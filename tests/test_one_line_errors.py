@@ -186,3 +186,76 @@ def test_export_out_that_cannot_be_a_file(tmp_path, name):
     result = runner.invoke(app, ['export', str(SAMPLE_TEACHER),
                                  '--out', str(out)])
     _one_error_line(result, 1, '--out')
+
+
+# --out and checkpoint paths ---------------------------------------------------
+
+FOLDER = 'give a folder, e.g. --out gnncompress-out/run'
+EMPTY_OUT = [
+    (['train-teacher', '--data', 'Cora'], 'give a file, e.g. --out teacher.pt'),
+    (['export', str(SAMPLE_TEACHER)], 'give a file, e.g. --out student.onnx'),
+    (['bench', str(SAMPLE_TEACHER), '--graph-size', '50:100:1433'], FOLDER),
+    (['cotrain', '--data', 'Cora'], FOLDER),
+    (['amalgamate', str(SAMPLE_TEACHER), str(SAMPLE_TEACHER)], FOLDER),
+    (['distill', str(SAMPLE_TEACHER)], FOLDER),
+]
+
+
+@pytest.mark.parametrize('args,fix', EMPTY_OUT, ids=[a[0] for a, _ in
+                                                     EMPTY_OUT])
+def test_empty_out_on_every_command(tmp_path, monkeypatch, args, fix):
+    # Path('') is the current folder: bench, cotrain and amalgamate used
+    # to publish their files by swapping it out from under the shell.
+    monkeypatch.chdir(tmp_path)
+    line = _one_error_line(runner.invoke(app, [*args, '--out', '']), 1)
+    assert line == f'Error: --out is empty: {fix}'
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize('out,inside', [('.', 'run'), ('..', '../run')])
+def test_out_that_holds_the_current_folder_is_refused(tmp_path, monkeypatch,
+                                                      out, inside):
+    (tmp_path / 'here').mkdir()
+    monkeypatch.chdir(tmp_path / 'here')
+    result = runner.invoke(app, ['bench', str(SAMPLE_TEACHER), '--graph-size',
+                                 '50:100:1433', '--out', out])
+    line = _one_error_line(result, 1)
+    assert line == (f'Error: --out {out} is the current folder or holds it, '
+                    f'which a run replaces whole: give a folder inside it, '
+                    f'e.g. --out {inside}')
+    assert [p.name for p in tmp_path.rglob('*')] == ['here']
+
+
+@pytest.mark.parametrize('command', ['distill', 'bench'])
+@pytest.mark.parametrize('kind', ['long-name', 'long-path'])
+def test_out_folder_longer_than_the_file_system_allows(tmp_path, command,
+                                                       kind):
+    out = tmp_path / ('a' * 300) if kind == 'long-name' else \
+        tmp_path.joinpath(*['b' * 200] * 25)
+    extra = ['--graph-size', '50:100:1433'] if command == 'bench' else []
+    result = runner.invoke(app, [command, str(SAMPLE_TEACHER), *extra,
+                                 '--out', str(out)])
+    line = _one_error_line(result, 1)
+    assert line == ('Error: --out has a name of 300 characters, longer than '
+                    'the file system allows: give a shorter name'
+                    if kind == 'long-name' else
+                    'Error: --out is a path of over 4,000 bytes: give a '
+                    'shorter path')
+
+
+@pytest.mark.parametrize('kind', ['long-name', 'long-path', 'proc-mem'])
+def test_unreadable_checkpoint_path_is_one_line(tmp_path, kind):
+    import os
+    if kind == 'proc-mem':
+        path = tmp_path / 'mem.pt'
+        os.symlink('/proc/self/mem', path)  # reading it: Errno 5
+        reason, shown = 'Input/output error', str(path)
+    else:
+        path = tmp_path / (('a' * 300 + '.pt') if kind == 'long-name' else
+                           '/'.join(['b' * 200] * 25) + '/t.pt')
+        reason = 'File name too long'
+        shown = f'{str(path)[:60]}...{str(path)[-40:]}'
+    result = runner.invoke(app, ['inspect', str(path)])
+    line = _one_error_line(result, 1)
+    assert line == (f'Error: Checkpoint {shown} cannot be read ({reason}): '
+                    f'give the path of a readable checkpoint file')
