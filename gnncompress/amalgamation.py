@@ -37,7 +37,6 @@ from gnncompress.export import export_onnx
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.minibatch import batch_view, check_minibatch
 from gnncompress.models import count_parameters
-from gnncompress.options import check_out
 from gnncompress.models.slimmable import (
     DEFAULT_WIDTHS,
     SlimmableGNN,
@@ -45,6 +44,7 @@ from gnncompress.models.slimmable import (
     TaskSlice,
     save_slimmable,
 )
+from gnncompress.options import check_out
 from gnncompress.report import (
     Gate,
     ModelEntry,
