@@ -156,6 +156,17 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
             raise CheckpointError(
                 f'Tensor key {name} of {path} holds control characters, '
                 f'which no model has: save the state_dict of the model')
+        if value.layout != torch.strided:
+            layout = str(value.layout).removeprefix('torch.')
+            raise CheckpointError(
+                f'Tensor {name} of {path} is a {layout} tensor, which no '
+                f'model weight is: save the dense weights '
+                f'(tensor.to_dense())')
+        if value.is_meta:
+            raise CheckpointError(
+                f'Tensor {name} of {path} is a meta tensor (a shape without '
+                f'values): save the model after its weights are '
+                f'initialised or loaded')
         if value.is_complex() or value.dtype not in _WEIGHT_DTYPES:
             raise CheckpointError(
                 f'Tensor {name} of {path} has dtype {value.dtype}, which no '
@@ -675,7 +686,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     'in_channels': (int,), 'hidden_channels': (int,), 'num_layers': (int,),
     'out_channels': (int,), 'heads': (int,), 'dropout': (int, float),
     'alpha': (int, float), 'theta': (int, float), 'train_eps': (bool,),
-    'shared_weights': (bool,)}
+    'shared_weights': (bool,), 'readout': (str, type(None)),
+    'k': (int, type(None)), 'emb_channels': (int, type(None))}
+# Fields that hold a list, and the type of its items (DGCNN's widths and
+# head, a sequence teacher's layers).
+_LIST_FIELDS: dict[str, type] = {'widths': int, 'head': int, 'layers': dict}
 
 
 # Dropout is a probability; GCNII's alpha is a mixing weight and its theta
@@ -709,6 +724,15 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
                 f"The architecture field '{key}' of {path} must be {names} "
                 f'(got {value!r:.40}): fix it on the teacher card, the '
                 f'metadata or the command line')
+        item = _LIST_FIELDS.get(key)
+        if item is not None and value is not None and (
+                not isinstance(value, list) or
+                not all(isinstance(v, item) and not isinstance(v, bool)
+                        for v in value)):
+            raise ArchitectureError(
+                f"The architecture field '{key}' of {path} must be a list "
+                f'of {item.__name__} or null (got {value!r:.40}): fix it on '
+                f'the teacher card, the metadata or the command line')
         low, high = _FIELD_RANGES.get(key, (None, None))
         if low is not None and not low <= value <= high:
             raise ArchitectureError(

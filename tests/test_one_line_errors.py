@@ -259,3 +259,88 @@ def test_unreadable_checkpoint_path_is_one_line(tmp_path, kind):
     line = _one_error_line(result, 1)
     assert line == (f'Error: Checkpoint {shown} cannot be read ({reason}): '
                     f'give the path of a readable checkpoint file')
+
+
+# Weights and specs of the wrong kind ----------------------------------------
+
+def _weights_as(tmp_path, change):
+    import warnings
+    state = torch.load(SAMPLE_TEACHER, weights_only=True)
+    with warnings.catch_warnings():  # sparse CSR is "in beta"
+        warnings.simplefilter('ignore')
+        state['convs.0.lin.weight'] = change(state['convs.0.lin.weight'])
+    path = tmp_path / 't.pt'
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize('change,what', [
+    (lambda t: t.to_sparse(), 'is a sparse_coo tensor, which no model weight '
+     'is: save the dense weights (tensor.to_dense())'),
+    (lambda t: t.to_sparse_csr(), 'is a sparse_csr tensor, which no model '
+     'weight is: save the dense weights (tensor.to_dense())'),
+    (lambda t: torch.empty(t.shape, device='meta'), 'is a meta tensor (a '
+     'shape without values): save the model after its weights are '
+     'initialised or loaded'),
+], ids=['coo', 'csr', 'meta'])
+def test_sparse_or_meta_weights_are_one_line(tmp_path, change, what):
+    path = _weights_as(tmp_path, change)
+    line = _one_error_line(runner.invoke(app, ['inspect', str(path)]), 1)
+    assert line == f"Error: Tensor 'convs.0.lin.weight' of {path} {what}"
+
+
+def _dgcnn_with_spec(tmp_path, change):
+    import json
+
+    from safetensors.torch import save_file
+
+    from gnncompress.checkpoint import SPEC_KEY
+    from gnncompress.models import ArchSpec, build_model
+    spec = ArchSpec('dgcnn', 3, 8, 2, 4, widths=[8, 8], k=4,
+                    emb_channels=16, head=[8])
+    state = {k: v.contiguous() for k, v in build_model(spec).state_dict()
+             .items()}
+    path = tmp_path / 'd.safetensors'
+    save_file(state, str(path), metadata={
+        SPEC_KEY: json.dumps({**spec.to_dict(), **change})})
+    return path
+
+
+DGCNN_SPECS = [
+    ({'widths': ['a', 'b']}, 'widths', "a list of int or null (got ['a', "
+     "'b'])"),
+    ({'widths': 5}, 'widths', 'a list of int or null (got 5)'),
+    ({'widths': [8.5, 8]}, 'widths', 'a list of int or null (got [8.5, 8])'),
+    ({'head': [None]}, 'head', 'a list of int or null (got [None])'),
+    ({'k': 'many'}, 'k', "int or null (got 'many')"),
+    ({'emb_channels': 'x'}, 'emb_channels', "int or null (got 'x')"),
+    ({'readout': 3}, 'readout', 'str or null (got 3)'),
+    ({'layers': 5}, 'layers', 'a list of dict or null (got 5)'),
+]
+
+
+@pytest.mark.parametrize('change,field,must', DGCNN_SPECS,
+                         ids=[str(c) for c, _, _ in DGCNN_SPECS])
+def test_dgcnn_spec_of_the_wrong_type_is_one_line(tmp_path, change, field,
+                                                  must):
+    path = _dgcnn_with_spec(tmp_path, change)
+    line = _one_error_line(runner.invoke(app, ['inspect', str(path)]), 1)
+    assert line == (f"Error: The architecture field '{field}' of {path} "
+                    f'must be {must}: fix it on the teacher card, the '
+                    f'metadata or the command line')
+
+
+@pytest.mark.parametrize('change,message', [
+    ({'widths': ['a', 'b']}, "DGCNN 'widths' must hold whole numbers "
+     "(got 'a')"),
+    ({'k': float('inf')}, "DGCNN 'k' must hold whole numbers (got inf)"),
+    ({'head': [None]}, "DGCNN 'head' must hold whole numbers (got None)"),
+    ({'widths': 5}, 'A DGCNN needs one EdgeConv width per layer: got '
+     'widths 5 for 2 layers'),
+])
+def test_dgcnn_archspec_refuses_wrong_types(change, message):
+    from gnncompress.errors import ArchitectureError
+    from gnncompress.models import ArchSpec
+    with pytest.raises(ArchitectureError) as info:
+        ArchSpec('dgcnn', 3, 8, 2, 4, **{'widths': [8, 8], **change})
+    assert str(info.value).startswith(message)
