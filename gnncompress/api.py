@@ -56,6 +56,7 @@ from gnncompress.errors import (
     GnnCompressError,
     OutputError,
     TrainingError,
+    plural,
 )
 from gnncompress.export import (
     SPARSE_CHECK_DENSITY,
@@ -1313,6 +1314,14 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                                     seed=seed, row_budget_s=row_budget_s)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if not any(row.latency for row in rows):
+        first = rows[0]
+        more = f' (and {plural(len(rows) - 1, "more failed row")})' \
+            if len(rows) > 1 else ''
+        raise GnnCompressError(
+            f'No bench row ran, nothing was written: {first.model} '
+            f'{first.runtime} {first.device} failed ({first.error}){more}: '
+            f'bench models that take this graph, or try other --runtimes')
     degree = degree or graph.edge_index.size(1) / graph.num_nodes
     if base_name is not None:
         cmp.compare_to_baseline(rows, base_name)

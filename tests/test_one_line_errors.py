@@ -344,3 +344,80 @@ def test_dgcnn_archspec_refuses_wrong_types(change, message):
     with pytest.raises(ArchitectureError) as info:
         ArchSpec('dgcnn', 3, 8, 2, 4, **{'widths': [8, 8], **change})
     assert str(info.value).startswith(message)
+
+
+# bench: ONNX files bench cannot feed or score, rows that all fail -----------
+
+def _onnx(path, inputs, output_type, node):
+    import onnx
+    from onnx import TensorProto, helper
+    graph = helper.make_graph(
+        [node], 'g',
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
+        [helper.make_tensor_value_info('y', output_type, ['n', 4])])
+    model = helper.make_model(graph, opset_imports=[
+        helper.make_opsetid('', 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path, TensorProto
+
+
+def _signature_case(tmp_path, case):
+    from onnx import TensorProto as T
+    from onnx import helper
+    x = ('x', T.FLOAT, ['n', 4])
+    edges = ('edge_index', T.INT64, [2, 'e'])
+    cast = helper.make_node
+    cases = {
+        'bool-output': ([x, edges], T.BOOL, cast('Cast', ['x'], ['y'],
+                                                  to=T.BOOL)),
+        'string-output': ([x, edges], T.STRING, cast('Cast', ['x'], ['y'],
+                                                      to=T.STRING)),
+        'int64-x': ([('x', T.INT64, ['n', 4]), edges], T.FLOAT,
+                    cast('Cast', ['x'], ['y'], to=T.FLOAT)),
+        '3d-x': ([('x', T.FLOAT, ['a', 'n', 4]), edges], T.FLOAT,
+                 cast('Identity', ['x'], ['y'])),
+        'other-names': ([('feat', T.FLOAT, ['n', 4])], T.FLOAT,
+                        cast('Identity', ['feat'], ['y'])),
+    }
+    return _onnx(tmp_path / f'{case}.onnx', *cases[case])[0]
+
+
+SIGNATURES = {
+    'bool-output': 'has bool output, not float logits',
+    'string-output': 'has string output, not float logits',
+    'int64-x': "takes 'x' as a 2-d int64 tensor, but bench feeds a 2-d "
+               'float one',
+    '3d-x': "takes 'x' as a 3-d float tensor, but bench feeds a 2-d float "
+            'one',
+    'other-names': "has no input named 'x' (inputs: feat)",
+}
+
+
+@pytest.mark.parametrize('case', list(SIGNATURES))
+def test_bench_refuses_onnx_it_cannot_feed_or_score(tmp_path, case):
+    path = _signature_case(tmp_path, case)
+    result = runner.invoke(app, ['bench', str(path), '--graph-size',
+                                 '50:100:4', '--out', str(tmp_path / 'b')])
+    line = _one_error_line(result, 1)
+    assert line == (f'Error: {path} {SIGNATURES[case]}: bench takes the ONNX '
+                    f'files gnncompress exports')
+    assert not (tmp_path / 'b').exists()
+
+
+def test_bench_where_every_row_fails_is_one_line(tmp_path):
+    from test_bounded_inputs import _loop_onnx
+    endless = _loop_onnx(tmp_path / 'endless.onnx', 10 ** 12)
+    result = runner.invoke(app, [
+        'bench', str(endless), '--graph-size', '50:100:4', '--runtimes',
+        'onnxruntime', '--threads', '1,2', '--warmup', '0', '--repeat', '1',
+        '--row-budget-s', '0.2', '--out', str(tmp_path / 'b')])
+    assert result.exit_code == 1 and 'Traceback' not in result.output
+    *progress, line = result.output.strip().splitlines()
+    assert all(p.startswith('measuring endless.onnx') for p in progress)
+    assert line == ('Error: No bench row ran, nothing was written: '
+                    'endless.onnx onnxruntime cpu failed (stopped: over its '
+                    'time budget of 0.2 s (--row-budget-s)) (and 1 more '
+                    'failed row): bench models that take this graph, or try '
+                    'other --runtimes')
+    assert not (tmp_path / 'b').exists()
