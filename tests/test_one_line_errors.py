@@ -421,3 +421,43 @@ def test_bench_where_every_row_fails_is_one_line(tmp_path):
                     'failed row): bench models that take this graph, or try '
                     'other --runtimes')
     assert not (tmp_path / 'b').exists()
+
+
+# Sparse tensors in a --data file --------------------------------------------
+
+def _graph_file(tmp_path, x_layout=None, sparse_edges=False):
+    from torch_geometric.data import Data
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(20, 5, generator=gen)
+    x[x < 0.6] = 0
+    edge_index = torch.randint(0, 20, (2, 60), generator=gen)
+    data = Data(x=x if x_layout is None else x_layout(x),
+                edge_index=edge_index.to_sparse() if sparse_edges
+                else edge_index, y=torch.arange(20) % 3)
+    path = tmp_path / 'g.pt'
+    torch.save(data, path)
+    return path, x
+
+
+@pytest.mark.parametrize('layout', [lambda x: x.to_sparse(),
+                                    lambda x: x.to_sparse_csr()],
+                         ids=['coo', 'csr'])
+def test_sparse_features_in_a_data_file_are_densified(tmp_path, layout):
+    import warnings
+
+    from gnncompress.data import load_graph
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # sparse CSR is "in beta"
+        path, x = _graph_file(tmp_path, layout)
+    graph = load_graph(path)
+    assert graph.x.layout == torch.strided
+    assert torch.equal(graph.x, x)
+
+
+def test_sparse_edge_index_in_a_data_file_is_one_line(tmp_path):
+    path, _ = _graph_file(tmp_path, sparse_edges=True)
+    result = runner.invoke(app, ['train-teacher', '--data', str(path),
+                                 '--out', str(tmp_path / 't.pt')])
+    line = _one_error_line(result, 1)
+    assert line == ("Error: Dataset 'g': 'edge_index' is a sparse_coo "
+                    'tensor: save it dense (.to_dense())')
