@@ -88,13 +88,38 @@ def read_card(path: Path) -> dict[str, Any]:
         return {}
     try:
         card = json.loads(card_file.read_text(encoding='utf-8'))
-    except (OSError, ValueError, RecursionError):
-        # unreadable, not UTF-8, not JSON or nested too deep: no card,
-        # as for any other card that is not ours
-        return {}
+    except (OSError, ValueError, RecursionError) as e:
+        # Unreadable, not UTF-8, not JSON or nested too deep: it may be
+        # our card, and ignoring it would silently drop its settings.
+        reason = e.strerror if isinstance(e, OSError) else \
+            'not UTF-8' if isinstance(e, UnicodeDecodeError) else \
+            'nested too deeply' if isinstance(e, RecursionError) else \
+            'not valid JSON'
+        raise CheckpointError(
+            f'Teacher card {card_file} cannot be read ({reason}): fix it, or '
+            f'move it away to load {path.name} without a card') from None
     if not isinstance(card, dict) or card.get('kind') != CARD_KIND:
-        return {}
+        return {}  # another tool's JSON beside the checkpoint
+    for key, types in _CARD_TYPES.items():
+        value = card.get(key)
+        if key in card and (not isinstance(value, types) or
+                            (isinstance(value, bool) and bool not in types)):
+            names = ' or '.join('null' if t is type(None) else t.__name__
+                                for t in types)
+            raise CheckpointError(
+                f"Teacher card {card_file}: '{key}' must be {names} (got "
+                f'{value!r:.40}): fix it, or move the card away to load '
+                f'{path.name} without it')
     return card
+
+
+# The fields of a teacher card the tool reads, and their types.
+_CARD_TYPES: dict[str, tuple[type, ...]] = {
+    'spec': (dict,), 'data': (str, type(None)), 'data_is_file': (bool,),
+    'data_root': (str, type(None)), 'test_accuracy': (int, float),
+    'val_accuracy': (int, float), 'normalize_features': (bool,),
+    'classes': (list,), 'points': (int, type(None)),
+    'augment': (list, str, type(None))}
 
 
 def set_max_checkpoint_gb(gb: float) -> None:

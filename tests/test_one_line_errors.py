@@ -143,37 +143,61 @@ def test_no_torch_warning_before_the_error(tmp_path, write, recwarn):
                 and 'torch' in str(w.filename)]
 
 
-@pytest.mark.parametrize('accuracy', [None, 'high', [1]],
-                         ids=['missing', 'text', 'list'])
-def test_inspect_card_without_numeric_accuracy(tmp_path, accuracy):
-    import json
-    import shutil
-    teacher = tmp_path / 't.pt'
-    shutil.copy(SAMPLE_TEACHER, teacher)
-    card = json.loads(SAMPLE_TEACHER.with_suffix('.json').read_text())
-    card.pop('test_accuracy', None)
-    if accuracy is not None:
-        card['test_accuracy'] = accuracy
-    teacher.with_suffix('.json').write_text(json.dumps(card))
-    result = runner.invoke(app, ['inspect', str(teacher)])
-    assert 'Traceback' not in result.output
-    if result.exit_code == 0:
-        assert 'test accuracy not recorded' in result.output
-    else:
-        _one_error_line(result, 1, 't.json')
-
-
-@pytest.mark.parametrize('text', [b'\xff\xfe{"kind": 1}',
-                                  b'[' * 100_000 + b']' * 100_000],
-                         ids=['not-utf8', 'deeply-nested'])
-def test_unreadable_card_is_ignored_without_traceback(tmp_path, text):
+def _teacher_with_card(tmp_path, text: bytes):
     import shutil
     teacher = tmp_path / 't.pt'
     shutil.copy(SAMPLE_TEACHER, teacher)
     teacher.with_suffix('.json').write_bytes(text)
+    return teacher
+
+
+def test_inspect_card_without_accuracy(tmp_path):
+    import json
+    card = json.loads(SAMPLE_TEACHER.with_suffix('.json').read_text())
+    del card['test_accuracy']
+    teacher = _teacher_with_card(tmp_path, json.dumps(card).encode())
     result = runner.invoke(app, ['inspect', str(teacher)])
     assert result.exit_code == 0, result.output
-    assert 'Traceback' not in result.output
+    assert 'test accuracy not recorded' in result.output
+
+
+@pytest.mark.parametrize('field,value,must', [
+    ('test_accuracy', 'high', "int or float (got 'high')"),
+    ('test_accuracy', [1], 'int or float (got [1])'),
+    ('test_accuracy', True, 'int or float (got True)'),
+    ('spec', [1, 2], 'dict (got [1, 2])'),
+    ('data', 5, 'str or null (got 5)'),
+    ('data_is_file', 'yes', "bool (got 'yes')"),
+    ('classes', '0-4', "list (got '0-4')"),
+])
+def test_malformed_card_field_is_one_line(tmp_path, field, value, must):
+    import json
+    card = json.loads(SAMPLE_TEACHER.with_suffix('.json').read_text())
+    card[field] = value
+    teacher = _teacher_with_card(tmp_path, json.dumps(card).encode())
+    line = _one_error_line(runner.invoke(app, ['inspect', str(teacher)]), 1)
+    assert line == (f"Error: Teacher card {teacher.with_suffix('.json')}: "
+                    f"'{field}' must be {must}: fix it, or move the card "
+                    f'away to load t.pt without it')
+
+
+@pytest.mark.parametrize('text,reason', [
+    (b'\xff\xfe{"kind": 1}', 'not UTF-8'),
+    (b'[' * 100_000 + b']' * 100_000, 'nested too deeply'),
+    (b'{"kind": "gnncompress.teacher-card", ', 'not valid JSON'),
+], ids=['not-utf8', 'deeply-nested', 'truncated'])
+def test_unreadable_card_is_one_line(tmp_path, text, reason):
+    teacher = _teacher_with_card(tmp_path, text)
+    line = _one_error_line(runner.invoke(app, ['inspect', str(teacher)]), 1)
+    assert line == (f"Error: Teacher card {teacher.with_suffix('.json')} "
+                    f'cannot be read ({reason}): fix it, or move it away to '
+                    f'load t.pt without a card')
+
+
+def test_json_of_another_tool_beside_a_checkpoint_is_not_a_card(tmp_path):
+    teacher = _teacher_with_card(tmp_path, b'{"model_type": "gat"}')
+    result = runner.invoke(app, ['inspect', str(teacher)])
+    assert result.exit_code == 0, result.output
     assert 'teacher card' not in result.output
 
 
