@@ -73,12 +73,14 @@ from gnncompress.models import (
     count_spec_parameters,
 )
 from gnncompress.options import (
+    check_memory,
     check_method_name,
     check_out,
     check_out_file,
     check_path_length,
     check_ratio,
     check_training,
+    training_bytes,
 )
 from gnncompress.report import (
     Gate,
@@ -358,6 +360,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                     alpha=alpha, theta=theta,
                     readout=(readout or 'mean') if graph.batch is not None
                     else None)
+    check_trainable(spec, graph, f'A teacher of --hidden {hidden}')
     seed_everything(seed)
     model = build_model(spec).to(dev)
     result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
@@ -444,6 +447,7 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
     if hidden is not None:
         if ratio is not None:
             raise GnnCompressError('Give either --hidden or --ratio, not both')
+        check_trainable(make(hidden), graph, f'A student of --hidden {hidden}')
         return make(hidden)
     ratio = DEFAULT_RATIO if ratio is None else ratio
     check_ratio(ratio)
@@ -457,6 +461,14 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
         f'No {layers}-layer {arch} student is {ratio:g}x smaller than the '
         f'teacher ({count_spec_parameters(teacher):,} parameters): lower '
         f'--ratio or --layers')
+
+
+def check_trainable(spec: ArchSpec, graph: Graph, what: str) -> None:
+    """Refuse, before it is built, a model whose training cannot fit in
+    memory."""
+    check_memory(training_bytes(count_spec_parameters(spec), graph.num_nodes,
+                                spec.hidden_channels, spec.num_layers),
+                 what, 'give a smaller --hidden or fewer --layers')
 
 
 MIN_HIDDEN = 8

@@ -21,6 +21,7 @@ from gnncompress.bench import Latency, measure_latency, session_threads
 from gnncompress.core import Graph
 from gnncompress.errors import CheckpointError, DataError
 from gnncompress.models import count_parameters, forward_logits
+from gnncompress.options import check_memory
 from gnncompress.report import Gate
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
@@ -227,6 +228,10 @@ def parse_graph_size(text: str) -> tuple[int, int, int]:
         raise DataError(f"--graph-size takes NODES:EDGES:FEATURES with at "
                         f"least 2 nodes and 1 feature, e.g. 169343:1166243:128 "
                         f"(got '{text}')")
+    nodes, edges, features = values
+    # float32 features, int64 edges, labels and three masks
+    check_memory(4 * nodes * features + 16 * edges + 11 * nodes,
+                 f'--graph-size {text}', 'give a smaller graph')
     return values  # type: ignore[return-value]
 
 

@@ -3,6 +3,7 @@ each failure is a :class:`GnnCompressError` naming the option and the fix."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from gnncompress.errors import GnnCompressError
@@ -107,3 +108,35 @@ def check_out_file(out: str | Path, flag: str = '--out',
     if out.is_dir():
         raise GnnCompressError(f'{flag} {out} is a folder: give a file '
                                f'name inside it, e.g. {out / example}')
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory."""
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def training_bytes(parameters: int, nodes: int, width: int,
+                   layers: int) -> int:
+    """A lower bound on what training a model takes: its weights,
+    gradients and Adam's two moments (float32), and one activation and its
+    gradient per layer and node."""
+    return 16 * parameters + 8 * nodes * width * layers
+
+
+def check_memory(needed: int, what: str, fix: str) -> None:
+    """Refuse, before anything is allocated, what cannot fit in this
+    machine's memory (``--hidden 1000000000``, a 10^12-node
+    ``--graph-size``), rather than fail in the allocator or swap."""
+    total = memory_bytes()
+    if needed > total:
+        raise GnnCompressError(f'{what} needs at least {_size(needed)} of '
+                               f'memory, more than the {_size(total)} of '
+                               f'this machine: {fix}')
+
+
+def _size(nbytes: float) -> str:
+    """``25.3 GB``, ``66,400 TB``."""
+    value, unit = nbytes / 1e9, 'GB'
+    if value >= 1000:
+        value, unit = value / 1000, 'TB'
+    return f'{value:,.0f} {unit}' if value >= 100 else f'{value:.3g} {unit}'

@@ -485,3 +485,27 @@ def test_sparse_edge_index_in_a_data_file_is_one_line(tmp_path):
     line = _one_error_line(result, 1)
     assert line == ("Error: Dataset 'g': 'edge_index' is a sparse_coo "
                     'tensor: save it dense (.to_dense())')
+
+
+# Sizes that cannot fit, refused before anything is allocated ---------------
+
+@pytest.mark.parametrize('args,what', [
+    (['distill', str(SAMPLE_TEACHER), '--hidden', '1000000000'],
+     'A student of --hidden 1000000000 needs at least 66.4 TB of memory'),
+    (['bench', str(SAMPLE_TEACHER), '--graph-size', '1000000000000:10:1433'],
+     '--graph-size 1000000000000:10:1433 needs at least 5,743 TB of memory'),
+], ids=['hidden', 'graph-size'])
+def test_sizes_beyond_memory_are_refused_up_front(tmp_path, monkeypatch,
+                                                  args, what):
+    from gnncompress import options
+    # An allocation would fail with "Ran out of memory" instead.
+    monkeypatch.setattr(options, 'memory_bytes', lambda: 64 * 10 ** 9)
+    result = runner.invoke(app, [*args, '--data-root', str(SAMPLE_TEACHER
+                                                           .parent),
+                                 '--out', str(tmp_path / 'o')])
+    line = _one_error_line(result, 1)
+    fix = 'give a smaller graph' if 'graph-size' in what else \
+        'give a smaller --hidden or fewer --layers'
+    assert line == f'Error: {what}, more than the 64 GB of this machine: ' \
+        f'{fix}'
+    assert not (tmp_path / 'o').exists()
