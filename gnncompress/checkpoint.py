@@ -825,10 +825,15 @@ def build_spec(spec: ArchSpec, path: Path | str) -> nn.Module:
         return build_model(spec)
     except (ValueError, KeyError, TypeError, AssertionError,
             NotImplementedError) as e:
+        try:
+            shown = spec.describe()
+        except (ValueError, KeyError, TypeError):  # layers without a kind
+            shown = spec.arch
         raise ArchitectureError(
-            f'The architecture of {path} ({spec.describe()}) cannot be '
-            f"built ({' '.join(str(e).split())[:160]}): fix the teacher "
-            f'card, the metadata or the command line options') from None
+            f'The architecture of {path} ({shown}) cannot be '
+            f"built ({type(e).__name__}: {' '.join(str(e).split())[:160]}): "
+            f'fix the teacher card, the metadata or the command line '
+            f'options') from None
 
 
 # An in-memory teacher (the Python API's ``distill(teacher=module)``).

@@ -509,3 +509,21 @@ def test_sizes_beyond_memory_are_refused_up_front(tmp_path, monkeypatch,
     assert line == f'Error: {what}, more than the 64 GB of this machine: ' \
         f'{fix}'
     assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('layers', [[{}], [{'x': 1}]], ids=['empty', 'no-kind'])
+def test_sequence_layers_without_their_fields_are_one_line(tmp_path, layers):
+    import json
+
+    from safetensors.torch import save_file
+
+    from gnncompress.checkpoint import SPEC_KEY
+    path = tmp_path / 's.safetensors'
+    save_file({'a.weight': torch.ones(4, 3)}, str(path), metadata={
+        SPEC_KEY: json.dumps({'arch': 'sequence', 'in_channels': 3,
+                              'hidden_channels': 4, 'num_layers': 1,
+                              'out_channels': 4, 'layers': layers})})
+    line = _one_error_line(runner.invoke(app, ['inspect', str(path)]), 1)
+    assert line == (f"Error: The architecture of {path} (sequence) cannot be "
+                    f"built (KeyError: 'name'): fix the teacher card, the "
+                    f'metadata or the command line options')
