@@ -44,6 +44,7 @@ from gnncompress.models.slimmable import (
     TaskSlice,
     save_slimmable,
 )
+from gnncompress.options import check_out
 from gnncompress.report import (
     Gate,
     ModelEntry,
@@ -738,6 +739,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
     widths = _parse_widths(widths)
     export_widths = sorted(set(_parse_widths(export_widths))) \
         if export_widths is not None else None
+    check_out(out)
     out = Path(out) if out is not None else \
         Path('gnncompress-out') / 'amalgamate'
     dev = api.resolve_device(device)

@@ -57,6 +57,7 @@ from gnncompress.errors import (
     GnnCompressError,
     OutputError,
     TrainingError,
+    plural,
 )
 from gnncompress.export import (
     SPARSE_CHECK_DENSITY,
@@ -74,10 +75,14 @@ from gnncompress.models import (
     count_spec_parameters,
 )
 from gnncompress.options import (
+    check_memory,
     check_method_name,
+    check_out,
     check_out_file,
+    check_path_length,
     check_ratio,
     check_training,
+    training_bytes,
 )
 from gnncompress.report import (
     Gate,
@@ -112,16 +117,17 @@ def check_writable(out: Path) -> None:
     """Fail before any training if ``out`` cannot be written; creates
     nothing."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f'Output folder {out} is a file: choose another '
-                          f'--out')
-    anchor = out
-    while not anchor.exists():
-        anchor = anchor.parent
-    if not anchor.is_dir():
-        raise OutputError(f'Output folder {out} cannot be written: {anchor} '
-                          f'is a file; choose another --out')
+    check_path_length(out, '--out')
     try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f'Output folder {out} is a file: choose '
+                              f'another --out')
+        anchor = out
+        while not anchor.exists():
+            anchor = anchor.parent
+        if not anchor.is_dir():
+            raise OutputError(f'Output folder {out} cannot be written: '
+                              f'{anchor} is a file; choose another --out')
         shutil.rmtree(tempfile.mkdtemp(prefix='.gnncompress-', dir=anchor))
     except OSError as e:
         raise OutputError(f'Output folder {out} cannot be written '
@@ -313,7 +319,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     a point-cloud teacher (:func:`gnncompress.pointcloud.train_teacher`:
     ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
     ``points``, ``augment`` and ``batch_size`` apply to it alone)."""
-    check_training(lr=lr, weight_decay=weight_decay, seed=seed, out=out)
+    check_training(lr=lr, weight_decay=weight_decay, seed=seed)
+    check_out_file(out, example='teacher.pt')
     if arch == 'dgcnn':
         from gnncompress import pointcloud
         return pointcloud.train_teacher(
@@ -354,6 +361,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                     alpha=alpha, theta=theta,
                     readout=(readout or 'mean') if graph.batch is not None
                     else None)
+    check_trainable(spec, graph, f'A teacher of --hidden {hidden}')
     seed_everything(seed)
     model = build_model(spec).to(dev)
     result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
@@ -440,6 +448,7 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
     if hidden is not None:
         if ratio is not None:
             raise GnnCompressError('Give either --hidden or --ratio, not both')
+        check_trainable(make(hidden), graph, f'A student of --hidden {hidden}')
         return make(hidden)
     ratio = DEFAULT_RATIO if ratio is None else ratio
     check_ratio(ratio)
@@ -453,6 +462,14 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
         f'No {layers}-layer {arch} student is {ratio:g}x smaller than the '
         f'teacher ({count_spec_parameters(teacher):,} parameters): lower '
         f'--ratio or --layers')
+
+
+def check_trainable(spec: ArchSpec, graph: Graph, what: str) -> None:
+    """Refuse, before it is built, a model whose training cannot fit in
+    memory."""
+    check_memory(training_bytes(count_spec_parameters(spec), graph.num_nodes,
+                                spec.hidden_channels, spec.num_layers),
+                 what, 'give a smaller --hidden or fewer --layers')
 
 
 MIN_HIDDEN = 8
@@ -1179,10 +1196,10 @@ def export(checkpoint: str | Path, out: str | Path,
     if quantize is not None and sparse_features:
         raise GnnCompressError('--quantize int8 does not support '
                                '--sparse-features; drop one of them')
+    check_out_file(out, example='student.onnx')
     out = Path(out)
     if out.suffix != '.onnx':
         raise OutputError(f'Output file {out} must end in .onnx')
-    check_out_file(out)
     check_writable(out.parent)
     ckpt = load_checkpoint(checkpoint, overrides)
     gen = torch.Generator().manual_seed(seed)
@@ -1272,6 +1289,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
     if isinstance(sizes, str):
         sizes = cmp.parse_sizes(sizes)
     if out is not None:
+        check_out(out)
         check_writable(Path(out))
         outputs.claim(out)
     paths = [Path(m) for m in models]
@@ -1313,6 +1331,14 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                                     seed=seed, row_budget_s=row_budget_s)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if not any(row.latency for row in rows):
+        first = rows[0]
+        more = f' (and {plural(len(rows) - 1, "more failed row")})' \
+            if len(rows) > 1 else ''
+        raise GnnCompressError(
+            f'No bench row ran, nothing was written: {first.model} '
+            f'{first.runtime} {first.device} failed ({first.error}){more}: '
+            f'bench models that take this graph, or try other --runtimes')
     degree = degree or graph.edge_index.size(1) / graph.num_nodes
     if base_name is not None:
         cmp.compare_to_baseline(rows, base_name)

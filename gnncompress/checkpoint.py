@@ -86,13 +86,38 @@ def read_card(path: Path) -> dict[str, Any]:
         return {}
     try:
         card = json.loads(card_file.read_text(encoding='utf-8'))
-    except (OSError, ValueError, RecursionError):
-        # unreadable, not UTF-8, not JSON or nested too deep: no card,
-        # as for any other card that is not ours
-        return {}
+    except (OSError, ValueError, RecursionError) as e:
+        # Unreadable, not UTF-8, not JSON or nested too deep: it may be
+        # our card, and ignoring it would silently drop its settings.
+        reason = e.strerror if isinstance(e, OSError) else \
+            'not UTF-8' if isinstance(e, UnicodeDecodeError) else \
+            'nested too deeply' if isinstance(e, RecursionError) else \
+            'not valid JSON'
+        raise CheckpointError(
+            f'Teacher card {card_file} cannot be read ({reason}): fix it, or '
+            f'move it away to load {path.name} without a card') from None
     if not isinstance(card, dict) or card.get('kind') != CARD_KIND:
-        return {}
+        return {}  # another tool's JSON beside the checkpoint
+    for key, types in _CARD_TYPES.items():
+        value = card.get(key)
+        if key in card and (not isinstance(value, types) or
+                            (isinstance(value, bool) and bool not in types)):
+            names = ' or '.join('null' if t is type(None) else t.__name__
+                                for t in types)
+            raise CheckpointError(
+                f"Teacher card {card_file}: '{key}' must be {names} (got "
+                f'{value!r:.40}): fix it, or move the card away to load '
+                f'{path.name} without it')
     return card
+
+
+# The fields of a teacher card the tool reads, and their types.
+_CARD_TYPES: dict[str, tuple[type, ...]] = {
+    'spec': (dict,), 'data': (str, type(None)), 'data_is_file': (bool,),
+    'data_root': (str, type(None)), 'test_accuracy': (int, float),
+    'val_accuracy': (int, float), 'normalize_features': (bool,),
+    'classes': (list,), 'points': (int, type(None)),
+    'augment': (list, str, type(None))}
 
 
 def set_max_checkpoint_gb(gb: float) -> None:
@@ -117,13 +142,22 @@ def _check_size(path: Path, size: int, what: str) -> None:
 def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Tensors and (safetensors) metadata of a checkpoint file."""
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f'Checkpoint not found: {path}')
-    if not path.is_file():
-        raise CheckpointError(f'Checkpoint {path} is not a file')
-    _check_size(path, path.stat().st_size, 'is')
-    with open(path, 'rb') as f:
-        head = f.read(16)
+    try:
+        if not path.exists():
+            raise CheckpointError(f'Checkpoint not found: {path}')
+        if not path.is_file():
+            raise CheckpointError(f'Checkpoint {path} is not a file')
+        _check_size(path, path.stat().st_size, 'is')
+        with open(path, 'rb') as f:
+            head = f.read(16)
+    except OSError as e:
+        # a name too long (Errno 36), a link to /proc/self/mem (Errno 5),
+        # no permission, ...
+        shown = str(path) if len(str(path)) <= 120 else \
+            f'{str(path)[:60]}...{str(path)[-40:]}'
+        raise CheckpointError(
+            f'Checkpoint {shown} cannot be read ({e.strerror or e}): give '
+            f'the path of a readable checkpoint file') from None
     if path.suffix == '.safetensors' or _looks_like_safetensors(head):
         tensors, metadata = _read_safetensors(path)
     else:
@@ -145,6 +179,17 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
             raise CheckpointError(
                 f'Tensor key {name} of {path} holds control characters, '
                 f'which no model has: save the state_dict of the model')
+        if value.layout != torch.strided:
+            layout = str(value.layout).removeprefix('torch.')
+            raise CheckpointError(
+                f'Tensor {name} of {path} is a {layout} tensor, which no '
+                f'model weight is: save the dense weights '
+                f'(tensor.to_dense())')
+        if value.is_meta:
+            raise CheckpointError(
+                f'Tensor {name} of {path} is a meta tensor (a shape without '
+                f'values): save the model after its weights are '
+                f'initialised or loaded')
         if value.is_complex() or value.dtype not in _WEIGHT_DTYPES:
             raise CheckpointError(
                 f'Tensor {name} of {path} has dtype {value.dtype}, which no '
@@ -664,7 +709,11 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     'in_channels': (int,), 'hidden_channels': (int,), 'num_layers': (int,),
     'out_channels': (int,), 'heads': (int,), 'dropout': (int, float),
     'alpha': (int, float), 'theta': (int, float), 'train_eps': (bool,),
-    'shared_weights': (bool,)}
+    'shared_weights': (bool,), 'readout': (str, type(None)),
+    'k': (int, type(None)), 'emb_channels': (int, type(None))}
+# Fields that hold a list, and the type of its items (DGCNN's widths and
+# head, a sequence teacher's layers).
+_LIST_FIELDS: dict[str, type] = {'widths': int, 'head': int, 'layers': dict}
 
 
 # Dropout is a probability; GCNII's alpha is a mixing weight and its theta
@@ -698,6 +747,15 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
                 f"The architecture field '{key}' of {path} must be {names} "
                 f'(got {value!r:.40}): fix it on the teacher card, the '
                 f'metadata or the command line')
+        item = _LIST_FIELDS.get(key)
+        if item is not None and value is not None and (
+                not isinstance(value, list) or
+                not all(isinstance(v, item) and not isinstance(v, bool)
+                        for v in value)):
+            raise ArchitectureError(
+                f"The architecture field '{key}' of {path} must be a list "
+                f'of {item.__name__} or null (got {value!r:.40}): fix it on '
+                f'the teacher card, the metadata or the command line')
         low, high = _FIELD_RANGES.get(key, (None, None))
         if low is not None and not low <= value <= high:
             raise ArchitectureError(
@@ -765,10 +823,15 @@ def build_spec(spec: ArchSpec, path: Path | str) -> nn.Module:
         return build_model(spec)
     except (ValueError, KeyError, TypeError, AssertionError,
             NotImplementedError) as e:
+        try:
+            shown = spec.describe()
+        except (ValueError, KeyError, TypeError):  # layers without a kind
+            shown = spec.arch
         raise ArchitectureError(
-            f'The architecture of {path} ({spec.describe()}) cannot be '
-            f"built ({' '.join(str(e).split())[:160]}): fix the teacher "
-            f'card, the metadata or the command line options') from None
+            f'The architecture of {path} ({shown}) cannot be '
+            f"built ({type(e).__name__}: {' '.join(str(e).split())[:160]}): "
+            f'fix the teacher card, the metadata or the command line '
+            f'options') from None
 
 
 # An in-memory teacher (the Python API's ``distill(teacher=module)``).

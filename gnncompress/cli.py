@@ -522,8 +522,8 @@ def inspect(
 def train_teacher(
     ctx: typer.Context,
     data: Annotated[str, typer.Option(help='Dataset name or Data file.')],
-    out: Annotated[Path, typer.Option(help='Output .pt file (a teacher card '
-                                      '.json is written beside it).')],
+    out: Annotated[str, typer.Option(help='Output .pt file (a teacher card '
+                                     '.json is written beside it).')],
     arch: Annotated[str, typer.Option(
         help='gcn, gat, gatv2, sage, gin, gcnii, mlp or dgcnn (point '
         'clouds).')] = 'gat',
@@ -589,7 +589,7 @@ def train_teacher(
 def export(
     checkpoint: Annotated[Path, typer.Argument(metavar='CHECKPOINT',
                                                help='Checkpoint file.')],
-    out: Annotated[Path, typer.Option(help='Output .onnx file.')],
+    out: Annotated[str, typer.Option(help='Output .onnx file.')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
@@ -668,9 +668,9 @@ def bench(
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         help='Gate: accuracy at most this many points below the '
         'baseline\'s.')] = None,
-    out: Annotated[Path, typer.Option(
+    out: Annotated[str, typer.Option(
         help='Folder for bench.json, bench.md and bench.png.')]
-    = Path('gnncompress-bench'),
+    = 'gnncompress-bench',
     seed: Annotated[int, typer.Option(help='Split / synthetic graph seed.')]
     = 0,
     sizes: Annotated[Optional[str], typer.Option(
@@ -759,7 +759,7 @@ def cotrain(
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = 'auto',
     data_root: DataRootOpt = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(
         help='Output folder (default: gnncompress-out/<data>-<method>).')
     ] = None,
     progress: Annotated[bool, typer.Option(help='Show a progress bar.')
@@ -847,7 +847,7 @@ def amalgamate(
     fanout: FanoutOpt = None,
     seed: Annotated[int, typer.Option()] = 0,
     device: DeviceOpt = 'auto',
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(
         help='Output folder (default: gnncompress-out/amalgamate).')] = None,
     progress: Annotated[bool, typer.Option(help='Show a progress bar.')
                         ] = True,

@@ -22,6 +22,7 @@ from gnncompress.core import Graph
 from gnncompress.defaults import DEFAULT_ROW_BUDGET_S
 from gnncompress.errors import CheckpointError, DataError
 from gnncompress.models import count_parameters, forward_logits
+from gnncompress.options import check_memory
 from gnncompress.report import Gate
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
@@ -225,6 +226,10 @@ def parse_graph_size(text: str) -> tuple[int, int, int]:
         raise DataError(f"--graph-size takes NODES:EDGES:FEATURES with at "
                         f"least 2 nodes and 1 feature, e.g. 169343:1166243:128 "
                         f"(got '{text}')")
+    nodes, edges, features = values
+    # float32 features, int64 edges, labels and three masks
+    check_memory(4 * nodes * features + 16 * edges + 11 * nodes,
+                 f'--graph-size {text}', 'give a smaller graph')
     return values  # type: ignore[return-value]
 
 
@@ -421,6 +426,9 @@ def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
 
             row.latency = measure_latency(run, warmup=warmup, repeat=repeat)
             logits = run()[0]
+        if not np.issubdtype(np.asarray(logits).dtype, np.floating):
+            raise TypeError(f'the output is {np.asarray(logits).dtype}, not '
+                            f'float logits')
     except Exception as e:  # a graph the exported model cannot take
         row.error = budget.message if budget.spent else _short(e)
         return row
@@ -492,9 +500,42 @@ def _onnx_inputs(path: Path) -> tuple[bool, int | None]:
             f"{path} has no input named 'x' (inputs: "
             f"{', '.join(sorted(inputs))}): bench takes the ONNX files "
             f'gnncompress exports')
+    _check_signature(path, model, inputs)
     dims = inputs['x'].type.tensor_type.shape.dim
     width = dims[1].dim_value if len(dims) == 2 else 0
     return 'edge_index' in inputs, width or None
+
+
+def _check_signature(path: Path, model: Any, inputs: dict[str, Any]) -> None:
+    """Refuse, before anything runs, inputs and outputs that no exported
+    node classifier has: ``x`` must be a float [nodes, features] matrix,
+    ``edge_index`` a [2, edges] int64 one, and the first output float
+    logits (a bool or string output has no classes to score)."""
+    from onnx import TensorProto
+
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
+              TensorProto.BFLOAT16)
+    expected = {'x': (floats, 'float'), 'edge_index': ((TensorProto.INT64,),
+                                                       'int64')}
+    for name, (types, word) in expected.items():
+        if name not in inputs:
+            continue
+        tensor = inputs[name].type.tensor_type
+        rank = len(tensor.shape.dim) if tensor.HasField('shape') else 2
+        if tensor.elem_type not in types or rank != 2:
+            raise CheckpointError(
+                f"{path} takes '{name}' as a {rank}-d "
+                f'{TensorProto.DataType.Name(tensor.elem_type).lower()} '
+                f'tensor, but bench feeds a 2-d {word} one: bench takes the '
+                f'ONNX files gnncompress exports')
+    output = model.graph.output[0].type.tensor_type \
+        if model.graph.output else None
+    if output is None or output.elem_type not in floats:
+        kind = TensorProto.DataType.Name(output.elem_type).lower() \
+            if output is not None else 'no'
+        raise CheckpointError(
+            f'{path} has {kind} output, not float logits: bench takes the '
+            f'ONNX files gnncompress exports')
 
 
 def _export_for_bench(entry: BenchModel, graph: Graph, folder: Path) -> None:

@@ -144,6 +144,13 @@ def _data_object(obj: Any, path: Path) -> Data:
     if not isinstance(obj, Data):
         raise DataError(f'{path} holds a {type(obj).__name__}, not a '
                         f'torch_geometric Data object')
+    x = obj._store.get('x')
+    if isinstance(x, Tensor) and x.layout in (torch.sparse_coo,
+                                              torch.sparse_csr):
+        # Sparse features (bag-of-words) are densified; the first layer
+        # multiplies them sparse again when they are large and mostly
+        # zero (models/sparse_input.py).
+        obj.x = x.to_dense()
     return obj
 
 
@@ -285,6 +292,11 @@ def check_data(data: Data, name: str) -> None:
     if not isinstance(x, Tensor) or not isinstance(edge_index, Tensor):
         raise DataError(f"Dataset '{name}' has no node features 'x' or no "
                         f"'edge_index' tensor")
+    for field, value in (('x', x), ('edge_index', edge_index)):
+        if value.layout != torch.strided:
+            raise DataError(f"Dataset '{name}': '{field}' is a "
+                            f"{str(value.layout).removeprefix('torch.')} "
+                            f'tensor: save it dense (.to_dense())')
     if x.dim() != 2 or x.size(0) < 1 or x.size(1) < 1 or x.is_complex():
         raise DataError(f"Dataset '{name}': 'x' must be a real [nodes, "
                         f'features] matrix (got shape {list(x.shape)}, '

@@ -43,6 +43,7 @@ from gnncompress.models import (
     run_model,
     sparse_input,
 )
+from gnncompress.options import check_out
 from gnncompress.report import CotrainReport, ModelEntry
 from gnncompress.sampling import CSR, MEMMAP_BYTES, Batch, NeighborSampler
 from gnncompress.training.loop import FitResult, check_finite, progress_bar
@@ -485,6 +486,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     elif batch_size is not None or fanout is not None:
         batch_size, hops = check_minibatch(None, batch_size, fanout, layers,
                                            who='each student')
+    check_out(out)
     out = Path(out) if out is not None else \
         Path('gnncompress-out') / f'{Path(str(data)).stem}-{method.lower()}'
     dev = api.resolve_device(device)

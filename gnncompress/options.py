@@ -3,6 +3,7 @@ each failure is a :class:`GnnCompressError` naming the option and the fix."""
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from gnncompress.errors import GnnCompressError
@@ -53,10 +54,32 @@ def check_method_name(name: str) -> None:
                                f"-o NAME.weight=W)")
 
 
-def check_out(out: str | Path | None, flag: str = '--out') -> None:
-    if out is not None and str(out).strip() == '':
-        raise GnnCompressError(f"{flag} is empty: give a folder, e.g. "
-                               f"{flag} gnncompress-out/run")
+def check_out(out: str | Path | None, flag: str = '--out',
+              example: str = 'gnncompress-out/run') -> None:
+    """An output path as given: not empty (``Path('')`` is the current
+    folder, which a run would replace) and no name longer than the file
+    system allows."""
+    if out is None:
+        return
+    if str(out).strip() == '':
+        kind = 'a file' if Path(example).suffix else 'a folder'
+        raise GnnCompressError(f"{flag} is empty: give {kind}, e.g. "
+                               f"{flag} {example}")
+    check_path_length(Path(out), flag)
+
+
+def check_path_length(path: Path, flag: str) -> None:
+    """Refuse, before the file system does (``Errno 36``), a name or a
+    path longer than it allows."""
+    # 40 bytes spare for the stage and temporary names written beside it
+    long = [p for p in path.parts if len(p.encode()) > NAME_MAX - 40]
+    if long:
+        raise GnnCompressError(f'{flag} has a name of {len(long[0])} '
+                               f'characters, longer than the file system '
+                               f'allows: give a shorter name')
+    if len(str(path.absolute()).encode()) > PATH_MAX:
+        raise GnnCompressError(f'{flag} is a path of over {PATH_MAX:,} '
+                               f'bytes: give a shorter path')
 
 
 def check_training(*, lr: float, weight_decay: float,
@@ -73,20 +96,47 @@ def check_training(*, lr: float, weight_decay: float,
 
 
 NAME_MAX = 255  # bytes in one path component on common file systems
+PATH_MAX = 4000  # bytes in a whole path (Linux allows 4,096)
 
 
-def check_out_file(out: Path, flag: str = '--out') -> None:
-    """An output file path: not a folder, no name longer than the file
-    system allows."""
-    # 20 bytes spare for the temporary name the file is written under
-    long = [p for p in out.parts if len(p.encode()) > NAME_MAX - 20]
-    if long:
-        raise GnnCompressError(f'{flag} has a name of {len(long[0])} '
-                               f'characters, longer than the file system '
-                               f'allows: give a shorter name')
-    if len(str(out.absolute()).encode()) > 4000:
-        raise GnnCompressError(f'{flag} is a path of over 4,000 bytes: give '
-                               f'a shorter path')
+def check_out_file(out: str | Path, flag: str = '--out',
+                   example: str = 'model.onnx') -> None:
+    """An output file path: not empty, not a folder, no name longer than
+    the file system allows."""
+    check_out(out, flag, example)
+    out = Path(out)
     if out.is_dir():
         raise GnnCompressError(f'{flag} {out} is a folder: give a file '
-                               f'name inside it, e.g. {out / "model.onnx"}')
+                               f'name inside it, e.g. {out / example}')
+
+
+def memory_bytes() -> int:
+    """The machine's physical memory."""
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+
+
+def training_bytes(parameters: int, nodes: int, width: int,
+                   layers: int) -> int:
+    """A lower bound on what training a model takes: its weights,
+    gradients and Adam's two moments (float32), and one activation and its
+    gradient per layer and node."""
+    return 16 * parameters + 8 * nodes * width * layers
+
+
+def check_memory(needed: int, what: str, fix: str) -> None:
+    """Refuse, before anything is allocated, what cannot fit in this
+    machine's memory (``--hidden 1000000000``, a 10^12-node
+    ``--graph-size``), rather than fail in the allocator or swap."""
+    total = memory_bytes()
+    if needed > total:
+        raise GnnCompressError(f'{what} needs at least {_size(needed)} of '
+                               f'memory, more than the {_size(total)} of '
+                               f'this machine: {fix}')
+
+
+def _size(nbytes: float) -> str:
+    """``25.3 GB``, ``66,400 TB``."""
+    value, unit = nbytes / 1e9, 'GB'
+    if value >= 1000:
+        value, unit = value / 1000, 'TB'
+    return f'{value:,.0f} {unit}' if value >= 100 else f'{value:.3g} {unit}'

@@ -70,7 +70,14 @@ def claim(out: Path | str, inputs: Sequence[Path | str | None] = ()) -> None:
     that holds one of the run's ``inputs``, take its lock (again in the
     same process is a no-op) and remove what killed runs left there. Ranks
     other than 0 of a distributed run write nothing and take no lock."""
-    out = _resolved(out)
+    given, out = Path(out), _resolved(out)
+    here = Path.cwd().resolve()
+    if out == here or out in here.parents:
+        # --out is replaced whole: the shell would be left in a folder
+        # that no longer exists.
+        raise OutputError(f'--out {given} is the current folder or holds '
+                          f'it, which a run replaces whole: give a folder '
+                          f'inside it, e.g. --out {given / "run"}')
     for item in inputs:
         if item is None:
             continue

@@ -267,16 +267,36 @@ def test_kept_student_is_the_best_finite_one_and_exports(
     assert (tmp_path / 'kept.onnx').stat().st_size > 0
 
 
-@pytest.mark.xfail(reason='the relative ONNX tolerance accepts this run '
-                   'since the export merge; to be re-examined', strict=False)
-def test_lr_1e10_keeps_the_student_and_says_it_overflows(files, tmp_path):
+def test_lr_1e10_keeps_and_exports_the_student(files, tmp_path):
+    # Since ONNX parity is checked relative to the outputs' scale, a
+    # student with huge but finite values exports: both files are kept.
+    out = tmp_path / 'out'
+    report = _distill(files, out, lr=1e10, epochs=2, export=True)
+    kept = load_file(out / 'student.safetensors')
+    assert max(float(t.abs().max()) for t in kept.values()) > 1e6
+    assert (out / 'student.onnx').stat().st_size > 0
+    assert report.student.parameters > 0
+    assert 'status' not in json.loads((out / 'report.json').read_text())
+
+
+def test_lr_1e10_keeps_the_student_and_says_it_overflows(
+        files, tmp_path, monkeypatch):
+    # Where the export still fails on such values, the run keeps the
+    # student and says why in one line.
+    def mismatch(*args, **kwargs):
+        raise ExportError('ONNX export does not match PyTorch (max '
+                          'difference 3e+12)')
+    monkeypatch.setattr(api, 'export_onnx', mismatch)
     out = tmp_path / 'out'
     with pytest.raises(ExportError) as info:
         _distill(files, out, lr=1e10, epochs=2, export=True)
     message = str(info.value)
-    assert 'its values overflow float32' in message
-    assert 'lower --lr' in message and '\n' not in message
-    assert str(out / 'student.safetensors') in message
+    assert message.startswith('The student cannot be exported: its values '
+                              'overflow float32 (largest weight ')
+    assert message.endswith('so PyTorch and ONNX Runtime cannot agree; '
+                            'lower --lr; the student is kept in '
+                            f"{out / 'student.safetensors'}")
+    assert '\n' not in message
     assert sorted(p.name for p in out.iterdir()) == [
         'report.json', 'report.md', 'student.safetensors']
     assert json.loads((out / 'report.json').read_text())['status'] == \

@@ -136,12 +136,13 @@ def test_bad_spec_metadata(tmp_path, text, error, message):
         load_checkpoint(_with_metadata(tmp_path, text))
 
 
-def test_card_with_a_spec_that_is_not_an_object_is_ignored(tmp_path):
+def test_card_with_a_spec_that_is_not_an_object_is_refused(tmp_path):
     path = _save(tmp_path, _state())
     path.with_suffix('.json').write_text(json.dumps(
         {'kind': CARD_KIND, 'spec': [1, 2]}))
 
-    assert load_checkpoint(path).spec == SPEC
+    with pytest.raises(CheckpointError, match="'spec' must be dict"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize('field, value', [('dropout', 2.0), ('alpha', -1),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
@@ -201,16 +202,20 @@ class ArchSpec:
 
 def _check_dgcnn(spec: ArchSpec) -> None:
     """Validate (and normalise) the DGCNN fields of an ArchSpec."""
-    if not spec.widths or len(spec.widths) != spec.num_layers:
+    if not isinstance(spec.widths, (list, tuple)) or not spec.widths or \
+            len(spec.widths) != spec.num_layers:
         raise ArchitectureError(
             f'A DGCNN needs one EdgeConv width per layer: got widths '
-            f'{spec.widths} for {spec.num_layers} layers (e.g. --layers 4 '
-            f'--hidden 64,64,128,256)')
-    spec.widths = [int(w) for w in spec.widths]
-    spec.head = [int(w) for w in (spec.head or [])]
-    spec.k = 20 if spec.k is None else int(spec.k)
+            f'{spec.widths!r:.40} for {spec.num_layers} layers (e.g. '
+            f'--layers 4 --hidden 64,64,128,256)')
+    if not isinstance(spec.head, (list, tuple, type(None))):
+        raise ArchitectureError(f"DGCNN 'head' must be a list of widths "
+                                f'(got {spec.head!r:.40})')
+    spec.widths = [_whole(w, 'widths') for w in spec.widths]
+    spec.head = [_whole(w, 'head') for w in (spec.head or [])]
+    spec.k = 20 if spec.k is None else _whole(spec.k, 'k')
     spec.emb_channels = 1024 if spec.emb_channels is None \
-        else int(spec.emb_channels)
+        else _whole(spec.emb_channels, 'emb_channels')
     spec.readout = spec.readout or 'max'
     if min(spec.widths + spec.head + [spec.emb_channels]) < 1:
         raise ArchitectureError(f'DGCNN widths must be positive (got '
@@ -221,3 +226,13 @@ def _check_dgcnn(spec: ArchSpec) -> None:
     if spec.readout not in READOUTS:
         raise ArchitectureError(f"Unknown readout '{spec.readout}' (choose "
                                 f"from {', '.join(READOUTS)})")
+
+
+def _whole(value: Any, name: str) -> int:
+    """``value`` as an int, when it is a whole number (not a bool, a text
+    or a fraction)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or int(value) != value:
+        raise ArchitectureError(f"DGCNN '{name}' must hold whole numbers "
+                                f'(got {value!r:.40})')
+    return int(value)
