@@ -809,10 +809,22 @@ def module_checkpoint(module: nn.Module,
         ckpt = _load_sequence(path, tensors, overrides, error)
     found = ModuleCheckpoint(path=path, spec=ckpt.spec,
                              state_dict=tensors, sources=ckpt.sources,
-                             notes=ckpt.notes, card=ckpt.card,
+                             notes=_module_notes(overrides), card=ckpt.card,
                              format='module')
     found.module = module.eval()
     return found
+
+
+def _module_notes(overrides: dict[str, Any] | None) -> dict[str, str]:
+    """A module teacher runs its own forward: nothing about it is assumed
+    (no activation note), and the options that would set what a rebuilt
+    teacher cannot read from its weights change nothing."""
+    given = [k for k, v in (overrides or {}).items() if v is not None]
+    if not given:
+        return {}
+    return {'ignored': (
+        f"{', '.join('--' + k for k in given)} ignored: the teacher is "
+        f'your module, run by its own forward')}
 
 
 def user_teacher(path: Path | str, class_path: str,

@@ -127,6 +127,10 @@ def test_distill_writes_its_files(name, method, extra, tmp_path,
     # No teacher card: the features were checked, and the check is told.
     assert 'note: features: ' in \
         result.output
+    # Rebuilt from its weights: the activation is a guess, and said so,
+    # unless --act gave it.
+    assert ("note: activation 'relu' assumed" in result.output) == \
+        ('--act' not in extra)
 
 
 # Refusals ---------------------------------------------------------------------
