@@ -150,3 +150,23 @@ def test_teacher_args_must_be_an_object(gat_file, tmp_path):
                       'layouts:ExampleGAT', '--teacher-args', '{"a": ')
     assert result.exit_code == 1
     assert '--teacher-args is not a JSON object' in result.output
+
+
+class _Pickled:
+    hidden = 16
+
+
+def test_teacher_class_reads_the_file_weights_only(cora, tmp_path):
+    # The class is the user's code; the file still never runs any.
+    from gnncompress import checkpoint
+    from gnncompress.errors import CheckpointError
+    module = ExampleGAT(cora.num_features, cora.num_classes)
+    path = tmp_path / 'pickled.pt'
+    torch.save({'args': _Pickled(), 'model_state_dict': module.state_dict()},
+               path)
+
+    with pytest.raises(CheckpointError, match=r'pickled Python objects '
+                       r'\(test_module_teacher\._Pickled\)'):
+        checkpoint.user_teacher(path, 'layouts:ExampleGAT', {
+            'in_channels': cora.num_features,
+            'out_channels': cora.num_classes})
