@@ -102,7 +102,7 @@ def train_teacher(build, data, epochs: int) -> tuple[torch.nn.Module,
 
 def tool_command(teacher: Path, out: Path, data_root: Path, epochs: int,
                  options: dict[str, str]) -> list[str]:
-    extra = [a for k, v in options.items() for a in (f'--{k}', v)]
+    extra = [a for k, v in options.items() for a in (f'--{k}', v) if a]
     return ['distill', str(teacher), '--data', 'Cora', '--data-root',
             str(data_root), '--epochs', str(epochs), '--hidden', str(HIDDEN),
             '--method', 'kd', '--seed', str(SEED), '--baseline',
@@ -118,49 +118,82 @@ def run_tool(args: list[str]) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
+def teacher_file(name: str, build, save, data, epochs: int
+                 ) -> tuple[Path, dict[str, Any]]:
+    """The layout's teacher, trained and saved by the script (kept in the
+    cache with the script's own figures: training is deterministic, so a
+    rerun reuses it)."""
+    teacher = cache_dir() / 'teachers' / f'{name}-{epochs}.pt'
+    facts = teacher.with_suffix('.json')
+    if teacher.exists() and facts.exists():
+        return teacher, json.loads(facts.read_text())
+    model, own = train_teacher(build, data, epochs)
+    teacher.parent.mkdir(parents=True, exist_ok=True)
+    save(model, teacher)
+    found = {'teacher_class': type(model).__name__,
+             'teacher_parameters': sum(p.numel()
+                                       for p in model.parameters()),
+             'script_val_accuracy': own['val'],
+             'script_test_accuracy': own['test']}
+    write_json(facts, found)
+    return teacher, found
+
+
+# The tool's error when its feature check cannot tell raw from normalised
+# features: the script trained on NormalizeFeatures, so its user answers
+# with --normalize-features.
+FEATURES_ERROR = 'Cannot tell which features the teacher was trained on'
+
+
 def run_layout(name: str, fx, data, data_root: Path,
                epochs: int) -> dict[str, Any]:
     build, save, _ = fx.LAYOUTS[name]
     start = time.perf_counter()
-    model, own = train_teacher(build, data, epochs)
-    teacher = cache_dir() / 'teachers' / f'{name}-{epochs}.pt'
-    teacher.parent.mkdir(parents=True, exist_ok=True)
-    save(model, teacher)
-    options = fx.OPTIONS.get(name, {})
+    teacher, facts = teacher_file(name, build, save, data, epochs)
+    options = dict(fx.OPTIONS.get(name, {}))
     row: dict[str, Any] = {
-        'layout': name, 'epochs': epochs, 'seed': SEED,
-        'teacher_class': type(model).__name__,
-        'teacher_parameters': sum(p.numel() for p in model.parameters()),
-        'script_val_accuracy': own['val'], 'script_test_accuracy': own['test'],
-        'options': options, 'machine': machine()}
-    with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
-        out = Path(tmp) / 'run'
-        args = tool_command(teacher, out, data_root, epochs, options)
-        shown = {str(teacher): f'{name}.pt', str(out): 'out',
-                 str(data_root): os.path.relpath(data_root, REPO)}
-        row['command'] = 'gnncompress ' + shlex.join(
-            [shown.get(a, a) for a in args])
-        code, output = run_tool(args)
-        row['exit_code'] = code
-        row['loads'] = code == 0
-        if code != 0:
-            lines = [ln for ln in output.splitlines() if ln.strip()]
-            row['error'] = lines[-1] if lines else ''
-        else:
-            report = json.loads((out / 'report.json').read_text())
-            row.update({
-                'tool_teacher_test_accuracy':
-                    report['teacher']['test_accuracy'],
-                'distilled_test_accuracy': report['student']['test_accuracy'],
-                'distilled_val_accuracy': report['student']['val_accuracy'],
-                'alone_test_accuracy':
-                    report['student_alone']['test_accuracy'],
-                'alone_val_accuracy': report['student_alone']['val_accuracy'],
-                'student_parameters': report['student']['parameters'],
-                'exported': (report.get('exported') or {}).get('model'),
-                'notes': report['notes']})
+        'layout': name, 'epochs': epochs, 'seed': SEED, **facts,
+        'options': options, 'commit': _commit(), 'machine': machine()}
+    for _ in range(2):
+        with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+            out = Path(tmp) / 'run'
+            args = tool_command(teacher, out, data_root, epochs, options)
+            shown = {str(teacher): f'{name}.pt', str(out): 'out',
+                     str(data_root): os.path.relpath(data_root, REPO)}
+            row['command'] = 'gnncompress ' + shlex.join(
+                [shown.get(a, a) for a in args])
+            code, output = run_tool(args)
+            row.update(exit_code=code, loads=code == 0)
+            if code == 0:
+                row.update(_figures(json.loads(
+                    (out / 'report.json').read_text())))
+                break
+            row['error'] = ' '.join(output.split())
+            if FEATURES_ERROR not in row['error'] or \
+                    'normalize-features' in options:
+                break
+            row['first_error'] = row.pop('error')
+            options['normalize-features'] = ''
     row['seconds'] = time.perf_counter() - start
     return row
+
+
+def _figures(report: dict[str, Any]) -> dict[str, Any]:
+    return {
+        'tool_teacher_test_accuracy': report['teacher']['test_accuracy'],
+        'distilled_test_accuracy': report['student']['test_accuracy'],
+        'distilled_val_accuracy': report['student']['val_accuracy'],
+        'alone_test_accuracy': report['student_alone']['test_accuracy'],
+        'alone_val_accuracy': report['student_alone']['val_accuracy'],
+        'student_parameters': report['student']['parameters'],
+        'exported': (report.get('exported') or {}).get('model'),
+        'notes': report['notes']}
+
+
+def _commit() -> str | None:
+    done = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'],
+                          capture_output=True, text=True, cwd=REPO)
+    return done.stdout.strip() or None
 
 
 def collect(names: list[str], data_root: Path, epochs: int) -> None:
@@ -182,8 +215,16 @@ def _pct(value: float | None) -> str:
     return '-' if value is None else f'{100 * value:.1f}'
 
 
-def _features(notes: list[str]) -> str:
-    for note in notes:
+def _loads(row: dict[str, Any]) -> str:
+    if 'first_error' in row:
+        return 'yes, once told the features (see below)'
+    return 'yes'
+
+
+def _features(row: dict[str, Any]) -> str:
+    if 'normalize-features' in row['options']:
+        return 'row-normalised (--normalize-features)'
+    for note in row['notes']:
         if note.startswith('features: '):
             return note.split(',')[0][len('features: '):]
     return '-'
@@ -198,7 +239,8 @@ def report() -> str:
              '(val) | exported | options |',
              '|---|---|---|---|---|---|---|---|']
     for r in rows:
-        options = ' '.join(f'--{k} {v}' for k, v in r['options'].items())
+        options = ' '.join(f'--{k} {v}'.strip()
+                           for k, v in r['options'].items())
         if not r['loads']:
             lines.append(f"| {r['layout']} | {r['epochs']} | no: "
                          f"{r.get('error', '')} | - / "
@@ -206,16 +248,24 @@ def report() -> str:
                          f'{options or "-"} |')
             continue
         lines.append(
-            f"| {r['layout']} | {r['epochs']} | yes | "
+            f"| {r['layout']} | {r['epochs']} | {_loads(r)} | "
             f"{_pct(r['tool_teacher_test_accuracy'])} / "
-            f"{_pct(r['script_test_accuracy'])} | {_features(r['notes'])} | "
+            f"{_pct(r['script_test_accuracy'])} | {_features(r)} | "
             f"{_pct(r['distilled_test_accuracy'])} / "
             f"{_pct(r['alone_test_accuracy'])} "
             f"({_pct(r['distilled_val_accuracy'])} / "
             f"{_pct(r['alone_val_accuracy'])}) | {r.get('exported') or '-'} "
             f'| {options or "-"} |')
+    asked = [f"- {r['layout']}: {r['first_error']}" for r in rows
+             if 'first_error' in r]
+    if asked:
+        asked = ['Without a teacher card, the tool refused these teachers '
+                 'the first time, as the feature check could not settle raw '
+                 'against row-normalised features; the run in the table is '
+                 'the next one, with `--normalize-features` (the script '
+                 'trains on `NormalizeFeatures`):', '', *asked, '']
     return '\n'.join([
-        *lines, '',
+        *lines, '', *asked,
         'Epochs: of the teacher\'s training and of each student, '
         f'seed {SEED}; student: 2-layer GCN, {HIDDEN} hidden '
         f'channels, KD; tool command per layout (in the JSON files): '
