@@ -136,6 +136,32 @@ def test_distill_writes_its_files(name, method, extra, tmp_path,
         ('--act' not in extra)
 
 
+@pytest.mark.parametrize('name', list(LAYOUTS))
+def test_every_layout_distills(name, tmp_path, graph):
+    # Each file as saved, on the graph it was trained on: two epochs write
+    # every output.
+    from torch_geometric.data import Data
+    _, path = _written(name, tmp_path, graph)
+    x, edge_index, y = graph
+    data = tmp_path / 'tiny.pt'
+    torch.save(Data(x=x, edge_index=edge_index, y=y), data)
+    options = [a for k, v in OPTIONS.get(name, {}).items()
+               for a in (f'--{k}', v)]
+    out = tmp_path / 'run'
+
+    result = runner.invoke(app, [
+        'distill', str(path), '--data', str(data), '--epochs', '2',
+        '--hidden', '8', '--out', str(out), '--no-progress',
+        '--no-latency', *options])
+
+    assert result.exit_code == 0, result.output
+    assert {'report.json', 'student.onnx', 'student.safetensors'} <= \
+        {p.name for p in out.iterdir()}
+    report = json.loads((out / 'report.json').read_text())
+    assert report['teacher']['spec']['in_channels'] == FEATURES
+    assert report['student']['spec']['out_channels'] == CLASSES
+
+
 # Refusals ---------------------------------------------------------------------
 
 class _GraphConvNet(nn.Module):
