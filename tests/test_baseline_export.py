@@ -139,3 +139,17 @@ def _entry(val):
 def test_export_choice_prefers_the_distilled_student_on_a_tie(
         distilled, alone, model):
     assert export_choice(_entry(distilled), _entry(alone))['model'] == model
+
+
+def test_minibatch_runs_choose_too(tmp_path):
+    report = gnncompress.api.distill(
+        SAMPLE_TEACHER, data='Cora', data_root=SAMPLES, epochs=1, hidden=8,
+        batch_size=512, fanout='5,5', baseline=True, latency=False,
+        progress=False, out=tmp_path / 'run')
+
+    alone = report.student_alone.val_accuracy
+    assert report.exported['model'] == (
+        'baseline' if alone > report.student.val_accuracy else 'distilled')
+    holder = report.student_alone if report.exported['model'] == \
+        'baseline' else report.student
+    assert holder.file == str(tmp_path / 'run' / 'student.safetensors')
