@@ -88,6 +88,7 @@ from gnncompress.report import (
     Gate,
     ModelEntry,
     Report,
+    export_choice,
     student_speedups,
 )
 from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
@@ -754,6 +755,8 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             parameters=count_parameters(alone),
             test_accuracy=alone_fit.test_accuracy,
             val_accuracy=alone_fit.val_accuracy)
+    else:
+        alone = None
 
     seed_everything(seed)
     model = build_model(s_spec).to(dev)
@@ -780,7 +783,8 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
         distiller=distiller, graph=graph, result=result,
-        alone_entry=alone_entry, inputs=(g.x, g.edge_index, g.batch),
+        alone_entry=alone_entry, alone_model=alone,
+        inputs=(g.x, g.edge_index, g.batch),
         training=describe_training(result, epochs=epochs, lr=lr,
                                    weight_decay=weight_decay,
                                    patience=patience),
@@ -813,7 +817,8 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                     config: dict[str, Any] | None, seed: int,
                     min_accuracy: float | None,
                     max_accuracy_drop: float | None,
-                    teacher_onnx: bool = False) -> Report:
+                    teacher_onnx: bool = False,
+                    alone_model: torch.nn.Module | None = None) -> Report:
     """What ``distill`` writes once the student is trained (full-graph or
     mini-batch): latency of teacher and student and the ONNX parity check
     on ``inputs`` (x, edge_index, batch: the whole graph, or a sampled
@@ -821,7 +826,10 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
     all staged and moved into ``out`` at once. ``notes`` come after the
     teacher card's and the collapse warning. Teacher and student are timed
     in PyTorch with the same threads; ``teacher_onnx`` also exports the
-    teacher and times it in onnxruntime with the student's threads."""
+    teacher and times it in onnxruntime with the student's threads.
+    With ``--baseline`` (``alone_entry`` and ``alone_model``, the student
+    trained alone), the files hold whichever of the two students scored
+    better on validation (:func:`exported_student`)."""
     x, edge_index, batch = inputs
     used_weight = distiller.default_weight if weight is None else weight
     collapsed = collapse_note(result.val_accuracy, graph)
@@ -841,6 +849,8 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
             parameters=count_parameters(teacher_model),
             test_accuracy=teacher_acc, file=str(teacher),
             file_bytes=_file_bytes(teacher))
+        chosen, chosen_entry, exported = exported_student(
+            model, student_entry, alone_model, alone_entry)
         x_dev, edges_dev = x.to(dev), edge_index.to(dev)
         batch_dev = batch.to(dev) if batch is not None else None
         for entry, m in ((teacher_entry, teacher_model),
@@ -850,13 +860,14 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                     m, x_dev, edges_dev, batch_dev).to_dict()
         failure = None
         if export:
-            save_student(model, s_spec, stage, out, distiller.name,
-                         graph.name, student_entry, files)
+            save_student(chosen, s_spec, stage, out, distiller.name
+                         if chosen is model else 'none (trained alone)',
+                         graph.name, chosen_entry, files)
             onnx_path = stage / 'student.onnx'
             x_cpu, edges_cpu = x.cpu(), edge_index.cpu()
             batch_cpu = batch.cpu() if batch is not None else None
             try:
-                parity = export_onnx(model, x_cpu, edges_cpu, onnx_path,
+                parity = export_onnx(chosen, x_cpu, edges_cpu, onnx_path,
                                      uses_graph=s_spec.uses_graph,
                                      batch=batch_cpu)
                 parity_cases = parity.cases
@@ -866,10 +877,10 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                     if batch_cpu is None and s_spec.uses_graph else None)
                 notes += [hint] if hint else []
             except ExportError as e:
-                failure = export_failure(e, model, (x_cpu, edges_cpu,
-                                                    batch_cpu), out)
+                failure = export_failure(e, chosen, (x_cpu, edges_cpu,
+                                                     batch_cpu), out)
                 write_failure(stage, out, failure, ['student.safetensors'],
-                              test_accuracy=result.test_accuracy)
+                              test_accuracy=chosen_entry.test_accuracy)
         if export and failure is None and not measuring():
             files['onnx'] = str(out / 'student.onnx')
         elif export and failure is None:
@@ -882,6 +893,7 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                     (x_cpu, edges_cpu, batch_cpu),
                     student_entry.latency['onnxruntime-cpu']['threads'])
         model.to(dev)
+        chosen.to(dev)
         if failure is None:
             report = write_report(
                 stage, out,
@@ -896,10 +908,29 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                 onnx_parity_relative=parity_relative,
                 training=training, seed=seed, device=dev, ckpt=ckpt,
                 files=files, config=config, min_accuracy=min_accuracy,
-                max_accuracy_drop=max_accuracy_drop, notes=notes)
+                max_accuracy_drop=max_accuracy_drop, notes=notes,
+                exported=exported)
     if failure is not None:
         raise failure
     return report
+
+
+def exported_student(model: torch.nn.Module, entry: ModelEntry,
+                     alone: torch.nn.Module | None,
+                     alone_entry: ModelEntry | None
+                     ) -> tuple[torch.nn.Module, ModelEntry,
+                                dict[str, Any] | None]:
+    """The student the files hold, its report entry and the report's
+    ``exported`` record: with a baseline, the better of the distilled
+    student and the one trained alone by validation score
+    (:func:`~gnncompress.report.export_choice`); else the distilled one and
+    None."""
+    if alone is None or alone_entry is None:
+        return model, entry, None
+    exported = export_choice(entry, alone_entry)
+    if exported['model'] == 'baseline':
+        return alone, alone_entry, exported
+    return model, entry, exported
 
 
 def export_failure(error: ExportError, model: torch.nn.Module,
@@ -1001,8 +1032,12 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
     """The distill Report (gates on the student's test accuracy against
     the teacher's) written as ``report.json`` and ``report.md`` into the
     staged folder; ``fields`` are the Report's own (command, method,
-    method_options, data, student_alone, training, seed)."""
+    method_options, data, student_alone, training, seed, exported). The
+    gates apply to the student the files hold."""
     files['report_json'] = str(out / 'report.json')
+    gated, name = student, 'student'
+    if (fields.get('exported') or {}).get('model') == 'baseline':
+        gated, name = fields['student_alone'], 'student alone (exported)'
     files['report_md'] = str(out / 'report.md')
     report = Report(
         teacher=teacher, student=student,
@@ -1014,7 +1049,7 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
         files=files, config=config or {},
         speedups=student_speedups(teacher, student), timings=breakdown(),
         gates=accuracy_gates(
-            [('student', student.test_accuracy, teacher.test_accuracy)],
+            [(name, gated.test_accuracy, teacher.test_accuracy)],
             min_accuracy, max_accuracy_drop), **fields)
     if plots.drawn('training.png', plots.distill_training, report.to_dict(),
                    stage / 'training.png'):

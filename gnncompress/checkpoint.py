@@ -20,10 +20,11 @@ import torch
 from torch import Tensor, nn
 
 from gnncompress.defaults import DEFAULT_MAX_CHECKPOINT_GB
-from gnncompress.errors import ArchitectureError, CheckpointError
+from gnncompress.errors import ArchitectureError, CheckpointError, clip
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.models.recognise import (
     ACT_NOTE,
+    CLASS_FIX,
     UnknownLayerError,
     sequence_spec,
     strip_prefixes,
@@ -278,7 +279,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(
             f'{path} is not a valid safetensors file '
-            f"({' '.join(str(e).split())[:160]})") from None
+            f'({clip(str(e), 160)})') from None
     if not tensors:
         raise CheckpointError(f'{path} holds no tensors')
     return tensors, metadata
@@ -663,7 +664,7 @@ def _load_spec(path: Path, tensors: dict[str, Tensor],
             raise ArchitectureError(
                 f'The weights of {path} are incomplete or misshaped for the '
                 f'architecture their keys suggest ({type(e).__name__}: '
-                f"{' '.join(str(e).split())[:120]}): save the complete "
+                f"{clip(str(e), 120)}): save the complete "
                 f'state_dict of the model') from None
         if values['arch'] != 'dgcnn':  # DGCNN's activation is fixed
             notes['act'] = ACT_NOTE
@@ -685,7 +686,8 @@ def _load_spec(path: Path, tensors: dict[str, Tensor],
     ckpt = Checkpoint(path=path, spec=spec, state_dict=tensors,
                       sources=sources, notes=notes, card=card, format=fmt)
     # Fail now if the weights do not fit; the first build() returns it.
-    ckpt.__dict__['_checked'] = build_loaded(spec, tensors, path)
+    ckpt.__dict__['_checked'] = build_loaded(spec, tensors, path,
+                                             spec_fix(sources, path))
     return ckpt
 
 
@@ -765,14 +767,42 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
     return ArchSpec.from_dict(values)
 
 
+# The options whose values decide which tensors a model has, and their shapes.
+_SHAPING = ('arch', 'jk', 'norm', 'heads', 'num_layers', 'hidden_channels',
+            'in_channels', 'out_channels')
+
+
+def spec_fix(sources: dict[str, str], path: Path) -> str:
+    """What can fix a spec the weights do not fit: the options or the
+    teacher card that set some of its fields (options that shape weights
+    only: --act or --aggr never made a tensor misfit), else the metadata,
+    else the file itself (or the user's own class)."""
+    def named(origin: str) -> list[str]:
+        return sorted(k for k, v in sources.items() if v == origin and
+                      (origin != 'option' or k in _SHAPING))
+
+    if named('option'):
+        flags = ', '.join(f"--{k.replace('_', '-')}" for k in named('option'))
+        return f'change or drop {flags}'
+    if named('card'):
+        return (f'fix the spec ({", ".join(named("card"))}) in the teacher '
+                f'card {card_path(path).name}')
+    if named('metadata'):
+        return 'export the model again with gnncompress'
+    return f'save the complete state_dict of the model, or {CLASS_FIX}'
+
+
 def build_loaded(spec: ArchSpec, tensors: dict[str, Tensor],
-                 path: Path | str) -> nn.Module:
+                 path: Path | str, fix: str | None = None) -> nn.Module:
     """The model of ``spec`` holding ``tensors``, in eval mode. It is built
     once, on the meta device, so that a spec (from metadata, a card or the
     weights' shapes) that declares more parameters than the file holds is
     refused before anything is allocated; then it gets real memory and the
     weights. (Constructing PyG layers is the per-layer cost of loading:
-    about 2 ms each, so it is done once.)"""
+    about 2 ms each, so it is done once.) ``fix``: what the errors
+    suggest (:func:`spec_fix`)."""
+    fix = fix or ('fix the teacher card, the metadata or the command line '
+                  'options')
     total = sum(t.numel() for t in tensors.values())
     widths = (spec.in_channels, spec.hidden_channels, spec.out_channels,
               spec.heads)
@@ -784,19 +814,17 @@ def build_loaded(spec: ArchSpec, tensors: dict[str, Tensor],
     if too_big:
         raise ArchitectureError(
             f'The architecture given for {path} ({spec.describe()}) needs '
-            f'more weights than the file holds ({total:,} numbers): fix the '
-            f'teacher card, the metadata or the command line options')
+            f'more weights than the file holds ({total:,} numbers): {fix}')
     # Every parameter and buffer of the supported models is in its
     # state_dict, so strict loading leaves nothing uninitialised.
     model = model.to_empty(device='cpu')
     try:
         _load_weights(model, tensors)
     except RuntimeError as e:
-        detail = ' '.join(str(e).split())[:300]
+        detail = clip(str(e), 300)
         raise ArchitectureError(
-            f'The weights of {path} do not fit the inferred '
-            f'architecture ({spec.describe()}): {detail}. Correct '
-            f'it with --arch, --norm or --jk') from None
+            f'The weights of {path} do not fit the architecture '
+            f'({spec.describe()}): {detail}: {fix}') from None
     return model.eval()
 
 
@@ -829,7 +857,7 @@ def build_spec(spec: ArchSpec, path: Path | str) -> nn.Module:
             shown = spec.arch
         raise ArchitectureError(
             f'The architecture of {path} ({shown}) cannot be '
-            f"built ({type(e).__name__}: {' '.join(str(e).split())[:160]}): "
+            f"built ({type(e).__name__}: {clip(str(e), 160)}): "
             f'fix the teacher card, the metadata or the command line '
             f'options') from None
 
@@ -870,10 +898,22 @@ def module_checkpoint(module: nn.Module,
         ckpt = _load_sequence(path, tensors, overrides, error)
     found = ModuleCheckpoint(path=path, spec=ckpt.spec,
                              state_dict=tensors, sources=ckpt.sources,
-                             notes=ckpt.notes, card=ckpt.card,
+                             notes=_module_notes(overrides), card=ckpt.card,
                              format='module')
     found.module = module.eval()
     return found
+
+
+def _module_notes(overrides: dict[str, Any] | None) -> dict[str, str]:
+    """A module teacher runs its own forward: nothing about it is assumed
+    (no activation note), and the options that would set what a rebuilt
+    teacher cannot read from its weights change nothing."""
+    given = [k for k, v in (overrides or {}).items() if v is not None]
+    if not given:
+        return {}
+    return {'ignored': (
+        f"{', '.join('--' + k for k in given)} ignored: the teacher is "
+        f'your module, run by its own forward')}
 
 
 def user_teacher(path: Path | str, class_path: str,

@@ -364,7 +364,9 @@ def distill(
         help='Output folder (default: gnncompress-out/<teacher>-<method>).')
     ] = None,
     baseline: Annotated[bool, typer.Option(
-        help='Also train the student alone (same seed) and report it.')
+        help='Also train the student alone (same seed), report it, and '
+        'export it instead when the distilled student scores below it on '
+        'validation (report.json: exported).')
     ] = False,
     progress: Annotated[bool, typer.Option(help='Show a progress bar.')
                         ] = True,
@@ -444,6 +446,9 @@ def distill(
         if note.startswith('the student collapsed'):
             err_console.print(f'[yellow]Warning:[/yellow] {note}',
                               markup=True)
+    if (report.exported or {}).get('model') == 'baseline':
+        err_console.print('[yellow]Warning:[/yellow] exported '
+                          f"{report.exported['reason']}", markup=True)
     _exit_on_gates(report.gates)
 
 

@@ -44,6 +44,18 @@ class TrainingError(GnnCompressError):
     val_accuracy: float = float('nan')
 
 
+def clip(text: str, limit: int) -> str:
+    """``text`` on one line and at most about ``limit`` characters, cut
+    between words, never inside one (``...`` marks the cut)."""
+    text = ' '.join(str(text).split())
+    if len(text) <= limit:
+        return text
+    head = text[:limit + 1]
+    cut = head.rfind(' ')
+    return (head[:cut] if cut > 0 else text.split(' ', 1)[0]).rstrip(
+        ',;:') + ' ...'
+
+
 def error_line(e: BaseException) -> str:
     """The most telling line of an exception's message, without colour
     codes (torch's weights-only errors put the cause on a later line)."""
@@ -52,8 +64,8 @@ def error_line(e: BaseException) -> str:
     lines = [line for line in lines if line] or [type(e).__name__]
     for line in lines:
         if 'Unsupported global' in line or 'Unsupported operand' in line:
-            return line[:200]
-    return lines[0][:200]
+            return clip(line, 200)
+    return clip(lines[0], 200)
 
 
 _MEMORY_SIGNS = ('out of memory', 'not enough memory', 'defaultcpuallocator',
@@ -72,4 +84,4 @@ def out_of_memory(e: BaseException) -> str | None:
         return None
     return ('Ran out of memory: give a smaller --hidden, a --batch-size '
             '(or a smaller one), fewer --layers, or --device cpu for a GPU '
-            f'that is too small ({error_line(e)[:120]})')
+            f'that is too small ({clip(error_line(e), 120)})')

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from gnncompress import __version__
 from gnncompress.checkpoint import SPEC_KEY, VERSION_KEY
 from gnncompress.core.timing import phase
-from gnncompress.errors import ExportError
+from gnncompress.errors import ExportError, clip
 from gnncompress.models import ArchSpec, run_model
 from gnncompress.models.export_gnn import CsrFeatures, export_gnn
 
@@ -547,7 +547,7 @@ def quantize_int8(model: nn.Module, source: Path, path: Path, x: Tensor,
             quantize_dynamic(str(plain), str(tmp), **options)
         except Exception as e:  # onnxruntime raises assorted types
             raise ExportError(
-                f'int8 quantisation failed: {" ".join(str(e).split())[:200]}'
+                f'int8 quantisation failed: {clip(str(e), 200)}'
             ) from None
         finally:
             root.setLevel(level)

@@ -355,7 +355,7 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
                           patience=patience, progress=progress,
                           batch_size=batch_size, fanout=fanout, seed=seed,
                           memmap_bytes=memmap_bytes)
-        alone_entry = None
+        alone_entry, alone = None, None
         if baseline:
             api.seed_everything(seed)
             alone = build_model(s_spec).to(dev)
@@ -391,7 +391,8 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
         distiller=distiller, graph=graph, result=result,
-        alone_entry=alone_entry, inputs=(x_sub, edges_sub, None),
+        alone_entry=alone_entry, alone_model=alone,
+        inputs=(x_sub, edges_sub, None),
         training=api.describe_training(
             result, epochs=epochs, lr=lr, weight_decay=weight_decay,
             patience=patience, batch_size=batch_size, fanout=list(fanout),

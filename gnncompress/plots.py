@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from gnncompress.errors import clip
+
 # Small enough to open beside a terminal, large enough to read.
 FIGSIZE = (6.0, 3.5)
 DPI = 120
@@ -45,7 +47,7 @@ def drawn(name: str, draw: Callable[..., Any], *args: Any,
     try:
         draw(*args, **kwargs)
     except Exception as e:  # a picture never fails a run
-        why = ' '.join(f'{type(e).__name__}: {e}'.split())[:200]
+        why = clip(f'{type(e).__name__}: {e}', 200)
         print(f'Note: {name} was not drawn ({why}); the other outputs are '
               f'complete', file=sys.stderr)
         return False

@@ -398,7 +398,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
                       patience=patience, progress=progress,
                       batch_size=batch_size, augmentations=names, seed=seed)
-    alone_entry = None
+    alone_entry, alone = None, None
     if baseline:
         api.seed_everything(seed)
         alone = build_model(s_spec).to(dev)
@@ -433,6 +433,8 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             test_accuracy=teacher_acc, file=str(teacher),
             file_bytes=Path(teacher).stat().st_size,
             mean_class_accuracy=teacher_macc)
+        chosen, chosen_entry, exported = api.exported_student(
+            model, student_entry, alone, alone_entry)
         # Latency per cloud: one test cloud at a time.
         x, batch = one.reshape(-1, one.size(-1)), None
         empty = torch.zeros(2, 0, dtype=torch.long, device=dev)
@@ -442,18 +444,20 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                 entry.latency[f'pytorch-{dev.type}'] = torch_latency(
                     m, x, empty, batch).to_dict()
         if export:
-            api.save_student(model, s_spec, stage, out, distiller.name,
-                             graph.name, student_entry, files)
+            api.save_student(chosen, s_spec, stage, out, distiller.name
+                             if chosen is model else 'none (trained alone)',
+                             graph.name, chosen_entry, files)
             onnx_path = stage / 'student.onnx'
             example = cloud_points(graph)[graph.test_mask.nonzero()
                                           .view(-1)[:2]]
-            parity_cases = export_clouds_onnx(model, example,
+            parity_cases = export_clouds_onnx(chosen, example,
                                               onnx_path).cases
             files['onnx'] = str(out / 'student.onnx')
             if measuring():
                 student_entry.latency['onnxruntime-cpu'] = \
                     _onnx_cloud_latency(onnx_path, one.cpu())
         model.to(dev)
+        chosen.to(dev)
         report = api.write_report(
             stage, out, command=command or f'gnncompress distill {teacher}',
             method=distiller.name,
@@ -472,7 +476,8 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                 result, epochs=epochs, lr=lr, weight_decay=weight_decay,
                 patience=patience, batch_size=batch_size),
             seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
-            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop)
+            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+            exported=exported)
     return report
 
 

@@ -88,6 +88,10 @@ class Report:
     # Seconds per phase of the run (load, teacher, train, export, check,
     # measure, other, total), up to the report's writing.
     timings: dict[str, float] = field(default_factory=dict)
+    # With --baseline, which student the files hold (export_choice):
+    # {model: distilled | baseline, reason, distilled_val_accuracy,
+    # baseline_val_accuracy}; None without a baseline.
+    exported: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {'schema': 1, **asdict(self)}
@@ -141,6 +145,8 @@ class Report:
         if self.speedups:
             lines.append('student speed-up over the teacher: ' + '; '.join(
                 _speedup_text(s) for s in self.speedups))
+        if self.exported:
+            lines.append(f"exported: {self.exported['reason']}")
         if self.timings:
             lines.append(timings_line(self.timings))
         return lines + [f'note: {n}' for n in self.notes]
@@ -164,6 +170,24 @@ class Report:
             '## Files', '', files,
             '## Versions', '',
             ', '.join(f'{k} {v}' for k, v in self.versions.items()), ''])
+
+
+def export_choice(distilled: ModelEntry,
+                  alone: ModelEntry) -> dict[str, Any]:
+    """Which student ``--baseline`` exports: the one trained alone when the
+    distilled one scored below it on validation, else the distilled one
+    (on a tie too); the report's ``exported`` record."""
+    d_val, a_val = distilled.val_accuracy or 0.0, alone.val_accuracy or 0.0
+    scores = (f'{100 * d_val:.1f}% distilled against {100 * a_val:.1f}% '
+              f'alone on the validation nodes')
+    if a_val > d_val:
+        model, reason = 'baseline', (
+            f'the student trained alone, not the distilled one, which '
+            f'scored below it ({scores})')
+    else:
+        model, reason = 'distilled', f'the distilled student ({scores})'
+    return {'model': model, 'reason': reason,
+            'distilled_val_accuracy': d_val, 'baseline_val_accuracy': a_val}
 
 
 def latency_labels(latencies: list[dict[str, dict[str, Any]]],

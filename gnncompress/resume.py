@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gnncompress.errors import CheckpointError, OutputError
+from gnncompress.errors import CheckpointError, OutputError, clip
 
 FILE_NAME = 'training.ckpt'
 DEFAULT_FOLDER = '.gnncompress-checkpoint'
@@ -126,7 +126,7 @@ class TrainingCheckpoint:
         except (KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(
                 f'Training checkpoint {self.path} does not fit this run '
-                f"({' '.join(str(e).split())[:160]}): start again without "
+                f'({clip(str(e), 160)}): start again without '
                 f'--resume') from None
         torch.set_rng_state(state['rng']['cpu'])
         if torch.cuda.is_available() and state['rng']['cuda']:

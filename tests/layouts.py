@@ -25,7 +25,7 @@ from torch_geometric.nn import (
     GraphNorm,
     SAGEConv,
 )
-from torch_geometric.nn.models import GCN, GraphSAGE
+from torch_geometric.nn.models import GCN, MLP, GraphSAGE
 
 HIDDEN = 16
 
@@ -160,6 +160,34 @@ class GraphNormGCN(nn.Module):
         return self.conv2(x, edge_index)
 
 
+class SageNoRoot(nn.Module):
+    """SAGE layers without the root weight (neighbours only)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv1 = SAGEConv(in_channels, HIDDEN, root_weight=False)
+        self.conv2 = SAGEConv(HIDDEN, out_channels, root_weight=False)
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        x = F.relu(self.conv1(x, edge_index))
+        return self.conv2(x, edge_index)
+
+
+class PygMlpGIN(nn.Module):
+    """GIN layers around PyG's own ``MLP`` (batch norm inside), as PyG's
+    GIN examples build them."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList([
+            GINConv(MLP([in_channels, HIDDEN, HIDDEN])),
+            GINConv(MLP([HIDDEN, HIDDEN, out_channels]))])
+
+    def forward(self, x: Tensor, edge_index: Tensor) -> Tensor:
+        x = F.relu(self.convs[0](x, edge_index))
+        return self.convs[1](x, edge_index)
+
+
 def _sage_project(in_channels: int, out_channels: int) -> nn.Module:
     return GraphSAGE(in_channels, HIDDEN, num_layers=2,
                      out_channels=out_channels, project=True)
@@ -231,6 +259,12 @@ LAYOUTS: dict[str, Layout] = {
     'graphnorm': (GraphNormGCN, save_state_dict,
                   ['conv1  GCNConv', '  then norm  GraphNorm(16)',
                    'conv2  GCNConv']),
+    'sage-no-root': (SageNoRoot, save_state_dict,
+                     ['conv1  SAGEConv {in} -> 16 (no root weight)',
+                      'conv2  SAGEConv 16 -> {out} (no root weight)']),
+    'gin-pyg-mlp': (PygMlpGIN, save_state_dict,
+                    ['convs.0  GINConv {in} -> 16 (MLP {in},16,16)',
+                     'convs.1  GINConv 16 -> {out} (MLP 16,16,{out})']),
     'lightning': (_gcn, save_lightning, ['GCN 2 layers x 16 hidden']),
     'args-namespace': (ExampleGCN, save_with_args,
                        ['conv1  GCNConv', 'conv2  GCNConv']),

@@ -4,6 +4,8 @@ module's outputs and distill; what cannot load says why."""
 from __future__ import annotations
 
 import functools
+import json
+import re
 
 import pytest
 import torch
@@ -11,13 +13,14 @@ from conftest import SAMPLES
 from layouts import HIDDEN, LAYOUTS, OPTIONS, ExampleGAT, OgbSage, write
 from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, GraphConv
+from torch_geometric.nn.models import GCN
 from typer.testing import CliRunner
 
 import gnncompress.api
 from gnncompress import bench
-from gnncompress.checkpoint import load_checkpoint
+from gnncompress.checkpoint import CARD_KIND, load_checkpoint
 from gnncompress.cli import app
-from gnncompress.errors import ArchitectureError, CheckpointError
+from gnncompress.errors import ArchitectureError, CheckpointError, clip
 from gnncompress.models import run_model
 from gnncompress.models.recognise import SUPPORTED
 
@@ -127,6 +130,36 @@ def test_distill_writes_its_files(name, method, extra, tmp_path,
     # No teacher card: the features were checked, and the check is told.
     assert 'note: features: ' in \
         result.output
+    # Rebuilt from its weights: the activation is a guess, and said so,
+    # unless --act gave it.
+    assert ("note: activation 'relu' assumed" in result.output) == \
+        ('--act' not in extra)
+
+
+@pytest.mark.parametrize('name', list(LAYOUTS))
+def test_every_layout_distills(name, tmp_path, graph):
+    # Each file as saved, on the graph it was trained on: two epochs write
+    # every output.
+    from torch_geometric.data import Data
+    _, path = _written(name, tmp_path, graph)
+    x, edge_index, y = graph
+    data = tmp_path / 'tiny.pt'
+    torch.save(Data(x=x, edge_index=edge_index, y=y), data)
+    options = [a for k, v in OPTIONS.get(name, {}).items()
+               for a in (f'--{k}', v)]
+    out = tmp_path / 'run'
+
+    result = runner.invoke(app, [
+        'distill', str(path), '--data', str(data), '--epochs', '2',
+        '--hidden', '8', '--out', str(out), '--no-progress',
+        '--no-latency', *options])
+
+    assert result.exit_code == 0, result.output
+    assert {'report.json', 'student.onnx', 'student.safetensors'} <= \
+        {p.name for p in out.iterdir()}
+    report = json.loads((out / 'report.json').read_text())
+    assert report['teacher']['spec']['in_channels'] == FEATURES
+    assert report['student']['spec']['out_channels'] == CLASSES
 
 
 # Refusals ---------------------------------------------------------------------
@@ -159,7 +192,9 @@ def test_unknown_layer_names_its_keys_and_the_supported_types(tmp_path):
     for name in ('GCNConv', 'SAGEConv', 'GINConv', 'GATConv', 'GATv2Conv',
                  'Linear', 'BatchNorm1d', 'LayerNorm', 'GraphNorm'):
         assert name in message
-    _assert_whole(message, 'torch_geometric.nn.models).')
+    # The one way to use it anyway: the user's own class.
+    _assert_whole(message, 'through your own model class (--teacher-class '
+                  'module:Class).')
 
 
 def test_unknown_layer_under_one_prefix_names_the_prefix(tmp_path):
@@ -212,7 +247,9 @@ def test_layers_that_do_not_chain_are_refused(tmp_path):
     message = str(info.value)
     assert 'do not chain' in message
     assert f'conv1 {FEATURES} -> {HIDDEN}' in message
-    _assert_whole(message, 'one node-classification model')
+    _assert_whole(message, 'one node-classification model, or distill can '
+                  'still take it through your own model class '
+                  '(--teacher-class module:Class)')
 
 
 class Options:
@@ -302,3 +339,78 @@ def _saved_ogb(tmp_path):
     path = tmp_path / 'ogb.pt'
     torch.save(OgbSage(FEATURES, CLASSES).state_dict(), path)
     return path
+
+
+# Messages: whole words, and only the fixes that can work --------------------
+
+@pytest.mark.parametrize('text, limit, clipped', [
+    ('short enough', 20, 'short enough'),
+    ('Unexpected key(s):  "bns.0.weight",\n "bns.0.bias"', 34,
+     'Unexpected key(s): "bns.0.weight" ...'),
+    ('one_single_long_token and more', 10, 'one_single_long_token ...'),
+])
+def test_clip_cuts_between_words(text, limit, clipped):
+    assert clip(text, limit) == clipped
+
+
+def _gcn_with_extra_keys(tmp_path):
+    state = GCN(FEATURES, HIDDEN, num_layers=3,
+                out_channels=CLASSES).state_dict()
+    state.update({f'convs.1.extra_{i}_with_a_long_name': torch.zeros(2)
+                  for i in range(30)})
+    path = tmp_path / 'extra.pt'
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize('options, fix', [
+    (None, 'save the complete state_dict of the model, or distill can '
+     'still take it through your own model class (--teacher-class '
+     'module:Class)'),
+    # --aggr shapes no tensor: it is not blamed.
+    ({'aggr': 'max'}, 'save the complete state_dict of the model, or '
+     'distill can'),
+])
+def test_torchs_long_load_error_is_cut_between_words(tmp_path, options, fix):
+    with pytest.raises(ArchitectureError) as info:
+        load_checkpoint(_gcn_with_extra_keys(tmp_path), options)
+
+    message = str(info.value)
+    assert 'Unexpected key(s) in state_dict: "convs.1.extra_0_with_a_long_' \
+        'name"' in message
+    # torch's list of keys is cut after a whole key, never inside one.
+    assert re.search(r'"convs\.1\.extra_\d+_with_a_long_name" \.\.\.: ',
+                     message), message
+    assert message.split(' ...: ', 1)[1].startswith(fix)
+    assert '--aggr' not in message and '--arch' not in message
+
+
+@pytest.mark.parametrize('options, fix', [
+    ({'norm': 'batch_norm'}, 'change or drop --norm'),
+    ({'jk': 'cat', 'act': 'elu'}, 'change or drop --jk'),
+    ({'arch': 'gat'}, 'change or drop --arch'),
+])
+def test_an_option_that_misfits_the_weights_is_named(tmp_path, options, fix):
+    path = tmp_path / 'gcn.pt'
+    torch.save(GCN(FEATURES, HIDDEN, num_layers=2,
+                   out_channels=CLASSES).state_dict(), path)
+
+    with pytest.raises(ArchitectureError) as info:
+        load_checkpoint(path, options)
+
+    _assert_whole(str(info.value), f'needs more weights than the file '
+                  f'holds (259 numbers): {fix}')
+
+
+def test_a_card_that_misfits_the_weights_is_named(tmp_path):
+    path = tmp_path / 'gcn.pt'
+    torch.save(GCN(FEATURES, HIDDEN, num_layers=2,
+                   out_channels=CLASSES).state_dict(), path)
+    path.with_suffix('.json').write_text(json.dumps(
+        {'kind': CARD_KIND, 'spec': {'jk': 'cat'}}))
+
+    with pytest.raises(ArchitectureError) as info:
+        load_checkpoint(path)
+
+    _assert_whole(str(info.value), 'fix the spec (jk) in the teacher card '
+                  'gcn.json')

@@ -46,8 +46,20 @@ def test_distill_from_module_with_hidden_method(cora, tmp_path):
     saved = json.loads((out / 'report.json').read_text())
     assert saved['teacher']['file_bytes'] == 0
     assert saved['teacher']['file'] == 'in-memory-teacher'
+    # The module runs its own forward: no activation (or other) guess.
+    assert saved['notes'] == report.notes
+    assert not any('assumed' in note for note in report.notes)
     assert report.teacher.parameters == sum(
         p.numel() for p in module.parameters())
+
+
+def test_options_for_a_rebuilt_teacher_are_said_to_be_ignored(cora):
+    module = ExampleGAT(cora.num_features, cora.num_classes).eval()
+
+    ckpt = module_checkpoint(module, {'act': 'relu', 'aggr': None})
+
+    assert list(ckpt.notes.values()) == [
+        '--act ignored: the teacher is your module, run by its own forward']
 
 
 def test_module_teacher_refuses_minibatch(tmp_path):
@@ -97,8 +109,10 @@ def test_teacher_class_loads_the_users_class(cora, gat_file, tmp_path,
                       f'{{"in_channels": {cora.num_features}, '
                       f'"out_channels": {cora.num_classes}}}')
     assert result.exit_code == 0, result.output
+    assert 'assumed' not in result.output  # the class's own ELU runs
     report = json.loads((tmp_path / 'run' / 'report.json').read_text())
     assert report['teacher']['file'] == str(path)
+    assert not any('assumed' in note for note in report['notes'])
     assert report['teacher']['parameters'] == sum(
         p.numel() for p in module.parameters())
 
@@ -136,3 +150,23 @@ def test_teacher_args_must_be_an_object(gat_file, tmp_path):
                       'layouts:ExampleGAT', '--teacher-args', '{"a": ')
     assert result.exit_code == 1
     assert '--teacher-args is not a JSON object' in result.output
+
+
+class _Pickled:
+    hidden = 16
+
+
+def test_teacher_class_reads_the_file_weights_only(cora, tmp_path):
+    # The class is the user's code; the file still never runs any.
+    from gnncompress import checkpoint
+    from gnncompress.errors import CheckpointError
+    module = ExampleGAT(cora.num_features, cora.num_classes)
+    path = tmp_path / 'pickled.pt'
+    torch.save({'args': _Pickled(), 'model_state_dict': module.state_dict()},
+               path)
+
+    with pytest.raises(CheckpointError, match=r'pickled Python objects '
+                       r'\(test_module_teacher\._Pickled\)'):
+        checkpoint.user_teacher(path, 'layouts:ExampleGAT', {
+            'in_channels': cora.num_features,
+            'out_channels': cora.num_classes})

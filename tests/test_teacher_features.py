@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gnncompress.core import Graph
+from gnncompress.errors import DataError
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.teacher_features import pick_features
 
@@ -78,3 +79,46 @@ def test_nothing_to_check(change):
                                 torch.device('cpu'))
 
     assert graph is raw and note is None
+
+
+def _split_graph(a: int, b: int, c: int, d: int) -> Graph:
+    """Four groups for a teacher calling class 0 where x0 > 0.5: ``a``
+    class-0 nodes right either way, ``b`` class-0 nodes right on raw
+    features only, ``c`` class-0 nodes right row-normalised only, ``d``
+    class-1 nodes right either way."""
+    rows = [[0.8, 0.2]] * a + [[0.6, 5.4]] * b + [[0.3, 0.0]] * c + \
+        [[0.1, 0.9]] * d
+    y = torch.tensor([0] * (a + b + c) + [1] * d)
+    mask = torch.ones(len(rows), dtype=torch.bool)
+    return Graph(name='split', x=torch.tensor(rows),
+                 edge_index=torch.zeros(2, 0).long(), y=y, train_mask=mask,
+                 val_mask=mask, test_mask=mask, num_classes=2)
+
+
+def test_a_choice_the_check_cannot_settle_is_an_error():
+    # 87.5% either way, on different nodes: a quarter of them change.
+    with pytest.raises(DataError) as info:
+        pick_features(_threshold_teacher(0.5), _split_graph(10, 5, 5, 20),
+                      torch.device('cpu'))
+
+    assert str(info.value) == (
+        'Cannot tell which features the teacher was trained on: on the '
+        'validation nodes it scores 87.5% with raw features and 87.5% '
+        'row-normalised, neither clearly better, and its predictions '
+        'differ on 25% of them (no teacher card says which features the '
+        'teacher was trained on): choose with --raw-features or '
+        '--normalize-features')
+
+
+@pytest.mark.parametrize('groups', [
+    (18, 1, 1, 20),     # 2 of 40 predictions change: the choice hardly matters
+    (0, 5, 5, 30),      # 87.5%: not clearly above always calling class 1
+])
+def test_a_choice_that_changes_little_keeps_raw_features(groups):
+    raw = _split_graph(*groups)
+
+    graph, note = pick_features(_threshold_teacher(0.5), raw,
+                                torch.device('cpu'))
+
+    assert graph is raw
+    assert note.startswith('features: raw, because the teacher scores ')

@@ -29,6 +29,10 @@ Layer = dict[str, Any]
 Params = dict[str, Tensor]
 
 SUPPORTED = ', '.join(TITLES.values())
+# What fixes a model the weights cannot describe: distill runs the user's
+# own class, whatever its layers.
+CLASS_FIX = ('distill can still take it through your own model class '
+             '(--teacher-class module:Class)')
 # Wrappers around a whole model: DataParallel and DistributedDataParallel
 # (module.), torch.compile (_orig_mod., also around a submodule), and the
 # attribute a LightningModule or a training script keeps its model in.
@@ -314,7 +318,7 @@ def _unknown(name: str, params: Params, tensors: Params,
                 f'the model, save the inner model\'s state_dict.')
     return UnknownLayerError(
         f'Unknown architecture in {path}: {what} (supported: {SUPPORTED}, '
-        f'and the models of torch_geometric.nn.models).{hint}')
+        f'and the models of torch_geometric.nn.models): {CLASS_FIX}.{hint}')
 
 
 def _listing(params: Params) -> str:
@@ -367,7 +371,7 @@ def order(layers: list[Layer], path: Any,
         raise UnknownLayerError(
             f'Unknown architecture in {path}: it holds no message-passing '
             f'layer, only {found} (keys {_listing(keys or {})}; supported: '
-            f'{SUPPORTED})')
+            f'{SUPPORTED}): {CLASS_FIX}')
     first = mains.index(convs[0])
     last = mains.index(convs[-1])
     before, body, after = mains[:first], mains[first:last + 1], \
@@ -386,7 +390,7 @@ def order(layers: list[Layer], path: Any,
         raise ArchitectureError(
             f'The layers of {path} do not chain in any order the tool '
             f'knows ({widths}): save the state_dict of one node-'
-            f'classification model')
+            f'classification model, or {CLASS_FIX}')
     if _open(trial[-1]):
         trial[-1]['concat'] = False  # PyG's GAT example averages at the end
     by_name = {m['name']: m for m in trial}
@@ -406,7 +410,7 @@ def order(layers: list[Layer], path: Any,
                 f"The norm '{layer['name']}' of {path} has width "
                 f"{layer['dim']} and follows no layer of that width"
                 f'{after_what}: save the state_dict of one node-'
-                f'classification model')
+                f'classification model, or {CLASS_FIX}')
         target['norms'].append(layer)
         previous = None if _list_index(layer['name']) is not None \
             else previous

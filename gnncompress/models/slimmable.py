@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 
-from gnncompress.errors import ArchitectureError, CheckpointError
+from gnncompress.errors import ArchitectureError, CheckpointError, clip
 from gnncompress.models.build import build_model, run_model
 from gnncompress.models.output import ModelOutput
 from gnncompress.models.propagation import EdgeProbe
@@ -320,6 +320,6 @@ def load_slimmable(path: str | Path) -> tuple[SlimmableGNN, dict[str, Any]]:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise CheckpointError(f'The weights of {path} do not fit its '
-                              f"spec: {' '.join(str(e).split())[:200]}") \
+                              f'spec: {clip(str(e), 200)}') \
             from None
     return model.eval(), metadata
