@@ -11,7 +11,7 @@ from typing import Annotated, Any, NoReturn, Optional, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from gnncompress import __version__
 from gnncompress.defaults import (
@@ -104,6 +104,43 @@ class _OneLineUsage(TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _argument_name(param: Any) -> str:
+    """An argument as the help shows it: TEACHER, MODEL... (no braces)."""
+    name = param.metavar or param.name.upper()
+    if param.nargs != 1 and not name.endswith('...'):
+        name += '...'
+    return name
+
+
+class _Command(TyperCommand):
+    """Help as the source writes it: ``Usage: gnncompress distill [OPTIONS]
+    TEACHER``, arguments listed by name alone (Typer would show
+    ``{TEACHER}`` and ``TEACHER... <list[Path]>``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == 'argument':
+                name = _argument_name(param)
+                pieces.append(name if param.required else f'[{name}]')
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == 'argument':
+                args.append((_argument_name(param), record[1]))
+            else:
+                opts.append(record)
+        for title, rows in (('Arguments', args), ('Options', opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
 app = typer.Typer(cls=_OneLineUsage, no_args_is_help=True,
@@ -244,43 +281,59 @@ MaxCheckpointGbOpt = Annotated[float, typer.Option(
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     '--config', callback=_config, is_eager=True,
     help='TOML file of options (keys named like the options; the command '
-    'line wins).')]
+    'line wins) (default: none).')]
 ArchOpt = Annotated[Optional[str], typer.Option(
-    '--arch', help='Override the inferred teacher architecture.')]
+    '--arch', help='Override the teacher architecture (default: inferred '
+    'from the weights).')]
 AggrOpt = Annotated[Optional[str], typer.Option(
     help="SAGE aggregation (the weights cannot tell; default 'mean').")]
 JkOpt = Annotated[Optional[str], typer.Option(
-    help="Jumping knowledge ('last' and 'max' look alike in the weights).")]
+    help="Jumping knowledge (default: inferred; 'last' and 'max' look "
+    "alike in the weights).")]
 NormOpt = Annotated[Optional[str], typer.Option(
-    help='Normalisation (parameter-free norms leave no trace in weights).')]
+    help='Normalisation (default: inferred; parameter-free norms leave no '
+    'trace in weights).')]
 ActOpt = Annotated[Optional[str], typer.Option(
     help="Activation (the weights cannot tell; default 'relu').")]
 DataRootOpt = Annotated[Optional[Path], typer.Option(
     help='Folder holding datasets in PyG layout (default: a user cache '
     'folder, where PyG downloads when a network exists).')]
 DeviceOpt = Annotated[str, typer.Option(help='auto, cpu or cuda.')]
+EpochsOpt = Annotated[int, typer.Option(
+    min=1, help='Most training epochs (--patience may stop sooner).')]
+WeightDecayOpt = Annotated[float, typer.Option(
+    help='Adam weight decay (L2 penalty).')]
+SeedOpt = Annotated[int, typer.Option(
+    help='Random seed (weights, splits, sampling).')]
+ProgressOpt = Annotated[bool, typer.Option(help='Show a progress bar.')]
 CheckpointEveryOpt = Annotated[Optional[int], typer.Option(
     min=1, help='Save the training state every K epochs (to '
-    '--checkpoint-dir), so that --resume can continue the run.')]
+    '--checkpoint-dir), so that --resume can continue the run (default: '
+    'no checkpoints).')]
 CheckpointDirOpt = Annotated[Optional[Path], typer.Option(
     help='Folder of the training checkpoint (default: '
     'OUT/.gnncompress-checkpoint, removed when the run succeeds).')]
 ResumeOpt = Annotated[Optional[Path], typer.Option(
     help='Continue the interrupted run whose checkpoint is in this folder '
-    '(its --out or --checkpoint-dir); give the same options.')]
+    '(its --out or --checkpoint-dir); give the same options (default: a '
+    'fresh run).')]
 KOpt = Annotated[Optional[int], typer.Option(
     min=1, help="DGCNN: neighbours per point [default: 20; a student: its "
     "teacher's].")]
 EmbOpt = Annotated[Optional[int], typer.Option(
-    min=1, help='DGCNN: per-point embedding width before pooling.')]
+    min=1, help='DGCNN: per-point embedding width before pooling '
+    "[default: 4 x the last --hidden width, 1024 for 64,64,128,256; a "
+    "student: its teacher's, scaled like --hidden].")]
 HeadOpt = Annotated[Optional[str], typer.Option(
-    help='DGCNN: MLP widths after pooling, e.g. 512,256.')]
+    help='DGCNN: MLP widths after pooling [default: half and a quarter of '
+    "the embedding, e.g. 512,256; a student: its teacher's, scaled like "
+    '--hidden].')]
 PointsOpt = Annotated[Optional[int], typer.Option(
     min=1, help='Point clouds: keep this many points of each cloud (a '
-    'seeded random subset).')]
+    'seeded random subset) (default: all).')]
 AugmentOpt = Annotated[Optional[str], typer.Option(
     help='Point clouds: training augmentations, comma-separated: rotate '
-    '(about z), jitter, scale, subsample.')]
+    '(about z), jitter, scale, subsample (default: none).')]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(
     min=1, help='Point clouds: clouds per training step [default: 32]. '
     'Node classification: train on sampled subgraphs of this many seed '
@@ -292,7 +345,7 @@ FanoutOpt = Annotated[Optional[str], typer.Option(
 NprocOpt = Annotated[Optional[int], typer.Option(
     help='With --batch-size: train in N processes with '
     'DistributedDataParallel (one per GPU with --device cuda; gloo on the '
-    'CPU). Under torchrun, leave it out.')]
+    'CPU). Under torchrun, leave it out (default: one process).')]
 
 
 def _cloud_options(hidden: str | None, k: int | None, emb: int | None,
@@ -309,7 +362,7 @@ def _cloud_options(hidden: str | None, k: int | None, emb: int | None,
             'points': points, 'augment': augment, 'batch_size': batch_size}
 
 
-@app.command()
+@app.command(cls=_Command)
 def distill(
     ctx: typer.Context,
     teacher: Annotated[Path, typer.Argument(
@@ -327,7 +380,7 @@ def distill(
     option: Annotated[Optional[list[str]], typer.Option(
         '--option', '-o', metavar='KEY=VALUE',
         help='Method option KEY=VALUE, e.g. -o kernel=poly '
-        '(repeatable).')] = None,
+        "(repeatable; default: the method's own).")] = None,
     weight: Annotated[Optional[float], typer.Option(
         help="Weight of the method's loss (default: the method's own).")
     ] = None,
@@ -338,7 +391,8 @@ def distill(
         '--layers-t', help='Teacher hidden layers to match, e.g. -1 or 0,1 '
         '(methods that match hidden layers; default: the last).')] = None,
     layers_s: Annotated[Optional[str], typer.Option(
-        '--layers-s', help='Student hidden layers paired with --layers-t.')
+        '--layers-s', help='Student hidden layers paired with --layers-t '
+        '(default: the last).')
     ] = None,
     student: Annotated[Optional[str], typer.Option(
         help='Student architecture: gcn, gat, gatv2, sage, gin, gcnii, mlp, '
@@ -346,7 +400,8 @@ def distill(
         'a DGCNN teacher).')] = None,
     hidden: Annotated[Optional[str], typer.Option(
         help='Student hidden width (instead of --ratio); a DGCNN student '
-        'takes one width per layer, e.g. 32,32,64,128.')] = None,
+        'takes one width per layer, e.g. 32,32,64,128 (default: from '
+        "--ratio; DGCNN: half the teacher's).")] = None,
     layers: Annotated[Optional[int], typer.Option(
         min=1, help='Student layers. [default: 2; a DGCNN student: one per '
         '--hidden width]')] = None,
@@ -356,13 +411,13 @@ def distill(
         help='Pick the widest student with at least RATIO times fewer '
         f'parameters than the teacher (default {DEFAULT_RATIO:g} when '
         'no --hidden).')] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    epochs: EpochsOpt = 200,
     lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    weight_decay: WeightDecayOpt = 5e-4,
     patience: Annotated[int, typer.Option(
         min=1, help='Stop after this many epochs without a better '
         'validation accuracy.')] = 100,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     device: DeviceOpt = 'auto',
     out: Annotated[Optional[str], typer.Option(  # str: keep an empty --out
         help='Output folder (default: gnncompress-out/<teacher>-<method>).')
@@ -370,16 +425,15 @@ def distill(
     baseline: Annotated[bool, typer.Option(
         help='Also train the student alone (same seed) and report it.')
     ] = False,
-    progress: Annotated[bool, typer.Option(help='Show a progress bar.')
-                        ] = True,
+    progress: ProgressOpt = True,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
     min_accuracy: Annotated[Optional[float], typer.Option(
         help='Gate: the student\'s test accuracy at least this, in percent; '
-        'exit code 3 when it fails.')] = None,
+        'exit code 3 when it fails (default: no gate).')] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         help='Gate: the student at most this many points below the '
-        'teacher; exit code 3 when it fails.')] = None,
+        'teacher; exit code 3 when it fails (default: no gate).')] = None,
     k: KOpt = None, emb: EmbOpt = None, head: HeadOpt = None,
     points: PointsOpt = None, augment: AugmentOpt = None,
     batch_size: BatchSizeOpt = None,
@@ -404,11 +458,12 @@ def distill(
         'mypkg.models:Net): the tool imports it from your environment, '
         'which runs your code, builds it with --teacher-args and loads '
         "TEACHER's weights into it (weights-only). The teacher is then "
-        'exact: activation, dropout, every detail.')] = None,
+        'exact: activation, dropout, every detail (default: a PyG model '
+        'rebuilt from the weights).')] = None,
     teacher_args: Annotated[Optional[list[str]], typer.Option(
         metavar='KEY=VALUE',
         help="--teacher-class's constructor arguments: KEY=VALUE "
-        '(repeatable) or one JSON object.')] = None,
+        '(repeatable) or one JSON object (default: none).')] = None,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
@@ -468,7 +523,7 @@ _SEQUENCE_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',
                     'out_channels', 'act', 'aggr', 'dropout')
 
 
-@app.command()
+@app.command(cls=_Command)
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(metavar='CHECKPOINT',
                                                help='Checkpoint file.')],
@@ -479,9 +534,11 @@ def inspect(
     norm: NormOpt = None, act: ActOpt = None,
     ratio: Annotated[Optional[float], typer.Option(
         help='Also show the student distill --ratio RATIO would build '
-        '(layers, width, parameters), without training.')] = None,
+        '(layers, width, parameters), without training (default: the '
+        'teacher alone).')] = None,
     hidden: Annotated[Optional[int], typer.Option(
-        min=1, help='Also show the student distill --hidden H would build.')
+        min=1, help='Also show the student distill --hidden H would build '
+        '(default: the teacher alone).')
     ] = None,
     student: Annotated[str, typer.Option(
         help='Student architecture for --ratio or --hidden.')] = 'gcn',
@@ -522,10 +579,11 @@ def inspect(
                    f'fewer than the teacher)')
 
 
-@app.command('train-teacher')
+@app.command('train-teacher', cls=_Command)
 def train_teacher(
     ctx: typer.Context,
-    data: Annotated[str, typer.Option(help='Dataset name or Data file.')],
+    data: Annotated[str, typer.Option(
+        help='Dataset name (see gnncompress datasets) or saved Data file.')],
     out: Annotated[Path, typer.Option(help='Output .pt file (a teacher card '
                                       '.json is written beside it).')],
     arch: Annotated[str, typer.Option(
@@ -537,27 +595,34 @@ def train_teacher(
     layers: Annotated[Optional[int], typer.Option(
         min=1, help='Layers [default: 3; DGCNN: one per --hidden width].')
     ] = None,
-    heads: Annotated[int, typer.Option(min=1)] = 8,
+    heads: Annotated[int, typer.Option(
+        min=1, help='Attention heads (GAT, GATv2).')] = 8,
     dropout: Annotated[Optional[float], typer.Option(
         help='Default 0.6 for GAT, 0.5 otherwise.')] = None,
-    norm: Annotated[Optional[str], typer.Option()] = None,
-    jk: Annotated[Optional[str], typer.Option()] = None,
+    norm: Annotated[Optional[str], typer.Option(
+        help='batch_norm or layer_norm after every hidden layer (default: '
+        'none).')] = None,
+    jk: Annotated[Optional[str], typer.Option(
+        help='Jumping knowledge over the layers: last, cat, max or lstm '
+        '(default: none).')] = None,
     aggr: Annotated[str, typer.Option(help='SAGE aggregation.')] = 'mean',
     alpha: Annotated[float, typer.Option(
         help='GCNII initial-residual strength.')] = 0.1,
     theta: Annotated[float, typer.Option(
         help='GCNII identity-mapping strength.')] = 0.5,
     data_root: DataRootOpt = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 300,
-    lr: Annotated[float, typer.Option()] = 0.005,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
-    patience: Annotated[int, typer.Option(min=1)] = 100,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: EpochsOpt = 300,
+    lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.005,
+    weight_decay: WeightDecayOpt = 5e-4,
+    patience: Annotated[int, typer.Option(
+        min=1, help='Stop after this many epochs without a better '
+        'validation accuracy.')] = 100,
+    seed: SeedOpt = 0,
     device: DeviceOpt = 'auto',
-    progress: Annotated[bool, typer.Option()] = True,
+    progress: ProgressOpt = True,
     classes: Annotated[Optional[str], typer.Option(
         help='Train on a label subset only, e.g. 0-4 (teachers for '
-        'amalgamate --tasks).')] = None,
+        'amalgamate --tasks) (default: every class).')] = None,
     normalize_features: Annotated[bool, typer.Option(
         help="Divide each node's features by their sum (bag-of-words "
         'counts); recorded on the teacher card, so distill does the same.')]
@@ -589,7 +654,7 @@ def train_teacher(
     typer.echo(f'wrote {result.path} and {result.card}')
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
     checkpoint: Annotated[Path, typer.Argument(metavar='CHECKPOINT',
                                                help='Checkpoint file.')],
@@ -600,7 +665,8 @@ def export(
     quantize: Annotated[Optional[str], typer.Option(
         help='int8: dynamically quantised uint8 weights (onnxruntime), '
         'exact on every x86 CPU; compare its accuracy and predictions '
-        'with gnncompress bench --baseline FLOAT.onnx.')] = None,
+        'with gnncompress bench --baseline FLOAT.onnx (default: float32).')]
+    = None,
     sparse_features: Annotated[bool, typer.Option(
         '--sparse-features',
         help='Take the node features as a CSR matrix (inputs x_indptr, '
@@ -632,7 +698,7 @@ def _split_list(text: str | None, what: str, cast: Callable[[str], T]
         raise typer.Exit(code=1) from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
@@ -643,13 +709,15 @@ def bench(
         'over it is stopped and reported as failed.')]
     = DEFAULT_ROW_BUDGET_S,
     data: Annotated[Optional[str], typer.Option(
-        help='Dataset name or saved Data file (accuracy needs its labels).')]
+        help='Dataset name or saved Data file (accuracy needs its labels) '
+        '(default: none; give this or --graph-size).')]
     = None,
     graph_size: Annotated[Optional[str], typer.Option(
         help='A synthetic graph instead: NODES:EDGES:FEATURES, e.g. '
-        '169343:1166243:128.')] = None,
+        '169343:1166243:128 (default: none).')] = None,
     data_root: Annotated[Optional[Path], typer.Option(
-        help='Where datasets are found or downloaded.')] = None,
+        help='Where datasets are found or downloaded (default: the user '
+        'cache folder, see gnncompress datasets).')] = None,
     runtimes: Annotated[Optional[str], typer.Option(
         help='Comma-separated: eager, compile, onnxruntime. [default: all '
         'three]')] = None,
@@ -660,18 +728,19 @@ def bench(
         help='auto (CPU, plus CUDA when present), cpu or cuda.')] = 'auto',
     baseline: Annotated[Optional[Path], typer.Option(
         help='Model to compare against: adds speed-up and accuracy-drop '
-        'columns.')] = None,
+        'columns (default: none).')] = None,
     warmup: Annotated[int, typer.Option(help='Untimed runs first.')] = 3,
     repeat: Annotated[int, typer.Option(help='Timed runs.')] = 20,
     max_latency_ms: Annotated[Optional[float], typer.Option(
-        help='Gate: every non-baseline row\'s median latency at most this.')]
+        help='Gate: every non-baseline row\'s median latency at most this '
+        '(default: no gate).')]
     = None,
     min_speedup: Annotated[Optional[float], typer.Option(
         help='Gate: every non-baseline row at least this much faster than '
-        'the baseline.')] = None,
+        'the baseline (default: no gate).')] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         help='Gate: accuracy at most this many points below the '
-        'baseline\'s.')] = None,
+        'baseline\'s (default: no gate).')] = None,
     out: Annotated[Path, typer.Option(
         help='Folder for bench.json, bench.md and bench.png.')]
     = Path('gnncompress-bench'),
@@ -679,7 +748,8 @@ def bench(
     = 0,
     sizes: Annotated[Optional[str], typer.Option(
         help='Also time every model on synthetic graphs of these node counts, '
-        'e.g. 1000,10000,100000,1000000, and plot latency against size.')]
+        'e.g. 1000,10000,100000,1000000, and plot latency against size '
+        '(default: none).')]
     = None,
     degree: Annotated[Optional[float], typer.Option(
         help="Edges per node of the --sizes graphs (default: the main "
@@ -712,7 +782,7 @@ def bench(
     _exit_on_gates(result.gates)
 
 
-@app.command()
+@app.command(cls=_Command)
 def cotrain(
     ctx: typer.Context,
     data: Annotated[str, typer.Option(
@@ -728,10 +798,13 @@ def cotrain(
         help='Number of peers, 2 to 6.')] = 2,
     arch: Annotated[str, typer.Option(
         '--arch', help='gcn, gat, gatv2, sage or gin.')] = 'gcn',
-    hidden: Annotated[int, typer.Option(min=1)] = 128,
-    layers: Annotated[int, typer.Option(min=1)] = 3,
+    hidden: Annotated[int, typer.Option(
+        min=1, help='Hidden width of every student.')] = 128,
+    layers: Annotated[int, typer.Option(
+        min=1, help='Layers of every student.')] = 3,
     heads: Annotated[int, typer.Option(min=1, help='GAT heads.')] = 1,
-    dropout: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    dropout: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help='Dropout between layers.')] = 0.5,
     norm: Annotated[Optional[str], typer.Option(
         help='batch_norm or layer_norm after every hidden layer (default: '
         'none; graph classification: batch_norm only).')] = None,
@@ -741,12 +814,12 @@ def cotrain(
     option: Annotated[Optional[list[str]], typer.Option(
         '--option', '-o', metavar='KEY=VALUE',
         help='Method option KEY=VALUE, e.g. -o kernel=rbf '
-        '(repeatable).')] = None,
+        "(repeatable; default: the method's own).")] = None,
     weight: Annotated[Optional[float], typer.Option(
         help="Weight of the online loss (alpha; default 1).")] = None,
     folds: Annotated[Optional[int], typer.Option(
         help='Graph classification: k-fold cross-validation instead of one '
-        'stratified 80/10/10 split.')] = None,
+        'stratified 80/10/10 split (default: one split).')] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help='Graph classification: graphs per step [default: 32]; '
         'several-graph node data: training graphs per step [default: 10 '
@@ -754,20 +827,19 @@ def cotrain(
         'Node classification: train on sampled subgraphs of this many seed '
         'nodes (graphs too large for one full-graph pass).')] = None,
     fanout: FanoutOpt = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    epochs: EpochsOpt = 200,
     lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    weight_decay: WeightDecayOpt = 5e-4,
     patience: Annotated[Optional[int], typer.Option(
         min=1, help='Stop when no student improved its validation accuracy '
         'for this many epochs (default: run every epoch).')] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     device: DeviceOpt = 'auto',
     data_root: DataRootOpt = None,
     out: Annotated[Optional[Path], typer.Option(
         help='Output folder (default: gnncompress-out/<data>-<method>).')
     ] = None,
-    progress: Annotated[bool, typer.Option(help='Show a progress bar.')
-                        ] = True,
+    progress: ProgressOpt = True,
     config: ConfigOpt = None,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
@@ -802,7 +874,7 @@ def main(version: Annotated[bool, typer.Option(
     """Compress pre-trained GNN checkpoints by knowledge distillation."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def amalgamate(
     ctx: typer.Context,
     teachers: Annotated[list[Path], typer.Argument(
@@ -838,29 +910,30 @@ def amalgamate(
     soft: Annotated[str, typer.Option(
         help="'mse' on logits (paper) or 'bce' to the teacher's thresholded "
         "predictions (authors' code).")] = 'mse',
-    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    epochs: EpochsOpt = 200,
     lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
-    weight_decay: Annotated[float, typer.Option()] = 4e-6,
+    weight_decay: WeightDecayOpt = 4e-6,
     patience: Annotated[int, typer.Option(
         min=1, help='Stop after this many epochs without a better agreement '
         'with the teachers.')] = 100,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help='Train on sampled subgraphs of this many seed nodes of '
-        'each graph per step (graphs too large for one full-graph pass).')
+        'each graph per step (graphs too large for one full-graph pass) '
+        '(default: full graph).')
     ] = None,
     fanout: FanoutOpt = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     device: DeviceOpt = 'auto',
     out: Annotated[Optional[Path], typer.Option(
         help='Output folder (default: gnncompress-out/amalgamate).')] = None,
-    progress: Annotated[bool, typer.Option(help='Show a progress bar.')
-                        ] = True,
+    progress: ProgressOpt = True,
     min_accuracy: Annotated[Optional[float], typer.Option(
         help='Gate: every task at every exported width at least this test '
-        'accuracy, in percent; exit code 3 when it fails.')] = None,
+        'accuracy, in percent; exit code 3 when it fails (default: no '
+        'gate).')] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         help="Gate: at most this many points below each task's teacher; "
-        'exit code 3 when it fails.')] = None,
+        'exit code 3 when it fails (default: no gate).')] = None,
     config: ConfigOpt = None,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
