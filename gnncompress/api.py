@@ -74,6 +74,7 @@ from gnncompress.models import (
     count_spec_parameters,
 )
 from gnncompress.options import (
+    check_distill_method,
     check_method_name,
     check_out_file,
     check_ratio,
@@ -635,6 +636,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     check_training(lr=lr, weight_decay=weight_decay, seed=seed,
                    weight=weight, label_weight=label_weight, out=out)
     check_ratio(ratio)
+    check_distill_method(method)
     module = teacher if isinstance(teacher, torch.nn.Module) else None
     if teacher_class is not None:
         if module is not None:

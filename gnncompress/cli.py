@@ -14,6 +14,22 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from gnncompress import __version__
+from gnncompress.catalogue import (
+    AMALGAMATE_TEACHERS,
+    ARCHS,
+    BASIC_GNN_ARCHS,
+    COTRAIN_METHODS,
+    DISTILL_METHODS,
+    GRAPH_DATASETS,
+    GRAPH_LIST_DATASETS,
+    NODE_DATASETS,
+    POINT_ARCHS,
+    POINT_DATASETS,
+    SLIMMABLE_ARCHS,
+    STUDENT_ARCHS,
+    arch_names,
+    listed,
+)
 from gnncompress.defaults import (
     DEFAULT_MAX_CHECKPOINT_GB,
     DEFAULT_RATIO,
@@ -35,6 +51,9 @@ def _lazy(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
+    parent, _, child = name.rpartition('.')
+    if parent:  # as an import does: gnncompress.api is an attribute too
+        setattr(sys.modules[parent], child, module)
     return module
 
 
@@ -204,13 +223,18 @@ def _parse_layers(text: str) -> list[int]:
         raise typer.Exit(code=1) from None
 
 
-def _list_methods(value: bool) -> None:
+def _list_distill_methods(value: bool) -> None:
+    """distill --list-methods: the registered methods that distil a
+    teacher (cotrain's online methods are cotrain's)."""
     if not value:
         return
-    from gnncompress.methods import list_methods, method_class
+    from gnncompress.methods import canonical_name, list_methods, method_class
 
+    online = {canonical_name(m) for m in COTRAIN_METHODS}
     rows = []
     for name in list_methods():
+        if canonical_name(name) in online:
+            continue
         cls = method_class(name)
         needs = ', '.join(sorted(cls.requires))
         student = cls.preferred_student or 'any'
@@ -220,7 +244,19 @@ def _list_methods(value: bool) -> None:
     typer.echo(tabulate(rows, headers=['method', 'what it matches', 'needs',
                                        'student', 'weight', 'paper']))
     typer.echo("\nCombine methods with '+', e.g. --method kd+lsp "
-               '(-o lsp.weight=10 sets one term\'s weight).')
+               '(-o lsp.weight=10 sets one term\'s weight). Students that '
+               'teach each other, without a teacher: gnncompress cotrain '
+               '--list-methods.')
+    raise typer.Exit()
+
+
+def _list_cotrain_methods(value: bool) -> None:
+    """cotrain --list-methods, without importing torch."""
+    if not value:
+        return
+    width = max(map(len, COTRAIN_METHODS))
+    for name, summary in COTRAIN_METHODS.items():
+        typer.echo(f'{name:<{width}}  {summary}')
     raise typer.Exit()
 
 
@@ -370,13 +406,15 @@ def distill(
                                             'state_dict or .safetensors).')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
-        help='Dataset name (Cora, CiteSeer, PubMed, Computers, Photo, CS, '
-        'Physics; SyntheticPPI, PPI, ENZYMES-nodes... for several graphs; '
-        'ModelNet10, ModelNet40, GeometricShapes for DGCNN) or a '
-        "saved torch_geometric Data file; default: the one on the "
+        help=f"Dataset name ({', '.join(NODE_DATASETS)}; "
+        f"{', '.join(GRAPH_LIST_DATASETS)} for several graphs; "
+        f"{', '.join(POINT_DATASETS)} for DGCNN; see gnncompress datasets) "
+        "or a saved torch_geometric Data file; default: the one on the "
         "teacher's card.")] = None,
     data_root: DataRootOpt = None,
-    method: Annotated[str, typer.Option(help='Distillation method.')] = 'kd',
+    method: Annotated[str, typer.Option(
+        help=f"Distillation method: {listed(DISTILL_METHODS)}, or several "
+        "joined by '+', e.g. kd+lsp (see --list-methods).")] = 'kd',
     option: Annotated[Optional[list[str]], typer.Option(
         '--option', '-o', metavar='KEY=VALUE',
         help='Method option KEY=VALUE, e.g. -o kernel=poly '
@@ -395,9 +433,9 @@ def distill(
         '(default: the last).')
     ] = None,
     student: Annotated[Optional[str], typer.Option(
-        help='Student architecture: gcn, gat, gatv2, sage, gin, gcnii, mlp, '
-        "dgcnn (default: the method's preferred one, else gcn; dgcnn for "
-        'a DGCNN teacher).')] = None,
+        help=f"Student architecture: {', '.join(STUDENT_ARCHS)} (default: "
+        "the method's preferred one, else gcn; dgcnn for a DGCNN "
+        'teacher).')] = None,
     hidden: Annotated[Optional[str], typer.Option(
         help='Student hidden width (instead of --ratio); a DGCNN student '
         'takes one width per layer, e.g. 32,32,64,128 (default: from '
@@ -439,8 +477,8 @@ def distill(
     batch_size: BatchSizeOpt = None,
     config: ConfigOpt = None,
     list_methods: Annotated[bool, typer.Option(
-        '--list-methods', callback=_list_methods, is_eager=True,
-        help='List the methods and exit.')] = False,
+        '--list-methods', callback=_list_distill_methods, is_eager=True,
+        help="List distill's methods, one line each, and exit.")] = False,
     checkpoint_every: CheckpointEveryOpt = None,
     checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
     fanout: FanoutOpt = None,
@@ -587,7 +625,7 @@ def train_teacher(
     out: Annotated[Path, typer.Option(help='Output .pt file (a teacher card '
                                       '.json is written beside it).')],
     arch: Annotated[str, typer.Option(
-        help='gcn, gat, gatv2, sage, gin, gcnii, mlp or dgcnn (point '
+        help=f"{', '.join(ARCHS)} or {listed(POINT_ARCHS)} (point "
         'clouds).')] = 'gat',
     hidden: Annotated[Optional[str], typer.Option(
         help='Hidden width [default: 256]; DGCNN: one width per layer '
@@ -786,18 +824,18 @@ def bench(
 def cotrain(
     ctx: typer.Context,
     data: Annotated[str, typer.Option(
-        help='Dataset: Cora, CiteSeer, PubMed, Computers, Photo, CS, '
-        'Physics (node classification), MUTAG, PROTEINS, ENZYMES, NCI1, '
-        'IMDB-BINARY (graph classification), SyntheticPPI, PPI, '
+        help=f"Dataset: {', '.join(NODE_DATASETS)} (node "
+        f"classification), {', '.join(GRAPH_DATASETS)} (graph "
+        f"classification), {', '.join(GRAPH_LIST_DATASETS[:2])}, "
         '<TU>-nodes (several graphs, inductive) or a saved Data file or '
         'graph list.')],
     method: Annotated[str, typer.Option(
-        help='alignahead (cross-layer), oc (same-depth ablation), mutual, '
-        'or self (students trained alone).')] = 'alignahead',
+        help=f'How the students teach each other: {listed(COTRAIN_METHODS)} '
+        '(see --list-methods).')] = 'alignahead',
     students: Annotated[int, typer.Option(
         help='Number of peers, 2 to 6.')] = 2,
     arch: Annotated[str, typer.Option(
-        '--arch', help='gcn, gat, gatv2, sage or gin.')] = 'gcn',
+        '--arch', help=f'{listed(BASIC_GNN_ARCHS)}.')] = 'gcn',
     hidden: Annotated[int, typer.Option(
         min=1, help='Hidden width of every student.')] = 128,
     layers: Annotated[int, typer.Option(
@@ -841,6 +879,9 @@ def cotrain(
     ] = None,
     progress: ProgressOpt = True,
     config: ConfigOpt = None,
+    list_methods: Annotated[bool, typer.Option(
+        '--list-methods', callback=_list_cotrain_methods, is_eager=True,
+        help="List cotrain's methods, one line each, and exit.")] = False,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
@@ -874,7 +915,11 @@ def main(version: Annotated[bool, typer.Option(
     """Compress pre-trained GNN checkpoints by knowledge distillation."""
 
 
-@app.command(cls=_Command)
+@app.command(cls=_Command, help=(
+    f'Merge TEACHERS (one per task, any mix of '
+    f'{listed(arch_names(AMALGAMATE_TEACHERS))}) into one slimmable student '
+    'without labels (TAM); write student.safetensors, one ONNX per task and '
+    'width, report.json and report.md.'))
 def amalgamate(
     ctx: typer.Context,
     teachers: Annotated[list[Path], typer.Argument(
@@ -889,7 +934,7 @@ def amalgamate(
         "(default: the classes on the teachers' cards).")] = None,
     data_root: DataRootOpt = None,
     student: Annotated[str, typer.Option(
-        help='Student layer: gcn, gat, gatv2, sage or gin.')] = 'gcn',
+        help=f'Student layer: {listed(SLIMMABLE_ARCHS)}.')] = 'gcn',
     hidden: Annotated[int, typer.Option(
         min=1, help='Student hidden width at multiplier 1.')] = 64,
     layers: Annotated[int, typer.Option(min=2, help='Student layers.')] = 2,
@@ -938,9 +983,7 @@ def amalgamate(
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
-    """Merge TEACHERS (one per task, any mix of GCN, GAT, SAGE, GIN) into one
-    slimmable student without labels (TAM); write student.safetensors, one
-    ONNX per task and width, report.json and report.md."""
+    """Merge TEACHERS into one slimmable student (help: above)."""
     report = _call(api.amalgamate, teachers, data=data, tasks=tasks,
                    data_root=data_root, student=student, hidden=hidden,
                    layers=layers, heads=heads, widths=widths,

@@ -20,6 +20,7 @@ from torch_geometric.data import Data
 from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 
+from gnncompress import catalogue
 from gnncompress.core import Graph
 from gnncompress.errors import DataError, GnnCompressError, error_line
 from gnncompress.models import sparse_input
@@ -33,7 +34,7 @@ NODE_DATASETS = {
     'physics': ('Coauthor', 'Physics'),
 }
 GRAPH_DATASETS = {n.lower(): ('TUDataset', n) for n in
-                  ('MUTAG', 'PROTEINS', 'ENZYMES', 'NCI1', 'IMDB-BINARY')}
+                  catalogue.GRAPH_DATASETS}
 TRAIN_PER_CLASS = 20
 VAL_PER_CLASS = 30
 
@@ -48,8 +49,7 @@ def default_root() -> Path:
 
 # Point-cloud datasets (gnncompress.pointdata loads them): lower-cased name
 # -> canonical name.
-POINT_DATASETS = {'modelnet10': 'ModelNet10', 'modelnet40': 'ModelNet40',
-                  'geometricshapes': 'GeometricShapes'}
+POINT_DATASETS = {n.lower(): n for n in catalogue.POINT_DATASETS}
 
 
 def dataset_names() -> list[str]:
