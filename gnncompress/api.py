@@ -56,6 +56,7 @@ from gnncompress.errors import (
     ExportError,
     GnnCompressError,
     OutputError,
+    RunInterrupted,
     TrainingError,
 )
 from gnncompress.export import (
@@ -761,6 +762,10 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     except TrainingError as e:
         raise keep_last_good(e, model, s_spec, out, distiller.name,
                              graph.name) from None
+    except KeyboardInterrupt:
+        if saver is None:
+            raise
+        raise RunInterrupted(saver.folder, saver.path.is_file()) from None
     report = distill_outputs(
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -36,7 +37,12 @@ from gnncompress.defaults import (
     DEFAULT_ROW_BUDGET_S,
     REPORT_BUDGET_S,
 )
-from gnncompress.errors import GnnCompressError, out_of_memory, plural
+from gnncompress.errors import (
+    GnnCompressError,
+    RunInterrupted,
+    out_of_memory,
+    plural,
+)
 
 
 def _lazy(name: str) -> Any:
@@ -61,6 +67,10 @@ api = _lazy('gnncompress.api')
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
+INTERRUPTED_EXIT_CODE = 130  # Ctrl-C, as shells report SIGINT
+# The arguments of this invocation (after the program name), for the
+# resume command printed after Ctrl-C.
+_ARGV: list[str] = []
 T = TypeVar('T')
 # Options of every command that writes a report with latency figures.
 LatencyOption = Annotated[bool, typer.Option(
@@ -73,16 +83,42 @@ LatencyBudgetOption = Annotated[float, typer.Option(
 
 
 def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one API call; user errors become one line and exit code 1."""
+    """Run one API call; user errors become one line and exit code 1,
+    Ctrl-C in a run with training checkpoints one line that says how to
+    resume, and exit code 130."""
     try:
         return fn(*args, **kwargs)
     except GnnCompressError as e:
         _error(str(e))
+    except RunInterrupted as e:
+        err_console.print(resume_line(e), markup=False)
+        raise typer.Exit(code=INTERRUPTED_EXIT_CODE) from None
     except (MemoryError, RuntimeError) as e:
         memory = out_of_memory(e)
         if memory is None:
             raise
         _error(memory)
+
+
+def resume_line(interrupted: RunInterrupted,
+                argv: list[str] | None = None) -> str:
+    """The one line printed after Ctrl-C: the command that resumes the
+    run (this command's arguments, with ``--resume`` the checkpoint)."""
+    if not interrupted.saved:
+        return ('Interrupted before the first training checkpoint was '
+                'written: run the same command again to start over.')
+    args, skip = [], False
+    for arg in _ARGV if argv is None else argv:
+        if skip:
+            skip = False
+        elif arg == '--resume':
+            skip = True
+        elif not arg.startswith('--resume='):
+            args.append(arg)
+    command = shlex.join(['gnncompress', *args, '--resume',
+                          str(interrupted.folder)])
+    return f'Interrupted; the training checkpoint is kept. Resume with: ' \
+        f'{command}'
 
 
 def _error(message: str, code: int = 1) -> NoReturn:
@@ -98,10 +134,13 @@ class _OneLineUsage(TyperGroup):
     """Usage errors Click catches (an unknown option, ``--epochs 0``) as
     one ``Error:`` line with exit code 2, instead of a boxed message."""
 
-    def main(self, *args: Any, standalone_mode: bool = True,
-             **kwargs: Any) -> Any:
+    def main(self, args: Any = None, *rest: Any,
+             standalone_mode: bool = True, **kwargs: Any) -> Any:
+        _ARGV[:] = [str(a) for a in (sys.argv[1:] if args is None
+                                     else args)]
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, *rest, standalone_mode=False,
+                                **kwargs)
         except typer.TyperException as e:  # Click's errors (vendored)
             if not standalone_mode:
                 raise
