@@ -4,7 +4,9 @@ registries that do the work are checked against them
 (tests/test_catalogue.py), so each list has one source."""
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 # Layouts of torch_geometric.nn.models.BasicGNN subclasses.
 BASIC_GNN_ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
@@ -67,3 +69,39 @@ def dataset_names() -> list[str]:
     """Every dataset name --data takes."""
     return [*NODE_DATASETS, *GRAPH_DATASETS, *GRAPH_LIST_DATASETS,
             *POINT_DATASETS]
+
+
+def default_root() -> Path:
+    """Where datasets are downloaded and processed copies kept:
+    ``$GNNCOMPRESS_CACHE/datasets``, else the user cache folder."""
+    if os.environ.get('GNNCOMPRESS_CACHE'):
+        return Path(os.environ['GNNCOMPRESS_CACHE']) / 'datasets'
+    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
+    return Path(base) / 'gnncompress' / 'datasets'
+
+
+def dataset_kind(name: str) -> str:
+    if name in NODE_DATASETS:
+        return 'node classification'
+    if name in GRAPH_DATASETS:
+        return 'graph classification'
+    if name in GRAPH_LIST_DATASETS:
+        return 'several graphs'
+    return 'point clouds'
+
+
+def dataset_places(name: str) -> list[Path]:
+    """Where the loaders look for dataset ``name``, relative to the cache or
+    a --data-root, the place it downloads to first; empty when it is
+    generated (SyntheticPPI). The loaders read ``<place>/raw`` (data.py,
+    inductive.py, pointdata.py)."""
+    if name == 'SyntheticPPI':
+        return []
+    if name.endswith('-nodes'):
+        name = name[:-len('-nodes')]
+    if name == 'ModelNet10':
+        return [Path('clouds/ModelNet10'), Path('ModelNet10'),
+                Path('ModelNet10-PCD')]
+    if name in POINT_DATASETS:
+        return [Path('clouds') / name, Path(name)]
+    return [Path(name)]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shlex
 import sys
 from collections.abc import Callable
@@ -29,6 +30,10 @@ from gnncompress.catalogue import (
     SLIMMABLE_ARCHS,
     STUDENT_ARCHS,
     arch_names,
+    dataset_kind,
+    dataset_names,
+    dataset_places,
+    default_root,
     listed,
 )
 from gnncompress.defaults import (
@@ -1038,3 +1043,33 @@ def amalgamate(
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     _exit_on_gates(report.gates)
+
+
+@app.command(cls=_Command)
+def datasets(
+    data_root: Annotated[Optional[Path], typer.Option(
+        help='Look in this folder (PyG layout) instead of the cache '
+        '(default: the cache, $GNNCOMPRESS_CACHE/datasets or the user cache '
+        'folder).')] = None,
+) -> None:
+    """List the dataset names --data takes, where each is kept and whether
+    it is there (a missing one downloads on first use when a network
+    exists)."""
+    from tabulate import tabulate
+
+    base = default_root() if data_root is None else data_root.expanduser()
+    rows = []
+    for name in dataset_names():
+        places = dataset_places(name)
+        found = [p for p in places if (base / p / 'raw').is_dir()]
+        place = base / (found or places)[0] if places else None
+        rows.append([name, dataset_kind(name),
+                     'generated' if place is None else
+                     'yes' if found else 'no',
+                     '-' if place is None else str(place)])
+    typer.echo(tabulate(rows, headers=['dataset', 'task', 'here', 'folder']))
+    where = ('--data-root' if data_root is not None else
+             '$GNNCOMPRESS_CACHE' if os.environ.get('GNNCOMPRESS_CACHE')
+             else 'the default cache; set GNNCOMPRESS_CACHE to move it')
+    typer.echo(f'\n{base} ({where}). --data also takes a saved '
+               'torch_geometric Data file.')

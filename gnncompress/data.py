@@ -21,6 +21,7 @@ from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 
 from gnncompress import catalogue
+from gnncompress.catalogue import default_root
 from gnncompress.core import Graph
 from gnncompress.errors import DataError, GnnCompressError, error_line
 from gnncompress.models import sparse_input
@@ -37,14 +38,6 @@ GRAPH_DATASETS = {n.lower(): ('TUDataset', n) for n in
                   catalogue.GRAPH_DATASETS}
 TRAIN_PER_CLASS = 20
 VAL_PER_CLASS = 30
-
-
-def default_root() -> Path:
-    """Where datasets are downloaded and processed copies kept."""
-    if os.environ.get('GNNCOMPRESS_CACHE'):
-        return Path(os.environ['GNNCOMPRESS_CACHE']) / 'datasets'
-    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
-    return Path(base) / 'gnncompress' / 'datasets'
 
 
 # Point-cloud datasets (gnncompress.pointdata loads them): lower-cased name

@@ -11,7 +11,7 @@ from gnncompress.data import dataset_names
 from gnncompress.errors import plural
 
 COMMANDS = ['distill', 'cotrain', 'amalgamate', 'inspect', 'export', 'bench',
-            'train-teacher']
+            'train-teacher', 'datasets']
 
 
 @pytest.mark.parametrize('command', COMMANDS)
@@ -106,6 +106,26 @@ def test_cotrain_data_help_names_tu_nodes():
 def test_completion_options_are_offered():
     out = CliRunner().invoke(app, ['--help'], env={'COLUMNS': '200'}).output
     assert '--install-completion' in out and '--show-completion' in out
+
+
+def test_datasets_lists_the_cache(tmp_path):
+    """gnncompress datasets: every name, where it is kept, whether it is
+    there, for the cache GNNCOMPRESS_CACHE names."""
+    (tmp_path / 'datasets' / 'Cora' / 'raw').mkdir(parents=True)
+    result = CliRunner().invoke(app, ['datasets'], env={
+        'GNNCOMPRESS_CACHE': str(tmp_path), 'COLUMNS': '200'})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in
+            result.output.splitlines()[2:] if line.strip()}
+    root = tmp_path / 'datasets'
+    assert rows['Cora'][-2:] == ['yes', str(root / 'Cora')]
+    assert rows['CiteSeer'][-2:] == ['no', str(root / 'CiteSeer')]
+    assert rows['SyntheticPPI'][-2:] == ['generated', '-']
+    assert rows['ModelNet40'][-2:] == ['no',
+                                       str(root / 'clouds' / 'ModelNet40')]
+    for name in dataset_names():
+        assert name in rows
+    assert f'{root} ($GNNCOMPRESS_CACHE)' in result.output
 
 
 def test_plural():
