@@ -63,6 +63,7 @@ from gnncompress.export import (
     SPARSE_CHECK_DENSITY,
     atomic_path,
     export_onnx,
+    onnx_signature,
     save_safetensors,
     sparse_features_hint,
 )
@@ -1138,6 +1139,69 @@ def check_task(teacher: ArchSpec, graph: Graph,
 
 def command_line() -> str:
     return ' '.join(['gnncompress', *sys.argv[1:]])
+
+
+def run_summary(report: Any) -> list[str]:
+    """What to do next with a run's files, in two to four lines: how to
+    load the ONNX student (its inputs), its speed-up against the teacher(s)
+    and whether a gate failed (distill, amalgamate, cotrain reports)."""
+    lines = []
+    onnx = report.files.get('onnx')
+    first = onnx[0] if isinstance(onnx, list) and onnx else onnx
+    if first:
+        where = f' (one per task and width in {Path(first).parent}/)' \
+            if isinstance(onnx, list) else ''
+        lines.append(f'Load {first}{where} with onnxruntime: inputs '
+                     f'{onnx_signature(first)}.')
+    if hasattr(report, 'speedups'):
+        lines.append(_distill_speedup_line(report))
+    elif hasattr(report, 'teachers'):
+        lines.append(_amalgamate_speedup_line(report))
+    elif first:
+        lines.append(f'No teacher to compare with: time it with gnncompress '
+                     f"bench {first} --data {report.data['name']}.")
+    gates = getattr(report, 'gates', None)
+    if gates is not None:
+        failed = [g.name for g in gates if not g.passed]
+        lines.append('Gates: none set.' if not gates else
+                     f"Gate failed: {', '.join(failed)} (exit code 3)."
+                     if failed else f'Gates: all {len(gates)} passed.')
+    return lines
+
+
+_NOT_TIMED = ('not measured (--no-latency); gnncompress bench TEACHER '
+              'STUDENT.onnx --baseline TEACHER times both')
+
+
+def _distill_speedup_line(report: Report) -> str:
+    from gnncompress.bench import describe
+
+    for s in report.speedups:
+        if s['speedup'] is not None:
+            where = describe({'runtime': s['runtime'], 'device': s['device'],
+                              'threads': s['student_threads']})
+            return f"Speed-up over the teacher: {s['speedup']:.1f}x " \
+                f'({where}).'
+    return f'Speed-up over the teacher: {_NOT_TIMED}.'
+
+
+def _amalgamate_speedup_line(report: Any) -> str:
+    from gnncompress.bench import speedup
+
+    teachers = {t['name']: e for t, e in zip(report.tasks, report.teachers)}
+    found: dict[str, list[float]] = {}
+    for r in report.results:
+        teacher = teachers.get(r['task'])
+        for key, fast in r['latency'].items():
+            slow = teacher.latency.get(key) if teacher else None
+            value = speedup(slow, fast) if slow else None
+            if value is not None:
+                found.setdefault(key, []).append(value)
+    if not found:
+        return f'Speed-up over the teachers: {_NOT_TIMED}.'
+    key, values = next(iter(sorted(found.items())))
+    return (f'Speed-up over the teachers ({key}): {min(values):.1f}x to '
+            f'{max(values):.1f}x across tasks and widths.')
 
 
 def _bench_rows(entries: list[Any], graph: Graph, sizes: list[int] | None,

@@ -62,9 +62,6 @@ def _lazy(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
-    parent, _, child = name.rpartition('.')
-    if parent:  # as an import does: gnncompress.api is an attribute too
-        setattr(sys.modules[parent], child, module)
     return module
 
 
@@ -581,11 +578,18 @@ def distill(
         return
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    _summary(report)
     for note in report.notes:
         if note.startswith('the student collapsed'):
             err_console.print(f'[yellow]Warning:[/yellow] {note}',
                               markup=True)
     _exit_on_gates(report.gates)
+
+
+def _summary(report: Any) -> None:
+    """The end-of-run lines: load the ONNX student, speed-up, gates."""
+    for line in _call(api.run_summary, report):
+        typer.echo(line)
 
 
 def _exit_on_gates(gates: list[Any]) -> None:
@@ -944,6 +948,7 @@ def cotrain(
                    command=api.command_line(), config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    _summary(report)
 
 
 def _version(value: bool) -> None:
@@ -1042,6 +1047,7 @@ def amalgamate(
                    command=api.command_line(), config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    _summary(report)
     _exit_on_gates(report.gates)
 
 
