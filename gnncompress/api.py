@@ -1246,7 +1246,7 @@ def _distill_speedup_line(report: Report) -> str:
 
 
 def _amalgamate_speedup_line(report: Any) -> str:
-    from gnncompress.bench import speedup
+    from gnncompress.bench import describe, speedup
 
     teachers = {t['name']: e for t, e in zip(report.tasks, report.teachers)}
     found: dict[str, list[float]] = {}
@@ -1256,12 +1256,12 @@ def _amalgamate_speedup_line(report: Any) -> str:
             slow = teacher.latency.get(key) if teacher else None
             value = speedup(slow, fast) if slow else None
             if value is not None:
-                found.setdefault(key, []).append(value)
+                found.setdefault(describe(fast), []).append(value)
     if not found:
         return f'Speed-up over the teachers: {_NOT_TIMED}.'
-    key, values = next(iter(sorted(found.items())))
-    return (f'Speed-up over the teachers ({key}): {min(values):.1f}x to '
-            f'{max(values):.1f}x across tasks and widths.')
+    where, values = next(iter(sorted(found.items())))
+    return (f'Speed-up over the teachers: {min(values):.1f}x to '
+            f'{max(values):.1f}x across tasks and widths ({where}).')
 
 
 def _bench_rows(entries: list[Any], graph: Graph, sizes: list[int] | None,

@@ -80,3 +80,33 @@ def test_summary_without_latency_or_gates():
     report = SimpleNamespace(files={}, speedups=[], gates=[failed])
     assert run_summary(report)[-1] == \
         'Gate failed: max-accuracy-drop (exit code 3).'
+
+
+def test_amalgamate_and_cotrain_summaries(monkeypatch):
+    from types import SimpleNamespace
+
+    from gnncompress.api import run_summary
+    monkeypatch.setattr(gnncompress.api, 'onnx_signature',
+                        lambda path: 'x [N, 8] float32, edge_index [2, E] '
+                                     'int64')
+
+    def timed(ms):
+        return {'pytorch-cpu': {'runtime': 'pytorch', 'device': 'cpu',
+                                'threads': 1, 'median_ms': ms}}
+
+    amalgamated = SimpleNamespace(
+        files={'onnx': ['/o/onnx/a-w0.5.onnx', '/o/onnx/a-w1.onnx']},
+        tasks=[{'name': 'a'}], teachers=[SimpleNamespace(latency=timed(10))],
+        results=[{'task': 'a', 'latency': timed(5)},
+                 {'task': 'a', 'latency': timed(2)}], gates=[])
+    assert run_summary(amalgamated) == [
+        'Load /o/onnx/a-w0.5.onnx (one per task and width in /o/onnx/) with '
+        'onnxruntime: inputs x [N, 8] float32, edge_index [2, E] int64.',
+        'Speed-up over the teachers: 2.0x to 5.0x across tasks and widths '
+        '(pytorch cpu x1).',
+        'Gates: none set.']
+    cotrained = SimpleNamespace(files={'onnx': '/o/student.onnx'},
+                                data={'name': 'Cora'})
+    assert run_summary(cotrained)[1] == (
+        'No teacher to compare with: time it with gnncompress bench '
+        '/o/student.onnx --data Cora.')
