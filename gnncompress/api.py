@@ -29,6 +29,7 @@ from gnncompress.bench import (
     onnx_latency,
     torch_latency,
 )
+from gnncompress.catalogue import default_root
 from gnncompress.checkpoint import (
     CARD_KIND,
     MODULE_PATH,
@@ -56,6 +57,7 @@ from gnncompress.errors import (
     ExportError,
     GnnCompressError,
     OutputError,
+    RunInterrupted,
     TrainingError,
     plural,
 )
@@ -63,6 +65,7 @@ from gnncompress.export import (
     SPARSE_CHECK_DENSITY,
     atomic_path,
     export_onnx,
+    onnx_signature,
     save_safetensors,
     sparse_features_hint,
 )
@@ -75,6 +78,7 @@ from gnncompress.models import (
     count_spec_parameters,
 )
 from gnncompress.options import (
+    check_distill_method,
     check_memory,
     check_method_name,
     check_out,
@@ -193,19 +197,69 @@ def resolve_data(data: str | Path | None, data_root: str | Path | None,
 
 def _card_graph(data: str | Path | None, data_root: str | Path | None,
                 ckpt: Checkpoint, seed: int) -> Graph:
+    card = ckpt.card
     if data is None:
-        card = ckpt.card
         if not card.get('data'):
             raise DataError(
                 f'No dataset given: pass --data NAME (the checkpoint has no '
                 f'teacher card {card_path(ckpt.path).name} naming one)')
-        base = ckpt.path.parent
         data = card['data']
         if card.get('data_is_file'):
-            data = base / data
-        if data_root is None and card.get('data_root') is not None:
-            data_root = base / card['data_root']
-    return load_graph(data, data_root, seed=seed)
+            data = ckpt.path.parent / data
+    return load_graph(data, card_data_root(data, data_root, ckpt), seed=seed)
+
+
+def card_data_root(data: str | Path, data_root: str | Path | None,
+                   ckpt: Checkpoint) -> str | Path | None:
+    """``data_root``, else the folder the teacher's card recorded when
+    ``data`` is the dataset on the card (named by the card or given
+    explicitly with the same name: ``--data Cora`` still finds the card's
+    copy offline)."""
+    card = ckpt.card
+    if data_root is not None or card.get('data_root') is None or \
+            not card.get('data'):
+        return data_root
+    on_card = ckpt.path.parent / card['data'] if card.get('data_is_file') \
+        else card['data']
+    same = Path(data) == on_card if isinstance(on_card, Path) else \
+        str(data).lower() == str(on_card).lower()
+    return ckpt.path.parent / card['data_root'] if same else None
+
+
+def resolved_config(config: dict[str, Any] | None, *, ckpt: Checkpoint,
+                    graph: Graph, s_spec: ArchSpec, out: Path,
+                    dev: torch.device, data_root: str | Path | None,
+                    ratio: float | None, weight: float,
+                    label_weight: float) -> dict[str, Any] | None:
+    """A distill run's settings with what the run resolved in place of
+    the options left out (dataset, student, widths, weights, teacher
+    architecture...), for report.json's ``config``. ``ratio`` left out
+    with ``--hidden`` given: the compression the student achieved."""
+    if config is None:
+        return None
+    if ratio is None:
+        try:
+            ratio = round(count_spec_parameters(ckpt.spec)
+                          / max(1, count_spec_parameters(s_spec)), 2)
+        except (ArchitectureError, KeyError, TypeError, ValueError):
+            ratio = None  # a teacher rebuilt layer by layer
+    values = {
+        'data': graph.name,
+        'data_root': str(data_root if data_root is not None
+                         else default_root()),
+        'student': s_spec.arch, 'hidden': s_spec.hidden_channels,
+        'layers': s_spec.num_layers,
+        'ratio': ratio,
+        'weight': weight, 'label_weight': label_weight, 'out': str(out),
+        'device': dev.type,
+        'normalize_features': graph.feature_norm == 'row',
+        **{k: getattr(ckpt.spec, k) for k in ('arch', 'aggr', 'jk', 'norm',
+                                               'act')}}
+    resolved = dict(config)
+    for key, value in values.items():
+        if key in resolved and resolved[key] in (None, 'auto'):
+            resolved[key] = value
+    return resolved
 
 
 def check_fits(spec: ArchSpec, graph: Graph, what: str) -> None:
@@ -653,6 +707,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     check_training(lr=lr, weight_decay=weight_decay, seed=seed,
                    weight=weight, label_weight=label_weight, out=out)
     check_ratio(ratio)
+    check_distill_method(method)
     module = teacher if isinstance(teacher, torch.nn.Module) else None
     if teacher_class is not None:
         if module is not None:
@@ -718,6 +773,14 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
                           layers=layers, heads=heads, ratio=ratio,
                           readout=ckpt.spec.readout)
+    config = resolved_config(
+        config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out, dev=dev,
+        data_root=card_data_root(data if data is not None else
+                                 ckpt.card.get('data', ''), data_root, ckpt),
+        ratio=ratio if ratio is not None or hidden is not None
+        else DEFAULT_RATIO,
+        weight=distiller.default_weight if weight is None else weight,
+        label_weight=label_weight)
     if hops is not None:
         if graph.batch is not None or graph.node_graph is not None:
             kind = 'graph-classification' if graph.batch is not None \
@@ -779,6 +842,10 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     except TrainingError as e:
         raise keep_last_good(e, model, s_spec, out, distiller.name,
                              graph.name) from None
+    except KeyboardInterrupt:
+        if saver is None:
+            raise
+        raise RunInterrupted(saver.folder, saver.path.is_file()) from None
     report = distill_outputs(
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
@@ -1183,6 +1250,70 @@ def check_task(teacher: ArchSpec, graph: Graph,
 
 def command_line() -> str:
     return ' '.join(['gnncompress', *sys.argv[1:]])
+
+
+def run_summary(report: Any) -> list[str]:
+    """What to do next with a run's files, in two to four lines: how to
+    load the ONNX student (its inputs), its speed-up against the teacher(s)
+    and whether a gate failed (distill, amalgamate, cotrain reports)."""
+    lines = []
+    onnx = report.files.get('onnx')
+    first = onnx[0] if isinstance(onnx, list) and onnx else onnx
+    if first:
+        where = f' (one per task and width in {Path(first).parent}/)' \
+            if isinstance(onnx, list) else ''
+        lines.append(f'Load {first}{where} with onnxruntime: inputs '
+                     f'{onnx_signature(first)}.')
+    if hasattr(report, 'speedups'):
+        lines.append(_distill_speedup_line(report))
+    elif hasattr(report, 'teachers'):
+        lines.append(_amalgamate_speedup_line(report))
+    elif first:
+        lines.append(f'No teacher to compare with: time it with gnncompress '
+                     f"bench {first} --data {report.data['name']}.")
+    gates = getattr(report, 'gates', None)
+    if gates is not None:
+        failed = [g.name for g in gates if not g.passed]
+        names = ', '.join(g.name for g in gates)
+        lines.append('Gates: none set.' if not gates else
+                     f"Gate failed: {', '.join(failed)} (exit code 3)."
+                     if failed else f'Gates passed: {names}.')
+    return lines
+
+
+_NOT_TIMED = ('not measured (--no-latency); gnncompress bench TEACHER '
+              'STUDENT.onnx --baseline TEACHER times both')
+
+
+def _distill_speedup_line(report: Report) -> str:
+    from gnncompress.bench import describe
+
+    for s in report.speedups:
+        if s['speedup'] is not None:
+            where = describe({'runtime': s['runtime'], 'device': s['device'],
+                              'threads': s['student_threads']})
+            return f"Speed-up over the teacher: {s['speedup']:.1f}x " \
+                f'({where}).'
+    return f'Speed-up over the teacher: {_NOT_TIMED}.'
+
+
+def _amalgamate_speedup_line(report: Any) -> str:
+    from gnncompress.bench import describe, speedup
+
+    teachers = {t['name']: e for t, e in zip(report.tasks, report.teachers)}
+    found: dict[str, list[float]] = {}
+    for r in report.results:
+        teacher = teachers.get(r['task'])
+        for key, fast in r['latency'].items():
+            slow = teacher.latency.get(key) if teacher else None
+            value = speedup(slow, fast) if slow else None
+            if value is not None:
+                found.setdefault(describe(fast), []).append(value)
+    if not found:
+        return f'Speed-up over the teachers: {_NOT_TIMED}.'
+    where, values = next(iter(sorted(found.items())))
+    return (f'Speed-up over the teachers: {min(values):.1f}x to '
+            f'{max(values):.1f}x across tasks and widths ({where}).')
 
 
 def _bench_rows(entries: list[Any], graph: Graph, sizes: list[int] | None,

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -10,16 +12,41 @@ from typing import Annotated, Any, NoReturn, Optional, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from gnncompress import __version__
+from gnncompress.catalogue import (
+    AMALGAMATE_TEACHERS,
+    ARCHS,
+    BASIC_GNN_ARCHS,
+    COTRAIN_METHODS,
+    DISTILL_METHODS,
+    GRAPH_DATASETS,
+    GRAPH_LIST_DATASETS,
+    NODE_DATASETS,
+    POINT_ARCHS,
+    POINT_DATASETS,
+    SLIMMABLE_ARCHS,
+    STUDENT_ARCHS,
+    arch_names,
+    dataset_kind,
+    dataset_names,
+    dataset_places,
+    default_root,
+    listed,
+)
 from gnncompress.defaults import (
     DEFAULT_MAX_CHECKPOINT_GB,
     DEFAULT_RATIO,
     DEFAULT_ROW_BUDGET_S,
     REPORT_BUDGET_S,
 )
-from gnncompress.errors import GnnCompressError, out_of_memory, plural
+from gnncompress.errors import (
+    GnnCompressError,
+    RunInterrupted,
+    out_of_memory,
+    plural,
+)
 
 
 class _LazyApi:
@@ -38,6 +65,10 @@ api = _LazyApi()
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
+INTERRUPTED_EXIT_CODE = 130  # Ctrl-C, as shells report SIGINT
+# The arguments of this invocation (after the program name), for the
+# resume command printed after Ctrl-C.
+_ARGV: list[str] = []
 T = TypeVar('T')
 # Options of every command that writes a report with latency figures.
 LatencyOption = Annotated[bool, typer.Option(
@@ -50,16 +81,42 @@ LatencyBudgetOption = Annotated[float, typer.Option(
 
 
 def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one API call; user errors become one line and exit code 1."""
+    """Run one API call; user errors become one line and exit code 1,
+    Ctrl-C in a run with training checkpoints one line that says how to
+    resume, and exit code 130."""
     try:
         return fn(*args, **kwargs)
     except GnnCompressError as e:
         _error(str(e))
+    except RunInterrupted as e:
+        err_console.print(resume_line(e), markup=False)
+        raise typer.Exit(code=INTERRUPTED_EXIT_CODE) from None
     except (MemoryError, RuntimeError) as e:
         memory = out_of_memory(e)
         if memory is None:
             raise
         _error(memory)
+
+
+def resume_line(interrupted: RunInterrupted,
+                argv: list[str] | None = None) -> str:
+    """The one line printed after Ctrl-C: the command that resumes the
+    run (this command's arguments, with ``--resume`` the checkpoint)."""
+    if not interrupted.saved:
+        return ('Interrupted before the first training checkpoint was '
+                'written: run the same command again to start over.')
+    args, skip = [], False
+    for arg in _ARGV if argv is None else argv:
+        if skip:
+            skip = False
+        elif arg == '--resume':
+            skip = True
+        elif not arg.startswith('--resume='):
+            args.append(arg)
+    command = shlex.join(['gnncompress', *args, '--resume',
+                          str(interrupted.folder)])
+    return f'Interrupted; the training checkpoint is kept. Resume with: ' \
+        f'{command}'
 
 
 def _error(message: str, code: int = 1) -> NoReturn:
@@ -75,10 +132,13 @@ class _OneLineUsage(TyperGroup):
     """Usage errors Click catches (an unknown option, ``--epochs 0``) as
     one ``Error:`` line with exit code 2, instead of a boxed message."""
 
-    def main(self, *args: Any, standalone_mode: bool = True,
-             **kwargs: Any) -> Any:
+    def main(self, args: Any = None, *rest: Any,
+             standalone_mode: bool = True, **kwargs: Any) -> Any:
+        _ARGV[:] = [str(a) for a in (sys.argv[1:] if args is None
+                                     else args)]
         try:
-            code = super().main(*args, standalone_mode=False, **kwargs)
+            code = super().main(args, *rest, standalone_mode=False,
+                                **kwargs)
         except typer.TyperException as e:  # Click's errors (vendored)
             if not standalone_mode:
                 raise
@@ -100,6 +160,43 @@ class _OneLineUsage(TyperGroup):
         if not standalone_mode:
             return code
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _argument_name(param: Any) -> str:
+    """An argument as the help shows it: TEACHER, MODEL... (no braces)."""
+    name = param.metavar or param.name.upper()
+    if param.nargs != 1 and not name.endswith('...'):
+        name += '...'
+    return name
+
+
+class _Command(TyperCommand):
+    """Help as the source writes it: ``Usage: gnncompress distill [OPTIONS]
+    TEACHER``, arguments listed by name alone (Typer would show
+    ``{TEACHER}`` and ``TEACHER... <list[Path]>``)."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if param.param_type_name == 'argument':
+                name = _argument_name(param)
+                pieces.append(name if param.required else f'[{name}]')
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        args, opts = [], []
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is None:
+                continue
+            if param.param_type_name == 'argument':
+                args.append((_argument_name(param), record[1]))
+            else:
+                opts.append(record)
+        for title, rows in (('Arguments', args), ('Options', opts)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
 
 
 app = typer.Typer(cls=_OneLineUsage, no_args_is_help=True,
@@ -163,13 +260,18 @@ def _parse_layers(text: str) -> list[int]:
         raise typer.Exit(code=1) from None
 
 
-def _list_methods(value: bool) -> None:
+def _list_distill_methods(value: bool) -> None:
+    """distill --list-methods: the registered methods that distil a
+    teacher (cotrain's online methods are cotrain's)."""
     if not value:
         return
-    from gnncompress.methods import list_methods, method_class
+    from gnncompress.methods import canonical_name, list_methods, method_class
 
+    online = {canonical_name(m) for m in COTRAIN_METHODS}
     rows = []
     for name in list_methods():
+        if canonical_name(name) in online:
+            continue
         cls = method_class(name)
         needs = ', '.join(sorted(cls.requires))
         student = cls.preferred_student or 'any'
@@ -179,7 +281,19 @@ def _list_methods(value: bool) -> None:
     typer.echo(tabulate(rows, headers=['method', 'what it matches', 'needs',
                                        'student', 'weight', 'paper']))
     typer.echo("\nCombine methods with '+', e.g. --method kd+lsp "
-               '(-o lsp.weight=10 sets one term\'s weight).')
+               '(-o lsp.weight=10 sets one term\'s weight). Students that '
+               'teach each other, without a teacher: gnncompress cotrain '
+               '--list-methods.')
+    raise typer.Exit()
+
+
+def _list_cotrain_methods(value: bool) -> None:
+    """cotrain --list-methods, without importing torch."""
+    if not value:
+        return
+    width = max(map(len, COTRAIN_METHODS))
+    for name, summary in COTRAIN_METHODS.items():
+        typer.echo(f'{name:<{width}}  {summary}')
     raise typer.Exit()
 
 
@@ -240,43 +354,59 @@ MaxCheckpointGbOpt = Annotated[float, typer.Option(
 ConfigOpt = Annotated[Optional[Path], typer.Option(
     '--config', callback=_config, is_eager=True,
     help='TOML file of options (keys named like the options; the command '
-    'line wins).')]
+    'line wins) (default: none).')]
 ArchOpt = Annotated[Optional[str], typer.Option(
-    '--arch', help='Override the inferred teacher architecture.')]
+    '--arch', help='Override the teacher architecture (default: inferred '
+    'from the weights).')]
 AggrOpt = Annotated[Optional[str], typer.Option(
     help="SAGE aggregation (the weights cannot tell; default 'mean').")]
 JkOpt = Annotated[Optional[str], typer.Option(
-    help="Jumping knowledge ('last' and 'max' look alike in the weights).")]
+    help="Jumping knowledge (default: inferred; 'last' and 'max' look "
+    "alike in the weights).")]
 NormOpt = Annotated[Optional[str], typer.Option(
-    help='Normalisation (parameter-free norms leave no trace in weights).')]
+    help='Normalisation (default: inferred; parameter-free norms leave no '
+    'trace in weights).')]
 ActOpt = Annotated[Optional[str], typer.Option(
     help="Activation (the weights cannot tell; default 'relu').")]
 DataRootOpt = Annotated[Optional[Path], typer.Option(
     help='Folder holding datasets in PyG layout (default: a user cache '
     'folder, where PyG downloads when a network exists).')]
 DeviceOpt = Annotated[str, typer.Option(help='auto, cpu or cuda.')]
+EpochsOpt = Annotated[int, typer.Option(
+    min=1, help='Most training epochs (--patience may stop sooner).')]
+WeightDecayOpt = Annotated[float, typer.Option(
+    help='Adam weight decay (L2 penalty).')]
+SeedOpt = Annotated[int, typer.Option(
+    help='Random seed (weights, splits, sampling).')]
+ProgressOpt = Annotated[bool, typer.Option(help='Show a progress bar.')]
 CheckpointEveryOpt = Annotated[Optional[int], typer.Option(
     min=1, help='Save the training state every K epochs (to '
-    '--checkpoint-dir), so that --resume can continue the run.')]
+    '--checkpoint-dir), so that --resume can continue the run (default: '
+    'no checkpoints).')]
 CheckpointDirOpt = Annotated[Optional[Path], typer.Option(
     help='Folder of the training checkpoint (default: '
     'OUT/.gnncompress-checkpoint, removed when the run succeeds).')]
 ResumeOpt = Annotated[Optional[Path], typer.Option(
     help='Continue the interrupted run whose checkpoint is in this folder '
-    '(its --out or --checkpoint-dir); give the same options.')]
+    '(its --out or --checkpoint-dir); give the same options (default: a '
+    'fresh run).')]
 KOpt = Annotated[Optional[int], typer.Option(
     min=1, help="DGCNN: neighbours per point [default: 20; a student: its "
     "teacher's].")]
 EmbOpt = Annotated[Optional[int], typer.Option(
-    min=1, help='DGCNN: per-point embedding width before pooling.')]
+    min=1, help='DGCNN: per-point embedding width before pooling '
+    "[default: 4 x the last --hidden width, 1024 for 64,64,128,256; a "
+    "student: its teacher's, scaled like --hidden].")]
 HeadOpt = Annotated[Optional[str], typer.Option(
-    help='DGCNN: MLP widths after pooling, e.g. 512,256.')]
+    help='DGCNN: MLP widths after pooling [default: half and a quarter of '
+    "the embedding, e.g. 512,256; a student: its teacher's, scaled like "
+    '--hidden].')]
 PointsOpt = Annotated[Optional[int], typer.Option(
     min=1, help='Point clouds: keep this many points of each cloud (a '
-    'seeded random subset).')]
+    'seeded random subset) (default: all).')]
 AugmentOpt = Annotated[Optional[str], typer.Option(
     help='Point clouds: training augmentations, comma-separated: rotate '
-    '(about z), jitter, scale, subsample.')]
+    '(about z), jitter, scale, subsample (default: none).')]
 BatchSizeOpt = Annotated[Optional[int], typer.Option(
     min=1, help='Point clouds: clouds per training step [default: 32]. '
     'Node classification: train on sampled subgraphs of this many seed '
@@ -288,7 +418,7 @@ FanoutOpt = Annotated[Optional[str], typer.Option(
 NprocOpt = Annotated[Optional[int], typer.Option(
     help='With --batch-size: train in N processes with '
     'DistributedDataParallel (one per GPU with --device cuda; gloo on the '
-    'CPU). Under torchrun, leave it out.')]
+    'CPU). Under torchrun, leave it out (default: one process).')]
 
 
 def _cloud_options(hidden: str | None, k: int | None, emb: int | None,
@@ -305,7 +435,7 @@ def _cloud_options(hidden: str | None, k: int | None, emb: int | None,
             'points': points, 'augment': augment, 'batch_size': batch_size}
 
 
-@app.command()
+@app.command(cls=_Command)
 def distill(
     ctx: typer.Context,
     teacher: Annotated[Path, typer.Argument(
@@ -313,17 +443,19 @@ def distill(
                                             'state_dict or .safetensors).')],
     max_checkpoint_gb: MaxCheckpointGbOpt = DEFAULT_MAX_CHECKPOINT_GB,
     data: Annotated[Optional[str], typer.Option(
-        help='Dataset name (Cora, CiteSeer, PubMed, Computers, Photo, CS, '
-        'Physics; SyntheticPPI, PPI, ENZYMES-nodes... for several graphs; '
-        'ModelNet10, ModelNet40, GeometricShapes for DGCNN) or a '
-        "saved torch_geometric Data file; default: the one on the "
+        help=f"Dataset name ({', '.join(NODE_DATASETS)}; "
+        f"{', '.join(GRAPH_LIST_DATASETS)} for several graphs; "
+        f"{', '.join(POINT_DATASETS)} for DGCNN; see gnncompress datasets) "
+        "or a saved torch_geometric Data file; default: the one on the "
         "teacher's card.")] = None,
     data_root: DataRootOpt = None,
-    method: Annotated[str, typer.Option(help='Distillation method.')] = 'kd',
+    method: Annotated[str, typer.Option(
+        help=f"Distillation method: {listed(DISTILL_METHODS)}, or several "
+        "joined by '+', e.g. kd+lsp (see --list-methods).")] = 'kd',
     option: Annotated[Optional[list[str]], typer.Option(
         '--option', '-o', metavar='KEY=VALUE',
         help='Method option KEY=VALUE, e.g. -o kernel=poly '
-        '(repeatable).')] = None,
+        "(repeatable; default: the method's own).")] = None,
     weight: Annotated[Optional[float], typer.Option(
         help="Weight of the method's loss (default: the method's own).")
     ] = None,
@@ -334,15 +466,17 @@ def distill(
         '--layers-t', help='Teacher hidden layers to match, e.g. -1 or 0,1 '
         '(methods that match hidden layers; default: the last).')] = None,
     layers_s: Annotated[Optional[str], typer.Option(
-        '--layers-s', help='Student hidden layers paired with --layers-t.')
+        '--layers-s', help='Student hidden layers paired with --layers-t '
+        '(default: the last).')
     ] = None,
     student: Annotated[Optional[str], typer.Option(
-        help='Student architecture: gcn, gat, gatv2, sage, gin, gcnii, mlp, '
-        "dgcnn (default: the method's preferred one, else gcn; dgcnn for "
-        'a DGCNN teacher).')] = None,
+        help=f"Student architecture: {', '.join(STUDENT_ARCHS)} (default: "
+        "the method's preferred one, else gcn; dgcnn for a DGCNN "
+        'teacher).')] = None,
     hidden: Annotated[Optional[str], typer.Option(
         help='Student hidden width (instead of --ratio); a DGCNN student '
-        'takes one width per layer, e.g. 32,32,64,128.')] = None,
+        'takes one width per layer, e.g. 32,32,64,128 (default: from '
+        "--ratio; DGCNN: half the teacher's).")] = None,
     layers: Annotated[Optional[int], typer.Option(
         min=1, help='Student layers. [default: 2; a DGCNN student: one per '
         '--hidden width]')] = None,
@@ -352,13 +486,13 @@ def distill(
         help='Pick the widest student with at least RATIO times fewer '
         f'parameters than the teacher (default {DEFAULT_RATIO:g} when '
         'no --hidden).')] = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    epochs: EpochsOpt = 200,
     lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    weight_decay: WeightDecayOpt = 5e-4,
     patience: Annotated[int, typer.Option(
         min=1, help='Stop after this many epochs without a better '
         'validation accuracy.')] = 100,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     device: DeviceOpt = 'auto',
     out: Annotated[Optional[str], typer.Option(  # str: keep an empty --out
         help='Output folder (default: gnncompress-out/<teacher>-<method>).')
@@ -368,23 +502,22 @@ def distill(
         'export it instead when the distilled student scores below it on '
         'validation (report.json: exported).')
     ] = False,
-    progress: Annotated[bool, typer.Option(help='Show a progress bar.')
-                        ] = True,
+    progress: ProgressOpt = True,
     arch: ArchOpt = None, aggr: AggrOpt = None, jk: JkOpt = None,
     norm: NormOpt = None, act: ActOpt = None,
     min_accuracy: Annotated[Optional[float], typer.Option(
         help='Gate: the student\'s test accuracy at least this, in percent; '
-        'exit code 3 when it fails.')] = None,
+        'exit code 3 when it fails (default: no gate).')] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         help='Gate: the student at most this many points below the '
-        'teacher; exit code 3 when it fails.')] = None,
+        'teacher; exit code 3 when it fails (default: no gate).')] = None,
     k: KOpt = None, emb: EmbOpt = None, head: HeadOpt = None,
     points: PointsOpt = None, augment: AugmentOpt = None,
     batch_size: BatchSizeOpt = None,
     config: ConfigOpt = None,
     list_methods: Annotated[bool, typer.Option(
-        '--list-methods', callback=_list_methods, is_eager=True,
-        help='List the methods and exit.')] = False,
+        '--list-methods', callback=_list_distill_methods, is_eager=True,
+        help="List distill's methods, one line each, and exit.")] = False,
     checkpoint_every: CheckpointEveryOpt = None,
     checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
     fanout: FanoutOpt = None,
@@ -402,11 +535,12 @@ def distill(
         'mypkg.models:Net): the tool imports it from your environment, '
         'which runs your code, builds it with --teacher-args and loads '
         "TEACHER's weights into it (weights-only). The teacher is then "
-        'exact: activation, dropout, every detail.')] = None,
+        'exact: activation, dropout, every detail (default: a PyG model '
+        'rebuilt from the weights).')] = None,
     teacher_args: Annotated[Optional[list[str]], typer.Option(
         metavar='KEY=VALUE',
         help="--teacher-class's constructor arguments: KEY=VALUE "
-        '(repeatable) or one JSON object.')] = None,
+        '(repeatable) or one JSON object (default: none).')] = None,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
@@ -442,6 +576,7 @@ def distill(
         return
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    _summary(report)
     for note in report.notes:
         if note.startswith('the student collapsed'):
             err_console.print(f'[yellow]Warning:[/yellow] {note}',
@@ -450,6 +585,12 @@ def distill(
         err_console.print('[yellow]Warning:[/yellow] exported '
                           f"{report.exported['reason']}", markup=True)
     _exit_on_gates(report.gates)
+
+
+def _summary(report: Any) -> None:
+    """The end-of-run lines: load the ONNX student, speed-up, gates."""
+    for line in _call(api.run_summary, report):
+        typer.echo(line)
 
 
 def _exit_on_gates(gates: list[Any]) -> None:
@@ -469,7 +610,7 @@ _SEQUENCE_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',
                     'out_channels', 'act', 'aggr', 'dropout')
 
 
-@app.command()
+@app.command(cls=_Command)
 def inspect(
     checkpoint: Annotated[Path, typer.Argument(metavar='CHECKPOINT',
                                                help='Checkpoint file.')],
@@ -480,9 +621,11 @@ def inspect(
     norm: NormOpt = None, act: ActOpt = None,
     ratio: Annotated[Optional[float], typer.Option(
         help='Also show the student distill --ratio RATIO would build '
-        '(layers, width, parameters), without training.')] = None,
+        '(layers, width, parameters), without training (default: the '
+        'teacher alone).')] = None,
     hidden: Annotated[Optional[int], typer.Option(
-        min=1, help='Also show the student distill --hidden H would build.')
+        min=1, help='Also show the student distill --hidden H would build '
+        '(default: the teacher alone).')
     ] = None,
     student: Annotated[str, typer.Option(
         help='Student architecture for --ratio or --hidden.')] = 'gcn',
@@ -523,14 +666,15 @@ def inspect(
                    f'fewer than the teacher)')
 
 
-@app.command('train-teacher')
+@app.command('train-teacher', cls=_Command)
 def train_teacher(
     ctx: typer.Context,
-    data: Annotated[str, typer.Option(help='Dataset name or Data file.')],
+    data: Annotated[str, typer.Option(
+        help='Dataset name (see gnncompress datasets) or saved Data file.')],
     out: Annotated[str, typer.Option(help='Output .pt file (a teacher card '
                                      '.json is written beside it).')],
     arch: Annotated[str, typer.Option(
-        help='gcn, gat, gatv2, sage, gin, gcnii, mlp or dgcnn (point '
+        help=f"{', '.join(ARCHS)} or {listed(POINT_ARCHS)} (point "
         'clouds).')] = 'gat',
     hidden: Annotated[Optional[str], typer.Option(
         help='Hidden width [default: 256]; DGCNN: one width per layer '
@@ -538,27 +682,34 @@ def train_teacher(
     layers: Annotated[Optional[int], typer.Option(
         min=1, help='Layers [default: 3; DGCNN: one per --hidden width].')
     ] = None,
-    heads: Annotated[int, typer.Option(min=1)] = 8,
+    heads: Annotated[int, typer.Option(
+        min=1, help='Attention heads (GAT, GATv2).')] = 8,
     dropout: Annotated[Optional[float], typer.Option(
         help='Default 0.6 for GAT, 0.5 otherwise.')] = None,
-    norm: Annotated[Optional[str], typer.Option()] = None,
-    jk: Annotated[Optional[str], typer.Option()] = None,
+    norm: Annotated[Optional[str], typer.Option(
+        help='batch_norm or layer_norm after every hidden layer (default: '
+        'none).')] = None,
+    jk: Annotated[Optional[str], typer.Option(
+        help='Jumping knowledge over the layers: last, cat, max or lstm '
+        '(default: none).')] = None,
     aggr: Annotated[str, typer.Option(help='SAGE aggregation.')] = 'mean',
     alpha: Annotated[float, typer.Option(
         help='GCNII initial-residual strength.')] = 0.1,
     theta: Annotated[float, typer.Option(
         help='GCNII identity-mapping strength.')] = 0.5,
     data_root: DataRootOpt = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 300,
-    lr: Annotated[float, typer.Option()] = 0.005,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
-    patience: Annotated[int, typer.Option(min=1)] = 100,
-    seed: Annotated[int, typer.Option()] = 0,
+    epochs: EpochsOpt = 300,
+    lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.005,
+    weight_decay: WeightDecayOpt = 5e-4,
+    patience: Annotated[int, typer.Option(
+        min=1, help='Stop after this many epochs without a better '
+        'validation accuracy.')] = 100,
+    seed: SeedOpt = 0,
     device: DeviceOpt = 'auto',
-    progress: Annotated[bool, typer.Option()] = True,
+    progress: ProgressOpt = True,
     classes: Annotated[Optional[str], typer.Option(
         help='Train on a label subset only, e.g. 0-4 (teachers for '
-        'amalgamate --tasks).')] = None,
+        'amalgamate --tasks) (default: every class).')] = None,
     normalize_features: Annotated[bool, typer.Option(
         help="Divide each node's features by their sum (bag-of-words "
         'counts); recorded on the teacher card, so distill does the same.')]
@@ -590,7 +741,7 @@ def train_teacher(
     typer.echo(f'wrote {result.path} and {result.card}')
 
 
-@app.command()
+@app.command(cls=_Command)
 def export(
     checkpoint: Annotated[Path, typer.Argument(metavar='CHECKPOINT',
                                                help='Checkpoint file.')],
@@ -601,7 +752,8 @@ def export(
     quantize: Annotated[Optional[str], typer.Option(
         help='int8: dynamically quantised uint8 weights (onnxruntime), '
         'exact on every x86 CPU; compare its accuracy and predictions '
-        'with gnncompress bench --baseline FLOAT.onnx.')] = None,
+        'with gnncompress bench --baseline FLOAT.onnx (default: float32).')]
+    = None,
     sparse_features: Annotated[bool, typer.Option(
         '--sparse-features',
         help='Take the node features as a CSR matrix (inputs x_indptr, '
@@ -633,7 +785,7 @@ def _split_list(text: str | None, what: str, cast: Callable[[str], T]
         raise typer.Exit(code=1) from None
 
 
-@app.command()
+@app.command(cls=_Command)
 def bench(
     ctx: typer.Context,
     models: Annotated[list[Path], typer.Argument(
@@ -644,13 +796,15 @@ def bench(
         'over it is stopped and reported as failed.')]
     = DEFAULT_ROW_BUDGET_S,
     data: Annotated[Optional[str], typer.Option(
-        help='Dataset name or saved Data file (accuracy needs its labels).')]
+        help='Dataset name or saved Data file (accuracy needs its labels) '
+        '(default: none; give this or --graph-size).')]
     = None,
     graph_size: Annotated[Optional[str], typer.Option(
         help='A synthetic graph instead: NODES:EDGES:FEATURES, e.g. '
-        '169343:1166243:128.')] = None,
+        '169343:1166243:128 (default: none).')] = None,
     data_root: Annotated[Optional[Path], typer.Option(
-        help='Where datasets are found or downloaded.')] = None,
+        help='Where datasets are found or downloaded (default: the user '
+        'cache folder, see gnncompress datasets).')] = None,
     runtimes: Annotated[Optional[str], typer.Option(
         help='Comma-separated: eager, compile, onnxruntime. [default: all '
         'three]')] = None,
@@ -661,18 +815,19 @@ def bench(
         help='auto (CPU, plus CUDA when present), cpu or cuda.')] = 'auto',
     baseline: Annotated[Optional[Path], typer.Option(
         help='Model to compare against: adds speed-up and accuracy-drop '
-        'columns.')] = None,
+        'columns (default: none).')] = None,
     warmup: Annotated[int, typer.Option(help='Untimed runs first.')] = 3,
     repeat: Annotated[int, typer.Option(help='Timed runs.')] = 20,
     max_latency_ms: Annotated[Optional[float], typer.Option(
-        help='Gate: every non-baseline row\'s median latency at most this.')]
+        help='Gate: every non-baseline row\'s median latency at most this '
+        '(default: no gate).')]
     = None,
     min_speedup: Annotated[Optional[float], typer.Option(
         help='Gate: every non-baseline row at least this much faster than '
-        'the baseline.')] = None,
+        'the baseline (default: no gate).')] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         help='Gate: accuracy at most this many points below the '
-        'baseline\'s.')] = None,
+        'baseline\'s (default: no gate).')] = None,
     out: Annotated[str, typer.Option(
         help='Folder for bench.json, bench.md and bench.png.')]
     = 'gnncompress-bench',
@@ -680,7 +835,8 @@ def bench(
     = 0,
     sizes: Annotated[Optional[str], typer.Option(
         help='Also time every model on synthetic graphs of these node counts, '
-        'e.g. 1000,10000,100000,1000000, and plot latency against size.')]
+        'e.g. 1000,10000,100000,1000000, and plot latency against size '
+        '(default: none).')]
     = None,
     degree: Annotated[Optional[float], typer.Option(
         help="Edges per node of the --sizes graphs (default: the main "
@@ -713,26 +869,29 @@ def bench(
     _exit_on_gates(result.gates)
 
 
-@app.command()
+@app.command(cls=_Command)
 def cotrain(
     ctx: typer.Context,
     data: Annotated[str, typer.Option(
-        help='Dataset: Cora, CiteSeer, PubMed, Computers, Photo, CS, '
-        'Physics (node classification), MUTAG, PROTEINS, ENZYMES, NCI1, '
-        'IMDB-BINARY (graph classification), SyntheticPPI, PPI, '
+        help=f"Dataset: {', '.join(NODE_DATASETS)} (node "
+        f"classification), {', '.join(GRAPH_DATASETS)} (graph "
+        f"classification), {', '.join(GRAPH_LIST_DATASETS[:2])}, "
         '<TU>-nodes (several graphs, inductive) or a saved Data file or '
         'graph list.')],
     method: Annotated[str, typer.Option(
-        help='alignahead (cross-layer), oc (same-depth ablation), mutual, '
-        'or self (students trained alone).')] = 'alignahead',
+        help=f'How the students teach each other: {listed(COTRAIN_METHODS)} '
+        '(see --list-methods).')] = 'alignahead',
     students: Annotated[int, typer.Option(
         help='Number of peers, 2 to 6.')] = 2,
     arch: Annotated[str, typer.Option(
-        '--arch', help='gcn, gat, gatv2, sage or gin.')] = 'gcn',
-    hidden: Annotated[int, typer.Option(min=1)] = 128,
-    layers: Annotated[int, typer.Option(min=1)] = 3,
+        '--arch', help=f'{listed(BASIC_GNN_ARCHS)}.')] = 'gcn',
+    hidden: Annotated[int, typer.Option(
+        min=1, help='Hidden width of every student.')] = 128,
+    layers: Annotated[int, typer.Option(
+        min=1, help='Layers of every student.')] = 3,
     heads: Annotated[int, typer.Option(min=1, help='GAT heads.')] = 1,
-    dropout: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.5,
+    dropout: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help='Dropout between layers.')] = 0.5,
     norm: Annotated[Optional[str], typer.Option(
         help='batch_norm or layer_norm after every hidden layer (default: '
         'none; graph classification: batch_norm only).')] = None,
@@ -742,12 +901,12 @@ def cotrain(
     option: Annotated[Optional[list[str]], typer.Option(
         '--option', '-o', metavar='KEY=VALUE',
         help='Method option KEY=VALUE, e.g. -o kernel=rbf '
-        '(repeatable).')] = None,
+        "(repeatable; default: the method's own).")] = None,
     weight: Annotated[Optional[float], typer.Option(
         help="Weight of the online loss (alpha; default 1).")] = None,
     folds: Annotated[Optional[int], typer.Option(
         help='Graph classification: k-fold cross-validation instead of one '
-        'stratified 80/10/10 split.')] = None,
+        'stratified 80/10/10 split (default: one split).')] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help='Graph classification: graphs per step [default: 32]; '
         'several-graph node data: training graphs per step [default: 10 '
@@ -755,21 +914,23 @@ def cotrain(
         'Node classification: train on sampled subgraphs of this many seed '
         'nodes (graphs too large for one full-graph pass).')] = None,
     fanout: FanoutOpt = None,
-    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    epochs: EpochsOpt = 200,
     lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
-    weight_decay: Annotated[float, typer.Option()] = 5e-4,
+    weight_decay: WeightDecayOpt = 5e-4,
     patience: Annotated[Optional[int], typer.Option(
         min=1, help='Stop when no student improved its validation accuracy '
         'for this many epochs (default: run every epoch).')] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     device: DeviceOpt = 'auto',
     data_root: DataRootOpt = None,
     out: Annotated[Optional[str], typer.Option(
         help='Output folder (default: gnncompress-out/<data>-<method>).')
     ] = None,
-    progress: Annotated[bool, typer.Option(help='Show a progress bar.')
-                        ] = True,
+    progress: ProgressOpt = True,
     config: ConfigOpt = None,
+    list_methods: Annotated[bool, typer.Option(
+        '--list-methods', callback=_list_cotrain_methods, is_eager=True,
+        help="List cotrain's methods, one line each, and exit.")] = False,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
@@ -788,6 +949,7 @@ def cotrain(
                    command=api.command_line(), config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    _summary(report)
 
 
 def _version(value: bool) -> None:
@@ -803,7 +965,11 @@ def main(version: Annotated[bool, typer.Option(
     """Compress pre-trained GNN checkpoints by knowledge distillation."""
 
 
-@app.command()
+@app.command(cls=_Command, help=(
+    f'Merge TEACHERS (one per task, any mix of '
+    f'{listed(arch_names(AMALGAMATE_TEACHERS))}) into one slimmable student '
+    'without labels (TAM); write student.safetensors, one ONNX per task and '
+    'width, report.json and report.md.'))
 def amalgamate(
     ctx: typer.Context,
     teachers: Annotated[list[Path], typer.Argument(
@@ -818,7 +984,7 @@ def amalgamate(
         "(default: the classes on the teachers' cards).")] = None,
     data_root: DataRootOpt = None,
     student: Annotated[str, typer.Option(
-        help='Student layer: gcn, gat, gatv2, sage or gin.')] = 'gcn',
+        help=f'Student layer: {listed(SLIMMABLE_ARCHS)}.')] = 'gcn',
     hidden: Annotated[int, typer.Option(
         min=1, help='Student hidden width at multiplier 1.')] = 64,
     layers: Annotated[int, typer.Option(min=2, help='Student layers.')] = 2,
@@ -839,36 +1005,35 @@ def amalgamate(
     soft: Annotated[str, typer.Option(
         help="'mse' on logits (paper) or 'bce' to the teacher's thresholded "
         "predictions (authors' code).")] = 'mse',
-    epochs: Annotated[int, typer.Option(min=1)] = 200,
+    epochs: EpochsOpt = 200,
     lr: Annotated[float, typer.Option(help='Adam learning rate.')] = 0.01,
-    weight_decay: Annotated[float, typer.Option()] = 4e-6,
+    weight_decay: WeightDecayOpt = 4e-6,
     patience: Annotated[int, typer.Option(
         min=1, help='Stop after this many epochs without a better agreement '
         'with the teachers.')] = 100,
     batch_size: Annotated[Optional[int], typer.Option(
         min=1, help='Train on sampled subgraphs of this many seed nodes of '
-        'each graph per step (graphs too large for one full-graph pass).')
+        'each graph per step (graphs too large for one full-graph pass) '
+        '(default: full graph).')
     ] = None,
     fanout: FanoutOpt = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: SeedOpt = 0,
     device: DeviceOpt = 'auto',
     out: Annotated[Optional[str], typer.Option(
         help='Output folder (default: gnncompress-out/amalgamate).')] = None,
-    progress: Annotated[bool, typer.Option(help='Show a progress bar.')
-                        ] = True,
+    progress: ProgressOpt = True,
     min_accuracy: Annotated[Optional[float], typer.Option(
         help='Gate: every task at every exported width at least this test '
-        'accuracy, in percent; exit code 3 when it fails.')] = None,
+        'accuracy, in percent; exit code 3 when it fails (default: no '
+        'gate).')] = None,
     max_accuracy_drop: Annotated[Optional[float], typer.Option(
         help="Gate: at most this many points below each task's teacher; "
-        'exit code 3 when it fails.')] = None,
+        'exit code 3 when it fails (default: no gate).')] = None,
     config: ConfigOpt = None,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
 ) -> None:
-    """Merge TEACHERS (one per task, any mix of GCN, GAT, SAGE, GIN) into one
-    slimmable student without labels (TAM); write student.safetensors, one
-    ONNX per task and width, report.json and report.md."""
+    """Merge TEACHERS into one slimmable student (help: above)."""
     report = _call(api.amalgamate, teachers, data=data, tasks=tasks,
                    data_root=data_root, student=student, hidden=hidden,
                    layers=layers, heads=heads, widths=widths,
@@ -883,4 +1048,35 @@ def amalgamate(
                    command=api.command_line(), config=_resolved(ctx))
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    _summary(report)
     _exit_on_gates(report.gates)
+
+
+@app.command(cls=_Command)
+def datasets(
+    data_root: Annotated[Optional[Path], typer.Option(
+        help='Look in this folder (PyG layout) instead of the cache '
+        '(default: the cache, $GNNCOMPRESS_CACHE/datasets or the user cache '
+        'folder).')] = None,
+) -> None:
+    """List the dataset names --data takes, where each is kept and whether
+    it is there (a missing one downloads on first use when a network
+    exists)."""
+    from tabulate import tabulate
+
+    base = default_root() if data_root is None else data_root.expanduser()
+    rows = []
+    for name in dataset_names():
+        places = dataset_places(name)
+        found = [p for p in places if (base / p / 'raw').is_dir()]
+        place = base / (found or places)[0] if places else None
+        rows.append([name, dataset_kind(name),
+                     'generated' if place is None else
+                     'yes' if found else 'no',
+                     '-' if place is None else str(place)])
+    typer.echo(tabulate(rows, headers=['dataset', 'task', 'here', 'folder']))
+    where = ('--data-root' if data_root is not None else
+             '$GNNCOMPRESS_CACHE' if os.environ.get('GNNCOMPRESS_CACHE')
+             else 'the default cache; set GNNCOMPRESS_CACHE to move it')
+    typer.echo(f'\n{base} ({where}). --data also takes a saved '
+               'torch_geometric Data file.')

@@ -20,6 +20,8 @@ from torch_geometric.data import Data
 from torch_geometric.data.data import DataEdgeAttr, DataTensorAttr
 from torch_geometric.data.storage import GlobalStorage
 
+from gnncompress import catalogue
+from gnncompress.catalogue import default_root
 from gnncompress.core import Graph
 from gnncompress.errors import DataError, GnnCompressError, error_line
 from gnncompress.models import sparse_input
@@ -33,23 +35,14 @@ NODE_DATASETS = {
     'physics': ('Coauthor', 'Physics'),
 }
 GRAPH_DATASETS = {n.lower(): ('TUDataset', n) for n in
-                  ('MUTAG', 'PROTEINS', 'ENZYMES', 'NCI1', 'IMDB-BINARY')}
+                  catalogue.GRAPH_DATASETS}
 TRAIN_PER_CLASS = 20
 VAL_PER_CLASS = 30
 
 
-def default_root() -> Path:
-    """Where datasets are downloaded and processed copies kept."""
-    if os.environ.get('GNNCOMPRESS_CACHE'):
-        return Path(os.environ['GNNCOMPRESS_CACHE']) / 'datasets'
-    base = os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache'
-    return Path(base) / 'gnncompress' / 'datasets'
-
-
 # Point-cloud datasets (gnncompress.pointdata loads them): lower-cased name
 # -> canonical name.
-POINT_DATASETS = {'modelnet10': 'ModelNet10', 'modelnet40': 'ModelNet40',
-                  'geometricshapes': 'GeometricShapes'}
+POINT_DATASETS = {n.lower(): n for n in catalogue.POINT_DATASETS}
 
 
 def dataset_names() -> list[str]:

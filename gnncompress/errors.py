@@ -56,6 +56,15 @@ def clip(text: str, limit: int) -> str:
         ',;:') + ' ...'
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run that saves training checkpoints: ``folder``
+    holds the last one (``saved`` False: none was written yet)."""
+
+    def __init__(self, folder: object, saved: bool) -> None:
+        super().__init__(f'interrupted; training checkpoint in {folder}')
+        self.folder, self.saved = folder, saved
+
+
 def error_line(e: BaseException) -> str:
     """The most telling line of an exception's message, without colour
     codes (torch's weights-only errors put the cause on a later line)."""

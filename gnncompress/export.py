@@ -393,6 +393,26 @@ def onnx_session(path: Path | str, threads: int | None = None):
                                 providers=['CPUExecutionProvider'])
 
 
+# How a summary names the exported graphs' symbolic sizes.
+SIZE_NAMES = {'num_nodes': 'N', 'num_edges': 'E', 'num_rows': 'N+1',
+              'nnz': 'NNZ', 'clouds': 'B', 'points': 'P'}
+ONNX_TYPES = {'tensor(float)': 'float32', 'tensor(double)': 'float64',
+              'tensor(int64)': 'int64', 'tensor(int32)': 'int32'}
+
+
+def onnx_signature(path: str | Path) -> str:
+    """The inputs of an exported model as a user feeds them:
+    ``x [N, 1433] float32, edge_index [2, E] int64``."""
+    session = onnx_session(path)
+
+    def one(arg: Any) -> str:
+        dims = ', '.join(SIZE_NAMES.get(d, d) if isinstance(d, str)
+                         else str(d) for d in arg.shape)
+        return f'{arg.name} [{dims}] {ONNX_TYPES.get(arg.type, arg.type)}'
+
+    return ', '.join(one(arg) for arg in session.get_inputs())
+
+
 def onnx_feeds(session, x: Tensor, edge_index: Tensor,
                batch: Tensor | None = None) -> dict:
     """The inputs the exported graph declares (a graph-free student takes

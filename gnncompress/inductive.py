@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import Data
 
+from gnncompress.catalogue import TU_NODE_TASKS
 from gnncompress.core import Graph
 from gnncompress.data import (
     build_dataset,
@@ -37,8 +38,6 @@ from gnncompress.data import (
 from gnncompress.errors import DataError
 
 SPLIT_NAMES = ('train', 'val', 'test')
-# TU datasets whose node labels become an inductive node task (``-nodes``).
-TU_NODE_TASKS = ('ENZYMES', 'PROTEINS', 'NCI1', 'MUTAG')
 MAX_DEGREE = 10   # one-hot degree features of the TU node tasks: 0..10+
 
 

@@ -6,6 +6,7 @@ import math
 import os
 from pathlib import Path
 
+from gnncompress.catalogue import COTRAIN_METHODS
 from gnncompress.errors import GnnCompressError
 
 MAX_SEED = 2 ** 32 - 1
@@ -52,6 +53,20 @@ def check_method_name(name: str) -> None:
                                f"{', '.join(repeated)}: name each method "
                                f"once (raise its weight with --weight or "
                                f"-o NAME.weight=W)")
+
+
+def check_distill_method(name: str) -> None:
+    """distill --method names no cotrain method (those train students
+    that teach each other, with no teacher)."""
+    online = {t.replace('-', '').replace('_', ''): t for t in COTRAIN_METHODS}
+    for term in name.split('+'):
+        key = term.strip().lower().replace('-', '').replace('_', '')
+        if key in online:
+            raise GnnCompressError(
+                f"'{term.strip()}' is a cotrain method (students that teach "
+                f'each other, no teacher): run gnncompress cotrain --method '
+                f'{online[key]}, or pick a distill method (gnncompress '
+                f'distill --list-methods)')
 
 
 def check_out(out: str | Path | None, flag: str = '--out',

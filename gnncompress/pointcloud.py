@@ -38,7 +38,6 @@ UP_AXIS = 2            # ModelNet's meshes stand on the xy plane (z up)
 BATCH_SIZE = 32        # clouds per step (the DGCNN paper's)
 EVAL_BATCH = 64
 TEACHER_WIDTHS = (64, 64, 128, 256)   # the DGCNN paper's EdgeConvs
-TEACHER_HEAD = (512, 256)
 TOLERANCE = 1e-4
 
 
@@ -317,8 +316,7 @@ def train_teacher(data: str | Path, out: str | Path, *,
     dev = api.resolve_device(device)
     graph = load_clouds(data, data_root, seed=seed, points=points)
     spec = dgcnn_spec(graph, _widths(hidden, layers, TEACHER_WIDTHS), k=k,
-                      emb=emb, head=TEACHER_HEAD if head is None and
-                      emb is None else head,
+                      emb=emb, head=head,
                       dropout=0.5 if dropout is None else dropout,
                       readout=readout)
     _check_points(graph, spec.k or 20)

@@ -30,6 +30,7 @@ from gnncompress.pointcloud import (
     class_accuracies,
     export_clouds_onnx,
     fit_clouds,
+    train_teacher,
 )
 from gnncompress.pointdata import (
     ARCHIVE,
@@ -391,6 +392,16 @@ def test_train_teacher_and_distill_lsp(clouds_file, tmp_path, quick_latency):
     assert 'mean class acc' in result.output
     student = load_checkpoint(out / 'student.safetensors')
     assert student.spec.k == 3 and student.spec.widths == [4, 4, 8]
+
+
+def test_teacher_head_defaults_to_half_and_quarter_of_embedding(
+        clouds_file, tmp_path):
+    """--head defaults to emb//2, emb//4 of whatever embedding (issue 24:
+    it was 512,256 for any width)."""
+    train_teacher(clouds_file, tmp_path / 't.pt', hidden=[8, 8, 16], k=6,
+                  epochs=1, points=32, progress=False)
+    spec = load_checkpoint(tmp_path / 't.pt').spec
+    assert spec.emb_channels == 64 and spec.head == [32, 16]
 
 
 @pytest.mark.parametrize('args, message', [

@@ -323,3 +323,59 @@ def _metadata(path: Path) -> dict[str, str]:
 
     with safe_open(str(path), framework='pt') as f:
         return f.metadata()
+
+
+# Ctrl-C ----------------------------------------------------------------------
+
+def test_ctrl_c_prints_the_resume_command(files, tmp_path, monkeypatch):
+    """Ctrl-C after a checkpoint: one line with the exact command that
+    resumes the run, exit code 130 (issue 24: it exited silently)."""
+    teacher, graph = files
+    real_after_epoch = resume.TrainingCheckpoint.after_epoch
+
+    def interrupt_at_epoch_3(self, epoch, *args, **kwargs):
+        real_after_epoch(self, epoch, *args, **kwargs)
+        if epoch == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume.TrainingCheckpoint, 'after_epoch',
+                        interrupt_at_epoch_3)
+    out = tmp_path / 'my out'
+    args = ['distill', str(teacher), '--data', str(graph), '--hidden', '8',
+            '--epochs', '6', '--out', str(out), '--no-progress',
+            '--checkpoint-every', '2', '--no-latency']
+    result = CliRunner().invoke(app, args)
+
+    assert result.exit_code == 130, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    folder = out / resume.DEFAULT_FOLDER
+    assert lines[0] == (
+        'Interrupted; the training checkpoint is kept. Resume with: '
+        f"gnncompress distill {teacher} --data {graph} --hidden 8 --epochs 6 "
+        f"--out '{out}' --no-progress --checkpoint-every 2 --no-latency "
+        f"--resume '{folder}'")
+    assert torch.load(folder / resume.FILE_NAME,
+                      weights_only=True)['epoch'] == 2
+
+    monkeypatch.setattr(resume.TrainingCheckpoint, 'after_epoch',
+                        real_after_epoch)
+    again = CliRunner().invoke(app, [*args, '--resume', str(folder)])
+    assert again.exit_code == 0, again.output
+
+
+def test_ctrl_c_before_the_first_checkpoint(files, tmp_path, monkeypatch):
+    teacher, graph = files
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume.TrainingCheckpoint, 'after_epoch', interrupt)
+    result = CliRunner().invoke(app, [
+        'distill', str(teacher), '--data', str(graph), '--hidden', '8',
+        '--epochs', '6', '--out', str(tmp_path / 'o'), '--no-progress',
+        '--checkpoint-every', '2', '--no-latency'])
+    assert result.exit_code == 130
+    assert result.output.strip() == (
+        'Interrupted before the first training checkpoint was written: run '
+        'the same command again to start over.')

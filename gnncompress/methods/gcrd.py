@@ -81,6 +81,8 @@ class GCRD(DistillMethod):
     requires = frozenset({'logits', 'hiddens'})
     default_weight = 0.1
     paper = 'Joshi et al., TNNLS 2022, arXiv:2111.04964'
+    summary = 'contrastive: each student node embedding picks its own ' \
+        "teacher node's among sampled nodes"
 
     def __init__(self, tau: float = 0.075, proj_dim: int = 256,
                  max_samples: int = 1024, head: str = 'mlp',

@@ -106,6 +106,8 @@ class GSP(DistillMethod):
     requires = frozenset({'logits', 'hiddens'})
     default_weight = 0.1
     paper = 'Joshi et al., TNNLS 2022, arXiv:2111.04964'
+    summary = 'global structure: MSE between teacher and student kernel ' \
+        'matrices over sampled node pairs'
 
     def __init__(self, kernel: str = 'cosine', center: bool = False,
                  normalize: bool = False, sigma: float = 1.0,

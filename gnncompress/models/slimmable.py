@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 
+from gnncompress.catalogue import SLIMMABLE_ARCHS
 from gnncompress.errors import ArchitectureError, CheckpointError, clip
 from gnncompress.models.build import build_model, run_model
 from gnncompress.models.output import ModelOutput
@@ -20,7 +21,6 @@ from gnncompress.models.propagation import EdgeProbe
 from gnncompress.models.spec import ArchSpec
 
 SLIMMABLE_KEY = 'gnncompress.slimmable-spec'
-SLIMMABLE_ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 

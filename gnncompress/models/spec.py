@@ -6,11 +6,9 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
+from gnncompress.catalogue import ARCHS, BASIC_GNN_ARCHS, POINT_ARCHS
 from gnncompress.errors import ArchitectureError
 
-# Layouts of torch_geometric.nn.models.BasicGNN subclasses.
-BASIC_GNN_ARCHS = ('gcn', 'gat', 'gatv2', 'sage', 'gin')
-ARCHS = (*BASIC_GNN_ARCHS, 'gcnii', 'mlp')
 # Architectures that use no graph at inference.
 GRAPHLESS = ('mlp',)
 # Global pooling readouts of graph-classification models.
@@ -18,9 +16,6 @@ READOUTS = ('mean', 'sum', 'max')
 # Norms a checkpoint's weights reveal (checkpoint.py) and run_model runs
 # as PyG does.
 NORMS = ('batch_norm', 'layer_norm')
-# Point-cloud models: a kNN graph rebuilt from the features in every layer,
-# no edge_index in the input.
-POINT_ARCHS = ('dgcnn',)
 # A teacher rebuilt layer by layer from its checkpoint's weights
 # (models/recognise.py): never a student.
 SEQUENCE = 'sequence'
