@@ -1,7 +1,6 @@
 """The command line: parse options, call one API function, print."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from collections.abc import Callable
@@ -23,22 +22,19 @@ from gnncompress.defaults import (
 from gnncompress.errors import GnnCompressError, out_of_memory, plural
 
 
-def _lazy(name: str) -> Any:
-    """``name`` as a module that is imported on first use: ``--help`` and
-    usage errors answer without importing torch (issue 23)."""
-    module = sys.modules.get(name)
-    if module is not None:
-        return module
-    spec = importlib.util.find_spec(name)
-    assert spec is not None and spec.loader is not None
-    spec.loader = importlib.util.LazyLoader(spec.loader)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+class _LazyApi:
+    """``gnncompress.api``, imported on first use: ``--help`` and usage
+    errors answer without importing torch (issue 23). A plain object, not a
+    lazy module in ``sys.modules``: code that walks ``sys.modules`` while
+    torch_geometric imports would load the API in the middle of that
+    import (a circular import)."""
+
+    def __getattr__(self, name: str) -> Any:
+        from gnncompress import api as module
+        return getattr(module, name)
 
 
-api = _lazy('gnncompress.api')
+api = _LazyApi()
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)
