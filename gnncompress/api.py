@@ -522,7 +522,10 @@ def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
 def check_trainable(spec: ArchSpec, graph: Graph, what: str) -> None:
     """Refuse, before it is built, a model whose training cannot fit in
     memory."""
-    check_memory(training_bytes(count_spec_parameters(spec), graph.num_nodes,
+    # A preview without data (inspect --hidden) knows no node count: the
+    # weights and optimiser state alone are checked then.
+    nodes = getattr(graph, 'num_nodes', 0)
+    check_memory(training_bytes(count_spec_parameters(spec), nodes,
                                 spec.hidden_channels, spec.num_layers),
                  what, 'give a smaller --hidden or fewer --layers')
 

@@ -26,6 +26,11 @@ MAPPED = {
 }
 
 
+# Commands that are a listing, not a run: where docs/api.md says Python
+# finds the same.
+NO_RUN = {'datasets': '`gnncompress.catalogue.dataset_names()`'}
+
+
 def _api_parameters(command: str) -> set[str]:
     fn = getattr(api, command.replace('-', '_'))
     names = set(inspect.signature(fn).parameters)
@@ -43,6 +48,9 @@ def test_every_option_has_an_api_counterpart():
                              'bench', 'amalgamate', 'cotrain'}
     missing = []
     for name, command in commands.items():
+        if name in NO_RUN:
+            assert NO_RUN[name] in doc, f'docs/api.md does not say {name}'
+            continue
         if not hasattr(api, name.replace('-', '_')):
             missing.append(f'{name}: no api.{name.replace("-", "_")}')
             continue
