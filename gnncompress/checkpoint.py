@@ -81,6 +81,19 @@ def card_path(path: Path) -> Path:
     return path.with_suffix('.json')
 
 
+def _wrong_type(value: Any, types: tuple[type, ...]) -> bool:
+    """``value`` is none of ``types`` (a bool counts as an int only where
+    ``types`` names bool)."""
+    return (not isinstance(value, types)
+            or (isinstance(value, bool) and bool not in types))
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    """``types`` as a message names them: ``int or null``."""
+    return ' or '.join('null' if t is type(None) else t.__name__
+                       for t in types)
+
+
 def read_card(path: Path) -> dict[str, Any]:
     card_file = card_path(path)
     if not card_file.is_file():
@@ -101,12 +114,10 @@ def read_card(path: Path) -> dict[str, Any]:
         return {}  # another tool's JSON beside the checkpoint
     for key, types in _CARD_TYPES.items():
         value = card.get(key)
-        if key in card and (not isinstance(value, types) or
-                            (isinstance(value, bool) and bool not in types)):
-            names = ' or '.join('null' if t is type(None) else t.__name__
-                                for t in types)
+        if key in card and _wrong_type(value, types):
             raise CheckpointError(
-                f"Teacher card {card_file}: '{key}' must be {names} (got "
+                f"Teacher card {card_file}: '{key}' must be "
+                f"{_type_names(types)} (got "
                 f'{value!r:.40}): fix it, or move the card away to load '
                 f'{path.name} without it')
     return card
@@ -739,14 +750,12 @@ def spec_from_values(values: dict[str, Any], path: Path | str) -> ArchSpec:
     for key, value in values.items():
         types = _FIELD_TYPES.get(key)
         wrong = types is not None and (
-            not isinstance(value, types) or
-            (isinstance(value, bool) and bool not in types) or
+            _wrong_type(value, types) or
             (isinstance(value, float) and not math.isfinite(value)))
         if wrong:
-            names = ' or '.join('null' if t is type(None) else t.__name__
-                                for t in types)
             raise ArchitectureError(
-                f"The architecture field '{key}' of {path} must be {names} "
+                f"The architecture field '{key}' of {path} must be "
+                f"{_type_names(types)} "
                 f'(got {value!r:.40}): fix it on the teacher card, the '
                 f'metadata or the command line')
         item = _LIST_FIELDS.get(key)

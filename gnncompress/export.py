@@ -157,7 +157,7 @@ def csr_parts(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 # A node-feature matrix at most this dense, at least this wide and with at
 # least this many entries makes distill suggest a sparse-feature export.
-# Physics (34,493 x 8,415, 0.4% non-zero) runs 3.4x faster at 1 thread that
+# Physics (34,493 x 8,415, 0.4% non-zero) runs 3.3x faster at 1 thread that
 # way (docs/BENCHMARKS.md); Cora (2,708 x 1,433, 1.3%) runs 2x slower, the
 # dense product being too small to outweigh the CSR gathers.
 SPARSE_HINT_DENSITY = 0.05

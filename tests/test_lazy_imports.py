@@ -43,18 +43,6 @@ def test_a_command_runs_after_the_lazy_import(tmp_path):
     assert 'gat' in done.stdout
 
 
-def test_a_command_runs_after_the_lazy_import(tmp_path):
-    # The first command that needs the API imports it (and torch_geometric)
-    # from inside a Click callback; a lazy module in sys.modules made that
-    # a circular import of torch_geometric.
-    sample = Path(__file__).resolve().parent.parent / 'samples' / 'cora_gat.pt'
-    done = subprocess.run(
-        [sys.executable, '-m', 'gnncompress', 'inspect', str(sample)],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert 'gat' in done.stdout
-
-
 def test_the_lazy_api_is_the_real_module():
     from gnncompress import api, cli
     assert cli.api.distill is api.distill
