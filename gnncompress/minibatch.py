@@ -238,6 +238,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
             optimizer.step()
             total, steps = total + float(loss.detach()), steps + 1
             means.add(terms)  # this process's batches
+            means.end_step()
         val = ranks.score(lambda: score(graph.val_mask))
         if record_epoch(selection, bar, history, epoch,
                         ranks.mean_loss(total, steps), val, means):

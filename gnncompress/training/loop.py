@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -80,6 +80,41 @@ class Regime(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+@dataclass
+class StepLoss:
+    """One loss of a step, backpropagated as soon as it is computed (so one
+    forward's graph is alive at a time), and its unweighted terms for the
+    history; ``who`` names its part in the message when it is not finite
+    (``' (width 0.5)'``, ``' of student 2'``)."""
+    loss: Tensor
+    terms: dict[str, Tensor]
+    who: str = ''
+
+
+# The losses of one step: what a run optimises. The loop calls it with the
+# student (in train mode) and one step of the regime, backpropagates each
+# loss it yields and then takes one optimiser step.
+Objective = Callable[[nn.Module, Any], Iterable[StepLoss]]
+
+
+def distill_objective(regime: Regime, method: DistillMethod | None,
+                      label_weight: float, weight: float | None
+                      ) -> Objective:
+    """The default objective: ``label_weight * label loss + weight *
+    method.loss`` on one forward of the student."""
+    def losses(student: nn.Module, step: Any) -> Iterator[StepLoss]:
+        out = regime.forward(student, step)
+        name, label = regime.label_loss(out, step)
+        terms = {name: label}
+        loss = label_weight * label
+        if method is not None:
+            terms[method.name] = method.loss(
+                regime.teachers(step), out, regime.method_graph(step))
+            loss = loss + weight * terms[method.name]
+        yield StepLoss(loss, terms)
+    return losses
+
+
 def progress_bar(epochs: int, desc: str, progress: bool) -> tqdm:
     """Epochs ``1..epochs`` behind a bar on a terminal; nothing in logs and
     pipes (``disable=None``)."""
@@ -101,12 +136,12 @@ def check_finite(loss: Tensor, terms: dict[str, Tensor], epoch: int,
 
 
 def guard_finite(loss: Tensor, terms: dict[str, Tensor], epoch: int,
-                 bar: tqdm, selection: Selection) -> None:
+                 bar: tqdm, selection: Selection, who: str = '') -> None:
     """:func:`check_finite`, and on failure close the bar and put the
     student back at its best epoch (the error carries ``best_epoch`` and
     ``val_accuracy``)."""
     try:
-        check_finite(loss, terms, epoch)
+        check_finite(loss, terms, epoch, who)
     except TrainingError as e:
         bar.close()
         selection.restore()  # keep the last good student
@@ -132,7 +167,8 @@ def train_mode(student: nn.Module, method: DistillMethod | None) -> None:
 
 class TermMeans:
     """Each loss term's mean over the steps of one epoch, as the history
-    records them (``loss_ce``, ``loss_kd``, ...: unweighted)."""
+    records them (``loss_ce``, ``loss_kd``, ...: unweighted; a term a step
+    yields several times counts their sum)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
@@ -141,6 +177,8 @@ class TermMeans:
     def add(self, terms: dict[str, Tensor]) -> None:
         for name, value in terms.items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+
+    def end_step(self) -> None:
         self.steps += 1
 
     def entries(self) -> dict[str, float]:
@@ -191,25 +229,31 @@ def fit(student: nn.Module, regime: Regime, *,
         label_weight: float = 1.0, weight: float | None = None,
         patience: int | None = 100, progress: bool = True,
         desc: str = 'train', checkpoint: Any = None,
-        schedule: str | None = None) -> FitResult:
+        schedule: str | None = None,
+        objective: Objective | None = None) -> FitResult:
     """Train ``student`` under ``regime`` and leave it at its best
     validation epoch.
 
     The loss of a step is ``label_weight * label loss + weight *
     method.loss``; ``weight`` defaults to the method's own
-    ``default_weight``. ``checkpoint`` (a
+    ``default_weight``. An ``objective`` replaces that loss (amalgamation
+    over widths and tasks, peers that learn from each other): the loop
+    then leaves ``method`` unprepared and only trains its parameters with
+    the student's. ``checkpoint`` (a
     :class:`gnncompress.resume.TrainingCheckpoint`) saves the run every few
     epochs and, when it was read from disk, continues the run it holds.
     When the loss stops being finite, the student is put back at its best
     epoch before the :class:`TrainingError` (which carries ``best_epoch``
     and ``val_accuracy``) is raised.
     """
-    if method is not None:
-        with torch.no_grad():
-            teachers, probe, graph = regime.probe(student.eval())
-        method.prepare(teachers, probe, graph)
-        method = method.to(regime.device)
-        weight = method.default_weight if weight is None else weight
+    if objective is None:
+        if method is not None:
+            with torch.no_grad():
+                teachers, probe, graph = regime.probe(student.eval())
+            method.prepare(teachers, probe, graph)
+            method = method.to(regime.device)
+            weight = method.default_weight if weight is None else weight
+        objective = distill_objective(regime, method, label_weight, weight)
     optimizer = adam(student, method, lr, weight_decay)
     scheduler = lr_schedule(optimizer, schedule, epochs, lr)
 
@@ -234,19 +278,15 @@ def fit(student: nn.Module, regime: Regime, *,
         total, steps, means = 0.0, 0, TermMeans()
         for step in regime.steps(epoch):
             optimizer.zero_grad(set_to_none=True)
-            out = regime.forward(student, step)
-            name, label = regime.label_loss(out, step)
-            terms = {name: label}
-            loss = label_weight * label
-            if method is not None:
-                terms[method.name] = method.loss(
-                    regime.teachers(step), out, regime.method_graph(step))
-                loss = loss + weight * terms[method.name]
-            guard_finite(loss, terms, epoch, bar, selection)
-            loss.backward()
+            for part in objective(student, step):
+                guard_finite(part.loss, part.terms, epoch, bar, selection,
+                             part.who)
+                part.loss.backward()
+                total += float(part.loss.detach())
+                means.add(part.terms)
             optimizer.step()
-            total, steps = total + float(loss.detach()), steps + 1
-            means.add(terms)
+            steps += 1
+            means.end_step()
         if scheduler is not None:
             scheduler.step()
         student.eval()
