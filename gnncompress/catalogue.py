@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 # Layouts of torch_geometric.nn.models.BasicGNN subclasses.
@@ -105,3 +106,30 @@ def dataset_places(name: str) -> list[Path]:
     if name in POINT_DATASETS:
         return [Path('clouds') / name, Path(name)]
     return [Path(name)]
+
+
+@dataclass
+class DatasetEntry:
+    """One row of ``gnncompress datasets``: a name --data takes, its task,
+    whether it is in ``root`` (``'generated'`` when it never is a folder)
+    and the folder it is (or would be) kept in."""
+    name: str
+    task: str
+    here: str                # 'yes', 'no' or 'generated'
+    folder: Path | None
+
+
+def dataset_table(root: Path | None = None) -> list[DatasetEntry]:
+    """Every dataset name --data takes, where it is kept under ``root``
+    (default :func:`default_root`) and whether it is there: the Python side
+    of ``gnncompress datasets``."""
+    base = default_root() if root is None else Path(root).expanduser()
+    rows = []
+    for name in dataset_names():
+        places = dataset_places(name)
+        found = [p for p in places if (base / p / 'raw').is_dir()]
+        rows.append(DatasetEntry(
+            name, dataset_kind(name),
+            'generated' if not places else 'yes' if found else 'no',
+            base / (found or places)[0] if places else None))
+    return rows

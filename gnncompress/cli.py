@@ -29,9 +29,7 @@ from gnncompress.catalogue import (
     SLIMMABLE_ARCHS,
     STUDENT_ARCHS,
     arch_names,
-    dataset_kind,
-    dataset_names,
-    dataset_places,
+    dataset_table,
     default_root,
     listed,
 )
@@ -1065,15 +1063,8 @@ def datasets(
     from tabulate import tabulate
 
     base = default_root() if data_root is None else data_root.expanduser()
-    rows = []
-    for name in dataset_names():
-        places = dataset_places(name)
-        found = [p for p in places if (base / p / 'raw').is_dir()]
-        place = base / (found or places)[0] if places else None
-        rows.append([name, dataset_kind(name),
-                     'generated' if place is None else
-                     'yes' if found else 'no',
-                     '-' if place is None else str(place)])
+    rows = [[e.name, e.task, e.here, '-' if e.folder is None else str(e.folder)]
+            for e in dataset_table(base)]
     typer.echo(tabulate(rows, headers=['dataset', 'task', 'here', 'folder']))
     where = ('--data-root' if data_root is not None else
              '$GNNCOMPRESS_CACHE' if os.environ.get('GNNCOMPRESS_CACHE')

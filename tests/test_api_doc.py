@@ -28,7 +28,7 @@ MAPPED = {
 
 # Commands that are a listing, not a run: where docs/api.md says Python
 # finds the same.
-NO_RUN = {'datasets': '`gnncompress.catalogue.dataset_names()`'}
+NO_RUN = {'datasets': '`gnncompress.catalogue.dataset_table()`'}
 
 
 def _api_parameters(command: str) -> set[str]:

@@ -74,3 +74,19 @@ def test_distill_refuses_a_cotrain_method(tmp_path):
     assert len(lines) == 1
     assert "'alignahead' is a cotrain method" in lines[0]
     assert 'gnncompress cotrain --method alignahead' in lines[0]
+
+
+def test_dataset_table_finds_what_is_there(tmp_path):
+    """The Python side of `gnncompress datasets`: a dataset counts as there
+    when its raw folder exists in one of its places (the second place of
+    ModelNet10 here), never for a generated one."""
+    (tmp_path / 'ModelNet10' / 'raw').mkdir(parents=True)
+    rows = {e.name: e for e in catalogue.dataset_table(tmp_path)}
+    assert list(rows) == catalogue.dataset_names()
+    assert (rows['ModelNet10'].here, rows['ModelNet10'].folder) == \
+        ('yes', tmp_path / 'ModelNet10')
+    assert (rows['Cora'].here, rows['Cora'].folder) == \
+        ('no', tmp_path / 'Cora')
+    assert rows['Cora'].task == 'node classification'
+    assert (rows['SyntheticPPI'].here, rows['SyntheticPPI'].folder) == \
+        ('generated', None)
