@@ -22,7 +22,7 @@ machine hits both alike.
 - One mini-batch step of ``distill --batch-size``: a GCN 2 x 32 on one
   sampled batch (4,096 seeds, fanout 15,10) of a 1M-node random graph,
   every layer over the whole subgraph against the trimmed layers
-  (minibatch.trimmed_output).
+  (training/regimes/sampled.py: trimmed_output).
 
 - TAM's student map: a slimmable GCN 2 x 64 on an Amazon-Computers-sized
   random graph (13,752 nodes, 491,722 edges, 767 features), the map
@@ -168,8 +168,8 @@ def minibatch_row() -> dict:
     random graph of 1M nodes and 16M edges (32 features, 4,096 seeds,
     fanout 15,10, the scale benchmark's setting): whole subgraph against
     trimmed layers."""
-    from gnncompress.minibatch import trimmed_output
     from gnncompress.sampling import CSR, NeighborSampler
+    from gnncompress.training.regimes.sampled import trimmed_output
 
     gen = torch.Generator().manual_seed(0)
     nodes, edges = 1_000_000, 16_000_000

@@ -35,7 +35,7 @@ from gnncompress.errors import (
 )
 from gnncompress.export import export_onnx
 from gnncompress.methods.tam import TAM, TeacherTask
-from gnncompress.minibatch import batch_view, check_minibatch
+from gnncompress.minibatch import check_minibatch
 from gnncompress.models import count_parameters
 from gnncompress.models.slimmable import (
     DEFAULT_WIDTHS,
@@ -54,6 +54,7 @@ from gnncompress.report import (
 from gnncompress.sampling import Batch
 from gnncompress.training.loop import check_finite, progress_bar
 from gnncompress.training.regimes.graph_batches import STEPS_PER_EPOCH, cut
+from gnncompress.training.regimes.sampled import batch_view
 from gnncompress.training.selection import Selection
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '

@@ -53,13 +53,7 @@ from gnncompress.methods.tam import (
     check_edges,
     check_messages,
 )
-from gnncompress.minibatch import (
-    _to,
-    batch_view,
-    evaluate,
-    sample_subgraph,
-    teacher_cache,
-)
+from gnncompress.minibatch import sample_subgraph, teacher_cache
 from gnncompress.models.slimmable import SlimmableGNN
 from gnncompress.sampling import (
     CSR,
@@ -69,6 +63,8 @@ from gnncompress.sampling import (
     TensorStore,
     check_layerwise,
 )
+from gnncompress.training.regimes.sampled import batch_view, evaluate
+from gnncompress.training.regimes.sampled import to_device as _to
 
 
 def check_teachers(ckpts: Sequence[Checkpoint], tam: TAM) -> None:

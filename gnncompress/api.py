@@ -761,9 +761,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                                 'point clouds: pick another --student')
     layers = 2 if layers is None else layers
     hops = None if batch_size is None and fanout is None else \
-        _minibatch_options(distiller, batch_size, fanout, layers,
-                           resumable=checkpoint_every is not None or
-                           resume is not None)
+        _minibatch_options(distiller, batch_size, fanout, layers)
     with one_at_a_time(), phase('load'):
         graph = resolve_data(data, data_root, ckpt, seed,
                              normalize=normalize_features)
@@ -784,6 +782,17 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         else DEFAULT_RATIO,
         weight=distiller.default_weight if weight is None else weight,
         label_weight=label_weight)
+    saver = training_checkpoint(
+        out, checkpoint_every, checkpoint_dir, resume,
+        teacher=str(teacher.resolve()), teacher_bytes=_file_bytes(teacher),
+        data=graph.name, nodes=graph.num_nodes,
+        edges=int(graph.edge_index.size(1)), split=graph.split,
+        method=distiller.name, method_options=method_options or {},
+        weight=weight, label_weight=label_weight, student=s_spec.to_dict(),
+        epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
+        seed=seed, device=dev.type,
+        **({} if hops is None else {'batch_size': batch_size,
+                                    'fanout': hops}))
     if hops is not None:
         if graph.batch is not None or graph.node_graph is not None:
             kind = 'graph-classification' if graph.batch is not None \
@@ -791,7 +800,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             raise GnnCompressError(f'--batch-size on a {kind} dataset is not '
                                    f'supported yet: drop it')
         from gnncompress import minibatch
-        return minibatch.distill(
+        report = minibatch.distill(
             teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,
             distiller=distiller, batch_size=batch_size, fanout=hops,
             epochs=epochs, lr=lr, weight_decay=weight_decay,
@@ -799,7 +808,10 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             seed=seed, dev=dev, out=out, baseline=baseline, export=export,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
             progress=progress, command=command, config=config,
-            method_options=method_options or {}, teacher_onnx=teacher_onnx)
+            method_options=method_options or {}, teacher_onnx=teacher_onnx,
+            checkpoint=saver)
+        finish_checkpoint(saver, out)
+        return report
     g = graph.to(dev)
 
     with phase('teacher'):
@@ -826,29 +838,13 @@ def distill(teacher: str | Path | torch.nn.Module, *,
 
     seed_everything(seed)
     model = build_model(s_spec).to(dev)
-    saver = training_checkpoint(
-        out, checkpoint_every, checkpoint_dir, resume,
-        teacher=str(teacher.resolve()), teacher_bytes=_file_bytes(teacher),
-        data=graph.name, nodes=graph.num_nodes,
-        edges=int(graph.edge_index.size(1)), split=graph.split,
-        method=distiller.name, method_options=method_options or {},
-        weight=weight, label_weight=label_weight, student=s_spec.to_dict(),
-        epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
-        seed=seed, device=dev.type)
-    try:
-        with phase('train'):
-            result = fit(model, g, method=distiller,
-                         teacher_outputs=[teacher_out],
-                         label_weight=label_weight, weight=weight,
-                         desc=f'distill {distiller.name}', checkpoint=saver,
-                         **train_args)
-    except TrainingError as e:
-        raise keep_last_good(e, model, s_spec, out, distiller.name,
-                             graph.name) from None
-    except KeyboardInterrupt:
-        if saver is None:
-            raise
-        raise RunInterrupted(saver.folder, saver.path.is_file()) from None
+    with kept_on_failure(saver, model, s_spec, out, distiller.name,
+                         graph.name), phase('train'):
+        result = fit(model, g, method=distiller,
+                     teacher_outputs=[teacher_out],
+                     label_weight=label_weight, weight=weight,
+                     desc=f'distill {distiller.name}', checkpoint=saver,
+                     **train_args)
     report = distill_outputs(
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
@@ -864,8 +860,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         command=command, config=config, seed=seed,
         min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
         teacher_onnx=teacher_onnx)
-    if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
-        saver.remove()  # the default folder inside out has served its turn
+    finish_checkpoint(saver, out)
     return report
 
 
@@ -1050,16 +1045,12 @@ def teacher_onnx_latency(entry: ModelEntry, teacher: torch.nn.Module,
 
 
 def _minibatch_options(distiller: DistillMethod, batch_size: int | None,
-                       fanout: str | list[int] | None, layers: int,
-                       resumable: bool) -> list[int]:
+                       fanout: str | list[int] | None,
+                       layers: int) -> list[int]:
     """``--batch-size`` and ``--fanout`` checked before any data is
     loaded; the fanout, one count per student layer."""
     from gnncompress.minibatch import check_minibatch
 
-    if resumable:
-        raise GnnCompressError('--checkpoint-every and --resume work with '
-                               'full-graph training only so far: drop them '
-                               'or --batch-size')
     return check_minibatch(distiller, batch_size, fanout, layers)[1]
 
 
@@ -1168,6 +1159,33 @@ def training_checkpoint(out: Path, every: int | None,
         out / DEFAULT_CHECKPOINT_FOLDER
     return rs.TrainingCheckpoint(folder, every, rs.run_identity(**run),
                                  resume=resume is not None)
+
+
+@contextlib.contextmanager
+def kept_on_failure(saver: Any, model: torch.nn.Module, spec: ArchSpec,
+                    out: Path, method: str, data: str,
+                    rank: int = 0) -> Iterator[None]:
+    """Around a distillation's training: a loss that stops being finite
+    writes the best student so far (:func:`keep_last_good`; on rank 0
+    alone), and Ctrl-C with a training checkpoint ``saver`` says how to
+    resume (:class:`RunInterrupted`)."""
+    try:
+        yield
+    except TrainingError as e:
+        if rank != 0:
+            raise
+        raise keep_last_good(e, model, spec, out, method, data) from None
+    except KeyboardInterrupt:
+        if saver is None:
+            raise
+        raise RunInterrupted(saver.folder, saver.path.is_file()) from None
+
+
+def finish_checkpoint(saver: Any, out: Path) -> None:
+    """After a successful run: the default checkpoint folder inside
+    ``out`` has served its turn."""
+    if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
+        saver.remove()
 
 
 def keep_last_good(error: TrainingError, model: torch.nn.Module,

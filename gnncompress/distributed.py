@@ -1,14 +1,16 @@
 """Mini-batch distillation over several processes
-(``gnncompress distill --batch-size B --nproc N``, or under ``torchrun``).
+(``gnncompress distill --batch-size B --nproc N``, or under ``torchrun``):
+starting the processes and joining them in one group. What each rank does
+in training is the training loop's (:mod:`gnncompress.training.ranks`).
 
 Every process loads the data and the teacher, computes the teacher's cache
 itself (layer-wise inference is deterministic and needs no shared disk, so
 the same code runs on one machine or several), and trains the same student
-wrapped in :class:`~torch.nn.parallel.DistributedDataParallel`: per epoch
+with its gradients averaged over the ranks after every step: per epoch
 the seed nodes are shuffled identically on every rank and split into equal
-shares, each rank samples its own neighbourhoods, and DDP averages the
-gradients of the student and the method's trainable parts, so every rank
-takes the same optimiser step. ``--batch-size`` stays the global batch: each
+shares, each rank samples its own neighbourhoods, and the average of the
+gradients of the student and the method's trainable parts makes every rank
+take the same optimiser step. ``--batch-size`` stays the global batch: each
 of N ranks takes ``ceil(B / N)`` seeds a step, and an epoch has the steps of
 a one-process run. Rank 0 alone validates (and broadcasts the score, so
 every rank stops at the same epoch), evaluates the test split and writes
@@ -25,9 +27,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
 
 from gnncompress.errors import GnnCompressError, TrainingError
+from gnncompress.training.ranks import joined
 
 # What torchrun (and --nproc's workers) set for every process.
 ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
@@ -36,11 +38,7 @@ ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
 def under_torchrun() -> bool:
     """Whether this process was started by torchrun (or a launcher that
     sets the same variables) and has not joined its group yet."""
-    return all(k in os.environ for k in ENV) and not _joined()
-
-
-def _joined() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    return all(k in os.environ for k in ENV) and not joined()
 
 
 def check_options(nproc: int | None, params: dict[str, Any]) -> None:
@@ -169,132 +167,12 @@ def _run_rank(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
         dist.destroy_process_group()
 
 
-class Solo:
-    """One process: every hook of :func:`current` as a no-op."""
-    rank, world = 0, 1
-
-    def share(self, batch_size: int) -> int:
-        return batch_size
-
-    def sampler_seed(self, seed: int) -> int:
-        return seed
-
-    def epoch_seeds(self, seeds: Tensor,
-                    order: torch.Generator) -> tuple[Tensor, bool]:
-        """This rank's seeds for one epoch, and whether the sampler still
-        has to shuffle them."""
-        return seeds, True
-
-    def wrap(self, student: nn.Module,
-             method: nn.Module | None) -> Callable[..., Any]:
-        return lambda step, *args: step(*args)
-
-    def total(self, loss: Tensor) -> Tensor:
-        return loss
-
-    def mean_loss(self, total: float, steps: int) -> float:
-        return total / max(steps, 1)
-
-    def score(self, compute: Callable[[], float]) -> float:
-        return compute()
-
-    def check_in_sync(self, model: nn.Module) -> None:
-        pass
-
-
-class Ranks(Solo):
-    """This process's part in a DDP run (the group already joined)."""
-
-    def __init__(self) -> None:
-        self.rank, self.world = dist.get_rank(), dist.get_world_size()
-        self.dev = torch.device('cuda', torch.cuda.current_device()) \
-            if dist.get_backend() == 'nccl' else torch.device('cpu')
-
-    def share(self, batch_size: int) -> int:
-        return -(-batch_size // self.world)
-
-    def sampler_seed(self, seed: int) -> int:
-        # Different neighbourhoods on each rank, reproducible per run.
-        return seed + 7919 * self.rank
-
-    def epoch_seeds(self, seeds: Tensor,
-                    order: torch.Generator) -> tuple[Tensor, bool]:
-        """One shuffle shared by every rank (``order`` advances the same
-        way on each), padded by wrapping around to equal shares: every rank
-        then takes the same number of steps, as DDP needs."""
-        n = seeds.numel()
-        shuffled = seeds[torch.randperm(n, generator=order)]
-        per_rank = -(-n // self.world)
-        padded = shuffled.repeat(-(-per_rank * self.world // n))
-        return padded[:per_rank * self.world][self.rank::self.world], False
-
-    def wrap(self, student: nn.Module,
-             method: nn.Module | None) -> Callable[..., Any]:
-        """A DDP module over the student and the method's trainable parts:
-        the step runs inside its forward, so the backward pass all-reduces
-        (averages) the gradients of both. Building it broadcasts rank 0's
-        weights to every rank."""
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(_Together(student, method))
-
-    def total(self, loss: Tensor) -> Tensor:
-        """The loss summed over ranks: a NaN on any rank stops them all at
-        the same step (a rank left waiting in an all-reduce would hang)."""
-        summed = loss.detach().to(self.dev, torch.float64).clone()
-        dist.all_reduce(summed)
-        return summed
-
-    def mean_loss(self, total: float, steps: int) -> float:
-        both = torch.tensor([total, float(steps)], dtype=torch.float64,
-                            device=self.dev)
-        dist.all_reduce(both)
-        return float(both[0] / both[1].clamp(min=1))
-
-    def score(self, compute: Callable[[], float]) -> float:
-        """``compute()`` on rank 0, broadcast: every rank selects and stops
-        early on the same number (GPU kernels need not be bit-identical
-        across ranks)."""
-        value = torch.tensor([compute() if self.rank == 0 else 0.0],
-                             dtype=torch.float64, device=self.dev)
-        dist.broadcast(value, 0)
-        return float(value)
-
-    def check_in_sync(self, model: nn.Module) -> None:
-        """Every rank holds the same weights (what DDP promises), checked
-        once at the end."""
-        flat = torch.cat([p.detach().reshape(-1).float()
-                          for p in model.parameters()]).to(self.dev)
-        gathered = [torch.empty_like(flat) for _ in range(self.world)]
-        dist.all_gather(gathered, flat)
-        if not all(torch.equal(g, gathered[0]) for g in gathered):
-            raise TrainingError('the training processes ended with different '
-                                'student weights: please report this bug')
-
-
-class _Together(nn.Module):
-    """The student and the method under one module, for DDP."""
-
-    def __init__(self, student: nn.Module, method: nn.Module | None) -> None:
-        super().__init__()
-        self.student, self.method = student, method
-
-    def forward(self, step: Callable[..., Any], *args: Any) -> Any:
-        return step(*args)
-
-
 def refuse(what: str) -> None:
     """A one-line error when a path without DDP support is reached in a
     process group."""
-    if _joined():
+    if joined():
         raise GnnCompressError(f'--nproc and torchrun do not support {what} '
                                f'yet: run it in one process')
-
-
-def current() -> Solo:
-    """The hooks :func:`gnncompress.minibatch.fit_minibatch` calls: a DDP
-    rank's once the process group is joined, else no-ops."""
-    return Ranks() if _joined() else Solo()
 
 
 @contextlib.contextmanager
@@ -302,7 +180,7 @@ def one_at_a_time() -> Iterator[None]:
     """The first process of each machine first, then the others: the first
     load of a dataset fills the machine's cache, which the others then
     read."""
-    if not _joined():
+    if not joined():
         yield
         return
     first = int(os.environ.get('LOCAL_RANK', dist.get_rank())) == 0

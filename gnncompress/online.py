@@ -28,14 +28,7 @@ from gnncompress.errors import GnnCompressError
 from gnncompress.graphlevel import BATCH_SIZE, load_graph_set
 from gnncompress.inductive import is_graph_list_name, supervised_loss
 from gnncompress.methods import DistillMethod
-from gnncompress.minibatch import (
-    batch_graph,
-    batch_view,
-    check_minibatch,
-    evaluate,
-    sample_subgraph,
-    seed_cross_entropy,
-)
+from gnncompress.minibatch import check_minibatch, sample_subgraph
 from gnncompress.models import (
     ArchSpec,
     ModelOutput,
@@ -53,6 +46,12 @@ from gnncompress.training.regimes.graph_batches import (
     graphs_per_batch,
     iter_batches,
     training_graphs,
+)
+from gnncompress.training.regimes.sampled import (
+    batch_graph,
+    batch_view,
+    evaluate,
+    seed_cross_entropy,
 )
 from gnncompress.training.selection import Selection
 

@@ -95,7 +95,7 @@ class Batch:
     batch_size: int
     # Nodes within j hops of the seeds, and edges into them, for j = 0, 1,
     # ... (nodes and edges come hop by hop): what a layer still needs
-    # (gnncompress.minibatch.trimmed_output). Empty: not recorded.
+    # (training.regimes.sampled.trimmed_output). Empty: not recorded.
     hop_nodes: tuple[int, ...] = ()
     hop_edges: tuple[int, ...] = ()
 

@@ -13,6 +13,7 @@ from conftest import SAMPLE_TEACHER
 from typer.testing import CliRunner
 
 import gnncompress.minibatch as mb
+import gnncompress.training.regimes.sampled as sampled
 from gnncompress import api, bench
 from gnncompress.cli import app
 from gnncompress.core import Graph
@@ -133,7 +134,7 @@ def test_minibatch_kd_and_lsp_train_on_a_tiny_graph():
     method = Combined([KD(), LSP()], [1.0, 1.0])
 
     def disagreement() -> float:
-        logits = mb.evaluate(student, graph, csr)
+        logits = sampled.evaluate(student, graph, csr)
         return float(F.kl_div(F.log_softmax(logits, -1),
                               F.log_softmax(cached.logits, -1),
                               reduction='batchmean', log_target=True))
@@ -184,14 +185,14 @@ def test_trimmed_output_equals_the_whole_subgraph(arch):
                                  out_channels=3, heads=2 if arch == 'gat'
                                  else 1)).eval()
     x = graph.x[batch.n_id]
-    assert mb.trimmable(model, 3) and not mb.trimmable(model, 2)
+    assert sampled.trimmable(model, 3) and not sampled.trimmable(model, 2)
 
     full = run_model(model, x, batch.edge_index)
     (full.logits[:6].square().sum() + full.hiddens[1][:batch.hop_nodes[1]]
      .sum()).backward()
     expected = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
-    cut = mb.trimmed_output(model, x, batch.edge_index, batch)
+    cut = sampled.trimmed_output(model, x, batch.edge_index, batch)
     (cut.logits.square().sum() + cut.hiddens[1].sum()).backward()
 
     assert cut.logits.shape[0] == 6
@@ -224,11 +225,11 @@ def test_lsp_on_a_trimmed_batch_equals_the_untrimmed_loss():
     x = graph.x[batch.n_id]
     losses = []
     for trim in (False, True):
-        out = mb.trimmed_output(student, x, batch.edge_index, batch) \
+        out = sampled.trimmed_output(student, x, batch.edge_index, batch) \
             if trim else run_model(student, x, batch.edge_index)
-        t_view = mb.batch_view(cached, batch, rows=True, trimmed=trim)
-        s_view = mb.batch_view(out, batch, rows=False)
-        sub = mb.batch_graph(graph, batch, x=s_view.logits)
+        t_view = sampled.batch_view(cached, batch, rows=True, trimmed=trim)
+        s_view = sampled.batch_view(out, batch, rows=False)
+        sub = sampled.batch_graph(graph, batch, x=s_view.logits)
         losses.append(LSP().loss([t_view], s_view, sub))
 
     assert losses[0].item() > 0
@@ -240,10 +241,10 @@ def test_batch_view_restricts_logits_to_the_seeds():
     csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
     batch = NeighborSampler(csr, [2], batch_size=4).sample(
         torch.tensor([3, 1, 4, 15]))
-    whole = mb.ModelOutput(logits=torch.arange(120.).view(-1, 1),
+    whole = sampled.ModelOutput(logits=torch.arange(120.).view(-1, 1),
                            hiddens=[torch.arange(120.).view(-1, 1) * 2])
-    view = mb.batch_view(whole, batch, rows=True)
-    sub = mb.batch_graph(graph, batch, x=graph.x[batch.n_id])
+    view = sampled.batch_view(whole, batch, rows=True)
+    sub = sampled.batch_graph(graph, batch, x=graph.x[batch.n_id])
 
     assert view.logits.view(-1).tolist() == [3., 1., 4., 15.]
     assert view.hiddens[0].view(-1).tolist() == \
@@ -303,10 +304,10 @@ def test_cli_runs_the_teacher_once(tmp_path, monkeypatch):
      '--fanout lists 3 hop(s) but the student has 2 layer(s)'),
     (['--batch-size', '64', '--fanout', '0,3'], '--fanout needs one'),
     (['--fanout', '15,10'], '--fanout needs --batch-size'),
-    (['--batch-size', '64', '--method', 'fitnet'],
-     "Method 'fitnet' does not train on sampled subgraphs"),
-    (['--batch-size', '64', '--checkpoint-every', '2'],
-     'full-graph training only'),
+    (['--batch-size', '64', '--method', 'lsp+fitnet'],
+     "Method 'lsp+fitnet' cannot train on sampled subgraphs: lsp compares "
+     'the features of every sampled node, fitnet those of the seeds alone: '
+     'run them apart (e.g. --method lsp) or drop --batch-size'),
 ])
 def test_bad_minibatch_options_fail_in_one_line(tmp_path, args, needle):
     out = tmp_path / 'out'

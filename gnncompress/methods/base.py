@@ -23,11 +23,14 @@ class DistillMethod(nn.Module):
     weights in the total ``label_weight * CE + weight * loss``), ``paper``,
     ``summary`` (one line for ``--list-methods``) and, where the method is
     made for one kind of student, ``preferred_student``. On a sampled
-    subgraph (:mod:`gnncompress.minibatch`) a loss sees the logits of the
-    seed nodes alone, or with ``batch_logits = 'nodes'`` those of every
-    sampled node (a structure over the logits needs both ends of each
-    edge). Being a module, a method may own trainable parts; the engine
-    optimises them with the student and never exports them.
+    subgraph (:mod:`gnncompress.training.regimes.sampled`) a loss sees the
+    logits of the seed nodes alone, or with ``batch_logits = 'nodes'``
+    those of every sampled node (a structure over the logits needs both
+    ends of each edge), and the hidden features of the seeds alone, or
+    with ``batch_hiddens = 'nodes'`` those of every sampled node that the
+    edges into the seeds reach (a structure over hidden features). Being a
+    module, a method may own trainable parts; the engine optimises them
+    with the student and never exports them.
     """
     name: ClassVar[str] = ''
     requires: ClassVar[frozenset[str]] = frozenset({'logits'})
@@ -37,6 +40,7 @@ class DistillMethod(nn.Module):
     summary: ClassVar[str] = ''
     preferred_student: ClassVar[str | None] = None
     batch_logits: ClassVar[str] = 'seeds'
+    batch_hiddens: ClassVar[str] = 'seeds'
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:

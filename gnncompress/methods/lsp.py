@@ -81,6 +81,7 @@ class LSP(DistillMethod):
     computed per batch (its graph depends on the input).
     """
     requires = frozenset({'logits', 'hiddens'})
+    batch_hiddens = 'nodes'  # both ends of the edges into the seeds
     default_weight = 100.0
     paper = 'Yang et al., CVPR 2020, arXiv:2003.10477'
     summary = 'local structure: KL between neighbour-similarity ' \

@@ -186,8 +186,9 @@ def fast_layer(conv: nn.Module, kind: str, x: Tensor, edge_index: Tensor,
     """``conv(x, edge_index)`` through the cached sparse matrix. ``rows``:
     only the output of the first ``rows`` nodes, whose in-neighbours are
     among the rows of ``x`` (a trimmed layer of a sampled subgraph of
-    ``num_nodes`` nodes, gnncompress.minibatch.trimmed_output; the matrix,
-    normalisation included, is still that of the whole subgraph)."""
+    ``num_nodes`` nodes, training.regimes.sampled.trimmed_output; the
+    matrix, normalisation included, is still that of the whole
+    subgraph)."""
     matrix = aggregation_matrix(edge_index, num_nodes or x.size(0), kind,
                                 x.dtype)
     probe = _PROBE.layer(edge_index, kind) \

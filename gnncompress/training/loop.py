@@ -6,7 +6,11 @@ Adam over the student and the method, an optional learning-rate schedule,
 validation-based selection with patience, the progress bar and history,
 the finiteness guard (a NaN stops the run with the best student put back),
 training checkpoints (save every K epochs, resume), restoring the best
-student and testing it. What differs between runs is a :class:`Regime`.
+student and testing it, and data parallelism in a process group
+(:mod:`gnncompress.training.ranks`: rank 0's weights to start, gradients
+averaged after every backward pass, rank 0's validation score; progress,
+checkpoints and the test split on rank 0 alone). What differs between runs
+is a :class:`Regime`.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from gnncompress.core import Graph
 from gnncompress.errors import TrainingError
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput
+from gnncompress.training import ranks as process_ranks
 from gnncompress.training.selection import Selection
 
 SCHEDULES = ('cosine',)
@@ -256,6 +261,9 @@ def fit(student: nn.Module, regime: Regime, *,
         objective = distill_objective(regime, method, label_weight, weight)
     optimizer = adam(student, method, lr, weight_decay)
     scheduler = lr_schedule(optimizer, schedule, epochs, lr)
+    ranks = process_ranks.current()  # no-ops in one process
+    ranks.start((student, method))
+    progress = progress and ranks.rank == 0
 
     selection = Selection(student, patience)
     history: list[dict[str, float]] = []
@@ -278,23 +286,25 @@ def fit(student: nn.Module, regime: Regime, *,
         total, steps, means = 0.0, 0, TermMeans()
         for step in regime.steps(epoch):
             optimizer.zero_grad(set_to_none=True)
+            ranks.before_step((student, method))
             for part in objective(student, step):
-                guard_finite(part.loss, part.terms, epoch, bar, selection,
-                             part.who)
+                guard_finite(ranks.total(part.loss), part.terms, epoch, bar,
+                             selection, part.who)
                 part.loss.backward()
                 total += float(part.loss.detach())
                 means.add(part.terms)
+            ranks.average_gradients(optimizer)
             optimizer.step()
             steps += 1
             means.end_step()
         if scheduler is not None:
             scheduler.step()
         student.eval()
-        val = regime.validate(student)
+        val = ranks.score(lambda: regime.validate(student))
         if record_epoch(selection, bar, history, epoch,
-                        total / max(1, steps), val, means):
+                        ranks.mean_loss(total, steps), val, means):
             break
-        if checkpoint is not None:
+        if checkpoint is not None and ranks.rank == 0:
             checkpoint.after_epoch(
                 epoch, student, method, optimizer, selection, history,
                 before + time.perf_counter() - start,
@@ -304,6 +314,7 @@ def fit(student: nn.Module, regime: Regime, *,
     bar.close()
     seconds = before + time.perf_counter() - start
     selection.restore()
+    ranks.check_in_sync(student)
     student.eval()
-    return selected_result(selection, regime.test(student), epoch, seconds,
-                           history)
+    test = regime.test(student) if ranks.rank == 0 else float('nan')
+    return selected_result(selection, test, epoch, seconds, history)

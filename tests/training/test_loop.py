@@ -18,10 +18,12 @@ from gnncompress.models import ArchSpec, ModelOutput, build_model
 from gnncompress.pointcloud import augment, evaluate
 from gnncompress.pointdata import cloud_points
 from gnncompress.resume import TrainingCheckpoint
+from gnncompress.sampling import CSR
 from gnncompress.training import loop
 from gnncompress.training.regimes.clouds import AugmentedClouds
 from gnncompress.training.regimes.full_graph import FullGraph
 from gnncompress.training.regimes.graph_batches import GraphBatches, GraphParts
+from gnncompress.training.regimes.sampled import SampledSubgraphs
 
 
 class _NaNAfter(DistillMethod):
@@ -159,6 +161,13 @@ REGIMES: dict[str, tuple[Callable, Callable, Callable, int]] = {
                            g, _teachers(g, t), label_loss=F.cross_entropy,
                            loss_name='ce', batch_size=1), 4),
     'augmented clouds': (_clouds, _cloud_student, _cloud_regime, 3),
+    # With a teacher every node is a seed: 40 in batches of 16.
+    'sampled subgraphs': (_node_graph, _node_student,
+                          lambda g, t: SampledSubgraphs(
+                              g, CSR.from_edges(g.edge_index, g.num_nodes),
+                              _teachers(g, t), fanout=[3, 2], batch_size=16,
+                              trim=True, device=torch.device('cpu'),
+                              all_nodes=t, seed=1), 3),
 }
 
 

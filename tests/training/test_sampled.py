@@ -1,0 +1,181 @@
+"""Every distill method on sampled subgraphs (the regime of
+``distill --batch-size``): what each loss sees of a batch, two epochs of
+each method, the refused combinations, and a resumed run equal to an
+uninterrupted one, through the library and the command."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import SAMPLE_TEACHER
+from test_minibatch import _random_graph
+from typer.testing import CliRunner
+
+from gnncompress import api
+from gnncompress.catalogue import DISTILL_METHODS
+from gnncompress.cli import app
+from gnncompress.errors import GnnCompressError
+from gnncompress.minibatch import check_minibatch, fit_minibatch, teacher_cache
+from gnncompress.models import ArchSpec, build_model
+from gnncompress.resume import TrainingCheckpoint
+from gnncompress.sampling import CSR, TensorStore
+from gnncompress.training import loop
+from gnncompress.training.regimes.sampled import SampledSubgraphs
+
+runner = CliRunner()
+
+
+def _setup(method: str, layers: int = 3, arch: str = 'gcn'):
+    """The graph, its CSR, a 2-layer teacher's cache and a fresh
+    ``layers``-layer student (a deeper student than teacher: its hidden
+    layers cover different rows of a trimmed batch)."""
+    graph = _random_graph()
+    csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
+    distiller = api.build_method(method)
+    torch.manual_seed(0)
+    teacher = build_model(ArchSpec('sage', 6, 12, 2, 3)).eval()
+    cached = teacher_cache(teacher, graph, csr, distiller, TensorStore())
+    torch.manual_seed(1)
+    student = build_model(ArchSpec(arch, 6, 8, layers, 3))
+    return graph, csr, distiller, cached, student
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k])
+                                          for k in sa)
+
+
+@pytest.mark.parametrize('method,arch', [
+    *((m, 'gcn') for m in DISTILL_METHODS), ('kd+fitnet', 'gcn'),
+    ('kd+lsp', 'gcn'), ('glnn', 'mlp'), ('lsp', 'gat')])
+def test_each_method_trains_two_epochs_on_sampled_subgraphs(method, arch):
+    graph, csr, distiller, cached, student = _setup(method, arch=arch)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    result = fit_minibatch(student, graph, csr, fanout=[3, 2, 2],
+                           batch_size=32, method=distiller,
+                           teacher_outputs=[cached], epochs=2, lr=0.02,
+                           patience=None, progress=False)
+
+    assert [h['epoch'] for h in result.history] == [1, 2]
+    term = f'loss_{distiller.name}'
+    for h in result.history:
+        assert torch.isfinite(torch.tensor([h['loss'], h[term]])).all(), h
+    # The method's own term is not a constant zero: it sees the batch.
+    assert any(h[term] > 0 for h in result.history), result.history
+    assert any(not torch.equal(before[k], v)
+               for k, v in student.state_dict().items())
+    assert 0.0 <= result.test_accuracy <= 1.0
+
+
+@pytest.mark.parametrize('view', ['seeds', 'nodes'])
+def test_each_loss_sees_rows_that_line_up(view):
+    """Teacher and student hidden features cover the same nodes, row by
+    row: the seeds for node-wise losses, the seeds and their sampled
+    neighbours (what the edges into the seeds reach) for LSP."""
+    graph, csr, _, _, student = _setup('kd')
+    ids = torch.arange(graph.num_nodes, dtype=torch.float)
+    # A 'teacher' whose hidden feature is the node's id.
+    from gnncompress.models import ModelOutput
+    teacher = ModelOutput(logits=ids[:, None].repeat(1, 3),
+                          hiddens=[ids[:, None]])
+    regime = SampledSubgraphs(graph, csr, [teacher], fanout=[3, 2, 2],
+                              batch_size=10, trim=True,
+                              device=torch.device('cpu'), hiddens=view)
+    batch = next(iter(regime.steps(1)))
+    (t,) = regime.teachers(batch)
+    out = regime.forward(student.eval(), batch)
+
+    rows = 10 if view == 'seeds' else batch.hop_nodes[1]
+    assert t.logits[:, 0].tolist() == batch.n_id[:10].float().tolist()
+    assert t.hiddens[0][:, 0].tolist() == batch.n_id[:rows].float().tolist()
+    assert out.logits.size(0) == 10
+    assert [h.size(0) for h in out.hiddens] == [rows, rows]
+    edges = regime.method_graph(batch).edge_index
+    assert edges.numel() == 0 or int(edges.max()) < rows
+
+
+def test_a_combination_that_needs_two_views_is_refused_in_one_line():
+    with pytest.raises(GnnCompressError) as info:
+        check_minibatch(api.build_method('kd+lsp+gsp'), 64, None, 2)
+    assert str(info.value) == (
+        "Method 'kd+lsp+gsp' cannot train on sampled subgraphs: lsp "
+        'compares the features of every sampled node, gsp those of the '
+        'seeds alone: run them apart (e.g. --method lsp) or drop '
+        '--batch-size')
+    # kd reads no hidden features: it goes with either.
+    assert check_minibatch(api.build_method('kd+lsp'), 64, None, 2)[1] == \
+        [15, 10]
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize('method', ['kd+lsp', 'fitnet'])
+def test_resumed_sampled_run_is_bit_identical(method, tmp_path,
+                                              monkeypatch):
+    settings = dict(fanout=[3, 2, 2], batch_size=32, epochs=5, lr=0.02,
+                    patience=None, progress=False, seed=3)
+    graph, csr, distiller, cached, whole = _setup(method)
+    full = fit_minibatch(whole, graph, csr, method=distiller,
+                         teacher_outputs=[cached], **settings)
+
+    real = loop.check_finite
+
+    def check(loss, terms, epoch, who=''):
+        if epoch == 4:
+            raise _Interrupted
+        return real(loss, terms, epoch, who)
+
+    graph, csr, distiller, cached, cut = _setup(method)
+    with monkeypatch.context() as mp:
+        mp.setattr(loop, 'check_finite', check)
+        with pytest.raises(_Interrupted):
+            fit_minibatch(cut, graph, csr, method=distiller,
+                          teacher_outputs=[cached],
+                          checkpoint=TrainingCheckpoint(tmp_path, 2, {}),
+                          **settings)
+    graph, csr, distiller, cached, resumed = _setup(method)
+    torch.manual_seed(99)  # resume must not depend on the RNG it finds
+    again = fit_minibatch(resumed, graph, csr, method=distiller,
+                          teacher_outputs=[cached],
+                          checkpoint=TrainingCheckpoint(tmp_path, None, {},
+                                                        resume=True),
+                          **settings)
+
+    assert _same(resumed, whole)
+    assert again.history == full.history
+    assert again.best_epoch == full.best_epoch
+
+
+def test_distill_batch_size_checkpoints_and_resumes(tmp_path):
+    """The command saves a sampled run, refuses to resume it with another
+    batch size, and resumed with the same options ends with the same
+    student, byte for byte."""
+    ckpt = tmp_path / 'ck'
+    args = ['distill', str(SAMPLE_TEACHER), '--batch-size', '512',
+            '--fanout', '3,3', '--epochs', '2', '--hidden', '8',
+            '--no-progress', '--device', 'cpu', '--no-latency',
+            '--checkpoint-dir', str(ckpt)]
+    first = runner.invoke(app, [*args, '--out', str(tmp_path / 'a'),
+                                '--checkpoint-every', '1'])
+    assert first.exit_code == 0, first.output
+    assert (ckpt / 'training.ckpt').is_file()
+
+    other = runner.invoke(app, [*args, '--out', str(tmp_path / 'b'),
+                                '--resume', str(ckpt), '--batch-size',
+                                '256'])
+    assert other.exit_code == 1
+    assert 'belongs to another run (batch_size was 512, now 256)' in \
+        other.output
+
+    again = runner.invoke(app, [*args, '--out', str(tmp_path / 'c'),
+                                '--resume', str(ckpt)])
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / 'c' / 'student.safetensors').read_bytes() == \
+        (tmp_path / 'a' / 'student.safetensors').read_bytes()
+    history = json.loads((tmp_path / 'c' / 'report.json').read_text())[
+        'training']['history']
+    assert [h['epoch'] for h in history] == [1, 2]
