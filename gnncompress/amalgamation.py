@@ -2,9 +2,9 @@
 task, merged into one slimmable student without any ground-truth label
 (TAM, METHODS.md).
 
-Training strategies (:class:`TrainingGraphs`): :class:`WholeGraphs` (one
-full-graph step per epoch), :class:`GraphBatches` (batches of whole training
-graphs of several-graph datasets, single- or multi-label) and
+Regimes of the one training loop (:class:`Amalgamation`): :class:`WholeGraphs`
+(one full-graph step per epoch), :class:`GraphBatches` (batches of whole
+training graphs of several-graph datasets, single- or multi-label) and
 :class:`gnncompress.amalgamation_minibatch.SampledGraphs` (sampled
 subgraphs); all share :func:`group_loss` and :func:`train_student`."""
 from __future__ import annotations
@@ -12,11 +12,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from tabulate import tabulate
@@ -31,6 +30,7 @@ from gnncompress.errors import (
     ArchitectureError,
     DataError,
     GnnCompressError,
+    TrainingError,
     plural,
 )
 from gnncompress.export import export_onnx
@@ -52,9 +52,12 @@ from gnncompress.report import (
     latency_labels,
 )
 from gnncompress.sampling import Batch
-from gnncompress.training.loop import check_finite, progress_bar
+from gnncompress.training.loop import FitResult, fit
+from gnncompress.training.objectives.amalgamation import (
+    GroupLoss,
+    amalgamation_objective,
+)
 from gnncompress.training.regimes.graph_batches import STEPS_PER_EPOCH, cut
-from gnncompress.training.selection import Selection
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
              'averaged over tasks and widths (no label is read)')
@@ -108,19 +111,6 @@ class Task:
         return lookup[self.graph.y]
 
 
-@dataclass
-class AmalgamationFit:
-    best_epoch: int
-    best_agreement: float
-    epochs_run: int
-    seconds: float
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def seconds_per_epoch(self) -> float:
-        return self.seconds / max(1, self.epochs_run)
-
-
 def _groups(tasks: Sequence[Task]) -> list[list[int]]:
     """Task indices that share one student forward (same graph, same
     head)."""
@@ -130,37 +120,92 @@ def _groups(tasks: Sequence[Task]) -> list[list[int]]:
     return list(groups.values())
 
 
-# The loss of one (width, group of tasks) within one optimiser step.
-StepLoss = Callable[[SlimmableGNN, float, list[int]],
-                    tuple[Tensor, dict[str, Tensor]]]
+class Passes:
+    """Shuffled passes over ``count`` items, one after the other, cut into
+    chunks of ``size`` positions (the last chunk of a pass may be
+    shorter); ``generator`` draws each pass's order. Its state (the
+    generator, the pass under way, the position in it) goes into training
+    checkpoints, so a resumed run draws the very chunks an uninterrupted
+    one would."""
+
+    def __init__(self, count: int, size: int,
+                 generator: torch.Generator) -> None:
+        self.count, self.size, self.generator = count, size, generator
+        self.order = torch.empty(0, dtype=torch.long)
+        self.position = 0
+
+    def next(self) -> Tensor:
+        if self.position >= self.order.numel():
+            self.order = torch.randperm(self.count, generator=self.generator)
+            self.position = 0
+        chunk = self.order[self.position:self.position + self.size]
+        self.position += self.size
+        return chunk
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'generator': self.generator.get_state(),
+                'order': self.order.clone(), 'position': self.position}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state['generator'])
+        self.order, self.position = state['order'], int(state['position'])
 
 
-class TrainingGraphs(Protocol):
-    """How training and the outputs see the tasks' graphs."""
+class Amalgamation:
+    """What the regimes of amalgamation share (:func:`train_student` runs
+    them in :func:`gnncompress.training.loop.fit`): each step is a
+    :data:`~gnncompress.training.objectives.amalgamation.GroupLoss`;
+    model selection is by agreement with the teachers
+    (:func:`mean_agreement`, no label read); there is no test score during
+    training (the report scores every task and width); the random state is
+    that of each graph's :class:`Passes`. Subclasses give :meth:`steps`,
+    :meth:`logits` and :meth:`measured_on`."""
 
-    def epoch(self) -> Iterator[StepLoss]:
-        """One epoch's optimiser steps, each as the loss of a (width,
-        group of tasks)."""
+    tasks: Sequence[Task]
+    teacher_tasks: Sequence[TeacherTask]
+    device: torch.device
+    passes: list[Passes] = []
+
+    def steps(self, epoch: int) -> Iterator[GroupLoss]:
+        """One epoch's optimiser steps."""
+        raise NotImplementedError
 
     def logits(self, student: SlimmableGNN, graph: Graph, head: int,
                width: float) -> Tensor:
         """The student's logits on every node of ``graph``."""
+        raise NotImplementedError
 
-    def probe(self, graph: Graph) -> tuple[Tensor, Tensor]:
+    def measured_on(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Features and edges that latency and the ONNX check run on."""
+        raise NotImplementedError
+
+    def validate(self, student: SlimmableGNN) -> float:
+        return mean_agreement(student, self.tasks, self.teacher_tasks,
+                              self.logits)
+
+    def test(self, student: SlimmableGNN) -> float:
+        return float('nan')
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'passes': [p.state_dict() for p in self.passes]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for p, saved in zip(self.passes, state['passes'], strict=True):
+            p.load_state_dict(saved)
 
 
-class WholeGraphs:
-    """Full-graph training (:class:`TrainingGraphs`): one optimiser step
-    per epoch, on every task's whole graph; the student's logits, latency
-    and the ONNX check on the whole graph too. Mini-batch training uses
+class WholeGraphs(Amalgamation):
+    """Full-graph training (:class:`Amalgamation`): one optimiser step per
+    epoch, on every task's whole graph; the student's logits, latency and
+    the ONNX check on the whole graph too. Mini-batch training uses
     :class:`gnncompress.amalgamation_minibatch.SampledGraphs` instead."""
 
     def __init__(self, tasks: Sequence[Task],
                  teacher_tasks: Sequence[TeacherTask], tam: TAM) -> None:
         self.tasks, self.teacher_tasks, self.tam = tasks, teacher_tasks, tam
+        self.device = tasks[0].graph.x.device
 
-    def epoch(self) -> Iterator[StepLoss]:
+    def steps(self, epoch: int) -> Iterator[GroupLoss]:
         yield self._loss
 
     def _loss(self, student: SlimmableGNN, width: float,
@@ -175,13 +220,13 @@ class WholeGraphs:
                width: float) -> Tensor:
         return whole_graph_logits(student, graph, head, width)
 
-    def probe(self, graph: Graph) -> tuple[Tensor, Tensor]:
+    def measured_on(self, graph: Graph) -> tuple[Tensor, Tensor]:
         return graph.x, graph.edge_index
 
 
-class GraphBatches:
+class GraphBatches(Amalgamation):
     """Training over batches of whole training graphs, for several-graph
-    datasets (:class:`TrainingGraphs`; the batches of
+    datasets (:class:`Amalgamation`; the batches of
     :func:`gnncompress.inductive.fit_inductive`). Each graph's shuffled
     training graphs come in batches of enough graphs for
     ``STEPS_PER_EPOCH`` steps (2 on PPI); one optimiser step takes one
@@ -201,7 +246,7 @@ class GraphBatches:
                  teacher_tasks: Sequence[TeacherTask], tam: TAM, *,
                  seed: int = 0) -> None:
         self.tasks, self.teacher_tasks, self.tam = tasks, teacher_tasks, tam
-        self.seed = seed
+        self.device = tasks[0].graph.x.device
         self.graphs: list[Graph] = []
         for task in tasks:
             if all(task.graph is not g for g in self.graphs):
@@ -214,25 +259,20 @@ class GraphBatches:
         self.steps_per_epoch = max(
             math.ceil(self._train[id(g)].numel() /
                       self.graphs_per_step[id(g)]) for g in self.graphs)
-        self._batches = {id(g): self._endless(g, i)
-                         for i, g in enumerate(self.graphs)}
+        # Shuffled passes over each graph's training graphs.
+        self.passes = [Passes(self._train[id(g)].numel(),
+                              self.graphs_per_step[id(g)],
+                              torch.Generator().manual_seed(seed + i))
+                       for i, g in enumerate(self.graphs)]
         self._probes: dict[int, tuple[Tensor, Tensor]] = {}
 
-    def _endless(self, graph: Graph, index: int) -> Iterator[Tensor]:
-        """Shuffled passes over the training graphs of ``graph``, in
-        batches of graph ids."""
-        generator = torch.Generator().manual_seed(self.seed + index)
-        ids = self._train[id(graph)]
-        while True:
-            order = torch.randperm(ids.numel(), generator=generator)
-            yield from ids[order.to(ids.device)].split(
-                self.graphs_per_step[id(graph)])
-
-    def epoch(self) -> Iterator[StepLoss]:
+    def steps(self, epoch: int) -> Iterator[GroupLoss]:
         """Each optimiser step of one epoch: one batch of every dataset."""
         for _ in range(self.steps_per_epoch):
-            parts = {id(g): cut(g, next(self._batches[id(g)]))
-                     for g in self.graphs}
+            parts = {}
+            for g, passes in zip(self.graphs, self.passes):
+                ids = self._train[id(g)]
+                parts[id(g)] = cut(g, ids[passes.next().to(ids.device)])
             views = []
             for task, tt in zip(self.tasks, self.teacher_tasks):
                 part = parts[id(task.graph)]
@@ -256,7 +296,7 @@ class GraphBatches:
                width: float) -> Tensor:
         return whole_graph_logits(student, graph, head, width)
 
-    def probe(self, graph: Graph) -> tuple[Tensor, Tensor]:
+    def measured_on(self, graph: Graph) -> tuple[Tensor, Tensor]:
         if id(graph) not in self._probes:
             mask = graph.test_mask if bool(graph.test_mask.any()) \
                 else graph.val_mask
@@ -268,7 +308,7 @@ class GraphBatches:
         """The report's additions to its ``training`` entry."""
         measured = {}
         for g in self.graphs:
-            x, edge_index = self.probe(g)
+            x, edge_index = self.measured_on(g)
             measured[g.name] = {'nodes': x.size(0),
                                 'edges': int(edge_index.size(1))}
         return {'graphs_per_step': {g.name: self.graphs_per_step[id(g)]
@@ -284,64 +324,31 @@ def train_student(student: SlimmableGNN, tasks: Sequence[Task],
                   epochs: int = 200, lr: float = 0.01,
                   weight_decay: float = 4e-6, patience: int | None = 100,
                   progress: bool = True, desc: str = 'amalgamate',
-                  graphs: TrainingGraphs | None = None) -> AmalgamationFit:
-    """Train every width of ``student`` on every task each epoch; the loss
-    sees the teachers' outputs and maps only. Model selection keeps the
-    epoch with the highest agreement with the teachers' predictions.
+                  graphs: Amalgamation | None = None,
+                  checkpoint: Any = None) -> FitResult:
+    """Train every width of ``student`` on every task each epoch, in the
+    one loop (:func:`gnncompress.training.loop.fit`, whose
+    ``val_accuracy`` is here the best agreement with the teachers); the
+    loss sees the teachers' outputs and maps only. Model selection keeps
+    the epoch with the highest agreement with the teachers' predictions.
 
-    ``graphs`` (default :class:`WholeGraphs`) gives each epoch's optimiser
-    steps. Every step sums the loss of every width on every group of tasks
-    of its graphs (one backward per forward, gradients accumulated) and
-    then takes one Adam step: full-graph, one step per epoch on all
-    graphs; mini-batch, one batch of every graph per step. History keeps
-    the mean per step of that sum and of each term."""
+    ``graphs`` (default :class:`WholeGraphs`) is the regime that gives
+    each epoch's optimiser steps. Every step sums the loss of every width
+    on every group of tasks of its graphs (one backward per forward,
+    gradients accumulated) and then takes one Adam step
+    (:func:`~gnncompress.training.objectives.amalgamation.amalgamation_objective`):
+    full-graph, one step per epoch on all graphs; mini-batch, one batch of
+    every graph per step. History keeps the mean per step of that sum and
+    of each term (``loss_<task>/<term>``), and the agreement as ``val``.
+    ``checkpoint`` (a :class:`gnncompress.resume.TrainingCheckpoint`)
+    saves and resumes the run."""
     graphs = graphs if graphs is not None else \
         WholeGraphs(tasks, teacher_tasks, tam)
-    optimizer = torch.optim.Adam(student.parameters(), lr=lr,
-                                 weight_decay=weight_decay)
-    widths = student.spec.widths
-    groups = _groups(tasks)
-    selection = Selection(student, patience)
-    history: list[dict[str, float]] = []
-    start = time.perf_counter()
-    bar = progress_bar(epochs, desc, progress)
-    epoch = 0
-    for epoch in bar:
-        student.train()
-        epoch_terms: dict[str, Tensor] = {}
-        total, steps = 0.0, 0
-        for step_loss in graphs.epoch():
-            optimizer.zero_grad(set_to_none=True)
-            for width in widths:
-                for group in groups:
-                    loss, terms = step_loss(student, width, group)
-                    check_finite(loss, terms, epoch, f' (width {width:g})')
-                    # One backward per forward keeps one graph alive at a
-                    # time.
-                    loss.backward()
-                    total += float(loss.detach())
-                    for k, v in terms.items():
-                        epoch_terms[k] = epoch_terms.get(k, 0) + v.detach()
-            optimizer.step()
-            steps += 1
-        agreement = mean_agreement(student, tasks, teacher_tasks,
-                                   graphs.logits)
-        history.append({'epoch': epoch, 'loss': total / steps,
-                        'agreement': agreement,
-                        **{k: float(v) / steps
-                           for k, v in epoch_terms.items()}})
-        selection.update(epoch, agreement)
-        bar.set_postfix(loss=f'{total / steps:.4f}',
-                        agree=f'{agreement:.3f}')
-        if selection.should_stop(epoch):
-            break
-    bar.close()
-    seconds = time.perf_counter() - start
-    selection.restore()
-    student.eval()
-    return AmalgamationFit(best_epoch=selection.best_epoch,
-                           best_agreement=selection.best_score,
-                           epochs_run=epoch, seconds=seconds, history=history)
+    return fit(student, graphs, epochs=epochs, lr=lr,
+               weight_decay=weight_decay, patience=patience,
+               progress=progress, desc=desc, checkpoint=checkpoint,
+               objective=amalgamation_objective(student.spec.widths,
+                                                _groups(tasks)))
 
 
 def group_loss(student: SlimmableGNN, x: Tensor, edge_index: Tensor,
@@ -704,7 +711,10 @@ def amalgamate(teachers: Sequence[str | Path], *,
                batch_size: int | None = None,
                fanout: str | Sequence[int] | None = None,
                command: str = '',
-               config: dict[str, Any] | None = None) -> AmalgamationReport:
+               config: dict[str, Any] | None = None,
+               checkpoint_every: int | None = None,
+               checkpoint_dir: str | Path | None = None,
+               resume: str | Path | None = None) -> AmalgamationReport:
     """Amalgamate ``teachers`` (one per task) into one slimmable student and
     write ``student.safetensors`` (all widths and heads + spec),
     ``onnx/<task>-w<width>.onnx`` (one per task and exported width, each
@@ -726,7 +736,15 @@ def amalgamate(teachers: Sequence[str | Path], *,
 
     Several-graph datasets train on batches of whole training graphs
     (:class:`GraphBatches`); on multi-label data the tasks are label
-    columns, scores and agreement micro-F1."""
+    columns, scores and agreement micro-F1.
+
+    ``checkpoint_every`` K saves the training every K epochs to
+    ``checkpoint_dir`` (default ``out/.gnncompress-checkpoint``, removed
+    when the run succeeds); ``resume`` (that folder, or ``out``) continues
+    an interrupted run with the same options, ending with the student an
+    uninterrupted run gives. When the loss stops being finite, the run
+    stops with a :class:`~gnncompress.errors.TrainingError` and ``model``
+    is back at its best epoch."""
     if len(teachers) < 2:
         raise GnnCompressError('Amalgamation needs at least two teachers '
                                f'(got {len(teachers)})')
@@ -774,6 +792,15 @@ def amalgamate(teachers: Sequence[str | Path], *,
     else:
         export_widths = spec.widths
 
+    saver = api.training_checkpoint(
+        out, checkpoint_every, checkpoint_dir, resume,
+        teachers=[str(Path(t).resolve()) for t in teachers],
+        teacher_bytes=[Path(t).stat().st_size for t in teachers],
+        tasks=[_task_dict(t) for t in task_list], student=asdict(spec),
+        loss={'soft': tam.soft, 'topology': tam.topology,
+              'lambda': tam.weight},
+        epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
+        batch_size=batch_size, fanout=hops, seed=seed, device=dev.type)
     if hops is None:
         moved: dict[int, Graph] = {}
         for task in task_list:
@@ -786,7 +813,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
         teacher_tasks = [tam.prepare(m, t.graph.x, t.graph.edge_index,
                                      slice(None), t.graph.multilabel)
                          for m, t in zip(teacher_models, task_list)]
-        graphs: TrainingGraphs = \
+        graphs: Amalgamation = \
             GraphBatches(task_list, teacher_tasks, tam, seed=seed) \
             if several else WholeGraphs(task_list, teacher_tasks, tam)
     else:  # graphs stay on the CPU; batches move to the device
@@ -797,20 +824,28 @@ def amalgamate(teachers: Sequence[str | Path], *,
     try:
         api.seed_everything(seed)
         model = SlimmableGNN(spec).to(dev)
-        fitted = train_student(model, task_list, teacher_tasks, tam,
-                               epochs=epochs, lr=lr,
-                               weight_decay=weight_decay, patience=patience,
-                               progress=progress, graphs=graphs)
+        try:
+            with api.interruptible(saver):
+                fitted = train_student(
+                    model, task_list, teacher_tasks, tam, epochs=epochs,
+                    lr=lr, weight_decay=weight_decay, patience=patience,
+                    progress=progress, graphs=graphs, checkpoint=saver)
+        except TrainingError as e:
+            raise api.keep_best_student(
+                e, out, 'agreement with the teachers',
+                lambda path, stopped: _save_student(model, task_list, path,
+                                                    stopped)) from None
         training = {'epochs': epochs, 'epochs_run': fitted.epochs_run,
                     'best_epoch': fitted.best_epoch,
-                    'best_agreement': fitted.best_agreement,
+                    'best_agreement': fitted.val_accuracy,
                     'seconds': fitted.seconds,
-                    'seconds_per_epoch': fitted.seconds_per_epoch,
+                    'seconds_per_epoch':
+                    fitted.seconds / max(1, fitted.epochs_run),
                     'lr': lr, 'weight_decay': weight_decay,
                     'patience': patience}
         if not isinstance(graphs, WholeGraphs):
             training.update(graphs.describe())
-        return _write_outputs(
+        report = _write_outputs(
             model, spec, task_list, ckpts, teacher_models, teacher_tasks,
             graphs, tam=tam, setting=setting, training=training,
             selection=SELECTION_GRAPHS if several else SELECTION,
@@ -819,6 +854,10 @@ def amalgamate(teachers: Sequence[str | Path], *,
             max_accuracy_drop=max_accuracy_drop,
             command=command or 'gnncompress amalgamate ' +
             ' '.join(map(str, teachers)), seed=seed, config=config)
+        if saver is not None and \
+                saver.folder == out / api.DEFAULT_CHECKPOINT_FOLDER:
+            saver.remove()  # the default folder inside out has served
+        return report
     finally:
         if sampled is not None:
             sampled.close()
@@ -828,7 +867,7 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                    task_list: list[Task], ckpts: list[Checkpoint],
                    teacher_models: list[Any],
                    teacher_tasks: list[TeacherTask],
-                   graphs: TrainingGraphs, *,
+                   graphs: Amalgamation, *,
                    tam: TAM, setting: str, training: dict[str, Any],
                    selection: str,
                    export_widths: list[float], dev: torch.device, out: Path,
@@ -849,7 +888,7 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                 test_accuracy=task_accuracy(tt.output.logits, t),
                 file=str(ckpt.path), file_bytes=ckpt.path.stat().st_size)
             if latency:
-                x, edge_index = graphs.probe(t.graph)
+                x, edge_index = graphs.measured_on(t.graph)
                 entry.latency[f'pytorch-{dev.type}'] = torch_latency(
                     m, x.to(dev), edge_index.to(dev)).to_dict()
             teacher_entries.append(entry)
@@ -874,7 +913,7 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                                            report_nodes(g)),
                     'latency': {}, 'onnx': None, 'onnx_max_abs_diff': None,
                     'onnx_parity': {}}
-                x, edge_index = graphs.probe(g)
+                x, edge_index = graphs.measured_on(g)
                 if latency:
                     row['latency'][f'pytorch-{dev.type}'] = torch_latency(
                         plain.to(dev), x.to(dev),
@@ -896,9 +935,7 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
         union = _union_accuracy(model, task_list, graphs.logits) \
             if setting == 'label-subsets' else []
         if export:
-            save_slimmable(model, stage / 'student.safetensors',
-                           extra={'gnncompress.tasks': json.dumps(
-                               [_task_dict(t) for t in task_list])})
+            _save_student(model, task_list, stage / 'student.safetensors')
             files['safetensors'] = str(out / 'student.safetensors')
             files['onnx'] = onnx_files
         files['report_json'] = str(out / 'report.json')
@@ -929,6 +966,14 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
         (stage / 'report.json').write_text(report.to_json() + '\n')
         (stage / 'report.md').write_text(report.to_markdown())
     return report
+
+
+def _save_student(model: SlimmableGNN, tasks: list[Task], path: Path,
+                  extra: dict[str, str] | None = None) -> None:
+    """``student.safetensors``: every width and head, the spec and the
+    tasks (and ``extra`` metadata)."""
+    save_slimmable(model, path, extra={'gnncompress.tasks': json.dumps(
+        [_task_dict(t) for t in tasks]), **(extra or {})})
 
 
 def _task_dict(task: Task) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def test_one_step_is_the_loss_on_the_batch_graph_alone(soft):
                          num_layers=2, out_channels=[5], widths=[0.5, 1.0])
     torch.manual_seed(2)
     student = SlimmableGNN(spec).eval()
-    step = next(iter(batches.epoch()))
+    step = next(iter(batches.steps(1)))
     got, terms = step(student, 1.0, [0, 1])
 
     # Directly, on that training graph alone as one Data.
