@@ -43,7 +43,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gnncompress.amalgamation import Amalgamation, Passes, Task, group_loss
+from gnncompress.amalgamation.regimes import Amalgamation, Passes, group_loss
+from gnncompress.amalgamation.tasks import Task
 from gnncompress.checkpoint import Checkpoint
 from gnncompress.core import Graph
 from gnncompress.errors import ArchitectureError
@@ -88,7 +89,7 @@ def check_teachers(ckpts: Sequence[Checkpoint], tam: TAM) -> None:
 
 class SampledGraphs(Amalgamation):
     """The regime of mini-batch amalgamation
-    (:class:`gnncompress.amalgamation.Amalgamation`): training batches,
+    (:class:`gnncompress.amalgamation.regimes.Amalgamation`): training batches,
     teacher outputs and evaluation. The graphs and the teacher caches stay
     on the CPU; batches move to ``device``. Each graph's sampler and its
     shuffled passes over the seeds share one generator, saved in training

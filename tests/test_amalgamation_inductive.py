@@ -17,7 +17,8 @@ from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from typer.testing import CliRunner
 
 from gnncompress import amalgamation, api
-from gnncompress.amalgamation import GraphBatches, Task, agreement
+from gnncompress.amalgamation.regimes import GraphBatches, agreement
+from gnncompress.amalgamation.tasks import Task
 from gnncompress.cli import app
 from gnncompress.core import micro_f1
 from gnncompress.data import class_subset, load_graph, synthetic_ppi

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import gnncompress.amalgamation_minibatch as amb
 from gnncompress import amalgamation, api
-from gnncompress.amalgamation import Task, WholeGraphs, _groups
+from gnncompress.amalgamation.regimes import Passes, WholeGraphs, _groups
+from gnncompress.amalgamation.tasks import Task
 from gnncompress.cli import app
 from gnncompress.core import Graph
 from gnncompress.data import load_graph
@@ -99,8 +100,8 @@ def test_one_batch_of_every_node_equals_the_full_graph_step(setting,
                                 batch_size=64, fanout=[-1, -1], seed=3,
                                 device=torch.device('cpu'))
     assert sampled.steps_per_epoch == 1
-    seeds = amalgamation.Passes(tasks[0].graph.num_nodes, 64,
-                                torch.Generator().manual_seed(3)).next()
+    seeds = Passes(tasks[0].graph.num_nodes, 64,
+                   torch.Generator().manual_seed(3)).next()
     batch = sampled._samplers[0].sample(seeds)  # the first step's batch
     assert not torch.equal(batch.n_id, torch.arange(batch.n_id.numel()))
 

@@ -15,6 +15,7 @@ from test_resume import _interrupt_at
 from typer.testing import CliRunner
 
 from gnncompress import amalgamation, api, cli, resume
+from gnncompress.amalgamation import regimes
 from gnncompress.cli import app
 from gnncompress.errors import CheckpointError, TrainingError
 from gnncompress.models.slimmable import load_slimmable
@@ -141,7 +142,7 @@ def test_cli_amalgamate_checkpoint_options(inputs, tmp_path, monkeypatch):
 def test_nan_stops_amalgamation_with_the_best_student(inputs, tmp_path,
                                                       monkeypatch):
     nan_epoch = 6
-    real_loss, calls = amalgamation.group_loss, []
+    real_loss, calls = regimes.group_loss, []
 
     def group_loss(*args, **kwargs):
         loss, terms = real_loss(*args, **kwargs)
@@ -162,7 +163,7 @@ def test_nan_stops_amalgamation_with_the_best_student(inputs, tmp_path,
     # the diverging run must keep.
     ref_report, good, _ = _run(inputs, 'full', tmp_path / 'ref',
                                monkeypatch, epochs=nan_epoch - 1)
-    monkeypatch.setattr(amalgamation, 'group_loss', group_loss)
+    monkeypatch.setattr(regimes, 'group_loss', group_loss)
     monkeypatch.setattr(amalgamation, 'train_student', recording)
     teachers, options = inputs['full']
     with pytest.raises(TrainingError) as info:
