@@ -43,7 +43,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gnncompress.amalgamation import StepLoss, Task, group_loss
+from gnncompress.amalgamation.regimes import Amalgamation, Passes, group_loss
+from gnncompress.amalgamation.tasks import Task
 from gnncompress.checkpoint import Checkpoint
 from gnncompress.core import Graph
 from gnncompress.errors import ArchitectureError
@@ -63,6 +64,7 @@ from gnncompress.sampling import (
     TensorStore,
     check_layerwise,
 )
+from gnncompress.training.objectives.amalgamation import GroupLoss
 from gnncompress.training.regimes.sampled import batch_view, evaluate
 from gnncompress.training.regimes.sampled import to_device as _to
 
@@ -81,11 +83,13 @@ def check_teachers(ckpts: Sequence[Checkpoint], tam: TAM) -> None:
                 from None
 
 
-class SampledGraphs:
-    """Training batches, teacher outputs and evaluation of mini-batch
-    amalgamation (the methods of
-    :class:`gnncompress.amalgamation.WholeGraphs`). The graphs and the
-    teacher caches stay on the CPU; batches move to ``device``.
+class SampledGraphs(Amalgamation):
+    """The regime of mini-batch amalgamation
+    (:class:`gnncompress.amalgamation.regimes.Amalgamation`): training batches,
+    teacher outputs and evaluation. The graphs and the teacher caches stay
+    on the CPU; batches move to ``device``. Each graph's sampler and its
+    shuffled passes over the seeds share one generator, saved in training
+    checkpoints.
 
     Args:
         tasks (list[Task]): One per teacher; tasks may share a graph.
@@ -114,8 +118,12 @@ class SampledGraphs:
                 self.graphs.append(task.graph)
         self._csr = {id(g): CSR.from_edges(g.edge_index, g.num_nodes)
                      for g in self.graphs}
-        self._batches = {id(g): self._endless(g, i)
-                         for i, g in enumerate(self.graphs)}
+        self._samplers, self.passes = [], []
+        for i, g in enumerate(self.graphs):
+            generator = torch.Generator().manual_seed(seed + i)
+            self._samplers.append(NeighborSampler(
+                self._csr[id(g)], self.fanout, batch_size, generator))
+            self.passes.append(Passes(g.num_nodes, batch_size, generator))
         self._probes: dict[int, tuple[Tensor, Tensor]] = {}
         self.steps_per_epoch = max(math.ceil(g.num_nodes / batch_size)
                                    for g in self.graphs)
@@ -135,22 +143,14 @@ class SampledGraphs:
                                self.tam, self.store)
         return TeacherTask(cached, cached.logits.argmax(-1), None)
 
-    def _endless(self, graph: Graph, index: int) -> Iterator[Batch]:
-        """Shuffled passes over all nodes of ``graph`` as seeds, one after
-        the other."""
-        generator = torch.Generator().manual_seed(self.seed + index)
-        sampler = NeighborSampler(self._csr[id(graph)], self.fanout,
-                                  self.batch_size, generator)
-        seeds = torch.arange(graph.num_nodes)
-        while True:
-            yield from sampler.batches(seeds)
-
-    def epoch(self) -> Iterator[StepLoss]:
-        """Each optimiser step of one epoch: one batch of every graph."""
+    def steps(self, epoch: int) -> Iterator[GroupLoss]:
+        """Each optimiser step of one epoch: one batch of every graph
+        (every node of a graph a seed once per pass, in shuffled order)."""
         for _ in range(self.steps_per_epoch):
             on_device: dict[int, tuple[Tensor, Tensor, Batch]] = {}
-            for graph in self.graphs:
-                batch = next(self._batches[id(graph)])
+            for graph, sampler, passes in zip(self.graphs, self._samplers,
+                                              self.passes):
+                batch = sampler.sample(passes.next())
                 on_device[id(graph)] = (
                     graph.x[batch.n_id].to(self.device),
                     batch.edge_index.to(self.device), batch)
@@ -193,7 +193,7 @@ class SampledGraphs:
         return evaluate(plain.to(self.device), graph, self._csr[id(graph)],
                         self.memmap_bytes)
 
-    def probe(self, graph: Graph) -> tuple[Tensor, Tensor]:
+    def measured_on(self, graph: Graph) -> tuple[Tensor, Tensor]:
         """Features and edges of one sampled subgraph around
         ``batch_size`` test nodes of ``graph`` (the same for every model
         timed or exported on it)."""
@@ -207,7 +207,7 @@ class SampledGraphs:
         """The report's additions to its ``training`` entry."""
         probes = {}
         for graph in self.graphs:
-            x, edge_index = self.probe(graph)
+            x, edge_index = self.measured_on(graph)
             probes[graph.name] = {'nodes': x.size(0),
                                   'edges': int(edge_index.size(1))}
         return {'batch_size': self.batch_size, 'fanout': self.fanout,

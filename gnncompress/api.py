@@ -12,7 +12,7 @@ import platform
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -1162,23 +1162,34 @@ def training_checkpoint(out: Path, every: int | None,
 
 
 @contextlib.contextmanager
+def interruptible(saver: Any) -> Iterator[None]:
+    """Ctrl-C in a run that saves training checkpoints (``saver``, a
+    :class:`~gnncompress.resume.TrainingCheckpoint`) becomes
+    :class:`RunInterrupted`, which the CLI turns into the command that
+    resumes the run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if saver is None:
+            raise
+        raise RunInterrupted(saver.folder, saver.path.is_file()) from None
+
+
+@contextlib.contextmanager
 def kept_on_failure(saver: Any, model: torch.nn.Module, spec: ArchSpec,
                     out: Path, method: str, data: str,
                     rank: int = 0) -> Iterator[None]:
     """Around a distillation's training: a loss that stops being finite
     writes the best student so far (:func:`keep_last_good`; on rank 0
     alone), and Ctrl-C with a training checkpoint ``saver`` says how to
-    resume (:class:`RunInterrupted`)."""
+    resume (:func:`interruptible`)."""
     try:
-        yield
+        with interruptible(saver):
+            yield
     except TrainingError as e:
         if rank != 0:
             raise
         raise keep_last_good(e, model, spec, out, method, data) from None
-    except KeyboardInterrupt:
-        if saver is None:
-            raise
-        raise RunInterrupted(saver.folder, saver.path.is_file()) from None
 
 
 def finish_checkpoint(saver: Any, out: Path) -> None:
@@ -1191,25 +1202,35 @@ def finish_checkpoint(saver: Any, out: Path) -> None:
 def keep_last_good(error: TrainingError, model: torch.nn.Module,
                    spec: ArchSpec, out: Path, method: str,
                    data: str) -> TrainingError:
+    """:func:`keep_best_student` for distill's students."""
+    return keep_best_student(
+        error, out, 'validation accuracy',
+        lambda path, stopped: save_safetensors(
+            model, spec, path, extra={'gnncompress.method': method,
+                                      'gnncompress.data': data, **stopped}))
+
+
+def keep_best_student(error: TrainingError, out: Path, score: str,
+                      save: Callable[[Path, dict[str, str]], Any]
+                      ) -> TrainingError:
     """The error of a run whose loss stopped being finite, after writing
-    its best student so far (``fit`` put it back in ``model``) to
-    ``out/student.safetensors``; nothing is written when no epoch
-    finished."""
+    its best student so far (``fit`` put it back in the model) to
+    ``out/student.safetensors`` with ``save(path, metadata)`` (the
+    metadata say why and when the run stopped) and a failure report;
+    nothing is written when no epoch finished. ``score`` names the
+    selection score in the message."""
     if not error.best_epoch:
         return TrainingError(f'{error} (no epoch finished, so no student was '
                              f'written)')
     kept = TrainingError(
         f'{error}; the best student before it (epoch {error.best_epoch}, '
-        f'validation accuracy {100 * error.val_accuracy:.2f}%) is in '
+        f'{score} {100 * error.val_accuracy:.2f}%) is in '
         f"{out / 'student.safetensors'}")
     kept.best_epoch, kept.val_accuracy = error.best_epoch, error.val_accuracy
     with staged_output(out) as stage:
-        save_safetensors(model, spec, stage / 'student.safetensors',
-                         extra={'gnncompress.method': method,
-                                'gnncompress.data': data,
-                                'gnncompress.stopped': str(error),
-                                'gnncompress.best_epoch':
-                                str(error.best_epoch)})
+        save(stage / 'student.safetensors',
+             {'gnncompress.stopped': str(error),
+              'gnncompress.best_epoch': str(error.best_epoch)})
         write_failure(stage, out, kept, ['student.safetensors'],
                       best_epoch=error.best_epoch,
                       val_accuracy=error.val_accuracy)

@@ -1030,6 +1030,8 @@ def amalgamate(
     config: ConfigOpt = None,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
+    checkpoint_every: CheckpointEveryOpt = None,
+    checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
 ) -> None:
     """Merge TEACHERS into one slimmable student (help: above)."""
     report = _call(api.amalgamate, teachers, data=data, tasks=tasks,
@@ -1043,7 +1045,9 @@ def amalgamate(
                    min_accuracy=min_accuracy,
                    max_accuracy_drop=max_accuracy_drop, latency=latency,
                    latency_budget_s=latency_budget_s,
-                   command=api.command_line(), config=_resolved(ctx))
+                   command=api.command_line(), config=_resolved(ctx),
+                   checkpoint_every=checkpoint_every,
+                   checkpoint_dir=checkpoint_dir, resume=resume)
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     _summary(report)

@@ -17,7 +17,8 @@ from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from typer.testing import CliRunner
 
 from gnncompress import amalgamation, api
-from gnncompress.amalgamation import GraphBatches, Task, agreement
+from gnncompress.amalgamation.regimes import GraphBatches, agreement
+from gnncompress.amalgamation.tasks import Task
 from gnncompress.cli import app
 from gnncompress.core import micro_f1
 from gnncompress.data import class_subset, load_graph, synthetic_ppi
@@ -83,7 +84,7 @@ def test_one_step_is_the_loss_on_the_batch_graph_alone(soft):
                          num_layers=2, out_channels=[5], widths=[0.5, 1.0])
     torch.manual_seed(2)
     student = SlimmableGNN(spec).eval()
-    step = next(iter(batches.epoch()))
+    step = next(iter(batches.steps(1)))
     got, terms = step(student, 1.0, [0, 1])
 
     # Directly, on that training graph alone as one Data.

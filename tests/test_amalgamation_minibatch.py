@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 
 import gnncompress.amalgamation_minibatch as amb
 from gnncompress import amalgamation, api
-from gnncompress.amalgamation import Task, WholeGraphs, _groups
+from gnncompress.amalgamation.regimes import Passes, WholeGraphs, _groups
+from gnncompress.amalgamation.tasks import Task
 from gnncompress.cli import app
 from gnncompress.core import Graph
 from gnncompress.data import load_graph
@@ -71,7 +72,7 @@ def _setting(setting: str):
 def _step(graphs, student, tasks):
     """Loss, terms and gradient of every (width, group) of the first
     optimiser step."""
-    step = next(iter(graphs.epoch()))
+    step = next(iter(graphs.steps(1)))
     found = {}
     for width in student.spec.widths:
         for group in _groups(tasks):
@@ -99,7 +100,9 @@ def test_one_batch_of_every_node_equals_the_full_graph_step(setting,
                                 batch_size=64, fanout=[-1, -1], seed=3,
                                 device=torch.device('cpu'))
     assert sampled.steps_per_epoch == 1
-    batch = next(sampled._endless(tasks[0].graph, 0))
+    seeds = Passes(tasks[0].graph.num_nodes, 64,
+                   torch.Generator().manual_seed(3)).next()
+    batch = sampled._samplers[0].sample(seeds)  # the first step's batch
     assert not torch.equal(batch.n_id, torch.arange(batch.n_id.numel()))
 
     expected, got = _step(whole, student, tasks), _step(sampled, student,
@@ -129,7 +132,7 @@ def test_small_batches_score_the_seeds_on_their_sampled_edges():
                                 fanout=[3, 2], seed=0,
                                 device=torch.device('cpu'))
     assert sampled.steps_per_epoch == math.ceil(30 / 7)
-    step = next(iter(sampled.epoch()))
+    step = next(iter(sampled.steps(1)))
     on_device, views = step.args
     x, edge_index, batch = on_device[id(tasks[0].graph)]
     into = edge_index[1] < 7

@@ -110,14 +110,15 @@ class _Interrupted(Exception):
     pass
 
 
-def _interrupt_at(monkeypatch, stop_epoch: int) -> None:
+def _interrupt_at(monkeypatch, stop_epoch: int,
+                  error: type[BaseException] = _Interrupted) -> None:
     """Make the run die at the start of ``stop_epoch``'s update, as a kill
-    would."""
+    (or with ``KeyboardInterrupt``, Ctrl-C) would."""
     real = loop.check_finite
 
     def check(loss, terms, epoch, who=''):
         if epoch == stop_epoch:
-            raise _Interrupted
+            raise error
         return real(loss, terms, epoch, who)
 
     monkeypatch.setattr(loop, 'check_finite', check)

@@ -1,0 +1,3 @@
+"""What a run optimises, when it is more than one student forward with a
+label loss and a method loss (:func:`gnncompress.training.loop.fit`'s
+``objective``)."""
