@@ -836,7 +836,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
         seed=seed, device=dev.type)
     try:
-        with phase('train'):
+        with phase('train'), resumable(saver):
             result = fit(model, g, method=distiller,
                          teacher_outputs=[teacher_out],
                          label_weight=label_weight, weight=weight,
@@ -845,10 +845,6 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     except TrainingError as e:
         raise keep_last_good(e, model, s_spec, out, distiller.name,
                              graph.name) from None
-    except KeyboardInterrupt:
-        if saver is None:
-            raise
-        raise RunInterrupted(saver.folder, saver.path.is_file()) from None
     report = distill_outputs(
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
@@ -864,8 +860,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         command=command, config=config, seed=seed,
         min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
         teacher_onnx=teacher_onnx)
-    if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
-        saver.remove()  # the default folder inside out has served its turn
+    checkpoint_served(saver, out)
     return report
 
 
@@ -1168,6 +1163,26 @@ def training_checkpoint(out: Path, every: int | None,
         out / DEFAULT_CHECKPOINT_FOLDER
     return rs.TrainingCheckpoint(folder, every, rs.run_identity(**run),
                                  resume=resume is not None)
+
+
+@contextlib.contextmanager
+def resumable(saver: Any) -> Iterator[None]:
+    """Ctrl-C while training with checkpoints (``saver``, None: without)
+    becomes :class:`RunInterrupted`, which the CLI turns into the command
+    that resumes the run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if saver is None:
+            raise
+        raise RunInterrupted(saver.folder, saver.path.is_file()) from None
+
+
+def checkpoint_served(saver: Any, out: Path) -> None:
+    """After a successful run: the checkpoint in its default folder inside
+    ``out`` has served its turn (one given with --checkpoint-dir stays)."""
+    if saver is not None and saver.folder == out / DEFAULT_CHECKPOINT_FOLDER:
+        saver.remove()
 
 
 def keep_last_good(error: TrainingError, model: torch.nn.Module,
