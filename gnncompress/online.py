@@ -128,11 +128,12 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     ``batch_size`` is the number of graphs per step for graph
     classification (default 32) and for several-graph node datasets
     (``SyntheticPPI``, ``PPI``, ``<TU>-nodes``, saved graph lists; default:
-    enough graphs for 10 steps an epoch, :class:`InductiveOnlineTrainer`).
-    On one node-classification graph it
-    trains on sampled subgraphs of that many seed nodes with ``fanout``
-    neighbours per hop (``'15,10'``, one count per layer; default 15, 10,
-    then 5), validating layer-wise (:class:`SampledOnlineTrainer`); without
+    enough graphs for 10 steps an epoch; see
+    :func:`~gnncompress.online_training.peer_regime`). On one
+    node-classification graph it trains on sampled subgraphs of that many
+    seed nodes with ``fanout`` neighbours per hop (``'15,10'``, one count
+    per layer; default 15, 10, then 5), validating layer-wise
+    (:class:`~gnncompress.online_training.SampledParts`); without
     it the students train full-graph.
 
     ``checkpoint_every``, ``checkpoint_dir`` and ``resume`` save and
