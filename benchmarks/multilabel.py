@@ -55,11 +55,8 @@ from gnncompress import api
 from gnncompress.checkpoint import load_checkpoint
 from gnncompress.data import load_graph
 from gnncompress.models import ArchSpec, build_model
-from gnncompress.online import (
-    InductiveOnlineTrainer,
-    build_online_methods,
-    paper_options,
-)
+from gnncompress.online import build_online_methods, paper_options
+from gnncompress.online_training import train_peers
 from gnncompress.synthetic import synthetic_ppi
 
 OUT = RESULTS / 'multilabel'
@@ -118,11 +115,11 @@ def online_run(graph, spec, seed: int, epochs: int) -> dict:
     api.seed_everything(seed)
     models = [build_model(spec) for _ in range(ONLINE_STUDENTS)]
     options = paper_options(ONLINE, graph, None)
-    trainer = InductiveOnlineTrainer(
-        models, graph, build_online_methods(ONLINE, ONLINE_STUDENTS, options),
-        lr=0.01, weight_decay=5e-4, patience=PATIENCE, seed=seed)
     start = time.perf_counter()
-    results = trainer.run(epochs, progress=False)
+    results = train_peers(
+        models, graph, build_online_methods(ONLINE, ONLINE_STUDENTS, options),
+        epochs=epochs, lr=0.01, weight_decay=5e-4, patience=PATIENCE,
+        seed=seed, progress=False)
     return {'seed': seed, 'method': ONLINE, 'students': ONLINE_STUDENTS,
             'test_accuracy': statistics.fmean(r.test_accuracy
                                               for r in results),

@@ -53,7 +53,8 @@ from common import (
 from gnncompress import api
 from gnncompress.data import load_graph
 from gnncompress.models import ArchSpec, build_model, count_parameters
-from gnncompress.online import OnlineTrainer, build_online_methods
+from gnncompress.online import build_online_methods
+from gnncompress.online_training import train_peers
 
 TABLE_V = ('CS', 'Physics', 'Computers', 'Photo')
 COUNT_DATASET = 'Photo'
@@ -121,13 +122,13 @@ def run_online(dataset: str, arch: str, method: str, students: int,
     api.seed_everything(seed)
     models = [build_model(spec) for _ in range(students)]
     name, options, _ = VARIANTS.get(method, (method, None, ''))
-    trainer = OnlineTrainer(models, graph,
-                            build_online_methods(name, students, options),
-                            lr=s['lr'], weight_decay=5e-4, seed=seed)
-    if warmup:
-        trainer.run(warmup, progress=False)
+    online = build_online_methods(name, students, options)
+    args = dict(lr=s['lr'], weight_decay=5e-4, seed=seed, progress=False)
+    if warmup:  # the timed run goes on from these weights
+        train_peers(models, graph, online, epochs=warmup, **args)
+        online = build_online_methods(name, students, options)
     start = time.perf_counter()
-    results = trainer.run(epochs, progress=False)
+    results = train_peers(models, graph, online, epochs=epochs, **args)
     seconds = time.perf_counter() - start
     tests = [r.test_accuracy for r in results]
     vals = [r.val_accuracy for r in results]

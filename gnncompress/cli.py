@@ -931,6 +931,8 @@ def cotrain(
         help="List cotrain's methods, one line each, and exit.")] = False,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
+    checkpoint_every: CheckpointEveryOpt = None,
+    checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
 ) -> None:
     """Train several students that teach each other (no teacher); export
     the best by validation and report every one."""
@@ -944,7 +946,9 @@ def cotrain(
                    folds=folds, seed=seed, device=device, out=out,
                    progress=progress, latency=latency,
                    latency_budget_s=latency_budget_s,
-                   command=api.command_line(), config=_resolved(ctx))
+                   command=api.command_line(), config=_resolved(ctx),
+                   checkpoint_every=checkpoint_every,
+                   checkpoint_dir=checkpoint_dir, resume=resume)
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     _summary(report)

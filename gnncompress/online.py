@@ -1,19 +1,21 @@
 """Online distillation without a teacher (``gnncompress cotrain``): M
 students of one architecture, built from one seeded stream so each starts
-differently, trained alternately; each receives its peers' current outputs
-as "teachers" of an online method (Alignahead, its same-depth ablation OC,
-mutual learning) or trains alone (``self``, the baseline).
+differently, trained in turn by the one training loop; each receives its
+peers' current outputs as "teachers" of an online method (Alignahead, its
+same-depth ablation OC, mutual learning) or trains alone (``self``, the
+baseline). The steps are those of
+:class:`~gnncompress.training.regimes.peers.Peers`, the losses those of
+:func:`~gnncompress.training.objectives.peers.peer_objective`.
 
-The data: one node-classification graph (full-graph, or sampled subgraphs:
-:class:`SampledOnlineTrainer`), graph classification (batches of graphs),
-or several graphs of inductive node classification, single- or
-multi-label (batches of whole training graphs:
-:class:`InductiveOnlineTrainer`)."""
+The data (:mod:`gnncompress.online_training`): one node-classification
+graph (full-graph, or sampled subgraphs), graph classification (batches of
+graphs), or several graphs of inductive node classification, single- or
+multi-label (batches of whole training graphs)."""
 from __future__ import annotations
 
+import math
 import statistics
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,38 +24,23 @@ import torch
 from torch import Tensor, nn
 
 from gnncompress import outputs, plots
-from gnncompress.core import Graph, accuracy
+from gnncompress.core import Graph
 from gnncompress.data import GRAPH_DATASETS, load_graph
-from gnncompress.errors import GnnCompressError
+from gnncompress.errors import GnnCompressError, TrainingError
 from gnncompress.graphlevel import BATCH_SIZE, load_graph_set
-from gnncompress.inductive import is_graph_list_name, supervised_loss
+from gnncompress.inductive import is_graph_list_name
 from gnncompress.methods import DistillMethod
 from gnncompress.minibatch import check_minibatch, sample_subgraph
-from gnncompress.models import (
-    ArchSpec,
-    ModelOutput,
-    build_model,
-    run_model,
-    sparse_input,
-)
+from gnncompress.models import ArchSpec, build_model
+from gnncompress.online_training import train_peers
 from gnncompress.options import check_out
 from gnncompress.report import CotrainReport, ModelEntry
-from gnncompress.sampling import CSR, MEMMAP_BYTES, Batch, NeighborSampler
-from gnncompress.training.loop import FitResult, check_finite, progress_bar
+from gnncompress.sampling import CSR
+from gnncompress.training.loop import FitResult
 from gnncompress.training.regimes.graph_batches import (
-    cut,
-    graph_batches,
     graphs_per_batch,
-    iter_batches,
     training_graphs,
 )
-from gnncompress.training.regimes.sampled import (
-    batch_graph,
-    batch_view,
-    evaluate,
-    seed_cross_entropy,
-)
-from gnncompress.training.selection import Selection
 
 MIN_STUDENTS, MAX_STUDENTS = 2, 6
 # cotrain --method NAME -> (registered method, its options); None: alone.
@@ -63,326 +50,6 @@ METHODS: dict[str, tuple[str, dict[str, Any]] | None] = {
     'mutual': ('mutual', {}),
     'self': None,
 }
-
-
-class OnlineTrainer:
-    """Alternating updates of ``students``: in each step one student k
-    moves (its own Adam, its own method instance) while its peers are
-    fixed and only provide outputs (eval mode, no gradient).
-
-    A peer's output is computed once and kept until that peer's next step,
-    so on a full graph each student runs one extra forward per epoch, the
-    one its validation needs anyway; on graph batches the cache lives for
-    one batch. An epoch's loss in the history is the mean over its
-    batches.
-    """
-
-    def __init__(self, students: list[nn.Module], graph: Graph,
-                 methods: list[DistillMethod] | None, *, lr: float,
-                 weight_decay: float, weight: float | None = None,
-                 label_weight: float = 1.0, patience: int | None = None,
-                 batch_size: int = BATCH_SIZE, seed: int = 0) -> None:
-        self.students, self.graph, self.methods = students, graph, methods
-        self.label_weight = label_weight
-        self.batch_size = batch_size
-        self.term = 'bce' if graph.multilabel else 'ce'
-        self.generator = torch.Generator().manual_seed(seed)
-        self._cache: dict[int, ModelOutput] = {}
-        if methods is not None:
-            probe = self._probe()
-            outs = [self._eval(s, probe) for s in students]
-            for k, method in enumerate(methods):
-                method.prepare(*self._loss_inputs(
-                    method, self._others(outs, k), outs[k], probe))
-                method.to(self.device)
-            self.weight = methods[0].default_weight if weight is None \
-                else weight
-        self.optimizers = [
-            torch.optim.Adam(list(s.parameters()) +
-                             (list(methods[k].parameters()) if methods
-                              else []), lr=lr, weight_decay=weight_decay)
-            for k, s in enumerate(students)]
-        self.selections = [Selection(s, patience) for s in students]
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.students[0].parameters()).device
-
-    @staticmethod
-    def _others(items: list, k: int) -> list:
-        return items[:k] + items[k + 1:]
-
-    # What one step trains on (a Graph here; subclasses use other parts).
-
-    def _probe(self) -> Any:
-        """The part the methods are prepared on."""
-        return self.graph
-
-    def _run(self, model: nn.Module, graph: Graph) -> ModelOutput:
-        return run_model(model, graph.x, graph.edge_index, graph.batch)
-
-    def _supervised(self, out: ModelOutput, graph: Graph) -> Tensor:
-        mask = graph.train_mask
-        return supervised_loss(out.logits[mask], graph.y[mask])
-
-    def _loss_inputs(self, method: DistillMethod, peers: list[ModelOutput],
-                     out: ModelOutput, graph: Graph,
-                     ) -> tuple[list[ModelOutput], ModelOutput, Graph]:
-        """The arguments of ``method.loss`` on one part."""
-        return peers, out, graph
-
-    def _logits(self, k: int) -> Tensor:
-        """Student k's logits on the whole graph, in eval mode (validation
-        and test)."""
-        if self.graph.batch is None:  # the full graph: the cached forward
-            return self.peer_output(k, self.graph).logits
-        return self._eval(self.students[k], self.graph).logits
-
-    @torch.no_grad()
-    def _eval(self, model: nn.Module, part: Any) -> ModelOutput:
-        model.eval()
-        return self._run(model, part)
-
-    def peer_output(self, j: int, part: Any) -> ModelOutput:
-        if j not in self._cache:
-            self._cache[j] = self._eval(self.students[j], part)
-        return self._cache[j]
-
-    def parts(self) -> Iterator[Any]:
-        """The parts of one epoch: the whole graph (node
-        classification) or shuffled batches of training graphs."""
-        if self.graph.batch is None:
-            yield self.graph
-            return
-        for part in iter_batches(self.graph, self.batch_size,
-                                 self.generator):
-            self._cache.clear()
-            yield part.graph
-
-    def step(self, k: int, part: Any, epoch: int = 0) -> float:
-        """One update of student ``k`` on ``part`` (a graph, or a batch
-        :meth:`parts` yields); its peers only run forward, without
-        gradient."""
-        student, optimizer = self.students[k], self.optimizers[k]
-        peers = [self.peer_output(j, part) for j in
-                 range(len(self.students)) if j != k] if self.methods \
-            else []
-        student.train()
-        optimizer.zero_grad(set_to_none=True)
-        out = self._run(student, part)
-        terms = {self.term: self._supervised(out, part)}
-        loss = self.label_weight * terms[self.term]
-        if self.methods:
-            method = self.methods[k].train()
-            terms[method.name] = method.loss(
-                *self._loss_inputs(method, peers, out, part))
-            loss = loss + self.weight * terms[method.name]
-        check_finite(loss, terms, epoch, who=f' of student {k + 1}')
-        loss.backward()
-        optimizer.step()
-        self._cache.pop(k, None)  # its output changed
-        return float(loss.detach())
-
-    def validate(self, epoch: int) -> list[float]:
-        scores = []
-        for k, selection in enumerate(self.selections):
-            score = accuracy(self._logits(k), self.graph.y,
-                             self.graph.val_mask)
-            selection.update(epoch, score)
-            scores.append(score)
-        return scores
-
-    def run(self, epochs: int, progress: bool = True,
-            desc: str = 'cotrain') -> list[FitResult]:
-        """Train every student for ``epochs`` (or until every one has run
-        out of patience) and leave each at its best validation epoch."""
-        start = time.perf_counter()
-        bar = progress_bar(epochs, desc, progress)
-        histories: list[list[dict[str, float]]] = [[] for _ in self.students]
-        epoch = 0
-        for epoch in bar:
-            losses = [0.0] * len(self.students)
-            steps = 0
-            for part in self.parts():
-                for k in range(len(self.students)):
-                    losses[k] += self.step(k, part, epoch)
-                steps += 1
-            scores = self.validate(epoch)
-            for k, history in enumerate(histories):
-                history.append({'epoch': epoch,
-                                'loss': losses[k] / max(1, steps),
-                                'val': scores[k]})
-            bar.set_postfix(best=' '.join(f'{s.best_score:.3f}'
-                                          for s in self.selections))
-            if all(s.should_stop(epoch) for s in self.selections):
-                break
-        bar.close()
-        seconds = time.perf_counter() - start
-        self._cache.clear()
-        results = []
-        for k, selection in enumerate(self.selections):
-            selection.restore()
-            logits = self._logits(k)
-            results.append(FitResult(
-                best_epoch=selection.best_epoch,
-                val_accuracy=selection.best_score
-                if selection.best_epoch else float('nan'),
-                test_accuracy=accuracy(logits, self.graph.y,
-                                       self.graph.test_mask),
-                epochs_run=epoch, seconds=seconds, history=histories[k]))
-        self._cache.clear()
-        return results
-
-
-class InductiveOnlineTrainer(OnlineTrainer):
-    """:class:`OnlineTrainer` on a several-graph node dataset (the union
-    :mod:`gnncompress.inductive` builds), in the way of
-    :func:`~gnncompress.inductive.fit_inductive`: each epoch shuffles the
-    training graphs and every student takes one step per batch of
-    ``batch_size`` whole training graphs (default: enough graphs for
-    ``STEPS_PER_EPOCH`` steps), in the full-graph trainer's order, its
-    peers' outputs on the batch kept until their own step.
-
-    A step's loss is ``label_weight`` times the supervised loss over the
-    batch's nodes (BCE-with-logits for a 0/1 label matrix, cross-entropy
-    otherwise) plus ``weight`` times the online loss on the batch:
-    Alignahead's (OC's) layer structures over its edges, mutual learning's
-    terms over its nodes (their per-label Bernoulli form when multi-label,
-    :class:`~gnncompress.methods.mutual.Mutual`). The methods are prepared
-    on the training graphs; validation and test run each student once over
-    the whole union (messages never cross graphs) and score the validation
-    and test graphs: micro-F1 at logit 0 when multi-label, else accuracy.
-    Validation and test graphs never enter a training step.
-    """
-
-    def __init__(self, students: list[nn.Module], graph: Graph,
-                 methods: list[DistillMethod] | None, *, lr: float,
-                 weight_decay: float, weight: float | None = None,
-                 label_weight: float = 1.0, patience: int | None = None,
-                 batch_size: int | None = None, seed: int = 0) -> None:
-        if graph.node_graph is None:
-            raise ValueError('InductiveOnlineTrainer needs a several-graph '
-                             'node dataset')
-        self.train_ids = training_graphs(graph)
-        super().__init__(students, graph, methods, lr=lr,
-                         weight_decay=weight_decay, weight=weight,
-                         label_weight=label_weight, patience=patience,
-                         batch_size=graphs_per_batch(self.train_ids,
-                                                     batch_size),
-                         seed=seed)
-
-    def _probe(self) -> Graph:
-        return cut(self.graph, self.train_ids).graph
-
-    def parts(self) -> Iterator[Graph]:
-        for part in graph_batches(self.graph, self.train_ids,
-                                  self.batch_size, self.generator):
-            self._cache.clear()
-            yield part.graph
-
-    def _logits(self, k: int) -> Tensor:
-        return self._eval(self.students[k], self.graph).logits
-
-
-@dataclass
-class SampledPart:
-    """One sampled subgraph as the students see it: the features and
-    edges of its nodes on their device, and (filled as needed) the graph
-    their losses take, per kind of ``batch_logits``."""
-    batch: Batch
-    x: Tensor           # [n, F]
-    edge_index: Tensor  # [2, e], local ids
-    graphs: dict[str, Graph] = field(default_factory=dict)
-
-
-class SampledOnlineTrainer(OnlineTrainer):
-    """:class:`OnlineTrainer` on sampled subgraphs of one
-    node-classification graph (``cotrain --batch-size B --fanout 15,10``),
-    for graphs too large for one full-graph pass.
-
-    Every batch of seeds is sampled once (:class:`NeighborSampler`, up to
-    ``fanout[i]`` in-neighbours per node at hop i) and all the students
-    take their steps on it in turn, in the full-graph trainer's order:
-    student k sees the peers before it already updated on this batch and
-    those after it not yet (a peer's output on the batch is kept until its
-    own step). Each step's loss is ``label_weight`` times the
-    cross-entropy over the seeds that are training nodes, plus ``weight``
-    times the online loss on :func:`~gnncompress.minibatch.batch_view` of
-    student and peers: Alignahead's (and OC's) layer structures over the
-    edges into the seeds, from every sampled node's features; mutual
-    learning's KL and entropy over the seeds' logits, its ensemble
-    cross-entropy over the training seeds.
-
-    Seeds: with an online method, every node once per epoch (shuffled), as
-    the full-graph trainer's online losses cover every node (each node's
-    structure, each node's KL and entropy), not only the labelled ones;
-    for ``self`` (no method) only the training nodes, the only ones its
-    loss sees. So one batch of every node with ``fanout`` -1 (all
-    neighbours) is the full graph and gives the full-graph trainer's
-    losses. The methods are prepared on a first batch; validation and the
-    final test run layer-wise over all nodes in bounded memory
-    (:func:`~gnncompress.minibatch.evaluate`). ``graph`` stays where it is
-    (the CPU); each batch moves to the students' device.
-    """
-
-    def __init__(self, students: list[nn.Module], graph: Graph,
-                 methods: list[DistillMethod] | None, *,
-                 fanout: Sequence[int], batch_size: int, lr: float,
-                 weight_decay: float, weight: float | None = None,
-                 label_weight: float = 1.0, patience: int | None = None,
-                 seed: int = 0, csr: CSR | None = None,
-                 memmap_bytes: int = MEMMAP_BYTES) -> None:
-        if graph.batch is not None or graph.node_graph is not None:
-            raise ValueError('sampled subgraphs need one node-'
-                             'classification graph')
-        self.csr = csr if csr is not None else \
-            CSR.from_edges(graph.edge_index, graph.num_nodes)
-        self.memmap_bytes = memmap_bytes
-        self.sampler = NeighborSampler(self.csr, fanout, batch_size,
-                                       torch.Generator().manual_seed(seed))
-        self.seeds = torch.arange(graph.num_nodes) if methods is not None \
-            else graph.train_mask.nonzero().view(-1)
-        super().__init__(students, graph, methods, lr=lr,
-                         weight_decay=weight_decay, weight=weight,
-                         label_weight=label_weight, patience=patience,
-                         batch_size=batch_size, seed=seed)
-
-    def _part(self, batch: Batch) -> SampledPart:
-        x = self.graph.x[batch.n_id].to(self.device)
-        # Every student and peer reads these rows: large sparse features
-        # are worth their sparse form (models/sparse_input.py) once each.
-        sparse_input.register(x)
-        return SampledPart(batch, x, batch.edge_index.to(self.device))
-
-    def parts(self) -> Iterator[SampledPart]:
-        for batch in self.sampler.batches(self.seeds):
-            self._cache.clear()
-            yield self._part(batch)
-
-    def _probe(self) -> SampledPart:
-        return self._part(self.sampler.sample(self.seeds[:self.batch_size]))
-
-    def _run(self, model: nn.Module, part: SampledPart) -> ModelOutput:
-        return run_model(model, part.x, part.edge_index)
-
-    def _supervised(self, out: ModelOutput, part: SampledPart) -> Tensor:
-        return seed_cross_entropy(out.logits, self.graph, part.batch)
-
-    def _loss_inputs(self, method: DistillMethod, peers: list[ModelOutput],
-                     out: ModelOutput, part: SampledPart,
-                     ) -> tuple[list[ModelOutput], ModelOutput, Graph]:
-        kind = method.batch_logits
-        if kind not in part.graphs:
-            part.graphs[kind] = batch_graph(self.graph, part.batch, part.x,
-                                            labels=kind).to(self.device)
-        return ([batch_view(p, part.batch, rows=False, logits=kind)
-                 for p in peers],
-                batch_view(out, part.batch, rows=False, logits=kind),
-                part.graphs[kind])
-
-    def _logits(self, k: int) -> Tensor:
-        return evaluate(self.students[k], self.graph, self.csr,
-                        self.memmap_bytes)
 
 
 def build_online_methods(method: str, students: int,
@@ -448,7 +115,10 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             folds: int | None = None, seed: int = 0, device: str = 'auto',
             out: str | Path | None = None, export: bool = True,
             progress: bool = True, command: str = '',
-            config: dict[str, Any] | None = None) -> CotrainReport:
+            config: dict[str, Any] | None = None,
+            checkpoint_every: int | None = None,
+            checkpoint_dir: str | Path | None = None,
+            resume: str | Path | None = None) -> CotrainReport:
     """Train ``students`` peers of one architecture with an online method
     and write the best one by validation (``student.safetensors``,
     ``student.onnx``) and ``report.json``/``report.md`` listing every
@@ -458,12 +128,19 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     ``batch_size`` is the number of graphs per step for graph
     classification (default 32) and for several-graph node datasets
     (``SyntheticPPI``, ``PPI``, ``<TU>-nodes``, saved graph lists; default:
-    enough graphs for 10 steps an epoch, :class:`InductiveOnlineTrainer`).
-    On one node-classification graph it
-    trains on sampled subgraphs of that many seed nodes with ``fanout``
-    neighbours per hop (``'15,10'``, one count per layer; default 15, 10,
-    then 5), validating layer-wise (:class:`SampledOnlineTrainer`); without
-    it the students train full-graph."""
+    enough graphs for 10 steps an epoch; see
+    :func:`~gnncompress.online_training.peer_regime`). On one
+    node-classification graph it trains on sampled subgraphs of that many
+    seed nodes with ``fanout`` neighbours per hop (``'15,10'``, one count
+    per layer; default 15, 10, then 5), validating layer-wise
+    (:class:`~gnncompress.online_training.SampledParts`); without
+    it the students train full-graph.
+
+    ``checkpoint_every``, ``checkpoint_dir`` and ``resume`` save and
+    continue the run as :func:`gnncompress.api.distill`'s do (one split:
+    not with ``folds``). When a loss stops being finite, the best student
+    so far is written to ``out/student.safetensors`` before the
+    :class:`TrainingError`."""
     from gnncompress import api
 
     if not MIN_STUDENTS <= students <= MAX_STUDENTS:
@@ -501,6 +178,10 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             raise GnnCompressError(
                 f"'folds' must be 3 to 20 (got {folds}): one fold tests, "
                 f'the next validates')
+        if checkpoint_every is not None or resume is not None:
+            raise GnnCompressError(
+                '--checkpoint-every and --resume save one run, and --folds '
+                'trains one per fold: drop --folds or the checkpoint')
 
     def load(fold: int) -> Graph:
         if folds is None:
@@ -522,8 +203,16 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     method_options = paper_options(method, graph, method_options)
     runs = []
     sample = None
-    train_args = dict(lr=lr, weight_decay=weight_decay, weight=weight,
-                      patience=patience, seed=seed)
+    if inductive:
+        batch_size = graphs_per_batch(training_graphs(graph), batch_size)
+    saver = api.training_checkpoint(
+        out, checkpoint_every, checkpoint_dir, resume, data=graph.name,
+        nodes=graph.num_nodes, edges=int(graph.edge_index.size(1)),
+        split=graph.split, method=method.lower(),
+        method_options=method_options or {}, weight=weight,
+        students=students, student=spec.to_dict(), epochs=epochs, lr=lr,
+        weight_decay=weight_decay, patience=patience, batch_size=batch_size,
+        fanout=hops, seed=seed, device=dev.type)
     for fold in range(folds or 1):
         if fold:
             graph = load(fold)
@@ -532,30 +221,48 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
         api.seed_everything(seed)
         models = [build_model(spec).to(dev) for _ in range(students)]
         online = build_online_methods(method, students, method_options)
-        if inductive:
-            trainer = InductiveOnlineTrainer(models, g, online,
-                                             batch_size=batch_size,
-                                             **train_args)
-            batch_size = trainer.batch_size
-        elif hops is None:
-            trainer = OnlineTrainer(models, g, online,
-                                    batch_size=batch_size or BATCH_SIZE,
-                                    **train_args)
-        else:
-            trainer = SampledOnlineTrainer(models, g, online, fanout=hops,
-                                           batch_size=batch_size,
-                                           **train_args)
-            sample = sample_subgraph(g, trainer.csr, hops, batch_size,
-                                     seed)
+        csr = None
+        if hops is not None:
+            csr = CSR.from_edges(g.edge_index, g.num_nodes)
+            sample = sample_subgraph(g, csr, hops, batch_size, seed)
         desc = f'cotrain {method}' + (f' fold {fold}' if folds else '')
-        runs.append(OnlineRun(models, trainer.run(epochs, progress, desc),
-                              g))
-    return _write(runs, spec, method, method_options, weight, out, dev,
-                  export, command, folds, seed,
-                  dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
-                       patience=patience, batch_size=batch_size,
-                       fanout=hops),
-                  config or {}, sample)
+        try:
+            with api.interruptible(saver):
+                results = train_peers(
+                    models, g, online, epochs=epochs, lr=lr,
+                    weight_decay=weight_decay, weight=weight,
+                    patience=patience, batch_size=batch_size, fanout=hops,
+                    seed=seed, csr=csr, progress=progress, desc=desc,
+                    checkpoint=saver)
+        except TrainingError as e:
+            raise _keep_best(e, models, spec, out, method, g) from None
+        runs.append(OnlineRun(models, results, g))
+    report = _write(runs, spec, method, method_options, weight, out, dev,
+                    export, command, folds, seed,
+                    dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         patience=patience, batch_size=batch_size,
+                         fanout=hops),
+                    config or {}, sample)
+    api.finish_checkpoint(saver, out)
+    return report
+
+
+def _keep_best(error: TrainingError, models: Sequence[nn.Module],
+               spec: ArchSpec, out: Path, method: str,
+               graph: Graph) -> TrainingError:
+    """A run whose loss stopped being finite, every student back at its
+    best epoch: the best of them by validation is written to
+    ``out/student.safetensors`` (nothing when no epoch finished)."""
+    from gnncompress import api
+
+    epochs, scores = error.best_epoch, error.val_accuracy
+    vals = [v if e else math.nan for e, v in zip(epochs, scores)]
+    best = max(range(len(vals)),
+               key=lambda k: (vals[k] == vals[k], vals[k], -k))
+    kept = TrainingError(str(error))
+    kept.best_epoch, kept.val_accuracy = epochs[best], scores[best]
+    return api.keep_last_good(kept, models[best], spec, out,
+                              f'cotrain-{method.lower()}', graph.name)
 
 
 def _whole_graphs(fanout: Any, kind: str) -> None:
@@ -675,6 +382,4 @@ def _describe_data(g: Graph, graph_level: bool) -> dict[str, Any]:
     return info
 
 
-__all__ = ['METHODS', 'InductiveOnlineTrainer', 'OnlineTrainer',
-           'SampledOnlineTrainer',
-           'build_online_methods', 'cotrain']
+__all__ = ['METHODS', 'build_online_methods', 'cotrain']

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import SHARED_DATASETS, needs_shared
+from peer_steps import PeerSteps
 from torch_geometric.data import Data
 from torch_geometric.utils import is_undirected, subgraph
 from typer.testing import CliRunner
@@ -20,7 +21,8 @@ from gnncompress.errors import DataError
 from gnncompress.inductive import graph_from_list
 from gnncompress.methods import resolve_method
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
-from gnncompress.online import InductiveOnlineTrainer, build_online_methods
+from gnncompress.online import build_online_methods
+from gnncompress.online_training import train_peers
 from gnncompress.training.regimes.graph_batches import cut
 
 runner = CliRunner()
@@ -237,7 +239,7 @@ def _online(graph, method, students=2, **options):
                     out_channels=graph.num_classes, dropout=0.0)
     torch.manual_seed(0)
     models = [build_model(spec) for _ in range(students)]
-    return InductiveOnlineTrainer(
+    return PeerSteps(
         models, graph, build_online_methods(method, students, options),
         lr=0.01, weight_decay=0.0, batch_size=2, seed=0)
 
@@ -246,15 +248,16 @@ def _first_step(trainer, k=0):
     """Student k's output on the epoch's first batch before its step, its
     peers' outputs, the batch, and the loss the step reports."""
     part = next(iter(trainer.parts()))
+    g = part.graph
     with torch.no_grad():
-        outs = [run_model(m.eval(), part.x, part.edge_index)
+        outs = [run_model(m.eval(), g.x, g.edge_index)
                 for m in trainer.students]
-    return outs, part, trainer.step(k, part)
+    return outs, g, trainer.step(k, part)
 
 
 def test_cotrain_steps_on_batches_of_whole_training_graphs(tiny):
     trainer = _online(tiny, 'self')
-    parts = list(trainer.parts())
+    parts = [p.graph for p in trainer.parts()]
     assert [p.num_nodes for p in parts] == [120, 60]   # 3 graphs, 2 + 1
     train_x = tiny.x[tiny.train_mask]
     for p in parts:   # every row a training node's, no held-out one
@@ -310,7 +313,10 @@ def test_cotrain_alignahead_step_value_on_a_batch(tiny):
 def test_cotrain_never_sees_held_out_graphs():
     graph = graph_from_list(synthetic_ppi(**TINY), 'tiny')
     graph.x[graph.val_mask | graph.test_mask] = float('nan')
-    results = _online(graph, 'alignahead').run(2, progress=False)
+    peers = _online(graph, 'alignahead')
+    results = train_peers(peers.students, graph, peers.methods, epochs=2,
+                          lr=0.01, weight_decay=0.0, batch_size=2,
+                          progress=False)
     assert all(math.isfinite(h['loss']) for r in results
                for h in r.history)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from peer_steps import PeerSteps
 from torch_geometric.data import Data
 from typer.testing import CliRunner
 
@@ -17,12 +18,8 @@ from gnncompress.checkpoint import load_checkpoint
 from gnncompress.cli import app
 from gnncompress.core import Graph
 from gnncompress.models import ArchSpec, build_model, run_model
-from gnncompress.online import (
-    OnlineTrainer,
-    SampledOnlineTrainer,
-    build_online_methods,
-    cotrain,
-)
+from gnncompress.online import build_online_methods, cotrain
+from gnncompress.online_training import train_peers
 
 runner = CliRunner()
 SHARED = Path(__file__).resolve().parents[2] / 'shared' / 'datasets'
@@ -41,9 +38,8 @@ def _trainer(graph, method='alignahead', students=2):
                     dropout=0.5)
     torch.manual_seed(0)
     models = [build_model(spec) for _ in range(students)]
-    return OnlineTrainer(models, graph,
-                         build_online_methods(method, students),
-                         lr=0.05, weight_decay=5e-4)
+    return PeerSteps(models, graph, build_online_methods(method, students),
+                     lr=0.05, weight_decay=5e-4)
 
 
 def _params(model):
@@ -92,7 +88,8 @@ def test_the_next_student_sees_its_peer_after_the_update(tiny_graph,
 def test_self_trains_alone(tiny_graph):
     assert build_online_methods('self', 2) is None
     trainer = _trainer(tiny_graph, 'self')
-    results = trainer.run(3, progress=False)
+    results = train_peers(trainer.students, tiny_graph, None, epochs=3,
+                          lr=0.05, weight_decay=5e-4, progress=False)
     assert len(results) == 2 and all(r.epochs_run == 3 for r in results)
 
 
@@ -116,9 +113,9 @@ def _twin_trainers(graph, method, fanout, batch_size, students=3):
     torch.manual_seed(0)
     models = [build_model(spec) for _ in range(students)]
     args = dict(lr=0.05, weight_decay=5e-4)
-    full = OnlineTrainer(models, graph,
-                         build_online_methods(method, students), **args)
-    sampled = SampledOnlineTrainer(
+    full = PeerSteps(models, graph, build_online_methods(method, students),
+                     **args)
+    sampled = PeerSteps(
         copy.deepcopy(models), graph, build_online_methods(method, students),
         fanout=fanout, batch_size=batch_size, **args)
     return full, sampled
@@ -138,8 +135,8 @@ def test_one_batch_of_every_node_gives_the_full_graph_losses(method):
         assert sorted(parts[0].batch.n_id.tolist()) == \
             list(range(graph.num_nodes))
         for k in range(3):
-            expected = full.step(k, graph, epoch)
-            got = sampled.step(k, parts[0], epoch)
+            expected = full.step(k, graph)
+            got = sampled.step(k, parts[0])
             assert got == pytest.approx(expected, rel=1e-5)
             if epoch == 1 and k == 0:
                 for p, q in zip(full.students[0].parameters(),
@@ -223,7 +220,9 @@ def test_sampled_losses_see_the_batch(method, monkeypatch):
 def test_sampled_run_keeps_each_students_best_epoch():
     graph = _random_graph(60)
     _, trainer = _twin_trainers(graph, 'mutual', [4, 3, 2], batch_size=16)
-    results = trainer.run(4, progress=False)
+    results = train_peers(trainer.students, graph, trainer.methods,
+                          epochs=4, lr=0.05, weight_decay=5e-4,
+                          fanout=[4, 3, 2], batch_size=16, progress=False)
 
     assert len(results) == 3
     for student, result in zip(trainer.students, results):

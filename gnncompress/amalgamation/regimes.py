@@ -277,8 +277,8 @@ def group_loss(student: SlimmableGNN, x: Tensor, edge_index: Tensor,
     """One student forward at ``width`` with output ``head`` on the graph
     ``(x, edge_index)``, and the summed loss of the ``tasks`` that head
     serves. On a sampled subgraph (``batch``) the logits of its seeds are
-    scored (:func:`gnncompress.minibatch.batch_view`) and the teacher
-    tasks hold the seeds' rows."""
+    scored (:func:`gnncompress.training.regimes.sampled.batch_view`) and
+    the teacher tasks hold the seeds' rows."""
     edge_weight = student.unit_edge_weights(x, edge_index, head, width) \
         if tam.uses_maps else None
     out = student.forward_output(x, edge_index, head, width,

@@ -9,7 +9,7 @@ map given exactly that tensor then multiplies the sparse form
 (:func:`linear`). Any other tensor takes the dense product, and so does
 tracing for export or ``torch.compile``; rows gathered for a mini-batch
 are registered only where several models read them (``cotrain
---batch-size``, :class:`gnncompress.online.SampledOnlineTrainer`).
+--batch-size``, :class:`gnncompress.online_training.SampledParts`).
 ``benchmarks/kernels.py`` measures both ways on Physics.
 """
 from __future__ import annotations

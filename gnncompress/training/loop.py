@@ -171,23 +171,30 @@ def train_mode(student: nn.Module, method: DistillMethod | None) -> None:
 
 
 class TermMeans:
-    """Each loss term's mean over the steps of one epoch, as the history
-    records them (``loss_ce``, ``loss_kd``, ...: unweighted; a term a step
-    yields several times counts their sum)."""
+    """Each loss term's mean over the steps of one epoch that yield it, as
+    the history records them (``loss_ce``, ``loss_kd``, ...: unweighted; a
+    term a step yields several times counts their sum; a term of one peer,
+    ``ce/2``, is averaged over that peer's steps)."""
 
     def __init__(self) -> None:
         self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.step_names: set[str] = set()
         self.steps = 0
 
     def add(self, terms: dict[str, Tensor]) -> None:
         for name, value in terms.items():
             self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
+        self.step_names.update(terms)
 
     def end_step(self) -> None:
         self.steps += 1
+        for name in self.step_names:
+            self.counts[name] = self.counts.get(name, 0) + 1
+        self.step_names.clear()
 
     def entries(self) -> dict[str, float]:
-        return {f'loss_{name}': total / max(1, self.steps)
+        return {f'loss_{name}': total / max(1, self.counts.get(name, 0))
                 for name, total in self.sums.items()}
 
 
@@ -199,9 +206,17 @@ def record_epoch(selection: Selection, bar: tqdm,
     history.append({'epoch': epoch, 'loss': loss, 'val': val,
                     **(terms.entries() if terms is not None else {})})
     selection.update(epoch, val)
-    bar.set_postfix(loss=f'{loss:.4f}', val=f'{val:.3f}',
-                    best=f'{selection.best_score:.3f}')
+    bar.set_postfix(loss=f'{loss:.4f}', val=shown(val),
+                    best=shown(selection.best_score))
     return selection.should_stop(epoch)
+
+
+def shown(score: float | list[float]) -> str:
+    """A score for the bar, or one per peer
+    (:class:`~gnncompress.training.selection.PeerSelection`)."""
+    if isinstance(score, list):
+        return ' '.join(f'{s:.3f}' for s in score)
+    return f'{score:.3f}'
 
 
 def selected_result(selection: Selection, test_score: float, epochs_run: int,
@@ -265,7 +280,9 @@ def fit(student: nn.Module, regime: Regime, *,
     ranks.start((student, method))
     progress = progress and ranks.rank == 0
 
-    selection = Selection(student, patience)
+    # A regime of several peers asks for one selection per peer
+    # (PeerSelection: its scores and best values are lists).
+    selection = getattr(regime, 'selection', Selection)(student, patience)
     history: list[dict[str, float]] = []
     done, before = 0, 0.0  # epochs and seconds of an interrupted run
     if checkpoint is not None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -48,3 +49,47 @@ class Selection:
         device = next(iter(self.model.state_dict().values())).device
         self._state = None if weights is None else \
             {k: v.to(device) for k, v in weights.items()}
+
+
+class PeerSelection:
+    """:class:`Selection` of each of several models trained together (the
+    peers of online distillation), with its interface: scores come one per
+    member, every value it reports is one per member (``best_epoch``,
+    ``best_score``), each member keeps its own best weights, and the run
+    stops once every member would stop."""
+
+    def __init__(self, models: Iterable[nn.Module],
+                 patience: int | None) -> None:
+        self.members = [Selection(m, patience) for m in models]
+
+    @property
+    def best_epoch(self) -> list[int]:
+        return [s.best_epoch for s in self.members]
+
+    @property
+    def best_score(self) -> list[float]:
+        return [s.best_score for s in self.members]
+
+    def update(self, epoch: int, scores: Sequence[float]) -> bool:
+        """Record each member's score; whether any is a new best."""
+        news = [s.update(epoch, v) for s, v in zip(self.members, scores,
+                                                   strict=True)]
+        return any(news)
+
+    def should_stop(self, epoch: int) -> bool:
+        return all(s.should_stop(epoch) for s in self.members)
+
+    def restore(self) -> None:
+        for s in self.members:
+            s.restore()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {'members': [s.state_dict() for s in self.members]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        members = state['members']
+        if len(members) != len(self.members):
+            raise ValueError(f'{len(members)} saved members, '
+                             f'{len(self.members)} now')
+        for s, saved in zip(self.members, members):
+            s.load_state_dict(saved)
