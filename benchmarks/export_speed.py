@@ -25,6 +25,17 @@ exported GCN spends its time (onnxruntime's profiler, per operator type).
 
 One result file; ``--report`` only rewrites docs/BENCHMARKS.md.
 
+``--exporters`` times the export itself instead, as ``distill`` pays it on
+the README quick start: the Cora student (GCN 2x31, 1,433 features, 7
+classes; random weights and a random graph of Cora's size, 2,708 nodes and
+10,556 edges: the exporters' work does not depend on the values) exported
+once per fresh process, as the command does, through the TorchScript
+exporter and through dynamo, in ``--rounds`` rounds alternating the two,
+each with its parity check (5 graphs, a default and an 8-thread session)
+and the check's time per graph.
+
+    python benchmarks/export_speed.py --exporters --rounds 3
+
     python benchmarks/export_speed.py --data-root ../shared/datasets
     python benchmarks/export_speed.py --physics-only --data-root ...
     python benchmarks/export_speed.py --arxiv-only --rounds 3
@@ -302,6 +313,113 @@ def _physics_notes(phys: dict) -> list[str]:
     return lines + ['', f"Machine (Physics): {phys['machine']}."]
 
 
+QUICK_START = dict(nodes=2_708, edges=10_556, features=1_433, hidden=31,
+                   classes=7)
+
+
+def one_export(exporter: str) -> dict:
+    """Export the quick start's student once through ``exporter`` in this
+    (fresh) process and check it: seconds of each step, the imports the
+    export added, and the check's seconds per graph."""
+    from gnncompress.export import (
+        _Logits,
+        check_graphs,
+        check_parity,
+        onnx_session,
+        run_export,
+    )
+    from gnncompress.models import run_model
+
+    q = QUICK_START
+    torch.manual_seed(0)
+    model = build_model(ArchSpec('gcn', q['features'], q['hidden'], 2,
+                                 q['classes'])).eval()
+    x = torch.randn(q['nodes'], q['features'])
+    edge_index = torch.randint(0, q['nodes'], (2, q['edges']))
+    shapes = {'x': {0: torch.export.Dim('num_nodes', min=2)},
+              'edge_index': {1: torch.export.Dim('num_edges')}}
+    before = set(sys.modules)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / 'student.onnx'
+        start = time.perf_counter()
+        run_export(_Logits(model), (x, edge_index), path,
+                   ['x', 'edge_index'], shapes, exporter=exporter)
+        export_s = time.perf_counter() - start
+        imported = sorted(m for m in set(sys.modules) - before
+                          if m in ('onnx', 'onnxscript', 'onnx_ir'))
+        start = time.perf_counter()
+        parity = check_parity(model, path, x, edge_index)
+        check_s = time.perf_counter() - start
+        # The check once more, graph by graph (reference + both sessions).
+        sessions = [onnx_session(path), onnx_session(path, 8)]
+        per_graph = {}
+        for name, (gx, gei) in check_graphs(x, edge_index).items():
+            start = time.perf_counter()
+            with torch.no_grad():
+                run_model(model, gx, gei)
+            for session in sessions:
+                session.run(None, onnx_feeds(session, gx, gei))
+            per_graph[name] = time.perf_counter() - start
+    return {'exporter': exporter, 'export_s': export_s, 'check_s': check_s,
+            'max_abs_diff': parity.max_abs_diff, 'imported': imported,
+            'check_per_graph_s': per_graph}
+
+
+def exporter_rounds(rounds: int) -> dict:
+    """:func:`one_export` for each exporter in a fresh process, alternating,
+    ``rounds`` times."""
+    import subprocess
+
+    rows = []
+    for i in range(rounds):
+        for exporter in ('torchscript', 'dynamo'):
+            done = subprocess.run(
+                [sys.executable, __file__, '--one-export', exporter],
+                capture_output=True, text=True, check=True)
+            row = json.loads(done.stdout.strip().splitlines()[-1])
+            row['round'] = i
+            rows.append(row)
+            print(f"round {i} {exporter}: export {row['export_s']:.2f} s, "
+                  f"check {row['check_s']:.2f} s", file=sys.stderr)
+    return {'rows': rows, 'load_average': os.getloadavg()[0],
+            'machine': machine(), 'quick_start': QUICK_START}
+
+
+def exporters_report(data: dict) -> str:
+    rows = data['rows']
+    lines = ['Export of the quick start\'s student (GCN 2x31, Cora-sized '
+             'graph), one per fresh process as `distill` pays it, median '
+             f"of {len({r['round'] for r in rows})} rounds "
+             '(`python benchmarks/export_speed.py --exporters`):', '',
+             '| exporter | export s | check s | max abs diff | '
+             'imports added |', '| --- | --- | --- | --- | --- |']
+    for exporter in ('torchscript', 'dynamo'):
+        mine = [r for r in rows if r['exporter'] == exporter]
+        lines.append(
+            f"| {exporter} | "
+            f"{statistics.median(r['export_s'] for r in mine):.2f} | "
+            f"{statistics.median(r['check_s'] for r in mine):.2f} | "
+            f"{max(r['max_abs_diff'] for r in mine):.1e} | "
+            f"{', '.join(mine[0]['imported']) or 'none'} |")
+    ratios = [d['export_s'] / t['export_s'] for t, d in
+              zip(rows[0::2], rows[1::2])]
+    graphs = rows[0]['check_per_graph_s']
+    share = ', '.join(f'{name} {_median_of(rows, name):.2f}'
+                      for name in graphs)
+    lines += ['', 'dynamo / TorchScript export time per round: '
+              f"{', '.join(f'{r:.1f}' for r in ratios)}. The check's "
+              f'seconds per graph (PyTorch reference and both sessions): '
+              f'{share}.', '',
+              f"Machine: {data['machine']}; 1-minute load average after "
+              f"the rounds {data['load_average']:.1f} (other jobs share "
+              f'the cores).']
+    return '\n'.join(lines)
+
+
+def _median_of(rows: list[dict], graph: str) -> float:
+    return statistics.median(r['check_per_graph_s'][graph] for r in rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true')
@@ -310,7 +428,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--arxiv-only', action='store_true')
     parser.add_argument('--rounds', type=int, default=3)
     parser.add_argument('--data-root', default=None)
+    parser.add_argument('--exporters', action='store_true')
+    parser.add_argument('--one-export', choices=['torchscript', 'dynamo'])
     args = parser.parse_args(argv)
+    if args.one_export:
+        print(json.dumps(one_export(args.one_export)))
+        return
+    if args.exporters:
+        times = OUT / 'exporters.json'
+        if not args.report:
+            write_json(times, exporter_rounds(args.rounds))
+        body = exporters_report(json.loads(times.read_text()))
+        print(body)
+        update_doc('export-time', body)
+        return
     path = OUT / ('quick.json' if args.quick else 'arxiv-size.json')
     phys_path = OUT / 'physics.json'
     if not args.report:

@@ -24,7 +24,7 @@ from gnncompress.checkpoint import SPEC_KEY, VERSION_KEY
 from gnncompress.core.timing import phase
 from gnncompress.errors import ExportError, clip
 from gnncompress.models import ArchSpec, run_model
-from gnncompress.models.export_gnn import CsrFeatures, export_gnn
+from gnncompress.models.export_gnn import CsrFeatures, ExportGNN, export_gnn
 
 OPSET = 20
 # Largest accepted difference, relative to max(1, max |y|) of the output.
@@ -207,6 +207,9 @@ class Parity:
     cases: dict[str, float]
     scales: dict[str, float] = field(default_factory=dict)
     class_mismatches: dict[str, int] = field(default_factory=dict)
+    # Which exporter wrote the file (:data:`EXPORTERS`); '' when the
+    # check ran on a file it did not export.
+    exporter: str = ''
 
     @property
     def max_abs_diff(self) -> float:
@@ -273,18 +276,73 @@ def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
         wrapper, args, names = _FeaturesOnly(model), (x,), ['x']
         shapes = {'x': {0: num_nodes}}
     with atomic_path(path) as tmp:
-        with phase('export'):
-            run_export(wrapper, args, tmp, names, shapes)
-        with phase('check'):
-            parity = check_parity(model, tmp, x, edge_index, batch)
-        require_parity(parity, tolerance)
+        parity = _export_checked(model, wrapper, args, tmp, names, shapes,
+                                 (x, edge_index, batch), tolerance)
     return parity
 
 
+def _export_checked(model: nn.Module, wrapper: nn.Module,
+                    args: tuple[Tensor, ...], path: Path, names: list[str],
+                    shapes: dict[str, dict[int, Any]],
+                    inputs: tuple[Tensor, Tensor, Tensor | None],
+                    tolerance: float) -> Parity:
+    """Export ``wrapper`` with the exporter :func:`exporter_for` picks
+    and check the file; a TorchScript file that fails to export or to pass
+    the check is exported again through dynamo, whose file is then the one
+    judged. :attr:`Parity.exporter` names the exporter of the file kept."""
+    exporter = exporter_for(wrapper)
+    if exporter == 'torchscript':
+        try:
+            with phase('export'):
+                run_export(wrapper, args, path, names, shapes,
+                           exporter='torchscript')
+            with phase('check'):
+                parity = check_parity(model, path, *inputs)
+            if passes(parity, tolerance):
+                parity.exporter = exporter
+                return parity
+        except ExportError:
+            pass
+    with phase('export'):
+        run_export(wrapper, args, path, names, shapes)
+    with phase('check'):
+        parity = check_parity(model, path, *inputs)
+    parity.exporter = 'dynamo'
+    require_parity(parity, tolerance)
+    return parity
+
+
+# The exporters of torch.onnx: 'torchscript' traces the module once
+# (``dynamo=False``, about a tenth of the time), 'dynamo' captures it with
+# torch.export (``dynamo=True``). docs/export.md says which takes which
+# model, benchmarks/export_speed.py --exporters times both.
+EXPORTERS = ('torchscript', 'dynamo')
+
+
+def exporter_for(wrapper: nn.Module) -> str:
+    """'torchscript' for a node classifier in its export form
+    (:class:`~gnncompress.models.export_gnn.ExportGNN`: its segment sum
+    traces into the same race-free operators either way) and for a
+    graph-free student; 'dynamo' for everything else: GAT and PyG's own
+    layers (traced, their scatters keep no symbolic edge count in the
+    file), graph classifiers (their pooling reads a graph count from
+    ``batch``, a value a trace fixes), sparse-feature files (an ``If`` on
+    the values) and point clouds."""
+    if isinstance(wrapper, _Logits) and isinstance(wrapper.model, ExportGNN):
+        return 'torchscript'
+    if isinstance(wrapper, _FeaturesOnly):
+        return 'torchscript'
+    return 'dynamo'
+
+
 def run_export(wrapper: nn.Module, args: tuple[Tensor, ...], path: Path,
-               names: list[str], shapes: dict[str, dict[int, Any]]) -> None:
-    """``torch.onnx.export`` (dynamo, :data:`OPSET`, one file) with its
-    chatter silenced; a failure becomes an :class:`ExportError`."""
+               names: list[str], shapes: dict[str, dict[int, Any]],
+               exporter: str = 'dynamo') -> None:
+    """``torch.onnx.export`` (:data:`OPSET`, one file) with its chatter
+    silenced, through ``exporter`` (:data:`EXPORTERS`; the TorchScript
+    exporter names each dynamic size as ``shapes``' ``Dim`` and the output's
+    first as the first input's); a failure becomes an
+    :class:`ExportError`."""
     # The exporter logs every optional op library it skips (torchvision).
     logging.getLogger('torch.onnx').setLevel(logging.ERROR)
     # A graph classifier's pooling reads the graph count from ``batch``;
@@ -294,38 +352,87 @@ def run_export(wrapper: nn.Module, args: tuple[Tensor, ...], path: Path,
     # onnx_ir warns about every empty attribute list ("Attribute type is
     # ambiguous"), which the exported graphs legitimately have.
     logging.getLogger('onnx_ir').setLevel(logging.ERROR)
+    if exporter == 'torchscript':
+        axes = {name: {axis: dim.__name__ for axis, dim in dims.items()}
+                for name, dims in shapes.items()}
+        axes['logits'] = {0: axes[names[0]][0]}
+        options: dict[str, Any] = {'dynamo': False, 'dynamic_axes': axes}
+    else:
+        options = {'dynamo': True, 'external_data': False,
+                   'dynamic_shapes': shapes}
     try:
         # torch.export prints the partial program of every capture
         # strategy that fails before one succeeds (a graph classifier's
         # pooling reads the graph count from ``batch``): twice, 250 lines.
-        with warnings.catch_warnings(), \
+        with warnings.catch_warnings(), _no_function_pass(), \
                 contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter('ignore')
             torch.onnx.export(
-                wrapper, args, str(path), dynamo=True,
-                opset_version=OPSET, input_names=names,
-                output_names=['logits'], external_data=False,
-                dynamic_shapes=shapes, verbose=False)
+                wrapper, args, str(path), opset_version=OPSET,
+                input_names=names, output_names=['logits'], verbose=False,
+                **options)
     except Exception as e:  # noqa: BLE001
         line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ExportError(f'ONNX export failed: {line[:200]}') from None
 
 
+def passes(parity: Parity, tolerance: float) -> bool:
+    """Whether :func:`require_parity` accepts ``parity``."""
+    return not _parity_failures(parity, tolerance)
+
+
+@contextlib.contextmanager
+def _no_function_pass() -> Iterator[None]:
+    """The TorchScript exporter without its last pass, which parses the
+    finished file with the ``onnx`` package (an import of about 1 s, more
+    than the export itself) only to copy in the ONNX functions of custom
+    operators registered with ``custom_opsets``. The graphs exported here
+    use only standard operators (tests/test_export.py checks every node's
+    domain), so the pass would return the bytes it was given; with custom
+    opsets it still runs."""
+    try:
+        from torch.onnx._internal.torchscript_exporter import (
+            onnx_proto_utils as utils,
+        )
+    except ImportError:  # another torch: its exporter as it is
+        yield
+        return
+    real = getattr(utils, '_add_onnxscript_fn', None)
+    if real is None:
+        yield
+        return
+
+    def add_functions(model_bytes: bytes, custom_opsets: Any) -> bytes:
+        return real(model_bytes, custom_opsets) if custom_opsets \
+            else model_bytes
+
+    utils._add_onnxscript_fn = add_functions
+    try:
+        yield
+    finally:
+        utils._add_onnxscript_fn = real
+
+
 def require_parity(parity: Parity, tolerance: float) -> None:
     """Fail naming every check graph above ``tolerance`` (relative to the
     output's scale) or with another predicted class."""
+    bad = _parity_failures(parity, tolerance)
+    if bad:
+        raise ExportError(
+            f'The ONNX export does not match PyTorch (max abs difference '
+            f'{", ".join(bad)}; tolerance {tolerance:.0e} x max(1, max |y|))'
+            f'; nothing was written')
+
+
+def _parity_failures(parity: Parity, tolerance: float) -> list[str]:
     bad = [f'{k}: {v:.2e}' + (f' at output scale {parity.scales[k]:.3g}'
                                if parity.scales.get(k, 1.0) > 1.0 else '')
            for k, v in parity.cases.items()
            if not parity.relative(k) <= tolerance]
     bad += [f'{k}: {n} predicted classes differ'
             for k, n in parity.class_mismatches.items() if n]
-    if bad:
-        raise ExportError(
-            f'The ONNX export does not match PyTorch (max abs difference '
-            f'{", ".join(bad)}; tolerance {tolerance:.0e} x max(1, max |y|))'
-            f'; nothing was written')
+    return bad
 
 
 def check_graphs(x: Tensor, edge_index: Tensor, seed: int = 0,

@@ -250,9 +250,17 @@ def test_int8_export_is_smaller_and_close(files, tmp_path):
                                  str(int8), '--quantize', 'int8'])
     assert result.exit_code == 0, result.output
     import onnx
+    from onnx.numpy_helper import to_array
     ops = {n.op_type for n in onnx.load(str(int8)).graph.node}
     assert 'DynamicQuantizeLinear' in ops
-    assert int8.stat().st_size < fp32.stat().st_size
+    # Smaller weights; not a smaller file at this size (8 hidden channels),
+    # where the quantiser's added nodes and shapes outweigh them.
+
+    def weight_bytes(path: Path) -> int:
+        return sum(to_array(t).nbytes
+                   for t in onnx.load(str(path)).graph.initializer)
+
+    assert weight_bytes(int8) < weight_bytes(fp32)
     # The difference, against the size of the outputs it is measured on
     # (the bound of tests/test_int8.py: 8 quantisation steps), and the
     # agreement of predicted classes.

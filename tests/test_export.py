@@ -49,6 +49,31 @@ def _graph(num_nodes: int, num_edges: int,
     return x, edge_index
 
 
+# The exporter each architecture takes (export.exporter_for). An MLP fed
+# as a GNN, (x, edge_index), goes through dynamo: a trace would drop its
+# unused edge input; as a graph-free student (uses_graph=False, what
+# distill exports) it takes TorchScript (test below).
+EXPORTER = {'gcn': 'torchscript', 'sage': 'torchscript',
+            'gin': 'torchscript', 'mlp': 'dynamo', 'gat': 'dynamo',
+            'gatv2': 'dynamo', 'gcnii': 'dynamo'}
+
+
+def test_graph_free_student_takes_torchscript(tmp_path):
+    x, edge_index = _graph(12, 30, seed=1)
+    model = _student('mlp')
+    path = tmp_path / 'mlp.onnx'
+    parity = export_onnx(model, x, edge_index, path, uses_graph=False)
+    assert parity.exporter == 'torchscript'
+    assert parity.max_abs_diff <= 1e-4
+    session = onnx_session(path)
+    assert [i.name for i in session.get_inputs()] == ['x']
+    x2 = torch.randn(29, 6)
+    (got,) = session.run(None, {'x': x2.numpy()})
+    with torch.no_grad():
+        expected = model(x2).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize('arch', ARCHS)
 def test_onnx_matches_pytorch(arch, tmp_path):
     model = _student(arch)
@@ -60,10 +85,15 @@ def test_onnx_matches_pytorch(arch, tmp_path):
     assert sorted(parity.cases) == sorted(CASES)
     assert all(0.0 <= parity.relative(k) <= 1e-4 for k in CASES), parity
     assert not any(parity.class_mismatches.values())
+    # The cheap exporter where it passes, never a silent fall-back to
+    # dynamo (which costs about ten times as long).
+    assert parity.exporter == EXPORTER[arch]
     # Nothing in any export scatters with ScatterND, which onnxruntime
-    # runs racily on several threads.
-    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
-    assert 'ScatterND' not in ops
+    # runs racily on several threads; every operator is a standard one
+    # (what lets the TorchScript exporter skip its custom-function pass).
+    nodes = onnx.load(str(path)).graph.node
+    assert 'ScatterND' not in {n.op_type for n in nodes}
+    assert {n.domain for n in nodes} <= {'', 'ai.onnx'}
     assert parity.max_abs_diff == max(parity.cases.values())
     assert sorted(p.name for p in tmp_path.iterdir()) == ['student.onnx']
 
@@ -304,3 +334,74 @@ def test_cli_export_sparse_features(tmp_path):
     assert bad.output.strip().splitlines() == [
         'Error: --quantize int8 does not support --sparse-features; drop '
         'one of them']
+
+
+def test_other_models_take_the_dynamo_exporter(tmp_path):
+    """PyG's own layers (``fast=False``), graph classifiers and
+    sparse-feature files go through dynamo (export.exporter_for)."""
+    x, edge_index = _graph(12, 30, seed=1)
+    plain = export_onnx(_student('gcn'), x, edge_index,
+                        tmp_path / 'plain.onnx', fast=False)
+    torch.manual_seed(0)
+    graphs = build_model(ArchSpec('gin', 6, 8, 2, 3, readout='sum')).eval()
+    pooled = export_onnx(graphs, x, edge_index, tmp_path / 'graphs.onnx',
+                         batch=torch.tensor([0] * 6 + [1] * 6))
+    assert plain.exporter == pooled.exporter == 'dynamo'
+
+
+@pytest.mark.parametrize('failure', ['export', 'parity'])
+def test_a_torchscript_failure_falls_back_to_dynamo(failure, tmp_path,
+                                                    monkeypatch):
+    """A TorchScript file that does not export or does not pass the check
+    is exported again through dynamo, and the parity says which file was
+    kept."""
+    used = []
+    real_export = gnncompress.export.run_export
+    real_check = gnncompress.export.check_parity
+
+    def run_export_spy(*args, exporter='dynamo'):
+        used.append(exporter)
+        if exporter == 'torchscript' and failure == 'export':
+            raise ExportError('ONNX export failed: traced')
+        real_export(*args, exporter=exporter)
+
+    def check_spy(*args):
+        parity = real_check(*args)
+        if used[-1] == 'torchscript' and failure == 'parity':
+            parity.cases['larger graph'] = 1.0
+        return parity
+
+    monkeypatch.setattr(gnncompress.export, 'run_export', run_export_spy)
+    monkeypatch.setattr(gnncompress.export, 'check_parity', check_spy)
+    x, edge_index = _graph(12, 30, seed=1)
+    path = tmp_path / 'gcn.onnx'
+
+    parity = export_onnx(_student('gcn'), x, edge_index, path)
+
+    assert used == ['torchscript', 'dynamo']
+    assert parity.exporter == 'dynamo' and parity.max_abs_diff <= 1e-4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['gcn.onnx']
+
+
+def test_torchscript_export_does_not_import_onnx(tmp_path):
+    """The quick start's export and check need neither the onnx package
+    nor onnxscript (about 1 s of imports before the export)."""
+    import subprocess
+    import sys
+
+    script = f"""
+import sys
+import torch
+from pathlib import Path
+from gnncompress.export import export_onnx
+from gnncompress.models import ArchSpec, build_model
+model = build_model(ArchSpec('gcn', 6, 8, 2, 3)).eval()
+parity = export_onnx(model, torch.randn(12, 6), torch.randint(0, 12, (2, 30)),
+                     Path({str(tmp_path / 'm.onnx')!r}))
+print(parity.exporter, sorted(m for m in ('onnx', 'onnxscript', 'onnx_ir')
+                              if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == 'torchscript []'
