@@ -240,9 +240,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
             max_accuracy_drop=max_accuracy_drop,
             command=command or 'gnncompress amalgamate ' +
             ' '.join(map(str, teachers)), seed=seed, config=config)
-        if saver is not None and \
-                saver.folder == out / api.DEFAULT_CHECKPOINT_FOLDER:
-            saver.remove()  # the default folder inside out has served
+        api.finish_checkpoint(saver, out)
         return report
     finally:
         if sampled is not None:
