@@ -3,7 +3,8 @@ setting (Zhang et al., ICLR 2022) on Cora, CiteSeer, PubMed, Amazon Photo
 and Computers.
 
 Each run trains ``gnncompress train-teacher``'s code with the recipe of
-configs/teacher-glnn-sage.toml (GLNN's split drawn with the run's seed) and
+configs/teacher-glnn-sage.toml (Cora: configs/teacher-glnn-sage-cora.toml;
+GLNN's split drawn with the run's seed) and
 writes one JSON file per dataset x seed under results/teachers/; existing
 files are skipped, so an interrupted run resumes. The teachers themselves go
 to a temporary folder. The table puts the mean ± std over the seeds next to
@@ -40,19 +41,25 @@ from gnncompress import api
 OUT = RESULTS / 'teachers'
 PROBE = OUT / 'probe-gcn-aggr'
 CONFIG = HERE.parent / 'configs' / 'teacher-glnn-sage.toml'
+# Datasets whose recipe differs, chosen on mean validation accuracy.
+CONFIGS = {'Cora': HERE.parent / 'configs' / 'teacher-glnn-sage-cora.toml'}
 # GLNN's Table (transductive, SAGE teacher), test accuracy in percent.
 PUBLISHED = {'Cora': 80.64, 'CiteSeer': 70.49, 'PubMed': 75.56,
              'Computers': 82.82, 'Photo': 90.85}
 DATASETS = ['Cora', 'CiteSeer', 'PubMed', 'Photo', 'Computers']
 
 
-def recipe() -> dict:
-    with CONFIG.open('rb') as f:
+def config(dataset: str) -> Path:
+    return CONFIGS.get(dataset, CONFIG)
+
+
+def recipe(dataset: str) -> dict:
+    with config(dataset).open('rb') as f:
         return dict(tomllib.load(f)['train-teacher'])
 
 
 def run(dataset: str, seed: int, data_root: str) -> dict:
-    settings = recipe()
+    settings = recipe(dataset)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = api.train_teacher(dataset, Path(tmp) / 'teacher.pt',
@@ -60,7 +67,7 @@ def run(dataset: str, seed: int, data_root: str) -> dict:
                                    progress=False, **settings)
         seconds = time.perf_counter() - start
         card = json.loads(result.card.read_text())
-    return {'dataset': dataset, 'seed': seed, 'recipe': CONFIG.name,
+    return {'dataset': dataset, 'seed': seed, 'recipe': config(dataset).name,
             'settings': settings,
             'val_accuracy': result.val_accuracy,
             'test_accuracy': result.test_accuracy,
@@ -78,7 +85,7 @@ def probe_gcn_aggr(dataset: str, seed: int, data_root: str) -> dict:
     from gnncompress.data import load_graph
     from gnncompress.engine import fit
 
-    settings = recipe()
+    settings = recipe(dataset)
     graph = load_graph(dataset, data_root, seed=seed, split=settings['split'])
     edges = remove_self_loops(graph.edge_index)[0]
     graph = dataclasses.replace(graph, edge_index=add_self_loops(
@@ -90,7 +97,7 @@ def probe_gcn_aggr(dataset: str, seed: int, data_root: str) -> dict:
     result = fit(model, graph, epochs=settings['epochs'], lr=settings['lr'],
                  weight_decay=settings['weight_decay'],
                  patience=settings['patience'], progress=False)
-    return {'dataset': dataset, 'seed': seed, 'recipe': CONFIG.name,
+    return {'dataset': dataset, 'seed': seed, 'recipe': config(dataset).name,
             'settings': settings, 'aggregation': 'gcn (no root weight, '
             'self-loops)', 'val_accuracy': result.val_accuracy,
             'test_accuracy': result.test_accuracy,
@@ -119,7 +126,8 @@ def report() -> str:
     lines = [
         'GraphSAGE teachers in GLNN\'s setting (configs/teacher-glnn-sage.'
         'toml: GLNN\'s split, 2 x 128, dropout 0.5, lr 0.01, weight decay '
-        '5e-4, at most 200 epochs, patience 50, full-graph), test accuracy '
+        '5e-4, at most 200 epochs, patience 50, full-graph; Cora: '
+        'configs/teacher-glnn-sage-cora.toml, dropout 0.8), test accuracy '
         '(%), mean ± std over seeds; published: GLNN (Zhang et al., ICLR '
         '2022), SAGE teacher, transductive. Command: `python '
         'benchmarks/teachers.py`.', '',
