@@ -41,7 +41,12 @@ from gnncompress.checkpoint import (
 )
 from gnncompress.core import Graph, accuracy
 from gnncompress.core.timing import breakdown, phase, timed_run
-from gnncompress.data import class_subset, load_graph, parse_classes
+from gnncompress.data import (
+    check_split,
+    class_subset,
+    load_graph,
+    parse_classes,
+)
 from gnncompress.data import normalize_features as normalize_graph
 from gnncompress.defaults import DEFAULT_RATIO
 from gnncompress.distributed import (
@@ -185,18 +190,32 @@ def versions() -> dict[str, str]:
 
 def resolve_data(data: str | Path | None, data_root: str | Path | None,
                  ckpt: Checkpoint, seed: int,
-                 normalize: bool | None = None) -> Graph:
+                 normalize: bool | None = None,
+                 split: str | None = None) -> Graph:
     """``--data`` if given, else the dataset named on the teacher's card;
     features row-normalised when ``normalize`` says so, or (``None``) when
-    the teacher's card says the teacher was trained on them."""
+    the teacher's card says the teacher was trained on them. ``split``
+    (``None``: the card's) names the split; a ``glnn`` split is drawn with
+    the seed on the teacher's card when it has one, so that the student
+    sees the teacher's split."""
     if normalize is None:
         normalize = bool(ckpt.card.get('normalize_features'))
-    graph = _card_graph(data, data_root, ckpt, seed)
+    on_card = ckpt.card.get('split')
+    on_card = on_card if isinstance(on_card, dict) else {}
+    if split is None:
+        split = 'glnn' if on_card.get('kind') == 'glnn' else 'default'
+    if split == 'glnn' and on_card.get('kind') == 'glnn' and \
+            isinstance(on_card.get('seed'), int):
+        split_seed = on_card['seed']
+    else:
+        split_seed = seed
+    graph = _card_graph(data, data_root, ckpt, split_seed, split)
     return normalize_graph(graph) if normalize else graph
 
 
 def _card_graph(data: str | Path | None, data_root: str | Path | None,
-                ckpt: Checkpoint, seed: int) -> Graph:
+                ckpt: Checkpoint, seed: int, split: str = 'default'
+                ) -> Graph:
     card = ckpt.card
     if data is None:
         if not card.get('data'):
@@ -206,7 +225,8 @@ def _card_graph(data: str | Path | None, data_root: str | Path | None,
         data = card['data']
         if card.get('data_is_file'):
             data = ckpt.path.parent / data
-    return load_graph(data, card_data_root(data, data_root, ckpt), seed=seed)
+    return load_graph(data, card_data_root(data, data_root, ckpt), seed=seed,
+                      split=split)
 
 
 def card_data_root(data: str | Path, data_root: str | Path | None,
@@ -363,7 +383,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   emb: int | None = None, head: list[int] | None = None,
                   points: int | None = None,
                   augment: str | list[str] | None = None,
-                  batch_size: int | None = None) -> TeacherResult:
+                  batch_size: int | None = None,
+                  split: str = 'default') -> TeacherResult:
     """Train a teacher and save it as a plain PyG ``state_dict`` (the format
     users already have), with a teacher card (``.json``) beside it that
     records what the weights cannot tell and the dataset it was trained
@@ -373,8 +394,11 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     ``hidden`` defaults to 256 and ``layers`` to 3. ``arch='dgcnn'`` trains
     a point-cloud teacher (:func:`gnncompress.pointcloud.train_teacher`:
     ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
-    ``points``, ``augment`` and ``batch_size`` apply to it alone)."""
+    ``points``, ``augment`` and ``batch_size`` apply to it alone).
+    ``split='glnn'`` trains on GLNN's split (:func:`gnncompress.data.
+    glnn_split`); the card records it, and ``distill`` uses it."""
     check_training(lr=lr, weight_decay=weight_decay, seed=seed)
+    check_split(split)
     check_out_file(out, example='teacher.pt')
     if arch == 'dgcnn':
         from gnncompress import pointcloud
@@ -398,7 +422,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
         raise OutputError(f'Teacher file {out} must end in .pt or .pth')
     check_writable(out.parent)
     dev = resolve_device(device)
-    graph = load_graph(data, data_root, seed=seed)
+    graph = load_graph(data, data_root, seed=seed, split=split)
     if normalize_features:
         graph = normalize_graph(graph)
     if classes is not None:
@@ -653,6 +677,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             fanout: str | list[int] | None = None,
             nproc: int | None = None,
             normalize_features: bool | None = None,
+            split: str | None = None,
             teacher_onnx: bool = False,
             teacher_class: str | None = None,
             teacher_args: dict[str, Any] | None = None,
@@ -692,6 +717,9 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     the methods that read hidden features (FitNet, AT, LSP, GSP, G-CRD,
     ABKD) take them from forward hooks on its message-passing layers
     (:mod:`gnncompress.models.hooked`); KD and GLNN need its logits only.
+    ``split`` (``'default'`` or ``'glnn'``) defaults to the split on the
+    teacher's card (a GLNN split with the teacher's seed).
+
     ``teacher_class`` (``'mypkg.models:Net'``) with ``teacher_args`` builds
     that module from the user's own class (this imports and runs their
     code) and loads the file ``teacher`` into it, weights-only.
@@ -711,6 +739,8 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                    weight=weight, label_weight=label_weight, out=out)
     check_ratio(ratio)
     check_distill_method(method)
+    if split is not None:
+        check_split(split)
     module = teacher if isinstance(teacher, torch.nn.Module) else None
     if teacher_class is not None:
         if module is not None:
@@ -764,7 +794,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         _minibatch_options(distiller, batch_size, fanout, layers)
     with one_at_a_time(), phase('load'):
         graph = resolve_data(data, data_root, ckpt, seed,
-                             normalize=normalize_features)
+                             normalize=normalize_features, split=split)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
     feature_note = None

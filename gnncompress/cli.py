@@ -524,6 +524,10 @@ def distill(
         '--normalize-features/--raw-features',
         help="Divide each node's features by their sum (default: as the "
         "teacher's card says it was trained).")] = None,
+    split: Annotated[Optional[str], typer.Option(
+        help='default or glnn (see train-teacher --split) (default: the '
+        "split on the teacher's card; a glnn split with the teacher's "
+        'seed).')] = None,
     teacher_onnx: Annotated[bool, typer.Option(
         help='Also export the teacher and time it in onnxruntime with the '
         "student's threads: the student's speed-up in the runtime it ships "
@@ -566,6 +570,7 @@ def distill(
                    checkpoint_dir=checkpoint_dir, resume=resume,
                    fanout=fanout, nproc=nproc,
                    normalize_features=normalize_features,
+                   split=split,
                    teacher_onnx=teacher_onnx, teacher_class=teacher_class,
                    teacher_args=_parse_teacher_args(teacher_args),
                    latency=latency, latency_budget_s=latency_budget_s,
@@ -712,6 +717,12 @@ def train_teacher(
         help="Divide each node's features by their sum (bag-of-words "
         'counts); recorded on the teacher card, so distill does the same.')]
     = False,
+    split: Annotated[str, typer.Option(
+        help='default: the dataset\'s own split (Planetoid\'s public one) '
+        'or 20/30 nodes per class drawn with --seed; glnn: GLNN\'s setting '
+        '(the largest connected component, 20 training and 30 validation '
+        'nodes per class drawn with --seed, the rest test). Recorded on the '
+        'teacher card, so distill uses the same split.')] = 'default',
     readout: Annotated[Optional[str], typer.Option(
         help='Global pooling on graph-classification data: mean, sum or '
         'max. [default: mean; DGCNN: max]')] = None,
@@ -729,7 +740,7 @@ def train_teacher(
                    lr=lr, weight_decay=weight_decay, patience=patience,
                    seed=seed, device=device, progress=progress,
                    classes=classes, normalize_features=normalize_features,
-                   readout=readout,
+                   readout=readout, split=split,
                    **_cloud_options(hidden, k, emb, head, points, augment,
                                     batch_size))
     typer.echo(f'{result.spec.describe()}: {result.parameters:,} parameters')

@@ -23,6 +23,7 @@ from torch_geometric.data.storage import GlobalStorage
 from gnncompress import catalogue
 from gnncompress.catalogue import default_root
 from gnncompress.core import Graph
+from gnncompress.defaults import SPLITS
 from gnncompress.errors import DataError, GnnCompressError, error_line
 from gnncompress.models import sparse_input
 from gnncompress.synthetic import synthetic_ppi  # noqa: F401  (re-export)
@@ -70,11 +71,22 @@ def normalize_features(graph: Graph) -> Graph:
 
 
 def load_graph(data: str | Path, root: str | Path | None = None,
-               seed: int = 0, fold: int | None = None) -> Graph:
+               seed: int = 0, fold: int | None = None,
+               split: str = 'default') -> Graph:
     """A node-classification graph from a PyG dataset name or a file holding
     a ``torch_geometric.data.Data`` (``torch.save(data)``); a TU
     graph-classification dataset as one batched Graph with a stratified
-    80/10/10 split of its graphs (``fold`` k of 10 instead, if given)."""
+    80/10/10 split of its graphs (``fold`` k of 10 instead, if given).
+    ``split='glnn'`` replaces a node-classification graph's split with
+    :func:`glnn_split`'s."""
+    check_split(split)
+    if split != 'default':
+        graph = load_graph(data, root, seed, fold)
+        if graph.batch is not None or graph.node_graph is not None or \
+                graph.multilabel or graph.split.get('kind') == 'clouds':
+            raise DataError(f'--split {split} is for one node-classification '
+                            f'graph; {graph.name} is not one: drop --split')
+        return with_glnn_split(graph, seed)
     text = str(data)
     key = text.lower()
     if key in GRAPH_DATASETS:
@@ -357,6 +369,77 @@ def stratified_split(y: Tensor, seed: int,
         train[idx[:n_train]] = True
         val[idx[n_train:n_train + n_val]] = True
     return train, val, ~(train | val)
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise DataError(f"Unknown split '{split}' (choose from "
+                        f"{', '.join(SPLITS)})")
+
+
+def largest_component(edge_index: Tensor, num_nodes: int) -> Tensor:
+    """A boolean mask of the nodes in the largest connected component of
+    the graph taken as undirected (ties: the component holding the lowest
+    node number)."""
+    import numpy as np
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    row, col = edge_index.cpu().numpy()
+    adj = sp.coo_matrix((np.ones(row.size, dtype=np.int8), (row, col)),
+                        shape=(num_nodes, num_nodes))
+    _, label = connected_components(adj, directed=True, connection='weak')
+    sizes = np.bincount(label)
+    # argmax returns the first of equal sizes; components are numbered in
+    # order of their lowest node.
+    return torch.from_numpy(label == int(sizes.argmax()))
+
+
+def glnn_split(y: Tensor, edge_index: Tensor, seed: int,
+               train_per_class: int = TRAIN_PER_CLASS,
+               val_per_class: int = VAL_PER_CLASS, name: str = 'the graph',
+               ) -> tuple[Tensor, Tensor, Tensor]:
+    """GLNN's split (as CPF's data loader draws it): the graph's largest
+    connected component only; in it, per class, ``train_per_class``
+    training nodes and ``val_per_class`` validation nodes drawn at random
+    (seeded), every other node of the component a test node. Nodes outside
+    the component belong to no split: a GNN never sees them from inside
+    it, so a model trained and scored on these masks scores as one run on
+    the component alone."""
+    inside = largest_component(edge_index, y.numel())
+    need = train_per_class + val_per_class
+    gen = torch.Generator().manual_seed(seed)
+    train = torch.zeros_like(inside)
+    val = torch.zeros_like(inside)
+    for c in range(int(y.max()) + 1):
+        idx = ((y == c) & inside).nonzero().view(-1)
+        if idx.numel() < need:
+            raise DataError(
+                f'Class {c} of {name} has {idx.numel()} nodes in the largest '
+                f'connected component; --split glnn needs {need} per class '
+                f'({train_per_class} training, {val_per_class} validation): '
+                f'use --split default')
+        idx = idx[torch.randperm(idx.numel(), generator=gen)]
+        train[idx[:train_per_class]] = True
+        val[idx[train_per_class:need]] = True
+    return train, val, inside & ~(train | val)
+
+
+def with_glnn_split(graph: Graph, seed: int) -> Graph:
+    """``graph`` with :func:`glnn_split`'s masks, recorded in its
+    ``split``."""
+    train, val, test = glnn_split(graph.y.cpu(), graph.edge_index, seed,
+                                  name=graph.name)
+    dev = graph.y.device
+    split = {'kind': 'glnn', 'seed': seed,
+             'train_per_class': TRAIN_PER_CLASS,
+             'val_per_class': VAL_PER_CLASS,
+             'scheme': 'largest connected component',
+             'train': int(train.sum()), 'val': int(val.sum()),
+             'test': int(test.sum())}
+    return dataclasses.replace(graph, train_mask=train.to(dev),
+                               val_mask=val.to(dev), test_mask=test.to(dev),
+                               split=split)
 
 
 def parse_classes(text: str) -> list[int]:

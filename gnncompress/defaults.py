@@ -14,3 +14,8 @@ DEFAULT_MAX_CHECKPOINT_GB = 2.0
 # Seconds one bench row (model x runtime x threads) may take, warm-up
 # included: an ONNX file may hold a Loop that never ends (--row-budget-s).
 DEFAULT_ROW_BUDGET_S = 300.0
+# --split of train-teacher and distill: 'default' keeps a dataset's own
+# masks (Planetoid's public split) or draws a stratified 20/30 per class;
+# 'glnn' is the setting of GLNN (Zhang et al., ICLR 2022) and the
+# GNN-to-MLP papers after it (gnncompress.data.glnn_split).
+SPLITS = ('default', 'glnn')

@@ -291,6 +291,10 @@ def _split(data: dict[str, Any]) -> str:
                 f"{split['seed']} ({counts})")
     if split['kind'] == 'clouds':
         return f"{split['scheme']}, seed {split['seed']} ({counts})"
+    if split['kind'] == 'glnn':
+        return (f"GLNN's, {split['train_per_class']}/"
+                f"{split['val_per_class']} per class in the largest connected "
+                f"component, seed {split['seed']} ({counts})")
     if split['kind'] == 'stratified':
         return (f"stratified {split['train_per_class']}/"
                 f"{split['val_per_class']} per class, seed {split['seed']} "
