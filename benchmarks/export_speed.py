@@ -57,13 +57,9 @@ import torch
 from common import RESULTS, machine, update_doc, write_json
 
 from gnncompress import api
-from gnncompress.comparison import synthetic_graph
-from gnncompress.export import (
-    export_onnx,
-    onnx_feeds,
-    save_safetensors,
-)
+from gnncompress.export import export_onnx, onnx_feeds, save_safetensors
 from gnncompress.models import ArchSpec, build_model
+from gnncompress.workflows.bench_rows import synthetic_graph
 
 OUT = RESULTS / 'export_speed'
 NODES, EDGES, FEATURES, CLASSES = 169_343, 1_166_243, 128, 40

@@ -59,12 +59,13 @@ BUDGET = '''
 import sys, time
 sys.path.insert(0, sys.argv[2])
 from test_bounded_inputs import _loop_onnx
-from gnncompress import comparison as cmp
+from gnncompress.workflows.bench_table import BenchModel
+from gnncompress.workflows.bench_rows import run_bench, synthetic_graph
 path = _loop_onnx(sys.argv[1], 10 ** 12)
-entry = cmp.BenchModel('endless', path, onnx_path=path)
-graph = cmp.synthetic_graph(50, 100, 4, seed=0)
+entry = BenchModel('endless', path, onnx_path=path)
+graph = synthetic_graph(50, 100, 4, seed=0)
 start = time.perf_counter()
-row = cmp.run_bench([entry], graph, runtimes=['onnxruntime'], threads=[1],
+row = run_bench([entry], graph, runtimes=['onnxruntime'], threads=[1],
                     warmup=0, repeat=1, row_budget_s=1.0)[0]
 print(time.perf_counter() - start, row.error)
 '''

@@ -151,7 +151,7 @@ def _free_port() -> int:
 def _run_rank(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
     """Join the group the environment describes, run ``fn(**params)``,
     leave the group."""
-    from gnncompress.api import resolve_device
+    from gnncompress.workflows.runs import resolve_device
 
     dev = resolve_device(str(params.get('device', 'auto')))
     if dev.type == 'cuda':

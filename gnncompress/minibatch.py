@@ -147,9 +147,10 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
     baseline). In a DDP process group (:mod:`gnncompress.distributed`)
     every rank trains and rank 0 alone writes the outputs (the others
     return None)."""
-    from gnncompress import api
     from gnncompress.models import build_model, count_parameters
     from gnncompress.report import ModelEntry
+    from gnncompress.workflows.results import describe_training, distill_outputs
+    from gnncompress.workflows.runs import kept_on_failure, seed_everything
 
     ranks = process_ranks.current()
     graph = graph.to('cpu')
@@ -165,7 +166,7 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
                           memmap_bytes=memmap_bytes)
         alone_entry, alone = None, None
         if baseline:
-            api.seed_everything(seed)
+            seed_everything(seed)
             alone = build_model(s_spec).to(dev)
             alone_fit = fit_minibatch(alone, graph, csr, label_weight=1.0,
                                       desc='student alone', **train_args)
@@ -174,9 +175,9 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
                 parameters=count_parameters(alone),
                 test_accuracy=alone_fit.test_accuracy,
                 val_accuracy=alone_fit.val_accuracy)
-        api.seed_everything(seed)
+        seed_everything(seed)
         model = build_model(s_spec).to(dev)
-        with api.kept_on_failure(checkpoint, model, s_spec, out,
+        with kept_on_failure(checkpoint, model, s_spec, out,
                                  distiller.name, graph.name, ranks.rank):
             result = fit_minibatch(model, graph, csr, method=distiller,
                                    teacher_outputs=[cached],
@@ -191,13 +192,13 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
     note = (f'mini-batch training: latency and ONNX parity measured on a '
             f'sampled subgraph of {x_sub.size(0):,} nodes and '
             f'{edges_sub.size(1):,} edges')
-    return api.distill_outputs(
+    return distill_outputs(
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
         distiller=distiller, graph=graph, result=result,
         alone_entry=alone_entry, alone_model=alone,
         inputs=(x_sub, edges_sub, None),
-        training=api.describe_training(
+        training=describe_training(
             result, epochs=epochs, lr=lr, weight_decay=weight_decay,
             patience=patience, batch_size=batch_size, fanout=list(fanout),
             processes=ranks.world),

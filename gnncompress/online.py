@@ -57,7 +57,7 @@ def build_online_methods(method: str, students: int,
                          ) -> list[DistillMethod] | None:
     """One method instance per student (their trainable parts are their
     own), or None for ``self``."""
-    from gnncompress.api import build_method
+    from gnncompress.workflows.students import build_method
 
     key = method.lower()
     if key not in METHODS:
@@ -141,7 +141,15 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     not with ``folds``). When a loss stops being finite, the best student
     so far is written to ``out/student.safetensors`` before the
     :class:`TrainingError`."""
-    from gnncompress import api
+    from gnncompress.workflows.runs import (
+        check_writable,
+        finish_checkpoint,
+        interruptible,
+        resolve_device,
+        run_inputs,
+        seed_everything,
+        training_checkpoint,
+    )
 
     if not MIN_STUDENTS <= students <= MAX_STUDENTS:
         raise GnnCompressError(
@@ -165,9 +173,9 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     check_out(out)
     out = Path(out) if out is not None else \
         Path('gnncompress-out') / f'{Path(str(data)).stem}-{method.lower()}'
-    dev = api.resolve_device(device)
-    api.check_writable(out)
-    outputs.claim(out, api.run_inputs(data))
+    dev = resolve_device(device)
+    check_writable(out)
+    outputs.claim(out, run_inputs(data))
     if folds is not None:
         if key not in GRAPH_DATASETS:
             raise GnnCompressError(
@@ -205,7 +213,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     sample = None
     if inductive:
         batch_size = graphs_per_batch(training_graphs(graph), batch_size)
-    saver = api.training_checkpoint(
+    saver = training_checkpoint(
         out, checkpoint_every, checkpoint_dir, resume, data=graph.name,
         nodes=graph.num_nodes, edges=int(graph.edge_index.size(1)),
         split=graph.split, method=method.lower(),
@@ -218,7 +226,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             graph = load(fold)
         # Sampled batches move to the device one by one; the graph stays.
         g = graph.to(dev) if hops is None else graph.to('cpu')
-        api.seed_everything(seed)
+        seed_everything(seed)
         models = [build_model(spec).to(dev) for _ in range(students)]
         online = build_online_methods(method, students, method_options)
         csr = None
@@ -227,7 +235,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             sample = sample_subgraph(g, csr, hops, batch_size, seed)
         desc = f'cotrain {method}' + (f' fold {fold}' if folds else '')
         try:
-            with api.interruptible(saver):
+            with interruptible(saver):
                 results = train_peers(
                     models, g, online, epochs=epochs, lr=lr,
                     weight_decay=weight_decay, weight=weight,
@@ -243,7 +251,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
                          patience=patience, batch_size=batch_size,
                          fanout=hops),
                     config or {}, sample)
-    api.finish_checkpoint(saver, out)
+    finish_checkpoint(saver, out)
     return report
 
 
@@ -253,7 +261,9 @@ def _keep_best(error: TrainingError, models: Sequence[nn.Module],
     """A run whose loss stopped being finite, every student back at its
     best epoch: the best of them by validation is written to
     ``out/student.safetensors`` (nothing when no epoch finished)."""
-    from gnncompress import api
+    from gnncompress.workflows.runs import (
+        keep_last_good,
+    )
 
     epochs, scores = error.best_epoch, error.val_accuracy
     vals = [v if e else math.nan for e, v in zip(epochs, scores)]
@@ -261,7 +271,7 @@ def _keep_best(error: TrainingError, models: Sequence[nn.Module],
                key=lambda k: (vals[k] == vals[k], vals[k], -k))
     kept = TrainingError(str(error))
     kept.best_epoch, kept.val_accuracy = epochs[best], scores[best]
-    return api.keep_last_good(kept, models[best], spec, out,
+    return keep_last_good(kept, models[best], spec, out,
                               f'cotrain-{method.lower()}', graph.name)
 
 
@@ -283,10 +293,13 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
     """Export the best student of fold 0 and write the report. ``sample``
     (features and edges of a sampled subgraph, for mini-batch runs) stands
     in for the whole graph in the latency and ONNX measurements."""
-    from gnncompress import api
     from gnncompress.bench import measuring, onnx_latency, torch_latency
     from gnncompress.export import export_onnx, save_safetensors
     from gnncompress.models import count_parameters
+    from gnncompress.workflows.runs import (
+        staged_output,
+        versions,
+    )
 
     first = runs[0]
     g = first.graph
@@ -310,7 +323,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
         notes.append(f'mini-batch training: latency and ONNX parity measured '
                      f'on a sampled subgraph of {sample[0].size(0):,} nodes '
                      f'and {sample[1].size(1):,} edges')
-    with api.staged_output(out) as stage:
+    with staged_output(out) as stage:
         if measuring():
             chosen.latency[f'pytorch-{dev.type}'] = torch_latency(
                 model, *measured).to_dict()
@@ -360,7 +373,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
                       max(1, res.epochs_run),
                       'best_epochs': [r.best_epoch for r in first.results],
                       'histories': [r.history for r in first.results]},
-            seed=seed, device=str(dev), versions=api.versions(),
+            seed=seed, device=str(dev), versions=versions(),
             files=files, config=config, notes=notes)
         if plots.drawn('training.png', plots.cotrain_training,
                        report.to_dict(), stage / 'training.png'):

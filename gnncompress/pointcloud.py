@@ -276,7 +276,7 @@ def student_spec(teacher: ArchSpec, graph: Graph, *,
         if emb is None else emb
     head = [max(1, round(w * scale)) for w in teacher.head or []] \
         if head is None else head
-    from gnncompress.api import STUDENT_DROPOUT
+    from gnncompress.workflows.students import STUDENT_DROPOUT
     return dgcnn_spec(graph, widths, k=teacher.k if k is None else k,
                       emb=emb, head=head, dropout=STUDENT_DROPOUT,
                       readout=teacher.readout)
@@ -305,22 +305,27 @@ def train_teacher(data: str | Path, out: str | Path, *,
                   batch_size: int = BATCH_SIZE):
     """:func:`gnncompress.api.train_teacher` for a DGCNN on a point-cloud
     dataset; the card also records ``points`` and the augmentations."""
-    from gnncompress import api
     from gnncompress.models import build_model
+    from gnncompress.workflows.runs import (
+        check_writable,
+        resolve_device,
+        seed_everything,
+    )
+    from gnncompress.workflows.teacher import save_teacher
 
     out = Path(out)
     if out.suffix not in ('.pt', '.pth'):
         raise GnnCompressError(f'Teacher file {out} must end in .pt or .pth')
-    api.check_writable(out.parent)
+    check_writable(out.parent)
     names = parse_augment(augment)
-    dev = api.resolve_device(device)
+    dev = resolve_device(device)
     graph = load_clouds(data, data_root, seed=seed, points=points)
     spec = dgcnn_spec(graph, _widths(hidden, layers, TEACHER_WIDTHS), k=k,
                       emb=emb, head=head,
                       dropout=0.5 if dropout is None else dropout,
                       readout=readout)
     _check_points(graph, spec.k or 20)
-    api.seed_everything(seed)
+    seed_everything(seed)
     model = build_model(spec).to(dev)
     result = fit_clouds(model, graph.to(dev), epochs=epochs, lr=lr,
                         weight_decay=weight_decay, patience=patience,
@@ -328,7 +333,7 @@ def train_teacher(data: str | Path, out: str | Path, *,
                         batch_size=batch_size, augmentations=names,
                         seed=seed)
     _, mean_class = evaluate(model, graph.to(dev), graph.test_mask.to(dev))
-    return api.save_teacher(
+    return save_teacher(
         model, spec, out, graph, seed, result, data, data_root,
         test_mean_class_accuracy=mean_class,
         points=graph.split['points'], augment=names)
@@ -371,10 +376,20 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     """The point-cloud branch of :func:`gnncompress.api.distill` (a DGCNN
     teacher): DGCNN student, per-batch teacher, overall and mean class
     accuracy, ONNX with a dynamic number of points."""
-    from gnncompress import api
     from gnncompress.bench import measuring, torch_latency
     from gnncompress.models import build_model, count_parameters
     from gnncompress.report import ModelEntry
+    from gnncompress.workflows.inputs import check_fits
+    from gnncompress.workflows.results import (
+        describe_training,
+        exported_student,
+        save_student,
+        write_report,
+    )
+    from gnncompress.workflows.runs import (
+        seed_everything,
+        staged_output,
+    )
 
     if student != 'dgcnn':
         raise ArchitectureError(
@@ -386,7 +401,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     graph = resolve_clouds(data, data_root, ckpt, seed, points)
     if not is_clouds(graph):
         raise DataError(f'{graph.name} is not a point-cloud dataset')
-    api.check_fits(ckpt.spec, graph, 'teacher')
+    check_fits(ckpt.spec, graph, 'teacher')
     s_spec = student_spec(ckpt.spec, graph, hidden=hidden, layers=layers,
                           k=k, emb=emb, head=head)
     _check_points(graph, max(ckpt.spec.k or 20, s_spec.k or 20))
@@ -398,7 +413,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                       batch_size=batch_size, augmentations=names, seed=seed)
     alone_entry, alone = None, None
     if baseline:
-        api.seed_everything(seed)
+        seed_everything(seed)
         alone = build_model(s_spec).to(dev)
         alone_fit = fit_clouds(alone, g, desc='student alone', **train_args)
         alone_entry = ModelEntry(
@@ -407,7 +422,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             test_accuracy=alone_fit.test_accuracy,
             val_accuracy=alone_fit.val_accuracy,
             mean_class_accuracy=evaluate(alone, g, g.test_mask)[1])
-    api.seed_everything(seed)
+    seed_everything(seed)
     model = build_model(s_spec).to(dev)
     result = fit_clouds(model, g, teacher=teacher_model, method=distiller,
                         label_weight=label_weight, weight=weight,
@@ -416,7 +431,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     _, student_macc = evaluate(model, g, g.test_mask)
 
     one = cloud_points(g)[g.test_mask.nonzero().view(-1)[:1]]  # [1, n, 3]
-    with api.staged_output(out) as stage:
+    with staged_output(out) as stage:
         files: dict[str, str] = {}
         parity_cases: dict[str, float] = {}
         student_entry = ModelEntry(
@@ -431,7 +446,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             test_accuracy=teacher_acc, file=str(teacher),
             file_bytes=Path(teacher).stat().st_size,
             mean_class_accuracy=teacher_macc)
-        chosen, chosen_entry, exported = api.exported_student(
+        chosen, chosen_entry, exported = exported_student(
             model, student_entry, alone, alone_entry)
         # Latency per cloud: one test cloud at a time.
         x, batch = one.reshape(-1, one.size(-1)), None
@@ -442,7 +457,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                 entry.latency[f'pytorch-{dev.type}'] = torch_latency(
                     m, x, empty, batch).to_dict()
         if export:
-            api.save_student(chosen, s_spec, stage, out, distiller.name
+            save_student(chosen, s_spec, stage, out, distiller.name
                              if chosen is model else 'none (trained alone)',
                              graph.name, chosen_entry, files)
             onnx_path = stage / 'student.onnx'
@@ -456,7 +471,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                     _onnx_cloud_latency(onnx_path, one.cpu())
         model.to(dev)
         chosen.to(dev)
-        report = api.write_report(
+        report = write_report(
             stage, out, command=command or f'gnncompress distill {teacher}',
             method=distiller.name,
             method_options={**(method_options or {}),
@@ -470,7 +485,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                   'augment': names},
             teacher=teacher_entry, student=student_entry,
             student_alone=alone_entry, parity_cases=parity_cases,
-            training=api.describe_training(
+            training=describe_training(
                 result, epochs=epochs, lr=lr, weight_decay=weight_decay,
                 patience=patience, batch_size=batch_size),
             seed=seed, device=dev, ckpt=ckpt, files=files, config=config,

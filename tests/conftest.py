@@ -1,6 +1,8 @@
-"""Shared fixtures: tiny literal graphs and the bundled Cora sample."""
+"""Shared fixtures: tiny literal graphs, the bundled Cora sample and quick
+latency figures."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,22 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / 'samples'
 SAMPLE_TEACHER = SAMPLES / 'cora_gat.pt'
 SHARED_DATASETS = ROOT.parent / 'shared' / 'datasets'
+
+
+def quick_latency(mp: pytest.MonkeyPatch, warmup: int = 0,
+                  repeat: int = 1) -> None:
+    """The latency figures of distill's report from a few timed runs:
+    tests check the report, not the speed."""
+    from gnncompress import bench
+    from gnncompress.workflows import results
+    for name in ('torch_latency', 'onnx_latency'):
+        mp.setattr(results, name, functools.partial(
+            getattr(bench, name), warmup=warmup, repeat=repeat))
+
+
+@pytest.fixture
+def fast_latency(monkeypatch: pytest.MonkeyPatch) -> None:
+    quick_latency(monkeypatch, warmup=1, repeat=2)
 
 
 def literal_graph(num_nodes: int, edge_index: torch.Tensor | None = None,

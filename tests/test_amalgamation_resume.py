@@ -14,8 +14,9 @@ from test_amalgamation_inductive import _save_list, _teacher
 from test_resume import _interrupt_at
 from typer.testing import CliRunner
 
-from gnncompress import amalgamation, api, cli, resume
+from gnncompress import amalgamation, api, resume
 from gnncompress.amalgamation import regimes
+from gnncompress.cli import amalgamate as cli_amalgamate
 from gnncompress.cli import app
 from gnncompress.errors import CheckpointError, TrainingError
 from gnncompress.models.slimmable import load_slimmable
@@ -121,7 +122,8 @@ def test_cli_amalgamate_checkpoint_options(inputs, tmp_path, monkeypatch):
     monkeypatch.setattr(amalgamation, 'export_onnx',
                         lambda *a: SimpleNamespace(max_abs_diff=0.0,
                                                    cases={}))
-    monkeypatch.setattr(cli, '_summary', lambda report: None)
+    monkeypatch.setattr(cli_amalgamate, 'print_summary',
+                        lambda report: None)
     teachers, options = inputs['full']
     folder = tmp_path / 'checkpoints'
     result = runner.invoke(app, [

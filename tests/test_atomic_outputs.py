@@ -23,6 +23,8 @@ from gnncompress.errors import ExportError, OutputError, TrainingError
 from gnncompress.export import save_safetensors
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.training.regimes import full_graph
+from gnncompress.workflows import distill as distill_workflow
+from gnncompress.workflows import results as run_results
 
 
 def test_identical_students_give_identical_bytes(tmp_path):
@@ -228,7 +230,8 @@ def test_kept_student_is_the_best_finite_one_and_exports(
     from gnncompress.methods.kd import KD
 
     students, calls, blown = [], [], []
-    real_fit, real_loss, real_run = api.fit, KD.loss, full_graph.run_model
+    real_fit, real_loss = distill_workflow.fit, KD.loss
+    real_run = full_graph.run_model
 
     def recording_fit(model, *args, **kw):
         students.append(model)
@@ -253,7 +256,7 @@ def test_kept_student_is_the_best_finite_one_and_exports(
                 torch.tensor(float('inf')), torch.tensor(0.0))
         return out
 
-    monkeypatch.setattr(api, 'fit', recording_fit)
+    monkeypatch.setattr(distill_workflow, 'fit', recording_fit)
     monkeypatch.setattr(KD, 'loss', loss)
     monkeypatch.setattr(full_graph, 'run_model', run_model)
     out = tmp_path / 'out'
@@ -286,7 +289,7 @@ def test_lr_1e10_keeps_the_student_and_says_it_overflows(
     def mismatch(*args, **kwargs):
         raise ExportError('ONNX export does not match PyTorch (max '
                           'difference 3e+12)')
-    monkeypatch.setattr(api, 'export_onnx', mismatch)
+    monkeypatch.setattr(run_results, 'export_onnx', mismatch)
     out = tmp_path / 'out'
     with pytest.raises(ExportError) as info:
         _distill(files, out, lr=1e10, epochs=2, export=True)

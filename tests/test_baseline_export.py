@@ -16,6 +16,7 @@ import gnncompress.api
 from gnncompress.cli import app
 from gnncompress.data import load_graph
 from gnncompress.report import ModelEntry, export_choice
+from gnncompress.workflows import distill as distill_workflow
 
 runner = CliRunner()
 
@@ -25,7 +26,7 @@ def trained(monkeypatch):
     """The weights each fit left in its student, by its progress label
     ('student alone', 'distill kd'); ``alter`` changes a fit's result."""
     seen, alter = {}, {}
-    real = gnncompress.api.fit
+    real = distill_workflow.fit
 
     def spy(model, graph, **kwargs):
         result = real(model, graph, **kwargs)
@@ -35,7 +36,7 @@ def trained(monkeypatch):
             setattr(result, key, value)
         return result
 
-    monkeypatch.setattr(gnncompress.api, 'fit', spy)
+    monkeypatch.setattr(distill_workflow, 'fit', spy)
     return seen, alter
 
 

@@ -14,16 +14,15 @@ from typer.testing import CliRunner
 
 from gnncompress.bench import Latency
 from gnncompress.cli import app
-from gnncompress.comparison import (
-    BenchRow,
-    PeakMemory,
-    check_gates,
-    compare_to_baseline,
-    parse_graph_size,
-)
 from gnncompress.errors import DataError
 from gnncompress.export import export_onnx, save_safetensors
 from gnncompress.models import ArchSpec, build_model
+from gnncompress.workflows.bench_rows import PeakMemory, parse_graph_size
+from gnncompress.workflows.bench_table import (
+    BenchRow,
+    check_gates,
+    compare_to_baseline,
+)
 
 runner = CliRunner()
 FEATURES = 6

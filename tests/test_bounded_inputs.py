@@ -209,12 +209,13 @@ class _Slow(torch.nn.Module):
 
 
 def test_torch_row_is_checked_between_calls(tmp_path):
-    from gnncompress import comparison
+    from gnncompress.workflows.bench_rows import run_bench, synthetic_graph
+    from gnncompress.workflows.bench_table import BenchModel
 
-    entry = comparison.BenchModel('slow', tmp_path / 'slow.pt',
+    entry = BenchModel('slow', tmp_path / 'slow.pt',
                                   model=_Slow())
-    graph = comparison.synthetic_graph(20, 40, 4, seed=0)
-    row = comparison.run_bench([entry], graph, runtimes=['eager'],
+    graph = synthetic_graph(20, 40, 4, seed=0)
+    row = run_bench([entry], graph, runtimes=['eager'],
                                threads=[1], warmup=3, repeat=100,
                                row_budget_s=0.3)[0]
     assert row.latency is None

@@ -2,17 +2,14 @@
 config of a few epochs in place of configs/ci.toml)."""
 from __future__ import annotations
 
-import functools
 import json
 import re
 import shlex
 from pathlib import Path
 
-from conftest import SAMPLES
+from conftest import SAMPLES, quick_latency
 from typer.testing import CliRunner
 
-import gnncompress.api
-from gnncompress import bench as bench_module
 from gnncompress.cli import app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +34,7 @@ def test_the_documented_pipeline_runs_and_passes_its_gates(tmp_path,
     # data_root = "samples" is read, never written (README).
     (tmp_path / 'samples').symlink_to(SAMPLES)
     monkeypatch.chdir(tmp_path)
-    for name in ('torch_latency', 'onnx_latency'):  # distill's report
-        monkeypatch.setattr(gnncompress.api, name, functools.partial(
-            getattr(bench_module, name), warmup=0, repeat=1))
+    quick_latency(monkeypatch, warmup=0, repeat=1)  # distill's report
 
     teacher_run, distill_run, bench_run = (
         runner.invoke(app, args) for args in commands)

@@ -2,7 +2,6 @@
 what is (not) left on disk."""
 from __future__ import annotations
 
-import functools
 import json
 import re
 from pathlib import Path
@@ -11,13 +10,11 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import SAMPLE_TEACHER, SAMPLES
+from conftest import SAMPLE_TEACHER, SAMPLES, quick_latency
 from torch import Tensor
 from torch_geometric.nn.models import GCN
 from typer.testing import CliRunner
 
-import gnncompress.api
-from gnncompress import bench
 from gnncompress.checkpoint import CARD_KIND, load_checkpoint
 from gnncompress.cli import app
 
@@ -34,10 +31,7 @@ def distilled(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         # Latency is measured for the report; a few runs are enough to check
         # its shape and keep the suite fast.
-        mp.setattr(gnncompress.api, 'torch_latency', functools.partial(
-            bench.torch_latency, warmup=1, repeat=2))
-        mp.setattr(gnncompress.api, 'onnx_latency', functools.partial(
-            bench.onnx_latency, warmup=1, repeat=2))
+        quick_latency(mp, warmup=1, repeat=2)
         result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER),
                                      '--epochs', '3', '--out', str(out),
                                      '--no-progress'])
@@ -340,9 +334,7 @@ def test_output_folder_cannot_be_written(tmp_path):
 def test_normalized_teacher_card_carries_to_distill(tmp_path, monkeypatch):
     # A teacher trained on row-normalised features says so on its card, and
     # distill feeds the student the same features unless told otherwise.
-    for name in ('torch_latency', 'onnx_latency'):
-        monkeypatch.setattr(gnncompress.api, name, functools.partial(
-            getattr(bench, name), warmup=0, repeat=1))
+    quick_latency(monkeypatch, warmup=0, repeat=1)
     teacher = tmp_path / 't.pt'
     result = runner.invoke(app, [
         'train-teacher', '--data', 'Cora', '--data-root', str(SAMPLES),

@@ -2,7 +2,6 @@
 layers, and the graph-free MLP student."""
 from __future__ import annotations
 
-import functools
 import json
 
 import numpy as np
@@ -12,21 +11,11 @@ import torch
 from conftest import SAMPLE_TEACHER
 from typer.testing import CliRunner
 
-import gnncompress.api
-from gnncompress import bench
 from gnncompress.checkpoint import load_checkpoint
 from gnncompress.cli import app
 from gnncompress.methods import list_methods
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def fast_latency(monkeypatch):
-    monkeypatch.setattr(gnncompress.api, 'torch_latency', functools.partial(
-        bench.torch_latency, warmup=1, repeat=2))
-    monkeypatch.setattr(gnncompress.api, 'onnx_latency', functools.partial(
-        bench.onnx_latency, warmup=1, repeat=2))
 
 
 def test_list_methods_names_every_distill_method():

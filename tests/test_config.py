@@ -2,16 +2,13 @@
 report records what the run resolved, and bad files fail in one line."""
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_TEACHER
+from conftest import SAMPLE_TEACHER, quick_latency
 from typer.testing import CliRunner
 
-import gnncompress.api
-from gnncompress import bench
 from gnncompress.cli import app
 from gnncompress.config import ConfigError, load_config
 
@@ -21,9 +18,7 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def _quick_latency(monkeypatch):
     # The report's latency is not what these tests check.
-    for name in ('torch_latency', 'onnx_latency'):
-        monkeypatch.setattr(gnncompress.api, name, functools.partial(
-            getattr(bench, name), warmup=0, repeat=1))
+    quick_latency(monkeypatch, warmup=0, repeat=1)
 KNOWN = ['epochs', 'weight_decay', 'method', 'option']
 
 
@@ -106,7 +101,7 @@ def test_every_shipped_config_names_real_options():
 
     import typer
 
-    from gnncompress.cli import config_keys
+    from gnncompress.cli.parsing import config_keys
 
     root = Path(__file__).resolve().parent.parent / 'configs'
     files = sorted(root.glob('*.toml'))

@@ -334,7 +334,7 @@ def test_run_model_keeps_gradients(tiny_graph):
 
 
 def test_collapse_note_compares_with_the_majority_class(tiny_graph):
-    from gnncompress.api import collapse_note
+    from gnncompress.workflows.results import collapse_note
 
     labels = tiny_graph.y[tiny_graph.val_mask]
     majority = float(torch.bincount(labels).max()) / labels.numel()

@@ -142,7 +142,7 @@ def test_dataset_names_include_point_clouds():
 def test_onnxruntime_peak_zero_reads_na():
     from types import SimpleNamespace
 
-    from gnncompress.comparison import _peak_cell
+    from gnncompress.workflows.bench_table import _peak_cell
     assert _peak_cell(SimpleNamespace(runtime='onnxruntime',
                                       peak_memory_mb=0.0)) == 'n/a'
     assert _peak_cell(SimpleNamespace(runtime='torch',

@@ -3,21 +3,18 @@ attribute names, show their layers in ``inspect``, give the original
 module's outputs and distill; what cannot load says why."""
 from __future__ import annotations
 
-import functools
 import json
 import re
 
 import pytest
 import torch
-from conftest import SAMPLES
+from conftest import SAMPLES, quick_latency
 from layouts import HIDDEN, LAYOUTS, OPTIONS, ExampleGAT, OgbSage, write
 from torch import nn
 from torch_geometric.nn import GATConv, GCNConv, GraphConv
 from torch_geometric.nn.models import GCN
 from typer.testing import CliRunner
 
-import gnncompress.api
-from gnncompress import bench
 from gnncompress.checkpoint import CARD_KIND, load_checkpoint
 from gnncompress.cli import app
 from gnncompress.errors import ArchitectureError, CheckpointError, clip
@@ -112,10 +109,7 @@ def test_distill_writes_its_files(name, method, extra, tmp_path,
     torch.manual_seed(0)
     teacher = tmp_path / f'{name}.pt'
     save(build(cora.num_features, cora.num_classes).eval(), teacher)
-    monkeypatch.setattr(gnncompress.api, 'torch_latency', functools.partial(
-        bench.torch_latency, warmup=1, repeat=2))
-    monkeypatch.setattr(gnncompress.api, 'onnx_latency', functools.partial(
-        bench.onnx_latency, warmup=1, repeat=2))
+    quick_latency(monkeypatch, warmup=1, repeat=2)
     out = tmp_path / 'run'
 
     result = runner.invoke(app, [

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import gnncompress.minibatch as mb
 import gnncompress.training.regimes.sampled as sampled
-from gnncompress import api, bench
+from gnncompress import bench
 from gnncompress.cli import app
 from gnncompress.core import Graph
 from gnncompress.methods.kd import KD
@@ -27,6 +27,7 @@ from gnncompress.sampling import (
     layerwise_inference,
     load_stored,
 )
+from gnncompress.workflows import results as run_results
 
 runner = CliRunner()
 
@@ -270,8 +271,8 @@ def test_cli_runs_the_teacher_once(tmp_path, monkeypatch):
 
     original, original_latency = mb.teacher_cache, bench.torch_latency
     monkeypatch.setattr(mb, 'teacher_cache', counting_cache)
-    monkeypatch.setattr(api, 'torch_latency', latency)
-    monkeypatch.setattr(api, 'onnx_latency', functools.partial(
+    monkeypatch.setattr(run_results, 'torch_latency', latency)
+    monkeypatch.setattr(run_results, 'onnx_latency', functools.partial(
         bench.onnx_latency, warmup=1, repeat=2))
     out = tmp_path / 'out'
     result = runner.invoke(app, [

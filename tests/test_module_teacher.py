@@ -2,12 +2,11 @@
 is the teacher (its ELU included), hidden features come from hooks."""
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
 import torch
-from conftest import SAMPLES
+from conftest import SAMPLES, quick_latency
 from layouts import ExampleGAT
 
 import gnncompress.api
@@ -100,10 +99,7 @@ def test_teacher_class_loads_the_users_class(cora, gat_file, tmp_path,
     with torch.no_grad():
         assert torch.equal(built(cora.x, cora.edge_index),
                            module(cora.x, cora.edge_index))
-    from gnncompress import bench
-    for name in ('torch_latency', 'onnx_latency'):  # two timed runs only
-        monkeypatch.setattr(gnncompress.api, name, functools.partial(
-            getattr(bench, name), warmup=1, repeat=2))
+    quick_latency(monkeypatch, warmup=1, repeat=2)  # two timed runs only
     result = _distill(path, tmp_path / 'run', '--teacher-class',
                       'layouts:ExampleGAT', '--teacher-args',
                       f'{{"in_channels": {cora.num_features}, '

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import quick_latency
 from peer_steps import PeerSteps
 from torch_geometric.data import Data
 from typer.testing import CliRunner
@@ -357,9 +358,7 @@ def test_cli_mutag_mutual_with_folds(tmp_path, fast_latency):
                     reason='shared datasets not available')
 def test_cli_graph_level_teacher_and_kd(tmp_path, fast_latency,
                                         monkeypatch):
-    for name in ('torch_latency', 'onnx_latency'):
-        monkeypatch.setattr(api, name, functools.partial(
-            getattr(bench, name), warmup=1, repeat=2))
+    quick_latency(monkeypatch, warmup=1, repeat=2)
     teacher = tmp_path / 't.pt'
     result = runner.invoke(app, [
         'train-teacher', '--data', 'MUTAG', '--data-root', str(SHARED),

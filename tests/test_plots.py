@@ -8,9 +8,14 @@ import pytest
 from test_atomic_outputs import _distill
 from test_resume import _quick, files  # noqa: F401 -- shared fixtures
 
-from gnncompress import comparison as cmp
 from gnncompress import plots
 from gnncompress.bench import Latency
+from gnncompress.workflows.bench_plots import bar_notes, plot
+from gnncompress.workflows.bench_table import (
+    BenchResult,
+    BenchRow,
+    compare_to_baseline,
+)
 
 
 def is_png(path: Path, min_bytes: int = 5000) -> bool:
@@ -28,18 +33,18 @@ def figures(monkeypatch):
         plots.pyplot().close(fig)
 
 
-def _row(model: str, runtime: str, threads: int, ms: float) -> cmp.BenchRow:
-    return cmp.BenchRow(model, runtime, 'cpu', threads, latency=Latency(
+def _row(model: str, runtime: str, threads: int, ms: float) -> BenchRow:
+    return BenchRow(model, runtime, 'cpu', threads, latency=Latency(
         ms, 1.2 * ms, ms, 5, runtime, 'cpu', threads))
 
 
-def _bench_result(baseline: str | None) -> cmp.BenchResult:
+def _bench_result(baseline: str | None) -> BenchResult:
     rows = [_row('teacher.pt', 'eager', 1, 40.0),
             _row('student.safetensors', 'eager', 1, 4.0),
             _row('student.onnx', 'onnxruntime', 1, 2.0)]
     if baseline:
-        cmp.compare_to_baseline(rows, baseline)
-    return cmp.BenchResult(graph={'name': 'g', 'num_nodes': 10,
+        compare_to_baseline(rows, baseline)
+    return BenchResult(graph={'name': 'g', 'num_nodes': 10,
                                   'num_edges': 20},
                            models=[], rows=rows, baseline=baseline)
 
@@ -47,14 +52,14 @@ def _bench_result(baseline: str | None) -> cmp.BenchResult:
 def test_bench_notes_mark_baseline_and_speedups():
     result = _bench_result('teacher.pt')
     # The ONNX file ran in onnxruntime only, where the baseline did not.
-    assert cmp.bar_notes(result, result.rows) == [
+    assert bar_notes(result, result.rows) == [
         'baseline', '10.00x', 'no baseline run']
     plain = _bench_result(None)
-    assert cmp.bar_notes(plain, plain.rows) == ['', '', '']
+    assert bar_notes(plain, plain.rows) == ['', '', '']
 
 
 def test_bench_plot_has_legend_notes_and_hatched_baseline(figures):
-    cmp.plot(_bench_result('teacher.pt'), Path('unused.png'))
+    plot(_bench_result('teacher.pt'), Path('unused.png'))
     ax = figures[0].axes[0]
     assert [t.get_text() for t in ax.texts] == [
         'baseline', '10.00x', 'no baseline run']
@@ -67,14 +72,14 @@ def test_bench_plot_has_legend_notes_and_hatched_baseline(figures):
 
 
 def test_bench_plot_writes_a_png(tmp_path):
-    cmp.plot(_bench_result('teacher.pt'), tmp_path / 'bench.png')
+    plot(_bench_result('teacher.pt'), tmp_path / 'bench.png')
     assert is_png(tmp_path / 'bench.png')
     assert [p.name for p in tmp_path.iterdir()] == ['bench.png']
 
 
 def test_a_failed_picture_is_a_note_not_a_failure(tmp_path, capsys):
-    empty = cmp.BenchResult(graph={}, models=[], rows=[])
-    assert plots.drawn('bench.png', cmp.plot, empty,
+    empty = BenchResult(graph={}, models=[], rows=[])
+    assert plots.drawn('bench.png', plot, empty,
                        tmp_path / 'bench.png') is False
     err = capsys.readouterr().err
     assert err == ('Note: bench.png was not drawn (ValueError: no model ran, '

@@ -4,7 +4,6 @@ uninterrupted run, and a loss that stops being finite keeps the last good
 student."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import signal
@@ -15,16 +14,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import quick_latency
 from safetensors.torch import load_file
 from torch_geometric.data import Data
 from typer.testing import CliRunner
 
 import gnncompress.api as api
-from gnncompress import bench, resume
+from gnncompress import resume
 from gnncompress.cli import app
 from gnncompress.errors import CheckpointError, OutputError, TrainingError
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.training import loop
+from gnncompress.workflows import distill as distill_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 30
@@ -37,10 +38,7 @@ METHODS = ['kd', 'fitnet', 'g-crd', 'abkd']
 def _quick(monkeypatch):
     torch.set_num_threads(1)
     # Latency is measured for the report; a few runs are enough here.
-    monkeypatch.setattr(api, 'torch_latency', functools.partial(
-        bench.torch_latency, warmup=0, repeat=1))
-    monkeypatch.setattr(api, 'onnx_latency', functools.partial(
-        bench.onnx_latency, warmup=0, repeat=1))
+    quick_latency(monkeypatch, warmup=0, repeat=1)
 
 
 @pytest.fixture(scope='module')
@@ -68,18 +66,18 @@ def _distill(files, out: Path, monkeypatch, **kwargs):
     """api.distill without export; returns the report and the student's
     weights (the best epoch's)."""
     students = []
-    real_fit = api.fit
+    real_fit = distill_workflow.fit
 
     def recording_fit(model, *args, **kw):
         students.append(model)
         return real_fit(model, *args, **kw)
 
-    monkeypatch.setattr(api, 'fit', recording_fit)
+    monkeypatch.setattr(distill_workflow, 'fit', recording_fit)
     teacher, graph = files
     options = dict(data=graph, hidden=8, epochs=EPOCHS, out=out,
                    progress=False, export=False)
     report = api.distill(teacher, **{**options, **kwargs})
-    monkeypatch.setattr(api, 'fit', real_fit)
+    monkeypatch.setattr(distill_workflow, 'fit', real_fit)
     state = {k: v.clone() for k, v in students[-1].state_dict().items()}
     return report, state
 

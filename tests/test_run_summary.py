@@ -3,25 +3,14 @@ report.json's config holding what the run resolved, and an explicit
 --data naming the card's dataset still reading the card's copy."""
 from __future__ import annotations
 
-import functools
 import json
 
-import pytest
 from conftest import SAMPLE_TEACHER, SAMPLES
 from typer.testing import CliRunner
 
-import gnncompress.api
-from gnncompress import bench
-from gnncompress.api import card_data_root
 from gnncompress.checkpoint import load_checkpoint
-
-
-@pytest.fixture
-def fast_latency(monkeypatch):
-    monkeypatch.setattr(gnncompress.api, 'torch_latency', functools.partial(
-        bench.torch_latency, warmup=0, repeat=1))
-    monkeypatch.setattr(gnncompress.api, 'onnx_latency', functools.partial(
-        bench.onnx_latency, warmup=0, repeat=1))
+from gnncompress.workflows import results as run_results
+from gnncompress.workflows.inputs import card_data_root
 
 
 def test_explicit_data_named_on_the_card_uses_the_cards_root():
@@ -86,7 +75,7 @@ def test_amalgamate_and_cotrain_summaries(monkeypatch):
     from types import SimpleNamespace
 
     from gnncompress.api import run_summary
-    monkeypatch.setattr(gnncompress.api, 'onnx_signature',
+    monkeypatch.setattr(run_results, 'onnx_signature',
                         lambda path: 'x [N, 8] float32, edge_index [2, E] '
                                      'int64')
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from gnncompress import api, outputs, plots
+from gnncompress import outputs, plots
 from gnncompress.amalgamation.regimes import (
     Amalgamation,
     GraphBatches,
@@ -56,6 +56,20 @@ from gnncompress.models.slimmable import (
 )
 from gnncompress.options import check_out
 from gnncompress.report import ModelEntry
+from gnncompress.workflows.results import accuracy_gates
+from gnncompress.workflows.runs import (
+    check_writable,
+    finish_checkpoint,
+    interruptible,
+    keep_best_student,
+    resolve_device,
+    run_inputs,
+    seed_everything,
+    staged_output,
+    training_checkpoint,
+    versions,
+)
+from gnncompress.workflows.students import STUDENT_DROPOUT
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
              'averaged over tasks and widths (no label is read)')
@@ -146,9 +160,9 @@ def amalgamate(teachers: Sequence[str | Path], *,
     check_out(out)
     out = Path(out) if out is not None else \
         Path('gnncompress-out') / 'amalgamate'
-    dev = api.resolve_device(device)
-    api.check_writable(out)
-    outputs.claim(out, api.run_inputs(
+    dev = resolve_device(device)
+    check_writable(out)
+    outputs.claim(out, run_inputs(
         *teachers, *[card_path(Path(t)) for t in teachers],
         *([data] if isinstance(data, (str, Path)) else data or [])))
     ckpts = [load_checkpoint(t) for t in teachers]
@@ -168,7 +182,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
                                       for t in task_list],
                          hidden_channels=hidden, num_layers=layers,
                          out_channels=heads_out, widths=widths, heads=heads,
-                         dropout=api.STUDENT_DROPOUT)
+                         dropout=STUDENT_DROPOUT)
     if export_widths is not None:
         unknown = [w for w in export_widths if w not in spec.widths]
         if unknown:
@@ -178,7 +192,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
     else:
         export_widths = spec.widths
 
-    saver = api.training_checkpoint(
+    saver = training_checkpoint(
         out, checkpoint_every, checkpoint_dir, resume,
         teachers=[str(Path(t).resolve()) for t in teachers],
         teacher_bytes=[Path(t).stat().st_size for t in teachers],
@@ -208,16 +222,16 @@ def amalgamate(teachers: Sequence[str | Path], *,
             fanout=hops, seed=seed, device=dev)
         graphs, teacher_tasks = sampled, sampled.teacher_tasks
     try:
-        api.seed_everything(seed)
+        seed_everything(seed)
         model = SlimmableGNN(spec).to(dev)
         try:
-            with api.interruptible(saver):
+            with interruptible(saver):
                 fitted = train_student(
                     model, task_list, teacher_tasks, tam, epochs=epochs,
                     lr=lr, weight_decay=weight_decay, patience=patience,
                     progress=progress, graphs=graphs, checkpoint=saver)
         except TrainingError as e:
-            raise api.keep_best_student(
+            raise keep_best_student(
                 e, out, 'agreement with the teachers',
                 lambda path, stopped: _save_student(model, task_list, path,
                                                     stopped)) from None
@@ -240,7 +254,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
             max_accuracy_drop=max_accuracy_drop,
             command=command or 'gnncompress amalgamate ' +
             ' '.join(map(str, teachers)), seed=seed, config=config)
-        api.finish_checkpoint(saver, out)
+        finish_checkpoint(saver, out)
         return report
     finally:
         if sampled is not None:
@@ -261,7 +275,7 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
     """Score, time and export the trained student next to its teachers;
     write the files and the report. ``graphs`` gives the student's logits
     on each whole graph and the graph latency and the ONNX check run on."""
-    with api.staged_output(out) as stage:
+    with staged_output(out) as stage:
         files: dict[str, Any] = {}
         teacher_entries = []
         for ckpt, m, t, tt in zip(ckpts, teacher_models, task_list,
@@ -334,9 +348,9 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
             loss={'soft': tam.soft, 'topology': tam.topology,
                   'lambda': tam.weight},
             selection=selection, training=training,
-            seed=seed, device=str(dev), versions=api.versions(), files=files,
+            seed=seed, device=str(dev), versions=versions(), files=files,
             config=config or {},
-            gates=api.accuracy_gates(
+            gates=accuracy_gates(
                 [(f"{r['task']} w{r['width']:g}", r['test_accuracy'],
                   teacher.test_accuracy)
                  for r in results

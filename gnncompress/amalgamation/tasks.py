@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from gnncompress import api
 from gnncompress.checkpoint import Checkpoint
 from gnncompress.core import Graph, micro_f1
 from gnncompress.data import load_graph, parse_classes
 from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
+from gnncompress.workflows.inputs import resolve_data
 
 
 @dataclass
@@ -101,7 +101,7 @@ def resolve_tasks(ckpts: list[Checkpoint], data: str | Sequence[str] | None,
         key = name or f'card:{ckpt.path}'
         if key not in cache:
             cache[key] = load_graph(name, data_root, seed) if name else \
-                api.resolve_data(None, data_root, ckpt, seed)
+                resolve_data(None, data_root, ckpt, seed)
         return cache[key]
 
     if tasks is not None:

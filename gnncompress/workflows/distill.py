@@ -1,0 +1,311 @@
+"""`gnncompress distill`: one teacher into a smaller student."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gnncompress import outputs
+from gnncompress.bench import REPORT_BUDGET_S
+from gnncompress.checkpoint import (
+    MODULE_PATH,
+    card_path,
+    load_checkpoint,
+    module_checkpoint,
+    user_teacher,
+)
+from gnncompress.core import accuracy
+from gnncompress.core.timing import phase
+from gnncompress.data import check_split
+from gnncompress.defaults import DEFAULT_RATIO
+from gnncompress.distributed import (
+    launch,
+    one_at_a_time,
+    refuse,
+    under_torchrun,
+)
+from gnncompress.engine import fit, forward_frozen
+from gnncompress.errors import ArchitectureError, GnnCompressError
+from gnncompress.models import build_model, count_parameters
+from gnncompress.options import (
+    check_distill_method,
+    check_ratio,
+    check_training,
+)
+from gnncompress.report import ModelEntry, Report
+from gnncompress.teacher_features import pick_features
+from gnncompress.workflows.inputs import (
+    card_data_root,
+    check_fits,
+    check_task,
+    no_cloud_options,
+    resolve_data,
+    resolved_config,
+)
+from gnncompress.workflows.results import (
+    describe_training,
+    distill_outputs,
+    file_bytes,
+)
+from gnncompress.workflows.runs import (
+    check_writable,
+    finish_checkpoint,
+    kept_on_failure,
+    resolve_device,
+    run_inputs,
+    seed_everything,
+    timed_command,
+    training_checkpoint,
+)
+from gnncompress.workflows.students import (
+    build_method,
+    minibatch_options,
+    student_spec,
+)
+
+
+@timed_command
+@outputs.one_run
+def distill(teacher: str | Path | torch.nn.Module, *,
+            data: str | Path | None = None,
+            data_root: str | Path | None = None, method: str = 'kd',
+            method_options: dict[str, Any] | None = None,
+            student: str | None = None,
+            hidden: int | list[int] | None = None,
+            layers: int | None = None, heads: int = 1,
+            ratio: float | None = None,
+            epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
+            label_weight: float | None = None, weight: float | None = None,
+            patience: int | None = 100, seed: int = 0, device: str = 'auto',
+            out: str | Path | None = None, baseline: bool = False,
+            overrides: dict[str, Any] | None = None, export: bool = True,
+            min_accuracy: float | None = None,
+            max_accuracy_drop: float | None = None,
+            progress: bool = True, command: str = '',
+            config: dict[str, Any] | None = None,
+            checkpoint_every: int | None = None,
+            checkpoint_dir: str | Path | None = None,
+            resume: str | Path | None = None, k: int | None = None,
+            emb: int | None = None, head: list[int] | None = None,
+            points: int | None = None,
+            augment: str | list[str] | None = None,
+            batch_size: int | None = None,
+            fanout: str | list[int] | None = None,
+            nproc: int | None = None,
+            normalize_features: bool | None = None,
+            split: str | None = None,
+            teacher_onnx: bool = False,
+            teacher_class: str | None = None,
+            teacher_args: dict[str, Any] | None = None,
+            latency: bool = True,
+            latency_budget_s: float = REPORT_BUDGET_S) -> Report:
+    """Distill ``teacher`` into a smaller student and write
+    ``student.safetensors``, ``student.onnx``, ``report.json`` and
+    ``report.md`` to ``out``. ``student`` defaults to the method's preferred
+    student (an MLP for GLNN) or GCN; ``weight`` and ``label_weight`` to the
+    method's own defaults. The gates ``min_accuracy`` (percent) and
+    ``max_accuracy_drop`` (points below the teacher) are checked after the
+    files are written; failures are in ``report.gates``. ``layers``
+    defaults to 2. A DGCNN teacher distills into a DGCNN student on point
+    clouds (:func:`gnncompress.pointcloud.distill`; ``hidden`` may list
+    one width per layer, ``k``, ``emb``, ``head``, ``points``,
+    ``augment`` and ``batch_size`` apply there alone).
+
+    ``checkpoint_every`` K saves the distillation every K epochs to
+    ``checkpoint_dir`` (default ``out/.gnncompress-checkpoint``, removed
+    when the run succeeds); ``resume`` (that folder, or ``out``) continues
+    an interrupted run, which must be given the same options. When the loss
+    stops being finite, the best student so far is written to
+    ``out/student.safetensors`` before the :class:`TrainingError`.
+
+    On a node-classification graph, ``batch_size`` B trains on sampled
+    subgraphs of B seed nodes with ``fanout`` neighbours per hop
+    (``'15,10'``; default 15, 10, then 5) and caches the teacher once,
+    layer-wise (:func:`gnncompress.minibatch.distill`).
+
+    ``nproc`` N (with ``batch_size``) trains in N processes with
+    DistributedDataParallel, as does running under ``torchrun``
+    (:mod:`gnncompress.distributed`); rank 0 writes the outputs and the
+    other torchrun ranks return None.
+
+    ``teacher`` may also be a trained ``torch.nn.Module`` called as
+    ``module(x, edge_index)``: the student is sized from its weights, and
+    the methods that read hidden features (FitNet, AT, LSP, GSP, G-CRD,
+    ABKD) take them from forward hooks on its message-passing layers
+    (:mod:`gnncompress.models.hooked`); KD and GLNN need its logits only.
+    ``split`` (``'default'`` or ``'glnn'``) defaults to the split on the
+    teacher's card (a GLNN split with the teacher's seed).
+
+    ``teacher_class`` (``'mypkg.models:Net'``) with ``teacher_args`` builds
+    that module from the user's own class (this imports and runs their
+    code) and loads the file ``teacher`` into it, weights-only.
+
+    The report's latency figures take about ``latency_budget_s`` seconds
+    in all (at least 5 timed runs each); ``latency=False`` leaves them out.
+    ``report.timings`` says where the run's wall time went."""
+    if isinstance(teacher, torch.nn.Module) or teacher_class is not None:
+        if nproc is not None or batch_size is not None or \
+                fanout is not None or under_torchrun():
+            raise GnnCompressError(
+                'A teacher module or --teacher-class trains full-graph in '
+                'one process: drop --batch-size, --fanout and --nproc')
+    elif nproc is not None or under_torchrun():
+        return launch(distill, dict(locals()))
+    check_training(lr=lr, weight_decay=weight_decay, seed=seed,
+                   weight=weight, label_weight=label_weight, out=out)
+    check_ratio(ratio)
+    check_distill_method(method)
+    if split is not None:
+        check_split(split)
+    module = teacher if isinstance(teacher, torch.nn.Module) else None
+    if teacher_class is not None:
+        if module is not None:
+            raise GnnCompressError('teacher_class names the class of a '
+                                   'checkpoint file: pass the file')
+        module = user_teacher(teacher, teacher_class, teacher_args)
+    teacher = Path(teacher) if not isinstance(teacher, torch.nn.Module) \
+        else MODULE_PATH
+    distiller = build_method(method, method_options)
+    requested_student = student
+    student = student or distiller.preferred_student or 'gcn'
+    if label_weight is None:
+        label_weight = distiller.default_label_weight
+    out = Path(out) if out is not None else \
+        Path('gnncompress-out') / f'{teacher.stem}-{distiller.name}'
+    dev = resolve_device(device)
+    check_writable(out)
+    outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
+    with phase('load'):
+        ckpt = module_checkpoint(module, overrides, teacher) \
+            if module is not None \
+            else load_checkpoint(teacher, overrides)
+    if ckpt.spec.arch == 'dgcnn':
+        from gnncompress import pointcloud
+        refuse('point clouds (a DGCNN teacher)')
+        if teacher_onnx:
+            raise GnnCompressError('--teacher-onnx is not supported for '
+                                   'DGCNN teachers yet: drop it')
+        return pointcloud.distill(
+            teacher, ckpt=ckpt, data=data, data_root=data_root,
+            distiller=distiller, student=requested_student or 'dgcnn',
+            hidden=hidden, layers=layers, k=k, emb=emb, head=head,
+            points=points, augment=augment,
+            batch_size=batch_size or pointcloud.BATCH_SIZE, epochs=epochs,
+            lr=lr, weight_decay=weight_decay, label_weight=label_weight,
+            weight=weight, patience=patience, seed=seed, dev=dev, out=out,
+            baseline=baseline, export=export, min_accuracy=min_accuracy,
+            max_accuracy_drop=max_accuracy_drop, progress=progress,
+            command=command, config=config,
+            method_options=method_options or {})
+    if isinstance(hidden, (list, tuple)):
+        raise GnnCompressError('--hidden takes one width (per-layer widths '
+                               'are for DGCNN students)')
+    no_cloud_options(k=k, emb=emb, head=head, points=points,
+                      augment=augment)
+    if student == 'dgcnn':
+        raise ArchitectureError('A DGCNN student needs a DGCNN teacher on '
+                                'point clouds: pick another --student')
+    layers = 2 if layers is None else layers
+    hops = None if batch_size is None and fanout is None else \
+        minibatch_options(distiller, batch_size, fanout, layers)
+    with one_at_a_time(), phase('load'):
+        graph = resolve_data(data, data_root, ckpt, seed,
+                             normalize=normalize_features, split=split)
+    check_fits(ckpt.spec, graph, 'teacher')
+    check_task(ckpt.spec, graph, distiller)
+    feature_note = None
+    if normalize_features is None and not ckpt.card and hops is None:
+        with phase('teacher'):
+            graph, feature_note = pick_features(ckpt.build(), graph, dev)
+    s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
+                          layers=layers, heads=heads, ratio=ratio,
+                          readout=ckpt.spec.readout)
+    config = resolved_config(
+        config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out, dev=dev,
+        data_root=card_data_root(data if data is not None else
+                                 ckpt.card.get('data', ''), data_root, ckpt),
+        ratio=ratio if ratio is not None or hidden is not None
+        else DEFAULT_RATIO,
+        weight=distiller.default_weight if weight is None else weight,
+        label_weight=label_weight)
+    saver = training_checkpoint(
+        out, checkpoint_every, checkpoint_dir, resume,
+        teacher=str(teacher.resolve()), teacher_bytes=file_bytes(teacher),
+        data=graph.name, nodes=graph.num_nodes,
+        edges=int(graph.edge_index.size(1)), split=graph.split,
+        method=distiller.name, method_options=method_options or {},
+        weight=weight, label_weight=label_weight, student=s_spec.to_dict(),
+        epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
+        seed=seed, device=dev.type,
+        **({} if hops is None else {'batch_size': batch_size,
+                                    'fanout': hops}))
+    if hops is not None:
+        if graph.batch is not None or graph.node_graph is not None:
+            kind = 'graph-classification' if graph.batch is not None \
+                else 'several-graph'
+            raise GnnCompressError(f'--batch-size on a {kind} dataset is not '
+                                   f'supported yet: drop it')
+        from gnncompress import minibatch
+        report = minibatch.distill(
+            teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,
+            distiller=distiller, batch_size=batch_size, fanout=hops,
+            epochs=epochs, lr=lr, weight_decay=weight_decay,
+            label_weight=label_weight, weight=weight, patience=patience,
+            seed=seed, dev=dev, out=out, baseline=baseline, export=export,
+            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+            progress=progress, command=command, config=config,
+            method_options=method_options or {}, teacher_onnx=teacher_onnx,
+            checkpoint=saver)
+        finish_checkpoint(saver, out)
+        return report
+    g = graph.to(dev)
+
+    with phase('teacher'):
+        teacher_model = ckpt.build().to(dev)
+        teacher_out = forward_frozen(teacher_model, g)  # once for the run
+        teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
+    train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
+                      patience=patience, progress=progress)
+
+    alone_entry = None
+    if baseline:
+        seed_everything(seed)
+        alone = build_model(s_spec).to(dev)
+        with phase('baseline'):
+            alone_fit = fit(alone, g, label_weight=1.0,
+                            desc='student alone', **train_args)
+        alone_entry = ModelEntry(
+            role='student-alone', spec=s_spec.to_dict(),
+            parameters=count_parameters(alone),
+            test_accuracy=alone_fit.test_accuracy,
+            val_accuracy=alone_fit.val_accuracy)
+    else:
+        alone = None
+
+    seed_everything(seed)
+    model = build_model(s_spec).to(dev)
+    with kept_on_failure(saver, model, s_spec, out, distiller.name,
+                         graph.name), phase('train'):
+        result = fit(model, g, method=distiller,
+                     teacher_outputs=[teacher_out],
+                     label_weight=label_weight, weight=weight,
+                     desc=f'distill {distiller.name}', checkpoint=saver,
+                     **train_args)
+    report = distill_outputs(
+        out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
+        teacher_acc=teacher_acc, model=model, s_spec=s_spec,
+        distiller=distiller, graph=graph, result=result,
+        alone_entry=alone_entry, alone_model=alone,
+        inputs=(g.x, g.edge_index, g.batch),
+        training=describe_training(result, epochs=epochs, lr=lr,
+                                   weight_decay=weight_decay,
+                                   patience=patience),
+        notes=[feature_note] if feature_note else [], export=export,
+        dev=dev, weight=weight,
+        label_weight=label_weight, method_options=method_options,
+        command=command, config=config, seed=seed,
+        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+        teacher_onnx=teacher_onnx)
+    finish_checkpoint(saver, out)
+    return report

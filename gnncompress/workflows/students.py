@@ -1,0 +1,147 @@
+"""The student a run builds: its spec from the teacher's, the width checks, and
+the distillation method from its name and options."""
+from __future__ import annotations
+
+import inspect as _inspect
+from typing import Any
+
+from gnncompress.core import Graph
+from gnncompress.defaults import DEFAULT_RATIO
+from gnncompress.errors import ArchitectureError, GnnCompressError
+from gnncompress.methods import DistillMethod, canonical_name, method_class
+from gnncompress.methods.combined import Combined
+from gnncompress.models import ArchSpec, count_spec_parameters
+from gnncompress.options import (
+    check_memory,
+    check_method_name,
+    check_ratio,
+    training_bytes,
+)
+
+STUDENT_DROPOUT = 0.5
+
+
+def student_spec(teacher: ArchSpec, graph: Graph, *, arch: str = 'gcn',
+                 hidden: int | None = None, layers: int = 2, heads: int = 1,
+                 ratio: float | None = None,
+                 readout: str | None = None) -> ArchSpec:
+    """The student: ``hidden`` if given, else the widest one that leaves the
+    teacher at least ``ratio`` times more parameters."""
+    if arch not in ('gat', 'gatv2'):
+        heads = 1
+
+    def make(width: int) -> ArchSpec:
+        return ArchSpec(arch=arch, in_channels=graph.num_features,
+                        hidden_channels=width, num_layers=layers,
+                        out_channels=graph.num_classes, heads=heads,
+                        dropout=STUDENT_DROPOUT, readout=readout)
+
+    if hidden is not None:
+        if ratio is not None:
+            raise GnnCompressError('Give either --hidden or --ratio, not both')
+        check_trainable(make(hidden), graph, f'A student of --hidden {hidden}')
+        return make(hidden)
+    ratio = DEFAULT_RATIO if ratio is None else ratio
+    check_ratio(ratio)
+    budget = count_spec_parameters(teacher) / ratio
+    start = max(teacher.hidden_channels, heads)
+    for width in range(start - start % heads, 0, -heads):
+        if count_spec_parameters(make(width)) <= budget:
+            check_student_width(width, graph, arch, layers, ratio)
+            return make(width)
+    raise ArchitectureError(
+        f'No {layers}-layer {arch} student is {ratio:g}x smaller than the '
+        f'teacher ({count_spec_parameters(teacher):,} parameters): lower '
+        f'--ratio or --layers')
+
+
+def check_trainable(spec: ArchSpec, graph: Graph, what: str) -> None:
+    """Refuse, before it is built, a model whose training cannot fit in
+    memory."""
+    # A preview without data (inspect --hidden) knows no node count: the
+    # weights and optimiser state alone are checked then.
+    nodes = getattr(graph, 'num_nodes', 0)
+    check_memory(training_bytes(count_spec_parameters(spec), nodes,
+                                spec.hidden_channels, spec.num_layers),
+                 what, 'give a smaller --hidden or fewer --layers')
+
+
+MIN_HIDDEN = 8
+
+
+def check_student_width(width: int, graph: Graph, arch: str, layers: int,
+                        ratio: float) -> None:
+    """Refuse a student the ratio squeezed below the number of classes or
+    below MIN_HIDDEN: it cannot hold what the teacher knows."""
+    floor = max(MIN_HIDDEN, graph.num_classes)
+    if width < floor:
+        raise ArchitectureError(
+            f'A {layers}-layer {arch} student {ratio:g}x smaller than the '
+            f'teacher would be {width} wide, below {floor} (the number of '
+            f'classes, at least {MIN_HIDDEN}): pass --hidden {floor} or '
+            f'more, or a smaller --ratio')
+
+
+def _accepted(cls: type) -> list[str]:
+    return [p for p in _inspect.signature(cls.__init__).parameters
+            if p != 'self']
+
+
+def _instantiate(cls: type[DistillMethod],
+                 options: dict[str, Any]) -> DistillMethod:
+    unknown = [k for k in options if k not in _accepted(cls)]
+    if unknown:
+        raise GnnCompressError(
+            f"Method '{cls.name}' has no option {', '.join(unknown)} "
+            f"(accepted: {', '.join(_accepted(cls)) or 'none'})")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise GnnCompressError(f"Bad option for method '{cls.name}': {e}") \
+            from None
+
+
+def build_method(name: str,
+                 options: dict[str, Any] | None = None) -> DistillMethod:
+    """The method called ``name``; ``a+b`` combines methods. With several
+    methods, ``a.key`` options go to method ``a`` (``a.weight`` is its weight
+    in the sum) and plain keys to every method that accepts them."""
+    options = dict(options or {})
+    check_method_name(name)
+    names = [n.strip() for n in name.split('+')]
+    if len(names) == 1:
+        return _instantiate(method_class(names[0]), options)
+    classes = [method_class(n) for n in names]
+    keys = {canonical_name(c.name) for c in classes}
+    stray = [k for k in options if '.' in k and
+             canonical_name(k.split('.', 1)[0]) not in keys]
+    if stray:
+        raise GnnCompressError(f"Option(s) {', '.join(stray)} name no method "
+                               f"of '{name}'")
+    plain = {k: v for k, v in options.items() if '.' not in k}
+    unused = [k for k in plain
+              if not any(k in _accepted(c) for c in classes)]
+    if unused:
+        raise GnnCompressError(f"No method of '{name}' has option "
+                               f"{', '.join(unused)}")
+    parts, weights = [], []
+    for cls in classes:
+        own = {k.split('.', 1)[1]: v for k, v in options.items()
+               if '.' in k and
+               canonical_name(k.split('.', 1)[0]) == canonical_name(cls.name)}
+        weight = own.pop('weight', None)
+        shared = {k: v for k, v in plain.items() if k in _accepted(cls)}
+        part = _instantiate(cls, {**shared, **own})
+        parts.append(part)
+        weights.append(part.default_weight if weight is None else weight)
+    return Combined(parts, weights)
+
+
+def minibatch_options(distiller: DistillMethod, batch_size: int | None,
+                       fanout: str | list[int] | None,
+                       layers: int) -> list[int]:
+    """``--batch-size`` and ``--fanout`` checked before any data is
+    loaded; the fanout, one count per student layer."""
+    from gnncompress.minibatch import check_minibatch
+
+    return check_minibatch(distiller, batch_size, fanout, layers)[1]

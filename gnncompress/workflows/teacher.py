@@ -1,0 +1,222 @@
+"""`gnncompress train-teacher` and `gnncompress inspect`: train a teacher and
+save it with its card; read a checkpoint and preview the student."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gnncompress import __version__
+from gnncompress.checkpoint import CARD_KIND, card_path, load_checkpoint
+from gnncompress.core import Graph
+from gnncompress.data import (
+    check_split,
+    class_subset,
+    load_graph,
+    parse_classes,
+)
+from gnncompress.data import normalize_features as normalize_graph
+from gnncompress.engine import fit
+from gnncompress.errors import GnnCompressError, OutputError
+from gnncompress.export import atomic_path
+from gnncompress.models import (
+    ArchSpec,
+    build_model,
+    count_parameters,
+    count_spec_parameters,
+)
+from gnncompress.options import check_out_file, check_training
+from gnncompress.workflows.inputs import card_data, no_cloud_options
+from gnncompress.workflows.runs import (
+    check_writable,
+    make_folder,
+    resolve_device,
+    seed_everything,
+)
+from gnncompress.workflows.students import check_trainable, student_spec
+
+
+@dataclass
+class Inspection:
+    path: Path
+    format: str
+    spec: ArchSpec
+    sources: dict[str, str]
+    parameters: int
+    notes: dict[str, str] = field(default_factory=dict)
+    card: dict[str, Any] = field(default_factory=dict)
+    # The student distill would build (inspect --ratio/--hidden).
+    student: ArchSpec | None = None
+    student_parameters: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        found = {'path': str(self.path), 'format': self.format,
+                 'spec': self.spec.to_dict(), 'sources': self.sources,
+                 'parameters': self.parameters, 'notes': self.notes,
+                 'card': self.card}
+        if self.student is not None:
+            found['student'] = {
+                'spec': self.student.to_dict(),
+                'parameters': self.student_parameters,
+                'ratio': self.parameters / self.student_parameters}
+        return found
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What sizing a student reads of a graph: the teacher's own widths,
+    for a preview without data."""
+    num_features: int
+    num_classes: int
+
+
+def inspect(checkpoint: str | Path,
+            overrides: dict[str, Any] | None = None, *,
+            ratio: float | None = None, hidden: int | None = None,
+            student: str = 'gcn', layers: int = 2,
+            heads: int = 1) -> Inspection:
+    """The inferred architecture of a checkpoint and where each field came
+    from; with ``ratio`` or ``hidden``, also the student ``distill`` would
+    build from it (same sizing, same refusals), without training."""
+    ckpt = load_checkpoint(checkpoint, overrides)
+    found = Inspection(path=ckpt.path, format=ckpt.format, spec=ckpt.spec,
+                       sources=ckpt.sources,
+                       parameters=count_parameters(ckpt.build()),
+                       notes=ckpt.notes, card=ckpt.card)
+    if ratio is not None or hidden is not None:
+        shape = _Shape(ckpt.spec.in_channels, ckpt.spec.out_channels)
+        found.student = student_spec(
+            ckpt.spec, shape, arch=student, hidden=hidden,  # type: ignore
+            layers=layers, heads=heads, ratio=ratio,
+            readout=ckpt.spec.readout)
+        found.student_parameters = count_spec_parameters(found.student)
+    return found
+
+
+@dataclass
+class TeacherResult:
+    path: Path
+    card: Path
+    spec: ArchSpec
+    parameters: int
+    val_accuracy: float
+    test_accuracy: float
+    epochs_run: int
+
+
+def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
+                  hidden: int | list[int] | None = None,
+                  layers: int | None = None, heads: int = 8,
+                  dropout: float | None = None, norm: str | None = None,
+                  jk: str | None = None, aggr: str = 'mean',
+                  alpha: float = 0.1, theta: float = 0.5,
+                  data_root: str | Path | None = None, epochs: int = 300,
+                  lr: float = 0.005, weight_decay: float = 5e-4,
+                  patience: int | None = 100, seed: int = 0,
+                  device: str = 'auto', progress: bool = True,
+                  classes: str | list[int] | None = None,
+                  normalize_features: bool = False,
+                  readout: str | None = None, k: int | None = None,
+                  emb: int | None = None, head: list[int] | None = None,
+                  points: int | None = None,
+                  augment: str | list[str] | None = None,
+                  batch_size: int | None = None,
+                  split: str = 'default') -> TeacherResult:
+    """Train a teacher and save it as a plain PyG ``state_dict`` (the format
+    users already have), with a teacher card (``.json``) beside it that
+    records what the weights cannot tell and the dataset it was trained
+    on. ``classes`` (``'0-4'``) trains on that label subset only (for
+    amalgamation), renumbered from 0. On a graph-classification dataset the
+    teacher pools its last layer with ``readout`` and classifies graphs.
+    ``hidden`` defaults to 256 and ``layers`` to 3. ``arch='dgcnn'`` trains
+    a point-cloud teacher (:func:`gnncompress.pointcloud.train_teacher`:
+    ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
+    ``points``, ``augment`` and ``batch_size`` apply to it alone).
+    ``split='glnn'`` trains on GLNN's split (:func:`gnncompress.data.
+    glnn_split`); the card records it, and ``distill`` uses it."""
+    check_training(lr=lr, weight_decay=weight_decay, seed=seed)
+    check_split(split)
+    check_out_file(out, example='teacher.pt')
+    if arch == 'dgcnn':
+        from gnncompress import pointcloud
+        return pointcloud.train_teacher(
+            data, out, hidden=hidden, layers=layers, k=k, emb=emb, head=head,
+            dropout=dropout, readout=readout,
+            data_root=data_root, epochs=epochs, lr=lr,
+            weight_decay=weight_decay, patience=patience, seed=seed,
+            device=device, progress=progress, points=points,
+            augment=augment,
+            batch_size=batch_size or pointcloud.BATCH_SIZE)
+    if isinstance(hidden, (list, tuple)):
+        raise GnnCompressError('--hidden takes one width (per-layer widths '
+                               'are for --arch dgcnn)')
+    no_cloud_options(k=k, emb=emb, head=head, points=points,
+                      augment=augment, batch_size=batch_size)
+    hidden = 256 if hidden is None else hidden
+    layers = 3 if layers is None else layers
+    out = Path(out)
+    if out.suffix not in ('.pt', '.pth'):
+        raise OutputError(f'Teacher file {out} must end in .pt or .pth')
+    check_writable(out.parent)
+    dev = resolve_device(device)
+    graph = load_graph(data, data_root, seed=seed, split=split)
+    if normalize_features:
+        graph = normalize_graph(graph)
+    if classes is not None:
+        if isinstance(classes, str):
+            classes = parse_classes(classes)
+        graph = class_subset(graph, list(classes))
+    if dropout is None:
+        # GAT's and GCNII's papers use 0.6 on the citation graphs.
+        dropout = 0.6 if arch in ('gat', 'gatv2', 'gcnii') else 0.5
+    spec = ArchSpec(arch=arch, in_channels=graph.num_features,
+                    hidden_channels=hidden, num_layers=layers,
+                    out_channels=graph.num_classes,
+                    heads=heads if arch in ('gat', 'gatv2') else 1,
+                    dropout=dropout, norm=norm, jk=jk, aggr=aggr,
+                    alpha=alpha, theta=theta,
+                    readout=(readout or 'mean') if graph.batch is not None
+                    else None)
+    check_trainable(spec, graph, f'A teacher of --hidden {hidden}')
+    seed_everything(seed)
+    model = build_model(spec).to(dev)
+    result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
+                 weight_decay=weight_decay, patience=patience,
+                 progress=progress, desc=f'teacher {arch}')
+    return save_teacher(
+        model, spec, out, graph, seed, result, data, data_root,
+        classes=list(classes) if classes is not None else None,
+        normalize_features=True if normalize_features else None)
+
+
+def save_teacher(model: torch.nn.Module, spec: ArchSpec, out: Path,
+                 graph: Graph, seed: int, result: Any, data: str | Path,
+                 data_root: str | Path | None,
+                 **extra: Any) -> TeacherResult:
+    """Write the teacher's ``state_dict`` and its card (what the weights
+    cannot tell, the split, the scores, the data; ``extra`` entries that
+    are not None) atomically."""
+    card = {
+        'kind': CARD_KIND, 'version': __version__,
+        'spec': {k: getattr(spec, k) for k in
+                 (*ArchSpec.NOT_IN_WEIGHTS, 'jk', 'norm')},
+        'split': graph.split, 'seed': seed, 'epochs_run': result.epochs_run,
+        'val_accuracy': result.val_accuracy,
+        'test_accuracy': result.test_accuracy,
+        **card_data(data, data_root, out.parent),
+        **{k: v for k, v in extra.items() if v is not None},
+    }
+    state = {k: v.cpu() for k, v in model.state_dict().items()}
+    make_folder(out.parent)
+    with atomic_path(out) as tmp:
+        torch.save(state, tmp)
+    with atomic_path(card_path(out)) as tmp:
+        tmp.write_text(json.dumps(card, indent=2) + '\n')
+    return TeacherResult(path=out, card=card_path(out), spec=spec,
+                         parameters=count_parameters(model),
+                         val_accuracy=result.val_accuracy,
+                         test_accuracy=result.test_accuracy,
+                         epochs_run=result.epochs_run)
