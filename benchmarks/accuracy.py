@@ -181,7 +181,7 @@ def run_speed(datasets: list[str], data_root: str) -> None:
     interleaved rounds (alone, kd, ..., alone, kd, ...), so that a change
     of load on the machine hits every row alike."""
     from gnncompress import api
-    from gnncompress.checkpoint import load_checkpoint
+    from gnncompress.checkpoints.teachers import load_checkpoint
 
     for dataset in datasets:
         path = OUT / 'speed' / f'{dataset}.json'
@@ -219,7 +219,7 @@ def run_deep(datasets: list[str], seeds: list[int], data_root: str) -> None:
                     continue
                 teacher = _teacher(dataset, data_root, deep=True)
                 if spec is None:
-                    from gnncompress.checkpoint import load_checkpoint
+                    from gnncompress.checkpoints.teachers import load_checkpoint
                     t_spec = load_checkpoint(teacher).spec
                     spec = ArchSpec('gcnii', t_spec.in_channels, 4, 4,
                                     t_spec.out_channels, dropout=0.6)
@@ -312,7 +312,7 @@ def report(data_root: str) -> str:
     lr_table = _table('lr', lr_rows, f'Learning rates the main table does '
                       f'not use ({studies}; 100 epochs)')
     if lr_table:
-        from gnncompress.data import load_graph
+        from gnncompress.tasks.datasets import load_graph
 
         for study in LR_STUDIES:
             x = load_graph(study['dataset'], data_root).x

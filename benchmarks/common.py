@@ -15,10 +15,10 @@ from typing import Any
 import torch
 
 from gnncompress import api
-from gnncompress.checkpoint import load_checkpoint
-from gnncompress.core import Graph
-from gnncompress.engine import fit, forward_frozen
+from gnncompress.checkpoints.teachers import load_checkpoint
+from gnncompress.core.graph import Graph
 from gnncompress.models import ArchSpec, build_model, count_parameters
+from gnncompress.training.train import fit, forward_frozen
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / 'results'

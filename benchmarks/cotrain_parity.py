@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from torch_geometric.data import Data
 
-from gnncompress.bench import latency_budget
-from gnncompress.online import cotrain
-from gnncompress.synthetic import synthetic_ppi
+from gnncompress.outputs.latency import latency_budget
+from gnncompress.tasks.synthetic import synthetic_ppi
+from gnncompress.workflows.cotrain import cotrain
 
 tmp = Path(tempfile.mkdtemp())
 gen = torch.Generator().manual_seed(0)

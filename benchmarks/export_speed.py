@@ -57,8 +57,10 @@ import torch
 from common import RESULTS, machine, update_doc, write_json
 
 from gnncompress import api
-from gnncompress.export import export_onnx, onnx_feeds, save_safetensors
+from gnncompress.checkpoints.students import save_safetensors
 from gnncompress.models import ArchSpec, build_model
+from gnncompress.outputs.onnx import export_onnx
+from gnncompress.outputs.parity import onnx_feeds
 from gnncompress.workflows.bench_rows import synthetic_graph
 
 OUT = RESULTS / 'export_speed'
@@ -119,7 +121,7 @@ def physics(folder: Path, data_root: str | None, rounds: int) -> dict:
     """Eager, dense-``x`` onnxruntime and sparse-feature onnxruntime rows
     of a GCN 2x64 student on Physics, per round, and the profile of the
     sparse-feature file."""
-    from gnncompress.data import load_graph
+    from gnncompress.tasks.datasets import load_graph
 
     torch.manual_seed(0)
     spec = ArchSpec('gcn', 8415, 64, 2, 5)
@@ -317,14 +319,13 @@ def one_export(exporter: str) -> dict:
     """Export the quick start's student once through ``exporter`` in this
     (fresh) process and check it: seconds of each step, the imports the
     export added, and the check's seconds per graph."""
-    from gnncompress.export import (
-        _Logits,
+    from gnncompress.models import run_model
+    from gnncompress.outputs.onnx import _Logits, run_export
+    from gnncompress.outputs.parity import (
         check_graphs,
         check_parity,
         onnx_session,
-        run_export,
     )
-    from gnncompress.models import run_model
 
     q = QUICK_START
     torch.manual_seed(0)

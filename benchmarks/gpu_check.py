@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--budget-s', type=float, default=480.0)
     parser.add_argument('--quick', action='store_true',
                         help='Dry run: 2 epochs everywhere, the suite limited '
-                             'to tests/test_engine.py.')
+                             'to tests/training/test_train.py.')
     parser.add_argument('--skip-tests', action='store_true')
     parser.add_argument('--only', default='',
                         help='Run only the steps whose name contains one of '
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                 'budget_s': args.budget_s}
 
     if not args.skip_tests:
-        tests = ['tests/test_engine.py'] if args.quick else ['tests']
+        tests = ['tests/training/test_train.py'] if args.quick else ['tests']
         cmd = [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
                *tests]
         try:

@@ -22,7 +22,7 @@ INSPECT = '''
 import sys, time, torch
 from safetensors.torch import save_file
 from gnncompress import api
-from gnncompress.errors import GnnCompressError
+from gnncompress.core.errors import GnnCompressError
 layers, path = int(sys.argv[1]), sys.argv[2]
 state = {}
 for i in range(layers):
@@ -48,7 +48,7 @@ print('saved')
 
 MEMORY = '''
 import resource, sys
-from gnncompress.checkpoint import read_weights
+from gnncompress.checkpoints.reading import read_weights
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 read_weights(sys.argv[1])
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

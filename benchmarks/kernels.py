@@ -109,7 +109,7 @@ def sparse_feature_row(data_root: Path = SHARED) -> dict:
     """A first layer's product on Physics' 8,415 word features (0.4%
     non-zero), width 256: the dense matrix against its registered sparse
     form (models/sparse_input.py)."""
-    from gnncompress.data import load_graph
+    from gnncompress.tasks.datasets import load_graph
     x = load_graph('Physics', data_root).x
     dense = x.clone()  # never registered
     assert sparse_input.register(x)
@@ -138,8 +138,8 @@ class _TorchProduct(torch.autograd.Function):
 def spmm_row(data_root: Path = SHARED) -> dict:
     """One aggregation of a GCN layer on Physics at width 128, forward and
     backward, one thread: ``torch.sparse.mm`` against ``models.spmm``."""
-    from gnncompress.data import load_graph
     from gnncompress.models import propagation
+    from gnncompress.tasks.datasets import load_graph
     graph = load_graph('Physics', data_root)
     n = graph.x.size(0)
     matrix = propagation.aggregation_matrix(graph.edge_index, n, 'gcn',
@@ -168,8 +168,8 @@ def minibatch_row() -> dict:
     random graph of 1M nodes and 16M edges (32 features, 4,096 seeds,
     fanout 15,10, the scale benchmark's setting): whole subgraph against
     trimmed layers."""
-    from gnncompress.sampling import CSR, NeighborSampler
     from gnncompress.training.regimes.sampled import trimmed_output
+    from gnncompress.training.sampling import CSR, NeighborSampler
 
     gen = torch.Generator().manual_seed(0)
     nodes, edges = 1_000_000, 16_000_000

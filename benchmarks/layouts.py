@@ -1,6 +1,7 @@
 """Teachers as plain PyG scripts write them, through the tool (issue 20).
 
-For each layout of the fixtures module (tests/layouts.py: PyG's example
+For each layout of the fixtures module (tests/layouts.py: PyG's
+example
 GCN and GAT, the OGB ``convs`` + ``bns`` style, a Linear encoder and head,
 GraphSAGE with ``project=True``, a Lightning checkpoint, ...): train the
 layout's model on Cora with plain PyG code (``Planetoid`` with
@@ -47,7 +48,8 @@ SEED = 0
 
 
 def fixtures():
-    """tests/layouts.py, the project's own fixtures (loaded by path: this
+    """tests/layouts.py, the project's own fixtures (loaded by
+    path: this
     script is called layouts too)."""
     spec = importlib.util.spec_from_file_location(
         'layout_fixtures', REPO / 'tests' / 'layouts.py')

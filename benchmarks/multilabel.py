@@ -4,7 +4,8 @@ labels of TU datasets, whole graphs unseen in training.
 Settings (teachers trained by ``train-teacher``'s code: one per seed
 where the split depends on the seed, one for synthetic PPI):
 
-- ``synthetic``: ``SyntheticPPI`` (gnncompress.synthetic.synthetic_ppi at its
+- ``synthetic``: ``SyntheticPPI`` (gnncompress.tasks.synthetic.synthetic_ppi at
+its
   defaults: 20/2/2 graphs of 2,000 nodes, 50 features, 100 labels),
   micro-F1 with logits thresholded at 0.
 - ``tu``: ENZYMES, PROTEINS and NCI1 node labels (``<name>-nodes``: one-hot
@@ -52,12 +53,12 @@ from common import (
 )
 
 from gnncompress import api
-from gnncompress.checkpoint import load_checkpoint
-from gnncompress.data import load_graph
+from gnncompress.checkpoints.teachers import load_checkpoint
 from gnncompress.models import ArchSpec, build_model
-from gnncompress.online import build_online_methods, paper_options
-from gnncompress.online_training import train_peers
-from gnncompress.synthetic import synthetic_ppi
+from gnncompress.tasks.datasets import load_graph
+from gnncompress.tasks.synthetic import synthetic_ppi
+from gnncompress.training.peer_regimes import train_peers
+from gnncompress.workflows.cotrain import build_online_methods, paper_options
 
 OUT = RESULTS / 'multilabel'
 SETTINGS = {'synthetic': ['SyntheticPPI'],

@@ -51,10 +51,10 @@ from common import (
 )
 
 from gnncompress import api
-from gnncompress.data import load_graph
 from gnncompress.models import ArchSpec, build_model, count_parameters
-from gnncompress.online import build_online_methods
-from gnncompress.online_training import train_peers
+from gnncompress.tasks.datasets import load_graph
+from gnncompress.training.peer_regimes import train_peers
+from gnncompress.workflows.cotrain import build_online_methods
 
 TABLE_V = ('CS', 'Physics', 'Computers', 'Photo')
 COUNT_DATASET = 'Photo'

@@ -56,11 +56,12 @@ from common import (
 )
 
 from gnncompress import api
-from gnncompress.bench import torch_latency
-from gnncompress.checkpoint import load_checkpoint
+from gnncompress.checkpoints.teachers import load_checkpoint
 from gnncompress.models import build_model, count_parameters
-from gnncompress.pointcloud import evaluate, fit_clouds, student_spec
-from gnncompress.pointdata import cloud_points, load_clouds
+from gnncompress.outputs.latency import torch_latency
+from gnncompress.tasks.cloud_training import evaluate
+from gnncompress.tasks.point_clouds import cloud_points, load_clouds
+from gnncompress.workflows.point_clouds import fit_clouds, student_spec
 
 METHODS = ('alone', 'kd', 'fitnet', 'at', 'lsp')
 TEACHER = dict(hidden=[64, 64, 128, 256], k=20)

@@ -1,7 +1,7 @@
 """Which ``quantize_dynamic`` setting ``export --quantize int8`` uses: each
 candidate on the quick start's student (the bundled GAT teacher distilled
 into a GCN on Cora, seed 0) and on the small GCN of
-tests/test_bench.py, against the float model.
+tests/workflows/test_bench.py, against the float model.
 
 Per candidate: file size; the largest difference to PyTorch over the
 largest float output, and the agreement of predicted classes, on the
@@ -11,7 +11,7 @@ exactly (its output against onnx's reference evaluator, which multiplies
 the integers without saturating); and onnxruntime's median latency on
 Cora at 1 and 2 threads. The machine's CPU flags decide what the exactness
 column shows: without VNNI, int8 weights saturate (see
-gnncompress.export.quantize_int8).
+gnncompress.outputs.int8.quantize_int8).
 
     python benchmarks/quantize.py            # under a minute on 2 cores
     python benchmarks/quantize.py --report   # rewrite the doc section only
@@ -29,15 +29,11 @@ import torch
 from common import RESULTS, machine, publish, write_json
 
 from gnncompress import api
-from gnncompress.data import load_graph
-from gnncompress.export import (
-    INT8_SETTINGS,
-    export_onnx,
-    onnx_feeds,
-    onnx_session,
-    quantize_int8,
-)
 from gnncompress.models import ArchSpec, build_model, forward_logits
+from gnncompress.outputs.int8 import quantize_int8
+from gnncompress.outputs.onnx import INT8_SETTINGS, export_onnx
+from gnncompress.outputs.parity import onnx_feeds, onnx_session
+from gnncompress.tasks.datasets import load_graph
 
 HERE = Path(__file__).resolve().parent
 SAMPLES = HERE.parent / 'samples'
@@ -116,9 +112,9 @@ def models(folder: Path) -> dict:
     """The quick start's student (distilled here) and the test's GCN."""
     report = api.distill(SAMPLES / 'cora_gat.pt', out=folder / 'qs',
                          progress=False, device='cpu')
-    from gnncompress.checkpoint import load_checkpoint
+    from gnncompress.checkpoints.teachers import load_checkpoint
     ckpt = load_checkpoint(report.files['safetensors'])
-    torch.manual_seed(0)  # as tests/test_bench.py builds it
+    torch.manual_seed(0)  # as tests/workflows/test_bench.py builds it
     test_gcn = build_model(ArchSpec('gcn', 6, 8, 2, 3)).eval()
     return {'quick-start student': (ckpt.build().eval(),
                                     ckpt.spec.in_channels),

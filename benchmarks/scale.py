@@ -44,12 +44,13 @@ import torch
 from common import RESULTS, machine, read_rows, update_doc, write_json
 
 from gnncompress import api
-from gnncompress.checkpoint import load_checkpoint
-from gnncompress.core import Graph, accuracy
-from gnncompress.engine import fit, forward_frozen
-from gnncompress.minibatch import fit_minibatch, teacher_cache
+from gnncompress.checkpoints.teachers import load_checkpoint
+from gnncompress.core.graph import Graph
+from gnncompress.core.metrics import accuracy
 from gnncompress.models import ArchSpec, build_model
-from gnncompress.sampling import CSR, NeighborSampler, TensorStore
+from gnncompress.training.sampling import CSR, NeighborSampler, TensorStore
+from gnncompress.training.train import fit, forward_frozen
+from gnncompress.workflows.distill_sampled import fit_minibatch, teacher_cache
 
 SIZES = (100_000, 1_000_000, 3_000_000)
 QUICK_SIZES = (2_000, 6_000)

@@ -27,8 +27,9 @@ import torch
 from common import RESULTS, machine, write_json
 from torch import Tensor, nn
 
-from gnncompress.export import onnx_session, run_export
 from gnncompress.models.segment import neighbour_sum, segments
+from gnncompress.outputs.onnx import run_export
+from gnncompress.outputs.parity import onnx_session
 
 OUT = RESULTS / 'scatter_race'
 NODES, EDGES, WIDTH = 169_343, 1_166_243, 32

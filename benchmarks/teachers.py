@@ -22,7 +22,8 @@ runs go to results/teachers/variants/KEY=VALUE,.../ and fill the table of
 variants (mean validation and test accuracy), which is how the recipes
 were chosen: on validation accuracy.
 
-``--probe-gcn-aggr`` trains, in the same loop (gnncompress.engine.fit) with
+``--probe-gcn-aggr`` trains, in the same loop (gnncompress.training.train.fit)
+with
 the same recipe, split and seeds, a SAGE that aggregates as GLNN's DGL
 model does ('gcn': one weight on the mean over the node and its
 neighbours: PyG's SAGEConv without the root weight, on the graph with a
@@ -91,8 +92,8 @@ def probe_gcn_aggr(dataset: str, seed: int, data_root: str) -> dict:
     from torch_geometric.nn.models import GraphSAGE
     from torch_geometric.utils import add_self_loops, remove_self_loops
 
-    from gnncompress.data import load_graph
-    from gnncompress.engine import fit
+    from gnncompress.tasks.datasets import load_graph
+    from gnncompress.training.train import fit
 
     settings = recipe(dataset)
     graph = load_graph(dataset, data_root, seed=seed, split=settings['split'])

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from gnncompress.bench import REPORT_BUDGET_S
-from gnncompress.online import cotrain as _cotrain
+from gnncompress.outputs.latency import REPORT_BUDGET_S
 from gnncompress.workflows.bench import bench
+from gnncompress.workflows.cotrain import cotrain as _cotrain
 from gnncompress.workflows.distill import distill
 from gnncompress.workflows.export import export
 from gnncompress.workflows.inputs import resolve_data
@@ -22,13 +22,9 @@ from gnncompress.workflows.runs import (
     seed_everything,
     timed_command,
 )
+from gnncompress.workflows.saved_teacher import TeacherResult
 from gnncompress.workflows.students import build_method, student_spec
-from gnncompress.workflows.teacher import (
-    Inspection,
-    TeacherResult,
-    inspect,
-    train_teacher,
-)
+from gnncompress.workflows.teacher import Inspection, inspect, train_teacher
 
 __all__ = [
     'Inspection',
@@ -55,9 +51,9 @@ __all__ = [
 def amalgamate(teachers: list[str | Path], *, latency: bool = True,
                latency_budget_s: float = REPORT_BUDGET_S, **kwargs: Any):
     """Merge several teachers into one slimmable student without labels;
-    see :func:`gnncompress.amalgamation.amalgamate` for the options, and
+    see :func:`gnncompress.workflows.amalgamate.amalgamate` for the options, and
     :func:`distill` for ``latency`` and ``latency_budget_s``."""
-    from gnncompress.amalgamation import amalgamate as run
+    from gnncompress.workflows.amalgamate import amalgamate as run
     return run(teachers, latency=latency, **kwargs)
 
 

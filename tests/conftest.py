@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gnncompress.core import Graph
-from gnncompress.data import load_graph
+from gnncompress.core.graph import Graph
 from gnncompress.models import ModelOutput
+from gnncompress.tasks.datasets import load_graph
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / 'samples'
@@ -22,7 +22,7 @@ def quick_latency(mp: pytest.MonkeyPatch, warmup: int = 0,
                   repeat: int = 1) -> None:
     """The latency figures of distill's report from a few timed runs:
     tests check the report, not the speed."""
-    from gnncompress import bench
+    from gnncompress.outputs import latency as bench
     from gnncompress.workflows import results
     for name in ('torch_latency', 'onnx_latency'):
         mp.setattr(results, name, functools.partial(

@@ -7,14 +7,14 @@ from typing import Any
 
 from torch import nn
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods import DistillMethod
-from gnncompress.online_training import peer_regime
 from gnncompress.training.loop import adam
 from gnncompress.training.objectives.peers import (
     peer_objective,
     prepare_peers,
 )
+from gnncompress.training.peer_regimes import peer_regime
 
 
 class PeerSteps:

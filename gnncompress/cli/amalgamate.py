@@ -6,12 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from gnncompress.catalogue import (
-    AMALGAMATE_TEACHERS,
-    SLIMMABLE_ARCHS,
-    arch_names,
-    listed,
-)
 from gnncompress.cli.common import (
     Command,
     api,
@@ -37,7 +31,13 @@ from gnncompress.cli.options import (
     WeightDecayOpt,
 )
 from gnncompress.cli.parsing import resolved
-from gnncompress.defaults import DEFAULT_MAX_CHECKPOINT_GB, REPORT_BUDGET_S
+from gnncompress.core.catalogue import (
+    AMALGAMATE_TEACHERS,
+    SLIMMABLE_ARCHS,
+    arch_names,
+    listed,
+)
+from gnncompress.core.defaults import DEFAULT_MAX_CHECKPOINT_GB, REPORT_BUDGET_S
 
 
 @app.command(cls=Command, help=(

@@ -16,7 +16,7 @@ from gnncompress.cli.common import (
 )
 from gnncompress.cli.options import ConfigOpt, MaxCheckpointGbOpt
 from gnncompress.cli.parsing import resolved, split_list
-from gnncompress.defaults import (
+from gnncompress.core.defaults import (
     DEFAULT_MAX_CHECKPOINT_GB,
     DEFAULT_ROW_BUDGET_S,
 )

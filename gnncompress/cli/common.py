@@ -14,7 +14,11 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from gnncompress import __version__
-from gnncompress.errors import GnnCompressError, RunInterrupted, out_of_memory
+from gnncompress.core.errors import (
+    GnnCompressError,
+    RunInterrupted,
+    out_of_memory,
+)
 
 
 class _LazyApi:

@@ -6,14 +6,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from gnncompress.catalogue import (
-    BASIC_GNN_ARCHS,
-    COTRAIN_METHODS,
-    GRAPH_DATASETS,
-    GRAPH_LIST_DATASETS,
-    NODE_DATASETS,
-    listed,
-)
 from gnncompress.cli.common import Command, api, app, call, print_summary
 from gnncompress.cli.options import (
     CheckpointDirOpt,
@@ -31,7 +23,15 @@ from gnncompress.cli.options import (
     WeightDecayOpt,
 )
 from gnncompress.cli.parsing import parse_options, resolved
-from gnncompress.defaults import REPORT_BUDGET_S
+from gnncompress.core.catalogue import (
+    BASIC_GNN_ARCHS,
+    COTRAIN_METHODS,
+    GRAPH_DATASETS,
+    GRAPH_LIST_DATASETS,
+    NODE_DATASETS,
+    listed,
+)
+from gnncompress.core.defaults import REPORT_BUDGET_S
 
 
 def _list_cotrain_methods(value: bool) -> None:

@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from gnncompress.catalogue import dataset_table, default_root
 from gnncompress.cli.common import Command, app
+from gnncompress.core.catalogue import dataset_table, default_root
 
 
 @app.command(cls=Command)

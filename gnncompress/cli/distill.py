@@ -7,15 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from gnncompress.catalogue import (
-    COTRAIN_METHODS,
-    DISTILL_METHODS,
-    GRAPH_LIST_DATASETS,
-    NODE_DATASETS,
-    POINT_DATASETS,
-    STUDENT_ARCHS,
-    listed,
-)
 from gnncompress.cli.common import (
     Command,
     api,
@@ -61,7 +52,16 @@ from gnncompress.cli.parsing import (
     parse_teacher_args,
     resolved,
 )
-from gnncompress.defaults import (
+from gnncompress.core.catalogue import (
+    COTRAIN_METHODS,
+    DISTILL_METHODS,
+    GRAPH_LIST_DATASETS,
+    NODE_DATASETS,
+    POINT_DATASETS,
+    STUDENT_ARCHS,
+    listed,
+)
+from gnncompress.core.defaults import (
     DEFAULT_MAX_CHECKPOINT_GB,
     DEFAULT_RATIO,
     REPORT_BUDGET_S,

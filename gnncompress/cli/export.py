@@ -16,7 +16,7 @@ from gnncompress.cli.options import (
     NormOpt,
 )
 from gnncompress.cli.parsing import overrides
-from gnncompress.defaults import DEFAULT_MAX_CHECKPOINT_GB
+from gnncompress.core.defaults import DEFAULT_MAX_CHECKPOINT_GB
 
 
 @app.command(cls=Command)

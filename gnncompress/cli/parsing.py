@@ -75,7 +75,7 @@ def config(ctx: typer.Context, param: typer.CallbackParam,
     option given on the command line still wins."""
     if value is None or ctx.resilient_parsing:
         return value
-    from gnncompress.config import load_config
+    from gnncompress.core.config import load_config
 
     known = config_keys(ctx.command)
     values = call(load_config, value, ctx.command.name, known)
@@ -106,14 +106,14 @@ def config_keys(command: Any) -> dict[str, str]:
 def resolved(ctx: typer.Context) -> dict[str, Any]:
     """The settings the command ran with (file, then command line), for the
     report."""
-    from gnncompress.config import plain
+    from gnncompress.core.config import plain
 
     return plain({k: v for k, v in ctx.params.items()
                   if k not in ('list_methods', 'progress')})
 
 
 def max_checkpoint_gb(value: float) -> float:
-    from gnncompress.checkpoint import set_max_checkpoint_gb
+    from gnncompress.checkpoints.reading import set_max_checkpoint_gb
 
     call(set_max_checkpoint_gb, value)
     return value

@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from gnncompress.catalogue import ARCHS, POINT_ARCHS, listed
 from gnncompress.cli.common import Command, api, app, call
 from gnncompress.cli.options import (
     ActOpt,
@@ -31,8 +30,9 @@ from gnncompress.cli.options import (
     WeightDecayOpt,
 )
 from gnncompress.cli.parsing import cloud_options, overrides
-from gnncompress.defaults import DEFAULT_MAX_CHECKPOINT_GB
-from gnncompress.errors import plural
+from gnncompress.core.catalogue import ARCHS, POINT_ARCHS, listed
+from gnncompress.core.defaults import DEFAULT_MAX_CHECKPOINT_GB
+from gnncompress.core.errors import plural
 
 # What an inspected layer sequence prints besides its layers.
 _SEQUENCE_FIELDS = ('arch', 'in_channels', 'hidden_channels', 'num_layers',

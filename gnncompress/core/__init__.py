@@ -1,6 +1,5 @@
-"""The ground floor: the Graph and the metrics. Imports nothing else of
-gnncompress (an import-linter contract in pyproject.toml)."""
-from gnncompress.core.graph import Graph
-from gnncompress.core.metrics import accuracy, micro_f1
-
-__all__ = ['Graph', 'accuracy', 'micro_f1']
+"""The ground floor: the Graph and its parts, metrics, timing, errors, and
+the names, defaults and option checks the help reads without torch.
+Imports nothing else of gnncompress (an import-linter contract in
+pyproject.toml). This file imports nothing, so ``gnncompress --help`` can
+read the catalogue without importing torch."""

@@ -13,7 +13,7 @@ from torch import Tensor
 class Graph:
     """One node-classification graph with its split; or, when ``batch`` is
     set, a graph-classification dataset as one disjoint union of graphs
-    whose ``y`` and masks are per graph (gnncompress.graphlevel)."""
+    whose ``y`` and masks are per graph (gnncompress.tasks.graph_level)."""
     name: str
     x: Tensor                 # [N, F] float32
     edge_index: Tensor        # [2, E] int64
@@ -24,11 +24,12 @@ class Graph:
     num_classes: int
     split: dict[str, Any] = field(default_factory=dict)
     batch: Tensor | None = None   # [N] graph of each node (graph-level)
-    # Node-level datasets of several graphs (gnncompress.inductive): the
+    # Node-level datasets of several graphs (gnncompress.tasks.inductive): the
     # graph of each node; masks then select whole graphs.
     node_graph: Tensor | None = None
     # Preprocessing applied to x: None (as stored) or 'row' (each node's
-    # features divided by their sum, see gnncompress.data.normalize_features).
+    # features divided by their sum, see
+    # gnncompress.tasks.datasets.normalize_features).
     feature_norm: str | None = None
 
     @property

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.base import (
     DistillMethod,
     hidden_layer,

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from gnncompress.core import Graph
-from gnncompress.errors import ArchitectureError
+from gnncompress.core.errors import ArchitectureError
+from gnncompress.core.graph import Graph
 from gnncompress.methods.base import DistillMethod, register_method
 from gnncompress.methods.lsp import (
     LSP,
@@ -17,8 +17,8 @@ from gnncompress.methods.lsp import (
     symmetric_applies,
     symmetric_structure,
 )
-from gnncompress.models import ModelOutput, propagation
-from gnncompress.models.propagation import EdgePattern
+from gnncompress.models import ModelOutput, edge_ops
+from gnncompress.models.edge_ops import EdgePattern
 
 
 @register_method('alignahead')
@@ -92,7 +92,7 @@ class Alignahead(DistillMethod):
         num_nodes = own[0].size(0)
         peers = [self._layers_of(peer, graph, len(own))
                  for peer in teacher_outputs]
-        pattern = propagation.edge_pattern(edge_index, num_nodes)
+        pattern = edge_ops.edge_pattern(edge_index, num_nodes)
         total = own[0].new_zeros(())
         if symmetric_applies(self.structure, pattern):
             # Each own layer's structure once, against all its peers.

@@ -8,8 +8,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from gnncompress.core import Graph
-from gnncompress.errors import ArchitectureError, UnknownMethodError
+from gnncompress.core.errors import ArchitectureError, UnknownMethodError
+from gnncompress.core.graph import Graph
 from gnncompress.models import ModelOutput
 
 _REGISTRY: dict[str, type[DistillMethod]] = {}

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.base import (
     DistillMethod,
     TeacherCache,

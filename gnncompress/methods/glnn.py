@@ -4,7 +4,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.base import DistillMethod, register_method
 from gnncompress.methods.kd import (
     soft_label_bce,

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.base import (
     DistillMethod,
     TeacherCache,
@@ -16,8 +16,8 @@ from gnncompress.methods.base import (
     layer_pairs,
     register_method,
 )
-from gnncompress.models import ModelOutput, propagation
-from gnncompress.models.propagation import EdgePattern
+from gnncompress.models import ModelOutput, edge_ops
+from gnncompress.models.edge_ops import EdgePattern
 
 KERNELS = ('rbf', 'linear', 'poly', 'l2')
 DIRECTIONS = ('st', 'ts')
@@ -233,7 +233,7 @@ def edge_dot(h: Tensor, edge_index: Tensor) -> Tensor:
     edges, not edges x width."""
     if edge_index.size(1) == 0:
         return h.new_zeros(0) + 0.0 * h.sum()
-    return propagation.edge_dot(h, h, edge_index)
+    return edge_ops.edge_dot(h, h, edge_index)
 
 
 def edge_distance(h: Tensor, edge_index: Tensor) -> Tensor:
@@ -241,7 +241,7 @@ def edge_distance(h: Tensor, edge_index: Tensor) -> Tensor:
     :func:`edge_dot`, with a gradient of one sparse product."""
     if edge_index.size(1) == 0:
         return h.new_zeros(0) + 0.0 * h.sum()
-    return propagation.edge_distance(h, edge_index)
+    return edge_ops.edge_distance(h, edge_index)
 
 
 def edge_scores(h: Tensor, src: Tensor, dst: Tensor,
@@ -333,7 +333,7 @@ def symmetric_structure(lsp: LSP, h: Tensor, pattern: EdgePattern,
     with torch.no_grad():
         sq = h.pow(2).sum(-1)
         raw = (sq.index_select(0, half_rows) + sq.index_select(0, half_col)
-               - 2 * propagation.sampled(half_crow, half_col, h, h)
+               - 2 * edge_ops.sampled(half_crow, half_col, h, h)
                ).index_select(0, slot)
         score = lsp.of_distance(raw.clamp_min(0))
         top = torch.segment_reduce(score, 'max', offsets=crow)
@@ -357,7 +357,7 @@ class StructureKL(torch.autograd.Function):
     local structure of ``h``, with its gradient in closed form: with
     respect to the kernel scores it is :math:`(q_e \sum_{e' \to i} p_{e'}
     - p_e) / N'` (``e`` into node ``i``), and from there one sparse
-    product (``propagation.distance_gradient``). Autograd through the same
+    product (``edge_ops.distance_gradient``). Autograd through the same
     steps takes some twenty passes over ``[E]`` tensors per layer."""
 
     @staticmethod
@@ -383,5 +383,5 @@ class StructureKL(torch.autograd.Function):
             (grad / pattern.num_with_edges)
         g_dist = ctx.lsp.distance_gradient(g_score, score) \
             .masked_fill(clamped, 0.0)
-        return propagation.distance_gradient(pattern, g_dist, h), \
+        return edge_ops.distance_gradient(pattern, g_dist, h), \
             None, None, None

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.base import DistillMethod, register_method
 from gnncompress.models import ModelOutput
 

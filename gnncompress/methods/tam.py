@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 from torch_geometric.nn import MessagePassing
 
-from gnncompress.errors import ArchitectureError, DataError
+from gnncompress.core.errors import ArchitectureError, DataError
 from gnncompress.methods.lsp import LSP
 from gnncompress.models import ModelOutput, run_model
 from gnncompress.models.propagation import EdgeProbe
@@ -269,7 +269,8 @@ class TAM(nn.Module):
 
         The rows of ``student_output.logits`` (and of the task's) are the
         nodes scored: every node of the graph, or the seeds of a sampled
-        subgraph, which come first (:func:`gnncompress.minibatch.
+        subgraph, which come first
+        (:func:`gnncompress.workflows.distill_sampled.
         batch_view`); the topology term compares the edges into them, so
         on a whole graph every edge."""
         logits = student_output.logits[:, columns]

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 from torch_geometric.nn.models import GAT, GCN, GIN, MLP, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 
-from gnncompress.errors import ArchitectureError
+from gnncompress.core.errors import ArchitectureError
 from gnncompress.models import propagation, sparse_input
 from gnncompress.models.dgcnn import DGCNN, dense_points
 from gnncompress.models.gcnii import GCNII

@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor
 
-from gnncompress.errors import ArchitectureError
+from gnncompress.core.errors import ArchitectureError
 from gnncompress.models.sequence import (
     CONVS,
     NORMS,

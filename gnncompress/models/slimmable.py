@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 
-from gnncompress.catalogue import SLIMMABLE_ARCHS
-from gnncompress.errors import ArchitectureError, CheckpointError, clip
+from gnncompress.core.catalogue import SLIMMABLE_ARCHS
+from gnncompress.core.errors import ArchitectureError
 from gnncompress.models.build import build_model, run_model
 from gnncompress.models.output import ModelOutput
 from gnncompress.models.propagation import EdgeProbe
@@ -292,34 +290,3 @@ def _slice(full: Tensor, shape: tuple[int, ...], wide: int, narrow: int,
         else:
             out = out.narrow(dim, 0, size)
     return out
-
-
-def save_slimmable(model: SlimmableGNN, path: Path,
-                   extra: dict[str, str] | None = None) -> Path:
-    """All shared weights plus the spec in the safetensors metadata."""
-    from gnncompress import __version__
-    from gnncompress.checkpoint import VERSION_KEY
-    from gnncompress.export import write_safetensors
-
-    metadata = {SLIMMABLE_KEY: model.spec.to_json(),
-                VERSION_KEY: __version__, **(extra or {})}
-    return write_safetensors(model.state_dict(), metadata, Path(path))
-
-
-def load_slimmable(path: str | Path) -> tuple[SlimmableGNN, dict[str, Any]]:
-    """A slimmable student written by :func:`save_slimmable`, and the file's
-    metadata."""
-    from gnncompress.checkpoint import read_weights
-
-    tensors, metadata = read_weights(Path(path))
-    if SLIMMABLE_KEY not in metadata:
-        raise CheckpointError(f'{path} holds no slimmable student (no '
-                              f"'{SLIMMABLE_KEY}' metadata)")
-    model = SlimmableGNN(SlimmableSpec.from_json(metadata[SLIMMABLE_KEY]))
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f'The weights of {path} do not fit its '
-                              f'spec: {clip(str(e), 200)}') \
-            from None
-    return model.eval(), metadata

@@ -9,7 +9,7 @@ map given exactly that tensor then multiplies the sparse form
 (:func:`linear`). Any other tensor takes the dense product, and so does
 tracing for export or ``torch.compile``; rows gathered for a mini-batch
 are registered only where several models read them (``cotrain
---batch-size``, :class:`gnncompress.online_training.SampledParts`).
+--batch-size``, :class:`gnncompress.training.peer_regimes.SampledParts`).
 ``benchmarks/kernels.py`` measures both ways on Physics.
 """
 from __future__ import annotations
@@ -139,3 +139,18 @@ def attach(model: nn.Module) -> nn.Module:
                 module.weight.dim() == 2:
             module.__class__ = _sparse_class(type(module))
     return model
+
+
+# The inputs of a sparse-feature export in place of ``x``.
+CSR_INPUTS = ('x_indptr', 'x_indices', 'x_values')
+
+
+def csr_parts(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """``x``'s CSR form as the inputs of a sparse-feature export:
+    ``indptr [N+1]``, column ``indices [nnz]`` (int64) and ``values``."""
+    with warnings.catch_warnings():  # "CSR support is in beta state"
+        warnings.simplefilter('ignore', UserWarning)
+        csr = x.detach().cpu().to_sparse_csr()
+    # Copies: the views share the sparse tensor, which export cannot trace.
+    return (csr.crow_indices().clone(), csr.col_indices().clone(),
+            csr.values().clone())

@@ -6,8 +6,8 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
-from gnncompress.catalogue import ARCHS, BASIC_GNN_ARCHS, POINT_ARCHS
-from gnncompress.errors import ArchitectureError
+from gnncompress.core.catalogue import ARCHS, BASIC_GNN_ARCHS, POINT_ARCHS
+from gnncompress.core.errors import ArchitectureError
 
 # Architectures that use no graph at inference.
 GRAPHLESS = ('mlp',)

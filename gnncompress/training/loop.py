@@ -24,8 +24,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from gnncompress.core import Graph
-from gnncompress.errors import TrainingError
+from gnncompress.core.errors import TrainingError
+from gnncompress.core.graph import Graph
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput
 from gnncompress.training import ranks as process_ranks
@@ -260,7 +260,8 @@ def fit(student: nn.Module, regime: Regime, *,
     over widths and tasks, peers that learn from each other): the loop
     then leaves ``method`` unprepared and only trains its parameters with
     the student's. ``checkpoint`` (a
-    :class:`gnncompress.resume.TrainingCheckpoint`) saves the run every few
+    :class:`gnncompress.training.resume.TrainingCheckpoint`) saves the run
+    every few
     epochs and, when it was read from disk, continues the run it holds.
     When the loss stops being finite, the student is put back at its best
     epoch before the :class:`TrainingError` (which carries ``best_epoch``

@@ -2,7 +2,7 @@
 
 :func:`gnncompress.training.loop.fit` asks :func:`current` for its hooks:
 no-ops in one process (:class:`Solo`), and in a joined process group
-(:class:`Ranks`; ``gnncompress.distributed`` starts the processes) the
+(:class:`Ranks`; ``gnncompress.workflows.distributed`` starts the processes) the
 steps of data parallelism: every rank starts from rank 0's weights,
 averages its gradients with the others' after each backward pass (so every
 rank takes the same optimiser step), sums the loss to check it (a NaN on
@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from gnncompress.errors import TrainingError
+from gnncompress.core.errors import TrainingError
 
 
 def joined() -> bool:

@@ -2,5 +2,5 @@
 bench) over the shared pieces of a run: its frame (``runs``), what it
 reads (``inputs``), the student it builds (``students``) and what it
 writes (``results``). :mod:`gnncompress.api` is the short facade over
-them; amalgamate and cotrain live in :mod:`gnncompress.amalgamation` and
-:mod:`gnncompress.online`."""
+them; amalgamate and cotrain live in :mod:`gnncompress.workflows.amalgamate` and
+:mod:`gnncompress.workflows.cotrain`."""

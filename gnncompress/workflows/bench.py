@@ -12,16 +12,17 @@ from typing import Any
 
 import torch
 
-from gnncompress import outputs, plots
-from gnncompress.core import Graph
-from gnncompress.data import load_graph
-from gnncompress.errors import (
+from gnncompress.core import out_folder as outputs
+from gnncompress.core.errors import (
     ArchitectureError,
     DataError,
     GnnCompressError,
     plural,
 )
-from gnncompress.options import check_out
+from gnncompress.core.graph import Graph
+from gnncompress.core.options import check_out
+from gnncompress.outputs import plots
+from gnncompress.tasks.datasets import load_graph
 from gnncompress.workflows.runs import (
     check_writable,
     resolve_device,
@@ -79,7 +80,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
     the main graph's) and plots latency against size
     (``bench-sizes.png``). A row (model x runtime x threads) that takes
     longer than ``row_budget_s`` seconds (default
-    :data:`~gnncompress.defaults.DEFAULT_ROW_BUDGET_S`) is stopped and
+    :data:`~gnncompress.core.defaults.DEFAULT_ROW_BUDGET_S`) is stopped and
     reported as failed."""
     from gnncompress.workflows.bench_plots import plot, plot_scaling
     from gnncompress.workflows.bench_rows import (

@@ -28,7 +28,7 @@ def plot(result: BenchResult, path: Path) -> None:
     """Median latency per model and runtime (p95 as the whisker; log scale
     when they span more than 20x), coloured by runtime, the baseline's bars
     hatched and every other bar labelled with its speed-up."""
-    from gnncompress.plots import pyplot, save
+    from gnncompress.outputs.plots import pyplot, save
 
     plt = pyplot()
     from matplotlib.patches import Patch
@@ -91,7 +91,7 @@ def plot(result: BenchResult, path: Path) -> None:
 def plot_scaling(result: BenchResult, path: Path) -> None:
     """Median latency against graph size, log-log, one line per model x
     runtime x device x threads."""
-    from gnncompress.plots import pyplot, save
+    from gnncompress.outputs.plots import pyplot, save
 
     plt = pyplot()
 

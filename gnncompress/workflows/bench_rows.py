@@ -16,12 +16,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gnncompress.bench import measure_latency, session_threads
-from gnncompress.core import Graph
-from gnncompress.defaults import DEFAULT_ROW_BUDGET_S
-from gnncompress.errors import CheckpointError, DataError
+from gnncompress.core.defaults import DEFAULT_ROW_BUDGET_S
+from gnncompress.core.errors import CheckpointError, DataError
+from gnncompress.core.graph import Graph
+from gnncompress.core.options import check_memory
 from gnncompress.models import count_parameters, forward_logits
-from gnncompress.options import check_memory
+from gnncompress.outputs.latency import measure_latency, session_threads
 from gnncompress.workflows.bench_table import RUNTIMES, BenchModel, BenchRow
 
 
@@ -123,7 +123,7 @@ def _accuracy(logits: np.ndarray | Tensor, graph: Graph) -> float | None:
     if logits.dim() != 2 or logits.size(0) != mask.size(0):
         return None
     if graph.multilabel:
-        from gnncompress.core import micro_f1
+        from gnncompress.core.metrics import micro_f1
         return micro_f1(logits, graph.y.cpu(), mask)
     pred = logits[mask].argmax(-1)
     return float((pred == graph.y.cpu()[mask]).float().mean())
@@ -219,7 +219,7 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
 def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
               repeat: int,
               budget_s: float = DEFAULT_ROW_BUDGET_S) -> BenchRow:
-    from gnncompress.export import onnx_feeds, onnx_session
+    from gnncompress.outputs.parity import onnx_feeds, onnx_session
 
     budget = RowBudget(budget_s)
     row = BenchRow(entry.name, 'onnxruntime', 'cpu', threads,
@@ -258,7 +258,7 @@ def load_models(paths: Sequence[str | Path],
                 overrides: dict[str, Any] | None = None) -> list[BenchModel]:
     """Each path as a :class:`BenchModel`; names are the file names (made
     unique with their folder when two collide)."""
-    from gnncompress.checkpoint import load_checkpoint
+    from gnncompress.checkpoints.teachers import load_checkpoint
 
     entries = []
     for raw in paths:
@@ -351,7 +351,7 @@ def _check_signature(path: Path, model: Any, inputs: dict[str, Any]) -> None:
 def _export_for_bench(entry: BenchModel, graph: Graph, folder: Path) -> None:
     """Export a PyTorch model to ONNX (validated like every export) so it
     can run in onnxruntime too."""
-    from gnncompress.export import export_onnx
+    from gnncompress.outputs.onnx import export_onnx
 
     assert entry.model is not None
     path = folder / (Path(entry.name).stem.replace('/', '_') + '.onnx')

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from gnncompress.bench import Latency
-from gnncompress.report import Gate
+from gnncompress.outputs.latency import Latency
+from gnncompress.outputs.report import Gate
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
 

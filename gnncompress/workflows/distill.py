@@ -6,35 +6,34 @@ from typing import Any
 
 import torch
 
-from gnncompress import outputs
-from gnncompress.bench import REPORT_BUDGET_S
-from gnncompress.checkpoint import (
+from gnncompress.checkpoints.cards import card_path
+from gnncompress.checkpoints.teachers import (
     MODULE_PATH,
-    card_path,
     load_checkpoint,
     module_checkpoint,
     user_teacher,
 )
-from gnncompress.core import accuracy
+from gnncompress.core import out_folder as outputs
+from gnncompress.core.defaults import DEFAULT_RATIO
+from gnncompress.core.errors import ArchitectureError, GnnCompressError
+from gnncompress.core.metrics import accuracy
+from gnncompress.core.options import (
+    check_distill_method,
+    check_ratio,
+    check_training,
+)
 from gnncompress.core.timing import phase
-from gnncompress.data import check_split
-from gnncompress.defaults import DEFAULT_RATIO
-from gnncompress.distributed import (
+from gnncompress.models import build_model, count_parameters
+from gnncompress.outputs.latency import REPORT_BUDGET_S
+from gnncompress.outputs.report import ModelEntry, Report
+from gnncompress.tasks.datasets import check_split
+from gnncompress.training.train import fit, forward_frozen
+from gnncompress.workflows.distributed import (
     launch,
     one_at_a_time,
     refuse,
     under_torchrun,
 )
-from gnncompress.engine import fit, forward_frozen
-from gnncompress.errors import ArchitectureError, GnnCompressError
-from gnncompress.models import build_model, count_parameters
-from gnncompress.options import (
-    check_distill_method,
-    check_ratio,
-    check_training,
-)
-from gnncompress.report import ModelEntry, Report
-from gnncompress.teacher_features import pick_features
 from gnncompress.workflows.inputs import (
     card_data_root,
     check_fits,
@@ -63,6 +62,7 @@ from gnncompress.workflows.students import (
     minibatch_options,
     student_spec,
 )
+from gnncompress.workflows.teacher_features import pick_features
 
 
 @timed_command
@@ -108,7 +108,8 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     ``max_accuracy_drop`` (points below the teacher) are checked after the
     files are written; failures are in ``report.gates``. ``layers``
     defaults to 2. A DGCNN teacher distills into a DGCNN student on point
-    clouds (:func:`gnncompress.pointcloud.distill`; ``hidden`` may list
+    clouds (:func:`gnncompress.workflows.point_clouds.distill`; ``hidden`` may
+    list
     one width per layer, ``k``, ``emb``, ``head``, ``points``,
     ``augment`` and ``batch_size`` apply there alone).
 
@@ -122,11 +123,12 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     On a node-classification graph, ``batch_size`` B trains on sampled
     subgraphs of B seed nodes with ``fanout`` neighbours per hop
     (``'15,10'``; default 15, 10, then 5) and caches the teacher once,
-    layer-wise (:func:`gnncompress.minibatch.distill`).
+    layer-wise (:func:`gnncompress.workflows.distill_sampled.distill`).
 
     ``nproc`` N (with ``batch_size``) trains in N processes with
     DistributedDataParallel, as does running under ``torchrun``
-    (:mod:`gnncompress.distributed`); rank 0 writes the outputs and the
+    (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs and
+    the
     other torchrun ranks return None.
 
     ``teacher`` may also be a trained ``torch.nn.Module`` called as
@@ -181,7 +183,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             if module is not None \
             else load_checkpoint(teacher, overrides)
     if ckpt.spec.arch == 'dgcnn':
-        from gnncompress import pointcloud
+        from gnncompress.workflows import point_clouds as pointcloud
         refuse('point clouds (a DGCNN teacher)')
         if teacher_onnx:
             raise GnnCompressError('--teacher-onnx is not supported for '
@@ -246,7 +248,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                 else 'several-graph'
             raise GnnCompressError(f'--batch-size on a {kind} dataset is not '
                                    f'supported yet: drop it')
-        from gnncompress import minibatch
+        from gnncompress.workflows import distill_sampled as minibatch
         report = minibatch.distill(
             teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,
             distiller=distiller, batch_size=batch_size, fanout=hops,

@@ -7,10 +7,11 @@ from typing import Any
 
 import torch
 
-from gnncompress.checkpoint import load_checkpoint
-from gnncompress.errors import GnnCompressError, OutputError
-from gnncompress.export import SPARSE_CHECK_DENSITY, export_onnx
-from gnncompress.options import check_out_file
+from gnncompress.checkpoints.teachers import load_checkpoint
+from gnncompress.core.errors import GnnCompressError, OutputError
+from gnncompress.core.options import check_out_file
+from gnncompress.outputs.onnx import export_onnx
+from gnncompress.outputs.parity import SPARSE_CHECK_DENSITY
 from gnncompress.workflows.runs import check_writable, make_folder
 
 
@@ -21,11 +22,11 @@ def export(checkpoint: str | Path, out: str | Path,
     """ONNX export of any checkpoint, validated on random graphs (the
     checkpoint carries no data). ``quantize='int8'`` writes the dynamically
     quantised model instead, after validating the float export; the result
-    is then an :class:`~gnncompress.export.Int8Check`: the int8 model's
+    is then an :class:`~gnncompress.outputs.int8.Int8Check`: the int8 model's
     differences to PyTorch, the size of PyTorch's outputs and the agreement
     of predicted classes on the same graphs. ``sparse_features`` takes the
     node features as a CSR matrix (``x_indptr``, ``x_indices``,
-    ``x_values``; :func:`~gnncompress.export.export_onnx`), validated on
+    ``x_values``; :func:`~gnncompress.outputs.onnx.export_onnx`), validated on
     random features with at most 5% non-zeros."""
     if quantize not in (None, 'int8'):
         raise GnnCompressError(f"Unknown quantisation '{quantize}' (choose "
@@ -48,7 +49,7 @@ def export(checkpoint: str | Path, out: str | Path,
     make_folder(out.parent)
     model = ckpt.build()
     if ckpt.spec.arch == 'dgcnn':
-        from gnncompress.pointcloud import export_clouds_onnx
+        from gnncompress.workflows.point_clouds import export_clouds_onnx
         if quantize is not None or sparse_features:
             raise GnnCompressError('--quantize and --sparse-features are '
                                    'not supported for DGCNN; drop them')
@@ -59,7 +60,7 @@ def export(checkpoint: str | Path, out: str | Path,
         return export_onnx(model, x, edge_index, out,
                            uses_graph=ckpt.spec.uses_graph,
                            sparse_features=sparse_features)
-    from gnncompress.export import quantize_int8
+    from gnncompress.outputs.int8 import quantize_int8
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / 'fp32.onnx'

@@ -8,14 +8,19 @@ from typing import Any
 
 import torch
 
-from gnncompress.catalogue import default_root
-from gnncompress.checkpoint import Checkpoint, card_path
-from gnncompress.core import Graph
-from gnncompress.data import load_graph
-from gnncompress.data import normalize_features as normalize_graph
-from gnncompress.errors import ArchitectureError, DataError, GnnCompressError
+from gnncompress.checkpoints.cards import card_path
+from gnncompress.checkpoints.teachers import Checkpoint
+from gnncompress.core.catalogue import default_root
+from gnncompress.core.errors import (
+    ArchitectureError,
+    DataError,
+    GnnCompressError,
+)
+from gnncompress.core.graph import Graph
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ArchSpec, count_spec_parameters
+from gnncompress.tasks.datasets import load_graph
+from gnncompress.tasks.datasets import normalize_features as normalize_graph
 
 
 def resolve_data(data: str | Path | None, data_root: str | Path | None,

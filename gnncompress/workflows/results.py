@@ -10,26 +10,23 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gnncompress import plots
-from gnncompress.bench import (
+from gnncompress.checkpoints.students import save_safetensors
+from gnncompress.checkpoints.teachers import Checkpoint
+from gnncompress.core.errors import ExportError
+from gnncompress.core.graph import Graph
+from gnncompress.core.timing import breakdown
+from gnncompress.methods import DistillMethod
+from gnncompress.models import ArchSpec, count_parameters
+from gnncompress.outputs import plots
+from gnncompress.outputs.latency import (
     exported_latency,
     measuring,
     onnx_latency,
     torch_latency,
 )
-from gnncompress.checkpoint import Checkpoint
-from gnncompress.core import Graph
-from gnncompress.core.timing import breakdown
-from gnncompress.errors import ExportError
-from gnncompress.export import (
-    export_onnx,
-    onnx_signature,
-    save_safetensors,
-    sparse_features_hint,
-)
-from gnncompress.methods import DistillMethod
-from gnncompress.models import ArchSpec, count_parameters
-from gnncompress.report import (
+from gnncompress.outputs.onnx import export_onnx, sparse_features_hint
+from gnncompress.outputs.parity import onnx_signature
+from gnncompress.outputs.report import (
     Gate,
     ModelEntry,
     Report,
@@ -168,7 +165,8 @@ def exported_student(model: torch.nn.Module, entry: ModelEntry,
     """The student the files hold, its report entry and the report's
     ``exported`` record: with a baseline, the better of the distilled
     student and the one trained alone by validation score
-    (:func:`~gnncompress.report.export_choice`); else the distilled one and
+    (:func:`~gnncompress.outputs.report.export_choice`); else the distilled one
+    and
     None."""
     if alone is None or alone_entry is None:
         return model, entry, None
@@ -364,7 +362,7 @@ _NOT_TIMED = ('not measured (--no-latency); gnncompress bench TEACHER '
 
 
 def _distill_speedup_line(report: Report) -> str:
-    from gnncompress.bench import describe
+    from gnncompress.outputs.latency import describe
 
     for s in report.speedups:
         if s['speedup'] is not None:
@@ -376,7 +374,7 @@ def _distill_speedup_line(report: Report) -> str:
 
 
 def _amalgamate_speedup_line(report: Any) -> str:
-    from gnncompress.bench import describe, speedup
+    from gnncompress.outputs.latency import describe, speedup
 
     teachers = {t['name']: e for t, e in zip(report.tasks, report.teachers)}
     found: dict[str, list[float]] = {}

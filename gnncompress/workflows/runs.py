@@ -17,19 +17,22 @@ from typing import Any
 
 import torch
 
-from gnncompress import __version__, outputs
-from gnncompress.bench import REPORT_BUDGET_S, latency_budget
-from gnncompress.core.timing import timed_run
-from gnncompress.errors import (
+from gnncompress import __version__
+from gnncompress.checkpoints.students import save_safetensors
+from gnncompress.core import out_folder as outputs
+from gnncompress.core.errors import (
     GnnCompressError,
     OutputError,
     RunInterrupted,
     TrainingError,
 )
-from gnncompress.export import save_safetensors
+from gnncompress.core.options import check_path_length
+from gnncompress.core.timing import timed_run
 from gnncompress.models import ArchSpec
-from gnncompress.options import check_path_length
-from gnncompress.resume import DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER
+from gnncompress.outputs.latency import REPORT_BUDGET_S, latency_budget
+from gnncompress.training.resume import (
+    DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER,
+)
 
 # Outputs or weights beyond this leave float32 fewer than 1e-4 of absolute
 # precision at 7 digits: the ONNX parity check cannot pass.
@@ -40,7 +43,7 @@ OVERFLOW = 1e6
 def staged_output(out: Path, owned: frozenset[str] = outputs.RUN_FILES,
                   ) -> Iterator[Path]:
     """A fresh folder beside ``out`` that takes the place of ``out`` in one
-    rename when the block succeeds (:mod:`gnncompress.outputs`), so a
+    rename when the block succeeds (:mod:`gnncompress.core.out_folder`), so a
     failed or killed run leaves ``out`` as it was."""
     out = Path(out)
     check_writable(out)
@@ -135,10 +138,10 @@ def timed_command(fn):
 def training_checkpoint(out: Path, every: int | None,
                         folder: str | Path | None, resume: str | Path | None,
                         **run: Any):
-    """The :class:`~gnncompress.resume.TrainingCheckpoint` that
+    """The :class:`~gnncompress.training.resume.TrainingCheckpoint` that
     ``--checkpoint-every``, ``--checkpoint-dir`` and ``--resume`` ask for
     (``None`` when none of them is given)."""
-    from gnncompress import resume as rs
+    from gnncompress.training import resume as rs
 
     if every is None and resume is None:
         return None
@@ -158,7 +161,7 @@ def training_checkpoint(out: Path, every: int | None,
 @contextlib.contextmanager
 def interruptible(saver: Any) -> Iterator[None]:
     """Ctrl-C in a run that saves training checkpoints (``saver``, a
-    :class:`~gnncompress.resume.TrainingCheckpoint`) becomes
+    :class:`~gnncompress.training.resume.TrainingCheckpoint`) becomes
     :class:`RunInterrupted`, which the CLI turns into the command that
     resumes the run."""
     try:

@@ -5,18 +5,18 @@ from __future__ import annotations
 import inspect as _inspect
 from typing import Any
 
-from gnncompress.core import Graph
-from gnncompress.defaults import DEFAULT_RATIO
-from gnncompress.errors import ArchitectureError, GnnCompressError
-from gnncompress.methods import DistillMethod, canonical_name, method_class
-from gnncompress.methods.combined import Combined
-from gnncompress.models import ArchSpec, count_spec_parameters
-from gnncompress.options import (
+from gnncompress.core.defaults import DEFAULT_RATIO
+from gnncompress.core.errors import ArchitectureError, GnnCompressError
+from gnncompress.core.graph import Graph
+from gnncompress.core.options import (
     check_memory,
     check_method_name,
     check_ratio,
     training_bytes,
 )
+from gnncompress.methods import DistillMethod, canonical_name, method_class
+from gnncompress.methods.combined import Combined
+from gnncompress.models import ArchSpec, count_spec_parameters
 
 STUDENT_DROPOUT = 0.5
 
@@ -142,6 +142,6 @@ def minibatch_options(distiller: DistillMethod, batch_size: int | None,
                        layers: int) -> list[int]:
     """``--batch-size`` and ``--fanout`` checked before any data is
     loaded; the fanout, one count per student layer."""
-    from gnncompress.minibatch import check_minibatch
+    from gnncompress.workflows.distill_sampled import check_minibatch
 
     return check_minibatch(distiller, batch_size, fanout, layers)[1]

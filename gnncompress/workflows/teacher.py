@@ -2,40 +2,34 @@
 save it with its card; read a checkpoint and preview the student."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from gnncompress import __version__
-from gnncompress.checkpoint import CARD_KIND, card_path, load_checkpoint
-from gnncompress.core import Graph
-from gnncompress.data import (
-    check_split,
-    class_subset,
-    load_graph,
-    parse_classes,
-)
-from gnncompress.data import normalize_features as normalize_graph
-from gnncompress.engine import fit
-from gnncompress.errors import GnnCompressError, OutputError
-from gnncompress.export import atomic_path
+from gnncompress.checkpoints.teachers import load_checkpoint
+from gnncompress.core.errors import GnnCompressError, OutputError
+from gnncompress.core.options import check_out_file, check_training
 from gnncompress.models import (
     ArchSpec,
     build_model,
     count_parameters,
     count_spec_parameters,
 )
-from gnncompress.options import check_out_file, check_training
-from gnncompress.workflows.inputs import card_data, no_cloud_options
+from gnncompress.tasks.datasets import (
+    check_split,
+    class_subset,
+    load_graph,
+    parse_classes,
+)
+from gnncompress.tasks.datasets import normalize_features as normalize_graph
+from gnncompress.training.train import fit
+from gnncompress.workflows.inputs import no_cloud_options
 from gnncompress.workflows.runs import (
     check_writable,
-    make_folder,
     resolve_device,
     seed_everything,
 )
+from gnncompress.workflows.saved_teacher import TeacherResult, save_teacher
 from gnncompress.workflows.students import check_trainable, student_spec
 
 
@@ -96,17 +90,6 @@ def inspect(checkpoint: str | Path,
     return found
 
 
-@dataclass
-class TeacherResult:
-    path: Path
-    card: Path
-    spec: ArchSpec
-    parameters: int
-    val_accuracy: float
-    test_accuracy: float
-    epochs_run: int
-
-
 def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   hidden: int | list[int] | None = None,
                   layers: int | None = None, heads: int = 8,
@@ -132,16 +115,17 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     amalgamation), renumbered from 0. On a graph-classification dataset the
     teacher pools its last layer with ``readout`` and classifies graphs.
     ``hidden`` defaults to 256 and ``layers`` to 3. ``arch='dgcnn'`` trains
-    a point-cloud teacher (:func:`gnncompress.pointcloud.train_teacher`:
+    a point-cloud teacher
+    (:func:`gnncompress.workflows.point_clouds.train_teacher`:
     ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
     ``points``, ``augment`` and ``batch_size`` apply to it alone).
-    ``split='glnn'`` trains on GLNN's split (:func:`gnncompress.data.
+    ``split='glnn'`` trains on GLNN's split (:func:`gnncompress.tasks.datasets.
     glnn_split`); the card records it, and ``distill`` uses it."""
     check_training(lr=lr, weight_decay=weight_decay, seed=seed)
     check_split(split)
     check_out_file(out, example='teacher.pt')
     if arch == 'dgcnn':
-        from gnncompress import pointcloud
+        from gnncompress.workflows import point_clouds as pointcloud
         return pointcloud.train_teacher(
             data, out, hidden=hidden, layers=layers, k=k, emb=emb, head=head,
             dropout=dropout, readout=readout,
@@ -190,33 +174,3 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
         model, spec, out, graph, seed, result, data, data_root,
         classes=list(classes) if classes is not None else None,
         normalize_features=True if normalize_features else None)
-
-
-def save_teacher(model: torch.nn.Module, spec: ArchSpec, out: Path,
-                 graph: Graph, seed: int, result: Any, data: str | Path,
-                 data_root: str | Path | None,
-                 **extra: Any) -> TeacherResult:
-    """Write the teacher's ``state_dict`` and its card (what the weights
-    cannot tell, the split, the scores, the data; ``extra`` entries that
-    are not None) atomically."""
-    card = {
-        'kind': CARD_KIND, 'version': __version__,
-        'spec': {k: getattr(spec, k) for k in
-                 (*ArchSpec.NOT_IN_WEIGHTS, 'jk', 'norm')},
-        'split': graph.split, 'seed': seed, 'epochs_run': result.epochs_run,
-        'val_accuracy': result.val_accuracy,
-        'test_accuracy': result.test_accuracy,
-        **card_data(data, data_root, out.parent),
-        **{k: v for k, v in extra.items() if v is not None},
-    }
-    state = {k: v.cpu() for k, v in model.state_dict().items()}
-    make_folder(out.parent)
-    with atomic_path(out) as tmp:
-        torch.save(state, tmp)
-    with atomic_path(card_path(out)) as tmp:
-        tmp.write_text(json.dumps(card, indent=2) + '\n')
-    return TeacherResult(path=out, card=card_path(out), spec=spec,
-                         parameters=count_parameters(model),
-                         val_accuracy=result.val_accuracy,
-                         test_accuracy=result.test_accuracy,
-                         epochs_run=result.epochs_run)

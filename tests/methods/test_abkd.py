@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import literal_graph
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.abkd import ABKD
 from gnncompress.models import ArchSpec, ModelOutput, build_model, run_model
 

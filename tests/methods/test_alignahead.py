@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from gnncompress.core import Graph
-from gnncompress.errors import ArchitectureError
+from gnncompress.core.errors import ArchitectureError
+from gnncompress.core.graph import Graph
 from gnncompress.methods import resolve_method
 from gnncompress.models import ModelOutput
 
@@ -172,7 +172,7 @@ def test_undirected_path_matches_the_edge_order_formula(options, num_peers):
     # edge-order structures and KL, in float64.
     from gnncompress.methods import alignahead
     from gnncompress.methods.lsp import structure_kl
-    from gnncompress.models import propagation
+    from gnncompress.models import edge_ops
 
     gen, graph = _undirected(24, seed=num_peers)
     widths = (6, 4, 3)
@@ -190,7 +190,7 @@ def test_undirected_path_matches_the_edge_order_formula(options, num_peers):
     loss = method.loss(peers, own, graph)
     layers = [*own.hiddens, own.logits]
     grads = torch.autograd.grad(loss, layers)
-    assert propagation.edge_pattern(graph.edge_index, 24).__dict__.get(
+    assert edge_ops.edge_pattern(graph.edge_index, 24).__dict__.get(
         'symmetric') is not None   # the symmetric path ran
 
     structure, edge_index = method.structure, graph.edge_index
@@ -233,10 +233,10 @@ def test_undirected_path_passes_no_gradient_through_clamped_distances(
     # product shifted by +1 clamps the close pairs' distances at 0; the
     # loss and gradient equal the gathered formula's with clamp_min.
     from gnncompress.methods import alignahead
-    from gnncompress.models import propagation
+    from gnncompress.models import edge_ops
 
-    real = propagation.sampled
-    monkeypatch.setattr(propagation, 'sampled',
+    real = edge_ops.sampled
+    monkeypatch.setattr(edge_ops, 'sampled',
                         lambda *args: real(*args) + 1.0)
     gen, graph = _undirected(16, seed=5)
     h = (0.4 * torch.randn(16, 3, generator=gen, dtype=torch.float64)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import literal_graph
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.at import AT
 from gnncompress.models import ModelOutput
 

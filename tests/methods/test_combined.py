@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from gnncompress import api
-from gnncompress.errors import GnnCompressError
+from gnncompress.core.errors import GnnCompressError
 from gnncompress.methods.combined import Combined
 from gnncompress.methods.kd import KD
 from gnncompress.methods.lsp import LSP

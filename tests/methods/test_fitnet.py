@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import literal_graph
 
-from gnncompress.core import Graph
-from gnncompress.engine import fit, forward_frozen
+from gnncompress.core.graph import Graph
 from gnncompress.methods.fitnet import FitNet
 from gnncompress.models import ArchSpec, ModelOutput, build_model
+from gnncompress.training.train import fit, forward_frozen
 
 H_S = [[1.0, 2.0], [0.0, -1.0], [3.0, 1.0]]               # d_s = 2
 H_T = [[1.0, 0.0, 2.0], [0.5, -1.0, 0.0], [2.0, 2.0, 1.0]]  # d_t = 3

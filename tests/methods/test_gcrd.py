@@ -9,10 +9,10 @@ import torch
 from conftest import literal_graph, literal_output
 from torch import Tensor, nn
 
-from gnncompress.core import Graph
-from gnncompress.engine import fit, forward_frozen
+from gnncompress.core.graph import Graph
 from gnncompress.methods.gcrd import GCRD
 from gnncompress.models import ArchSpec, ModelOutput, build_model
+from gnncompress.training.train import fit, forward_frozen
 
 H_T = [[1.0, 0.0, 2.0], [0.0, 1.0, -1.0], [1.0, 1.0, 0.0], [2.0, 0.0, 0.5]]
 H_S = [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5], [1.0, -1.0]]

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.glnn import GLNN
 from gnncompress.models import ModelOutput
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import literal_graph, literal_output
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.gsp import GSP
 from gnncompress.models import ModelOutput
 

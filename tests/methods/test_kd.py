@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.kd import KD
 from gnncompress.models import ModelOutput
 

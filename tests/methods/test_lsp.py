@@ -9,9 +9,9 @@ import torch
 from conftest import literal_graph, literal_output
 
 import gnncompress.methods.lsp as lsp_module
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods.lsp import LSP
-from gnncompress.models import ModelOutput, propagation
+from gnncompress.models import ModelOutput, edge_ops
 
 # Directed edges (source j -> destination i). Node 0 receives from 1, 2, 3;
 # node 1 from 2 and 0; nodes 2 and 3 receive nothing, so N' = 2.
@@ -390,7 +390,7 @@ def test_sparse_edge_kernel_matches_gathering_both_ends(kernel, undirected):
         edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1)
         edge_index = edge_index[:, torch.randperm(edge_index.size(1),
                                                   generator=gen)]
-    pattern = propagation.edge_pattern(edge_index, 30)
+    pattern = edge_ops.edge_pattern(edge_index, 30)
     assert (pattern.reverse is not None) == undirected
     method = LSP(**KERNELS[kernel][0])
     upstream = torch.randn(edge_index.size(1), generator=gen,
@@ -417,7 +417,7 @@ def test_edge_dot_of_two_tensors_on_an_undirected_graph():
     v = torch.randn(6, 3, generator=gen, dtype=torch.float64,
                     requires_grad=True)
     edge_index = torch.tensor([[0, 1, 1, 2, 4, 5], [1, 0, 2, 1, 5, 4]])
-    dot = propagation.edge_dot(g, v, edge_index)
+    dot = edge_ops.edge_dot(g, v, edge_index)
     plain = (g[edge_index[1]] * v[edge_index[0]]).sum(-1)
     assert torch.allclose(dot, plain)
     upstream = torch.arange(6, dtype=torch.float64)
@@ -442,8 +442,8 @@ def test_distances_rounded_below_zero_get_no_gradient(monkeypatch,
     # The expanded distance |h_i|^2 + |h_j|^2 - 2 <h_i, h_j> is clamped at 0
     # against rounding, and clamped edges pass no gradient (as clamp_min).
     # Shifting every sampled product by +0.25 clamps the close pairs.
-    real = propagation.sampled
-    monkeypatch.setattr(propagation, 'sampled',
+    real = edge_ops.sampled
+    monkeypatch.setattr(edge_ops, 'sampled',
                         lambda *args: real(*args) + 0.25)
     gen = torch.Generator().manual_seed(3)
     h = (0.4 * torch.randn(12, 3, generator=gen, dtype=torch.float64)

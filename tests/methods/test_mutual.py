@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.methods import resolve_method
 from gnncompress.models import ModelOutput
 

@@ -6,8 +6,7 @@ import inspect
 import pytest
 import torch
 
-from gnncompress.engine import forward_frozen
-from gnncompress.errors import GnnCompressError, UnknownMethodError
+from gnncompress.core.errors import GnnCompressError, UnknownMethodError
 from gnncompress.methods import (
     DistillMethod,
     list_methods,
@@ -18,6 +17,7 @@ from gnncompress.methods import (
 from gnncompress.methods.kd import KD
 from gnncompress.methods.lsp import LSP
 from gnncompress.models import ArchSpec, build_model, run_model
+from gnncompress.training.train import forward_frozen
 
 
 @pytest.mark.parametrize('name', ['kd', 'KD', 'Kd', 'k_d', 'k-d', 'K-D',

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gnncompress.errors import ArchitectureError
+from gnncompress.core.errors import ArchitectureError
 from gnncompress.methods.tam import (
     TAM,
     attribution,

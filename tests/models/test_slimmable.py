@@ -6,13 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gnncompress.errors import ArchitectureError, CheckpointError
-from gnncompress.models.slimmable import (
-    SlimmableGNN,
-    SlimmableSpec,
-    load_slimmable,
-    save_slimmable,
-)
+from gnncompress.checkpoints.students import load_slimmable, save_slimmable
+from gnncompress.core.errors import ArchitectureError, CheckpointError
+from gnncompress.models.slimmable import SlimmableGNN, SlimmableSpec
 
 
 def _spec(arch: str) -> SlimmableSpec:

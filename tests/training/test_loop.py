@@ -10,20 +10,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from gnncompress.core import Graph
-from gnncompress.engine import fit as engine_fit
-from gnncompress.errors import TrainingError
+from gnncompress.core.errors import TrainingError
+from gnncompress.core.graph import Graph
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ArchSpec, ModelOutput, build_model
-from gnncompress.pointcloud import augment, evaluate
-from gnncompress.pointdata import cloud_points
-from gnncompress.resume import TrainingCheckpoint
-from gnncompress.sampling import CSR
+from gnncompress.tasks.cloud_training import augment, evaluate
+from gnncompress.tasks.point_clouds import cloud_points
 from gnncompress.training import loop
 from gnncompress.training.regimes.clouds import AugmentedClouds
 from gnncompress.training.regimes.full_graph import FullGraph
 from gnncompress.training.regimes.graph_batches import GraphBatches, GraphParts
 from gnncompress.training.regimes.sampled import SampledSubgraphs
+from gnncompress.training.resume import TrainingCheckpoint
+from gnncompress.training.sampling import CSR
+from gnncompress.training.train import fit as engine_fit
 
 
 class _NaNAfter(DistillMethod):

@@ -14,17 +14,16 @@ from torch import nn
 from torch_geometric.data import Data
 from typer.testing import CliRunner
 
-from gnncompress import resume
 from gnncompress.cli import app
-from gnncompress.core import Graph
-from gnncompress.data import synthetic_ppi
-from gnncompress.errors import TrainingError
+from gnncompress.core.errors import TrainingError
+from gnncompress.core.graph import Graph
 from gnncompress.methods.mutual import Mutual
 from gnncompress.models import ArchSpec, build_model
-from gnncompress.online import build_online_methods
-from gnncompress.online_training import train_peers
-from gnncompress.training import loop
+from gnncompress.tasks.synthetic import synthetic_ppi
+from gnncompress.training import loop, resume
+from gnncompress.training.peer_regimes import train_peers
 from gnncompress.training.selection import PeerSelection
+from gnncompress.workflows.cotrain import build_online_methods
 
 runner = CliRunner()
 

@@ -9,19 +9,23 @@ import json
 import pytest
 import torch
 from conftest import SAMPLE_TEACHER
-from test_minibatch import _random_graph
 from typer.testing import CliRunner
 
 from gnncompress import api
-from gnncompress.catalogue import DISTILL_METHODS
 from gnncompress.cli import app
-from gnncompress.errors import GnnCompressError
-from gnncompress.minibatch import check_minibatch, fit_minibatch, teacher_cache
+from gnncompress.core.catalogue import DISTILL_METHODS
+from gnncompress.core.errors import GnnCompressError
 from gnncompress.models import ArchSpec, build_model
-from gnncompress.resume import TrainingCheckpoint
-from gnncompress.sampling import CSR, TensorStore
 from gnncompress.training import loop
 from gnncompress.training.regimes.sampled import SampledSubgraphs
+from gnncompress.training.resume import TrainingCheckpoint
+from gnncompress.training.sampling import CSR, TensorStore
+from gnncompress.workflows.distill_sampled import (
+    check_minibatch,
+    fit_minibatch,
+    teacher_cache,
+)
+from tests.workflows.test_distill_sampled import _random_graph
 
 runner = CliRunner()
 

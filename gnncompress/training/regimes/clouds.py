@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.models import ModelOutput
 from gnncompress.models.dgcnn import DGCNN
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnncompress.core import Graph
+from gnncompress.core.graph import Graph
 from gnncompress.models import ModelOutput, run_model
 from gnncompress.training.regimes.scoring import WholeScoring
 

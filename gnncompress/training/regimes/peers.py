@@ -23,7 +23,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from gnncompress.core import Graph, accuracy
+from gnncompress.core.graph import Graph
+from gnncompress.core.metrics import accuracy
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput
 from gnncompress.training.regimes.scoring import candidate_accuracy

@@ -3,7 +3,8 @@ large for a full-graph pass, one step per sampled batch of seed nodes
 (``distill --batch-size B --fanout 15,10``).
 
 The teachers' outputs on every node are computed once, before training
-(layer-wise, :func:`gnncompress.sampling.layerwise_inference`), and every
+(layer-wise, :func:`gnncompress.training.sampling.layerwise_inference`), and
+every
 step reads the rows of its batch. Validation and test run layer-wise over
 all nodes in bounded memory. In a process group each rank takes its share
 of every batch's seeds (:mod:`gnncompress.training.ranks`)."""
@@ -16,11 +17,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gnncompress.core import Graph, accuracy
-from gnncompress.errors import GnnCompressError
+from gnncompress.core.errors import GnnCompressError
+from gnncompress.core.graph import Graph
+from gnncompress.core.metrics import accuracy
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput, run_model
-from gnncompress.sampling import (
+from gnncompress.training import ranks as process_ranks
+from gnncompress.training.regimes.scoring import candidate_accuracy
+from gnncompress.training.sampling import (
     CSR,
     MEMMAP_BYTES,
     Batch,
@@ -28,8 +32,6 @@ from gnncompress.sampling import (
     TensorStore,
     layerwise_inference,
 )
-from gnncompress.training import ranks as process_ranks
-from gnncompress.training.regimes.scoring import candidate_accuracy
 
 HIDDEN_VIEWS = ('seeds', 'nodes')
 

@@ -6,7 +6,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gnncompress.core import Graph, accuracy
+from gnncompress.core.graph import Graph
+from gnncompress.core.metrics import accuracy
 
 
 def candidate_accuracy(logits: Tensor, y: Tensor, mask: Tensor) -> float:

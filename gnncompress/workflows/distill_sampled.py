@@ -1,0 +1,212 @@
+"""Mini-batch distillation on sampled subgraphs, for graphs too large for
+one full-batch pass (``gnncompress distill --batch-size B --fanout 15,10``).
+
+The teacher runs once, layer-wise over all nodes
+(:func:`gnncompress.training.sampling.layerwise_inference`); its logits and
+hidden
+features are kept in memory or in memory-mapped files, and every batch
+reads the rows of its nodes. Evaluation is layer-wise too."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from gnncompress.core.errors import GnnCompressError
+from gnncompress.core.graph import Graph
+from gnncompress.core.metrics import accuracy
+from gnncompress.methods import DistillMethod
+from gnncompress.models import ModelOutput
+from gnncompress.training import ranks as process_ranks
+from gnncompress.training.loop import FitResult, fit
+from gnncompress.training.regimes.sampled import (
+    SampledSubgraphs,
+    hidden_view,
+    trimmable,
+)
+from gnncompress.training.sampling import (
+    CSR,
+    MEMMAP_BYTES,
+    NeighborSampler,
+    TensorStore,
+    layerwise_inference,
+    parse_fanout,
+)
+
+
+def default_fanout(layers: int) -> list[int]:
+    """15 neighbours at the first hop, 10 at the second, 5 beyond (the
+    GraphSAGE paper samples 25 and 10; fewer keep batches small on CPU)."""
+    return [15, 10, *[5] * max(0, layers - 2)][:layers]
+
+
+def check_minibatch(method: DistillMethod | None, batch_size: int | None,
+                    fanout: str | Sequence[int] | None, layers: int,
+                    who: str = 'the student') -> tuple[int, list[int]]:
+    """``--batch-size`` and ``--fanout`` checked against the student and
+    the method; the fanout (one count per student layer). ``who`` names
+    the model(s) in the message about layers."""
+    if batch_size is None:
+        raise GnnCompressError('--fanout needs --batch-size (seed nodes per '
+                               'mini-batch), e.g. --batch-size 1024')
+    if batch_size < 1:
+        raise GnnCompressError(f'--batch-size must be at least 1 (got '
+                               f'{batch_size})')
+    hops = default_fanout(layers) if fanout is None else parse_fanout(fanout)
+    if len(hops) != layers:
+        raise GnnCompressError(
+            f'--fanout lists {len(hops)} hop(s) but {who} has {layers} '
+            f'layer(s): give one count per layer, e.g. '
+            f"{','.join(map(str, default_fanout(layers)))}")
+    hidden_view(method)  # the method's parts agree on what they see
+    return batch_size, hops
+
+
+def teacher_cache(teacher: nn.Module, graph: Graph, csr: CSR,
+                  method: DistillMethod | None,
+                  store: TensorStore) -> ModelOutput:
+    """The teacher's logits, and hidden features when the method needs
+    them, on every node: computed once for the whole run."""
+    keep = method is not None and 'hiddens' in method.requires
+    return layerwise_inference(teacher, graph.x, csr, keep_hiddens=keep,
+                               store=store)
+
+
+def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
+                  fanout: Sequence[int], batch_size: int,
+                  method: DistillMethod | None = None,
+                  teacher_outputs: Sequence[ModelOutput] = (),
+                  epochs: int = 200, lr: float = 0.01,
+                  weight_decay: float = 5e-4, label_weight: float = 1.0,
+                  weight: float | None = None, patience: int | None = 100,
+                  progress: bool = True, desc: str = 'train', seed: int = 0,
+                  memmap_bytes: int = MEMMAP_BYTES,
+                  checkpoint: Any = None) -> FitResult:
+    """Train ``student`` on sampled subgraphs with the one training loop
+    (:func:`gnncompress.training.loop.fit` under
+    :class:`~gnncompress.training.regimes.sampled.SampledSubgraphs`) and
+    leave it at its best validation epoch.
+
+    One epoch visits every node once as a seed (every training node when
+    there is no method) in batches of ``batch_size``, each with its
+    ``fanout`` neighbourhood. The loss of a batch is ``label_weight * CE``
+    over its training seeds plus ``weight * method.loss`` on the cached
+    ``teacher_outputs`` (whole-graph tensors) and the student, both cut to
+    the batch. Validation runs layer-wise over all nodes after every
+    epoch. ``graph`` and the teacher cache stay on the CPU; batches move to
+    the student's device. ``checkpoint`` (a
+    :class:`gnncompress.training.resume.TrainingCheckpoint`) saves and resumes
+    the
+    run, the sampler's generators included. In a joined process group
+    every rank calls this alike and trains its share of each batch's seeds
+    (:mod:`gnncompress.training.ranks`; ``batch_size`` is the global
+    batch); only rank 0 scores the test split (NaN elsewhere).
+    """
+    if method is not None and not teacher_outputs:
+        raise ValueError('a distillation method needs teacher outputs')
+    regime = SampledSubgraphs(
+        graph, csr, teacher_outputs, fanout=fanout, batch_size=batch_size,
+        trim=trimmable(student, len(fanout)),
+        device=next(student.parameters()).device,
+        all_nodes=method is not None, hiddens=hidden_view(method), seed=seed,
+        memmap_bytes=memmap_bytes)
+    return fit(student, regime, method=method, epochs=epochs, lr=lr,
+               weight_decay=weight_decay, label_weight=label_weight,
+               weight=weight, patience=patience, progress=progress, desc=desc,
+               checkpoint=checkpoint)
+
+
+def sample_subgraph(graph: Graph, csr: CSR, fanout: Sequence[int],
+                    size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Features and edges of one sampled subgraph around ``size`` test
+    nodes (for latency and the ONNX parity check on a graph that does not
+    fit one pass)."""
+    generator = torch.Generator().manual_seed(seed)
+    nodes = graph.test_mask.nonzero().view(-1)
+    if nodes.numel() == 0:
+        nodes = torch.arange(graph.num_nodes)
+    pick = nodes[torch.randperm(nodes.numel(), generator=generator)[:size]]
+    batch = NeighborSampler(csr, fanout, size, generator).sample(pick)
+    return graph.x[batch.n_id], batch.edge_index
+
+
+def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
+            distiller: DistillMethod, batch_size: int,
+            fanout: Sequence[int], epochs: int, lr: float,
+            weight_decay: float, label_weight: float, weight: float | None,
+            patience: int | None, seed: int, dev: torch.device, out: Path,
+            baseline: bool, export: bool, min_accuracy: float | None,
+            max_accuracy_drop: float | None, progress: bool, command: str,
+            config: dict[str, Any] | None, method_options: dict[str, Any],
+            memmap_bytes: int = MEMMAP_BYTES,
+            teacher_onnx: bool = False, checkpoint: Any = None) -> Any:
+    """The mini-batch branch of :func:`gnncompress.api.distill`: teacher
+    cached once layer-wise, student trained on sampled subgraphs, latency
+    and the ONNX parity check on one sampled subgraph of ``batch_size``
+    test nodes. ``checkpoint`` saves and resumes the distillation (not the
+    baseline). In a DDP process group (:mod:`gnncompress.workflows.distributed`)
+    every rank trains and rank 0 alone writes the outputs (the others
+    return None)."""
+    from gnncompress.models import build_model, count_parameters
+    from gnncompress.outputs.report import ModelEntry
+    from gnncompress.workflows.results import describe_training, distill_outputs
+    from gnncompress.workflows.runs import kept_on_failure, seed_everything
+
+    ranks = process_ranks.current()
+    graph = graph.to('cpu')
+    csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
+    store = TensorStore(memmap_bytes)
+    try:
+        teacher_model = ckpt.build().to(dev)
+        cached = teacher_cache(teacher_model, graph, csr, distiller, store)
+        teacher_acc = accuracy(cached.logits, graph.y, graph.test_mask)
+        train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
+                          patience=patience, progress=progress,
+                          batch_size=batch_size, fanout=fanout, seed=seed,
+                          memmap_bytes=memmap_bytes)
+        alone_entry, alone = None, None
+        if baseline:
+            seed_everything(seed)
+            alone = build_model(s_spec).to(dev)
+            alone_fit = fit_minibatch(alone, graph, csr, label_weight=1.0,
+                                      desc='student alone', **train_args)
+            alone_entry = ModelEntry(
+                role='student-alone', spec=s_spec.to_dict(),
+                parameters=count_parameters(alone),
+                test_accuracy=alone_fit.test_accuracy,
+                val_accuracy=alone_fit.val_accuracy)
+        seed_everything(seed)
+        model = build_model(s_spec).to(dev)
+        with kept_on_failure(checkpoint, model, s_spec, out,
+                                 distiller.name, graph.name, ranks.rank):
+            result = fit_minibatch(model, graph, csr, method=distiller,
+                                   teacher_outputs=[cached],
+                                   label_weight=label_weight, weight=weight,
+                                   desc=f'distill {distiller.name}',
+                                   checkpoint=checkpoint, **train_args)
+    finally:
+        store.close()
+    if ranks.rank != 0:
+        return None  # rank 0 writes the outputs
+    x_sub, edges_sub = sample_subgraph(graph, csr, fanout, batch_size, seed)
+    note = (f'mini-batch training: latency and ONNX parity measured on a '
+            f'sampled subgraph of {x_sub.size(0):,} nodes and '
+            f'{edges_sub.size(1):,} edges')
+    return distill_outputs(
+        out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
+        teacher_acc=teacher_acc, model=model, s_spec=s_spec,
+        distiller=distiller, graph=graph, result=result,
+        alone_entry=alone_entry, alone_model=alone,
+        inputs=(x_sub, edges_sub, None),
+        training=describe_training(
+            result, epochs=epochs, lr=lr, weight_decay=weight_decay,
+            patience=patience, batch_size=batch_size, fanout=list(fanout),
+            processes=ranks.world),
+        notes=[note], export=export, dev=dev, weight=weight,
+        label_weight=label_weight, method_options=method_options,
+        command=command, config=config, seed=seed,
+        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
+        teacher_onnx=teacher_onnx)

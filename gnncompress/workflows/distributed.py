@@ -1,0 +1,193 @@
+"""Mini-batch distillation over several processes
+(``gnncompress distill --batch-size B --nproc N``, or under ``torchrun``):
+starting the processes and joining them in one group. What each rank does
+in training is the training loop's (:mod:`gnncompress.training.ranks`).
+
+Every process loads the data and the teacher, computes the teacher's cache
+itself (layer-wise inference is deterministic and needs no shared disk, so
+the same code runs on one machine or several), and trains the same student
+with its gradients averaged over the ranks after every step: per epoch
+the seed nodes are shuffled identically on every rank and split into equal
+shares, each rank samples its own neighbourhoods, and the average of the
+gradients of the student and the method's trainable parts makes every rank
+take the same optimiser step. ``--batch-size`` stays the global batch: each
+of N ranks takes ``ceil(B / N)`` seeds a step, and an epoch has the steps of
+a one-process run. Rank 0 alone validates (and broadcasts the score, so
+every rank stops at the same epoch), evaluates the test split and writes
+the outputs. gloo on the CPU, NCCL on GPUs (one process per GPU)."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from gnncompress.core.errors import GnnCompressError, TrainingError
+from gnncompress.training.ranks import joined
+
+# What torchrun (and --nproc's workers) set for every process.
+ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+
+
+def under_torchrun() -> bool:
+    """Whether this process was started by torchrun (or a launcher that
+    sets the same variables) and has not joined its group yet."""
+    return all(k in os.environ for k in ENV) and not joined()
+
+
+def check_options(nproc: int | None, params: dict[str, Any]) -> None:
+    """What several processes cannot do yet, refused before anything
+    starts."""
+    flag = '--nproc' if nproc is not None else 'torchrun'
+    if nproc is not None and under_torchrun():
+        raise GnnCompressError('--nproc and torchrun both start processes: '
+                               'drop --nproc when running under torchrun')
+    if nproc is not None and nproc < 1:
+        raise GnnCompressError(f'--nproc must be at least 1 (got {nproc})')
+    if params.get('batch_size') is None:
+        raise GnnCompressError(f'{flag} trains on sampled subgraphs: add '
+                               f'--batch-size, e.g. --batch-size 1024')
+    if params.get('resume') is not None or \
+            params.get('checkpoint_every') is not None:
+        raise GnnCompressError(f'--checkpoint-every and --resume do not work '
+                               f'with {flag} yet: drop them')
+    device = str(params.get('device', 'auto'))
+    if device.startswith('cuda:'):
+        raise GnnCompressError(f'{flag} puts one process on each GPU: use '
+                               f'--device cuda (or auto), not {device}')
+    if device == 'cuda' and nproc is not None and torch.cuda.is_available() \
+            and nproc > torch.cuda.device_count():
+        raise GnnCompressError(
+            f'--nproc {nproc} needs {nproc} GPUs but '
+            f'{torch.cuda.device_count()} are visible: lower --nproc')
+
+
+def launch(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
+    """Run ``fn(**params)`` (``params['nproc']`` removed) on every rank:
+    spawned here when ``nproc`` is set, else in this torchrun process.
+    What rank 0 returns (None on the other ranks under torchrun)."""
+    params = dict(params)
+    nproc = params.pop('nproc', None)
+    check_options(nproc, params)
+    if nproc is None:
+        return _run_rank(fn, params)
+    return spawn(_run_rank, nproc, fn, params)[0]
+
+
+def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
+    """``fn(*args)`` in ``nproc`` fresh processes (spawn) joined in one
+    process group on a free localhost port; every rank's return value. An
+    error raised on any rank is raised here (the others are stopped)."""
+    import torch.multiprocessing as mp
+
+    port = _free_port()
+    # When a rank fails, torch logs a warning for each rank it stops; the
+    # rank's own error is what the user needs.
+    logging.getLogger('torch.multiprocessing.spawn').setLevel(logging.ERROR)
+    ctx = mp.get_context('spawn')
+    queue = ctx.SimpleQueue()
+    procs = mp.start_processes(_worker, args=(fn, args, nproc, port, queue),
+                               nprocs=nproc, join=False,
+                               start_method='spawn')
+    messages: dict[int, tuple[bool, Any]] = {}
+    failed: Exception | None = None
+    while True:
+        while not queue.empty():
+            rank, ok, blob = queue.get()
+            messages[rank] = (ok, pickle.loads(blob))
+        try:
+            if procs.join(timeout=0.2):
+                break
+        except Exception as e:  # a rank exited non-zero; the rest stopped
+            failed = e
+            break
+    while not queue.empty():
+        rank, ok, blob = queue.get()
+        messages[rank] = (ok, pickle.loads(blob))
+    errors = [v for _, (ok, v) in sorted(messages.items()) if not ok]
+    user = [e for e in errors if isinstance(e, GnnCompressError)]
+    if user:
+        raise user[0]
+    if errors:
+        raise errors[0]
+    if failed is not None or len(messages) < nproc:
+        raise TrainingError(f'a training process died without a message '
+                            f'({failed}): see the output above')
+    return [messages[r][1] for r in range(nproc)]
+
+
+def _worker(rank: int, fn: Callable[..., Any], args: tuple[Any, ...],
+            nproc: int, port: int, queue: Any) -> None:
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
+                      RANK=str(rank), WORLD_SIZE=str(nproc),
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(nproc))
+    # N processes share the cores this one would have used alone.
+    torch.set_num_threads(max(1, torch.get_num_threads() // nproc))
+    try:
+        value, ok = fn(*args), True
+    except Exception as e:
+        value, ok = e, False
+    try:
+        blob = pickle.dumps(value)
+    except Exception:  # an exception that does not pickle
+        blob = pickle.dumps(TrainingError(f'{type(value).__name__}: {value}'))
+    queue.put((rank, ok, blob))
+    if not ok:
+        raise SystemExit(1)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+def _run_rank(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
+    """Join the group the environment describes, run ``fn(**params)``,
+    leave the group."""
+    from gnncompress.workflows.runs import resolve_device
+
+    dev = resolve_device(str(params.get('device', 'auto')))
+    if dev.type == 'cuda':
+        torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
+    try:
+        rank = dist.get_rank()
+        if rank != 0:
+            params = {**params, 'progress': False}
+        result = fn(**params)
+        return result if rank == 0 else None
+    finally:
+        dist.destroy_process_group()
+
+
+def refuse(what: str) -> None:
+    """A one-line error when a path without DDP support is reached in a
+    process group."""
+    if joined():
+        raise GnnCompressError(f'--nproc and torchrun do not support {what} '
+                               f'yet: run it in one process')
+
+
+@contextlib.contextmanager
+def one_at_a_time() -> Iterator[None]:
+    """The first process of each machine first, then the others: the first
+    load of a dataset fills the machine's cache, which the others then
+    read."""
+    if not joined():
+        yield
+        return
+    first = int(os.environ.get('LOCAL_RANK', dist.get_rank())) == 0
+    if not first:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if first:
+            dist.barrier()

@@ -1,0 +1,81 @@
+"""The method options of the command line: listing, combining, pairing
+layers, and the graph-free MLP student."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from conftest import SAMPLE_TEACHER
+from typer.testing import CliRunner
+
+from gnncompress.checkpoints.teachers import load_checkpoint
+from gnncompress.cli import app
+from gnncompress.methods import list_methods
+
+runner = CliRunner()
+
+
+def test_list_methods_names_every_distill_method():
+    result = runner.invoke(app, ['distill', '--list-methods'],
+                           env={'COLUMNS': '300'})
+
+    assert result.exit_code == 0, result.output
+    for name in list_methods():
+        listed = f'\n{name} ' in result.output
+        assert listed == (name not in ('alignahead', 'mutual')), name
+    assert 'arXiv:2003.10477' in result.output  # LSP's paper
+    assert 'cotrain --list-methods' in result.output
+
+
+def test_glnn_exports_an_mlp_without_edge_input(tmp_path, fast_latency,
+                                                cora):
+    out = tmp_path / 'glnn'
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER), '--method',
+                                 'glnn', '--ratio', '30', '--epochs', '3',
+                                 '--out', str(out), '--no-progress'])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / 'report.json').read_text())
+    assert report['student']['spec']['arch'] == 'mlp'
+    assert report['method_options']['label_weight'] == 0.0
+    session = ort.InferenceSession(str(out / 'student.onnx'))
+    assert [i.name for i in session.get_inputs()] == ['x']
+    model = load_checkpoint(out / 'student.safetensors').build()
+    with torch.no_grad():
+        expected = model(cora.x).numpy()
+    got = session.run(None, {'x': cora.x.numpy()})[0]
+    assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_combined_method_with_layer_pairing(tmp_path, fast_latency):
+    out = tmp_path / 'combo'
+    result = runner.invoke(app, [
+        'distill', str(SAMPLE_TEACHER), '--method', 'kd+lsp', '-o',
+        'lsp.weight=5', '-o', 'kd.temperature=2', '--layers-t', '-1',
+        '--layers-s', '-1', '--epochs', '2', '--out', str(out),
+        '--no-progress'])
+
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / 'report.json').read_text())
+    assert report['method'] == 'kd+lsp'
+    assert report['method_options']['lsp.weight'] == 5
+    assert report['method_options']['teacher_layers'] == [-1]
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--method', 'kd', '--layers-t', '-1'], "has no option teacher_layers"),
+    (['--method', 'lsp', '--layers-t', 'x'], 'layer lists are integers'),
+    (['--method', 'lsp', '-o', 'kernel=cubic'], "'kernel' must be one of"),
+])
+def test_bad_method_options_are_one_line_errors(tmp_path, args, message):
+    out = tmp_path / 'bad'
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER), *args,
+                                 '--out', str(out), '--no-progress'])
+
+    assert result.exit_code == 1, result.output
+    assert 'Traceback' not in result.output
+    assert message in result.output
+    assert not out.exists()
