@@ -38,6 +38,7 @@ SPECS = [
     ArchSpec('gcn', 6, 8, 2, 3, norm='batch_norm', act='elu'),
     ArchSpec('gcn', 6, 4, 2, 3),  # narrower than the input: map first
     ArchSpec('sage', 6, 8, 2, 3), ArchSpec('sage', 6, 4, 2, 3, aggr='sum'),
+    ArchSpec('sage', 6, 8, 2, 3, aggr='gcn'),
     ArchSpec('gin', 6, 8, 2, 3), ArchSpec('gin', 6, 4, 2, 3),
     ArchSpec('gin', 6, 4, 2, 3, norm='batch_norm'),
 ]
