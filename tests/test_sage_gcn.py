@@ -23,6 +23,7 @@ from gnncompress.models import ArchSpec, build_model, forward_logits, run_model
 from gnncompress.models.export_gnn import ExportGNN, export_gnn
 from gnncompress.models.sage_gcn import GcnGraphSAGE, GcnSAGEConv
 from gnncompress.models.sequence import SequenceGNN
+from gnncompress.sampling import CSR, layerwise_inference
 
 # x of 4 nodes; edges 0->1, 2->1, 1->0, 3->2, a listed self-loop on 2
 # and two on 3 (which count each node once all the same).
@@ -96,6 +97,22 @@ def test_export_form_and_onnx_match(hidden, tmp_path):
             assert torch.equal(run_model(model, gx, gei).logits, expected)
         got = session.run(None, onnx_feeds(session, gx, gei))[0]
         assert np.abs(got - expected.numpy()).max() < 1e-5, name
+
+
+def test_layerwise_inference_is_the_full_forward():
+    # distill --batch-size runs the teacher in chunks of destination nodes,
+    # whose subgraphs hold other nodes too: the self-loops must not
+    # change the chunk's own rows.
+    torch.manual_seed(0)
+    model = build_model(ArchSpec('sage', 6, 8, 2, 3, aggr='gcn')).eval()
+    x, edge_index = _graphs()['self-loops and duplicates']
+    with torch.no_grad():
+        full = run_model(model, x, edge_index)
+    out = layerwise_inference(model, x, CSR.from_edges(edge_index, 30),
+                              chunk=7)
+    torch.testing.assert_close(out.logits, full.logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.hiddens[0], full.hiddens[0], atol=1e-5,
+                               rtol=0)
 
 
 def _trained(spec: ArchSpec) -> nn.Module:
