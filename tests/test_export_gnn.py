@@ -182,6 +182,7 @@ def test_csr_linear_is_the_dense_product(binary):
 @pytest.mark.parametrize('spec', [
     ArchSpec('gcn', 30, 8, 2, 3), ArchSpec('sage', 30, 8, 2, 3),
     ArchSpec('sage', 30, 4, 2, 3, aggr='sum', jk='cat'),
+    ArchSpec('sage', 30, 4, 2, 3, aggr='gcn'),
     ArchSpec('gin', 30, 8, 2, 3, norm='batch_norm'),
 ], ids=str)
 def test_csr_features_give_the_same_function(spec):
