@@ -56,7 +56,11 @@ def infer_spec(state_dict: dict[str, Tensor],
         arch = 'gatv2'
     elif 'nn.lins.0.weight' in first:
         arch = 'gin'
-    elif 'lin_l.weight' in first and 'lin_r.weight' in first:
+    elif 'lin_l.weight' in first and ('lin_r.weight' in first or
+                                      'lin.weight' not in first):
+        # No lin_r: the 'gcn' aggregation (models/sage_gcn.py) when the
+        # card or --aggr says so; else the build misfits and the layers
+        # are read one by one (a root-weight-free SAGE with 'mean').
         arch = 'sage'
     elif 'lin.weight' in first:
         arch = 'gcn'

@@ -39,7 +39,9 @@ ArchOpt = Annotated[Optional[str], typer.Option(
 
 
 AggrOpt = Annotated[Optional[str], typer.Option(
-    help="SAGE aggregation (the weights cannot tell; default 'mean').")]
+    help="SAGE aggregation (the weights cannot tell; default 'mean'; "
+    "'gcn' for a SAGE without root weights that averages over the node "
+    'and its neighbours).')]
 
 
 JkOpt = Annotated[Optional[str], typer.Option(

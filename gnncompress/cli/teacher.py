@@ -121,7 +121,11 @@ def train_teacher(
     jk: Annotated[Optional[str], typer.Option(
         help='Jumping knowledge over the layers: last, cat, max or lstm '
         '(default: none).')] = None,
-    aggr: Annotated[str, typer.Option(help='SAGE aggregation.')] = 'mean',
+    aggr: Annotated[str, typer.Option(
+        help="SAGE aggregation: mean (PyG's: the mean of the neighbours "
+        'plus a separate weight on the node), sum, max, min, mul, std, var, '
+        "or gcn (one weight on the mean over the node and its neighbours, "
+        "GLNN's SAGE teacher).")] = 'mean',
     alpha: Annotated[float, typer.Option(
         help='GCNII initial-residual strength.')] = 0.1,
     theta: Annotated[float, typer.Option(

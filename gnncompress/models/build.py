@@ -12,6 +12,7 @@ from gnncompress.models.dgcnn import DGCNN, dense_points
 from gnncompress.models.gcnii import GCNII
 from gnncompress.models.output import ModelOutput
 from gnncompress.models.readout import GraphClassifier
+from gnncompress.models.sage_gcn import GCN_AGGR, GcnGraphSAGE
 from gnncompress.models.sequence import SequenceGNN
 from gnncompress.models.spec import ArchSpec
 
@@ -54,7 +55,7 @@ def _node_gnn(spec: ArchSpec, common: dict) -> BasicGNN:
     if spec.arch == 'gcn':
         return GCN(**common)
     if spec.arch == 'sage':
-        return GraphSAGE(**common, aggr=spec.aggr)
+        return _sage(spec, common)
     if spec.arch == 'gin':
         return GIN(**common, train_eps=spec.train_eps)
     if spec.arch in ('gat', 'gatv2'):
@@ -67,20 +68,29 @@ def _node_gnn(spec: ArchSpec, common: dict) -> BasicGNN:
     raise ArchitectureError(f"Cannot build architecture '{spec.arch}'")
 
 
+def _sage(spec: ArchSpec, common: dict) -> GraphSAGE:
+    """PyG's GraphSAGE, or with ``aggr='gcn'`` its variant that averages
+    over the node and its neighbours with one weight
+    (models/sage_gcn.py)."""
+    if spec.aggr == GCN_AGGR:
+        return GcnGraphSAGE(**common)
+    return GraphSAGE(**common, aggr=spec.aggr)
+
+
 def _graph_classifier(spec: ArchSpec, common: dict) -> GraphClassifier:
     """Every layer keeps the hidden width (``out_channels=None``); the
     classifier maps the pooled graph embedding to the classes."""
-    classes = {'gcn': GCN, 'sage': GraphSAGE, 'gin': GIN, 'gat': GAT,
-               'gatv2': GAT}
-    extra = {'sage': dict(aggr=spec.aggr),
-             'gin': dict(train_eps=spec.train_eps),
+    classes = {'gcn': GCN, 'gin': GIN, 'gat': GAT, 'gatv2': GAT}
+    extra = {'gin': dict(train_eps=spec.train_eps),
              'gat': dict(heads=spec.heads),
              'gatv2': dict(heads=spec.heads, v2=True)}.get(spec.arch, {})
     if spec.arch in ('gat', 'gatv2') and spec.hidden_channels % spec.heads:
         raise ArchitectureError(
             f'GAT hidden width {spec.hidden_channels} is not divisible by '
             f'{spec.heads} heads: pick --hidden as a multiple of --heads')
-    gnn = classes[spec.arch](**common, out_channels=None, **extra)
+    gnn = _sage(spec, {**common, 'out_channels': None}) \
+        if spec.arch == 'sage' else \
+        classes[spec.arch](**common, out_channels=None, **extra)
     return GraphClassifier(gnn, spec.out_channels, readout=spec.readout,
                            dropout=spec.dropout)
 

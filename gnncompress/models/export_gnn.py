@@ -20,7 +20,9 @@ buffer. :class:`ExportGNN` computes the same function as
 
   (self-loops already in ``edge_index`` are dropped and one added per node,
   as ``add_remaining_self_loops`` does for unit weights); SAGE's mean is
-  the sum times ``1 / max(1, in-degree)``; GIN's first linear map moves in
+  the sum times ``1 / max(1, in-degree)``, its 'gcn' aggregator
+  (models/sage_gcn.py) the same self-looped sum as GCN's times
+  ``1 / d_i``; GIN's first linear map moves in
   front of its sum.
 
 Nothing in it is sized by edges times input features, and the same holds
@@ -43,6 +45,7 @@ from torch_geometric.nn import GCNConv, GINConv, SAGEConv
 from torch_geometric.nn.models import GCN, GIN, MLP, GraphSAGE
 from torch_geometric.nn.models.basic_gnn import BasicGNN
 
+from gnncompress.models.sage_gcn import GcnGraphSAGE, GcnSAGEConv
 from gnncompress.models.segment import (
     Segments,
     csr_linear,
@@ -62,6 +65,8 @@ def _supported(conv: nn.Module) -> bool:
     if type(conv) is SAGEConv:
         return conv.aggr in ('mean', 'sum', 'add') and not conv.project \
             and not conv.normalize
+    if type(conv) is GcnSAGEConv:
+        return not conv.project and not conv.normalize
     return type(conv) is GINConv and conv.aggr == 'add'
 
 
@@ -117,7 +122,7 @@ class ExportGNN(nn.Module):
         conv = self.model.convs[0]
         if type(conv) is GCNConv:
             return _narrows(conv.lin.weight)
-        if type(conv) is SAGEConv:
+        if type(conv) in (SAGEConv, GcnSAGEConv):
             return _narrows(conv.lin_l.weight)
         return isinstance(self.gin_first[0], _GinFirst)
 
@@ -133,6 +138,9 @@ class ExportGNN(nn.Module):
             if type(conv) is GCNConv:
                 gcn = gcn or _gcn_scales(edge_index, seg)
                 x = _gcn(conv, x, seg, *gcn)
+            elif type(conv) is GcnSAGEConv:
+                gcn = gcn or _gcn_scales(edge_index, seg)
+                x = _sage_gcn(conv, x, seg, *gcn)
             elif type(conv) is SAGEConv:
                 x = _sage(conv, x, seg)
             else:
@@ -200,6 +208,14 @@ def _sage(conv: SAGEConv, x: Tensor | CsrFeatures, seg: Segments) -> Tensor:
         out + root + conv.lin_r.bias
 
 
+def _sage_gcn(conv: GcnSAGEConv, x: Tensor | CsrFeatures, seg: Segments,
+              scale: Tensor, keep: Tensor) -> Tensor:
+    """The 'gcn' aggregator: the sum over the node and its neighbours
+    (``keep`` as in GCN) divided by their count, ``scale ** -2``."""
+    out = _linear_sum(x, conv.lin_l.weight, seg, keep=keep) * scale.square()
+    return out if conv.lin_l.bias is None else out + conv.lin_l.bias
+
+
 def _gin(conv: GINConv, first: nn.Module, x: Tensor | CsrFeatures,
          seg: Segments) -> Tensor:
     if isinstance(first, _GinFirst):
@@ -216,7 +232,7 @@ def export_gnn(model: nn.Module) -> ExportGNN | None:
     """:class:`ExportGNN` for a PyG GCN, GraphSAGE or GIN whose every
     layer it supports (no edge weights, explain masks, caching, ``max``
     aggregation); else ``None`` (export the model as it is)."""
-    if type(model) not in (GCN, GraphSAGE, GIN) or not all(
+    if type(model) not in (GCN, GraphSAGE, GcnGraphSAGE, GIN) or not all(
             _supported(conv) for conv in model.convs):
         return None
     return ExportGNN(model)

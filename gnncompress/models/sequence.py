@@ -25,7 +25,9 @@ from torch_geometric.nn import (
 from torch_geometric.nn.models import MLP
 from torch_geometric.nn.resolver import activation_resolver
 
+from gnncompress.core.errors import ArchitectureError
 from gnncompress.models.output import ModelOutput
+from gnncompress.models.sage_gcn import GCN_AGGR, GcnSAGEConv
 
 CONVS = ('gcn', 'sage', 'gin', 'gat', 'gatv2')
 NORMS = ('batch_norm', 'layer_norm', 'graph_norm')
@@ -56,7 +58,9 @@ def describe_layer(layer: dict[str, Any]) -> str:
             extras.append('concat' if layer['concat'] else 'mean of heads')
     if layer.get('project'):
         extras.append('project')
-    if layer['kind'] == 'sage' and not layer['root_weight']:
+    if layer['kind'] == 'sage' and layer.get('aggr') == GCN_AGGR:
+        extras.append("aggr 'gcn'")
+    elif layer['kind'] == 'sage' and not layer['root_weight']:
         extras.append('no root weight')
     if layer['kind'] == 'gin':
         extras.append(f"MLP {','.join(map(str, layer['mlp']['widths']))}")
@@ -118,6 +122,15 @@ def _plain_layer(layer: dict[str, Any], act: str) -> nn.Module:
         return GraphNorm(layer['dim'])
     if kind == 'gcn':
         return GCNConv(layer['in'], layer['out'], bias=layer['bias'])
+    if kind == 'sage' and layer['aggr'] == GCN_AGGR:
+        if layer['root_weight'] or layer['project']:
+            raise ArchitectureError(
+                f"SAGE layer '{layer['name']}' has a "
+                f"{'root weight' if layer['root_weight'] else 'projection'}"
+                ", which the 'gcn' aggregation has not (one weight on the "
+                "mean over the node and its neighbours): leave --aggr gcn "
+                'out for this checkpoint')
+        return GcnSAGEConv(layer['in'], layer['out'], bias=layer['bias'])
     if kind == 'sage':
         return SAGEConv(layer['in'], layer['out'], aggr=layer['aggr'],
                         root_weight=layer['root_weight'],

@@ -20,6 +20,11 @@ NORMS = ('batch_norm', 'layer_norm')
 # (models/recognise.py): never a student.
 SEQUENCE = 'sequence'
 ALL_ARCHS = (*ARCHS, *POINT_ARCHS, SEQUENCE)
+# SAGE aggregations: PyG's (over the neighbours, plus a root weight on the
+# node) and 'gcn' (one weight on the mean over the node and its
+# neighbours, models/sage_gcn.py).
+SAGE_AGGRS = ('mean', 'sum', 'add', 'max', 'min', 'mul', 'std', 'var',
+              'gcn')
 
 
 @dataclass
@@ -45,7 +50,11 @@ class ArchSpec:
         norm (str, optional): PyG normalisation name. (default: :obj:`None`)
         jk (str, optional): Jumping-knowledge mode. (default: :obj:`None`)
         act (str): Activation. (default: :obj:`'relu'`)
-        aggr (str): SAGE aggregation. (default: :obj:`'mean'`)
+        aggr (str): SAGE aggregation, one of :data:`SAGE_AGGRS`:
+            :obj:`'mean'` is PyG's (the mean of the neighbours, plus a
+            separate weight on the node), :obj:`'gcn'` one weight on the
+            mean over the node and its neighbours (GLNN's SAGE teacher,
+            :mod:`gnncompress.models.sage_gcn`). (default: :obj:`'mean'`)
         train_eps (bool): GIN's trainable epsilon. (default: :obj:`False`)
         alpha (float): GCNII's initial-residual strength.
             (default: :obj:`0.1`)
@@ -115,6 +124,12 @@ class ArchSpec:
             raise ArchitectureError(
                 "A 'sequence' model is read from a teacher's weights; it "
                 f"has no layers here: choose from {', '.join(ARCHS)}")
+        if self.arch in ('sage', SEQUENCE) and \
+                self.aggr not in SAGE_AGGRS:
+            raise ArchitectureError(
+                f"Unknown SAGE aggregation '{self.aggr}' (choose from "
+                f"{', '.join(SAGE_AGGRS)}; 'gcn' averages over the node "
+                f'and its neighbours with one weight)')
         if self.norm is not None and self.norm not in NORMS:
             raise ArchitectureError(
                 f"Unknown norm '{self.norm}' (choose from "

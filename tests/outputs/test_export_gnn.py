@@ -40,6 +40,7 @@ SPECS = [
     ArchSpec('gcn', 6, 8, 2, 3, norm='batch_norm', act='elu'),
     ArchSpec('gcn', 6, 4, 2, 3),  # narrower than the input: map first
     ArchSpec('sage', 6, 8, 2, 3), ArchSpec('sage', 6, 4, 2, 3, aggr='sum'),
+    ArchSpec('sage', 6, 8, 2, 3, aggr='gcn'),
     ArchSpec('gin', 6, 8, 2, 3), ArchSpec('gin', 6, 4, 2, 3),
     ArchSpec('gin', 6, 4, 2, 3, norm='batch_norm'),
 ]
@@ -183,6 +184,7 @@ def test_csr_linear_is_the_dense_product(binary):
 @pytest.mark.parametrize('spec', [
     ArchSpec('gcn', 30, 8, 2, 3), ArchSpec('sage', 30, 8, 2, 3),
     ArchSpec('sage', 30, 4, 2, 3, aggr='sum', jk='cat'),
+    ArchSpec('sage', 30, 4, 2, 3, aggr='gcn'),
     ArchSpec('gin', 30, 8, 2, 3, norm='batch_norm'),
 ], ids=str)
 def test_csr_features_give_the_same_function(spec):
