@@ -111,7 +111,9 @@ def distill(
     data_root: DataRootOpt = None,
     method: Annotated[str, typer.Option(
         help=f"Distillation method: {listed(DISTILL_METHODS)}, or several "
-        "joined by '+', e.g. kd+lsp (see --list-methods).")] = 'kd',
+        "joined by '+', e.g. kd+lsp (see --list-methods); auto tries "
+        "kd, at, gsp, fitnet and the student alone within --budget-s and "
+        "keeps the best on validation.")] = 'kd',
     option: Annotated[Optional[list[str]], typer.Option(
         '--option', '-o', metavar='KEY=VALUE',
         help='Method option KEY=VALUE, e.g. -o kernel=poly '
@@ -207,6 +209,9 @@ def distill(
         '(repeatable) or one JSON object (default: none).')] = None,
     latency: LatencyOption = True,
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
+    budget_s: Annotated[Optional[float], typer.Option(
+        help='With --method auto: seconds for all the candidates together '
+        "(default: about 10x the first candidate's training).")] = None,
 ) -> None:
     """Distill TEACHER into a smaller student; write student.safetensors,
     student.onnx, report.json and report.md."""
@@ -236,7 +241,7 @@ def distill(
                    teacher_onnx=teacher_onnx, teacher_class=teacher_class,
                    teacher_args=parse_teacher_args(teacher_args),
                    latency=latency, latency_budget_s=latency_budget_s,
-                   **cloud)
+                   budget_s=budget_s, **cloud)
     if report is None:  # a torchrun rank other than 0: rank 0 reports
         return
     typer.echo(report.to_text())

@@ -92,6 +92,10 @@ class Report:
     # {model: distilled | baseline, reason, distilled_val_accuracy,
     # baseline_val_accuracy}; None without a baseline.
     exported: dict[str, Any] | None = None
+    # With --method auto, every candidate tried (method, val_accuracy,
+    # seconds, epochs_run, status), the one chosen and the time budget;
+    # None otherwise.
+    auto: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {'schema': 1, **asdict(self)}

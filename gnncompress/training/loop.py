@@ -250,7 +250,8 @@ def fit(student: nn.Module, regime: Regime, *,
         patience: int | None = 100, progress: bool = True,
         desc: str = 'train', checkpoint: Any = None,
         schedule: str | None = None,
-        objective: Objective | None = None) -> FitResult:
+        objective: Objective | None = None,
+        score_test: bool = True) -> FitResult:
     """Train ``student`` under ``regime`` and leave it at its best
     validation epoch.
 
@@ -265,7 +266,9 @@ def fit(student: nn.Module, regime: Regime, *,
     epochs and, when it was read from disk, continues the run it holds.
     When the loss stops being finite, the student is put back at its best
     epoch before the :class:`TrainingError` (which carries ``best_epoch``
-    and ``val_accuracy``) is raised.
+    and ``val_accuracy``) is raised. ``score_test=False`` leaves the test
+    split unread (``test_accuracy`` is NaN), for choices made on
+    validation alone.
     """
     if objective is None:
         if method is not None:
@@ -334,5 +337,6 @@ def fit(student: nn.Module, regime: Regime, *,
     selection.restore()
     ranks.check_in_sync(student)
     student.eval()
-    test = regime.test(student) if ranks.rank == 0 else float('nan')
+    test = regime.test(student) if ranks.rank == 0 and score_test \
+        else float('nan')
     return selected_result(selection, test, epoch, seconds, history)

@@ -32,7 +32,8 @@ def fit(student: nn.Module, graph: Graph, *,
         epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
         label_weight: float = 1.0, weight: float | None = None,
         patience: int | None = 100, progress: bool = True,
-        desc: str = 'train', checkpoint: Any = None) -> FitResult:
+        desc: str = 'train', checkpoint: Any = None,
+        score_test: bool = True) -> FitResult:
     """Train ``student`` on ``graph`` and leave it at its best validation
     epoch.
 
@@ -47,22 +48,36 @@ def fit(student: nn.Module, graph: Graph, *,
     epochs and, when it was read from disk, continues the run it holds.
     When the loss stops being finite, the student is put back at its best
     epoch before the :class:`TrainingError` (which carries ``best_epoch``
-    and ``val_accuracy``) is raised.
+    and ``val_accuracy``) is raised. ``score_test=False`` leaves the test
+    split unread.
     """
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
     settings = dict(method=method, epochs=epochs, lr=lr,
                     weight_decay=weight_decay, label_weight=label_weight,
                     weight=weight, patience=patience, progress=progress,
-                    desc=desc)
+                    desc=desc, score_test=score_test)
+    return loop.fit(student, regime_for(graph, teacher_outputs),
+                    checkpoint=checkpoint, **settings)
+
+
+def regime_for(graph: Graph,
+               teacher_outputs: Sequence[ModelOutput] = ()) -> loop.Regime:
+    """The regime that fits ``graph``: batches of whole training graphs
+    (several graphs), batches of graphs (graph classification), else the
+    whole graph."""
     if graph.node_graph is not None:
         from gnncompress.tasks.inductive import supervised_loss
-        regime: loop.Regime = GraphParts(
+        return GraphParts(
             graph, teacher_outputs, label_loss=supervised_loss,
             loss_name='bce' if graph.multilabel else 'ce')
-    elif graph.batch is not None:
+    if graph.batch is not None:
         from gnncompress.tasks.graph_level import BATCH_SIZE
-        regime = GraphBatches(graph, teacher_outputs, batch_size=BATCH_SIZE)
-    else:
-        regime = FullGraph(graph, teacher_outputs)
-    return loop.fit(student, regime, checkpoint=checkpoint, **settings)
+        return GraphBatches(graph, teacher_outputs, batch_size=BATCH_SIZE)
+    return FullGraph(graph, teacher_outputs)
+
+
+def test_score(student: nn.Module, graph: Graph) -> float:
+    """The eval-mode student's score on ``graph``'s test split, as
+    :func:`fit` reports it."""
+    return regime_for(graph).test(student.eval())

@@ -1,6 +1,7 @@
 """`gnncompress distill`: one teacher into a smaller student."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,13 @@ from gnncompress.models import build_model, count_parameters
 from gnncompress.outputs.latency import REPORT_BUDGET_S
 from gnncompress.outputs.report import ModelEntry, Report
 from gnncompress.tasks.datasets import check_split
-from gnncompress.training.train import fit, forward_frozen
+from gnncompress.training.train import fit, forward_frozen, test_score
+from gnncompress.workflows.auto import (
+    ALONE,
+    choose,
+    refuse_for_auto,
+    train_candidate,
+)
 from gnncompress.workflows.distributed import (
     launch,
     one_at_a_time,
@@ -99,7 +106,8 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             teacher_class: str | None = None,
             teacher_args: dict[str, Any] | None = None,
             latency: bool = True,
-            latency_budget_s: float = REPORT_BUDGET_S) -> Report:
+            latency_budget_s: float = REPORT_BUDGET_S,
+            budget_s: float | None = None) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -145,7 +153,13 @@ def distill(teacher: str | Path | torch.nn.Module, *,
 
     The report's latency figures take about ``latency_budget_s`` seconds
     in all (at least 5 timed runs each); ``latency=False`` leaves them out.
-    ``report.timings`` says where the run's wall time went."""
+    ``report.timings`` says where the run's wall time went.
+
+    ``method='auto'`` trains the candidates of
+    :mod:`gnncompress.workflows.auto` (each with its default weights, the
+    student alone among them) within ``budget_s`` seconds (default about
+    10x the first candidate's training) and keeps the best on validation;
+    ``report.auto`` lists every candidate."""
     if isinstance(teacher, torch.nn.Module) or teacher_class is not None:
         if nproc is not None or batch_size is not None or \
                 fanout is not None or under_torchrun():
@@ -158,6 +172,15 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                    weight=weight, label_weight=label_weight, out=out)
     check_ratio(ratio)
     check_distill_method(method)
+    auto = method == 'auto'
+    if auto:
+        refuse_for_auto(batch_size=batch_size, fanout=fanout,
+                        checkpoint_every=checkpoint_every, resume=resume,
+                        method_options=method_options, weight=weight,
+                        label_weight=label_weight, budget_s=budget_s)
+    elif budget_s is not None:
+        raise GnnCompressError('--budget-s is the time budget of --method '
+                               'auto: drop it, or add --method auto')
     if split is not None:
         check_split(split)
     module = teacher if isinstance(teacher, torch.nn.Module) else None
@@ -168,13 +191,14 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         module = user_teacher(teacher, teacher_class, teacher_args)
     teacher = Path(teacher) if not isinstance(teacher, torch.nn.Module) \
         else MODULE_PATH
-    distiller = build_method(method, method_options)
+    distiller = build_method('kd' if auto else method, method_options)
     requested_student = student
     student = student or distiller.preferred_student or 'gcn'
     if label_weight is None:
         label_weight = distiller.default_label_weight
     out = Path(out) if out is not None else \
-        Path('gnncompress-out') / f'{teacher.stem}-{distiller.name}'
+        Path('gnncompress-out') / \
+        f'{teacher.stem}-{"auto" if auto else distiller.name}'
     dev = resolve_device(device)
     check_writable(out)
     outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
@@ -185,6 +209,10 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress.workflows import point_clouds as pointcloud
         refuse('point clouds (a DGCNN teacher)')
+        if auto:
+            raise GnnCompressError('--method auto does not train point '
+                                   'clouds yet: pick a method, e.g. '
+                                   '--method kd')
         if teacher_onnx:
             raise GnnCompressError('--teacher-onnx is not supported for '
                                    'DGCNN teachers yet: drop it')
@@ -285,15 +313,29 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     else:
         alone = None
 
-    seed_everything(seed)
-    model = build_model(s_spec).to(dev)
-    with kept_on_failure(saver, model, s_spec, out, distiller.name,
-                         graph.name), phase('train'):
-        result = fit(model, g, method=distiller,
-                     teacher_outputs=[teacher_out],
-                     label_weight=label_weight, weight=weight,
-                     desc=f'distill {distiller.name}', checkpoint=saver,
-                     **train_args)
+    choice = None
+    if auto:
+        with phase('train'):
+            choice = choose(
+                lambda name: train_candidate(name, s_spec, g, teacher_out,
+                                             seed, dev, train_args),
+                budget_s=budget_s)
+        model = choice.model
+        result = replace(choice.result, test_accuracy=test_score(model, g))
+        distiller = build_method('kd' if choice.method == ALONE
+                                 else choice.method, None)
+        weight, label_weight = (0.0, 1.0) if choice.method == ALONE \
+            else (None, distiller.default_label_weight)
+    else:
+        seed_everything(seed)
+        model = build_model(s_spec).to(dev)
+        with kept_on_failure(saver, model, s_spec, out, distiller.name,
+                             graph.name), phase('train'):
+            result = fit(model, g, method=distiller,
+                         teacher_outputs=[teacher_out],
+                         label_weight=label_weight, weight=weight,
+                         desc=f'distill {distiller.name}', checkpoint=saver,
+                         **train_args)
     report = distill_outputs(
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
@@ -303,11 +345,12 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         training=describe_training(result, epochs=epochs, lr=lr,
                                    weight_decay=weight_decay,
                                    patience=patience),
-        notes=[feature_note] if feature_note else [], export=export,
+        notes=[n for n in (feature_note, choice and choice.note()) if n],
+        export=export,
         dev=dev, weight=weight,
         label_weight=label_weight, method_options=method_options,
         command=command, config=config, seed=seed,
         min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
-        teacher_onnx=teacher_onnx)
+        teacher_onnx=teacher_onnx, auto=choice)
     finish_checkpoint(saver, out)
     return report

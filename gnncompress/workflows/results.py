@@ -60,7 +60,8 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                     min_accuracy: float | None,
                     max_accuracy_drop: float | None,
                     teacher_onnx: bool = False,
-                    alone_model: torch.nn.Module | None = None) -> Report:
+                    alone_model: torch.nn.Module | None = None,
+                    auto: Any = None) -> Report:
     """What ``distill`` writes once the student is trained (full-graph or
     mini-batch): latency of teacher and student and the ONNX parity check
     on ``inputs`` (x, edge_index, batch: the whole graph, or a sampled
@@ -71,8 +72,11 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
     teacher and times it in onnxruntime with the student's threads.
     With ``--baseline`` (``alone_entry`` and ``alone_model``, the student
     trained alone), the files hold whichever of the two students scored
-    better on validation (:func:`exported_student`)."""
+    better on validation (:func:`exported_student`). ``auto`` (a
+    :class:`gnncompress.workflows.auto.Choice`) names the method by the
+    candidate ``--method auto`` chose and records every candidate."""
     x, edge_index, batch = inputs
+    method_name = distiller.name if auto is None else f'auto: {auto.method}'
     used_weight = distiller.default_weight if weight is None else weight
     collapsed = collapse_note(result.val_accuracy, graph)
     notes = [*ckpt.notes.values(), *([collapsed] if collapsed else []),
@@ -102,7 +106,7 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                     m, x_dev, edges_dev, batch_dev).to_dict()
         failure = None
         if export:
-            save_student(chosen, s_spec, stage, out, distiller.name
+            save_student(chosen, s_spec, stage, out, method_name
                          if chosen is model else 'none (trained alone)',
                          graph.name, chosen_entry, files)
             onnx_path = stage / 'student.onnx'
@@ -140,7 +144,8 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
             report = write_report(
                 stage, out,
                 command=command or f'gnncompress distill {teacher}',
-                method=distiller.name,
+                method=method_name,
+                auto=None if auto is None else auto.summary(),
                 method_options={**(method_options or {}),
                                 'weight': used_weight,
                                 'label_weight': label_weight},
