@@ -101,7 +101,9 @@ class ABKD(DistillMethod):
             of both models. They are the pre-activation output of the last
             message-passing layer, so "all layers" includes them, and a
             2-layer student would otherwise offer the attention a single
-            layer to choose. (default: :obj:`True`, our choice)
+            layer to choose. Logits of one row per graph or cloud (a
+            DGCNN's) are never counted: the score compares node by node.
+            (default: :obj:`True`, our choice)
         teacher_reduction (str, optional): :obj:`'sum'` over teacher layers
             as in the paper, or :obj:`'mean'`, which keeps the loss of a deep
             teacher (e.g. a 64-layer GCNII) of the same size as that of a
@@ -162,7 +164,11 @@ class ABKD(DistillMethod):
             layers = list(out.hiddens)
         else:
             layers = [hidden_layer(out, i, who) for i in indices]
-        if self.include_logits:
+        if self.include_logits and (not layers or out.logits.size(0)
+                                    == layers[0].size(0)):
+            # A graph-level or point-cloud model has one row of logits per
+            # graph or cloud, not per node: they cannot be compared node
+            # by node with the other layers, and are left out.
             layers.append(out.logits)
         if not layers:
             hidden_layer(out, 0, who)  # raises: the model has none

@@ -1,6 +1,7 @@
 """`gnncompress distill`: one teacher into a smaller student."""
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from gnncompress.checkpoints.teachers import (
     user_teacher,
 )
 from gnncompress.core import out_folder as outputs
+from gnncompress.core.catalogue import BASIC_GNN_ARCHS
 from gnncompress.core.defaults import DEFAULT_RATIO
 from gnncompress.core.errors import ArchitectureError, GnnCompressError
 from gnncompress.core.metrics import accuracy
@@ -206,6 +208,14 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         ckpt = module_checkpoint(module, overrides, teacher) \
             if module is not None \
             else load_checkpoint(teacher, overrides)
+    # What identifies the run in a training checkpoint, beside the data and
+    # the student.
+    run = dict(teacher=str(teacher.resolve()),
+               teacher_bytes=file_bytes(teacher), method=distiller.name,
+               method_options=method_options or {}, weight=weight,
+               label_weight=label_weight, epochs=epochs, lr=lr,
+               weight_decay=weight_decay, patience=patience, seed=seed,
+               device=dev.type)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress.workflows import point_clouds as pointcloud
         refuse('point clouds (a DGCNN teacher)')
@@ -227,7 +237,10 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             baseline=baseline, export=export, min_accuracy=min_accuracy,
             max_accuracy_drop=max_accuracy_drop, progress=progress,
             command=command, config=config,
-            method_options=method_options or {})
+            method_options=method_options or {},
+            checkpoint=functools.partial(
+                training_checkpoint, out, checkpoint_every, checkpoint_dir,
+                resume, **run))
     if isinstance(hidden, (list, tuple)):
         raise GnnCompressError('--hidden takes one width (per-layer widths '
                                'are for DGCNN students)')
@@ -244,6 +257,13 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                              normalize=normalize_features, split=split)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
+    if graph.batch is not None and student not in BASIC_GNN_ARCHS:
+        chosen = '' if requested_student else \
+            f' (the student {distiller.name} prefers)'
+        raise ArchitectureError(
+            f"A graph-classification student pools message-passing layers "
+            f"({', '.join(BASIC_GNN_ARCHS)}); '{student}'{chosen} has none: "
+            f'pass --student gin or another of those')
     feature_note = None
     if normalize_features is None and not ckpt.card and hops is None:
         with phase('teacher'):
@@ -260,14 +280,10 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         weight=distiller.default_weight if weight is None else weight,
         label_weight=label_weight)
     saver = training_checkpoint(
-        out, checkpoint_every, checkpoint_dir, resume,
-        teacher=str(teacher.resolve()), teacher_bytes=file_bytes(teacher),
+        out, checkpoint_every, checkpoint_dir, resume, **run,
         data=graph.name, nodes=graph.num_nodes,
         edges=int(graph.edge_index.size(1)), split=graph.split,
-        method=distiller.name, method_options=method_options or {},
-        weight=weight, label_weight=label_weight, student=s_spec.to_dict(),
-        epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
-        seed=seed, device=dev.type,
+        student=s_spec.to_dict(),
         **({} if hops is None else {'batch_size': batch_size,
                                     'fanout': hops}))
     if hops is not None:

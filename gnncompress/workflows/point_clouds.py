@@ -55,14 +55,16 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
                weight: float | None = None, patience: int | None = None,
                progress: bool = True, desc: str = 'train',
                batch_size: int = BATCH_SIZE,
-               augmentations: Sequence[str] = (), seed: int = 0):
+               augmentations: Sequence[str] = (), seed: int = 0,
+               checkpoint: Any = None):
     """Train a DGCNN ``student`` on the training clouds of ``graph`` (Adam
     with a cosine learning-rate schedule down to ``lr / 100``, as the
     DGCNN authors' code anneals) and leave it at its best validation
     epoch (overall accuracy). With a ``method``, the frozen ``teacher``
     runs on the same augmented batch; the loss is ``label_weight * CE +
-    weight * method.loss``. The one training loop,
-    :func:`gnncompress.training.loop.fit`, under
+    weight * method.loss``; ``checkpoint`` saves and resumes the run
+    (:class:`gnncompress.training.resume.TrainingCheckpoint`). The one
+    training loop, :func:`gnncompress.training.loop.fit`, under
     :class:`~gnncompress.training.regimes.clouds.AugmentedClouds`."""
     from gnncompress.training import loop
     from gnncompress.training.regimes.clouds import AugmentedClouds
@@ -78,7 +80,7 @@ def fit_clouds(student: nn.Module, graph: Graph, *,
     return loop.fit(student, regime, method=method, epochs=epochs, lr=lr,
                     weight_decay=weight_decay, label_weight=label_weight,
                     weight=weight, patience=patience, progress=progress,
-                    desc=desc, schedule='cosine')
+                    desc=desc, schedule='cosine', checkpoint=checkpoint)
 
 
 # Export ----------------------------------------------------------------
@@ -285,10 +287,14 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             patience: int | None, seed: int, dev: torch.device, out: Path,
             baseline: bool, export: bool, min_accuracy: float | None,
             max_accuracy_drop: float | None, progress: bool, command: str,
-            config: dict[str, Any] | None, method_options: dict[str, Any]):
+            config: dict[str, Any] | None, method_options: dict[str, Any],
+            checkpoint: Any = None):
     """The point-cloud branch of :func:`gnncompress.api.distill` (a DGCNN
     teacher): DGCNN student, per-batch teacher, overall and mean class
-    accuracy, ONNX with a dynamic number of points."""
+    accuracy, ONNX with a dynamic number of points. ``checkpoint(**run)``
+    gives the run's training checkpoint (or None) from what identifies the
+    clouds and the student; a loss that stops being finite writes the best
+    student so far."""
     from gnncompress.models import build_model, count_parameters
     from gnncompress.outputs.latency import measuring, torch_latency
     from gnncompress.outputs.report import ModelEntry
@@ -300,6 +306,8 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
         write_report,
     )
     from gnncompress.workflows.runs import (
+        finish_checkpoint,
+        kept_on_failure,
         seed_everything,
         staged_output,
     )
@@ -337,9 +345,15 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             mean_class_accuracy=evaluate(alone, g, g.test_mask)[1])
     seed_everything(seed)
     model = build_model(s_spec).to(dev)
-    result = fit_clouds(model, g, teacher=teacher_model, method=distiller,
-                        label_weight=label_weight, weight=weight,
-                        desc=f'distill {distiller.name}', **train_args)
+    saver = None if checkpoint is None else checkpoint(
+        data=graph.name, clouds=int(graph.y.numel()), split=graph.split,
+        student=s_spec.to_dict(), augment=names, batch_size=batch_size)
+    with kept_on_failure(saver, model, s_spec, out, distiller.name,
+                         graph.name):
+        result = fit_clouds(model, g, teacher=teacher_model,
+                            method=distiller, label_weight=label_weight,
+                            weight=weight, desc=f'distill {distiller.name}',
+                            checkpoint=saver, **train_args)
     used_weight = distiller.default_weight if weight is None else weight
     _, student_macc = evaluate(model, g, g.test_mask)
 
@@ -404,6 +418,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
             exported=exported)
+    finish_checkpoint(saver, out)
     return report
 
 
