@@ -33,7 +33,7 @@ def fit(student: nn.Module, graph: Graph, *,
         label_weight: float = 1.0, weight: float | None = None,
         patience: int | None = 100, progress: bool = True,
         desc: str = 'train', checkpoint: Any = None,
-        score_test: bool = True) -> FitResult:
+        score_test: bool = True, batch_size: int | None = None) -> FitResult:
     """Train ``student`` on ``graph`` and leave it at its best validation
     epoch.
 
@@ -57,23 +57,28 @@ def fit(student: nn.Module, graph: Graph, *,
                     weight_decay=weight_decay, label_weight=label_weight,
                     weight=weight, patience=patience, progress=progress,
                     desc=desc, score_test=score_test)
-    return loop.fit(student, regime_for(graph, teacher_outputs),
+    return loop.fit(student, regime_for(graph, teacher_outputs, batch_size),
                     checkpoint=checkpoint, **settings)
 
 
-def regime_for(graph: Graph,
-               teacher_outputs: Sequence[ModelOutput] = ()) -> loop.Regime:
-    """The regime that fits ``graph``: batches of whole training graphs
-    (several graphs), batches of graphs (graph classification), else the
-    whole graph."""
+def regime_for(graph: Graph, teacher_outputs: Sequence[ModelOutput] = (),
+               batch_size: int | None = None) -> loop.Regime:
+    """The regime that fits ``graph``: batches of ``batch_size`` whole
+    training graphs (several graphs; default: enough for a few steps an
+    epoch), batches of graphs (graph classification; default 32), else
+    the whole graph (``batch_size`` must then be None)."""
     if graph.node_graph is not None:
         from gnncompress.tasks.inductive import supervised_loss
         return GraphParts(
             graph, teacher_outputs, label_loss=supervised_loss,
-            loss_name='bce' if graph.multilabel else 'ce')
+            loss_name='bce' if graph.multilabel else 'ce',
+            batch_size=batch_size)
     if graph.batch is not None:
         from gnncompress.tasks.graph_level import BATCH_SIZE
-        return GraphBatches(graph, teacher_outputs, batch_size=BATCH_SIZE)
+        return GraphBatches(graph, teacher_outputs,
+                            batch_size=batch_size or BATCH_SIZE)
+    if batch_size is not None:
+        raise ValueError('batch_size is for datasets of many graphs')
     return FullGraph(graph, teacher_outputs)
 
 

@@ -250,11 +250,15 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         raise ArchitectureError('A DGCNN student needs a DGCNN teacher on '
                                 'point clouds: pick another --student')
     layers = 2 if layers is None else layers
-    hops = None if batch_size is None and fanout is None else \
-        minibatch_options(distiller, batch_size, fanout, layers)
     with one_at_a_time(), phase('load'):
         graph = resolve_data(data, data_root, ckpt, seed,
                              normalize=normalize_features, split=split)
+    # --batch-size: whole graphs per step on a dataset of many graphs, else
+    # sampled subgraphs of B seed nodes
+    per_step = graphs_per_step(graph, batch_size, fanout)
+    hops = None if per_step is not None or (
+        batch_size is None and fanout is None) else \
+        minibatch_options(distiller, batch_size, fanout, layers)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
     if graph.batch is not None and student not in BASIC_GNN_ARCHS:
@@ -285,13 +289,9 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         edges=int(graph.edge_index.size(1)), split=graph.split,
         student=s_spec.to_dict(),
         **({} if hops is None else {'batch_size': batch_size,
-                                    'fanout': hops}))
+                                    'fanout': hops}),
+        **({} if per_step is None else {'batch_size': per_step}))
     if hops is not None:
-        if graph.batch is not None or graph.node_graph is not None:
-            kind = 'graph-classification' if graph.batch is not None \
-                else 'several-graph'
-            raise GnnCompressError(f'--batch-size on a {kind} dataset is not '
-                                   f'supported yet: drop it')
         from gnncompress.workflows import distill_sampled as minibatch
         report = minibatch.distill(
             teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,
@@ -312,7 +312,8 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         teacher_out = forward_frozen(teacher_model, g)  # once for the run
         teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
     train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
-                      patience=patience, progress=progress)
+                      patience=patience, progress=progress,
+                      batch_size=per_step)
 
     alone_entry = None
     if baseline:
@@ -370,3 +371,24 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         teacher_onnx=teacher_onnx, auto=choice)
     finish_checkpoint(saver, out)
     return report
+
+
+def graphs_per_step(graph: Any, batch_size: int | None,
+                    fanout: str | list[int] | None) -> int | None:
+    """On a dataset of many graphs (graph classification, or node
+    classification over several graphs), ``--batch-size`` counts whole
+    graphs per step; None elsewhere (sampled subgraphs of one graph) or
+    when it is not given."""
+    if graph.batch is None and graph.node_graph is None:
+        return None
+    kind = 'graph-classification' if graph.batch is not None \
+        else 'several-graph'
+    if fanout is not None:
+        raise GnnCompressError(
+            f'--fanout samples neighbours in one large graph; on a {kind} '
+            f'dataset --batch-size counts whole graphs per step: drop '
+            f'--fanout')
+    if batch_size is not None and batch_size < 1:
+        raise GnnCompressError(f'--batch-size must be at least 1 graph '
+                               f'(got {batch_size})')
+    return batch_size

@@ -116,12 +116,17 @@ REGIMES: dict[str, tuple[str, str, dict[str, Any]]] = {
     'graphs': ('t_tu.pt', 'MUTAG', {'hidden': 8, 'data_root': 'tu'}),
     'inductive': ('t_list.pt', 'list.pt', {'hidden': 8}),
     'clouds': ('t_clouds.pt', 'clouds.pt', {'batch_size': 5}),
-    # Sampled subgraphs of graph datasets (only refusals for now).
-    'sampled-graphs': ('t_tu.pt', 'MUTAG',
-                       {'hidden': 8, 'data_root': 'tu', 'batch_size': 4}),
-    'sampled-inductive': ('t_list.pt', 'list.pt',
-                          {'hidden': 8, 'batch_size': 4}),
+    # --batch-size on datasets of many graphs: whole graphs per step.
+    'graph-batches': ('t_tu.pt', 'MUTAG',
+                      {'hidden': 8, 'data_root': 'tu', 'batch_size': 4}),
+    'inductive-batches': ('t_list.pt', 'list.pt',
+                          {'hidden': 8, 'batch_size': 3}),
+    'graphs-fanout': ('t_tu.pt', 'MUTAG',
+                      {'hidden': 8, 'data_root': 'tu', 'batch_size': 4,
+                       'fanout': '3,2'}),
 }
+# The regime's graphs per step where --batch-size sets it.
+GRAPHS_PER_STEP = {'graph-batches': 4, 'inductive-batches': 3}
 
 
 def _hidden_refusal(method: str) -> str:
@@ -141,10 +146,10 @@ REFUSED = {
         "Method 'lsp+at' cannot train on sampled subgraphs: lsp compares the "
         'features of every sampled node, at those of the seeds alone: run '
         'them apart (e.g. --method lsp) or drop --batch-size',
-    ('kd', 'sampled-graphs'): '--batch-size on a graph-classification '
-                              'dataset is not supported yet: drop it',
-    ('kd', 'sampled-inductive'): '--batch-size on a several-graph dataset '
-                                 'is not supported yet: drop it',
+    ('kd', 'graphs-fanout'):
+        '--fanout samples neighbours in one large graph; on a '
+        'graph-classification dataset --batch-size counts whole graphs per '
+        'step: drop --fanout',
 }
 
 
@@ -173,6 +178,7 @@ def _cells() -> list[Cell]:
     cells += [Cell('distill', m, r, 'refused') for m, r in REFUSED
               if r not in ('full', 'sampled', 'graphs', 'inductive',
                            'clouds') or m not in METHODS]
+    cells += [Cell('distill', 'kd', r, 'resume') for r in GRAPHS_PER_STEP]
     return cells
 
 
@@ -200,6 +206,7 @@ def _distill(files, cell: Cell, out: Path, monkeypatch, epochs: int = EPOCHS,
     def recording(student, regime, **kw):
         result = real(student, regime, **kw)
         seen.append((student, result))
+        REGIMES_SEEN.append(regime)
         return result
 
     teacher, data, options = _options(files, cell.regime)
@@ -212,6 +219,9 @@ def _distill(files, cell: Cell, out: Path, monkeypatch, epochs: int = EPOCHS,
                              **options, **extra)
     student, result = seen[-1]
     return report, student, result
+
+
+REGIMES_SEEN: list[Any] = []
 
 
 def _reevaluated(files, regime: str, student: torch.nn.Module) -> float:
@@ -250,6 +260,8 @@ def _check_trained(files, cell: Cell, report, student, result) -> None:
     assert report.training['best_epoch'] == result.best_epoch
     assert report.student.test_accuracy == pytest.approx(
         _reevaluated(files, cell.regime, student), abs=1e-6)
+    if cell.regime in GRAPHS_PER_STEP:
+        assert REGIMES_SEEN[-1].batch_size == GRAPHS_PER_STEP[cell.regime]
 
 
 class _Interrupted(Exception):
