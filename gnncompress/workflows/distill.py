@@ -26,9 +26,9 @@ from gnncompress.core.options import (
     check_training,
 )
 from gnncompress.core.timing import phase
-from gnncompress.models import build_model, count_parameters
+from gnncompress.models import build_model
 from gnncompress.outputs.latency import REPORT_BUDGET_S
-from gnncompress.outputs.report import ModelEntry, Report
+from gnncompress.outputs.report import Report
 from gnncompress.tasks.datasets import check_split
 from gnncompress.training.train import fit, forward_frozen, test_score
 from gnncompress.workflows.auto import (
@@ -55,6 +55,7 @@ from gnncompress.workflows.results import (
     describe_training,
     distill_outputs,
     file_bytes,
+    trained_alone,
 )
 from gnncompress.workflows.runs import (
     check_writable,
@@ -315,20 +316,13 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                       patience=patience, progress=progress,
                       batch_size=per_step)
 
-    alone_entry = None
+    alone_entry, alone = None, None
     if baseline:
-        seed_everything(seed)
-        alone = build_model(s_spec).to(dev)
         with phase('baseline'):
-            alone_fit = fit(alone, g, label_weight=1.0,
-                            desc='student alone', **train_args)
-        alone_entry = ModelEntry(
-            role='student-alone', spec=s_spec.to_dict(),
-            parameters=count_parameters(alone),
-            test_accuracy=alone_fit.test_accuracy,
-            val_accuracy=alone_fit.val_accuracy)
-    else:
-        alone = None
+            alone_entry, alone = trained_alone(
+                s_spec, seed, dev, lambda m: fit(
+                    m, g, label_weight=1.0, desc='student alone',
+                    **train_args))
 
     choice = None
     if auto:

@@ -150,9 +150,12 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
     baseline). In a DDP process group (:mod:`gnncompress.workflows.distributed`)
     every rank trains and rank 0 alone writes the outputs (the others
     return None)."""
-    from gnncompress.models import build_model, count_parameters
-    from gnncompress.outputs.report import ModelEntry
-    from gnncompress.workflows.results import describe_training, distill_outputs
+    from gnncompress.models import build_model
+    from gnncompress.workflows.results import (
+        describe_training,
+        distill_outputs,
+        trained_alone,
+    )
     from gnncompress.workflows.runs import kept_on_failure, seed_everything
 
     ranks = process_ranks.current()
@@ -169,15 +172,10 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
                           memmap_bytes=memmap_bytes)
         alone_entry, alone = None, None
         if baseline:
-            seed_everything(seed)
-            alone = build_model(s_spec).to(dev)
-            alone_fit = fit_minibatch(alone, graph, csr, label_weight=1.0,
-                                      desc='student alone', **train_args)
-            alone_entry = ModelEntry(
-                role='student-alone', spec=s_spec.to_dict(),
-                parameters=count_parameters(alone),
-                test_accuracy=alone_fit.test_accuracy,
-                val_accuracy=alone_fit.val_accuracy)
+            alone_entry, alone = trained_alone(
+                s_spec, seed, dev, lambda m: fit_minibatch(
+                    m, graph, csr, label_weight=1.0, desc='student alone',
+                    **train_args))
         seed_everything(seed)
         model = build_model(s_spec).to(dev)
         with kept_on_failure(checkpoint, model, s_spec, out,

@@ -303,6 +303,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
         describe_training,
         exported_student,
         save_student,
+        trained_alone,
         write_report,
     )
     from gnncompress.workflows.runs import (
@@ -334,15 +335,10 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
                       batch_size=batch_size, augmentations=names, seed=seed)
     alone_entry, alone = None, None
     if baseline:
-        seed_everything(seed)
-        alone = build_model(s_spec).to(dev)
-        alone_fit = fit_clouds(alone, g, desc='student alone', **train_args)
-        alone_entry = ModelEntry(
-            role='student-alone', spec=s_spec.to_dict(),
-            parameters=count_parameters(alone),
-            test_accuracy=alone_fit.test_accuracy,
-            val_accuracy=alone_fit.val_accuracy,
-            mean_class_accuracy=evaluate(alone, g, g.test_mask)[1])
+        alone_entry, alone = trained_alone(
+            s_spec, seed, dev, lambda m: fit_clouds(
+                m, g, desc='student alone', **train_args),
+            mean_class_accuracy=lambda m: evaluate(m, g, g.test_mask)[1])
     seed_everything(seed)
     model = build_model(s_spec).to(dev)
     saver = None if checkpoint is None else checkpoint(

@@ -4,6 +4,7 @@ end-of-run summary."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from gnncompress.core.errors import ExportError
 from gnncompress.core.graph import Graph
 from gnncompress.core.timing import breakdown
 from gnncompress.methods import DistillMethod
-from gnncompress.models import ArchSpec, count_parameters
+from gnncompress.models import ArchSpec, build_model, count_parameters
 from gnncompress.outputs import plots
 from gnncompress.outputs.latency import (
     exported_latency,
@@ -35,6 +36,7 @@ from gnncompress.outputs.report import (
 )
 from gnncompress.workflows.runs import (
     OVERFLOW,
+    seed_everything,
     staged_output,
     versions,
     write_failure,
@@ -395,3 +397,20 @@ def _amalgamate_speedup_line(report: Any) -> str:
     where, values = next(iter(sorted(found.items())))
     return (f'Speed-up over the teachers: {min(values):.1f}x to '
             f'{max(values):.1f}x across tasks and widths ({where}).')
+
+
+def trained_alone(s_spec: ArchSpec, seed: int, dev: torch.device,
+                  train: Callable[[torch.nn.Module], Any], **scores: Any
+                  ) -> tuple[ModelEntry, torch.nn.Module]:
+    """``--baseline``: the student built from the run's seed and trained
+    alone by ``train(model) -> fit result``, with its report entry
+    (``scores(model) -> dict`` adds task-specific fields, e.g. point
+    clouds' mean class accuracy)."""
+    seed_everything(seed)
+    alone = build_model(s_spec).to(dev)
+    result = train(alone)
+    extra = {k: f(alone) for k, f in scores.items()}
+    return ModelEntry(role='student-alone', spec=s_spec.to_dict(),
+                      parameters=count_parameters(alone),
+                      test_accuracy=result.test_accuracy,
+                      val_accuracy=result.val_accuracy, **extra), alone

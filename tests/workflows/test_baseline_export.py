@@ -154,3 +154,19 @@ def test_minibatch_runs_choose_too(tmp_path):
     holder = report.student_alone if report.exported['model'] == \
         'baseline' else report.student
     assert holder.file == str(tmp_path / 'run' / 'student.safetensors')
+
+
+def test_baseline_is_the_student_trained_alone(tmp_path):
+    # KD at weight 0 trains exactly as labels alone do, from the same seed:
+    # --baseline's student alone must match the distilled student, score
+    # for score. (On sampled subgraphs the two differ: preparing the method
+    # draws one batch from the sampler first.)
+    report = gnncompress.api.distill(
+        SAMPLE_TEACHER, epochs=3, weight=0.0, label_weight=1.0,
+        baseline=True, export=False, latency=False, progress=False,
+        out=tmp_path / 'out')
+    alone = report.student_alone
+    assert alone is not None and alone.role == 'student-alone'
+    assert alone.parameters == report.student.parameters
+    assert alone.val_accuracy == report.student.val_accuracy
+    assert alone.test_accuracy == report.student.test_accuracy
