@@ -102,6 +102,11 @@ def train_teacher(build, data, epochs: int) -> tuple[torch.nn.Module,
         for split, mask in (('val', data.val_mask), ('test', data.test_mask))}
 
 
+def _template(row: dict) -> str:
+    """A row's command with its layout's file named LAYOUT.pt."""
+    return row['command'].replace(f"{row['layout']}.pt", 'LAYOUT.pt')
+
+
 def tool_command(teacher: Path, out: Path, data_root: Path, epochs: int,
                  options: dict[str, str]) -> list[str]:
     extra = [a for k, v in options.items() for a in (f'--{k}', v) if a]
@@ -270,8 +275,10 @@ def report() -> str:
         *lines, '', *asked,
         'Epochs: of the teacher\'s training and of each student, '
         f'seed {SEED}; student: 2-layer GCN, {HIDDEN} hidden '
-        f'channels, KD; tool command per layout (in the JSON files): '
-        f"`{rows[0]['command']}`.", '',
+        f'channels, KD; tool command per layout (in the JSON files; '
+        f'LAYOUT is the layout\'s name): '
+        f"`{_template(rows[0])}`.",
+        '',
         f"Machine: {rows[0]['machine']}."])
 
 
