@@ -42,8 +42,8 @@ COTRAIN_METHODS = {
     'self': 'each student trained alone (the no-distillation baseline)',
 }
 
-# Dataset names --data takes (data.py, inductive.py, pointdata.py load
-# them); a saved Data file works too.
+# Dataset names --data takes (tasks/datasets.py, inductive.py and
+# point_clouds.py load them); a saved Data file works too.
 NODE_DATASETS = ('Cora', 'CiteSeer', 'PubMed', 'Computers', 'Photo', 'CS',
                  'Physics')
 GRAPH_DATASETS = ('MUTAG', 'PROTEINS', 'ENZYMES', 'NCI1', 'IMDB-BINARY')
@@ -94,8 +94,8 @@ def dataset_kind(name: str) -> str:
 def dataset_places(name: str) -> list[Path]:
     """Where the loaders look for dataset ``name``, relative to the cache or
     a --data-root, the place it downloads to first; empty when it is
-    generated (SyntheticPPI). The loaders read ``<place>/raw`` (data.py,
-    inductive.py, pointdata.py)."""
+    generated (SyntheticPPI). The loaders read ``<place>/raw``
+    (tasks/datasets.py, inductive.py, point_clouds.py)."""
     if name == 'SyntheticPPI':
         return []
     if name.endswith('-nodes'):

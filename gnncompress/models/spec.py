@@ -13,8 +13,8 @@ from gnncompress.core.errors import ArchitectureError
 GRAPHLESS = ('mlp',)
 # Global pooling readouts of graph-classification models.
 READOUTS = ('mean', 'sum', 'max')
-# Norms a checkpoint's weights reveal (checkpoint.py) and run_model runs
-# as PyG does.
+# Norms a checkpoint's weights reveal (checkpoints/inference.py) and
+# run_model runs as PyG does.
 NORMS = ('batch_norm', 'layer_norm')
 # A teacher rebuilt layer by layer from its checkpoint's weights
 # (models/recognise.py): never a student.
