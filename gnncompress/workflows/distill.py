@@ -36,7 +36,6 @@ from gnncompress.options import (
 from gnncompress.report import ModelEntry, Report
 from gnncompress.teacher_features import pick_features
 from gnncompress.workflows.inputs import (
-    card_data_root,
     check_fits,
     check_task,
     no_cloud_options,
@@ -223,8 +222,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                           readout=ckpt.spec.readout)
     config = resolved_config(
         config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out, dev=dev,
-        data_root=card_data_root(data if data is not None else
-                                 ckpt.card.get('data', ''), data_root, ckpt),
+        data=data, data_root=data_root,
         ratio=ratio if ratio is not None or hidden is not None
         else DEFAULT_RATIO,
         weight=distiller.default_weight if weight is None else weight,
