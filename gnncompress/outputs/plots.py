@@ -55,9 +55,18 @@ def drawn(name: str, draw: Callable[..., Any], *args: Any,
 
 
 def _epoch_axis(ax: Any) -> None:
+    """Whole epochs on the x axis (called once the curves are drawn). A
+    short run gets half an epoch of room either side: one epoch alone
+    would otherwise span a hundredth of an epoch, labelled 0.945, 0.960...
+    in overlapping ticks."""
     from matplotlib.ticker import MaxNLocator
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    first, last = ax.dataLim.intervalx
+    if last - first < 4:
+        ax.set_xticks(range(math.ceil(first), math.floor(last) + 1))
+        ax.set_xlim(first - 0.5, last + 0.5)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel('epoch')
     ax.grid(True, alpha=0.3)
 
@@ -134,6 +143,7 @@ def distill_training(report: Mapping[str, Any], path: Path) -> None:
         plotted += [v for _, v in points]
     _log_if_wide(loss_ax, plotted)
     _epoch_axis(loss_ax)
+    loss_ax.margins(y=0.15)  # room for the legend above the curves
     loss_ax.set_ylabel('training loss')
     loss_ax.set_title('Loss', fontsize=10)
     loss_ax.legend(fontsize=7)
@@ -150,11 +160,13 @@ def distill_training(report: Mapping[str, Any], path: Path) -> None:
     val_ax.margins(y=0.1)  # room for the star
     val_ax.set_ylabel(f'validation {metric} (%)')
     val_ax.set_title(f'Validation {metric}', fontsize=10)
-    val_ax.legend(fontsize=7, loc='lower right')
+    val_ax.legend(fontsize=7, loc='best')
     data = report.get('data', {}).get('name', '')
     spec = (report.get('student') or {}).get('spec') or {}
-    student = f" -> {spec['arch']} {spec.get('num_layers', '?')}x" \
-        f"{spec.get('hidden_channels', '?')} student" if 'arch' in spec else ''
+    # A DGCNN's layers have widths of their own: 'dgcnn 4,4,8'.
+    shape = ','.join(map(str, spec['widths'])) if spec.get('widths') else \
+        f"{spec.get('num_layers', '?')}x{spec.get('hidden_channels', '?')}"
+    student = f" -> {spec['arch']} {shape} student" if 'arch' in spec else ''
     fig.suptitle(f'distill {method} on {data}{student}', fontsize=10)
     fig.tight_layout()
     save(fig, path)

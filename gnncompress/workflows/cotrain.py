@@ -145,6 +145,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     not with ``folds``). When a loss stops being finite, the best student
     so far is written to ``out/student.safetensors`` before the
     :class:`TrainingError`."""
+    from gnncompress.workflows.inputs import root_used, with_resolved
     from gnncompress.workflows.runs import (
         check_writable,
         finish_checkpoint,
@@ -163,7 +164,9 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     if batch_size is not None and batch_size < 1:
         raise GnnCompressError(f"'batch_size' must be at least 1 "
                                f'(got {batch_size})')
-    build_online_methods(method, students, method_options)  # check early
+    peers = build_online_methods(method, students, method_options)
+    # The online loss's weight; 'self' has none.
+    default_weight = peers[0].default_weight if peers else 0.0
     key = str(data).lower()
     hops = None
     if key in GRAPH_DATASETS:
@@ -217,6 +220,12 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     sample = None
     if inductive:
         batch_size = graphs_per_batch(training_graphs(graph), batch_size)
+    config = with_resolved(config or {}, {
+        'data_root': root_used(data, data_root),
+        'weight': default_weight if weight is None else weight,
+        'batch_size': batch_size,
+        'fanout': None if hops is None else ','.join(map(str, hops)),
+        'device': dev.type, 'out': str(out)})
     saver = training_checkpoint(
         out, checkpoint_every, checkpoint_dir, resume, data=graph.name,
         nodes=graph.num_nodes, edges=int(graph.edge_index.size(1)),
@@ -254,7 +263,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
                     dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
                          patience=patience, batch_size=batch_size,
                          fanout=hops),
-                    config or {}, sample)
+                    config, sample)
     finish_checkpoint(saver, out)
     return report
 

@@ -44,7 +44,6 @@ from gnncompress.workflows.distributed import (
     under_torchrun,
 )
 from gnncompress.workflows.inputs import (
-    card_data_root,
     check_fits,
     check_task,
     no_cloud_options,
@@ -278,8 +277,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                           readout=ckpt.spec.readout)
     config = resolved_config(
         config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out, dev=dev,
-        data_root=card_data_root(data if data is not None else
-                                 ckpt.card.get('data', ''), data_root, ckpt),
+        data=data, data_root=data_root,
         ratio=ratio if ratio is not None or hidden is not None
         else DEFAULT_RATIO,
         weight=distiller.default_weight if weight is None else weight,

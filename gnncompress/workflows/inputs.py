@@ -51,17 +51,32 @@ def resolve_data(data: str | Path | None, data_root: str | Path | None,
 def _card_graph(data: str | Path | None, data_root: str | Path | None,
                 ckpt: Checkpoint, seed: int, split: str = 'default'
                 ) -> Graph:
-    card = ckpt.card
     if data is None:
-        if not card.get('data'):
+        if not ckpt.card.get('data'):
             raise DataError(
                 f'No dataset given: pass --data NAME (the checkpoint has no '
                 f'teacher card {card_path(ckpt.path).name} naming one)')
-        data = card['data']
-        if card.get('data_is_file'):
-            data = ckpt.path.parent / data
+        data = dataset_of(None, ckpt)
     return load_graph(data, card_data_root(data, data_root, ckpt), seed=seed,
                       split=split)
+
+
+def dataset_of(data: str | Path | None, ckpt: Checkpoint) -> str | Path:
+    """``data``, else the dataset on the teacher's card (a path, from the
+    card's folder, for a file; ``''`` when the card names none)."""
+    if data is not None:
+        return data
+    card = ckpt.card
+    return ckpt.path.parent / card['data'] if card.get('data_is_file') \
+        else card.get('data', '')
+
+
+def data_root_of(data: str | Path | None, data_root: str | Path | None,
+                 ckpt: Checkpoint) -> str | None:
+    """The folder a run given ``data`` and ``data_root`` reads the teacher's
+    dataset from, for the report (``None`` for a data file)."""
+    data = dataset_of(data, ckpt)
+    return root_used(data, card_data_root(data, data_root, ckpt))
 
 
 def card_data_root(data: str | Path, data_root: str | Path | None,
@@ -83,38 +98,69 @@ def card_data_root(data: str | Path, data_root: str | Path | None,
 
 def resolved_config(config: dict[str, Any] | None, *, ckpt: Checkpoint,
                     graph: Graph, s_spec: ArchSpec, out: Path,
-                    dev: torch.device, data_root: str | Path | None,
+                    dev: torch.device, data: str | Path | None,
+                    data_root: str | Path | None,
                     ratio: float | None, weight: float,
-                    label_weight: float) -> dict[str, Any] | None:
+                    label_weight: float, **more: Any
+                    ) -> dict[str, Any] | None:
     """A distill run's settings with what the run resolved in place of
     the options left out (dataset, student, widths, weights, teacher
     architecture...), for report.json's ``config``. ``ratio`` left out
-    with ``--hidden`` given: the compression the student achieved."""
-    if config is None:
-        return None
+    with ``--hidden`` given: the compression the student achieved.
+    ``more``: other resolved options (a point-cloud run's ``k``, ``emb``,
+    ``head``...)."""
     if ratio is None:
         try:
             ratio = round(count_spec_parameters(ckpt.spec)
                           / max(1, count_spec_parameters(s_spec)), 2)
         except (ArchitectureError, KeyError, TypeError, ValueError):
             ratio = None  # a teacher rebuilt layer by layer
-    values = {
-        'data': graph.name,
-        'data_root': str(data_root if data_root is not None
-                         else default_root()),
+    dataset = dataset_of(data, ckpt)
+    return with_resolved(config, {
+        'data': str(dataset) if Path(str(dataset)).is_file()
+        else graph.name,
+        'data_root': data_root_of(data, data_root, ckpt),
         'student': s_spec.arch, 'hidden': s_spec.hidden_channels,
         'layers': s_spec.num_layers,
         'ratio': ratio,
         'weight': weight, 'label_weight': label_weight, 'out': str(out),
         'device': dev.type,
         'normalize_features': graph.feature_norm == 'row',
+        'split': 'glnn' if graph.split.get('kind') == 'glnn' else 'default',
         **{k: getattr(ckpt.spec, k) for k in ('arch', 'aggr', 'jk', 'norm',
-                                               'act')}}
+                                               'act')},
+        **more})
+
+
+def with_resolved(config: dict[str, Any] | None,
+                  values: dict[str, Any]) -> dict[str, Any] | None:
+    """``config`` (the settings a command ran with: its file, then its
+    command line) with the value the run used in place of each option left
+    out (``None`` or ``'auto'``), for report.json's ``config``. ``values``
+    maps option names to what the run resolved; an option the command does
+    not take, or a value that stays unresolved (``None``), is left as it
+    is. Every command's report goes through this."""
+    if config is None:
+        return None
     resolved = dict(config)
     for key, value in values.items():
-        if key in resolved and resolved[key] in (None, 'auto'):
+        if key in resolved and value is not None and \
+                _left_out(resolved[key]):
             resolved[key] = value
     return resolved
+
+
+def _left_out(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value == 'auto')
+
+
+def root_used(data: str | Path | None,
+              data_root: str | Path | None) -> str | None:
+    """The folder a dataset named ``data`` is read from (``data_root``,
+    else the cache folder); ``None`` for a data file, which needs none."""
+    if data is None or Path(str(data)).is_file():
+        return None
+    return str(data_root if data_root is not None else default_root())
 
 
 def check_fits(spec: ArchSpec, graph: Graph, what: str) -> None:

@@ -259,22 +259,20 @@ def train_teacher(data: str | Path, out: str | Path, *,
 def resolve_clouds(data: str | Path | None, data_root: str | Path | None,
                    ckpt: Any, seed: int, points: int | None) -> Graph:
     """``data`` if given, else the dataset (and point count) on the
-    teacher's card."""
+    teacher's card; the card's ``data_root`` when ``data`` names the
+    card's dataset."""
+    from gnncompress.workflows.inputs import card_data_root, dataset_of
+
     card = ckpt.card
     if points is None:
         points = card.get('points')
-    if data is None:
-        if not card.get('data'):
-            raise DataError(
-                'No dataset given: pass --data NAME (the checkpoint has no '
-                'teacher card naming one)')
-        base = ckpt.path.parent
-        data = base / card['data'] if card.get('data_is_file') \
-            else card['data']
-        if data_root is None and card.get('data_root') is not None:
-            data_root = base / card['data_root']
-    graph = load_clouds(data, data_root, seed=seed, points=points)
-    return graph
+    if data is None and not card.get('data'):
+        raise DataError(
+            'No dataset given: pass --data NAME (the checkpoint has no '
+            'teacher card naming one)')
+    data = dataset_of(data, ckpt)
+    return load_clouds(data, card_data_root(data, data_root, ckpt),
+                       seed=seed, points=points)
 
 
 def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
@@ -298,7 +296,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     from gnncompress.models import build_model, count_parameters
     from gnncompress.outputs.latency import measuring, torch_latency
     from gnncompress.outputs.report import ModelEntry
-    from gnncompress.workflows.inputs import check_fits
+    from gnncompress.workflows.inputs import check_fits, resolved_config
     from gnncompress.workflows.results import (
         describe_training,
         exported_student,
@@ -326,6 +324,14 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     check_fits(ckpt.spec, graph, 'teacher')
     s_spec = student_spec(ckpt.spec, graph, hidden=hidden, layers=layers,
                           k=k, emb=emb, head=head)
+    config = resolved_config(
+        config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out, dev=dev,
+        data=data, data_root=data_root, ratio=None,
+        weight=distiller.default_weight if weight is None else weight,
+        label_weight=label_weight, hidden=s_spec.widths, k=s_spec.k,
+        emb=s_spec.emb_channels, head=s_spec.head,
+        points=graph.split['points'], augment=','.join(names),
+        batch_size=batch_size)
     _check_points(graph, max(ckpt.spec.k or 20, s_spec.k or 20))
     g = graph.to(dev)
     teacher_model = ckpt.build().to(dev)

@@ -147,3 +147,18 @@ def test_onnxruntime_peak_zero_reads_na():
                                       peak_memory_mb=0.0)) == 'n/a'
     assert _peak_cell(SimpleNamespace(runtime='torch',
                                       peak_memory_mb=12.4)) == '12'
+
+
+@pytest.mark.parametrize('command', COMMANDS)
+def test_help_renders_every_options_help_as_written(command):
+    """Each option's help, as written in the source, is in the rendered
+    --help (no markup eaten: <teacher>, [default: ...], KEY=VALUE)."""
+    def flat(text):
+        return ' '.join(text.split()).replace('- ', '-')
+
+    root, commands = _commands()
+    out = flat(CliRunner().invoke(app, [command, '--help'],
+                                  env={'COLUMNS': '200'}).output)
+    missing = [param.opts[0] for param in dict(commands)[command].params
+               if getattr(param, 'help', None) and flat(param.help) not in out]
+    assert missing == []

@@ -260,3 +260,35 @@ def test_widths_plot_without_latency(figures):
     plots.amalgamation_widths(report, Path('unused.png'))
     assert [t.get_text() for t in figures[0].axes[1].texts] == [
         'latency not measured']
+
+
+def test_one_epoch_reads_in_whole_epochs(figures):
+    # One epoch used to span 0.945 to 1.055, its tick labels overlapping
+    # ("0.9450.9600.975..."); now half an epoch either side, one tick.
+    plots.distill_training(_distill_report(HISTORY[:1], 1),
+                           Path('unused.png'))
+    for ax in figures[0].axes:
+        assert ax.get_xlim() == pytest.approx((0.5, 1.5))
+        ticks = [t for t in ax.get_xticks() if 0.5 <= t <= 1.5]
+        assert ticks == [1]
+    plots.cotrain_training(
+        {'method': 'mutual', 'data': {'name': 'toy'},
+         'students': [{'spec': {}}, {'spec': {}}], 'best_student': 1,
+         'training': {'histories': [HISTORY[:2], HISTORY[:2]],
+                      'best_epochs': [2, 1]}}, Path('unused.png'))
+    for ax in figures[1].axes:
+        assert ax.get_xlim() == pytest.approx((0.5, 2.5))
+    # A long run keeps matplotlib's limits.
+    long = [dict(HISTORY[0], epoch=e) for e in range(1, 31)]
+    plots.distill_training(_distill_report(long, 1), Path('unused.png'))
+    assert figures[2].axes[0].get_xlim()[0] < 1 and \
+        figures[2].axes[0].get_xlim()[1] > 30
+
+
+def test_training_title_names_a_dgcnn_students_widths(figures):
+    report = _distill_report(HISTORY, 3)
+    report['student']['spec'] = {'arch': 'dgcnn', 'num_layers': 3,
+                                 'hidden_channels': 8, 'widths': [4, 4, 8]}
+    plots.distill_training(report, Path('unused.png'))
+    assert figures[0].texts[0].get_text() == \
+        'distill kd on toy -> dgcnn 4,4,8 student'

@@ -53,6 +53,7 @@ def test_distill_ends_with_a_summary_and_a_resolved_config(tmp_path,
     assert config['weight'] == 1.0 and config['label_weight'] == 1.0
     assert config['arch'] == 'gat' and config['device'] == 'cpu'
     assert config['normalize_features'] is False
+    assert config['split'] == 'default'
     assert config['epochs'] == 1  # given on the command line, kept
 
 

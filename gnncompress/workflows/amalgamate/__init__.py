@@ -55,10 +55,13 @@ from gnncompress.workflows.amalgamate.tasks import (
     Task,
     check_graphs,
     check_teacher,
+    dataset_names,
     resolve_tasks,
     task_accuracy,
+    tasks_text,
 )
 from gnncompress.workflows.distill_sampled import check_minibatch
+from gnncompress.workflows.inputs import data_root_of, with_resolved
 from gnncompress.workflows.results import accuracy_gates
 from gnncompress.workflows.runs import (
     check_writable,
@@ -196,6 +199,9 @@ def amalgamate(teachers: Sequence[str | Path], *,
                 f"trained (widths: {', '.join(f'{w:g}' for w in spec.widths)})")
     else:
         export_widths = spec.widths
+    config = _resolved(config, task_list, ckpts, data, data_root, setting,
+                       export_widths=export_widths, tam=tam, hops=hops,
+                       dev=dev, out=out)
 
     saver = training_checkpoint(
         out, checkpoint_every, checkpoint_dir, resume,
@@ -264,6 +270,32 @@ def amalgamate(teachers: Sequence[str | Path], *,
     finally:
         if sampled is not None:
             sampled.close()
+
+
+def _resolved(config: dict[str, Any] | None, task_list: list[Task],
+              ckpts: list[Checkpoint], data: str | Sequence[str] | None,
+              data_root: str | Path | None, setting: str, *,
+              export_widths: list[float], tam: TAM,
+              hops: list[int] | None, dev: torch.device, out: Path
+              ) -> dict[str, Any] | None:
+    """report.json's ``config`` with what the run resolved: the datasets
+    and their folder, the label subsets, the exported widths, lambda..."""
+    names = dataset_names(data)
+    if setting == 'label-subsets':
+        given = [(names[0] if names else None, ckpts[0])]
+        datasets = task_list[0].graph.name
+    else:
+        given = list(zip(names or [None] * len(ckpts), ckpts))
+        datasets = ','.join(t.graph.name for t in task_list)
+    roots = list(dict.fromkeys(data_root_of(name, data_root, ckpt)
+                               for name, ckpt in given))
+    return with_resolved(config, {
+        'data': datasets, 'tasks': tasks_text(task_list),
+        'data_root': roots[0] if len(roots) == 1 else roots,
+        'width': ','.join(f'{w:g}' for w in export_widths),
+        'lambda_': tam.weight,
+        'fanout': None if hops is None else ','.join(map(str, hops)),
+        'device': dev.type, 'out': str(out)})
 
 
 def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,

@@ -19,7 +19,7 @@ from gnncompress.core.errors import (
 from gnncompress.core.graph import Graph
 from gnncompress.core.metrics import micro_f1
 from gnncompress.tasks.datasets import load_graph, parse_classes
-from gnncompress.workflows.inputs import resolve_data
+from gnncompress.workflows.inputs import card_data_root, resolve_data
 
 
 @dataclass
@@ -91,8 +91,7 @@ def resolve_tasks(ckpts: list[Checkpoint], data: str | Sequence[str] | None,
     """One task per teacher: a dataset each (``data`` lists as many names as
     teachers), or label subsets of one dataset (``tasks``, else the
     ``classes`` on the teachers' cards)."""
-    names = [d.strip() for d in data.split(',')] if isinstance(data, str) \
-        else list(data) if data is not None else None
+    names = dataset_names(data)
     if isinstance(tasks, str):
         tasks = parse_tasks(tasks)
     if tasks is None and all(c.card.get('classes') for c in ckpts):
@@ -105,8 +104,9 @@ def resolve_tasks(ckpts: list[Checkpoint], data: str | Sequence[str] | None,
     def graph_of(name: str | None, ckpt: Checkpoint) -> Graph:
         key = name or f'card:{ckpt.path}'
         if key not in cache:
-            cache[key] = load_graph(name, data_root, seed) if name else \
-                resolve_data(None, data_root, ckpt, seed)
+            cache[key] = load_graph(
+                name, card_data_root(name, data_root, ckpt), seed) \
+                if name else resolve_data(None, data_root, ckpt, seed)
         return cache[key]
 
     if tasks is not None:
@@ -146,6 +146,24 @@ def resolve_tasks(ckpts: list[Checkpoint], data: str | Sequence[str] | None,
             f'{graph.name}-{i}'
         result.append(Task(name, graph, None, i, 0, graph.num_classes))
     return result
+
+
+def dataset_names(data: str | Sequence[str] | None) -> list[str] | None:
+    """``--data``'s dataset names (``'Cora,CiteSeer'`` or a list)."""
+    return [d.strip() for d in data.split(',')] if isinstance(data, str) \
+        else list(data) if data is not None else None
+
+
+def tasks_text(task_list: list[Task]) -> str | list[list[int]] | None:
+    """The label subsets as ``--tasks`` writes them (``'0-3,4-6'``), a list
+    of class lists when one is no range, ``None`` for whole datasets."""
+    classes = [t.classes for t in task_list]
+    if any(c is None for c in classes):
+        return None
+    if all(c == list(range(c[0], c[-1] + 1)) for c in classes):
+        return ','.join(f'{c[0]}-{c[-1]}' if len(c) > 1 else str(c[0])
+                        for c in classes)
+    return classes
 
 
 def _range_text(classes: list[int]) -> str:
