@@ -25,6 +25,7 @@ from gnncompress.cli.options import (
     LatencyBudgetOption,
     LatencyOption,
     MaxCheckpointGbOpt,
+    NprocOpt,
     ProgressOpt,
     ResumeOpt,
     SeedOpt,
@@ -109,6 +110,7 @@ def amalgamate(
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
     checkpoint_every: CheckpointEveryOpt = None,
     checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
+    nproc: NprocOpt = None,
 ) -> None:
     """Merge TEACHERS into one slimmable student (help: above)."""
     report = call(api.amalgamate, teachers, data=data, tasks=tasks,
@@ -124,7 +126,10 @@ def amalgamate(
                    latency_budget_s=latency_budget_s,
                    command=api.command_line(), config=resolved(ctx),
                    checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume)
+                   checkpoint_dir=checkpoint_dir, resume=resume,
+                   nproc=nproc)
+    if report is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     print_summary(report)

@@ -17,6 +17,7 @@ from gnncompress.cli.options import (
     FanoutOpt,
     LatencyBudgetOption,
     LatencyOption,
+    NprocOpt,
     ProgressOpt,
     ResumeOpt,
     SeedOpt,
@@ -110,6 +111,7 @@ def cotrain(
     latency_budget_s: LatencyBudgetOption = REPORT_BUDGET_S,
     checkpoint_every: CheckpointEveryOpt = None,
     checkpoint_dir: CheckpointDirOpt = None, resume: ResumeOpt = None,
+    nproc: NprocOpt = None,
 ) -> None:
     """Train several students that teach each other (no teacher); export
     the best by validation and report every one."""
@@ -125,7 +127,10 @@ def cotrain(
                    latency_budget_s=latency_budget_s,
                    command=api.command_line(), config=resolved(ctx),
                    checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume)
+                   checkpoint_dir=checkpoint_dir, resume=resume,
+                   nproc=nproc)
+    if report is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     typer.echo(report.to_text())
     typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
     print_summary(report)

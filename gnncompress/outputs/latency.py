@@ -59,6 +59,13 @@ def latency_budget(seconds: float = REPORT_BUDGET_S,
         _budget.reset(token)
 
 
+def current_budget() -> tuple[float, bool] | None:
+    """The seconds left and whether to time at all, of the command under
+    way (None outside a command)."""
+    budget = _budget.get()
+    return None if budget is None else (budget.left, budget.enabled)
+
+
 def measuring() -> bool:
     """False under ``--no-latency``: reports leave latency out."""
     budget = _budget.get()

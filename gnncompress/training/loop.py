@@ -9,7 +9,8 @@ training checkpoints (save every K epochs, resume), restoring the best
 student and testing it, and data parallelism in a process group
 (:mod:`gnncompress.training.ranks`: rank 0's weights to start, gradients
 averaged after every backward pass, rank 0's validation score; progress,
-checkpoints and the test split on rank 0 alone). What differs between runs
+checkpoints and the test split on rank 0 alone; each rank's random state
+in the checkpoint). What differs between runs
 is a :class:`Regime`.
 """
 from __future__ import annotations
@@ -294,7 +295,7 @@ def fit(student: nn.Module, regime: Regime, *,
                                                    optimizer, selection)
         extra = checkpoint.extra()
         if extra:
-            regime.load_state_dict(extra['regime'])
+            regime.load_state_dict(ranks.resumed(extra))
             if scheduler is not None:
                 scheduler.load_state_dict(extra['schedule'])
     start = time.perf_counter()
@@ -325,13 +326,16 @@ def fit(student: nn.Module, regime: Regime, *,
         if record_epoch(selection, bar, history, epoch,
                         ranks.mean_loss(total, steps), val, means):
             break
-        if checkpoint is not None and ranks.rank == 0:
-            checkpoint.after_epoch(
-                epoch, student, method, optimizer, selection, history,
-                before + time.perf_counter() - start,
-                extra={'regime': regime.state_dict(),
-                       'schedule': {} if scheduler is None
-                       else scheduler.state_dict()})
+        if checkpoint is not None:
+            extra = {'regime': regime.state_dict(),
+                     'schedule': {} if scheduler is None
+                     else scheduler.state_dict()}
+            if checkpoint.due(epoch):  # every rank's random state
+                extra.update(ranks.gathered(extra['regime']))
+            if ranks.rank == 0:
+                checkpoint.after_epoch(
+                    epoch, student, method, optimizer, selection, history,
+                    before + time.perf_counter() - start, extra=extra)
     bar.close()
     seconds = before + time.perf_counter() - start
     selection.restore()

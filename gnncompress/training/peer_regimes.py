@@ -18,6 +18,7 @@ from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput, run_model, sparse_input
 from gnncompress.tasks.graph_level import BATCH_SIZE
 from gnncompress.tasks.inductive import supervised_loss
+from gnncompress.training import ranks as process_ranks
 from gnncompress.training.loop import FitResult, fit
 from gnncompress.training.objectives.peers import (
     peer_objective,
@@ -76,7 +77,10 @@ class SampledParts:
     neighbours) gives the full-graph losses. Validation and the final test
     run layer-wise over all nodes in bounded memory
     (:func:`~gnncompress.training.regimes.sampled.evaluate`). ``graph``
-    stays where it is (the CPU); each batch moves to ``device``.
+    stays where it is (the CPU); each batch moves to ``device``. In a
+    process group (``--nproc``) every rank takes its share of each batch's
+    seeds, sampled with a generator of its own
+    (:mod:`gnncompress.training.ranks`).
     """
 
     def __init__(self, graph: Graph, *, fanout: Sequence[int],
@@ -87,11 +91,14 @@ class SampledParts:
             raise ValueError('sampled subgraphs need one node-'
                              'classification graph')
         self.graph, self.device, self.seeds = graph, device, seeds
-        self.batch_size, self.memmap_bytes = batch_size, memmap_bytes
+        self.ranks = process_ranks.current()
+        self.batch_size = self.ranks.share(batch_size)
+        self.memmap_bytes = memmap_bytes
         self.csr = csr if csr is not None else \
             CSR.from_edges(graph.edge_index, graph.num_nodes)
-        self.sampler = NeighborSampler(self.csr, fanout, batch_size,
-                                       torch.Generator().manual_seed(seed))
+        self.order = torch.Generator().manual_seed(seed)  # same every rank
+        self.sampler = NeighborSampler(self.csr, fanout, self.batch_size,
+                                       self.ranks.draws(self.order, seed))
 
     def part(self, batch: Batch) -> SampledPart:
         x = self.graph.x[batch.n_id].to(self.device)
@@ -105,7 +112,8 @@ class SampledParts:
         return self.part(self.sampler.sample(self.seeds[:self.batch_size]))
 
     def steps(self, epoch: int) -> Iterator[SampledPart]:
-        for batch in self.sampler.batches(self.seeds):
+        mine, shuffle = self.ranks.epoch_seeds(self.seeds, self.order)
+        for batch in self.sampler.batches(mine, shuffle=shuffle):
             yield self.part(batch)
 
     def forward(self, model: nn.Module, part: SampledPart) -> ModelOutput:
@@ -130,9 +138,11 @@ class SampledParts:
                 part.graphs[kind])
 
     def state_dict(self) -> dict[str, Any]:
-        return {'generator': self.sampler.generator.get_state()}
+        return {'generator': self.sampler.generator.get_state(),
+                'order': self.order.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order.set_state(state.get('order', state['generator']))
         self.sampler.generator.set_state(state['generator'])
 
 

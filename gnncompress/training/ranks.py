@@ -8,18 +8,21 @@ averages its gradients with the others' after each backward pass (so every
 rank takes the same optimiser step), sums the loss to check it (a NaN on
 any rank stops them all), and takes rank 0's validation score (so every
 rank selects and stops alike). Rank 0 alone shows progress, writes
-checkpoints and scores the test split. A regime that splits its epoch
-between ranks (sampled subgraphs: each rank a share of every batch's
-seeds) asks the same hooks for its share."""
+checkpoints and scores the test split; a checkpoint holds every rank's
+random state (:meth:`Solo.gathered`), and each rank resumes from its own
+(:meth:`Solo.resumed`). A regime that splits its epoch between ranks
+(sampled subgraphs: each rank a share of every batch's seeds, its own
+generator for the neighbourhoods) asks the same hooks for its share."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from gnncompress.core.errors import TrainingError
+from gnncompress.core.errors import CheckpointError, TrainingError
 
 
 def joined() -> bool:
@@ -38,11 +41,41 @@ class Solo:
     def sampler_seed(self, seed: int) -> int:
         return seed
 
+    def draws(self, order: torch.Generator, seed: int) -> torch.Generator:
+        """The generator that samples this rank's neighbourhoods, given the
+        one that orders the seeds (``order``, seeded with ``seed``): in one
+        process that same generator."""
+        return order
+
     def epoch_seeds(self, seeds: Tensor,
                     order: torch.Generator) -> tuple[Tensor, bool]:
         """This rank's seeds for one epoch, and whether the sampler still
         has to shuffle them."""
         return seeds, True
+
+    def split(self, seeds: Tensor) -> Tensor:
+        """This rank's part of one global batch of ``seeds``."""
+        return seeds
+
+    def gathered(self, state: dict[str, Any]) -> dict[str, Any]:
+        """What a training checkpoint adds to hold every rank's random
+        ``state`` (the regime's generators): nothing in one process, whose
+        checkpoint holds it already."""
+        return {}
+
+    def resumed(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """This rank's regime state in a checkpoint's ``extra`` (its
+        random generators put back), refused when the checkpoint was
+        written by another number of processes."""
+        self._check_world(len(extra.get('ranks', [None])))
+        return extra['regime']
+
+    def _check_world(self, saved: int) -> None:
+        if saved != self.world:
+            fix = 'without --nproc' if saved == 1 else f'with --nproc {saved}'
+            raise CheckpointError(
+                f'The training checkpoint was written by {saved} '
+                f'process(es), this run has {self.world}: resume it {fix}')
 
     def start(self, modules: Iterable[nn.Module | None]) -> None:
         """Before the first step: every rank holds rank 0's weights."""
@@ -60,7 +93,7 @@ class Solo:
     def mean_loss(self, total: float, steps: int) -> float:
         return total / max(steps, 1)
 
-    def score(self, compute: Callable[[], float]) -> float:
+    def score(self, compute: Callable[[], Any]) -> Any:
         return compute()
 
     def check_in_sync(self, model: nn.Module) -> None:
@@ -82,17 +115,49 @@ class Ranks(Solo):
         # Different neighbourhoods on each rank, reproducible per run.
         return seed + 7919 * self.rank
 
+    def draws(self, order: torch.Generator, seed: int) -> torch.Generator:
+        """A generator of this rank's own (different neighbourhoods on each
+        rank), apart from ``order``, which must advance alike on every
+        rank."""
+        return torch.Generator().manual_seed(self.sampler_seed(seed))
+
     def epoch_seeds(self, seeds: Tensor,
                     order: torch.Generator) -> tuple[Tensor, bool]:
         """One shuffle shared by every rank (``order`` advances the same
-        way on each), padded by wrapping around to equal shares: every rank
-        then takes the same number of steps, as the gradient average
-        needs."""
+        way on each), split by :meth:`split`: every rank then takes the
+        same number of steps, as the gradient average needs."""
+        return self.split(seeds[torch.randperm(seeds.numel(),
+                                               generator=order)]), False
+
+    def split(self, seeds: Tensor) -> Tensor:
+        """Every ``world``-th seed from this rank's position, the seeds
+        first padded by wrapping around to equal shares (no rank is left
+        without a seed)."""
         n = seeds.numel()
-        shuffled = seeds[torch.randperm(n, generator=order)]
+        if n == 0:
+            return seeds
         per_rank = -(-n // self.world)
-        padded = shuffled.repeat(-(-per_rank * self.world // n))
-        return padded[:per_rank * self.world][self.rank::self.world], False
+        padded = seeds.repeat(-(-per_rank * self.world // n))
+        return padded[:per_rank * self.world][self.rank::self.world]
+
+    def gathered(self, state: dict[str, Any]) -> dict[str, Any]:
+        """Every rank's ``state`` and torch generators, in rank order (a
+        collective: every rank calls it at the same epoch)."""
+        mine = {'regime': state, 'rng': torch.get_rng_state(),
+                'cuda': torch.cuda.get_rng_state()
+                if self.dev.type == 'cuda' else None}
+        states: list[Any] = [None] * self.world
+        dist.all_gather_object(states, mine)
+        return {'ranks': states}
+
+    def resumed(self, extra: dict[str, Any]) -> dict[str, Any]:
+        saved = extra.get('ranks', [None])
+        self._check_world(len(saved))
+        mine = saved[self.rank]
+        torch.set_rng_state(mine['rng'])
+        if mine['cuda'] is not None and self.dev.type == 'cuda':
+            torch.cuda.set_rng_state(mine['cuda'])
+        return mine['regime']
 
     def start(self, modules: Iterable[nn.Module | None]) -> None:
         for module in modules:
@@ -149,14 +214,13 @@ class Ranks(Solo):
         dist.all_reduce(both)
         return float(both[0] / both[1].clamp(min=1))
 
-    def score(self, compute: Callable[[], float]) -> float:
-        """``compute()`` on rank 0, broadcast: every rank selects and stops
-        early on the same number (GPU kernels need not be bit-identical
-        across ranks)."""
-        value = torch.tensor([compute() if self.rank == 0 else 0.0],
-                             dtype=torch.float64, device=self.dev)
-        dist.broadcast(value, 0)
-        return float(value)
+    def score(self, compute: Callable[[], Any]) -> Any:
+        """``compute()`` on rank 0 (a number, or one per peer), broadcast:
+        every rank selects and stops early on the same numbers (GPU kernels
+        need not be bit-identical across ranks)."""
+        box = [compute() if self.rank == 0 else None]
+        dist.broadcast_object_list(box, 0)
+        return box[0]
 
     def check_in_sync(self, model: nn.Module) -> None:
         """Every rank holds the same weights (what the gradient average

@@ -7,7 +7,10 @@ projections), the optimiser state, the selection state (best weights, best
 epoch, best score; the patience counter follows from them), the history and
 the random number generators (torch's CPU generator and, when CUDA exists,
 every CUDA generator; the regime's own generator, which shuffles batches)
-and the learning-rate schedule. It holds only tensors and plain
+and the learning-rate schedule. A run over several processes saves from
+rank 0 alone, with every rank's generators
+(:mod:`gnncompress.training.ranks`); every rank reads the file to resume,
+which needs as many processes as wrote it. It holds only tensors and plain
 containers, so it is read back with ``torch.load(weights_only=True)`` like
 any checkpoint.
 """
@@ -69,13 +72,19 @@ class TrainingCheckpoint:
                               f'{every})')
         self.folder, self.every, self.run = Path(folder), every, run
         self.path = self.folder / FILE_NAME
+        first = os.environ.get('RANK', '0') in ('', '0')
         partial = partial_files(self.folder)
-        for leftover in partial:  # a kill in the middle of a write
-            leftover.unlink(missing_ok=True)
+        if first and os.environ.get('WORLD_SIZE', '1') in ('', '1'):
+            # A kill in the middle of a write. (With several processes the
+            # others may still be reading the folder: remove() takes them.)
+            for leftover in partial:
+                leftover.unlink(missing_ok=True)
         if resume and partial and not self.path.is_file():
-            print(f'Note: {self.folder} holds no complete checkpoint, only '
-                  f'one whose writing was interrupted (removed): the run '
-                  f'starts from its first epoch', file=sys.stderr)
+            if first:
+                print(f'Note: {self.folder} holds no complete checkpoint, '
+                      f'only one whose writing was interrupted (removed): '
+                      f'the run starts from its first epoch',
+                      file=sys.stderr)
             resume = False
         self.state = self._read() if resume else None
         if self.state is not None and self.every is None:
@@ -142,6 +151,10 @@ class TrainingCheckpoint:
 
     # Writing ------------------------------------------------------------
 
+    def due(self, epoch: int) -> bool:
+        """Whether :meth:`after_epoch` saves after ``epoch``."""
+        return self.every is not None and epoch % self.every == 0
+
     def after_epoch(self, epoch: int, student: nn.Module,
                     method: nn.Module | None,
                     optimizer: torch.optim.Optimizer, selection: Any,
@@ -149,7 +162,7 @@ class TrainingCheckpoint:
                     extra: dict[str, Any] | None = None) -> None:
         """Save when ``epoch`` is a multiple of ``every``; ``extra`` holds
         the loop's other state (tensors and plain values only)."""
-        if self.every is None or epoch % self.every:
+        if not self.due(epoch):
             return
         state = {
             'kind': KIND, 'version': VERSION, 'run': self.run,
@@ -175,7 +188,10 @@ class TrainingCheckpoint:
                               f'--checkpoint-dir') from None
 
     def remove(self) -> None:
-        """Delete the checkpoint (and its folder when it is left empty)."""
+        """Delete the checkpoint (and its folder when it is left empty);
+        rank 0's to do in a run over several processes."""
+        if os.environ.get('RANK', '0') not in ('', '0'):
+            return
         for leftover in [self.path, *partial_files(self.folder)]:
             leftover.unlink(missing_ok=True)
         try:

@@ -34,6 +34,7 @@ from gnncompress.outputs.report import CotrainReport, ModelEntry
 from gnncompress.tasks.datasets import GRAPH_DATASETS, load_graph
 from gnncompress.tasks.graph_level import BATCH_SIZE, load_graph_set
 from gnncompress.tasks.inductive import is_graph_list_name
+from gnncompress.training import ranks as process_ranks
 from gnncompress.training.loop import FitResult
 from gnncompress.training.peer_regimes import train_peers
 from gnncompress.training.regimes.graph_batches import (
@@ -44,6 +45,12 @@ from gnncompress.training.sampling import CSR
 from gnncompress.workflows.distill_sampled import (
     check_minibatch,
     sample_subgraph,
+)
+from gnncompress.workflows.distributed import (
+    launch,
+    one_at_a_time,
+    refuse,
+    under_torchrun,
 )
 
 MIN_STUDENTS, MAX_STUDENTS = 2, 6
@@ -122,7 +129,8 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             config: dict[str, Any] | None = None,
             checkpoint_every: int | None = None,
             checkpoint_dir: str | Path | None = None,
-            resume: str | Path | None = None) -> CotrainReport:
+            resume: str | Path | None = None,
+            nproc: int | None = None) -> CotrainReport | None:
     """Train ``students`` peers of one architecture with an online method
     and write the best one by validation (``student.safetensors``,
     ``student.onnx``) and ``report.json``/``report.md`` listing every
@@ -144,7 +152,15 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     continue the run as :func:`gnncompress.api.distill`'s do (one split:
     not with ``folds``). When a loss stops being finite, the best student
     so far is written to ``out/student.safetensors`` before the
-    :class:`TrainingError`."""
+    :class:`TrainingError`.
+
+    ``nproc`` N (on sampled subgraphs: with ``batch_size``) trains in N
+    processes with data parallelism, as does running under ``torchrun``
+    (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs
+    and the other torchrun ranks return None."""
+    if nproc is not None or under_torchrun():
+        _sampled_only(data)
+        return launch(cotrain, dict(locals()))
     from gnncompress.workflows.inputs import root_used, with_resolved
     from gnncompress.workflows.runs import (
         check_writable,
@@ -204,9 +220,11 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
         return load_graph_set(GRAPH_DATASETS[key][1], data_root, seed, fold,
                               folds)
 
-    graph = load(0)
+    with one_at_a_time():
+        graph = load(0)
     inductive = graph.node_graph is not None
     if inductive:  # a saved list of graphs shows itself once loaded
+        refuse('cotrain on several graphs')
         _whole_graphs(fanout, 'a several-graph node dataset')
         hops = None
     spec = ArchSpec(arch=arch, in_channels=graph.num_features,
@@ -218,6 +236,7 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     method_options = paper_options(method, graph, method_options)
     runs = []
     sample = None
+    ranks = process_ranks.current()
     if inductive:
         batch_size = graphs_per_batch(training_graphs(graph), batch_size)
     config = with_resolved(config or {}, {
@@ -256,13 +275,17 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
                     seed=seed, csr=csr, progress=progress, desc=desc,
                     checkpoint=saver)
         except TrainingError as e:
+            if ranks.rank != 0:
+                raise
             raise _keep_best(e, models, spec, out, method, g) from None
         runs.append(OnlineRun(models, results, g))
+    if ranks.rank != 0:
+        return None  # rank 0 writes the outputs
     report = _write(runs, spec, method, method_options, weight, out, dev,
                     export, command, folds, seed,
                     dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
                          patience=patience, batch_size=batch_size,
-                         fanout=hops),
+                         fanout=hops, processes=ranks.world),
                     config, sample)
     finish_checkpoint(saver, out)
     return report
@@ -286,6 +309,17 @@ def _keep_best(error: TrainingError, models: Sequence[nn.Module],
     kept.best_epoch, kept.val_accuracy = epochs[best], scores[best]
     return keep_last_good(kept, models[best], spec, out,
                               f'cotrain-{method.lower()}', graph.name)
+
+
+def _sampled_only(data: str | Path) -> None:
+    """Refuse several processes where cotrain takes batches of whole
+    graphs (they train in one)."""
+    key = str(data).lower()
+    if key in GRAPH_DATASETS or is_graph_list_name(key):
+        raise GnnCompressError(
+            f'--nproc and torchrun train on sampled subgraphs of one '
+            f'node-classification graph; {data} trains on batches of whole '
+            f'graphs in one process: drop --nproc')
 
 
 def _whole_graphs(fanout: Any, kind: str) -> None:

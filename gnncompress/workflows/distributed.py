@@ -1,7 +1,8 @@
-"""Mini-batch distillation over several processes
-(``gnncompress distill --batch-size B --nproc N``, or under ``torchrun``):
-starting the processes and joining them in one group. What each rank does
-in training is the training loop's (:mod:`gnncompress.training.ranks`).
+"""Training on sampled subgraphs over several processes
+(``gnncompress distill|amalgamate|cotrain --batch-size B --nproc N``, or
+under ``torchrun``): starting the processes and joining them in one group.
+What each rank does in training is the training loop's
+(:mod:`gnncompress.training.ranks`), for every command alike.
 
 Every process loads the data and the teacher, computes the teacher's cache
 itself (layer-wise inference is deterministic and needs no shared disk, so
@@ -14,7 +15,9 @@ take the same optimiser step. ``--batch-size`` stays the global batch: each
 of N ranks takes ``ceil(B / N)`` seeds a step, and an epoch has the steps of
 a one-process run. Rank 0 alone validates (and broadcasts the score, so
 every rank stops at the same epoch), evaluates the test split and writes
-the outputs. gloo on the CPU, NCCL on GPUs (one process per GPU)."""
+the outputs and the training checkpoints (``--checkpoint-every``, with
+every rank's random state; on ``--resume`` every rank reads it). gloo on
+the CPU, NCCL on GPUs (one process per GPU)."""
 from __future__ import annotations
 
 import contextlib
@@ -29,6 +32,7 @@ import torch
 import torch.distributed as dist
 
 from gnncompress.core.errors import GnnCompressError, TrainingError
+from gnncompress.outputs import latency as bench
 from gnncompress.training.ranks import joined
 
 # What torchrun (and --nproc's workers) set for every process.
@@ -50,13 +54,13 @@ def check_options(nproc: int | None, params: dict[str, Any]) -> None:
                                'drop --nproc when running under torchrun')
     if nproc is not None and nproc < 1:
         raise GnnCompressError(f'--nproc must be at least 1 (got {nproc})')
+    if params.get('folds') is not None:
+        raise GnnCompressError(f'--folds trains graph classification, whose '
+                               f'batches of graphs run in one process: drop '
+                               f'{flag}')
     if params.get('batch_size') is None:
         raise GnnCompressError(f'{flag} trains on sampled subgraphs: add '
                                f'--batch-size, e.g. --batch-size 1024')
-    if params.get('resume') is not None or \
-            params.get('checkpoint_every') is not None:
-        raise GnnCompressError(f'--checkpoint-every and --resume do not work '
-                               f'with {flag} yet: drop them')
     device = str(params.get('device', 'auto'))
     if device.startswith('cuda:'):
         raise GnnCompressError(f'{flag} puts one process on each GPU: use '
@@ -75,9 +79,11 @@ def launch(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
     params = dict(params)
     nproc = params.pop('nproc', None)
     check_options(nproc, params)
+    # The command's --latency/--latency-budget-s, for the spawned ranks.
+    budget = bench.current_budget()
     if nproc is None:
-        return _run_rank(fn, params)
-    return spawn(_run_rank, nproc, fn, params)[0]
+        return _run_rank(fn, params, budget)
+    return spawn(_run_rank, nproc, fn, params, budget)[0]
 
 
 def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
@@ -148,9 +154,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_rank(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
-    """Join the group the environment describes, run ``fn(**params)``,
-    leave the group."""
+def _run_rank(fn: Callable[..., Any], params: dict[str, Any],
+              budget: tuple[float, bool] | None = None) -> Any:
+    """Join the group the environment describes, run ``fn(**params)``
+    (within the latency ``budget``, seconds and whether to time at all,
+    when given), leave the group."""
     from gnncompress.workflows.runs import resolve_device
 
     dev = resolve_device(str(params.get('device', 'auto')))
@@ -161,7 +169,10 @@ def _run_rank(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
         rank = dist.get_rank()
         if rank != 0:
             params = {**params, 'progress': False}
-        result = fn(**params)
+        with contextlib.ExitStack() as stack:
+            if budget is not None:
+                stack.enter_context(bench.latency_budget(*budget))
+            result = fn(**params)
         return result if rank == 0 else None
     finally:
         dist.destroy_process_group()

@@ -130,8 +130,6 @@ def test_nproc_command_writes_the_outputs_once(tmp_path):
     (['--nproc', '2'], '--nproc trains on sampled subgraphs: add '
      '--batch-size'),
     (['--nproc', '0', '--batch-size', '64'], '--nproc must be at least 1'),
-    (['--nproc', '2', '--batch-size', '64', '--resume', 'x'],
-     '--checkpoint-every and --resume do not work with --nproc'),
     (['--nproc', '2', '--batch-size', '64', '--device', 'cuda:1'],
      'use --device cuda (or auto)'),
 ])

@@ -60,7 +60,11 @@ def peer_results(result: FitResult, peers: int) -> list[FitResult]:
     """Each peer's FitResult from the loop's (whose best epochs, scores
     and history values are one per peer): its best epoch, validation
     score (NaN before any epoch), test score, and its history of
-    ``loss``, ``val`` and its unweighted terms (``loss_ce``, ...)."""
+    ``loss``, ``val`` and its unweighted terms (``loss_ce``, ...). Off
+    rank 0 of a process group, where nothing is tested, every test score
+    is NaN."""
+    tests = result.test_accuracy if isinstance(result.test_accuracy, list) \
+        else [math.nan] * peers
     results = []
     for k in range(peers):
         tag = f'/{k + 1}'
@@ -75,7 +79,7 @@ def peer_results(result: FitResult, peers: int) -> list[FitResult]:
             best_epoch=best,
             val_accuracy=result.val_accuracy[k]  # type: ignore[index]
             if best else math.nan,
-            test_accuracy=result.test_accuracy[k],  # type: ignore[index]
+            test_accuracy=tests[k],
             epochs_run=result.epochs_run, seconds=result.seconds,
             history=history))
     return results

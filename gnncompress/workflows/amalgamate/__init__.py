@@ -41,6 +41,7 @@ from gnncompress.outputs import plots
 from gnncompress.outputs.latency import measuring, onnx_latency, torch_latency
 from gnncompress.outputs.onnx import export_onnx
 from gnncompress.outputs.report import ModelEntry
+from gnncompress.training import ranks as process_ranks
 from gnncompress.workflows.amalgamate.regimes import (
     Amalgamation,
     GraphBatches,
@@ -61,6 +62,11 @@ from gnncompress.workflows.amalgamate.tasks import (
     tasks_text,
 )
 from gnncompress.workflows.distill_sampled import check_minibatch
+from gnncompress.workflows.distributed import (
+    launch,
+    one_at_a_time,
+    under_torchrun,
+)
 from gnncompress.workflows.inputs import data_root_of, with_resolved
 from gnncompress.workflows.results import accuracy_gates
 from gnncompress.workflows.runs import (
@@ -120,7 +126,8 @@ def amalgamate(teachers: Sequence[str | Path], *,
                config: dict[str, Any] | None = None,
                checkpoint_every: int | None = None,
                checkpoint_dir: str | Path | None = None,
-               resume: str | Path | None = None) -> AmalgamationReport:
+               resume: str | Path | None = None,
+               nproc: int | None = None) -> AmalgamationReport | None:
     """Amalgamate ``teachers`` (one per task) into one slimmable student and
     write ``student.safetensors`` (all widths and heads + spec),
     ``onnx/<task>-w<width>.onnx`` (one per task and exported width, each
@@ -150,7 +157,14 @@ def amalgamate(teachers: Sequence[str | Path], *,
     an interrupted run with the same options, ending with the student an
     uninterrupted run gives. When the loss stops being finite, the run
     stops with a :class:`~gnncompress.core.errors.TrainingError` and ``model``
-    is back at its best epoch."""
+    is back at its best epoch.
+
+    ``nproc`` N (with ``batch_size``) trains in N processes with data
+    parallelism, as does running under ``torchrun``
+    (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs
+    and the other torchrun ranks return None."""
+    if nproc is not None or under_torchrun():
+        return launch(amalgamate, dict(locals()))
     if len(teachers) < 2:
         raise GnnCompressError('Amalgamation needs at least two teachers '
                                f'(got {len(teachers)})')
@@ -177,7 +191,8 @@ def amalgamate(teachers: Sequence[str | Path], *,
             sampled as amalgamation_minibatch,
         )
         amalgamation_minibatch.check_teachers(ckpts, tam)
-    task_list = resolve_tasks(ckpts, data, tasks, data_root, seed)
+    with one_at_a_time():
+        task_list = resolve_tasks(ckpts, data, tasks, data_root, seed)
     for ckpt, task in zip(ckpts, task_list):
         check_teacher(ckpt, task)
     several = check_graphs(task_list, hops is not None)
@@ -232,6 +247,7 @@ def amalgamate(teachers: Sequence[str | Path], *,
             task_list, teacher_models, tam, batch_size=batch_size,
             fanout=hops, seed=seed, device=dev)
         graphs, teacher_tasks = sampled, sampled.teacher_tasks
+    ranks = process_ranks.current()
     try:
         seed_everything(seed)
         model = SlimmableGNN(spec).to(dev)
@@ -242,10 +258,14 @@ def amalgamate(teachers: Sequence[str | Path], *,
                     lr=lr, weight_decay=weight_decay, patience=patience,
                     progress=progress, graphs=graphs, checkpoint=saver)
         except TrainingError as e:
+            if ranks.rank != 0:
+                raise
             raise keep_best_student(
                 e, out, 'agreement with the teachers',
                 lambda path, stopped: _save_student(model, task_list, path,
                                                     stopped)) from None
+        if ranks.rank != 0:
+            return None  # rank 0 writes the outputs
         training = {'epochs': epochs, 'epochs_run': fitted.epochs_run,
                     'best_epoch': fitted.best_epoch,
                     'best_agreement': fitted.val_accuracy,

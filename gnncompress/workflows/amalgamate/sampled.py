@@ -54,6 +54,7 @@ from gnncompress.methods.tam import (
     check_messages,
 )
 from gnncompress.models.slimmable import SlimmableGNN
+from gnncompress.training import ranks as process_ranks
 from gnncompress.training.objectives.amalgamation import GroupLoss
 from gnncompress.training.regimes.sampled import batch_view, evaluate
 from gnncompress.training.regimes.sampled import to_device as _to
@@ -95,7 +96,9 @@ class SampledGraphs(Amalgamation):
     teacher outputs and evaluation. The graphs and the teacher caches stay
     on the CPU; batches move to ``device``. Each graph's sampler and its
     shuffled passes over the seeds share one generator, saved in training
-    checkpoints.
+        checkpoints. In a process group (``--nproc``) every rank draws the same
+    passes and takes its share of each batch's seeds, sampled with a
+    generator of its own (:mod:`gnncompress.training.ranks`).
 
     Args:
         tasks (list[Task]): One per teacher; tasks may share a graph.
@@ -124,12 +127,14 @@ class SampledGraphs(Amalgamation):
                 self.graphs.append(task.graph)
         self._csr = {id(g): CSR.from_edges(g.edge_index, g.num_nodes)
                      for g in self.graphs}
+        self.ranks = process_ranks.current()
         self._samplers, self.passes = [], []
         for i, g in enumerate(self.graphs):
-            generator = torch.Generator().manual_seed(seed + i)
+            order = torch.Generator().manual_seed(seed + i)
             self._samplers.append(NeighborSampler(
-                self._csr[id(g)], self.fanout, batch_size, generator))
-            self.passes.append(Passes(g.num_nodes, batch_size, generator))
+                self._csr[id(g)], self.fanout, batch_size,
+                self.ranks.draws(order, seed + i)))
+            self.passes.append(Passes(g.num_nodes, batch_size, order))
         self._probes: dict[int, tuple[Tensor, Tensor]] = {}
         self.steps_per_epoch = max(math.ceil(g.num_nodes / batch_size)
                                    for g in self.graphs)
@@ -156,7 +161,7 @@ class SampledGraphs(Amalgamation):
             on_device: dict[int, tuple[Tensor, Tensor, Batch]] = {}
             for graph, sampler, passes in zip(self.graphs, self._samplers,
                                               self.passes):
-                batch = sampler.sample(passes.next())
+                batch = sampler.sample(self.ranks.split(passes.next()))
                 on_device[id(graph)] = (
                     graph.x[batch.n_id].to(self.device),
                     batch.edge_index.to(self.device), batch)
@@ -165,6 +170,16 @@ class SampledGraphs(Amalgamation):
                      for teacher, task, teacher_task in zip(
                          self.teachers, self.tasks, self.teacher_tasks)]
             yield functools.partial(self._loss, on_device, views)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(),
+                'samplers': [s.generator.get_state() for s in self._samplers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        for sampler, saved in zip(self._samplers, state.get('samplers', []),
+                                  strict=False):
+            sampler.generator.set_state(saved)
 
     def _teacher_view(self, teacher: nn.Module, task: Task,
                       teacher_task: TeacherTask, x: Tensor,
@@ -218,6 +233,7 @@ class SampledGraphs(Amalgamation):
                                   'edges': int(edge_index.size(1))}
         return {'batch_size': self.batch_size, 'fanout': self.fanout,
                 'steps_per_epoch': self.steps_per_epoch,
+                'processes': self.ranks.world,
                 'measured_on': probes}
 
     def close(self) -> None:
