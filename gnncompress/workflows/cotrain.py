@@ -348,6 +348,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
         torch_latency,
     )
     from gnncompress.outputs.onnx import export_onnx
+    from gnncompress.workflows.results import report_files
     from gnncompress.workflows.runs import (
         staged_output,
         versions,
@@ -427,11 +428,8 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
                       'histories': [r.history for r in first.results]},
             seed=seed, device=str(dev), versions=versions(),
             files=files, config=config, notes=notes)
-        if plots.drawn('training.png', plots.cotrain_training,
-                       report.to_dict(), stage / 'training.png'):
-            files['training_png'] = str(out / 'training.png')
-        (stage / 'report.json').write_text(report.to_json() + '\n')
-        (stage / 'report.md').write_text(report.to_markdown())
+        report_files(report, stage, out, files, 'training.png',
+                     plots.cotrain_training)
     return report
 
 

@@ -287,11 +287,8 @@ def write_report(stage: Path, out: Path, *, teacher: ModelEntry,
         gates=accuracy_gates(
             [(name, gated.test_accuracy, teacher.test_accuracy)],
             min_accuracy, max_accuracy_drop), **fields)
-    if plots.drawn('training.png', plots.distill_training, report.to_dict(),
-                   stage / 'training.png'):
-        files['training_png'] = str(out / 'training.png')
-    (stage / 'report.json').write_text(report.to_json() + '\n')
-    (stage / 'report.md').write_text(report.to_markdown())
+    report_files(report, stage, out, files, 'training.png',
+                 plots.distill_training)
     return report
 
 
@@ -414,3 +411,14 @@ def trained_alone(s_spec: ArchSpec, seed: int, dev: torch.device,
                       parameters=count_parameters(alone),
                       test_accuracy=result.test_accuracy,
                       val_accuracy=result.val_accuracy, **extra), alone
+
+
+def report_files(report: Any, stage: Path, out: Path, files: dict[str, str],
+                 picture: str, draw: Callable[..., Any]) -> None:
+    """A run's picture (``draw(report dict, path)``; listed in ``files``
+    under e.g. ``training_png`` when drawn), ``report.json`` and
+    ``report.md``, written into the staged folder that becomes ``out``."""
+    if plots.drawn(picture, draw, report.to_dict(), stage / picture):
+        files[picture.replace('.', '_')] = str(out / picture)
+    (stage / 'report.json').write_text(report.to_json() + '\n')
+    (stage / 'report.md').write_text(report.to_markdown())

@@ -68,7 +68,7 @@ from gnncompress.workflows.distributed import (
     under_torchrun,
 )
 from gnncompress.workflows.inputs import data_root_of, with_resolved
-from gnncompress.workflows.results import accuracy_gates
+from gnncompress.workflows.results import accuracy_gates, report_files
 from gnncompress.workflows.runs import (
     check_writable,
     finish_checkpoint,
@@ -415,11 +415,8 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                  if task.name == r['task'] and (export_widths is None or
                                                 r['width'] in export_widths)],
                 min_accuracy, max_accuracy_drop))
-        if plots.drawn('widths.png', plots.amalgamation_widths,
-                       report.to_dict(), stage / 'widths.png'):
-            files['widths_png'] = str(out / 'widths.png')
-        (stage / 'report.json').write_text(report.to_json() + '\n')
-        (stage / 'report.md').write_text(report.to_markdown())
+        report_files(report, stage, out, files, 'widths.png',
+                     plots.amalgamation_widths)
     return report
 
 
