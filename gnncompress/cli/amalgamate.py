@@ -12,7 +12,7 @@ from gnncompress.cli.common import (
     app,
     call,
     exit_on_gates,
-    print_summary,
+    print_run,
 )
 from gnncompress.cli.options import (
     CheckpointDirOpt,
@@ -128,9 +128,6 @@ def amalgamate(
                    checkpoint_every=checkpoint_every,
                    checkpoint_dir=checkpoint_dir, resume=resume,
                    nproc=nproc)
-    if report is None:  # a torchrun rank other than 0: rank 0 reports
+    if not print_run(report):
         return
-    typer.echo(report.to_text())
-    typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
-    print_summary(report)
     exit_on_gates(report.gates)

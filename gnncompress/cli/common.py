@@ -6,6 +6,7 @@ from __future__ import annotations
 import shlex
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -182,6 +183,18 @@ def print_summary(report: Any) -> None:
     """The end-of-run lines: load the ONNX student, speed-up, gates."""
     for line in call(api.run_summary, report):
         typer.echo(line)
+
+
+def print_run(report: Any) -> bool:
+    """A finished run's table, its folder and the end-of-run lines; False
+    (nothing printed) for a torchrun rank other than 0, which returns no
+    report: rank 0 reports."""
+    if report is None:
+        return False
+    typer.echo(report.to_text())
+    typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
+    print_summary(report)
+    return True
 
 
 def exit_on_gates(gates: list[Any]) -> None:

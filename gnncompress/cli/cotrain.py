@@ -1,12 +1,11 @@
 """`gnncompress cotrain`."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from gnncompress.cli.common import Command, api, app, call, print_summary
+from gnncompress.cli.common import Command, api, app, call, print_run
 from gnncompress.cli.options import (
     CheckpointDirOpt,
     CheckpointEveryOpt,
@@ -129,8 +128,5 @@ def cotrain(
                    checkpoint_every=checkpoint_every,
                    checkpoint_dir=checkpoint_dir, resume=resume,
                    nproc=nproc)
-    if report is None:  # a torchrun rank other than 0: rank 0 reports
+    if not print_run(report):
         return
-    typer.echo(report.to_text())
-    typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
-    print_summary(report)

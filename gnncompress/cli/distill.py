@@ -14,7 +14,7 @@ from gnncompress.cli.common import (
     call,
     err_console,
     exit_on_gates,
-    print_summary,
+    print_run,
 )
 from gnncompress.cli.options import (
     ActOpt,
@@ -242,11 +242,8 @@ def distill(
                    teacher_args=parse_teacher_args(teacher_args),
                    latency=latency, latency_budget_s=latency_budget_s,
                    budget_s=budget_s, **cloud)
-    if report is None:  # a torchrun rank other than 0: rank 0 reports
+    if not print_run(report):
         return
-    typer.echo(report.to_text())
-    typer.echo(f"\nwrote {Path(report.files['report_json']).parent}/")
-    print_summary(report)
     for note in report.notes:
         if note.startswith('the student collapsed'):
             err_console.print(f'[yellow]Warning:[/yellow] {note}',

@@ -56,8 +56,31 @@ def parity_line(max_abs: float, cases: dict[str, float],
             f"output's scale (absolute {max_abs:.2e}; {graphs})")
 
 
+class RunReport:
+    """What every command's report shares: JSON from ``to_dict()`` (stable
+    keys, sorted) and the terminal text, the table of ``rows()`` followed
+    by ``summary_lines()``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def rows(self) -> tuple[list[str], list[list[str]]]:
+        raise NotImplementedError
+
+    def summary_lines(self) -> list[str]:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def to_text(self) -> str:
+        headers, rows = self.rows()
+        return '\n'.join([tabulate(rows, headers=headers), '',
+                          *self.summary_lines()])
+
+
 @dataclass
-class Report:
+class Report(RunReport):
     """Everything a distillation run measured."""
     command: str
     method: str
@@ -101,9 +124,6 @@ class Report:
         out = {'schema': 1, **asdict(self)}
         out['gates'] = [g.to_dict() for g in self.gates]
         return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def entries(self) -> list[ModelEntry]:
         return [e for e in (self.teacher, self.student_alone, self.student)
@@ -154,11 +174,6 @@ class Report:
         if self.timings:
             lines.append(timings_line(self.timings))
         return lines + [f'note: {n}' for n in self.notes]
-
-    def to_text(self) -> str:
-        headers, rows = self.rows()
-        return '\n'.join([tabulate(rows, headers=headers), '',
-                          *self.summary_lines()])
 
     def to_markdown(self) -> str:
         headers, rows = self.rows()
@@ -311,7 +326,7 @@ def _options(options: dict[str, Any]) -> str:
 
 
 @dataclass
-class CotrainReport:
+class CotrainReport(RunReport):
     """Everything an online (``cotrain``) run measured: every student, the
     one exported (best validation accuracy) and, with cross-validation, each
     fold."""
@@ -338,9 +353,6 @@ class CotrainReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {'schema': 1, 'kind': 'cotrain', **asdict(self)}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
         runtimes = sorted({k for e in self.students for k in e.latency})
@@ -391,11 +403,6 @@ class CotrainReport:
                          f"step, fanout {','.join(map(str, t['fanout']))}; "
                          f'validation and test layer-wise over all nodes')
         return lines + [f'note: {n}' for n in self.notes]
-
-    def to_text(self) -> str:
-        headers, rows = self.rows()
-        return '\n'.join([tabulate(rows, headers=headers), '',
-                          *self.summary_lines()])
 
     def to_markdown(self) -> str:
         headers, rows = self.rows()

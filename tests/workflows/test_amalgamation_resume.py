@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from gnncompress import api
 from gnncompress.checkpoints.students import load_slimmable
-from gnncompress.cli import amalgamate as cli_amalgamate
 from gnncompress.cli import app
+from gnncompress.cli import common as cli_common
 from gnncompress.core.errors import CheckpointError, TrainingError
 from gnncompress.training import resume
 from gnncompress.workflows import amalgamate as amalgamation
@@ -124,7 +124,7 @@ def test_cli_amalgamate_checkpoint_options(inputs, tmp_path, monkeypatch):
     monkeypatch.setattr(amalgamation, 'export_onnx',
                         lambda *a: SimpleNamespace(max_abs_diff=0.0,
                                                    cases={}))
-    monkeypatch.setattr(cli_amalgamate, 'print_summary',
+    monkeypatch.setattr(cli_common, 'print_summary',
                         lambda report: None)
     teachers, options = inputs['full']
     folder = tmp_path / 'checkpoints'

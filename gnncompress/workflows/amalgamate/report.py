@@ -2,7 +2,6 @@
 the text the command prints)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,13 +11,14 @@ from gnncompress.core.errors import plural
 from gnncompress.outputs.report import (
     Gate,
     ModelEntry,
+    RunReport,
     latency_cell,
     latency_labels,
 )
 
 
 @dataclass
-class AmalgamationReport:
+class AmalgamationReport(RunReport):
     """Everything an amalgamation run measured. JSON keys are stable."""
     command: str
     setting: str                      # datasets | label-subsets
@@ -42,9 +42,6 @@ class AmalgamationReport:
         out = {'schema': 1, 'kind': 'amalgamation', **asdict(self)}
         out['gates'] = [g.to_dict() for g in self.gates]
         return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     def rows(self) -> tuple[list[str], list[list[str]]]:
         latencies = [r['latency'] for r in self.results] + \
@@ -115,11 +112,6 @@ class AmalgamationReport:
             lines.append(f'ONNX max abs difference: {max(parity):.2e} '
                          f'(over {len(parity)} files, 4 check graphs each)')
         return lines
-
-    def to_text(self) -> str:
-        headers, rows = self.rows()
-        return '\n'.join([tabulate(rows, headers=headers), '',
-                          *self.summary_lines()])
 
     def to_markdown(self) -> str:
         headers, rows = self.rows()
