@@ -177,6 +177,13 @@ def _by_split(obj: Any, name: str) -> dict[str, list[Data]]:
         splits = {s: list(obj.get(s, [])) for s in SPLIT_NAMES}
     else:
         splits = {s: [] for s in SPLIT_NAMES}
+        if obj and all(isinstance(d, Data) and d.pos is not None and
+                       d.edge_index is None for d in obj):
+            raise DataError(
+                f"Dataset '{name}' holds point clouds (points, no edges), "
+                f'which distill alone trains, from a DGCNN teacher '
+                f'(gnncompress distill TEACHER --data FILE): give this '
+                f'command a dataset of graphs')
         for i, d in enumerate(obj):
             s = d._store.get('split')
             if s not in SPLIT_NAMES:

@@ -57,6 +57,11 @@ class Solo:
         """This rank's part of one global batch of ``seeds``."""
         return seeds
 
+    def described(self) -> dict[str, int]:
+        """What a report's ``training`` entry says of the processes: their
+        number when there are several."""
+        return {'processes': self.world} if self.world > 1 else {}
+
     def gathered(self, state: dict[str, Any]) -> dict[str, Any]:
         """What a training checkpoint adds to hold every rank's random
         ``state`` (the regime's generators): nothing in one process, whose

@@ -49,7 +49,6 @@ from gnncompress.workflows.distill_sampled import (
 from gnncompress.workflows.distributed import (
     launch,
     one_at_a_time,
-    refuse,
     under_torchrun,
 )
 
@@ -154,12 +153,12 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     so far is written to ``out/student.safetensors`` before the
     :class:`TrainingError`.
 
-    ``nproc`` N (on sampled subgraphs: with ``batch_size``) trains in N
-    processes with data parallelism, as does running under ``torchrun``
+    ``nproc`` N (with ``batch_size``: sampled subgraphs, or batches of
+    whole graphs, split between the processes) trains in N processes with
+    data parallelism, as does running under ``torchrun``
     (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs
     and the other torchrun ranks return None."""
     if nproc is not None or under_torchrun():
-        _sampled_only(data)
         return launch(cotrain, dict(locals()))
     from gnncompress.workflows.inputs import root_used, with_resolved
     from gnncompress.workflows.runs import (
@@ -224,7 +223,6 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
         graph = load(0)
     inductive = graph.node_graph is not None
     if inductive:  # a saved list of graphs shows itself once loaded
-        refuse('cotrain on several graphs')
         _whole_graphs(fanout, 'a several-graph node dataset')
         hops = None
     spec = ArchSpec(arch=arch, in_channels=graph.num_features,
@@ -309,17 +307,6 @@ def _keep_best(error: TrainingError, models: Sequence[nn.Module],
     kept.best_epoch, kept.val_accuracy = epochs[best], scores[best]
     return keep_last_good(kept, models[best], spec, out,
                               f'cotrain-{method.lower()}', graph.name)
-
-
-def _sampled_only(data: str | Path) -> None:
-    """Refuse several processes where cotrain takes batches of whole
-    graphs (they train in one)."""
-    key = str(data).lower()
-    if key in GRAPH_DATASETS or is_graph_list_name(key):
-        raise GnnCompressError(
-            f'--nproc and torchrun train on sampled subgraphs of one '
-            f'node-classification graph; {data} trains on batches of whole '
-            f'graphs in one process: drop --nproc')
 
 
 def _whole_graphs(fanout: Any, kind: str) -> None:

@@ -30,6 +30,7 @@ from gnncompress.models import build_model
 from gnncompress.outputs.latency import REPORT_BUDGET_S
 from gnncompress.outputs.report import Report
 from gnncompress.tasks.datasets import check_split
+from gnncompress.training import ranks as process_ranks
 from gnncompress.training.train import fit, forward_frozen, test_score
 from gnncompress.workflows.auto import (
     ALONE,
@@ -40,7 +41,6 @@ from gnncompress.workflows.auto import (
 from gnncompress.workflows.distributed import (
     launch,
     one_at_a_time,
-    refuse,
     under_torchrun,
 )
 from gnncompress.workflows.inputs import (
@@ -218,7 +218,6 @@ def distill(teacher: str | Path | torch.nn.Module, *,
                device=dev.type)
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress.workflows import point_clouds as pointcloud
-        refuse('point clouds (a DGCNN teacher)')
         if auto:
             raise GnnCompressError('--method auto does not train point '
                                    'clouds yet: pick a method, e.g. '
@@ -305,6 +304,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         finish_checkpoint(saver, out)
         return report
     g = graph.to(dev)
+    ranks = process_ranks.current()  # batches of graphs in a process group
 
     with phase('teacher'):
         teacher_model = ckpt.build().to(dev)
@@ -339,12 +339,14 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         seed_everything(seed)
         model = build_model(s_spec).to(dev)
         with kept_on_failure(saver, model, s_spec, out, distiller.name,
-                             graph.name), phase('train'):
+                             graph.name, ranks.rank), phase('train'):
             result = fit(model, g, method=distiller,
                          teacher_outputs=[teacher_out],
                          label_weight=label_weight, weight=weight,
                          desc=f'distill {distiller.name}', checkpoint=saver,
                          **train_args)
+    if ranks.rank != 0:
+        return None  # rank 0 writes the outputs
     report = distill_outputs(
         out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
@@ -353,7 +355,7 @@ def distill(teacher: str | Path | torch.nn.Module, *,
         inputs=(g.x, g.edge_index, g.batch),
         training=describe_training(result, epochs=epochs, lr=lr,
                                    weight_decay=weight_decay,
-                                   patience=patience),
+                                   patience=patience, **ranks.described()),
         notes=[n for n in (feature_note, choice and choice.note()) if n],
         export=export,
         dev=dev, weight=weight,

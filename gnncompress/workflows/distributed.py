@@ -1,6 +1,10 @@
-"""Training on sampled subgraphs over several processes
+"""Training in batches over several processes
 (``gnncompress distill|amalgamate|cotrain --batch-size B --nproc N``, or
 under ``torchrun``): starting the processes and joining them in one group.
+Batches are sampled subgraphs of one graph, or whole graphs (graph
+classification, node classification over several graphs, point clouds);
+full-graph training takes one step on the whole graph and has no batch to
+split.
 What each rank does in training is the training loop's
 (:mod:`gnncompress.training.ranks`), for every command alike.
 
@@ -13,11 +17,13 @@ shares, each rank samples its own neighbourhoods, and the average of the
 gradients of the student and the method's trainable parts makes every rank
 take the same optimiser step. ``--batch-size`` stays the global batch: each
 of N ranks takes ``ceil(B / N)`` seeds a step, and an epoch has the steps of
-a one-process run. Rank 0 alone validates (and broadcasts the score, so
-every rank stops at the same epoch), evaluates the test split and writes
-the outputs and the training checkpoints (``--checkpoint-every``, with
-every rank's random state; on ``--resume`` every rank reads it). gloo on
-the CPU, NCCL on GPUs (one process per GPU)."""
+a one-process run. On batches of whole graphs every rank draws the same
+batches and trains on every N-th graph of each. Rank 0 alone validates
+(and broadcasts the score, so every rank stops at the same epoch),
+evaluates the test split and writes the outputs and the training
+checkpoints (``--checkpoint-every``, with every rank's random state; on
+``--resume`` every rank reads it). gloo on the CPU, NCCL on GPUs (one
+process per GPU)."""
 from __future__ import annotations
 
 import contextlib
@@ -55,12 +61,13 @@ def check_options(nproc: int | None, params: dict[str, Any]) -> None:
     if nproc is not None and nproc < 1:
         raise GnnCompressError(f'--nproc must be at least 1 (got {nproc})')
     if params.get('folds') is not None:
-        raise GnnCompressError(f'--folds trains graph classification, whose '
-                               f'batches of graphs run in one process: drop '
-                               f'{flag}')
+        raise GnnCompressError(f'--folds trains one run per fold in one '
+                               f'process: drop {flag}, or --folds')
     if params.get('batch_size') is None:
-        raise GnnCompressError(f'{flag} trains on sampled subgraphs: add '
-                               f'--batch-size, e.g. --batch-size 1024')
+        raise GnnCompressError(
+            f'{flag} splits each training batch between processes: add '
+            f'--batch-size (seed nodes of one graph per step, e.g. '
+            f'--batch-size 1024; whole graphs on a dataset of many graphs)')
     device = str(params.get('device', 'auto'))
     if device.startswith('cuda:'):
         raise GnnCompressError(f'{flag} puts one process on each GPU: use '
@@ -118,10 +125,11 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
         messages[rank] = (ok, pickle.loads(blob))
     errors = [v for _, (ok, v) in sorted(messages.items()) if not ok]
     user = [e for e in errors if isinstance(e, GnnCompressError)]
-    if user:
-        raise user[0]
-    if errors:
-        raise errors[0]
+    # A rank that fails leaves the others' collectives with a closed
+    # connection: its own error is the cause.
+    causes = [e for e in errors if 'closed by peer' not in str(e)]
+    if user or causes or errors:
+        raise (user or causes or errors)[0]
     if failed is not None or len(messages) < nproc:
         raise TrainingError(f'a training process died without a message '
                             f'({failed}): see the output above')

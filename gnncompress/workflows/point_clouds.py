@@ -36,6 +36,7 @@ from gnncompress.outputs.parity import (
 )
 from gnncompress.tasks.cloud_training import augment, evaluate, parse_augment
 from gnncompress.tasks.point_clouds import cloud_points, is_clouds, load_clouds
+from gnncompress.training import ranks as process_ranks
 
 BATCH_SIZE = 32        # clouds per step (the DGCNN paper's)
 
@@ -350,12 +351,15 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     saver = None if checkpoint is None else checkpoint(
         data=graph.name, clouds=int(graph.y.numel()), split=graph.split,
         student=s_spec.to_dict(), augment=names, batch_size=batch_size)
+    ranks = process_ranks.current()
     with kept_on_failure(saver, model, s_spec, out, distiller.name,
-                         graph.name):
+                         graph.name, ranks.rank):
         result = fit_clouds(model, g, teacher=teacher_model,
                             method=distiller, label_weight=label_weight,
                             weight=weight, desc=f'distill {distiller.name}',
                             checkpoint=saver, **train_args)
+    if ranks.rank != 0:
+        return None  # rank 0 writes the outputs
     used_weight = distiller.default_weight if weight is None else weight
     _, student_macc = evaluate(model, g, g.test_mask)
 
@@ -416,7 +420,8 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             student_alone=alone_entry, parity_cases=parity_cases,
             training=describe_training(
                 result, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                patience=patience, batch_size=batch_size),
+                patience=patience, batch_size=batch_size,
+                **ranks.described()),
             seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
             min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
             exported=exported)

@@ -163,7 +163,8 @@ class Cell:
     @property
     def id(self) -> str:
         tail = '' if self.check == 'train' else f'-{self.check}'
-        return f'{self.method}-{self.regime}{tail}'
+        head = '' if self.command == 'distill' else f'{self.command}-'
+        return f'{head}{self.method}-{self.regime}{tail}'
 
 
 def _cells() -> list[Cell]:
@@ -268,6 +269,21 @@ class _Interrupted(Exception):
     pass
 
 
+def interrupted_after_epoch_1(monkeypatch, run) -> None:
+    """Runs run() and stops it at epoch 2, after epoch 1's checkpoint."""
+    real = loop.check_finite
+
+    def interrupt(loss, terms, epoch, who=''):
+        if epoch == 2:
+            raise _Interrupted
+        return real(loss, terms, epoch, who)
+
+    with monkeypatch.context() as mp:
+        mp.setattr(loop, 'check_finite', interrupt)
+        with pytest.raises(_Interrupted):
+            run()
+
+
 def _run_distill(files, cell: Cell, tmp_path: Path, monkeypatch) -> None:
     if cell.check == 'refused':
         teacher, data, options = _options(files, cell.regime)
@@ -290,17 +306,8 @@ def _run_distill(files, cell: Cell, tmp_path: Path, monkeypatch) -> None:
         return
     whole = _state(student)
     out = tmp_path / 'cut'
-    real = loop.check_finite
-
-    def interrupt(loss, terms, epoch, who=''):
-        if epoch == 2:  # after epoch 1's checkpoint
-            raise _Interrupted
-        return real(loss, terms, epoch, who)
-
-    with monkeypatch.context() as mp:
-        mp.setattr(loop, 'check_finite', interrupt)
-        with pytest.raises(_Interrupted):
-            _distill(files, cell, out, monkeypatch, checkpoint_every=1)
+    interrupted_after_epoch_1(monkeypatch, lambda: _distill(
+        files, cell, out, monkeypatch, checkpoint_every=1))
     saved = torch.load(out / DEFAULT_FOLDER / 'training.ckpt',
                        weights_only=True)
     assert saved['epoch'] == 1

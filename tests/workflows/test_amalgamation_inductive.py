@@ -229,7 +229,22 @@ def test_cli_on_label_column_subsets_of_saved_graphs(tmp_path):
     assert row['onnx_max_abs_diff'] < 1e-4
 
 
-def test_several_graphs_refuse_batch_size_and_mixing(tmp_path):
+def test_batch_size_counts_whole_graphs_per_step(tmp_path):
+    data = _save_list(tmp_path / 'ppi.pt')
+    t = [tmp_path / 'a.pt', tmp_path / 'b.pt']
+    torch.save(_teacher(2, 0).state_dict(), t[0])
+    torch.save(_teacher(3, 1).state_dict(), t[1])
+    report = api.amalgamate(t, data=str(data), tasks='0-1,2-4', batch_size=1,
+                            epochs=2, out=tmp_path / 'o', progress=False,
+                            device='cpu', export=False, latency=False)
+    training = report.training
+    assert set(training['graphs_per_step'].values()) == {1}
+    # one step per training graph
+    assert training['steps_per_epoch'] == max(
+        training['training_graphs'].values())
+
+
+def test_several_graphs_refuse_fanout_and_mixing(tmp_path):
     data = _save_list(tmp_path / 'ppi.pt')
     single = tmp_path / 'one.pt'
     torch.save(Data(x=torch.randn(10, 6),
@@ -242,9 +257,12 @@ def test_several_graphs_refuse_batch_size_and_mixing(tmp_path):
     t = [tmp_path / 'a.pt', tmp_path / 'b.pt']
     torch.save(_teacher(2, 0).state_dict(), t[0])
     torch.save(_teacher(3, 1).state_dict(), t[1])
-    with pytest.raises(GnnCompressError, match='--batch-size on a several'):
+    with pytest.raises(GnnCompressError,
+                       match='on a several-graph dataset --batch-size counts '
+                       'whole graphs per step: drop --fanout'):
         api.amalgamate(t, data=str(data), tasks='0-1,2-4', batch_size=8,
-                       out=tmp_path / 'o1', progress=False, device='cpu')
+                       fanout='3,2', out=tmp_path / 'o1', progress=False,
+                       device='cpu')
     torch.save(_teacher(5, 1).state_dict(), t[1])
     with pytest.raises(GnnCompressError, match='one kind'):
         api.amalgamate([t[1], t[0]], data=f'{data},{single}',

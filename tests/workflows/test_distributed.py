@@ -127,8 +127,8 @@ def test_nproc_command_writes_the_outputs_once(tmp_path):
 
 
 @pytest.mark.parametrize('args,needle', [
-    (['--nproc', '2'], '--nproc trains on sampled subgraphs: add '
-     '--batch-size'),
+    (['--nproc', '2'], '--nproc splits each training batch between '
+     'processes: add --batch-size'),
     (['--nproc', '0', '--batch-size', '64'], '--nproc must be at least 1'),
     (['--nproc', '2', '--batch-size', '64', '--device', 'cuda:1'],
      'use --device cuda (or auto)'),

@@ -132,14 +132,14 @@ def test_a_checkpoint_resumes_with_as_many_processes_as_wrote_it():
 
 @pytest.mark.parametrize('args,needle', [
     (['amalgamate', 'a.pt', 'b.pt', '--nproc', '2'],
-     '--nproc trains on sampled subgraphs: add --batch-size'),
+     '--nproc splits each training batch between processes: add '
+     '--batch-size'),
     (['cotrain', '--data', 'x.pt', '--nproc', '2'],
-     '--nproc trains on sampled subgraphs: add --batch-size'),
-    (['cotrain', '--data', 'MUTAG', '--nproc', '2', '--batch-size', '8'],
-     'trains on batches of whole graphs in one process: drop --nproc'),
+     '--nproc splits each training batch between processes: add '
+     '--batch-size'),
     (['cotrain', '--data', 'x.pt', '--folds', '5', '--nproc', '2'],
-     '--folds trains graph classification, whose batches of graphs run in '
-     'one process: drop --nproc'),
+     '--folds trains one run per fold in one process: drop --nproc, or '
+     '--folds'),
 ])
 def test_cells_that_cannot_run_fail_in_one_line(tmp_path, args, needle):
     out = tmp_path / 'out'

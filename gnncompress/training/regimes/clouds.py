@@ -1,6 +1,9 @@
 """The augmented-clouds regime: point-cloud classification in batches of
 clouds, each batch augmented afresh, the frozen teacher run on every batch
-(its outputs over a whole dataset of augmented clouds cannot be cached)."""
+(its outputs over a whole dataset of augmented clouds cannot be cached).
+In a process group (``--nproc``) every rank draws the same shuffled
+batches, trains on its share of each, and augments its clouds with a
+generator of its own."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
@@ -14,6 +17,7 @@ from torch import Tensor, nn
 from gnncompress.core.graph import Graph
 from gnncompress.models import ModelOutput
 from gnncompress.models.dgcnn import DGCNN
+from gnncompress.training import ranks as process_ranks
 
 
 @dataclass
@@ -48,7 +52,10 @@ class AugmentedClouds:
     """The training clouds of ``graph`` (points ``pos [clouds, n, 3]``) in
     shuffled batches of ``batch_size`` (a last batch of one cloud is
     skipped: batch norm needs two), each passed through ``augment(pos,
-    generator)``; one generator seeded with ``seed`` draws both. The
+    generator)``; one generator seeded with ``seed`` draws both (in a
+    process group the order alone; each rank augments its share of a
+    batch with its own generator, and a batch that leaves a rank fewer
+    than two clouds is skipped). The
     ``teacher`` runs on every augmented batch without gradients;
     ``score(student, mask)`` is the task's metric on the clouds of
     ``mask``."""
@@ -64,6 +71,8 @@ class AugmentedClouds:
         self.device = graph.x.device
         self.train_ids = graph.train_mask.nonzero().view(-1).cpu()
         self.generator = torch.Generator().manual_seed(seed)
+        self.ranks = process_ranks.current()
+        self.draws = self.ranks.draws(self.generator, seed)
 
     def probe(self, student: nn.Module
               ) -> tuple[Sequence[ModelOutput], ModelOutput, Graph]:
@@ -78,10 +87,10 @@ class AugmentedClouds:
         ids = self.train_ids
         order = ids[torch.randperm(ids.numel(), generator=self.generator)]
         for chunk in order.split(self.batch_size):
-            if chunk.numel() < 2:  # batch norm needs two clouds
+            if self.ranks.share(chunk.numel()) < 2:  # batch norm needs two
                 continue
-            chunk = chunk.to(self.device)
-            pos = self.augment(self.pos[chunk], self.generator)
+            chunk = self.ranks.split(chunk).to(self.device)
+            pos = self.augment(self.pos[chunk], self.draws)
             yield CloudBatch(pos, self.graph.y[chunk])
 
     def forward(self, student: nn.Module, step: CloudBatch) -> ModelOutput:
@@ -106,7 +115,12 @@ class AugmentedClouds:
         return self.score(student, self.graph.test_mask)
 
     def state_dict(self) -> dict[str, Any]:
-        return {'generator': self.generator.get_state()}
+        state = {'generator': self.generator.get_state()}
+        if self.draws is not self.generator:
+            state['draws'] = self.draws.get_state()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.set_state(state['generator'])
+        if 'draws' in state:
+            self.draws.set_state(state['draws'])

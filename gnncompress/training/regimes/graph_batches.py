@@ -2,7 +2,11 @@
 classification (:class:`GraphBatches`, one label per graph) and node
 classification over several graphs (:class:`GraphParts`, the PPI setting).
 One step per batch of training graphs; the teachers' whole-union outputs
-are sliced per batch; validation over the whole union after each epoch."""
+are sliced per batch; validation over the whole union after each epoch.
+In a process group (``--nproc``) every rank draws the same shuffled
+batches and trains on its share of each (every ``world``-th graph of it,
+:meth:`gnncompress.training.ranks.Solo.split`), so the global batch is
+the one a single process takes."""
 from __future__ import annotations
 
 import math
@@ -16,6 +20,7 @@ from torch import Tensor, nn
 
 from gnncompress.core.graph import Graph
 from gnncompress.models import ModelOutput, run_model
+from gnncompress.training import ranks as process_ranks
 from gnncompress.training.regimes.scoring import WholeScoring
 
 # Optimiser steps per epoch of node classification over several graphs when
@@ -54,16 +59,20 @@ class GraphBatch(GraphPart):
 
 
 def iter_batches(graph: Graph, batch_size: int,
-                 generator: torch.Generator) -> Iterator[GraphBatch]:
+                 generator: torch.Generator,
+                 ranks: process_ranks.Solo | None = None
+                 ) -> Iterator[GraphBatch]:
     """The training graphs of ``graph`` in shuffled batches of
-    ``batch_size``, each cut from the union with vectorised masks."""
+    ``batch_size``, each cut from the union with vectorised masks; this
+    rank's share of each batch in a process group (``ranks``)."""
     assert graph.batch is not None
+    ranks = ranks or process_ranks.Solo()
     device = graph.x.device
     ids = graph.train_mask.nonzero().view(-1).cpu()
     ids = ids[torch.randperm(ids.numel(), generator=generator)].to(device)
     num_graphs = graph.y.numel()
     for chunk in ids.split(batch_size):
-        chunk = chunk.sort().values
+        chunk = ranks.split(chunk).sort().values
         node_mask, edge_index, batch = select_graphs(
             graph.batch, graph.edge_index, chunk, num_graphs)
         ones = torch.ones(chunk.numel(), dtype=torch.bool, device=device)
@@ -124,13 +133,17 @@ def graphs_per_batch(train_ids: Tensor, batch_size: int | None) -> int:
 
 
 def graph_batches(graph: Graph, train_ids: Tensor, batch_size: int,
-                  generator: torch.Generator) -> Iterator[GraphPart]:
+                  generator: torch.Generator,
+                  ranks: process_ranks.Solo | None = None
+                  ) -> Iterator[GraphPart]:
     """One epoch: the training graphs shuffled with ``generator`` and cut
-    into batches of ``batch_size`` whole graphs."""
+    into batches of ``batch_size`` whole graphs (this rank's share of
+    each in a process group)."""
+    ranks = ranks or process_ranks.Solo()
     order = train_ids[torch.randperm(train_ids.numel(), generator=generator)
                       .to(train_ids.device)]
     for chunk in order.split(batch_size):
-        yield cut(graph, chunk)
+        yield cut(graph, ranks.split(chunk))
 
 
 def whole_output(model: nn.Module, graph: Graph) -> ModelOutput:
@@ -141,13 +154,15 @@ def whole_output(model: nn.Module, graph: Graph) -> ModelOutput:
 class _BatchesOfGraphs(WholeScoring):
     """What both regimes over batches of whole graphs share: the teachers'
     whole-union outputs sliced per batch, and the generator (seeded with
-    ``seed``) that shuffles the training graphs every epoch."""
+    ``seed``, alike on every rank) that shuffles the training graphs every
+    epoch."""
 
     def __init__(self, graph: Graph, teacher_outputs: Sequence[ModelOutput],
                  seed: int) -> None:
         self.graph, self.teacher_outputs = graph, teacher_outputs
         self.device = graph.x.device
         self.generator = torch.Generator().manual_seed(seed)
+        self.ranks = process_ranks.current()
 
     def teachers(self, step: GraphPart) -> list[ModelOutput]:
         return [step.slice(t) for t in self.teacher_outputs]
@@ -181,7 +196,8 @@ class GraphBatches(_BatchesOfGraphs):
                 self.graph)
 
     def steps(self, epoch: int) -> Iterator[GraphBatch]:
-        return iter_batches(self.graph, self.batch_size, self.generator)
+        return iter_batches(self.graph, self.batch_size, self.generator,
+                            self.ranks)
 
     def forward(self, student: nn.Module, step: GraphBatch) -> ModelOutput:
         g = step.graph
@@ -220,7 +236,7 @@ class GraphParts(_BatchesOfGraphs):
 
     def steps(self, epoch: int) -> Iterator[GraphPart]:
         return graph_batches(self.graph, self.train_ids, self.batch_size,
-                             self.generator)
+                             self.generator, self.ranks)
 
     def forward(self, student: nn.Module, step: GraphPart) -> ModelOutput:
         return run_model(student, step.graph.x, step.graph.edge_index)

@@ -186,16 +186,18 @@ def amalgamate(teachers: Sequence[str | Path], *,
         *teachers, *[card_path(Path(t)) for t in teachers],
         *([data] if isinstance(data, (str, Path)) else data or [])))
     ckpts = [load_checkpoint(t) for t in teachers]
-    if hops is not None:
+    with one_at_a_time():
+        task_list = resolve_tasks(ckpts, data, tasks, data_root, seed)
+    several = check_graphs(task_list, fanout is not None)
+    for ckpt, task in zip(ckpts, task_list):
+        check_teacher(ckpt, task)
+    if several:  # --batch-size counts whole graphs per step
+        hops = None
+    elif hops is not None:
         from gnncompress.workflows.amalgamate import (
             sampled as amalgamation_minibatch,
         )
         amalgamation_minibatch.check_teachers(ckpts, tam)
-    with one_at_a_time():
-        task_list = resolve_tasks(ckpts, data, tasks, data_root, seed)
-    for ckpt, task in zip(ckpts, task_list):
-        check_teacher(ckpt, task)
-    several = check_graphs(task_list, hops is not None)
     setting = 'label-subsets' if task_list[0].classes is not None \
         else 'datasets'
     heads_out = [task_list[-1].stop] if setting == 'label-subsets' else \
@@ -240,7 +242,8 @@ def amalgamate(teachers: Sequence[str | Path], *,
                                      slice(None), t.graph.multilabel)
                          for m, t in zip(teacher_models, task_list)]
         graphs: Amalgamation = \
-            GraphBatches(task_list, teacher_tasks, tam, seed=seed) \
+            GraphBatches(task_list, teacher_tasks, tam,
+                         batch_size=batch_size, seed=seed) \
             if several else WholeGraphs(task_list, teacher_tasks, tam)
     else:  # graphs stay on the CPU; batches move to the device
         sampled = amalgamation_minibatch.SampledGraphs(

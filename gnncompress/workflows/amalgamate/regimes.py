@@ -19,12 +19,13 @@ from gnncompress.core.graph import Graph
 from gnncompress.core.metrics import micro_f1
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.models.slimmable import SlimmableGNN
+from gnncompress.training import ranks as process_ranks
 from gnncompress.training.loop import FitResult, fit
 from gnncompress.training.objectives.amalgamation import (
     GroupLoss,
     amalgamation_objective,
 )
-from gnncompress.training.regimes.graph_batches import STEPS_PER_EPOCH, cut
+from gnncompress.training.regimes.graph_batches import cut, graphs_per_batch
 from gnncompress.training.regimes.sampled import batch_view
 from gnncompress.training.sampling import Batch
 from gnncompress.workflows.amalgamate.tasks import Task
@@ -151,21 +152,24 @@ class GraphBatches(Amalgamation):
     ``STEPS_PER_EPOCH`` steps (2 on PPI); one optimiser step takes one
     batch of every dataset, an epoch as many steps as the dataset with the
     most batches has, and a dataset with fewer starts a new shuffled pass
-    when its batches run out. Validation and test graphs are never trained
-    on. The teachers' outputs, predictions and maps cover every graph,
-    computed once on the union (message passing never crosses graphs, and
-    a node's map is normalised over its own in-edges, so a graph's rows
-    and edges are what the teacher gives that graph alone); each batch
-    slices them
+    when its batches run out (``batch_size``: that many graphs per step in
+    every dataset instead; in a process group every rank draws the same
+    batches and trains on its share of each). Validation and test graphs
+    are never trained on. The teachers' outputs, predictions and maps cover
+    every graph, computed once on the union (message passing never crosses
+    graphs, and a node's map is normalised over its own in-edges, so a
+    graph's rows and edges are what the teacher gives that graph alone);
+    each batch slices them
     (:meth:`gnncompress.training.regimes.graph_batches.GraphPart.slice`). The
     student's logits run on the whole union; latency and the ONNX check on
     the test graphs (the validation graphs when there is none)."""
 
     def __init__(self, tasks: Sequence[Task],
                  teacher_tasks: Sequence[TeacherTask], tam: TAM, *,
-                 seed: int = 0) -> None:
+                 batch_size: int | None = None, seed: int = 0) -> None:
         self.tasks, self.teacher_tasks, self.tam = tasks, teacher_tasks, tam
         self.device = tasks[0].graph.x.device
+        self.ranks = process_ranks.current()
         self.graphs: list[Graph] = []
         for task in tasks:
             if all(task.graph is not g for g in self.graphs):
@@ -173,7 +177,7 @@ class GraphBatches(Amalgamation):
         self._train = {id(g): g.node_graph[g.train_mask].unique()
                        for g in self.graphs}
         self.graphs_per_step = {
-            id(g): max(1, math.ceil(ids.numel() / STEPS_PER_EPOCH))
+            id(g): graphs_per_batch(ids, batch_size)
             for g, ids in zip(self.graphs, self._train.values())}
         self.steps_per_epoch = max(
             math.ceil(self._train[id(g)].numel() /
@@ -191,7 +195,8 @@ class GraphBatches(Amalgamation):
             parts = {}
             for g, passes in zip(self.graphs, self.passes):
                 ids = self._train[id(g)]
-                parts[id(g)] = cut(g, ids[passes.next().to(ids.device)])
+                chunk = self.ranks.split(passes.next())
+                parts[id(g)] = cut(g, ids[chunk.to(ids.device)])
             views = []
             for task, tt in zip(self.tasks, self.teacher_tasks):
                 part = parts[id(task.graph)]
@@ -235,7 +240,7 @@ class GraphBatches(Amalgamation):
                 'training_graphs': {g.name: self._train[id(g)].numel()
                                     for g in self.graphs},
                 'steps_per_epoch': self.steps_per_epoch,
-                'measured_on': measured}
+                'measured_on': measured, **self.ranks.described()}
 
 
 def train_student(student: SlimmableGNN, tasks: Sequence[Task],

@@ -187,17 +187,25 @@ def check_teacher(ckpt: Checkpoint, task: Task) -> None:
             f'and --tasks')
 
 
-def check_graphs(tasks: Sequence[Task], minibatch: bool) -> bool:
+def check_graphs(tasks: Sequence[Task], fanout: bool) -> bool:
     """Whether the tasks' data are several-graph datasets (trained by
     :class:`GraphBatches`); refuses a mix with single graphs and
-    ``--batch-size`` on them."""
+    ``--fanout`` on them."""
+    for task in tasks:
+        if task.graph.batch is not None:
+            raise DataError(
+                f'{task.graph.name} is graph classification (one label per '
+                f'graph); amalgamation merges node-classification '
+                f'teachers: distill a graph classifier with gnncompress '
+                f'distill')
     several = [t.graph.node_graph is not None for t in tasks]
     if any(several) and not all(several):
         names = ', '.join(t.graph.name for t, s in zip(tasks, several) if s)
         raise DataError(f'{names} hold several graphs and the other '
                         f'datasets one: amalgamate datasets of one kind')
-    if any(several) and minibatch:
-        raise GnnCompressError('--batch-size on a several-graph dataset is '
-                               'not supported yet: drop it (training takes '
-                               'batches of whole graphs)')
+    if any(several) and fanout:
+        raise GnnCompressError('--fanout samples neighbours in one large '
+                               'graph; on a several-graph dataset '
+                               '--batch-size counts whole graphs per step: '
+                               'drop --fanout')
     return any(several)
