@@ -1,5 +1,6 @@
 """The Python API: one function per command, with the command's options as
-keyword arguments, so a script or a CI pipeline gets exactly what the
+keyword arguments or as one typed settings object (:class:`DistillSettings`
+and its groups), so a script or a CI pipeline gets exactly what the
 command line does (the CLI is a thin layer over these functions). Each
 command lives in :mod:`gnncompress.workflows`; this module gathers them
 with the few helpers scripts use (devices, seeds, datasets, students,
@@ -23,12 +24,30 @@ from gnncompress.workflows.runs import (
     timed_command,
 )
 from gnncompress.workflows.saved_teacher import TeacherResult
+from gnncompress.workflows.settings import (
+    Batching,
+    Checkpointing,
+    Clouds,
+    DistillSettings,
+    Gates,
+    Outputs,
+    Student,
+    Training,
+)
 from gnncompress.workflows.students import build_method, student_spec
 from gnncompress.workflows.teacher import Inspection, inspect, train_teacher
 
 __all__ = [
+    'Batching',
+    'Checkpointing',
+    'Clouds',
+    'DistillSettings',
+    'Gates',
     'Inspection',
+    'Outputs',
+    'Student',
     'TeacherResult',
+    'Training',
     'amalgamate',
     'bench',
     'build_method',
