@@ -1,10 +1,10 @@
 """The Python API: one function per command, with the command's options as
-keyword arguments or as one typed settings object (:class:`DistillSettings`
-and its groups), so a script or a CI pipeline gets exactly what the
-command line does (the CLI is a thin layer over these functions). Each
-command lives in :mod:`gnncompress.workflows`; this module gathers them
-with the few helpers scripts use (devices, seeds, datasets, students,
-methods)."""
+keyword arguments or as one typed settings object (:class:`DistillSettings`,
+:class:`CotrainSettings` and their groups), so a script or a CI pipeline
+gets exactly what the command line does (the CLI is a thin layer over
+these functions). Each command lives in :mod:`gnncompress.workflows`; this
+module gathers them with the few helpers scripts use (devices, seeds,
+datasets, students, methods)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,9 +28,11 @@ from gnncompress.workflows.settings import (
     Batching,
     Checkpointing,
     Clouds,
+    CotrainSettings,
     DistillSettings,
     Gates,
     Outputs,
+    Peers,
     Student,
     Training,
 )
@@ -41,10 +43,12 @@ __all__ = [
     'Batching',
     'Checkpointing',
     'Clouds',
+    'CotrainSettings',
     'DistillSettings',
     'Gates',
     'Inspection',
     'Outputs',
+    'Peers',
     'Student',
     'TeacherResult',
     'Training',

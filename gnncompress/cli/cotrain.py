@@ -114,19 +114,24 @@ def cotrain(
 ) -> None:
     """Train several students that teach each other (no teacher); export
     the best by validation and report every one."""
-    report = call(api.cotrain, data, data_root=data_root, method=method,
-                   method_options=parse_options(option), students=students,
-                   arch=arch, hidden=hidden, layers=layers, heads=heads,
-                   readout=readout, dropout=dropout, norm=norm,
-                   epochs=epochs, lr=lr,
-                   weight_decay=weight_decay, weight=weight,
-                   patience=patience, batch_size=batch_size, fanout=fanout,
-                   folds=folds, seed=seed, device=device, out=out,
-                   progress=progress, latency=latency,
-                   latency_budget_s=latency_budget_s,
-                   command=api.command_line(), config=resolved(ctx),
-                   checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume,
-                   nproc=nproc)
+    settings = api.CotrainSettings(
+        data, data_root=data_root, method=method,
+        method_options=parse_options(option), weight=weight, folds=folds,
+        device=device,
+        training=api.Training(epochs=epochs, lr=lr, weight_decay=weight_decay,
+                              patience=patience, seed=seed,
+                              progress=progress),
+        peers=api.Peers(students=students, arch=arch, hidden=hidden,
+                        layers=layers, heads=heads, readout=readout,
+                        dropout=dropout, norm=norm),
+        checkpointing=api.Checkpointing(
+            checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
+            resume=resume),
+        batching=api.Batching(batch_size=batch_size, fanout=fanout,
+                              nproc=nproc),
+        outputs=api.Outputs(
+            out=out, latency=latency, latency_budget_s=latency_budget_s,
+            command=api.command_line(), config=resolved(ctx)))
+    report = call(api.cotrain, settings)
     if not print_run(report):
         return

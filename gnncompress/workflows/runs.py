@@ -128,8 +128,11 @@ def timed_command(fn):
         if len(args) == 1 and isinstance(args[0], CommandSettings):
             given = args[0].options()
         else:
-            given = {**signature.bind_partial(*args, **kwargs).arguments,
-                     **taken}
+            try:
+                bound = signature.bind_partial(*args, **kwargs).arguments
+            except TypeError:  # the command says what it does not take
+                bound = kwargs
+            given = {**bound, **taken}
         enabled = given.get('latency', True)
         budget = given.get('latency_budget_s', REPORT_BUDGET_S)
         if not (isinstance(budget, (int, float)) and budget >= 0):

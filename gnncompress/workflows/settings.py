@@ -261,3 +261,40 @@ class DistillSettings(CommandSettings):
     clouds: Clouds = field(default_factory=Clouds)
     outputs: Outputs = field(default_factory=Outputs)
     gates: Gates = field(default_factory=Gates)
+
+
+@dataclass(frozen=True)
+class Peers:
+    """``cotrain``'s students: ``students`` peers of one architecture
+    (``readout`` pools them on graph classification)."""
+    students: int = 2
+    arch: str = 'gcn'
+    hidden: int = 128
+    layers: int = 3
+    heads: int = 1
+    readout: str = 'mean'
+    dropout: float = 0.5
+    norm: str | None = None
+
+
+@dataclass(frozen=True)
+class CotrainSettings(CommandSettings):
+    """``gnncompress cotrain``'s settings (:func:`gnncompress.api.cotrain`
+    documents each option). ``weight`` weighs the online loss (``None``:
+    1); training runs every epoch unless ``patience`` is given."""
+    SUBJECT: ClassVar[str] = 'data'
+    COMMAND: ClassVar[str] = 'cotrain'
+
+    data: str | Path | None = None
+    data_root: str | Path | None = None
+    method: str = 'alignahead'
+    method_options: dict[str, Any] | None = None
+    weight: float | None = None
+    folds: int | None = None
+    device: str = 'auto'
+    training: Training = field(
+        default_factory=lambda: Training(patience=None))
+    peers: Peers = field(default_factory=Peers)
+    checkpointing: Checkpointing = field(default_factory=Checkpointing)
+    batching: Batching = field(default_factory=Batching)
+    outputs: Outputs = field(default_factory=Outputs)
