@@ -1,16 +1,13 @@
 """The Python API: one function per command, with the command's options as
 keyword arguments or as one typed settings object (:class:`DistillSettings`,
-:class:`CotrainSettings` and their groups), so a script or a CI pipeline
-gets exactly what the command line does (the CLI is a thin layer over
-these functions). Each command lives in :mod:`gnncompress.workflows`; this
-module gathers them with the few helpers scripts use (devices, seeds,
-datasets, students, methods)."""
+:class:`CotrainSettings`, :class:`AmalgamateSettings` and their groups),
+so a script or a CI pipeline gets exactly what the command line does (the
+CLI is a thin layer over these functions). Each command lives in
+:mod:`gnncompress.workflows`; this module gathers them with the few
+helpers scripts use (devices, seeds, datasets, students, methods)."""
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-from gnncompress.outputs.latency import REPORT_BUDGET_S
+from gnncompress.workflows.amalgamate import amalgamate as _amalgamate
 from gnncompress.workflows.bench import bench
 from gnncompress.workflows.cotrain import cotrain as _cotrain
 from gnncompress.workflows.distill import distill
@@ -25,6 +22,7 @@ from gnncompress.workflows.runs import (
 )
 from gnncompress.workflows.saved_teacher import TeacherResult
 from gnncompress.workflows.settings import (
+    AmalgamateSettings,
     Batching,
     Checkpointing,
     Clouds,
@@ -33,6 +31,7 @@ from gnncompress.workflows.settings import (
     Gates,
     Outputs,
     Peers,
+    SlimmableStudent,
     Student,
     Training,
 )
@@ -40,6 +39,7 @@ from gnncompress.workflows.students import build_method, student_spec
 from gnncompress.workflows.teacher import Inspection, inspect, train_teacher
 
 __all__ = [
+    'AmalgamateSettings',
     'Batching',
     'Checkpointing',
     'Clouds',
@@ -49,6 +49,7 @@ __all__ = [
     'Inspection',
     'Outputs',
     'Peers',
+    'SlimmableStudent',
     'Student',
     'TeacherResult',
     'Training',
@@ -70,14 +71,5 @@ __all__ = [
 ]
 
 
-@timed_command
-def amalgamate(teachers: list[str | Path], *, latency: bool = True,
-               latency_budget_s: float = REPORT_BUDGET_S, **kwargs: Any):
-    """Merge several teachers into one slimmable student without labels;
-    see :func:`gnncompress.workflows.amalgamate.amalgamate` for the options, and
-    :func:`distill` for ``latency`` and ``latency_budget_s``."""
-    from gnncompress.workflows.amalgamate import amalgamate as run
-    return run(teachers, latency=latency, **kwargs)
-
-
+amalgamate = timed_command(_amalgamate)
 cotrain = timed_command(_cotrain)

@@ -31,7 +31,7 @@ from gnncompress.cli.options import (
     SeedOpt,
     WeightDecayOpt,
 )
-from gnncompress.cli.parsing import resolved
+from gnncompress.cli.parsing import run_groups
 from gnncompress.core.catalogue import (
     AMALGAMATE_TEACHERS,
     SLIMMABLE_ARCHS,
@@ -113,21 +113,16 @@ def amalgamate(
     nproc: NprocOpt = None,
 ) -> None:
     """Merge TEACHERS into one slimmable student (help: above)."""
-    report = call(api.amalgamate, teachers, data=data, tasks=tasks,
-                   data_root=data_root, student=student, hidden=hidden,
-                   layers=layers, heads=heads, widths=widths,
-                   export_widths=width, weight=lambda_, soft=soft,
-                   topology=topology, epochs=epochs, lr=lr,
-                   weight_decay=weight_decay, patience=patience,
-                   batch_size=batch_size, fanout=fanout, seed=seed,
-                   device=device, out=out, progress=progress,
-                   min_accuracy=min_accuracy,
-                   max_accuracy_drop=max_accuracy_drop, latency=latency,
-                   latency_budget_s=latency_budget_s,
-                   command=api.command_line(), config=resolved(ctx),
-                   checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume,
-                   nproc=nproc)
+    settings = api.AmalgamateSettings(
+        teachers, data=data, tasks=tasks, data_root=data_root,
+        weight=lambda_, soft=soft, topology=topology, device=device,
+        model=api.SlimmableStudent(student=student, hidden=hidden,
+                                   layers=layers, heads=heads,
+                                   widths=widths, export_widths=width),
+        gates=api.Gates(min_accuracy=min_accuracy,
+                        max_accuracy_drop=max_accuracy_drop),
+        **run_groups(ctx))
+    report = call(api.amalgamate, settings)
     if not print_run(report):
         return
     exit_on_gates(report.gates)

@@ -22,7 +22,7 @@ from gnncompress.cli.options import (
     SeedOpt,
     WeightDecayOpt,
 )
-from gnncompress.cli.parsing import parse_options, resolved
+from gnncompress.cli.parsing import parse_options, run_groups
 from gnncompress.core.catalogue import (
     BASIC_GNN_ARCHS,
     COTRAIN_METHODS,
@@ -118,20 +118,10 @@ def cotrain(
         data, data_root=data_root, method=method,
         method_options=parse_options(option), weight=weight, folds=folds,
         device=device,
-        training=api.Training(epochs=epochs, lr=lr, weight_decay=weight_decay,
-                              patience=patience, seed=seed,
-                              progress=progress),
         peers=api.Peers(students=students, arch=arch, hidden=hidden,
                         layers=layers, heads=heads, readout=readout,
                         dropout=dropout, norm=norm),
-        checkpointing=api.Checkpointing(
-            checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
-            resume=resume),
-        batching=api.Batching(batch_size=batch_size, fanout=fanout,
-                              nproc=nproc),
-        outputs=api.Outputs(
-            out=out, latency=latency, latency_budget_s=latency_budget_s,
-            command=api.command_line(), config=resolved(ctx)))
+        **run_groups(ctx))
     report = call(api.cotrain, settings)
     if not print_run(report):
         return

@@ -50,7 +50,7 @@ from gnncompress.cli.parsing import (
     parse_layers,
     parse_options,
     parse_teacher_args,
-    resolved,
+    run_groups,
 )
 from gnncompress.core.catalogue import (
     COTRAIN_METHODS,
@@ -231,24 +231,13 @@ def distill(
         teacher_args=parse_teacher_args(teacher_args),
         teacher_onnx=teacher_onnx, baseline=baseline, budget_s=budget_s,
         device=device,
-        training=api.Training(
-            epochs=epochs, lr=lr, weight_decay=weight_decay,
-            patience=patience, seed=seed, progress=progress),
         model=api.Student(student=student, hidden=cloud['hidden'],
                           layers=layers, heads=heads, ratio=ratio),
-        checkpointing=api.Checkpointing(
-            checkpoint_every=checkpoint_every, checkpoint_dir=checkpoint_dir,
-            resume=resume),
-        batching=api.Batching(batch_size=cloud['batch_size'], fanout=fanout,
-                              nproc=nproc),
         clouds=api.Clouds(k=cloud['k'], emb=cloud['emb'], head=cloud['head'],
                           points=cloud['points'], augment=cloud['augment']),
-        outputs=api.Outputs(
-            out=out, latency=latency,
-            latency_budget_s=latency_budget_s, command=api.command_line(),
-            config=resolved(ctx)),
         gates=api.Gates(min_accuracy=min_accuracy,
-                        max_accuracy_drop=max_accuracy_drop))
+                        max_accuracy_drop=max_accuracy_drop),
+        **run_groups(ctx))
     report = call(api.distill, settings)
     if not print_run(report):
         return

@@ -113,6 +113,7 @@ class OnlineRun:
                         key=lambda k: (vals[k] == vals[k], vals[k], -k))
 
 
+@CotrainSettings.signed('CotrainReport | None')
 def cotrain(data: str | Path | CotrainSettings,
             **options: Any) -> CotrainReport | None:
     """Train ``students`` peers of one architecture with an online method
@@ -143,17 +144,10 @@ def cotrain(data: str | Path | CotrainSettings,
     (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs
     and the other torchrun ranks return None.
 
-    ``data`` may also be a
-    :class:`~gnncompress.workflows.settings.CotrainSettings` that holds
-    every option (then no keyword follows); an unknown keyword is a
-    one-line :class:`GnnCompressError`."""
+    In place of ``data`` and the keywords: one
+    :class:`~gnncompress.workflows.settings.CotrainSettings`."""
     return run_cotrain(CotrainSettings.given(data, options))
 
-
-# help() and inspect.signature show every option with its default, which
-# CotrainSettings holds.
-cotrain.__signature__ = CotrainSettings.signature(  # type: ignore
-    'CotrainReport | None')
 
 
 @outputs.one_run

@@ -75,6 +75,7 @@ from gnncompress.workflows.students import (
 from gnncompress.workflows.teacher_features import pick_features
 
 
+@DistillSettings.signed(Report)
 def distill(teacher: str | Path | torch.nn.Module | DistillSettings,
             **options: Any) -> Report:
     """Distill ``teacher`` into a smaller student and write
@@ -137,10 +138,6 @@ def distill(teacher: str | Path | torch.nn.Module | DistillSettings,
     :class:`GnnCompressError`."""
     return run_distill(DistillSettings.given(teacher, options))
 
-
-# help() and inspect.signature show every option with its default, which
-# DistillSettings holds.
-distill.__signature__ = DistillSettings.signature(Report)  # type: ignore
 
 
 @timed_command

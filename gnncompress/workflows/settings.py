@@ -18,14 +18,16 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from gnncompress.core.defaults import REPORT_BUDGET_S
+from gnncompress.core.defaults import DEFAULT_WIDTHS, REPORT_BUDGET_S
 from gnncompress.core.errors import GnnCompressError
 
 S = TypeVar('S', bound='CommandSettings')
+F = TypeVar('F', bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,6 @@ class Gates:
     points below its teacher."""
     min_accuracy: float | None = None
     max_accuracy_drop: float | None = None
-
-
-GROUPS = (Training, Student, Checkpointing, Batching, Clouds, Outputs,
-          Gates)
 
 
 @dataclass(frozen=True)
@@ -189,6 +187,16 @@ class CommandSettings:
         """A copy with ``changes`` (flat names) applied."""
         return self.from_options(self.subject,
                                  **{**self.options(), **changes})
+
+    @classmethod
+    def signed(cls, returns: Any) -> Callable[[F], F]:
+        """Decorate the command function (``fn(subject, **options)``, or
+        ``fn(settings)``) so that ``help()`` and :func:`inspect.signature`
+        show every option with its default, which the settings hold."""
+        def sign(fn: F) -> F:
+            fn.__signature__ = cls.signature(returns)  # type: ignore
+            return fn
+        return sign
 
     @classmethod
     def signature(cls, returns: Any = inspect.Signature.empty
@@ -298,3 +306,43 @@ class CotrainSettings(CommandSettings):
     checkpointing: Checkpointing = field(default_factory=Checkpointing)
     batching: Batching = field(default_factory=Batching)
     outputs: Outputs = field(default_factory=Outputs)
+
+
+@dataclass(frozen=True)
+class SlimmableStudent:
+    """``amalgamate``'s student: one slimmable ``student`` network trained
+    at every multiplier of ``widths`` (``'0.5,1'`` or numbers);
+    ``export_widths`` (``--width``) get an ONNX file (``None``: all)."""
+    student: str = 'gcn'
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 1
+    widths: str | Sequence[float] = DEFAULT_WIDTHS
+    export_widths: str | Sequence[float] | None = None
+
+
+@dataclass(frozen=True)
+class AmalgamateSettings(CommandSettings):
+    """``gnncompress amalgamate``'s settings
+    (:func:`gnncompress.api.amalgamate` documents each option).
+    ``weight`` is the topology loss weight lambda (``None``: the
+    topology's own); ``weight_decay`` defaults to 4e-6 (the authors'
+    code)."""
+    SUBJECT: ClassVar[str] = 'teachers'
+    COMMAND: ClassVar[str] = 'amalgamate'
+
+    teachers: Sequence[str | Path] = ()
+    data: str | Sequence[str] | None = None
+    tasks: str | Sequence[Sequence[int]] | None = None
+    data_root: str | Path | None = None
+    weight: float | None = None
+    soft: str = 'mse'
+    topology: str = 'tam'
+    device: str = 'auto'
+    training: Training = field(
+        default_factory=lambda: Training(weight_decay=4e-6))
+    model: SlimmableStudent = field(default_factory=SlimmableStudent)
+    checkpointing: Checkpointing = field(default_factory=Checkpointing)
+    batching: Batching = field(default_factory=Batching)
+    outputs: Outputs = field(default_factory=Outputs)
+    gates: Gates = field(default_factory=Gates)

@@ -59,6 +59,22 @@ def _captured(monkeypatch, module) -> list[torch.nn.Module]:
     return students
 
 
+def _cli_settings(monkeypatch, argv: list[str]):
+    """The settings the command line ``argv`` hands to its API function
+    (replaced here by one that keeps them)."""
+    seen = []
+
+    def keep(settings):
+        seen.append(settings)
+        raise GnnCompressError('captured')
+
+    monkeypatch.setattr(api, argv[0], keep)
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 1 and 'captured' in result.output
+    (settings,) = seen
+    return settings
+
+
 def _comparable(report) -> str:
     """The report as JSON (NaN included), less wall times and the output
     folder's name."""
@@ -168,21 +184,12 @@ def test_settings_pickle():
 
 
 def test_cli_hands_the_api_one_settings_object(monkeypatch, tmp_path):
-    seen = []
-
-    def fake(settings):
-        seen.append(settings)
-        raise GnnCompressError('captured')
-
-    monkeypatch.setattr(api, 'distill', fake)
-    result = runner.invoke(app, [
+    settings = _cli_settings(monkeypatch, [
         'distill', str(tmp_path / 't.pt'), '--epochs', '3', '--batch-size',
         '64', '--fanout', '5,5', '--hidden', '16', '--method', 'kd+lsp',
         '-o', 'lsp.weight=2', '--layers-t', '0', '--arch', 'gcn',
         '--min-accuracy', '40', '--no-latency', '--no-progress',
         '--out', str(tmp_path / 'out')])
-    assert result.exit_code == 1 and 'captured' in result.output
-    (settings,) = seen
     assert isinstance(settings, api.DistillSettings)
     assert settings.teacher == tmp_path / 't.pt'
     assert settings.training.epochs == 3
@@ -200,9 +207,15 @@ def test_cli_hands_the_api_one_settings_object(monkeypatch, tmp_path):
 
 # cotrain -----------------------------------------------------------------
 
-def _tensors(path: Path) -> dict[str, torch.Tensor]:
+def _same_runs(folder: Path, flat, nested) -> None:
+    """The runs into ``folder/flat`` and ``folder/nested`` wrote the same
+    student, bit for bit, and the same report."""
     from safetensors.torch import load_file
-    return load_file(str(path))
+    first, second = (load_file(str(folder / name / 'student.safetensors'))
+                     for name in ('flat', 'nested'))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert _comparable(flat) == _comparable(nested)
 
 
 def test_cotrain_settings_by_hand_run_as_the_flat_keywords(teacher,
@@ -223,11 +236,7 @@ def test_cotrain_settings_by_hand_run_as_the_flat_keywords(teacher,
         seed=1, weight=0.5, latency=False, progress=False, device='cpu',
         out=tmp_path / 'nested')
     nested = api.cotrain(settings)
-    first = _tensors(tmp_path / 'flat' / 'student.safetensors')
-    second = _tensors(tmp_path / 'nested' / 'student.safetensors')
-    assert first.keys() == second.keys()
-    assert all(torch.equal(first[k], second[k]) for k in first)
-    assert _comparable(flat) == _comparable(nested)
+    _same_runs(tmp_path, flat, nested)
     assert nested.method_options['weight'] == 0.5
     assert nested.students[0].latency == {}  # latency=False in settings
 
@@ -247,19 +256,10 @@ def test_cotrain_defaults_and_unknown_option():
 
 
 def test_cli_hands_cotrain_one_settings_object(monkeypatch, tmp_path):
-    seen = []
-
-    def fake(settings):
-        seen.append(settings)
-        raise GnnCompressError('captured')
-
-    monkeypatch.setattr(api, 'cotrain', fake)
-    result = runner.invoke(app, [
+    settings = _cli_settings(monkeypatch, [
         'cotrain', '--data', 'Cora', '--students', '3', '--hidden', '16',
         '--method', 'mutual', '--batch-size', '32', '--epochs', '4',
         '--no-latency', '--out', str(tmp_path / 'out')])
-    assert result.exit_code == 1 and 'captured' in result.output
-    (settings,) = seen
     assert isinstance(settings, api.CotrainSettings)
     assert settings.data == 'Cora' and settings.method == 'mutual'
     assert settings.peers.students == 3 and settings.peers.hidden == 16
@@ -268,3 +268,57 @@ def test_cli_hands_cotrain_one_settings_object(monkeypatch, tmp_path):
     assert settings.training.patience is None
     assert settings.outputs.latency is False
     assert settings.outputs.config['students'] == 3
+
+
+# amalgamate --------------------------------------------------------------
+
+def test_amalgamate_settings_by_hand_run_as_the_flat_keywords(teacher,
+                                                              tmp_path):
+    path, data = teacher
+    flat = api.amalgamate([path, path], data=[str(data), str(data)],
+                          hidden=8, widths='0.5,1', export_widths='1',
+                          epochs=2, weight=0.2, min_accuracy=10.0,
+                          latency=False, progress=False, device='cpu',
+                          out=tmp_path / 'flat')
+    settings = api.AmalgamateSettings(
+        [path, path], data=[str(data), str(data)], weight=0.2,
+        device='cpu', training=api.Training(epochs=2, weight_decay=4e-6,
+                                            progress=False),
+        model=api.SlimmableStudent(hidden=8, widths='0.5,1',
+                                   export_widths='1'),
+        outputs=api.Outputs(out=tmp_path / 'nested', latency=False),
+        gates=api.Gates(min_accuracy=10.0))
+    nested = api.amalgamate(settings)
+    _same_runs(tmp_path, flat, nested)
+    assert nested.loss['lambda'] == 0.2
+    assert nested.training['weight_decay'] == 4e-6
+    assert [r['width'] for r in nested.results if r['onnx']] == [1.0, 1.0]
+    assert nested.results[0]['latency'] == {}  # latency=False in settings
+
+
+def test_amalgamate_defaults_and_unknown_option():
+    defaults = api.AmalgamateSettings(['a.pt', 'b.pt'])
+    assert defaults.training.weight_decay == 4e-6  # the authors' code
+    assert defaults.model.widths == (0.25, 0.5, 0.75, 1.0)
+    assert {name: p.default for name, p in
+            inspect.signature(api.amalgamate).parameters.items()
+            if name != 'teachers'} == defaults.options()
+    with pytest.raises(GnnCompressError, match="amalgamate has no option "
+                                               "'ratio'"):
+        api.amalgamate(['a.pt', 'b.pt'], ratio=3)
+    assert pickle.loads(pickle.dumps(defaults)) == defaults
+
+
+def test_cli_hands_amalgamate_one_settings_object(monkeypatch, tmp_path):
+    settings = _cli_settings(monkeypatch, [
+        'amalgamate', str(tmp_path / 'a.pt'), str(tmp_path / 'b.pt'),
+        '--data', 'Cora,CiteSeer', '--lambda', '0.3', '--widths', '0.5,1',
+        '--width', '1', '--hidden', '16', '--max-accuracy-drop', '5',
+        '--out', str(tmp_path / 'out')])
+    assert isinstance(settings, api.AmalgamateSettings)
+    assert list(settings.teachers) == [tmp_path / 'a.pt', tmp_path / 'b.pt']
+    assert settings.weight == 0.3
+    assert settings.model == api.SlimmableStudent(
+        hidden=16, widths='0.5,1', export_widths='1')
+    assert settings.gates.max_accuracy_drop == 5.0
+    assert settings.training.weight_decay == 4e-6
