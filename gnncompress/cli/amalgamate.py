@@ -38,7 +38,11 @@ from gnncompress.core.catalogue import (
     arch_names,
     listed,
 )
-from gnncompress.core.defaults import DEFAULT_MAX_CHECKPOINT_GB, REPORT_BUDGET_S
+from gnncompress.core.defaults import (
+    DEFAULT_MAX_CHECKPOINT_GB,
+    DEFAULT_WIDTHS,
+    REPORT_BUDGET_S,
+)
 
 
 @app.command(cls=Command, help=(
@@ -68,7 +72,7 @@ def amalgamate(
         min=1, help='Student attention heads (GAT students).')] = 1,
     widths: Annotated[str, typer.Option(
         help='Hidden-width multipliers trained jointly.')
-    ] = '0.25,0.5,0.75,1.0',
+    ] = ','.join(map(str, DEFAULT_WIDTHS)),
     width: Annotated[Optional[str], typer.Option(
         help='Width multiplier(s) to export as ONNX, e.g. 0.5 or 0.5,1 '
         '(default: all).')] = None,

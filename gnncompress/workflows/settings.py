@@ -3,11 +3,13 @@ from its options or by a user's script, instead of dozens of keyword
 arguments handed from function to function.
 
 The options are grouped by concern (:class:`Training`, :class:`Student`,
-:class:`Checkpointing`, :class:`Batching`, :class:`Clouds`,
-:class:`Outputs`, :class:`Gates`); a command's settings
-(:class:`DistillSettings`) hold the options of its own and one instance of
-each group it takes. The field defaults are the commands' defaults (the one
-place they are written). Every option keeps its flat name, unique across
+:class:`Peers`, :class:`SlimmableStudent`, :class:`Checkpointing`,
+:class:`Batching`, :class:`Clouds`, :class:`Outputs`, :class:`Gates`); a
+command's settings (:class:`DistillSettings`, :class:`CotrainSettings`,
+:class:`AmalgamateSettings`) hold the options of its own and one instance
+of each group it takes, which starts from the command's defaults. The
+field defaults are the commands' defaults (the one place they are
+written). Every option keeps its flat name, unique across
 the groups, so ``DistillSettings.from_options(teacher, epochs=5,
 batch_size=64)`` builds the same object as the nested form, and
 :func:`gnncompress.api.distill` takes either. The objects pickle (the

@@ -322,3 +322,24 @@ def test_cli_hands_amalgamate_one_settings_object(monkeypatch, tmp_path):
         hidden=16, widths='0.5,1', export_widths='1')
     assert settings.gates.max_accuracy_drop == 5.0
     assert settings.training.weight_decay == 4e-6
+
+
+@pytest.mark.parametrize('argv,settings_class', [
+    (['distill', 't.pt'], 'DistillSettings'),
+    (['cotrain', '--data', 'Cora'], 'CotrainSettings'),
+    (['amalgamate', 'a.pt', 'b.pt'], 'AmalgamateSettings')])
+def test_command_line_defaults_are_the_settings_defaults(monkeypatch, argv,
+                                                         settings_class):
+    """An option left out on the command line gets the value the settings
+    hold by default (what the command line records or parses aside)."""
+    given = _cli_settings(monkeypatch, argv)
+    own = getattr(api, settings_class).from_options(given.subject)
+    recorded = {'command', 'config', 'method_options', 'overrides',
+                'teacher_args'}
+    options = given.options()
+    if isinstance(options.get('widths'), str):  # parsed by the command
+        options['widths'] = tuple(map(float, options['widths'].split(',')))
+    differ = {name: (value, own.options()[name])
+              for name, value in options.items()
+              if name not in recorded and value != own.options()[name]}
+    assert differ == {}
