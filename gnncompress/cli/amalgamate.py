@@ -31,14 +31,18 @@ from gnncompress.cli.options import (
     SeedOpt,
     WeightDecayOpt,
 )
-from gnncompress.cli.parsing import resolved
+from gnncompress.cli.parsing import run_groups
 from gnncompress.core.catalogue import (
     AMALGAMATE_TEACHERS,
     SLIMMABLE_ARCHS,
     arch_names,
     listed,
 )
-from gnncompress.core.defaults import DEFAULT_MAX_CHECKPOINT_GB, REPORT_BUDGET_S
+from gnncompress.core.defaults import (
+    DEFAULT_MAX_CHECKPOINT_GB,
+    DEFAULT_WIDTHS,
+    REPORT_BUDGET_S,
+)
 
 
 @app.command(cls=Command, help=(
@@ -68,7 +72,7 @@ def amalgamate(
         min=1, help='Student attention heads (GAT students).')] = 1,
     widths: Annotated[str, typer.Option(
         help='Hidden-width multipliers trained jointly.')
-    ] = '0.25,0.5,0.75,1.0',
+    ] = ','.join(map(str, DEFAULT_WIDTHS)),
     width: Annotated[Optional[str], typer.Option(
         help='Width multiplier(s) to export as ONNX, e.g. 0.5 or 0.5,1 '
         '(default: all).')] = None,
@@ -113,21 +117,16 @@ def amalgamate(
     nproc: NprocOpt = None,
 ) -> None:
     """Merge TEACHERS into one slimmable student (help: above)."""
-    report = call(api.amalgamate, teachers, data=data, tasks=tasks,
-                   data_root=data_root, student=student, hidden=hidden,
-                   layers=layers, heads=heads, widths=widths,
-                   export_widths=width, weight=lambda_, soft=soft,
-                   topology=topology, epochs=epochs, lr=lr,
-                   weight_decay=weight_decay, patience=patience,
-                   batch_size=batch_size, fanout=fanout, seed=seed,
-                   device=device, out=out, progress=progress,
-                   min_accuracy=min_accuracy,
-                   max_accuracy_drop=max_accuracy_drop, latency=latency,
-                   latency_budget_s=latency_budget_s,
-                   command=api.command_line(), config=resolved(ctx),
-                   checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume,
-                   nproc=nproc)
+    settings = api.AmalgamateSettings(
+        teachers, data=data, tasks=tasks, data_root=data_root,
+        weight=lambda_, soft=soft, topology=topology, device=device,
+        model=api.SlimmableStudent(student=student, hidden=hidden,
+                                   layers=layers, heads=heads,
+                                   widths=widths, export_widths=width),
+        gates=api.Gates(min_accuracy=min_accuracy,
+                        max_accuracy_drop=max_accuracy_drop),
+        **run_groups(ctx))
+    report = call(api.amalgamate, settings)
     if not print_run(report):
         return
     exit_on_gates(report.gates)

@@ -22,7 +22,7 @@ from gnncompress.cli.options import (
     SeedOpt,
     WeightDecayOpt,
 )
-from gnncompress.cli.parsing import parse_options, resolved
+from gnncompress.cli.parsing import parse_options, run_groups
 from gnncompress.core.catalogue import (
     BASIC_GNN_ARCHS,
     COTRAIN_METHODS,
@@ -114,19 +114,14 @@ def cotrain(
 ) -> None:
     """Train several students that teach each other (no teacher); export
     the best by validation and report every one."""
-    report = call(api.cotrain, data, data_root=data_root, method=method,
-                   method_options=parse_options(option), students=students,
-                   arch=arch, hidden=hidden, layers=layers, heads=heads,
-                   readout=readout, dropout=dropout, norm=norm,
-                   epochs=epochs, lr=lr,
-                   weight_decay=weight_decay, weight=weight,
-                   patience=patience, batch_size=batch_size, fanout=fanout,
-                   folds=folds, seed=seed, device=device, out=out,
-                   progress=progress, latency=latency,
-                   latency_budget_s=latency_budget_s,
-                   command=api.command_line(), config=resolved(ctx),
-                   checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume,
-                   nproc=nproc)
+    settings = api.CotrainSettings(
+        data, data_root=data_root, method=method,
+        method_options=parse_options(option), weight=weight, folds=folds,
+        device=device,
+        peers=api.Peers(students=students, arch=arch, hidden=hidden,
+                        layers=layers, heads=heads, readout=readout,
+                        dropout=dropout, norm=norm),
+        **run_groups(ctx))
+    report = call(api.cotrain, settings)
     if not print_run(report):
         return

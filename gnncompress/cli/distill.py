@@ -50,7 +50,7 @@ from gnncompress.cli.parsing import (
     parse_layers,
     parse_options,
     parse_teacher_args,
-    resolved,
+    run_groups,
 )
 from gnncompress.core.catalogue import (
     COTRAIN_METHODS,
@@ -222,26 +222,23 @@ def distill(
                       ('student_layers', layers_s)):
         if text is not None:
             options[key] = parse_layers(text)
-    report = call(api.distill, teacher, data=data, data_root=data_root,
-                   method=method, method_options=options,
-                   student=student, layers=layers, heads=heads,
-                   ratio=ratio, epochs=epochs, lr=lr,
-                   weight_decay=weight_decay, label_weight=label_weight,
-                   weight=weight, patience=patience, seed=seed,
-                   device=device, out=out, baseline=baseline,
-                   overrides=overrides(arch, aggr, jk, norm, act),
-                   min_accuracy=min_accuracy,
-                   max_accuracy_drop=max_accuracy_drop,
-                   progress=progress, command=api.command_line(),
-                   config=resolved(ctx), checkpoint_every=checkpoint_every,
-                   checkpoint_dir=checkpoint_dir, resume=resume,
-                   fanout=fanout, nproc=nproc,
-                   normalize_features=normalize_features,
-                   split=split,
-                   teacher_onnx=teacher_onnx, teacher_class=teacher_class,
-                   teacher_args=parse_teacher_args(teacher_args),
-                   latency=latency, latency_budget_s=latency_budget_s,
-                   budget_s=budget_s, **cloud)
+    settings = api.DistillSettings(
+        teacher, data=data, data_root=data_root, method=method,
+        method_options=options, weight=weight, label_weight=label_weight,
+        overrides=overrides(arch, aggr, jk, norm, act),
+        normalize_features=normalize_features, split=split,
+        teacher_class=teacher_class,
+        teacher_args=parse_teacher_args(teacher_args),
+        teacher_onnx=teacher_onnx, baseline=baseline, budget_s=budget_s,
+        device=device,
+        model=api.Student(student=student, hidden=cloud['hidden'],
+                          layers=layers, heads=heads, ratio=ratio),
+        clouds=api.Clouds(k=cloud['k'], emb=cloud['emb'], head=cloud['head'],
+                          points=cloud['points'], augment=cloud['augment']),
+        gates=api.Gates(min_accuracy=min_accuracy,
+                        max_accuracy_drop=max_accuracy_drop),
+        **run_groups(ctx))
+    report = call(api.distill, settings)
     if not print_run(report):
         return
     for note in report.notes:

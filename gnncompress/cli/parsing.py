@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from gnncompress.cli.common import T, call, err_console
+from gnncompress.cli.common import T, api, call, err_console
 
 
 def _key_values(items: list[str] | None, option: str,
@@ -110,6 +110,27 @@ def resolved(ctx: typer.Context) -> dict[str, Any]:
 
     return plain({k: v for k, v in ctx.params.items()
                   if k not in ('list_methods', 'progress')})
+
+
+def run_groups(ctx: typer.Context) -> dict[str, Any]:
+    """The settings groups every training command shares (training,
+    checkpoints, batches and processes, outputs), from its parsed options:
+    keyword arguments of :class:`gnncompress.api.DistillSettings` and its
+    siblings."""
+    given = ctx.params
+    return dict(
+        training=api.Training(**{name: given[name] for name in (
+            'epochs', 'lr', 'weight_decay', 'patience', 'seed',
+            'progress')}),
+        checkpointing=api.Checkpointing(
+            checkpoint_every=given['checkpoint_every'],
+            checkpoint_dir=given['checkpoint_dir'], resume=given['resume']),
+        batching=api.Batching(batch_size=given['batch_size'],
+                              fanout=given['fanout'], nproc=given['nproc']),
+        outputs=api.Outputs(
+            out=given['out'], latency=given['latency'],
+            latency_budget_s=given['latency_budget_s'],
+            command=api.command_line(), config=resolved(ctx)))
 
 
 def max_checkpoint_gb(value: float) -> float:

@@ -8,6 +8,8 @@ DEFAULT_RATIO = 10.0
 # Reports (distill, amalgamate, cotrain) spend about this long on all their
 # latency figures together (--latency-budget-s).
 REPORT_BUDGET_S = 3.0
+# amalgamate: the widths a slimmable student trains at (--widths).
+DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 # GNN teachers are megabytes; the largest of PyG's examples a few hundred.
 # A larger file is refused before it is read (--max-checkpoint-gb).
 DEFAULT_MAX_CHECKPOINT_GB = 2.0

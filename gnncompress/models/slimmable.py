@@ -12,6 +12,7 @@ from torch.func import functional_call
 from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 
 from gnncompress.core.catalogue import SLIMMABLE_ARCHS
+from gnncompress.core.defaults import DEFAULT_WIDTHS
 from gnncompress.core.errors import ArchitectureError
 from gnncompress.models.build import build_model, run_model
 from gnncompress.models.output import ModelOutput
@@ -19,7 +20,6 @@ from gnncompress.models.propagation import EdgeProbe
 from gnncompress.models.spec import ArchSpec
 
 SLIMMABLE_KEY = 'gnncompress.slimmable-spec'
-DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 
 
 @dataclass

@@ -51,6 +51,7 @@ from gnncompress.workflows.distributed import (
     one_at_a_time,
     under_torchrun,
 )
+from gnncompress.workflows.settings import CotrainSettings
 
 MIN_STUDENTS, MAX_STUDENTS = 2, 6
 # cotrain --method NAME -> (registered method, its options); None: alone.
@@ -111,25 +112,9 @@ class OnlineRun:
                         key=lambda k: (vals[k] == vals[k], vals[k], -k))
 
 
-@outputs.one_run
-def cotrain(data: str | Path, *, data_root: str | Path | None = None,
-            method: str = 'alignahead',
-            method_options: dict[str, Any] | None = None,
-            students: int = 2, arch: str = 'gcn', hidden: int = 128,
-            layers: int = 3, heads: int = 1, readout: str = 'mean',
-            dropout: float = 0.5, norm: str | None = None,
-            epochs: int = 200, lr: float = 0.01,
-            weight_decay: float = 5e-4, weight: float | None = None,
-            patience: int | None = None, batch_size: int | None = None,
-            fanout: str | Sequence[int] | None = None,
-            folds: int | None = None, seed: int = 0, device: str = 'auto',
-            out: str | Path | None = None, export: bool = True,
-            progress: bool = True, command: str = '',
-            config: dict[str, Any] | None = None,
-            checkpoint_every: int | None = None,
-            checkpoint_dir: str | Path | None = None,
-            resume: str | Path | None = None,
-            nproc: int | None = None) -> CotrainReport | None:
+@CotrainSettings.signed('CotrainReport | None')
+def cotrain(data: str | Path | CotrainSettings,
+            **options: Any) -> CotrainReport | None:
     """Train ``students`` peers of one architecture with an online method
     and write the best one by validation (``student.safetensors``,
     ``student.onnx``) and ``report.json``/``report.md`` listing every
@@ -157,9 +142,22 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     whole graphs, split between the processes) trains in N processes with
     data parallelism, as does running under ``torchrun``
     (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs
-    and the other torchrun ranks return None."""
-    if nproc is not None or under_torchrun():
-        return launch(cotrain, dict(locals()))
+    and the other torchrun ranks return None.
+
+    In place of ``data`` and the keywords: one
+    :class:`~gnncompress.workflows.settings.CotrainSettings`."""
+    return run_cotrain(CotrainSettings.given(data, options))
+
+
+@outputs.one_run
+def run_cotrain(settings: CotrainSettings) -> CotrainReport | None:
+    """:func:`cotrain` on its settings, resolved on the way (output folder,
+    the method's paper options, report.json's config) and handed to
+    :func:`_write`."""
+    s, batching = settings, settings.batching
+    data = s.data
+    if batching.nproc is not None or under_torchrun():
+        return launch(run_cotrain, s)
     from gnncompress.workflows.inputs import root_used, with_resolved
     from gnncompress.workflows.runs import (
         check_writable,
@@ -171,15 +169,17 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
         training_checkpoint,
     )
 
-    if not MIN_STUDENTS <= students <= MAX_STUDENTS:
+    t, p, c = s.training, s.peers, s.checkpointing
+    batch_size, fanout, folds = batching.batch_size, batching.fanout, s.folds
+    if not MIN_STUDENTS <= p.students <= MAX_STUDENTS:
         raise GnnCompressError(
             f"'students' must be {MIN_STUDENTS} to {MAX_STUDENTS} (got "
-            f'{students}): online distillation needs peers, and the paper '
+            f'{p.students}): online distillation needs peers, and the paper '
             f'goes up to {MAX_STUDENTS}')
     if batch_size is not None and batch_size < 1:
         raise GnnCompressError(f"'batch_size' must be at least 1 "
                                f'(got {batch_size})')
-    peers = build_online_methods(method, students, method_options)
+    peers = build_online_methods(s.method, p.students, s.method_options)
     # The online loss's weight; 'self' has none.
     default_weight = peers[0].default_weight if peers else 0.0
     key = str(data).lower()
@@ -190,12 +190,12 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     elif is_graph_list_name(key):
         _whole_graphs(fanout, 'a several-graph node dataset')
     elif batch_size is not None or fanout is not None:
-        batch_size, hops = check_minibatch(None, batch_size, fanout, layers,
-                                           who='each student')
-    check_out(out)
-    out = Path(out) if out is not None else \
-        Path('gnncompress-out') / f'{Path(str(data)).stem}-{method.lower()}'
-    dev = resolve_device(device)
+        batch_size, hops = check_minibatch(None, batch_size, fanout,
+                                           p.layers, who='each student')
+    check_out(s.outputs.out)
+    out = Path(s.outputs.out) if s.outputs.out is not None else \
+        Path('gnncompress-out') / f'{Path(str(data)).stem}-{s.method.lower()}'
+    dev = resolve_device(s.device)
     check_writable(out)
     outputs.claim(out, run_inputs(data))
     if folds is not None:
@@ -208,16 +208,16 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
             raise GnnCompressError(
                 f"'folds' must be 3 to 20 (got {folds}): one fold tests, "
                 f'the next validates')
-        if checkpoint_every is not None or resume is not None:
+        if c.checkpoint_every is not None or c.resume is not None:
             raise GnnCompressError(
                 '--checkpoint-every and --resume save one run, and --folds '
                 'trains one per fold: drop --folds or the checkpoint')
 
     def load(fold: int) -> Graph:
         if folds is None:
-            return load_graph(data, data_root, seed=seed)
-        return load_graph_set(GRAPH_DATASETS[key][1], data_root, seed, fold,
-                              folds)
+            return load_graph(data, s.data_root, seed=t.seed)
+        return load_graph_set(GRAPH_DATASETS[key][1], s.data_root, t.seed,
+                              fold, folds)
 
     with one_at_a_time():
         graph = load(0)
@@ -225,69 +225,70 @@ def cotrain(data: str | Path, *, data_root: str | Path | None = None,
     if inductive:  # a saved list of graphs shows itself once loaded
         _whole_graphs(fanout, 'a several-graph node dataset')
         hops = None
-    spec = ArchSpec(arch=arch, in_channels=graph.num_features,
-                    hidden_channels=hidden, num_layers=layers,
+    spec = ArchSpec(arch=p.arch, in_channels=graph.num_features,
+                    hidden_channels=p.hidden, num_layers=p.layers,
                     out_channels=graph.num_classes,
-                    heads=heads if arch in ('gat', 'gatv2') else 1,
-                    dropout=dropout, norm=norm,
-                    readout=readout if graph.batch is not None else None)
-    method_options = paper_options(method, graph, method_options)
+                    heads=p.heads if p.arch in ('gat', 'gatv2') else 1,
+                    dropout=p.dropout, norm=p.norm,
+                    readout=p.readout if graph.batch is not None else None)
+    method_options = paper_options(s.method, graph, s.method_options)
     runs = []
     sample = None
     ranks = process_ranks.current()
     if inductive:
         batch_size = graphs_per_batch(training_graphs(graph), batch_size)
-    config = with_resolved(config or {}, {
-        'data_root': root_used(data, data_root),
-        'weight': default_weight if weight is None else weight,
-        'batch_size': batch_size,
-        'fanout': None if hops is None else ','.join(map(str, hops)),
-        'device': dev.type, 'out': str(out)})
+    s = s.with_options(out=out, method_options=method_options, config=(
+        with_resolved(s.outputs.config or {}, {
+            'data_root': root_used(data, s.data_root),
+            'weight': default_weight if s.weight is None else s.weight,
+            'batch_size': batch_size,
+            'fanout': None if hops is None else ','.join(map(str, hops)),
+            'device': dev.type, 'out': str(out)})))
     saver = training_checkpoint(
-        out, checkpoint_every, checkpoint_dir, resume, data=graph.name,
-        nodes=graph.num_nodes, edges=int(graph.edge_index.size(1)),
-        split=graph.split, method=method.lower(),
-        method_options=method_options or {}, weight=weight,
-        students=students, student=spec.to_dict(), epochs=epochs, lr=lr,
-        weight_decay=weight_decay, patience=patience, batch_size=batch_size,
-        fanout=hops, seed=seed, device=dev.type)
+        out, c.checkpoint_every, c.checkpoint_dir, c.resume,
+        data=graph.name, nodes=graph.num_nodes,
+        edges=int(graph.edge_index.size(1)), split=graph.split,
+        method=s.method.lower(), method_options=method_options or {},
+        weight=s.weight, students=p.students, student=spec.to_dict(),
+        epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
+        patience=t.patience, batch_size=batch_size, fanout=hops,
+        seed=t.seed, device=dev.type)
     for fold in range(folds or 1):
         if fold:
             graph = load(fold)
         # Sampled batches move to the device one by one; the graph stays.
         g = graph.to(dev) if hops is None else graph.to('cpu')
-        seed_everything(seed)
-        models = [build_model(spec).to(dev) for _ in range(students)]
-        online = build_online_methods(method, students, method_options)
+        seed_everything(t.seed)
+        models = [build_model(spec).to(dev) for _ in range(p.students)]
+        online = build_online_methods(s.method, p.students, method_options)
         csr = None
         if hops is not None:
             csr = CSR.from_edges(g.edge_index, g.num_nodes)
-            sample = sample_subgraph(g, csr, hops, batch_size, seed)
-        desc = f'cotrain {method}' + (f' fold {fold}' if folds else '')
+            sample = sample_subgraph(g, csr, hops, batch_size, t.seed)
+        desc = f'cotrain {s.method}' + (f' fold {fold}' if folds else '')
         try:
             with interruptible(saver):
                 results = train_peers(
-                    models, g, online, epochs=epochs, lr=lr,
-                    weight_decay=weight_decay, weight=weight,
-                    patience=patience, batch_size=batch_size, fanout=hops,
-                    seed=seed, csr=csr, progress=progress, desc=desc,
+                    models, g, online, epochs=t.epochs, lr=t.lr,
+                    weight_decay=t.weight_decay, weight=s.weight,
+                    patience=t.patience, batch_size=batch_size, fanout=hops,
+                    seed=t.seed, csr=csr, progress=t.progress, desc=desc,
                     checkpoint=saver)
         except TrainingError as e:
             if ranks.rank != 0:
                 raise
-            raise _keep_best(e, models, spec, out, method, g) from None
+            raise _keep_best(e, models, spec, out, s.method, g) from None
         runs.append(OnlineRun(models, results, g))
     if ranks.rank != 0:
         return None  # rank 0 writes the outputs
-    report = _write(runs, spec, method, method_options, weight, out, dev,
-                    export, command, folds, seed,
-                    dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
-                         patience=patience, batch_size=batch_size,
-                         fanout=hops, processes=ranks.world),
-                    config, sample)
+    report = _write(runs, spec, s, dev,
+                    dict(epochs=t.epochs, lr=t.lr,
+                         weight_decay=t.weight_decay, patience=t.patience,
+                         batch_size=batch_size, fanout=hops,
+                         processes=ranks.world),
+                    sample)
     finish_checkpoint(saver, out)
     return report
-
 
 def _keep_best(error: TrainingError, models: Sequence[nn.Module],
                spec: ArchSpec, out: Path, method: str,
@@ -318,15 +319,13 @@ def _whole_graphs(fanout: Any, kind: str) -> None:
             f'graphs per step): drop --fanout')
 
 
-def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
-           method_options: dict[str, Any] | None, weight: float | None,
-           out: Path, dev: torch.device, export: bool, command: str,
-           folds: int | None, seed: int, training: dict[str, Any],
-           config: dict[str, Any],
+def _write(runs: list[OnlineRun], spec: ArchSpec, settings: CotrainSettings,
+           dev: torch.device, training: dict[str, Any],
            sample: tuple[Tensor, Tensor] | None = None) -> CotrainReport:
-    """Export the best student of fold 0 and write the report. ``sample``
-    (features and edges of a sampled subgraph, for mini-batch runs) stands
-    in for the whole graph in the latency and ONNX measurements."""
+    """Export the best student of fold 0 and write the report, as the
+    resolved ``settings`` say. ``sample`` (features and edges of a sampled
+    subgraph, for mini-batch runs) stands in for the whole graph in the
+    latency and ONNX measurements."""
     from gnncompress.checkpoints.students import save_safetensors
     from gnncompress.models import count_parameters
     from gnncompress.outputs.latency import (
@@ -341,6 +340,8 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
         versions,
     )
 
+    method, weight = settings.method, settings.weight
+    out, folds = Path(settings.outputs.out), settings.folds
     first = runs[0]
     g = first.graph
     graph_level = g.batch is not None
@@ -367,7 +368,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
         if measuring():
             chosen.latency[f'pytorch-{dev.type}'] = torch_latency(
                 model, *measured).to_dict()
-        if export:
+        if settings.outputs.export:
             path = save_safetensors(
                 model, spec, stage / 'student.safetensors',
                 extra={'gnncompress.method': f'cotrain-{method}',
@@ -390,9 +391,10 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
         selected = [run.results[run.best].test_accuracy for run in runs]
         res = first.results[0]
         report = CotrainReport(
-            command=command or f'gnncompress cotrain --data {g.name}',
+            command=settings.outputs.command or
+            f'gnncompress cotrain --data {g.name}',
             method=method, method_options={
-                **(method_options or {}),
+                **(settings.method_options or {}),
                 **({} if METHODS[method.lower()] is None else
                    {'weight': 1.0 if weight is None else weight})},
             data=_describe_data(g, graph_level),
@@ -413,8 +415,9 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, method: str,
                       max(1, res.epochs_run),
                       'best_epochs': [r.best_epoch for r in first.results],
                       'histories': [r.history for r in first.results]},
-            seed=seed, device=str(dev), versions=versions(),
-            files=files, config=config, notes=notes)
+            seed=settings.training.seed, device=str(dev),
+            versions=versions(), files=files,
+            config=settings.outputs.config, notes=notes)
         report_files(report, stage, out, files, 'training.png',
                      plots.cotrain_training)
     return report
@@ -432,4 +435,4 @@ def _describe_data(g: Graph, graph_level: bool) -> dict[str, Any]:
     return info
 
 
-__all__ = ['METHODS', 'build_online_methods', 'cotrain']
+__all__ = ['METHODS', 'build_online_methods', 'cotrain', 'run_cotrain']

@@ -1,6 +1,7 @@
 """`gnncompress distill`: one teacher into a smaller student."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +28,6 @@ from gnncompress.core.options import (
 )
 from gnncompress.core.timing import phase
 from gnncompress.models import build_model
-from gnncompress.outputs.latency import REPORT_BUDGET_S
 from gnncompress.outputs.report import Report
 from gnncompress.tasks.datasets import check_split
 from gnncompress.training import ranks as process_ranks
@@ -66,6 +66,7 @@ from gnncompress.workflows.runs import (
     timed_command,
     training_checkpoint,
 )
+from gnncompress.workflows.settings import DistillSettings
 from gnncompress.workflows.students import (
     build_method,
     minibatch_options,
@@ -74,42 +75,9 @@ from gnncompress.workflows.students import (
 from gnncompress.workflows.teacher_features import pick_features
 
 
-@timed_command
-@outputs.one_run
-def distill(teacher: str | Path | torch.nn.Module, *,
-            data: str | Path | None = None,
-            data_root: str | Path | None = None, method: str = 'kd',
-            method_options: dict[str, Any] | None = None,
-            student: str | None = None,
-            hidden: int | list[int] | None = None,
-            layers: int | None = None, heads: int = 1,
-            ratio: float | None = None,
-            epochs: int = 200, lr: float = 0.01, weight_decay: float = 5e-4,
-            label_weight: float | None = None, weight: float | None = None,
-            patience: int | None = 100, seed: int = 0, device: str = 'auto',
-            out: str | Path | None = None, baseline: bool = False,
-            overrides: dict[str, Any] | None = None, export: bool = True,
-            min_accuracy: float | None = None,
-            max_accuracy_drop: float | None = None,
-            progress: bool = True, command: str = '',
-            config: dict[str, Any] | None = None,
-            checkpoint_every: int | None = None,
-            checkpoint_dir: str | Path | None = None,
-            resume: str | Path | None = None, k: int | None = None,
-            emb: int | None = None, head: list[int] | None = None,
-            points: int | None = None,
-            augment: str | list[str] | None = None,
-            batch_size: int | None = None,
-            fanout: str | list[int] | None = None,
-            nproc: int | None = None,
-            normalize_features: bool | None = None,
-            split: str | None = None,
-            teacher_onnx: bool = False,
-            teacher_class: str | None = None,
-            teacher_args: dict[str, Any] | None = None,
-            latency: bool = True,
-            latency_budget_s: float = REPORT_BUDGET_S,
-            budget_s: float | None = None) -> Report:
+@DistillSettings.signed(Report)
+def distill(teacher: str | Path | torch.nn.Module | DistillSettings,
+            **options: Any) -> Report:
     """Distill ``teacher`` into a smaller student and write
     ``student.safetensors``, ``student.onnx``, ``report.json`` and
     ``report.md`` to ``out``. ``student`` defaults to the method's preferred
@@ -161,103 +129,113 @@ def distill(teacher: str | Path | torch.nn.Module, *,
     :mod:`gnncompress.workflows.auto` (each with its default weights, the
     student alone among them) within ``budget_s`` seconds (default about
     10x the first candidate's training) and keeps the best on validation;
-    ``report.auto`` lists every candidate."""
-    if isinstance(teacher, torch.nn.Module) or teacher_class is not None:
-        if nproc is not None or batch_size is not None or \
-                fanout is not None or under_torchrun():
+    ``report.auto`` lists every candidate.
+
+    ``teacher`` may also be a
+    :class:`~gnncompress.workflows.settings.DistillSettings` that holds
+    every option (then no keyword follows); the keywords are its options
+    by their flat names, and an unknown one is a one-line
+    :class:`GnnCompressError`."""
+    return run_distill(DistillSettings.given(teacher, options))
+
+
+
+@timed_command
+@outputs.one_run
+def run_distill(settings: DistillSettings) -> Report | None:
+    """:func:`distill` on its settings. Once resolved (the output folder,
+    the method's label weight, then report.json's config), the settings
+    travel on to the branch that trains: point clouds, sampled subgraphs
+    or full graphs."""
+    s, batching = settings, settings.batching
+    teacher = s.teacher
+    if isinstance(teacher, torch.nn.Module) or s.teacher_class is not None:
+        if batching.nproc is not None or batching.batch_size is not None \
+                or batching.fanout is not None or under_torchrun():
             raise GnnCompressError(
                 'A teacher module or --teacher-class trains full-graph in '
                 'one process: drop --batch-size, --fanout and --nproc')
-    elif nproc is not None or under_torchrun():
-        return launch(distill, dict(locals()))
-    check_training(lr=lr, weight_decay=weight_decay, seed=seed,
-                   weight=weight, label_weight=label_weight, out=out)
-    check_ratio(ratio)
-    check_distill_method(method)
-    auto = method == 'auto'
+    elif batching.nproc is not None or under_torchrun():
+        return launch(run_distill, s)
+    t = s.training
+    check_training(lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,
+                   weight=s.weight, label_weight=s.label_weight,
+                   out=s.outputs.out)
+    check_ratio(s.model.ratio)
+    check_distill_method(s.method)
+    auto = s.method == 'auto'
     if auto:
-        refuse_for_auto(batch_size=batch_size, fanout=fanout,
-                        checkpoint_every=checkpoint_every, resume=resume,
-                        method_options=method_options, weight=weight,
-                        label_weight=label_weight, budget_s=budget_s)
-    elif budget_s is not None:
+        refuse_for_auto(**s.options())
+    elif s.budget_s is not None:
         raise GnnCompressError('--budget-s is the time budget of --method '
                                'auto: drop it, or add --method auto')
-    if split is not None:
-        check_split(split)
+    if s.split is not None:
+        check_split(s.split)
     module = teacher if isinstance(teacher, torch.nn.Module) else None
-    if teacher_class is not None:
+    if s.teacher_class is not None:
         if module is not None:
             raise GnnCompressError('teacher_class names the class of a '
                                    'checkpoint file: pass the file')
-        module = user_teacher(teacher, teacher_class, teacher_args)
+        module = user_teacher(teacher, s.teacher_class, s.teacher_args)
     teacher = Path(teacher) if not isinstance(teacher, torch.nn.Module) \
         else MODULE_PATH
-    distiller = build_method('kd' if auto else method, method_options)
-    requested_student = student
-    student = student or distiller.preferred_student or 'gcn'
-    if label_weight is None:
-        label_weight = distiller.default_label_weight
-    out = Path(out) if out is not None else \
+    distiller = build_method('kd' if auto else s.method, s.method_options)
+    requested_student = s.model.student
+    student = requested_student or distiller.preferred_student or 'gcn'
+    out = Path(s.outputs.out) if s.outputs.out is not None else \
         Path('gnncompress-out') / \
         f'{teacher.stem}-{"auto" if auto else distiller.name}'
-    dev = resolve_device(device)
+    s = s.with_options(out=out, label_weight=distiller.default_label_weight
+                       if s.label_weight is None else s.label_weight)
+    t = s.training
+    dev = resolve_device(s.device)
     check_writable(out)
-    outputs.claim(out, run_inputs(teacher, card_path(teacher), data))
+    outputs.claim(out, run_inputs(teacher, card_path(teacher), s.data))
     with phase('load'):
-        ckpt = module_checkpoint(module, overrides, teacher) \
+        ckpt = module_checkpoint(module, s.overrides, teacher) \
             if module is not None \
-            else load_checkpoint(teacher, overrides)
+            else load_checkpoint(teacher, s.overrides)
     # What identifies the run in a training checkpoint, beside the data and
     # the student.
-    run = dict(teacher=str(teacher.resolve()),
-               teacher_bytes=file_bytes(teacher), method=distiller.name,
-               method_options=method_options or {}, weight=weight,
-               label_weight=label_weight, epochs=epochs, lr=lr,
-               weight_decay=weight_decay, patience=patience, seed=seed,
-               device=dev.type)
+    identity = dict(teacher=str(teacher.resolve()),
+                    teacher_bytes=file_bytes(teacher), method=distiller.name,
+                    method_options=s.method_options or {}, weight=s.weight,
+                    label_weight=s.label_weight, epochs=t.epochs, lr=t.lr,
+                    weight_decay=t.weight_decay, patience=t.patience,
+                    seed=t.seed, device=dev.type)
+    c = s.checkpointing
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress.workflows import point_clouds as pointcloud
         if auto:
             raise GnnCompressError('--method auto does not train point '
                                    'clouds yet: pick a method, e.g. '
                                    '--method kd')
-        if teacher_onnx:
+        if s.teacher_onnx:
             raise GnnCompressError('--teacher-onnx is not supported for '
                                    'DGCNN teachers yet: drop it')
         return pointcloud.distill(
-            teacher, ckpt=ckpt, data=data, data_root=data_root,
-            distiller=distiller, student=requested_student or 'dgcnn',
-            hidden=hidden, layers=layers, k=k, emb=emb, head=head,
-            points=points, augment=augment,
-            batch_size=batch_size or pointcloud.BATCH_SIZE, epochs=epochs,
-            lr=lr, weight_decay=weight_decay, label_weight=label_weight,
-            weight=weight, patience=patience, seed=seed, dev=dev, out=out,
-            baseline=baseline, export=export, min_accuracy=min_accuracy,
-            max_accuracy_drop=max_accuracy_drop, progress=progress,
-            command=command, config=config,
-            method_options=method_options or {},
+            s, teacher=teacher, ckpt=ckpt, distiller=distiller, dev=dev,
             checkpoint=functools.partial(
-                training_checkpoint, out, checkpoint_every, checkpoint_dir,
-                resume, **run))
-    if isinstance(hidden, (list, tuple)):
+                training_checkpoint, out, c.checkpoint_every,
+                c.checkpoint_dir, c.resume, **identity))
+    if isinstance(s.model.hidden, (list, tuple)):
         raise GnnCompressError('--hidden takes one width (per-layer widths '
                                'are for DGCNN students)')
-    no_cloud_options(k=k, emb=emb, head=head, points=points,
-                      augment=augment)
+    no_cloud_options(**dataclasses.asdict(s.clouds))
     if student == 'dgcnn':
         raise ArchitectureError('A DGCNN student needs a DGCNN teacher on '
                                 'point clouds: pick another --student')
-    layers = 2 if layers is None else layers
+    layers = 2 if s.model.layers is None else s.model.layers
     with one_at_a_time(), phase('load'):
-        graph = resolve_data(data, data_root, ckpt, seed,
-                             normalize=normalize_features, split=split)
+        graph = resolve_data(s.data, s.data_root, ckpt, t.seed,
+                             normalize=s.normalize_features, split=s.split)
     # --batch-size: whole graphs per step on a dataset of many graphs, else
     # sampled subgraphs of B seed nodes
-    per_step = graphs_per_step(graph, batch_size, fanout)
+    per_step = graphs_per_step(graph, batching.batch_size, batching.fanout)
     hops = None if per_step is not None or (
-        batch_size is None and fanout is None) else \
-        minibatch_options(distiller, batch_size, fanout, layers)
+        batching.batch_size is None and batching.fanout is None) else \
+        minibatch_options(distiller, batching.batch_size, batching.fanout,
+                          layers)
     check_fits(ckpt.spec, graph, 'teacher')
     check_task(ckpt.spec, graph, distiller)
     if graph.batch is not None and student not in BASIC_GNN_ARCHS:
@@ -268,103 +246,109 @@ def distill(teacher: str | Path | torch.nn.Module, *,
             f"({', '.join(BASIC_GNN_ARCHS)}); '{student}'{chosen} has none: "
             f'pass --student gin or another of those')
     feature_note = None
-    if normalize_features is None and not ckpt.card and hops is None:
+    if s.normalize_features is None and not ckpt.card and hops is None:
         with phase('teacher'):
             graph, feature_note = pick_features(ckpt.build(), graph, dev)
-    s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=hidden,
-                          layers=layers, heads=heads, ratio=ratio,
+    shape = s.model
+    s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=shape.hidden,
+                          layers=layers, heads=shape.heads, ratio=shape.ratio,
                           readout=ckpt.spec.readout)
-    config = resolved_config(
-        config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out, dev=dev,
-        data=data, data_root=data_root,
-        ratio=ratio if ratio is not None or hidden is not None
-        else DEFAULT_RATIO,
-        weight=distiller.default_weight if weight is None else weight,
-        label_weight=label_weight)
+    s = s.with_options(config=resolved_config(
+        s.outputs.config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out,
+        dev=dev, data=s.data, data_root=s.data_root,
+        ratio=shape.ratio if shape.ratio is not None or
+        shape.hidden is not None else DEFAULT_RATIO,
+        weight=distiller.default_weight if s.weight is None else s.weight,
+        label_weight=s.label_weight))
     saver = training_checkpoint(
-        out, checkpoint_every, checkpoint_dir, resume, **run,
+        out, c.checkpoint_every, c.checkpoint_dir, c.resume, **identity,
         data=graph.name, nodes=graph.num_nodes,
         edges=int(graph.edge_index.size(1)), split=graph.split,
         student=s_spec.to_dict(),
-        **({} if hops is None else {'batch_size': batch_size,
+        **({} if hops is None else {'batch_size': batching.batch_size,
                                     'fanout': hops}),
         **({} if per_step is None else {'batch_size': per_step}))
     if hops is not None:
         from gnncompress.workflows import distill_sampled as minibatch
         report = minibatch.distill(
-            teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,
-            distiller=distiller, batch_size=batch_size, fanout=hops,
-            epochs=epochs, lr=lr, weight_decay=weight_decay,
-            label_weight=label_weight, weight=weight, patience=patience,
-            seed=seed, dev=dev, out=out, baseline=baseline, export=export,
-            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
-            progress=progress, command=command, config=config,
-            method_options=method_options or {}, teacher_onnx=teacher_onnx,
-            checkpoint=saver)
+            s, teacher=teacher, ckpt=ckpt, graph=graph, s_spec=s_spec,
+            distiller=distiller, fanout=hops, dev=dev, checkpoint=saver)
         finish_checkpoint(saver, out)
         return report
+    report = _full_graph(s, teacher=teacher, ckpt=ckpt, graph=graph,
+                         s_spec=s_spec, distiller=distiller, dev=dev,
+                         per_step=per_step, saver=saver,
+                         feature_note=feature_note)
+    if report is not None:  # rank 0 of a process group, or the only one
+        finish_checkpoint(saver, out)
+    return report
+
+
+def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
+                graph: Any, s_spec: Any, distiller: Any, dev: torch.device,
+                per_step: int | None, saver: Any,
+                feature_note: str | None) -> Report | None:
+    """The full-graph branch of :func:`run_distill` (whole graphs per step
+    with ``per_step``): the teacher's outputs computed once, the student
+    trained on them (or the candidates of ``--method auto``), the
+    outputs written."""
+    t, out = s.training, Path(s.outputs.out)
     g = graph.to(dev)
     ranks = process_ranks.current()  # batches of graphs in a process group
-
     with phase('teacher'):
         teacher_model = ckpt.build().to(dev)
         teacher_out = forward_frozen(teacher_model, g)  # once for the run
         teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
-    train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
-                      patience=patience, progress=progress,
+    train_args = dict(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
+                      patience=t.patience, progress=t.progress,
                       batch_size=per_step)
 
     alone_entry, alone = None, None
-    if baseline:
+    if s.baseline:
         with phase('baseline'):
             alone_entry, alone = trained_alone(
-                s_spec, seed, dev, lambda m: fit(
+                s_spec, t.seed, dev, lambda m: fit(
                     m, g, label_weight=1.0, desc='student alone',
                     **train_args))
 
     choice = None
-    if auto:
+    if s.method == 'auto':
         with phase('train'):
             choice = choose(
                 lambda name: train_candidate(name, s_spec, g, teacher_out,
-                                             seed, dev, train_args),
-                budget_s=budget_s)
+                                             t.seed, dev, train_args),
+                budget_s=s.budget_s)
         model = choice.model
         result = replace(choice.result, test_accuracy=test_score(model, g))
         distiller = build_method('kd' if choice.method == ALONE
                                  else choice.method, None)
-        weight, label_weight = (0.0, 1.0) if choice.method == ALONE \
-            else (None, distiller.default_label_weight)
+        s = s.with_options(weight=0.0, label_weight=1.0) \
+            if choice.method == ALONE else \
+            s.with_options(weight=None,
+                           label_weight=distiller.default_label_weight)
     else:
-        seed_everything(seed)
+        seed_everything(t.seed)
         model = build_model(s_spec).to(dev)
         with kept_on_failure(saver, model, s_spec, out, distiller.name,
                              graph.name, ranks.rank), phase('train'):
             result = fit(model, g, method=distiller,
                          teacher_outputs=[teacher_out],
-                         label_weight=label_weight, weight=weight,
+                         label_weight=s.label_weight, weight=s.weight,
                          desc=f'distill {distiller.name}', checkpoint=saver,
                          **train_args)
     if ranks.rank != 0:
         return None  # rank 0 writes the outputs
-    report = distill_outputs(
-        out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
+    return distill_outputs(
+        s, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
         distiller=distiller, graph=graph, result=result,
         alone_entry=alone_entry, alone_model=alone,
         inputs=(g.x, g.edge_index, g.batch),
-        training=describe_training(result, epochs=epochs, lr=lr,
-                                   weight_decay=weight_decay,
-                                   patience=patience, **ranks.described()),
+        training=describe_training(result, epochs=t.epochs, lr=t.lr,
+                                   weight_decay=t.weight_decay,
+                                   patience=t.patience, **ranks.described()),
         notes=[n for n in (feature_note, choice and choice.note()) if n],
-        export=export,
-        dev=dev, weight=weight,
-        label_weight=label_weight, method_options=method_options,
-        command=command, config=config, seed=seed,
-        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
-        teacher_onnx=teacher_onnx, auto=choice)
-    finish_checkpoint(saver, out)
-    return report
+        dev=dev, auto=choice)
 
 
 def graphs_per_step(graph: Any, batch_size: int | None,

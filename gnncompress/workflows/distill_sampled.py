@@ -133,23 +133,19 @@ def sample_subgraph(graph: Graph, csr: CSR, fanout: Sequence[int],
     return graph.x[batch.n_id], batch.edge_index
 
 
-def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
-            distiller: DistillMethod, batch_size: int,
-            fanout: Sequence[int], epochs: int, lr: float,
-            weight_decay: float, label_weight: float, weight: float | None,
-            patience: int | None, seed: int, dev: torch.device, out: Path,
-            baseline: bool, export: bool, min_accuracy: float | None,
-            max_accuracy_drop: float | None, progress: bool, command: str,
-            config: dict[str, Any] | None, method_options: dict[str, Any],
-            memmap_bytes: int = MEMMAP_BYTES,
-            teacher_onnx: bool = False, checkpoint: Any = None) -> Any:
-    """The mini-batch branch of :func:`gnncompress.api.distill`: teacher
-    cached once layer-wise, student trained on sampled subgraphs, latency
-    and the ONNX parity check on one sampled subgraph of ``batch_size``
-    test nodes. ``checkpoint`` saves and resumes the distillation (not the
-    baseline). In a DDP process group (:mod:`gnncompress.workflows.distributed`)
-    every rank trains and rank 0 alone writes the outputs (the others
-    return None)."""
+def distill(settings: Any, *, teacher: Path, ckpt: Any, graph: Graph,
+            s_spec: Any, distiller: DistillMethod, fanout: Sequence[int],
+            dev: torch.device, checkpoint: Any = None,
+            memmap_bytes: int = MEMMAP_BYTES) -> Any:
+    """The mini-batch branch of :func:`gnncompress.api.distill` on its
+    resolved ``settings``
+    (:class:`~gnncompress.workflows.settings.DistillSettings`): teacher
+    cached once layer-wise, student trained on sampled subgraphs of
+    ``fanout`` neighbours per hop, latency and the ONNX parity check on one
+    sampled subgraph of ``batch_size`` test nodes. ``checkpoint`` saves
+    and resumes the distillation (not the baseline). In a DDP process
+    group (:mod:`gnncompress.workflows.distributed`) every rank trains and
+    rank 0 alone writes the outputs (the others return None)."""
     from gnncompress.models import build_model
     from gnncompress.workflows.results import (
         describe_training,
@@ -158,6 +154,7 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
     )
     from gnncompress.workflows.runs import kept_on_failure, seed_everything
 
+    t, batch_size = settings.training, settings.batching.batch_size
     ranks = process_ranks.current()
     graph = graph.to('cpu')
     csr = CSR.from_edges(graph.edge_index, graph.num_nodes)
@@ -166,45 +163,45 @@ def distill(teacher: Path, *, ckpt: Any, graph: Graph, s_spec: Any,
         teacher_model = ckpt.build().to(dev)
         cached = teacher_cache(teacher_model, graph, csr, distiller, store)
         teacher_acc = accuracy(cached.logits, graph.y, graph.test_mask)
-        train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
-                          patience=patience, progress=progress,
-                          batch_size=batch_size, fanout=fanout, seed=seed,
+        train_args = dict(epochs=t.epochs, lr=t.lr,
+                          weight_decay=t.weight_decay, patience=t.patience,
+                          progress=t.progress, batch_size=batch_size,
+                          fanout=fanout, seed=t.seed,
                           memmap_bytes=memmap_bytes)
         alone_entry, alone = None, None
-        if baseline:
+        if settings.baseline:
             alone_entry, alone = trained_alone(
-                s_spec, seed, dev, lambda m: fit_minibatch(
+                s_spec, t.seed, dev, lambda m: fit_minibatch(
                     m, graph, csr, label_weight=1.0, desc='student alone',
                     **train_args))
-        seed_everything(seed)
+        seed_everything(t.seed)
         model = build_model(s_spec).to(dev)
-        with kept_on_failure(checkpoint, model, s_spec, out,
-                                 distiller.name, graph.name, ranks.rank):
+        with kept_on_failure(checkpoint, model, s_spec,
+                             Path(settings.outputs.out), distiller.name,
+                             graph.name, ranks.rank):
             result = fit_minibatch(model, graph, csr, method=distiller,
                                    teacher_outputs=[cached],
-                                   label_weight=label_weight, weight=weight,
+                                   label_weight=settings.label_weight,
+                                   weight=settings.weight,
                                    desc=f'distill {distiller.name}',
                                    checkpoint=checkpoint, **train_args)
     finally:
         store.close()
     if ranks.rank != 0:
         return None  # rank 0 writes the outputs
-    x_sub, edges_sub = sample_subgraph(graph, csr, fanout, batch_size, seed)
+    x_sub, edges_sub = sample_subgraph(graph, csr, fanout, batch_size,
+                                       t.seed)
     note = (f'mini-batch training: latency and ONNX parity measured on a '
             f'sampled subgraph of {x_sub.size(0):,} nodes and '
             f'{edges_sub.size(1):,} edges')
     return distill_outputs(
-        out, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
+        settings, teacher=teacher, ckpt=ckpt, teacher_model=teacher_model,
         teacher_acc=teacher_acc, model=model, s_spec=s_spec,
         distiller=distiller, graph=graph, result=result,
         alone_entry=alone_entry, alone_model=alone,
         inputs=(x_sub, edges_sub, None),
         training=describe_training(
-            result, epochs=epochs, lr=lr, weight_decay=weight_decay,
-            patience=patience, batch_size=batch_size, fanout=list(fanout),
+            result, epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
+            patience=t.patience, batch_size=batch_size, fanout=list(fanout),
             processes=ranks.world),
-        notes=[note], export=export, dev=dev, weight=weight,
-        label_weight=label_weight, method_options=method_options,
-        command=command, config=config, seed=seed,
-        min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
-        teacher_onnx=teacher_onnx)
+        notes=[note], dev=dev)

@@ -79,18 +79,31 @@ def check_options(nproc: int | None, params: dict[str, Any]) -> None:
             f'{torch.cuda.device_count()} are visible: lower --nproc')
 
 
-def launch(fn: Callable[..., Any], params: dict[str, Any]) -> Any:
-    """Run ``fn(**params)`` (``params['nproc']`` removed) on every rank:
-    spawned here when ``nproc`` is set, else in this torchrun process.
-    What rank 0 returns (None on the other ranks under torchrun)."""
-    params = dict(params)
-    nproc = params.pop('nproc', None)
-    check_options(nproc, params)
+def launch(fn: Callable[..., Any], params: Any) -> Any:
+    """Run ``fn(**params)`` (``params['nproc']`` removed), or ``fn(params)``
+    for a command's settings (:mod:`gnncompress.workflows.settings`; their
+    ``nproc`` cleared), on every rank: spawned here when ``nproc`` is set,
+    else in this torchrun process. What rank 0 returns (None on the other
+    ranks under torchrun)."""
+    nproc = _options(params).get('nproc')
+    params = {k: v for k, v in params.items() if k != 'nproc'} \
+        if isinstance(params, dict) else params.with_options(nproc=None)
+    check_options(nproc, _options(params))
     # The command's --latency/--latency-budget-s, for the spawned ranks.
     budget = bench.current_budget()
     if nproc is None:
         return _run_rank(fn, params, budget)
     return spawn(_run_rank, nproc, fn, params, budget)[0]
+
+
+def _options(params: Any) -> dict[str, Any]:
+    """A command's options by name, from keywords or settings."""
+    return params if isinstance(params, dict) else params.options()
+
+
+def _with(params: Any, **changes: Any) -> Any:
+    return {**params, **changes} if isinstance(params, dict) else \
+        params.with_options(**changes)
 
 
 def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
@@ -162,25 +175,26 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _run_rank(fn: Callable[..., Any], params: dict[str, Any],
+def _run_rank(fn: Callable[..., Any], params: Any,
               budget: tuple[float, bool] | None = None) -> Any:
     """Join the group the environment describes, run ``fn(**params)``
-    (within the latency ``budget``, seconds and whether to time at all,
-    when given), leave the group."""
+    (``fn(params)`` for settings) within the latency ``budget`` (seconds
+    and whether to time at all, when given), leave the group."""
     from gnncompress.workflows.runs import resolve_device
 
-    dev = resolve_device(str(params.get('device', 'auto')))
+    dev = resolve_device(str(_options(params).get('device', 'auto')))
     if dev.type == 'cuda':
         torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
     dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo')
     try:
         rank = dist.get_rank()
         if rank != 0:
-            params = {**params, 'progress': False}
+            params = _with(params, progress=False)
         with contextlib.ExitStack() as stack:
             if budget is not None:
                 stack.enter_context(bench.latency_budget(*budget))
-            result = fn(**params)
+            result = fn(**params) if isinstance(params, dict) else \
+                fn(params)
         return result if rank == 0 else None
     finally:
         dist.destroy_process_group()

@@ -10,6 +10,7 @@ about 10 GB. The teacher runs on each batch without gradients instead.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -276,24 +277,16 @@ def resolve_clouds(data: str | Path | None, data_root: str | Path | None,
                        seed=seed, points=points)
 
 
-def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
-            data_root: str | Path | None, distiller: Any, student: str,
-            hidden: int | Sequence[int] | None, layers: int | None,
-            k: int | None, emb: int | None, head: Sequence[int] | None,
-            points: int | None, augment: str | Sequence[str] | None,
-            batch_size: int, epochs: int, lr: float, weight_decay: float,
-            label_weight: float, weight: float | None,
-            patience: int | None, seed: int, dev: torch.device, out: Path,
-            baseline: bool, export: bool, min_accuracy: float | None,
-            max_accuracy_drop: float | None, progress: bool, command: str,
-            config: dict[str, Any] | None, method_options: dict[str, Any],
-            checkpoint: Any = None):
+def distill(settings: Any, *, teacher: Path, ckpt: Any, distiller: Any,
+            dev: torch.device, checkpoint: Any = None):
     """The point-cloud branch of :func:`gnncompress.api.distill` (a DGCNN
-    teacher): DGCNN student, per-batch teacher, overall and mean class
-    accuracy, ONNX with a dynamic number of points. ``checkpoint(**run)``
-    gives the run's training checkpoint (or None) from what identifies the
-    clouds and the student; a loss that stops being finite writes the best
-    student so far."""
+    teacher) on its resolved ``settings``
+    (:class:`~gnncompress.workflows.settings.DistillSettings`): DGCNN
+    student, per-batch teacher, overall and mean class accuracy, ONNX with
+    a dynamic number of points. ``checkpoint(**run)`` gives the run's
+    training checkpoint (or None) from what identifies the clouds and the
+    student; a loss that stops being finite writes the best student so
+    far."""
     from gnncompress.models import build_model, count_parameters
     from gnncompress.outputs.latency import measuring, torch_latency
     from gnncompress.outputs.report import ModelEntry
@@ -312,24 +305,31 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
         staged_output,
     )
 
+    t, shape, clouds = settings.training, settings.model, settings.clouds
+    out, student = Path(settings.outputs.out), shape.student or 'dgcnn'
+    batch_size = settings.batching.batch_size or BATCH_SIZE
     if student != 'dgcnn':
         raise ArchitectureError(
             f"A DGCNN teacher needs a DGCNN student (got --student "
             f"{student}): point clouds have no fixed graph; pass --student "
             f'dgcnn')
-    names = parse_augment(augment if augment is not None
+    names = parse_augment(clouds.augment if clouds.augment is not None
                           else ckpt.card.get('augment'))
-    graph = resolve_clouds(data, data_root, ckpt, seed, points)
+    graph = resolve_clouds(settings.data, settings.data_root, ckpt, t.seed,
+                           clouds.points)
     if not is_clouds(graph):
         raise DataError(f'{graph.name} is not a point-cloud dataset')
     check_fits(ckpt.spec, graph, 'teacher')
-    s_spec = student_spec(ckpt.spec, graph, hidden=hidden, layers=layers,
-                          k=k, emb=emb, head=head)
+    s_spec = student_spec(ckpt.spec, graph, hidden=shape.hidden,
+                          layers=shape.layers, k=clouds.k, emb=clouds.emb,
+                          head=clouds.head)
+    used_weight = distiller.default_weight if settings.weight is None \
+        else settings.weight
     config = resolved_config(
-        config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out, dev=dev,
-        data=data, data_root=data_root, ratio=None,
-        weight=distiller.default_weight if weight is None else weight,
-        label_weight=label_weight, hidden=s_spec.widths, k=s_spec.k,
+        settings.outputs.config, ckpt=ckpt, graph=graph, s_spec=s_spec,
+        out=out, dev=dev, data=settings.data, data_root=settings.data_root,
+        ratio=None, weight=used_weight, label_weight=settings.label_weight,
+        hidden=s_spec.widths, k=s_spec.k,
         emb=s_spec.emb_channels, head=s_spec.head,
         points=graph.split['points'], augment=','.join(names),
         batch_size=batch_size)
@@ -337,16 +337,17 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     g = graph.to(dev)
     teacher_model = ckpt.build().to(dev)
     teacher_acc, teacher_macc = evaluate(teacher_model, g, g.test_mask)
-    train_args = dict(epochs=epochs, lr=lr, weight_decay=weight_decay,
-                      patience=patience, progress=progress,
-                      batch_size=batch_size, augmentations=names, seed=seed)
+    train_args = dict(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
+                      patience=t.patience, progress=t.progress,
+                      batch_size=batch_size, augmentations=names,
+                      seed=t.seed)
     alone_entry, alone = None, None
-    if baseline:
+    if settings.baseline:
         alone_entry, alone = trained_alone(
-            s_spec, seed, dev, lambda m: fit_clouds(
+            s_spec, t.seed, dev, lambda m: fit_clouds(
                 m, g, desc='student alone', **train_args),
             mean_class_accuracy=lambda m: evaluate(m, g, g.test_mask)[1])
-    seed_everything(seed)
+    seed_everything(t.seed)
     model = build_model(s_spec).to(dev)
     saver = None if checkpoint is None else checkpoint(
         data=graph.name, clouds=int(graph.y.numel()), split=graph.split,
@@ -355,12 +356,13 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
     with kept_on_failure(saver, model, s_spec, out, distiller.name,
                          graph.name, ranks.rank):
         result = fit_clouds(model, g, teacher=teacher_model,
-                            method=distiller, label_weight=label_weight,
-                            weight=weight, desc=f'distill {distiller.name}',
+                            method=distiller,
+                            label_weight=settings.label_weight,
+                            weight=settings.weight,
+                            desc=f'distill {distiller.name}',
                             checkpoint=saver, **train_args)
     if ranks.rank != 0:
         return None  # rank 0 writes the outputs
-    used_weight = distiller.default_weight if weight is None else weight
     _, student_macc = evaluate(model, g, g.test_mask)
 
     one = cloud_points(g)[g.test_mask.nonzero().view(-1)[:1]]  # [1, n, 3]
@@ -389,7 +391,7 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             if measuring():
                 entry.latency[f'pytorch-{dev.type}'] = torch_latency(
                     m, x, empty, batch).to_dict()
-        if export:
+        if settings.outputs.export:
             save_student(chosen, s_spec, stage, out, distiller.name
                              if chosen is model else 'none (trained alone)',
                              graph.name, chosen_entry, files)
@@ -405,11 +407,12 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
         model.to(dev)
         chosen.to(dev)
         report = write_report(
-            stage, out, command=command or f'gnncompress distill {teacher}',
+            stage, out, command=settings.outputs.command or
+            f'gnncompress distill {teacher}',
             method=distiller.name,
-            method_options={**(method_options or {}),
+            method_options={**(settings.method_options or {}),
                             'weight': used_weight,
-                            'label_weight': label_weight},
+                            'label_weight': settings.label_weight},
             data={'name': graph.name, 'clouds': graph.y.numel(),
                   'points': graph.split['points'],
                   'nodes': graph.num_nodes, 'edges': 0,
@@ -419,12 +422,11 @@ def distill(teacher: str | Path, *, ckpt: Any, data: str | Path | None,
             teacher=teacher_entry, student=student_entry,
             student_alone=alone_entry, parity_cases=parity_cases,
             training=describe_training(
-                result, epochs=epochs, lr=lr, weight_decay=weight_decay,
-                patience=patience, batch_size=batch_size,
-                **ranks.described()),
-            seed=seed, device=dev, ckpt=ckpt, files=files, config=config,
-            min_accuracy=min_accuracy, max_accuracy_drop=max_accuracy_drop,
-            exported=exported)
+                result, epochs=t.epochs, lr=t.lr,
+                weight_decay=t.weight_decay, patience=t.patience,
+                batch_size=batch_size, **ranks.described()),
+            seed=t.seed, device=dev, ckpt=ckpt, files=files, config=config,
+            **dataclasses.asdict(settings.gates), exported=exported)
     finish_checkpoint(saver, out)
     return report
 

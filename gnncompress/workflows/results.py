@@ -3,6 +3,7 @@ report, latency figures, report.json and report.md, the gates and the
 end-of-run summary."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +42,7 @@ from gnncompress.workflows.runs import (
     versions,
     write_failure,
 )
+from gnncompress.workflows.settings import DistillSettings
 
 
 def file_bytes(teacher: Path) -> int:
@@ -48,27 +50,24 @@ def file_bytes(teacher: Path) -> int:
     return teacher.stat().st_size if teacher.is_file() else 0
 
 
-def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
-                    teacher_model: torch.nn.Module, teacher_acc: float,
-                    model: torch.nn.Module, s_spec: ArchSpec,
-                    distiller: DistillMethod, graph: Graph, result: Any,
+def distill_outputs(settings: DistillSettings, *, teacher: Path,
+                    ckpt: Checkpoint, teacher_model: torch.nn.Module,
+                    teacher_acc: float, model: torch.nn.Module,
+                    s_spec: ArchSpec, distiller: DistillMethod,
+                    graph: Graph, result: Any,
                     alone_entry: ModelEntry | None,
                     inputs: tuple[Tensor, Tensor, Tensor | None],
                     training: dict[str, Any], notes: list[str],
-                    export: bool, dev: torch.device, weight: float | None,
-                    label_weight: float,
-                    method_options: dict[str, Any] | None, command: str,
-                    config: dict[str, Any] | None, seed: int,
-                    min_accuracy: float | None,
-                    max_accuracy_drop: float | None,
-                    teacher_onnx: bool = False,
+                    dev: torch.device,
                     alone_model: torch.nn.Module | None = None,
                     auto: Any = None) -> Report:
     """What ``distill`` writes once the student is trained (full-graph or
     mini-batch): latency of teacher and student and the ONNX parity check
     on ``inputs`` (x, edge_index, batch: the whole graph, or a sampled
     subgraph when it is too large), the student's files and the report,
-    all staged and moved into ``out`` at once. ``notes`` come after the
+    all staged and moved into ``settings.outputs.out`` at once (the
+    ``settings`` as the run resolved them: output folder, loss weights,
+    config). ``notes`` come after the
     teacher card's and the collapse warning. Teacher and student are timed
     in PyTorch with the same threads; ``teacher_onnx`` also exports the
     teacher and times it in onnxruntime with the student's threads.
@@ -77,6 +76,9 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
     better on validation (:func:`exported_student`). ``auto`` (a
     :class:`gnncompress.workflows.auto.Choice`) names the method by the
     candidate ``--method auto`` chose and records every candidate."""
+    out, options = Path(settings.outputs.out), settings.outputs
+    weight = settings.weight
+    label_weight = settings.label_weight
     x, edge_index, batch = inputs
     method_name = distiller.name if auto is None else f'auto: {auto.method}'
     used_weight = distiller.default_weight if weight is None else weight
@@ -107,7 +109,7 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                 entry.latency[f'pytorch-{dev.type}'] = torch_latency(
                     m, x_dev, edges_dev, batch_dev).to_dict()
         failure = None
-        if export:
+        if options.export:
             save_student(chosen, s_spec, stage, out, method_name
                          if chosen is model else 'none (trained alone)',
                          graph.name, chosen_entry, files)
@@ -129,13 +131,13 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
                                                      batch_cpu), out)
                 write_failure(stage, out, failure, ['student.safetensors'],
                               test_accuracy=chosen_entry.test_accuracy)
-        if export and failure is None and not measuring():
+        if options.export and failure is None and not measuring():
             files['onnx'] = str(out / 'student.onnx')
-        elif export and failure is None:
+        elif options.export and failure is None:
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
                 onnx_path, x_cpu, edges_cpu, batch_cpu).to_dict()
-            if teacher_onnx:
+            if settings.teacher_onnx:
                 notes += teacher_onnx_latency(
                     teacher_entry, teacher_model, ckpt.spec.uses_graph,
                     (x_cpu, edges_cpu, batch_cpu),
@@ -145,19 +147,20 @@ def distill_outputs(out: Path, *, teacher: Path, ckpt: Checkpoint,
         if failure is None:
             report = write_report(
                 stage, out,
-                command=command or f'gnncompress distill {teacher}',
+                command=options.command or
+                f'gnncompress distill {teacher}',
                 method=method_name,
                 auto=None if auto is None else auto.summary(),
-                method_options={**(method_options or {}),
+                method_options={**(settings.method_options or {}),
                                 'weight': used_weight,
                                 'label_weight': label_weight},
                 data=describe_graph(graph),
                 teacher=teacher_entry, student=student_entry,
                 student_alone=alone_entry, parity_cases=parity_cases,
                 onnx_parity_relative=parity_relative,
-                training=training, seed=seed, device=dev, ckpt=ckpt,
-                files=files, config=config, min_accuracy=min_accuracy,
-                max_accuracy_drop=max_accuracy_drop, notes=notes,
+                training=training, seed=settings.training.seed,
+                device=dev, ckpt=ckpt, files=files, config=options.config,
+                **dataclasses.asdict(settings.gates), notes=notes,
                 exported=exported)
     if failure is not None:
         raise failure

@@ -33,6 +33,7 @@ from gnncompress.outputs.latency import REPORT_BUDGET_S, latency_budget
 from gnncompress.training.resume import (
     DEFAULT_FOLDER as DEFAULT_CHECKPOINT_FOLDER,
 )
+from gnncompress.workflows.settings import CommandSettings
 
 # Outputs or weights beyond this leave float32 fewer than 1e-4 of absolute
 # precision at 7 digits: the ONNX parity check cannot pass.
@@ -115,7 +116,8 @@ def versions() -> dict[str, str]:
 def timed_command(fn):
     """A command whose report records where its time went (``timings``)
     and whose latency figures follow its ``latency`` and
-    ``latency_budget_s`` arguments."""
+    ``latency_budget_s`` arguments, or those of the settings object
+    (:mod:`gnncompress.workflows.settings`) it is called with."""
     signature = _inspect.signature(fn)
     own = {'latency', 'latency_budget_s'} - set(signature.parameters)
 
@@ -123,8 +125,14 @@ def timed_command(fn):
     def run(*args: Any, **kwargs: Any) -> Any:
         # a function without these arguments leaves them to this wrapper
         taken = {k: kwargs.pop(k) for k in own if k in kwargs}
-        given = {**signature.bind_partial(*args, **kwargs).arguments,
-                 **taken}
+        if len(args) == 1 and isinstance(args[0], CommandSettings):
+            given = args[0].options()
+        else:
+            try:
+                bound = signature.bind_partial(*args, **kwargs).arguments
+            except TypeError:  # the command says what it does not take
+                bound = kwargs
+            given = {**bound, **taken}
         enabled = given.get('latency', True)
         budget = given.get('latency_budget_s', REPORT_BUDGET_S)
         if not (isinstance(budget, (int, float)) and budget >= 0):

@@ -32,7 +32,6 @@ from gnncompress.core.options import check_out
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.models import count_parameters
 from gnncompress.models.slimmable import (
-    DEFAULT_WIDTHS,
     SlimmableGNN,
     SlimmableSpec,
     TaskSlice,
@@ -81,6 +80,7 @@ from gnncompress.workflows.runs import (
     training_checkpoint,
     versions,
 )
+from gnncompress.workflows.settings import AmalgamateSettings
 from gnncompress.workflows.students import STUDENT_DROPOUT
 
 SELECTION = ('agreement with the teachers\' predicted classes on all nodes, '
@@ -104,30 +104,9 @@ def _parse_widths(widths: str | Sequence[float]) -> list[float]:
 
 
 
-@outputs.one_run
-def amalgamate(teachers: Sequence[str | Path], *,
-               data: str | Sequence[str] | None = None,
-               tasks: str | Sequence[Sequence[int]] | None = None,
-               data_root: str | Path | None = None, student: str = 'gcn',
-               hidden: int = 64, layers: int = 2, heads: int = 1,
-               widths: str | Sequence[float] = DEFAULT_WIDTHS,
-               export_widths: str | Sequence[float] | None = None,
-               weight: float | None = None, soft: str = 'mse',
-               topology: str = 'tam', epochs: int = 200, lr: float = 0.01,
-               weight_decay: float = 4e-6, patience: int | None = 100,
-               seed: int = 0, device: str = 'auto',
-               out: str | Path | None = None, export: bool = True,
-               latency: bool = True, progress: bool = True,
-               min_accuracy: float | None = None,
-               max_accuracy_drop: float | None = None,
-               batch_size: int | None = None,
-               fanout: str | Sequence[int] | None = None,
-               command: str = '',
-               config: dict[str, Any] | None = None,
-               checkpoint_every: int | None = None,
-               checkpoint_dir: str | Path | None = None,
-               resume: str | Path | None = None,
-               nproc: int | None = None) -> AmalgamationReport | None:
+@AmalgamateSettings.signed('AmalgamationReport | None')
+def amalgamate(teachers: Sequence[str | Path] | AmalgamateSettings,
+               **options: Any) -> AmalgamationReport | None:
     """Amalgamate ``teachers`` (one per task) into one slimmable student and
     write ``student.safetensors`` (all widths and heads + spec),
     ``onnx/<task>-w<width>.onnx`` (one per task and exported width, each
@@ -162,32 +141,53 @@ def amalgamate(teachers: Sequence[str | Path], *,
     ``nproc`` N (with ``batch_size``) trains in N processes with data
     parallelism, as does running under ``torchrun``
     (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs
-    and the other torchrun ranks return None."""
-    if nproc is not None or under_torchrun():
-        return launch(amalgamate, dict(locals()))
+    and the other torchrun ranks return None.
+
+    The options may also come as one
+    :class:`~gnncompress.workflows.settings.AmalgamateSettings` passed
+    alone, as ``teachers``; an unknown keyword is a one-line
+    :class:`GnnCompressError`."""
+    return run_amalgamate(AmalgamateSettings.given(teachers, options))
+
+
+@outputs.one_run
+def run_amalgamate(settings: AmalgamateSettings
+                   ) -> AmalgamationReport | None:
+    """:func:`amalgamate` on its settings, resolved on the way (output
+    folder, command) and handed to :func:`_write_outputs`."""
+    s, batching = settings, settings.batching
+    teachers = s.teachers
+    if batching.nproc is not None or under_torchrun():
+        return launch(run_amalgamate, s)
+    tr, shape, c = s.training, s.model, s.checkpointing
+    batch_size, fanout = batching.batch_size, batching.fanout
     if len(teachers) < 2:
         raise GnnCompressError('Amalgamation needs at least two teachers '
                                f'(got {len(teachers)})')
     try:
-        tam = TAM(weight=weight, soft=soft, topology=topology)
+        tam = TAM(weight=s.weight, soft=s.soft, topology=s.topology)
     except ValueError as e:
         raise GnnCompressError(str(e)) from None
     hops = None if batch_size is None and fanout is None else \
-        check_minibatch(None, batch_size, fanout, layers)[1]
-    widths = _parse_widths(widths)
-    export_widths = sorted(set(_parse_widths(export_widths))) \
-        if export_widths is not None else None
-    check_out(out)
-    out = Path(out) if out is not None else \
+        check_minibatch(None, batch_size, fanout, shape.layers)[1]
+    widths = _parse_widths(shape.widths)
+    export_widths = sorted(set(_parse_widths(shape.export_widths))) \
+        if shape.export_widths is not None else None
+    check_out(s.outputs.out)
+    out = Path(s.outputs.out) if s.outputs.out is not None else \
         Path('gnncompress-out') / 'amalgamate'
-    dev = resolve_device(device)
+    s = s.with_options(out=out, command=s.outputs.command or
+                       'gnncompress amalgamate ' +
+                       ' '.join(map(str, teachers)))
+    dev = resolve_device(s.device)
     check_writable(out)
     outputs.claim(out, run_inputs(
         *teachers, *[card_path(Path(t)) for t in teachers],
-        *([data] if isinstance(data, (str, Path)) else data or [])))
+        *([s.data] if isinstance(s.data, (str, Path)) else s.data or [])))
     ckpts = [load_checkpoint(t) for t in teachers]
     with one_at_a_time():
-        task_list = resolve_tasks(ckpts, data, tasks, data_root, seed)
+        task_list = resolve_tasks(ckpts, s.data, s.tasks, s.data_root,
+                                  tr.seed)
     several = check_graphs(task_list, fanout is not None)
     for ckpt, task in zip(ckpts, task_list):
         check_teacher(ckpt, task)
@@ -202,11 +202,12 @@ def amalgamate(teachers: Sequence[str | Path], *,
         else 'datasets'
     heads_out = [task_list[-1].stop] if setting == 'label-subsets' else \
         [t.num_classes for t in task_list]
-    spec = SlimmableSpec(arch=student,
+    spec = SlimmableSpec(arch=shape.student,
                          in_channels=[t.graph.num_features
                                       for t in task_list],
-                         hidden_channels=hidden, num_layers=layers,
-                         out_channels=heads_out, widths=widths, heads=heads,
+                         hidden_channels=shape.hidden,
+                         num_layers=shape.layers, out_channels=heads_out,
+                         widths=widths, heads=shape.heads,
                          dropout=STUDENT_DROPOUT)
     if export_widths is not None:
         unknown = [w for w in export_widths if w not in spec.widths]
@@ -216,19 +217,20 @@ def amalgamate(teachers: Sequence[str | Path], *,
                 f"trained (widths: {', '.join(f'{w:g}' for w in spec.widths)})")
     else:
         export_widths = spec.widths
-    config = _resolved(config, task_list, ckpts, data, data_root, setting,
-                       export_widths=export_widths, tam=tam, hops=hops,
-                       dev=dev, out=out)
+    s = s.with_options(config=_resolved(
+        s.outputs.config, task_list, ckpts, s.data, s.data_root, setting,
+        export_widths=export_widths, tam=tam, hops=hops, dev=dev, out=out))
 
     saver = training_checkpoint(
-        out, checkpoint_every, checkpoint_dir, resume,
+        out, c.checkpoint_every, c.checkpoint_dir, c.resume,
         teachers=[str(Path(t).resolve()) for t in teachers],
         teacher_bytes=[Path(t).stat().st_size for t in teachers],
         tasks=[_task_dict(t) for t in task_list], student=asdict(spec),
         loss={'soft': tam.soft, 'topology': tam.topology,
               'lambda': tam.weight},
-        epochs=epochs, lr=lr, weight_decay=weight_decay, patience=patience,
-        batch_size=batch_size, fanout=hops, seed=seed, device=dev.type)
+        epochs=tr.epochs, lr=tr.lr, weight_decay=tr.weight_decay,
+        patience=tr.patience, batch_size=batch_size, fanout=hops,
+        seed=tr.seed, device=dev.type)
     if hops is None:
         moved: dict[int, Graph] = {}
         for task in task_list:
@@ -243,23 +245,24 @@ def amalgamate(teachers: Sequence[str | Path], *,
                          for m, t in zip(teacher_models, task_list)]
         graphs: Amalgamation = \
             GraphBatches(task_list, teacher_tasks, tam,
-                         batch_size=batch_size, seed=seed) \
+                         batch_size=batch_size, seed=tr.seed) \
             if several else WholeGraphs(task_list, teacher_tasks, tam)
     else:  # graphs stay on the CPU; batches move to the device
         sampled = amalgamation_minibatch.SampledGraphs(
             task_list, teacher_models, tam, batch_size=batch_size,
-            fanout=hops, seed=seed, device=dev)
+            fanout=hops, seed=tr.seed, device=dev)
         graphs, teacher_tasks = sampled, sampled.teacher_tasks
     ranks = process_ranks.current()
     try:
-        seed_everything(seed)
+        seed_everything(tr.seed)
         model = SlimmableGNN(spec).to(dev)
         try:
             with interruptible(saver):
                 fitted = train_student(
-                    model, task_list, teacher_tasks, tam, epochs=epochs,
-                    lr=lr, weight_decay=weight_decay, patience=patience,
-                    progress=progress, graphs=graphs, checkpoint=saver)
+                    model, task_list, teacher_tasks, tam, epochs=tr.epochs,
+                    lr=tr.lr, weight_decay=tr.weight_decay,
+                    patience=tr.patience, progress=tr.progress,
+                    graphs=graphs, checkpoint=saver)
         except TrainingError as e:
             if ranks.rank != 0:
                 raise
@@ -269,25 +272,21 @@ def amalgamate(teachers: Sequence[str | Path], *,
                                                     stopped)) from None
         if ranks.rank != 0:
             return None  # rank 0 writes the outputs
-        training = {'epochs': epochs, 'epochs_run': fitted.epochs_run,
+        training = {'epochs': tr.epochs, 'epochs_run': fitted.epochs_run,
                     'best_epoch': fitted.best_epoch,
                     'best_agreement': fitted.val_accuracy,
                     'seconds': fitted.seconds,
                     'seconds_per_epoch':
                     fitted.seconds / max(1, fitted.epochs_run),
-                    'lr': lr, 'weight_decay': weight_decay,
-                    'patience': patience}
+                    'lr': tr.lr, 'weight_decay': tr.weight_decay,
+                    'patience': tr.patience}
         if not isinstance(graphs, WholeGraphs):
             training.update(graphs.describe())
         report = _write_outputs(
             model, spec, task_list, ckpts, teacher_models, teacher_tasks,
-            graphs, tam=tam, setting=setting, training=training,
+            graphs, s, tam=tam, setting=setting, training=training,
             selection=SELECTION_GRAPHS if several else SELECTION,
-            export_widths=export_widths, dev=dev, out=out, export=export,
-            latency=latency and measuring(), min_accuracy=min_accuracy,
-            max_accuracy_drop=max_accuracy_drop,
-            command=command or 'gnncompress amalgamate ' +
-            ' '.join(map(str, teachers)), seed=seed, config=config)
+            export_widths=export_widths, dev=dev)
         finish_checkpoint(saver, out)
         return report
     finally:
@@ -325,16 +324,16 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                    task_list: list[Task], ckpts: list[Checkpoint],
                    teacher_models: list[Any],
                    teacher_tasks: list[TeacherTask],
-                   graphs: Amalgamation, *,
+                   graphs: Amalgamation, settings: AmalgamateSettings, *,
                    tam: TAM, setting: str, training: dict[str, Any],
-                   selection: str,
-                   export_widths: list[float], dev: torch.device, out: Path,
-                   export: bool, latency: bool, min_accuracy: float | None,
-                   max_accuracy_drop: float | None, command: str, seed: int,
-                   config: dict[str, Any] | None) -> AmalgamationReport:
+                   selection: str, export_widths: list[float],
+                   dev: torch.device) -> AmalgamationReport:
     """Score, time and export the trained student next to its teachers;
-    write the files and the report. ``graphs`` gives the student's logits
-    on each whole graph and the graph latency and the ONNX check run on."""
+    write the files and the report, as the resolved ``settings`` say.
+    ``graphs`` gives the student's logits on each whole graph and the
+    graph latency and the ONNX check run on."""
+    out, export = Path(settings.outputs.out), settings.outputs.export
+    latency = settings.outputs.latency and measuring()
     with staged_output(out) as stage:
         files: dict[str, Any] = {}
         teacher_entries = []
@@ -399,7 +398,7 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
         files['report_json'] = str(out / 'report.json')
         files['report_md'] = str(out / 'report.md')
         report = AmalgamationReport(
-            command=command,
+            command=settings.outputs.command,
             setting=setting, tasks=[_task_dict(t) for t in task_list],
             teachers=teacher_entries,
             student={'spec': asdict(spec), 'widths': spec.widths,
@@ -408,8 +407,9 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
             loss={'soft': tam.soft, 'topology': tam.topology,
                   'lambda': tam.weight},
             selection=selection, training=training,
-            seed=seed, device=str(dev), versions=versions(), files=files,
-            config=config or {},
+            seed=settings.training.seed, device=str(dev),
+            versions=versions(), files=files,
+            config=settings.outputs.config or {},
             gates=accuracy_gates(
                 [(f"{r['task']} w{r['width']:g}", r['test_accuracy'],
                   teacher.test_accuracy)
@@ -417,7 +417,8 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                  for task, teacher in zip(task_list, teacher_entries)
                  if task.name == r['task'] and (export_widths is None or
                                                 r['width'] in export_widths)],
-                min_accuracy, max_accuracy_drop))
+                settings.gates.min_accuracy,
+                settings.gates.max_accuracy_drop))
         report_files(report, stage, out, files, 'widths.png',
                      plots.amalgamation_widths)
     return report
