@@ -257,7 +257,7 @@ def report() -> str:
               for r in got]
         ce_first = _mean([c[0] if c else None for c in ce])
         ce_last = _mean([c[-1] if c else None for c in ce])
-        term = '-' if name == 'alone' else (
+        term = '-' if VARIANTS[name][0] is None else (
             f'{_mean([_distill_term(r, False) for r in got])} → '
             f'{_mean([_distill_term(r, True) for r in got])}')
         ce_text = f'{ce_first} → {ce_last}'
@@ -266,6 +266,17 @@ def report() -> str:
     lines.append(f"| paper (Table 3) | | alone {PAPER['alone']}, ABKD "
                  f"{PAPER['abkd']} | +{PAPER['abkd'] - PAPER['alone']:.1f} "
                  '| | | |')
+    for row in read_rows(HERE / 'inspect'):
+        first, last = row['first'], row['last']
+        shares = ' / '.join(f'{v:.3f}' for v in last['student_layer_share'])
+        lines += ['', f"`--inspect`, `{row['variant']}` seed {row['seed']}: "
+                  'the largest attention weight of a teacher layer, mean '
+                  f"over teacher layers, {first['max_attention_mean']:.3f} "
+                  f"at the first step and {last['max_attention_mean']:.3f} "
+                  'at the last (uniform: 0.200); share of each student layer '
+                  f'(4 hidden, logits) at the last step {shares}; mean '
+                  f"dissimilarity {first['dissimilarity_mean']:.3f} → "
+                  f"{last['dissimilarity_mean']:.3f}."]
     lines += ['', f'Machine: {machine()}; shared with other jobs, loaded.']
     return '\n'.join(lines)
 
