@@ -52,9 +52,12 @@ def student_run(teacher: Path, dataset: str, data_root: str, seed: int,
                 options: dict[str, Any] | None = None,
                 weight: float | None = None, epochs: int = 200,
                 patience: int | None = None, lr: float = 0.01,
-                graph: Graph | None = None) -> dict[str, Any]:
+                graph: Graph | None = None,
+                history_every: int = 0) -> dict[str, Any]:
     """Train one student (alone when ``method`` is None) and return its
-    figures. The teacher's forward is part of the timed work."""
+    figures. The teacher's forward is part of the timed work.
+    ``history_every`` > 0 keeps every that many epochs of the loss history
+    (the first and last included) under ``history``."""
     ckpt = load_checkpoint(teacher)
     graph = graph or api.resolve_data(dataset, data_root, ckpt, seed)
     teacher_model = ckpt.build()
@@ -71,7 +74,11 @@ def student_run(teacher: Path, dataset: str, data_root: str, seed: int,
                  teacher_outputs=[teacher_out] if teacher_out else [],
                  epochs=epochs, patience=patience, weight=weight, lr=lr,
                  label_weight=label_weight, progress=False)
+    kept = {} if history_every <= 0 else {'history': [
+        h for i, h in enumerate(result.history)
+        if i % history_every == 0 or i == len(result.history) - 1]}
     return {
+        **kept,
         'dataset': dataset, 'seed': seed, 'method': method or 'alone',
         'student': spec.arch, 'test_accuracy': result.test_accuracy,
         'val_accuracy': result.val_accuracy, 'best_epoch': result.best_epoch,
