@@ -97,6 +97,7 @@ class SampledParts:
         self.csr = csr if csr is not None else \
             CSR.from_edges(graph.edge_index, graph.num_nodes)
         self.order = torch.Generator().manual_seed(seed)  # same every rank
+        self.seed = seed
         self.sampler = NeighborSampler(self.csr, fanout, self.batch_size,
                                        self.ranks.draws(self.order, seed))
 
@@ -108,8 +109,12 @@ class SampledParts:
         return SampledPart(batch, x, batch.edge_index.to(self.device))
 
     def probe(self) -> SampledPart:
-        """The first seeds' subgraph, which the methods are prepared on."""
-        return self.part(self.sampler.sample(self.seeds[:self.batch_size]))
+        """The first seeds' subgraph, which the methods are prepared on,
+        sampled with draws of its own: the same on every rank, and the
+        batches of the run the same as without it."""
+        return self.part(self.sampler.sample(
+            self.seeds[:self.batch_size],
+            torch.Generator().manual_seed(self.seed)))
 
     def steps(self, epoch: int) -> Iterator[SampledPart]:
         mine, shuffle = self.ranks.epoch_seeds(self.seeds, self.order)

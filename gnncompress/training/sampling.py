@@ -136,7 +136,12 @@ class NeighborSampler:
     def __len__(self) -> int:
         return math.ceil(self.csr.num_nodes / self.batch_size)
 
-    def sample(self, seeds: Tensor) -> Batch:
+    def sample(self, seeds: Tensor,
+               generator: torch.Generator | None = None) -> Batch:
+        """The subgraph of ``seeds``, sampled with ``generator`` if given
+        (e.g. a probe's own, so that drawing it leaves the batches of the
+        run unchanged), else with the sampler's."""
+        generator = self.generator if generator is None else generator
         local = self._local
         nodes = [seeds]
         local[seeds] = torch.arange(seeds.numel())
@@ -144,7 +149,7 @@ class NeighborSampler:
         frontier = seeds
         srcs, dsts = [], []
         for k in self.fanout:
-            src, dst = self._sample_hop(frontier, k)
+            src, dst = self._sample_hop(frontier, k, generator)
             fresh = torch.unique(src[local[src] < 0])
             local[fresh] = torch.arange(count, count + fresh.numel())
             count += fresh.numel()
@@ -162,7 +167,9 @@ class NeighborSampler:
         hop_edges = tuple(itertools.accumulate(sizes))
         return Batch(n_id, edge_index, seeds.numel(), hop_nodes, hop_edges)
 
-    def _sample_hop(self, nodes: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    def _sample_hop(self, nodes: Tensor, k: int,
+                    generator: torch.Generator | None
+                    ) -> tuple[Tensor, Tensor]:
         """Up to ``k`` in-edges of each of ``nodes``, as global (src, dst)."""
         rowptr = self.csr.rowptr
         begin = rowptr[nodes]
@@ -177,7 +184,7 @@ class NeighborSampler:
                 # random fraction, then keep the first k of each.
                 key = owner.double() + torch.rand(
                     owner.numel(), dtype=torch.float64,
-                    generator=self.generator)
+                    generator=generator)
                 order = torch.argsort(key)
                 rank = torch.empty_like(rank)
                 rank[order] = torch.arange(owner.numel()) - first[owner]

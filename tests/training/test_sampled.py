@@ -100,6 +100,47 @@ def test_each_loss_sees_rows_that_line_up(view):
     assert edges.numel() == 0 or int(edges.max()) < rows
 
 
+def _batches(regime, probe) -> list[list[int]]:
+    """The node ids of every batch of two epochs, after ``probe()``."""
+    probe()
+    return [getattr(b, 'batch', b).n_id.tolist()  # SampledPart: its batch
+            for epoch in (1, 2) for b in regime.steps(epoch)]
+
+
+def test_the_probe_leaves_the_batches_of_the_run_as_they_were():
+    """The subgraph the method is prepared on is sampled with draws of its
+    own: with a probe or without, a run sees the same batches (and every
+    process prepares the method on the same subgraph). Every node is crowded at fanout 1 (the sampler draws
+    for each one), so a probe that drew from the run's generator would
+    shift every batch after it."""
+    from gnncompress.training.peer_regimes import SampledParts
+    graph, csr, _, cached, student = _setup('kd')
+    assert bool((csr.rowptr[1:] - csr.rowptr[:-1] > 1).any())
+
+    def sampled():
+        return SampledSubgraphs(graph, csr, [cached], fanout=[1, 1],
+                                batch_size=16, trim=True, seed=5,
+                                device=torch.device('cpu'))
+
+    def parts():
+        return SampledParts(graph, fanout=[1, 1], batch_size=16,
+                            seeds=torch.arange(graph.num_nodes), seed=5,
+                            device=torch.device('cpu'), csr=csr)
+
+    plain = sampled()
+    probed = sampled()
+    assert _batches(probed, lambda: probed.probe(student.eval())) == \
+        _batches(plain, lambda: None)
+    plain, probed = parts(), parts()
+    assert _batches(probed, probed.probe) == _batches(plain, lambda: None)
+    # The probe itself does not depend on what the run drew before it.
+    first = sampled()
+    before = first.probe(student.eval())[2]
+    _batches(first, lambda: None)
+    after = first.probe(student.eval())[2]
+    assert torch.equal(before.edge_index, after.edge_index)
+
+
 def test_a_combination_that_needs_two_views_is_refused_in_one_line():
     with pytest.raises(GnnCompressError) as info:
         check_minibatch(api.build_method('kd+lsp+gsp'), 64, None, 2)

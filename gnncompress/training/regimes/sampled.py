@@ -204,6 +204,7 @@ class SampledSubgraphs:
         self.generator = torch.Generator().manual_seed(
             self.ranks.sampler_seed(seed))
         self.order = torch.Generator().manual_seed(seed)  # same every rank
+        self.seed = seed  # the probe's own draws: the same every rank
         self.sampler = NeighborSampler(csr, fanout, self.batch_size,
                                        self.generator)
         self.seeds = torch.arange(graph.num_nodes) if all_nodes else \
@@ -211,7 +212,8 @@ class SampledSubgraphs:
 
     def probe(self, student: nn.Module
               ) -> tuple[Sequence[ModelOutput], ModelOutput, Graph]:
-        first = self.sampler.sample(self.seeds[:self.batch_size])
+        first = self.sampler.sample(self.seeds[:self.batch_size],
+                                    torch.Generator().manual_seed(self.seed))
         return (self.teachers(first), self.forward(student, first),
                 self.method_graph(first))
 
