@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 
-from accuracy import DEEP_TEACHER, OUT, _teacher
+from accuracy import DEEP_TEACHER, OUT, SUITE_WEIGHTS, _teacher
 from common import (
     RESULTS,
     SHARED,
@@ -61,7 +61,7 @@ def run(seeds: list[int], data_root: str) -> None:
                     teacher, DATASET, data_root, seed, method,
                     spec=ArchSpec('gcnii', spec['in_channels'], 4, 4,
                                   spec['out_channels'], dropout=dropout),
-                    epochs=200)
+                    epochs=200, weight=SUITE_WEIGHTS.get(method))
                 write_json(path, {**result, 'row': row, 'dropout': dropout})
                 print(f'dropout {dropout} seed {seed} {row}: '
                       f"{100 * result['test_accuracy']:.1f}%", flush=True)

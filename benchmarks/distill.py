@@ -39,7 +39,7 @@ REPEATS = 3
 RUNS = {
     'alone': (None, None),
     'kd': ('kd', None),
-    'lsp': ('lsp', None),        # the paper's defaults: RBF kernel, λ = 100
+    'lsp': ('lsp', 100.0),       # the paper's setting: RBF kernel, λ = 100
     'lsp-w1': ('lsp', 1.0),      # the same with λ = 1
 }
 TEACHER = dict(arch='gat', hidden=256, layers=3, heads=8)

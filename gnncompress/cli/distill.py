@@ -83,8 +83,10 @@ def _list_distill_methods(value: bool) -> None:
         cls = method_class(name)
         needs = ', '.join(sorted(cls.requires))
         student = cls.preferred_student or 'any'
-        rows.append([name, cls.summary, needs, student,
-                     f'{cls.default_weight:g}', cls.paper])
+        weight = f'{cls.default_weight:g}'
+        if cls.paper_weight is not None:
+            weight += f' (paper: {cls.paper_weight:g})'
+        rows.append([name, cls.summary, needs, student, weight, cls.paper])
     from tabulate import tabulate
     typer.echo(tabulate(rows, headers=['method', 'what it matches', 'needs',
                                        'student', 'weight', 'paper']))

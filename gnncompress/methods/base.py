@@ -20,7 +20,9 @@ class DistillMethod(nn.Module):
 
     Subclasses set ``requires`` (what the engine must compute: ``logits``,
     ``hiddens``), ``default_weight`` and ``default_label_weight`` (the
-    weights in the total ``label_weight * CE + weight * loss``), ``paper``,
+    weights in the total ``label_weight * CE + weight * loss``), where it
+    differs from the default the weight the paper uses (``paper_weight``,
+    for ``--weight``), ``paper``,
     ``summary`` (one line for ``--list-methods``) and, where the method is
     made for one kind of student, ``preferred_student``. On a sampled
     subgraph (:mod:`gnncompress.training.regimes.sampled`) a loss sees the
@@ -36,6 +38,7 @@ class DistillMethod(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset({'logits'})
     default_weight: ClassVar[float] = 1.0
     default_label_weight: ClassVar[float] = 1.0
+    paper_weight: ClassVar[float | None] = None
     paper: ClassVar[str] = ''
     summary: ClassVar[str] = ''
     preferred_student: ClassVar[str | None] = None

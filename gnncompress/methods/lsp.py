@@ -70,8 +70,15 @@ class LSP(DistillMethod):
             with them, pair by pair; the losses of the pairs are averaged.
             (default: :obj:`[-1]`, the last)
 
-    The paper weighs the loss with :math:`\lambda = 100` (the default
-    weight), with Adam at lr 0.005 for 500 epochs on PPI.
+    The paper weighs the loss with :math:`\lambda = 100`, with Adam at lr
+    0.005 for 500 epochs on PPI; ``--weight 100`` (``paper_weight``) gives
+    its setting. The default weight, :obj:`0.1`, is our choice, on the
+    validation split of the method suite (benchmarks/weight_sweep.py, GAT
+    teacher, 30x smaller GCN student, Cora, CiteSeer and PubMed, 5 seeds):
+    against the student trained alone, validation accuracy moves by -8.35
+    points at 100 (-12.50 over the suite's 7 datasets), -1.57 at 10, -0.07
+    at 1 and +0.03 at 0.1. No weight made LSP better than training alone
+    there; a small one keeps it from hurting.
 
     Dynamic graphs: when the models report the graph each hidden layer
     aggregated over (``ModelOutput.edges``, DGCNN's per-layer kNN graphs),
@@ -82,7 +89,8 @@ class LSP(DistillMethod):
     """
     requires = frozenset({'logits', 'hiddens'})
     batch_hiddens = 'nodes'  # both ends of the edges into the seeds
-    default_weight = 100.0
+    default_weight = 0.1
+    paper_weight = 100.0
     paper = 'Yang et al., CVPR 2020, arXiv:2003.10477'
     summary = 'local structure: KL between neighbour-similarity ' \
         'distributions per node'

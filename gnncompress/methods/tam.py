@@ -186,7 +186,7 @@ class TAM(nn.Module):
             raise ValueError(f"'topology' must be one of "
                              f"{', '.join(TOPOLOGIES)} (got '{topology}')")
         if weight is None:
-            weight = LSP.default_weight if topology == 'lsp' else 0.1
+            weight = LSP.paper_weight if topology == 'lsp' else 0.1
         if weight < 0:
             raise ValueError(f"'lambda' must not be negative (got {weight})")
         self.weight, self.soft, self.topology = weight, soft, topology

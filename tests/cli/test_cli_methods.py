@@ -27,6 +27,8 @@ def test_list_methods_names_every_distill_method():
         listed = f'\n{name} ' in result.output
         assert listed == (name not in ('alignahead', 'mutual')), name
     assert 'arXiv:2003.10477' in result.output  # LSP's paper
+    # LSP's weight: ours, then the paper's for --weight.
+    assert '0.1 (paper: 100)' in result.output
     assert 'cotrain --list-methods' in result.output
 
 
