@@ -37,7 +37,9 @@ changed command: say an interrupted run, or an edited page) runs again
 whole, from its first command, in a fresh copy, and its result files are
 replaced (those of commands the page no longer has are removed).
 ``--force DOC`` reruns a done document. ``--report`` prints the table of
-all results, then each document's counts.
+all results, then each document's counts, and writes them to
+docs/BENCHMARKS.md (commands in ``<code>``: backticks would make them
+examples of that page).
 
     python benchmarks/examples.py --list
     python benchmarks/examples.py [--timeout 600] [--only README]
@@ -59,7 +61,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import machine, write_json
+from common import machine, update_doc, write_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -329,7 +331,9 @@ def counts() -> str:
     return '\n'.join(lines)
 
 
-def report() -> str:
+def report(doc: bool = False) -> str:
+    """The table of all results; ``doc``: for docs/BENCHMARKS.md, where a
+    command in backticks would be an example of that page."""
     rows = [json.loads(p.read_text()) for p in sorted(OUT.glob('*.json'))]
     lines = ['| example | line | command | status | exit | wall s '
              '| peak RSS MB | load | note |',
@@ -337,15 +341,20 @@ def report() -> str:
     for r in rows:
         command = r['command'] if len(r['command']) < 90 else \
             r['command'][:87] + '...'
+        command = command.replace('|', '/').replace('\n', ' ')
+        command = f'<code>{command}</code>' if doc else f'`{command}`'
         note = r.get('reason') or ''
         if r['status'] in ('failed', 'timeout'):
             tail = [t for t in r['output_tail'].strip().splitlines() if t]
             note = tail[-1][:160] if tail else ''
         lines.append(
-            f"| {r['name']} | {r['line']} | `{command}` | {r['status']} | "
+            f"| {r['name']} | {r['line']} | {command} | {r['status']} | "
             f"{'' if r.get('exit_code') is None else r['exit_code']} | "
             f"{r.get('wall_s') or ''} | {r.get('peak_rss_mb') or ''} | "
             f"{r.get('load_before', '')} | {note.replace('|', '/')} |")
+    if doc:
+        machines = sorted({r['machine'] for r in rows if r.get('machine')})
+        lines += ['', counts(), '', f"Machine: {'; '.join(machines)}."]
     return '\n'.join(lines)
 
 
@@ -370,6 +379,7 @@ def main(argv: list[str] | None = None) -> None:
         print(report())
         print()
         print(counts())
+        update_doc('examples', report(doc=True))
         return
     examples = all_examples(args.only)
     if args.list:
