@@ -22,13 +22,28 @@ copy first on ``PYTHONPATH``.
 
 One JSON file per command under benchmarks/results/examples/: the command,
 exit code, wall seconds and peak resident memory (``/usr/bin/time``: the
-largest process of the command), the tail of its output, or why it was
-skipped (a usage synopsis, a GPU, the whole test suite, data that has no
-copy here). Resumable: a command whose result file exists is not run again
-(``--force`` reruns). ``--report`` prints the table of all results.
+largest process of the command), the load average (1 minute) when it
+started (other work on the machine stretches the wall time), the tail
+of its output (and its head, when it failed), or why it was skipped (a
+usage synopsis, a GPU, the whole test suite, data that has no copy here,
+a placeholder, a resume that needs an interrupted run), and the ``run``
+it belongs to: when its document's run started.
+
+Resumable per document, since a command may need what an earlier one of
+its document wrote: a document is done when each of its commands has a
+result of the same run, for the command as the page now writes it; a
+document that is not done (a result missing, from another run, or for a
+changed command: say an interrupted run, or an edited page) runs again
+whole, from its first command, in a fresh copy, and its result files are
+replaced (those of commands the page no longer has are removed).
+``--force DOC`` reruns a done document. ``--report`` prints the table of
+all results, then each document's counts, and writes them to
+docs/BENCHMARKS.md (commands in ``<code>``: backticks would make them
+examples of that page).
 
     python benchmarks/examples.py --list
     python benchmarks/examples.py [--timeout 600] [--only README]
+        [--force README]
     python benchmarks/examples.py --report
 """
 from __future__ import annotations
@@ -46,7 +61,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from common import machine, write_json
+from common import machine, update_doc, write_json
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -65,6 +80,11 @@ SKIPS: list[tuple[str, str]] = [
     (r'--data big\.pt\b', "a placeholder for the reader's own large graph"),
     (r'--data PPI\b', 'PPI has no copy on this machine (no network; '
      'shared/datasets/README.md: no public copy could be retrieved)'),
+    (r'(^|\s)[A-Z][A-Z_]{2,}\.(pt|onnx|safetensors)\b',
+     'a placeholder file name (the text says what it stands for)'),
+    (r'--resume\b', 'continues an interrupted run: the run before it ends '
+     'here, and an ended run leaves no checkpoint (tests/training/'
+     'test_resume.py interrupts runs and resumes them)'),
 ]
 
 
@@ -200,13 +220,11 @@ def skip_reason(example: Example) -> str | None:
 
 
 def prepare(base: Path, datasets: Path) -> Path:
-    """The copy of the repository for one document (made once), beside a
+    """A fresh copy of the repository for one document, beside a
     ``shared`` link and a seeded dataset cache."""
+    shutil.rmtree(base, ignore_errors=True)
     repo = base / 'repo'
-    if repo.exists():
-        return repo
     tmp = base / 'repo.partial'
-    shutil.rmtree(tmp, ignore_errors=True)
     files = subprocess.run(['git', 'ls-files', '-z'], cwd=REPO, check=True,
                            capture_output=True).stdout.split(b'\0')
     for name in filter(None, files):
@@ -246,6 +264,7 @@ def environment(repo: Path) -> dict[str, str]:
 def run_one(example: Example, repo: Path, timeout: float) -> dict:
     with tempfile.NamedTemporaryFile('r', suffix='.time') as stats, \
             tempfile.TemporaryFile('w+') as log:
+        load = os.getloadavg()[0]  # other work on the machine slows it
         start = time.perf_counter()
         # Its own process group: a timeout ends the command's whole tree.
         proc = subprocess.Popen(
@@ -265,8 +284,12 @@ def run_one(example: Example, repo: Path, timeout: float) -> dict:
         output = log.read()
         kib = stats.read().strip().splitlines()
     peak = int(kib[-1]) / 1024 if kib and kib[-1].isdigit() else None
-    return {'status': status, 'exit_code': code, 'wall_s': round(wall, 1),
+    head = {} if status == 'ok' or len(output) <= 3000 else \
+        {'output_head': output[:3000]}  # a traceback before a long summary
+    return {**head, 'status': status, 'exit_code': code,
+            'wall_s': round(wall, 1),
             'peak_rss_mb': None if peak is None else round(peak),
+            'load_before': round(load, 2),
             'output_tail': output[-3000:]}
 
 
@@ -276,22 +299,62 @@ def all_examples(only: str | None) -> list[Example]:
     return [e for e in out if only is None or e.doc == only]
 
 
-def report() -> str:
+def done(examples: list[Example]) -> bool:
+    """Each command of the document has a result of one and the same run,
+    for the command as written now."""
+    runs = set()
+    for example in examples:
+        path = OUT / f'{example.name}.json'
+        if not path.exists():
+            return False
+        row = json.loads(path.read_text())
+        if row.get('command') != example.command:
+            return False
+        runs.add(row.get('run'))
+    return len(runs) <= 1
+
+
+def counts() -> str:
+    """Each document's results by status, and whether they are one run of
+    the page as it is now."""
+    current = all_examples(None)
+    lines = ['| document | ok | failed | timeout | skipped | one run of the '
+             'current page |', '|---|---|---|---|---|---|']
+    for doc in dict.fromkeys(e.doc for e in current):
+        rows = [json.loads(p.read_text())
+                for p in sorted(OUT.glob(f'{doc}-b*.json'))]
+        tally = [sum(r['status'] == s for r in rows)
+                 for s in ('ok', 'failed', 'timeout', 'skipped')]
+        mine = [e for e in current if e.doc == doc]
+        lines.append(f"| {doc} | {' | '.join(map(str, tally))} | "
+                     f"{'yes' if done(mine) else 'no'} |")
+    return '\n'.join(lines)
+
+
+def report(doc: bool = False) -> str:
+    """The table of all results; ``doc``: for docs/BENCHMARKS.md, where a
+    command in backticks would be an example of that page."""
     rows = [json.loads(p.read_text()) for p in sorted(OUT.glob('*.json'))]
     lines = ['| example | line | command | status | exit | wall s '
-             '| peak RSS MB | note |', '|---|---|---|---|---|---|---|---|']
+             '| peak RSS MB | load | note |',
+             '|---|---|---|---|---|---|---|---|---|']
     for r in rows:
         command = r['command'] if len(r['command']) < 90 else \
             r['command'][:87] + '...'
+        command = command.replace('|', '/').replace('\n', ' ')
+        command = f'<code>{command}</code>' if doc else f'`{command}`'
         note = r.get('reason') or ''
         if r['status'] in ('failed', 'timeout'):
             tail = [t for t in r['output_tail'].strip().splitlines() if t]
             note = tail[-1][:160] if tail else ''
         lines.append(
-            f"| {r['name']} | {r['line']} | `{command}` | {r['status']} | "
+            f"| {r['name']} | {r['line']} | {command} | {r['status']} | "
             f"{'' if r.get('exit_code') is None else r['exit_code']} | "
             f"{r.get('wall_s') or ''} | {r.get('peak_rss_mb') or ''} | "
-            f"{note.replace('|', '/')} |")
+            f"{r.get('load_before', '')} | {note.replace('|', '/')} |")
+    if doc:
+        machines = sorted({r['machine'] for r in rows if r.get('machine')})
+        lines += ['', counts(), '', f"Machine: {'; '.join(machines)}."]
     return '\n'.join(lines)
 
 
@@ -302,7 +365,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--only', help='one document: README, robustness')
     parser.add_argument('--timeout', type=float, default=600.0)
     parser.add_argument('--force', action='append', default=[],
-                        help='rerun this example (its name), repeatable')
+                        help='rerun this document (README, guide, ...) '
+                        'even if it is done, repeatable')
     parser.add_argument('--datasets', type=Path, default=DATASETS,
                         help='the raw dataset folder (default: '
                         '../shared/datasets beside the repository)')
@@ -313,26 +377,45 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.report:
         print(report())
+        print()
+        print(counts())
+        update_doc('examples', report(doc=True))
         return
-    for example in all_examples(args.only):
+    examples = all_examples(args.only)
+    if args.list:
+        for example in examples:
+            print(f'{example.name} ({skip_reason(example) or "run"}): '
+                  f'{example.command}')
+        return
+    for doc in dict.fromkeys(e.doc for e in examples):
+        mine = [e for e in examples if e.doc == doc]
+        if doc not in args.force and done(mine):
+            continue
+        run_document(doc, mine, args)
+
+
+def run_document(doc: str, examples: list[Example],
+                 args: argparse.Namespace) -> None:
+    """Every command of one document in order, in a fresh copy."""
+    run = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+    names = {f'{e.name}.json' for e in examples}
+    for stale in OUT.glob(f'{doc}-b*.json'):
+        if stale.name not in names:
+            stale.unlink()
+    repo = None
+    for example in examples:
         reason = skip_reason(example)
-        if args.list:
-            print(f'{example.name} ({reason or "run"}): {example.command}')
-            continue
-        path = OUT / f'{example.name}.json'
-        if path.exists() and example.name not in args.force:
-            continue
-        row = {'name': example.name, **asdict(example)}
+        row = {'name': example.name, **asdict(example), 'run': run}
         if reason:
             row.update(status='skipped', reason=reason)
         else:
             print(f'{example.name}: {example.command}', flush=True)
-            repo = prepare(args.work / example.doc, args.datasets)
+            if repo is None:
+                repo = prepare(args.work / doc, args.datasets)
             row.update(run_one(example, repo, args.timeout),
                        machine=machine())
             print(f"  {row['status']} in {row['wall_s']} s", flush=True)
-        write_json(path, row)
-
+        write_json(OUT / f'{example.name}.json', row)
 
 if __name__ == '__main__':
     main()

@@ -67,3 +67,44 @@ def test_skip_reasons():
     assert 'test suite' in reason('.venv/bin/python -m pytest -q tests')
     assert 'PPI' in reason('gnncompress train-teacher --data PPI --out p.pt')
     assert reason('gnncompress train-teacher --data SyntheticPPI') is None
+    assert 'placeholder' in reason('gnncompress distill LAYOUT.pt --epochs 2')
+    assert reason('gnncompress amalgamate T1.pt T2.pt --out d') is None
+    assert 'interrupted' in reason('gnncompress distill t.pt --resume run/')
+
+
+def test_a_document_reruns_whole_in_a_fresh_copy(tmp_path, monkeypatch):
+    """A later command needs what an earlier one wrote: a resumed run
+    must not run it alone in a copy that lacks that file."""
+    monkeypatch.setattr(examples, 'OUT', tmp_path / 'results')
+    monkeypatch.setattr(examples, 'machine', lambda: 'test')
+    page = [examples.Example('page', 1, 1, 1, 'echo made > made.txt', False),
+            examples.Example('page', 1, 2, 1, 'cat made.txt', False)]
+    args = examples.argparse.Namespace(
+        work=tmp_path / 'work', datasets=tmp_path / 'none', timeout=60.0)
+    (tmp_path / 'results').mkdir()
+    (tmp_path / 'results' / 'page-b09-c01.json').write_text('{}')  # stale
+
+    def status() -> list[str]:
+        return [examples.json.loads(
+            (tmp_path / 'results' / f'{e.name}.json').read_text())['status']
+            for e in page]
+
+    assert not examples.done(page)
+    examples.run_document('page', page, args)
+    assert status() == ['ok', 'ok'] and examples.done(page)
+    assert not (tmp_path / 'results' / 'page-b09-c01.json').exists()
+    # an interrupted rerun: the second command's result is missing
+    (tmp_path / 'results' / 'page-b01-c02.json').unlink()
+    assert not examples.done(page)
+    examples.run_document('page', page, args)  # fresh copy, from the first
+    assert status() == ['ok', 'ok'] and examples.done(page)
+    # results of two runs are not one done document
+    row = examples.json.loads((tmp_path / 'results' /
+                               'page-b01-c01.json').read_text())
+    examples.write_json(tmp_path / 'results' / 'page-b01-c01.json',
+                        {**row, 'run': 'earlier'})
+    assert not examples.done(page)
+    # a command the page now writes otherwise is not done either
+    page[1] = examples.Example('page', 1, 2, 1, 'cat made.txt >&2', False)
+    examples.write_json(tmp_path / 'results' / 'page-b01-c01.json', row)
+    assert not examples.done(page)
