@@ -144,12 +144,24 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
                 f'Tensor {name} of {path} claims {value.numel():,} elements '
                 f'but stores {storage:,} (an expanded view): save the '
                 f'weights with .contiguous()')
+        if any(d > MAX_DIMENSION for d in value.shape):
+            raise CheckpointError(
+                f'Tensor {name} of {path} declares a dimension of '
+                f'{max(value.shape):,}, more than any model weight has '
+                f'({MAX_DIMENSION:,}): the file is corrupted; save the '
+                f'weights again')
         if value.is_floating_point() and not _all_finite(value):
             bad = 'NaN' if bool(torch.isnan(value).any()) else 'infinite'
             raise CheckpointError(
                 f'Tensor {name} of {path} holds {bad} values: the teacher '
                 f'diverged in training or the file is corrupted; retrain it '
                 f'or save it again')
+
+
+# No weight of a supported model has a dimension near this (the widest is
+# an input layer as wide as the features); torch's stride arithmetic
+# overflows on empty tensors whose other dimensions multiply past 2**63.
+MAX_DIMENSION = 2 ** 31
 
 
 def _check_depth(layers: int, path: Path | str) -> None:

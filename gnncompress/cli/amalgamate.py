@@ -92,9 +92,11 @@ def amalgamate(
         min=1, help='Stop after this many epochs without a better agreement '
         'with the teachers.')] = 100,
     batch_size: Annotated[Optional[int], typer.Option(
-        min=1, help='Train on sampled subgraphs of this many seed nodes of '
-        'each graph per step (graphs too large for one full-graph pass) '
-        '(default: full graph).')
+        min=1, help='Several-graph node data: training graphs per step '
+        '[default: 10 steps an epoch]. One graph per dataset: train on '
+        'sampled subgraphs of this many seed nodes of each graph per step '
+        '(graphs too large for one full-graph pass) (default: full '
+        'graph).')
     ] = None,
     fanout: FanoutOpt = None,
     seed: SeedOpt = 0,

@@ -127,6 +127,8 @@ AugmentOpt = Annotated[Optional[str], typer.Option(
 
 BatchSizeOpt = Annotated[Optional[int], typer.Option(
     min=1, help='Point clouds: clouds per training step [default: 32]. '
+    'Graph classification: graphs per step [default: 32]; several-graph '
+    'node data: training graphs per step [default: 10 steps an epoch]. '
     'Node classification: train on sampled subgraphs of this many seed '
     'nodes (graphs too large for one full-batch pass).')]
 

@@ -200,14 +200,6 @@ def _run_rank(fn: Callable[..., Any], params: Any,
         dist.destroy_process_group()
 
 
-def refuse(what: str) -> None:
-    """A one-line error when a path without DDP support is reached in a
-    process group."""
-    if joined():
-        raise GnnCompressError(f'--nproc and torchrun do not support {what} '
-                               f'yet: run it in one process')
-
-
 @contextlib.contextmanager
 def one_at_a_time() -> Iterator[None]:
     """The first process of each machine first, then the others: the first

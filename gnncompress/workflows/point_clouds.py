@@ -315,8 +315,10 @@ def distill(settings: Any, *, teacher: Path, ckpt: Any, distiller: Any,
             f'dgcnn')
     names = parse_augment(clouds.augment if clouds.augment is not None
                           else ckpt.card.get('augment'))
-    graph = resolve_clouds(settings.data, settings.data_root, ckpt, t.seed,
-                           clouds.points)
+    from gnncompress.workflows.distributed import one_at_a_time
+    with one_at_a_time():  # processes of a group do not fill one cache
+        graph = resolve_clouds(settings.data, settings.data_root, ckpt,
+                               t.seed, clouds.points)
     if not is_clouds(graph):
         raise DataError(f'{graph.name} is not a point-cloud dataset')
     check_fits(ckpt.spec, graph, 'teacher')

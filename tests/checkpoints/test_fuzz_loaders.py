@@ -506,3 +506,16 @@ def test_zip_end_record_that_makes_zipfile_raise(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match='truncated or corrupted'):
         load_checkpoint(path)
+
+
+def test_an_empty_tensor_of_enormous_dimensions_is_refused_in_one_line():
+    """Found by the long fuzz run: a header declaring shape
+    [0, 2479700525, 7439101573] made torch's stride arithmetic overflow
+    (a RuntimeError) where the loader checked the values."""
+    header = {'convs.0.lin.weight': {
+        'dtype': 'F32', 'shape': [0, 2_479_700_525, 7_439_101_573],
+        'data_offsets': [0, 0]}}
+    path = _write(_safetensors_bytes(header, b''), '.safetensors')
+    with pytest.raises(GnnCompressError, match='declares a dimension of '
+                       '7,439,101,573, more than any model weight has'):
+        load_checkpoint(path)

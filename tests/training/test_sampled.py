@@ -110,9 +110,9 @@ def _batches(regime, probe) -> list[list[int]]:
 def test_the_probe_leaves_the_batches_of_the_run_as_they_were():
     """The subgraph the method is prepared on is sampled with draws of its
     own: with a probe or without, a run sees the same batches (and every
-    process prepares the method on the same subgraph). Every node is crowded at fanout 1 (the sampler draws
-    for each one), so a probe that drew from the run's generator would
-    shift every batch after it."""
+    process prepares the method on the same subgraph). Every node is
+    crowded at fanout 1 (the sampler draws for each one), so a probe that
+    drew from the run's generator would shift every batch after it."""
     from gnncompress.training.peer_regimes import SampledParts
     graph, csr, _, cached, student = _setup('kd')
     assert bool((csr.rowptr[1:] - csr.rowptr[:-1] > 1).any())
