@@ -120,6 +120,9 @@ def test_test_labels_cannot_change_the_choice(tmp_path, fast_latency):
      'several with their defaults: drop --weight, or pick that method'),
     (['-o', 'temperature=2'], '-o sets one method'),
     (['--budget-s', '0'], '--budget-s must be a positive number of seconds'),
+    (['--nproc', '2', '--batch-size', '64'], '--method auto trains in one '
+     'process: drop --nproc'),
+    (['--nproc', '2'], '--method auto trains in one process: drop --nproc'),
 ])
 def test_auto_refuses_what_it_cannot_take(tmp_path, args, message):
     result = CliRunner().invoke(app, [
