@@ -112,9 +112,14 @@ def test_two_processes_resume_bit_for_bit(command, files, tmp_path):
         mean, spread = statistics.mean(alone), statistics.pstdev(alone)
         chance = 0.5 if command == 'amalgamate' else 1 / 3
         assert mean > chance + 0.1, alone  # one process learnt something
-        # ... and two processes as much.
-        assert abs(_score(command, whole) - mean) <= max(3 * spread, 0.05), \
-            (_score(command, whole), alone)
+        # ... and two processes as much, over the same seeds (on this tiny
+        # graph one run moves by a few test nodes with its random draws).
+        two = [_score(command, whole)] + [
+            _score(command, _run(command, files, tmp_path / f'two{s}',
+                                 nproc=2, seed=s)) for s in (1, 2)]
+        spread = max(spread, statistics.pstdev(two))
+        assert abs(statistics.mean(two) - mean) <= max(3 * spread, 0.05), \
+            (two, alone)
 
 
 def test_a_checkpoint_resumes_with_as_many_processes_as_wrote_it():
