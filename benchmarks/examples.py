@@ -281,7 +281,7 @@ def run_one(example: Example, repo: Path, timeout: float) -> dict:
             code, status = None, 'timeout'
         wall = time.perf_counter() - start
         log.seek(0)
-        output = log.read()
+        output = without_machine_paths(log.read(), repo)
         kib = stats.read().strip().splitlines()
     peak = int(kib[-1]) / 1024 if kib and kib[-1].isdigit() else None
     head = {} if status == 'ok' or len(output) <= 3000 else \
@@ -291,6 +291,16 @@ def run_one(example: Example, repo: Path, timeout: float) -> dict:
             'peak_rss_mb': None if peak is None else round(peak),
             'load_before': round(load, 2),
             'output_tail': output[-3000:]}
+
+
+def without_machine_paths(output: str, repo: Path) -> str:
+    """``output`` with this machine's folders named for what they are: the
+    page's copy of the repository as ``.``, the checkout this script runs
+    from as ``<checkout>``, whatever else under /tmp as ``<tmp>``."""
+    output = re.sub(r'(?:\.\./)+' + re.escape(str(REPO).lstrip('/')),
+                    '<checkout>', output)
+    output = output.replace(str(repo), '.').replace(str(REPO), '<checkout>')
+    return re.sub(r'/tmp/[^\s:\'"]*', '<tmp>', output)
 
 
 def all_examples(only: str | None) -> list[Example]:
