@@ -140,6 +140,8 @@ FanoutOpt = Annotated[Optional[str], typer.Option(
 
 
 NprocOpt = Annotated[Optional[int], typer.Option(
-    help='With --batch-size: train in N processes with '
-    'DistributedDataParallel (one per GPU with --device cuda; gloo on the '
-    'CPU). Under torchrun, leave it out (default: one process).')]
+    help='Train in N processes with DistributedDataParallel (one per GPU '
+    'with --device cuda; gloo on the CPU), sharing each batch: on one '
+    'node-classification graph it needs --batch-size; batches of whole '
+    'graphs or clouds have a default. Under torchrun, leave it out '
+    '(default: one process).')]

@@ -59,8 +59,11 @@ class Solo:
 
     def described(self) -> dict[str, int]:
         """What a report's ``training`` entry says of the processes: their
-        number when there are several."""
-        return {'processes': self.world} if self.world > 1 else {}
+        number, 1 included. Every command writes it on every path (full
+        graph, sampled subgraphs, batches of graphs, point clouds), so
+        ``training.processes`` is always there and never inferred from its
+        absence."""
+        return {'processes': self.world}
 
     def gathered(self, state: dict[str, Any]) -> dict[str, Any]:
         """What a training checkpoint adds to hold every rank's random

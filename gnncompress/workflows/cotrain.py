@@ -47,6 +47,7 @@ from gnncompress.workflows.distill_sampled import (
     sample_subgraph,
 )
 from gnncompress.workflows.distributed import (
+    check_batches,
     launch,
     one_at_a_time,
     under_torchrun,
@@ -138,8 +139,9 @@ def cotrain(data: str | Path | CotrainSettings,
     so far is written to ``out/student.safetensors`` before the
     :class:`TrainingError`.
 
-    ``nproc`` N (with ``batch_size``: sampled subgraphs, or batches of
-    whole graphs, split between the processes) trains in N processes with
+    ``nproc`` N (sampled subgraphs with ``batch_size``, or batches of
+    whole graphs of the default size or ``batch_size``, split between the
+    processes) trains in N processes with
     data parallelism, as does running under ``torchrun``
     (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs
     and the other torchrun ranks return None.
@@ -221,6 +223,7 @@ def run_cotrain(settings: CotrainSettings) -> CotrainReport | None:
 
     with one_at_a_time():
         graph = load(0)
+    check_batches([graph], batch_size)
     inductive = graph.node_graph is not None
     if inductive:  # a saved list of graphs shows itself once loaded
         _whole_graphs(fanout, 'a several-graph node dataset')
@@ -285,7 +288,7 @@ def run_cotrain(settings: CotrainSettings) -> CotrainReport | None:
                     dict(epochs=t.epochs, lr=t.lr,
                          weight_decay=t.weight_decay, patience=t.patience,
                          batch_size=batch_size, fanout=hops,
-                         processes=ranks.world),
+                         **ranks.described()),
                     sample)
     finish_checkpoint(saver, out)
     return report

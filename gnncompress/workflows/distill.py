@@ -39,6 +39,7 @@ from gnncompress.workflows.auto import (
     train_candidate,
 )
 from gnncompress.workflows.distributed import (
+    check_batches,
     launch,
     one_at_a_time,
     under_torchrun,
@@ -103,11 +104,12 @@ def distill(teacher: str | Path | torch.nn.Module | DistillSettings,
     (``'15,10'``; default 15, 10, then 5) and caches the teacher once,
     layer-wise (:func:`gnncompress.workflows.distill_sampled.distill`).
 
-    ``nproc`` N (with ``batch_size``) trains in N processes with
-    DistributedDataParallel, as does running under ``torchrun``
-    (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs and
-    the
-    other torchrun ranks return None.
+    ``nproc`` N trains in N processes with DistributedDataParallel, as
+    does running under ``torchrun``
+    (:mod:`gnncompress.workflows.distributed`): on one node-classification
+    graph with ``batch_size`` only; batches of whole graphs or clouds
+    (default size or ``batch_size``) are shared between the processes.
+    Rank 0 writes the outputs and the other torchrun ranks return None.
 
     ``teacher`` may also be a trained ``torch.nn.Module`` called as
     ``module(x, edge_index)``: the student is sized from its weights, and
@@ -233,6 +235,7 @@ def run_distill(settings: DistillSettings) -> Report | None:
     with one_at_a_time(), phase('load'):
         graph = resolve_data(s.data, s.data_root, ckpt, t.seed,
                              normalize=s.normalize_features, split=s.split)
+    check_batches([graph], batching.batch_size)
     # --batch-size: whole graphs per step on a dataset of many graphs, else
     # sampled subgraphs of B seed nodes
     per_step = graphs_per_step(graph, batching.batch_size, batching.fanout)

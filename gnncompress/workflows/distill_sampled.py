@@ -203,5 +203,5 @@ def distill(settings: Any, *, teacher: Path, ckpt: Any, graph: Graph,
         training=describe_training(
             result, epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
             patience=t.patience, batch_size=batch_size, fanout=list(fanout),
-            processes=ranks.world),
+            **ranks.described()),
         notes=[note], dev=dev)

@@ -4,7 +4,7 @@ under ``torchrun``): starting the processes and joining them in one group.
 Batches are sampled subgraphs of one graph, or whole graphs (graph
 classification, node classification over several graphs, point clouds);
 full-graph training takes one step on the whole graph and has no batch to
-split.
+split (refused once the data are loaded: :func:`check_batches`).
 What each rank does in training is the training loop's
 (:mod:`gnncompress.training.ranks`), for every command alike.
 
@@ -18,7 +18,8 @@ gradients of the student and the method's trainable parts makes every rank
 take the same optimiser step. ``--batch-size`` stays the global batch: each
 of N ranks takes ``ceil(B / N)`` seeds a step, and an epoch has the steps of
 a one-process run. On batches of whole graphs every rank draws the same
-batches and trains on every N-th graph of each. Rank 0 alone validates
+batches (of ``--batch-size`` graphs or clouds, or the default size) and
+trains on every N-th graph of each. Rank 0 alone validates
 (and broadcasts the score, so every rank stops at the same epoch),
 evaluates the test split and writes the outputs and the training
 checkpoints (``--checkpoint-every``, with every rank's random state; on
@@ -31,18 +32,21 @@ import logging
 import os
 import pickle
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from gnncompress.core.errors import GnnCompressError, TrainingError
+from gnncompress.core.graph import Graph
 from gnncompress.outputs import latency as bench
 from gnncompress.training.ranks import joined
 
 # What torchrun (and --nproc's workers) set for every process.
 ENV = ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+# What --nproc's workers set besides (absent under torchrun).
+NPROC_ENV = 'GNNCOMPRESS_NPROC'
 
 
 def under_torchrun() -> bool:
@@ -53,7 +57,8 @@ def under_torchrun() -> bool:
 
 def check_options(nproc: int | None, params: dict[str, Any]) -> None:
     """What several processes cannot do yet, refused before anything
-    starts."""
+    starts. (Full-graph training, which has no batch to split, is refused
+    once the data are loaded: :func:`check_batches`.)"""
     flag = '--nproc' if nproc is not None else 'torchrun'
     if nproc is not None and under_torchrun():
         raise GnnCompressError('--nproc and torchrun both start processes: '
@@ -63,11 +68,6 @@ def check_options(nproc: int | None, params: dict[str, Any]) -> None:
     if params.get('folds') is not None:
         raise GnnCompressError(f'--folds trains one run per fold in one '
                                f'process: drop {flag}, or --folds')
-    if params.get('batch_size') is None:
-        raise GnnCompressError(
-            f'{flag} splits each training batch between processes: add '
-            f'--batch-size (seed nodes of one graph per step, e.g. '
-            f'--batch-size 1024; whole graphs on a dataset of many graphs)')
     device = str(params.get('device', 'auto'))
     if device.startswith('cuda:'):
         raise GnnCompressError(f'{flag} puts one process on each GPU: use '
@@ -77,6 +77,23 @@ def check_options(nproc: int | None, params: dict[str, Any]) -> None:
         raise GnnCompressError(
             f'--nproc {nproc} needs {nproc} GPUs but '
             f'{torch.cuda.device_count()} are visible: lower --nproc')
+
+
+def check_batches(graphs: Sequence[Graph], batch_size: int | None) -> None:
+    """In a process group, refuse training that has no batch to split:
+    full-graph training on one graph (or one graph per task), where
+    ``--batch-size`` is not given. Graph classification, node
+    classification over several graphs and point clouds train on batches
+    of a default size without it, which the processes share."""
+    if not joined() or batch_size is not None or any(
+            g.batch is not None or g.node_graph is not None for g in graphs):
+        return
+    flag = '--nproc' if NPROC_ENV in os.environ else 'torchrun'
+    names = ', '.join(dict.fromkeys(g.name for g in graphs))
+    raise GnnCompressError(
+        f'{flag} splits each training batch between processes, and {names} '
+        f'trains full-graph (one step on the whole graph, no batch): add '
+        f'--batch-size (seed nodes per step, e.g. --batch-size 1024)')
 
 
 def launch(fn: Callable[..., Any], params: Any) -> Any:
@@ -153,7 +170,8 @@ def _worker(rank: int, fn: Callable[..., Any], args: tuple[Any, ...],
             nproc: int, port: int, queue: Any) -> None:
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
                       RANK=str(rank), WORLD_SIZE=str(nproc),
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(nproc))
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(nproc),
+                      **{NPROC_ENV: str(nproc)})
     # N processes share the cores this one would have used alone.
     torch.set_num_threads(max(1, torch.get_num_threads() // nproc))
     try:

@@ -163,7 +163,16 @@ class CommandSettings:
     @classmethod
     def given(cls: type[S], subject: Any, options: dict[str, Any]) -> S:
         """``subject`` itself when it is already these settings (and no
-        options come with it), else :meth:`from_options`."""
+        options come with it), else :meth:`from_options`. Another
+        command's settings are a one-line :class:`GnnCompressError`."""
+        if isinstance(subject, CommandSettings) and \
+                not isinstance(subject, cls):
+            raise GnnCompressError(
+                f'{cls.COMMAND} takes {cls.__name__}, not '
+                f'{type(subject).__name__} (the settings of '
+                f'{subject.COMMAND}): build {cls.__name__}.from_options('
+                f'{cls.SUBJECT}, ...), or call gnncompress.api.'
+                f'{subject.COMMAND}')
         if isinstance(subject, cls):
             if options:
                 raise GnnCompressError(

@@ -288,6 +288,8 @@ def _in_group(root: str, progress: bool = False) -> dict[str, Any]:
                                 else whole.training.get('processes'))
     for regime in SAME_GRADIENT:
         results[regime] = _exact_student(files['root'], regime)
+    results['full'] = _full_graph_refusals(files['root'])
+    results['default'] = _default_batches(files)
     return results
 
 
@@ -333,21 +335,128 @@ def _other_batching(files, regime: str) -> dict[str, torch.Tensor]:
         DATA[regime] = (data, options)
 
 
-@pytest.mark.parametrize('command,args', [
-    ('distill', ['t_node.pt', '--data', 'node.pt']),
-    ('cotrain', ['--data', 'node.pt']),
-])
-def test_full_graph_has_no_batch_to_split(files, command, args, tmp_path):
+# Full-graph training on one graph: no batch to split.
+FULL_GRAPH = {
+    'distill': ['t_node.pt', '--data', 'node.pt'],
+    'cotrain': ['--data', 'node.pt'],
+    'amalgamate': ['t_node.pt', 'second_t_node.pt', '--data',
+                   'node.pt,node.pt'],
+}
+# Batches of whole graphs or clouds left at their default size (no
+# --batch-size): (command, regime) -> the options of its data.
+DEFAULT_BATCH = {
+    ('distill', 'graphs'): DATA['graphs'][1],
+    ('distill', 'clouds'): {},
+    ('cotrain', 'inductive'): {},
+    ('amalgamate', 'inductive'): {},
+}
+
+
+def _full_graph_refusals(root: Path) -> dict[str, Any]:
+    """Each command on one graph without --batch-size, through the command
+    line on this rank: exit code, output, and whether --out exists."""
+    seen = {}
+    for command, args in FULL_GRAPH.items():
+        out = root / f'full-{command}'
+        paths = [','.join(str(root / p) for p in a.split(','))
+                 if a.endswith('.pt') else a for a in args]
+        result = runner.invoke(app, [command, *paths, '--out', str(out),
+                                     '--no-progress', '--device', 'cpu',
+                                     '--epochs', '1'])
+        seen[command] = (result.exit_code, result.output, out.exists())
+    return seen
+
+
+def _default_batches(files) -> dict[Any, Any]:
+    """Each cell of DEFAULT_BATCH, one epoch on this rank: the report's
+    ``training`` (None on the other ranks)."""
+    root, seen = files['root'], {}
+    for (command, regime), options in DEFAULT_BATCH.items():
+        data, _ = DATA[regime]
+        options = {k: root / v if k == 'data_root' else v
+                   for k, v in options.items()}
+        source = data if data == 'MUTAG' else root / data
+        out = root / f'default-{command}-{regime}'
+        teacher = root / TEACHERS[data]
+        if command == 'cotrain':
+            report = api.cotrain(source, hidden=8, layers=2, epochs=1,
+                                 out=out, **QUIET, **options)
+        elif command == 'amalgamate':
+            report = api.amalgamate(
+                [teacher, root / f'second_{TEACHERS[data]}'],
+                data=[str(source)] * 2, hidden=8, widths='0.5,1', epochs=1,
+                out=out, **QUIET, **options)
+        else:
+            size = {} if regime == 'clouds' else {'hidden': 8}
+            report = api.distill(teacher, data=source, epochs=1, out=out,
+                                 **QUIET, **size, **options)
+        seen[command, regime] = None if report is None else report.training
+    return seen
+
+
+@pytest.mark.parametrize('command', FULL_GRAPH)
+def test_full_graph_has_no_batch_to_split(group, command):
+    """Refused on every process once the data are loaded and found to be
+    one graph, before anything is written."""
+    code, output, written = group['full'][command]
+    assert code == 1, output
+    assert output.strip().splitlines() == [
+        'Error: --nproc splits each training batch between processes, and '
+        'node trains full-graph (one step on the whole graph, no batch): '
+        'add --batch-size (seed nodes per step, e.g. --batch-size 1024)']
+    assert not written
+
+
+@pytest.mark.parametrize('command,regime', DEFAULT_BATCH,
+                         ids=[f'{c}-{r}' for c, r in DEFAULT_BATCH])
+def test_batches_of_whole_graphs_start_without_batch_size(
+        files, monkeypatch, command, regime):
+    """--nproc without --batch-size on graph classification, point clouds
+    and several graphs starts its processes (before: refused, asking for
+    --batch-size). The processes are not started here: what they do is
+    the next test's."""
+    started = []
+    monkeypatch.setattr(distributed, 'spawn',
+                        lambda fn, nproc, *args: started.append(nproc)
+                        or [None])
     root = files['root']
-    args = [str(root / a) if a.endswith('.pt') else a for a in args]
-    result = runner.invoke(app, [command, *args, '--nproc', '2', '--out',
-                                 str(tmp_path / 'out'), '--no-progress'])
-    assert result.exit_code == 1, result.output
-    assert result.output.strip().splitlines() == [
-        'Error: --nproc splits each training batch between processes: add '
-        '--batch-size (seed nodes of one graph per step, e.g. --batch-size '
-        '1024; whole graphs on a dataset of many graphs)']
-    assert not (tmp_path / 'out').exists()
+    data, _ = DATA[regime]
+    options = {k: root / v if k == 'data_root' else v
+               for k, v in DEFAULT_BATCH[command, regime].items()}
+    source = data if data == 'MUTAG' else root / data
+    teacher = root / TEACHERS[data]
+    if command == 'cotrain':
+        api.cotrain(source, nproc=2, **QUIET, **options)
+    elif command == 'amalgamate':
+        api.amalgamate([teacher, teacher], data=[str(source)] * 2, nproc=2,
+                       **QUIET, **options)
+    else:
+        api.distill(teacher, data=source, nproc=2, **QUIET, **options)
+    assert started == [2]
+
+
+@pytest.mark.parametrize('command,regime', DEFAULT_BATCH,
+                         ids=[f'{c}-{r}' for c, r in DEFAULT_BATCH])
+def test_two_processes_share_the_default_batch(group, command, regime):
+    training = group['default'][command, regime]
+    assert training['processes'] == 2
+    assert training['epochs_run'] == 1
+    if regime == 'clouds':  # the default batch, recorded
+        assert training['batch_size'] == 32
+    if command == 'cotrain':  # 4 training graphs: 1 a step, 10 steps max
+        assert training['batch_size'] == 1
+
+
+@pytest.mark.parametrize('command', ['distill', 'cotrain', 'amalgamate'])
+@pytest.mark.parametrize('regime', ['full', 'sampled', 'inductive'])
+def test_one_process_reports_its_number(files, command, regime, tmp_path):
+    """``training.processes`` is in every report, 1 in one process (before:
+    written by the sampled and cotrain paths only); the two-process cells
+    above report 2."""
+    method = 'kd' if command == 'distill' else 'mutual'
+    report = run_command(files, command, method, regime, tmp_path / 'out',
+                         epochs=1)
+    assert report.training['processes'] == 1
 
 
 # A NaN after good epochs ----------------------------------------------------

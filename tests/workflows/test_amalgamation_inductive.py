@@ -269,6 +269,32 @@ def test_several_graphs_refuse_fanout_and_mixing(tmp_path):
                        out=tmp_path / 'o2', progress=False, device='cpu')
 
 
+@pytest.mark.parametrize('options', [
+    ['--fanout', '3,2'],                            # without --batch-size
+    ['--fanout', '3,2,1', '--batch-size', '2'],     # 3 hops, 2 layers
+], ids=['no-batch-size', 'hop-count'])
+def test_several_graphs_with_fanout_name_the_fanout(tmp_path, options):
+    """The data are several graphs, so --fanout itself is the mistake:
+    that is the error, not one about --fanout's batch size or hops (which
+    came first when the mini-batch options were checked before the
+    data)."""
+    data = _save_list(tmp_path / 'ppi.pt')
+    t = [tmp_path / 'a.pt', tmp_path / 'b.pt']
+    torch.save(_teacher(2, 0).state_dict(), t[0])
+    torch.save(_teacher(3, 1).state_dict(), t[1])
+    out = tmp_path / 'out'
+    result = runner.invoke(app, [
+        'amalgamate', *map(str, t), '--data', str(data), '--tasks',
+        '0-1,2-4', *options, '--out', str(out), '--no-progress',
+        '--device', 'cpu'])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        'Error: --fanout samples neighbours in one large graph; on a '
+        'several-graph dataset --batch-size counts whole graphs per step: '
+        'drop --fanout']
+    assert not out.exists()
+
+
 def test_teacher_on_a_class_subset_of_single_label_graphs(tmp_path):
     # Nodes outside the subset (label -1) stay in their graphs and out of
     # the loss.

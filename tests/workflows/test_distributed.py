@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -127,8 +128,6 @@ def test_nproc_command_writes_the_outputs_once(tmp_path):
 
 
 @pytest.mark.parametrize('args,needle', [
-    (['--nproc', '2'], '--nproc splits each training batch between '
-     'processes: add --batch-size'),
     (['--nproc', '0', '--batch-size', '64'], '--nproc must be at least 1'),
     (['--nproc', '2', '--batch-size', '64', '--device', 'cuda:1'],
      'use --device cuda (or auto)'),
@@ -152,3 +151,23 @@ def test_torchrun_environment_with_nproc_is_refused(monkeypatch):
     with pytest.raises(distributed.GnnCompressError,
                        match='drop --nproc when running under torchrun'):
         api.distill('missing.pt', batch_size=64, nproc=2)
+
+
+def test_full_graph_under_torchrun_names_torchrun(monkeypatch):
+    # What each rank checks once the data are loaded (the --nproc case runs
+    # in tests/training/test_matrix_commands.py); batches of whole graphs,
+    # several graphs and --batch-size pass.
+    monkeypatch.setattr(distributed, 'joined', lambda: True)
+    monkeypatch.delenv(distributed.NPROC_ENV, raising=False)
+    one = SimpleNamespace(name='Cora', batch=None, node_graph=None)
+    with pytest.raises(distributed.GnnCompressError) as info:
+        distributed.check_batches([one, one], None)
+    assert str(info.value) == (
+        'torchrun splits each training batch between processes, and Cora '
+        'trains full-graph (one step on the whole graph, no batch): add '
+        '--batch-size (seed nodes per step, e.g. --batch-size 1024)')
+    distributed.check_batches([one], 1024)
+    distributed.check_batches([SimpleNamespace(
+        name='MUTAG', batch=torch.zeros(3), node_graph=None)], None)
+    distributed.check_batches([SimpleNamespace(
+        name='PPI', batch=None, node_graph=torch.zeros(3))], None)

@@ -136,12 +136,6 @@ def test_a_checkpoint_resumes_with_as_many_processes_as_wrote_it():
 
 
 @pytest.mark.parametrize('args,needle', [
-    (['amalgamate', 'a.pt', 'b.pt', '--nproc', '2'],
-     '--nproc splits each training batch between processes: add '
-     '--batch-size'),
-    (['cotrain', '--data', 'x.pt', '--nproc', '2'],
-     '--nproc splits each training batch between processes: add '
-     '--batch-size'),
     (['cotrain', '--data', 'x.pt', '--folds', '5', '--nproc', '2'],
      '--folds trains one run per fold in one process: drop --nproc, or '
      '--folds'),

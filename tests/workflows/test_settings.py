@@ -343,3 +343,25 @@ def test_command_line_defaults_are_the_settings_defaults(monkeypatch, argv,
               for name, value in options.items()
               if name not in recorded and value != own.options()[name]}
     assert differ == {}
+
+
+@pytest.mark.parametrize('command,given,message', [
+    (api.distill, api.CotrainSettings.from_options('data.pt'),
+     'distill takes DistillSettings, not CotrainSettings (the settings '
+     'of cotrain): build DistillSettings.from_options(teacher, ...), or '
+     'call gnncompress.api.cotrain'),
+    (api.cotrain, api.AmalgamateSettings.from_options(['a.pt', 'b.pt']),
+     'cotrain takes CotrainSettings, not AmalgamateSettings (the '
+     'settings of amalgamate): build CotrainSettings.from_options(data, '
+     '...), or call gnncompress.api.amalgamate'),
+    (api.amalgamate, api.DistillSettings.from_options('t.pt'),
+     'amalgamate takes AmalgamateSettings, not DistillSettings (the '
+     'settings of distill): build AmalgamateSettings.from_options('
+     'teachers, ...), or call gnncompress.api.distill'),
+])
+def test_another_commands_settings_are_refused(command, given, message):
+    # Before: taken as the subject (a teacher, data...) and failing later
+    # on something unrelated.
+    with pytest.raises(GnnCompressError) as info:
+        command(given)
+    assert str(info.value) == message

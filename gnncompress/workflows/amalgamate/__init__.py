@@ -62,6 +62,7 @@ from gnncompress.workflows.amalgamate.tasks import (
 )
 from gnncompress.workflows.distill_sampled import check_minibatch
 from gnncompress.workflows.distributed import (
+    check_batches,
     launch,
     one_at_a_time,
     under_torchrun,
@@ -138,7 +139,8 @@ def amalgamate(teachers: Sequence[str | Path] | AmalgamateSettings,
     stops with a :class:`~gnncompress.core.errors.TrainingError` and ``model``
     is back at its best epoch.
 
-    ``nproc`` N (with ``batch_size``) trains in N processes with data
+    ``nproc`` N (with ``batch_size`` on single graphs; several-graph
+    data have a default batch) trains in N processes with data
     parallelism, as does running under ``torchrun``
     (:mod:`gnncompress.workflows.distributed`); rank 0 writes the outputs
     and the other torchrun ranks return None.
@@ -168,8 +170,6 @@ def run_amalgamate(settings: AmalgamateSettings
         tam = TAM(weight=s.weight, soft=s.soft, topology=s.topology)
     except ValueError as e:
         raise GnnCompressError(str(e)) from None
-    hops = None if batch_size is None and fanout is None else \
-        check_minibatch(None, batch_size, fanout, shape.layers)[1]
     widths = _parse_widths(shape.widths)
     export_widths = sorted(set(_parse_widths(shape.export_widths))) \
         if shape.export_widths is not None else None
@@ -188,12 +188,20 @@ def run_amalgamate(settings: AmalgamateSettings
     with one_at_a_time():
         task_list = resolve_tasks(ckpts, s.data, s.tasks, s.data_root,
                                   tr.seed)
+    # What the data are first: on several graphs, --fanout is the mistake
+    # (not its number of hops).
     several = check_graphs(task_list, fanout is not None)
+    hops = None
+    if several:  # --batch-size counts whole graphs per step
+        if batch_size is not None and batch_size < 1:
+            raise GnnCompressError(f'--batch-size must be at least 1 graph '
+                                   f'(got {batch_size})')
+    elif batch_size is not None or fanout is not None:
+        hops = check_minibatch(None, batch_size, fanout, shape.layers)[1]
+    check_batches([t.graph for t in task_list], batch_size)
     for ckpt, task in zip(ckpts, task_list):
         check_teacher(ckpt, task)
-    if several:  # --batch-size counts whole graphs per step
-        hops = None
-    elif hops is not None:
+    if hops is not None:
         from gnncompress.workflows.amalgamate import (
             sampled as amalgamation_minibatch,
         )
@@ -279,7 +287,7 @@ def run_amalgamate(settings: AmalgamateSettings
                     'seconds_per_epoch':
                     fitted.seconds / max(1, fitted.epochs_run),
                     'lr': tr.lr, 'weight_decay': tr.weight_decay,
-                    'patience': tr.patience}
+                    'patience': tr.patience, **ranks.described()}
         if not isinstance(graphs, WholeGraphs):
             training.update(graphs.describe())
         report = _write_outputs(

@@ -240,7 +240,7 @@ class GraphBatches(Amalgamation):
                 'training_graphs': {g.name: self._train[id(g)].numel()
                                     for g in self.graphs},
                 'steps_per_epoch': self.steps_per_epoch,
-                'measured_on': measured, **self.ranks.described()}
+                'measured_on': measured}
 
 
 def train_student(student: SlimmableGNN, tasks: Sequence[Task],

@@ -233,7 +233,6 @@ class SampledGraphs(Amalgamation):
                                   'edges': int(edge_index.size(1))}
         return {'batch_size': self.batch_size, 'fanout': self.fanout,
                 'steps_per_epoch': self.steps_per_epoch,
-                'processes': self.ranks.world,
                 'measured_on': probes}
 
     def close(self) -> None:
