@@ -114,9 +114,10 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
 def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
     """Refuse weights no trained model has: complex or exotic dtypes, views
     that claim more elements than their storage holds (a tiny file could
-    otherwise make the model reserve terabytes) and NaN or infinite values
+    otherwise make the model reserve terabytes), NaN or infinite values
     (the teacher diverged, or the file is corrupt: distilling from it would
-    only fail later with a misleading message)."""
+    only fail later with a misleading message) and negative running
+    variances of a batch norm (every output would be NaN)."""
     for key, value in tensors.items():
         name = f'{key!r:.60}'  # keys may hold anything, newlines included
         if not key.isprintable():
@@ -156,6 +157,13 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
                 f'Tensor {name} of {path} holds {bad} values: the teacher '
                 f'diverged in training or the file is corrupted; retrain it '
                 f'or save it again')
+        if key.endswith('running_var') and value.is_floating_point() and \
+                bool((value < 0).any()):
+            # A batch norm divides by sqrt(running_var): every output NaN.
+            raise CheckpointError(
+                f'Tensor {name} of {path} holds negative variances, which '
+                f'no batch norm has: the file is corrupted; save the '
+                f'weights again')
 
 
 # No weight of a supported model has a dimension near this (the widest is

@@ -63,6 +63,30 @@ def test_non_finite_weight_in_safetensors_is_named(tmp_path):
         load_checkpoint(path)
 
 
+def test_negative_batch_norm_variance_is_named(tmp_path):
+    # Found by the long fuzz run: a batch norm's running_var drawn from
+    # randn loaded, and every output of the model was NaN (it divides by
+    # the square root of the variance). Zero stays allowed.
+    spec = ArchSpec('sage', 5, 8, 2, 3, norm='batch_norm')
+    state = dict(build_model(spec).state_dict())
+    key = next(k for k in state if k.endswith('running_var'))
+    state[key] = torch.tensor([1.0, 0.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    model = load_checkpoint(_save(tmp_path, state, 'zero.pt')).build()
+    x, edges = torch.randn(4, 5), torch.tensor([[0, 1, 2], [1, 2, 3]])
+    with torch.no_grad():
+        assert torch.isfinite(model(x, edges)).all()
+
+    state[key] = torch.tensor([1.0, -0.5, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    with pytest.raises(CheckpointError, match=rf"'{key}' .* holds negative "
+                       r'variances, which no batch norm has'):
+        load_checkpoint(_save(tmp_path, state))
+    result = CliRunner().invoke(app, ['inspect',
+                                      str(_save(tmp_path, state))])
+    assert result.exit_code == 1
+    assert result.output.count('\n') == 1
+    assert 'holds negative variances' in result.output
+
+
 def test_expanded_view_cannot_claim_a_huge_tensor(tmp_path):
     # 10**10 elements over a one-element storage: building the model for it
     # would reserve 40 GB.
