@@ -174,10 +174,15 @@ def onnx_signature(path: str | Path) -> str:
 def onnx_feeds(session, x: Tensor, edge_index: Tensor,
                batch: Tensor | None = None) -> dict:
     """The inputs the exported graph declares (a graph-free student takes
-    ``x`` alone, a graph classifier also ``batch``, a sparse-feature export
-    ``x`` as :func:`csr_parts`)."""
-    names = [i.name for i in session.get_inputs()]
+    ``x`` alone, or with position features its last columns apart as
+    ``position``; a graph classifier also ``batch``; a sparse-feature
+    export ``x`` as :func:`csr_parts`)."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    names = list(inputs)
     values = {'x': x, 'edge_index': edge_index, 'batch': batch}
+    if 'position' in inputs:
+        width = inputs['position'].shape[1]
+        values['x'], values['position'] = x[:, :-width], x[:, -width:]
     if CSR_INPUTS[0] in names:
         values.update(zip(CSR_INPUTS, csr_parts(x)))
     return {name: values[name].cpu().numpy() for name in names}
