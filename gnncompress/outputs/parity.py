@@ -181,7 +181,13 @@ def onnx_feeds(session, x: Tensor, edge_index: Tensor,
     names = list(inputs)
     values = {'x': x, 'edge_index': edge_index, 'batch': batch}
     if 'position' in inputs:
-        width = inputs['position'].shape[1]
+        width, features = inputs['position'].shape[1], inputs['x'].shape[1]
+        if x.size(1) != features + width:
+            raise ExportError(
+                f'The file takes x [N, {features}] and position [N, '
+                f'{width}] (position features, docs/export.md); got '
+                f'{x.size(1)} feature columns: give the {width} position '
+                f'columns after x')
         values['x'], values['position'] = x[:, :-width], x[:, -width:]
     if CSR_INPUTS[0] in names:
         values.update(zip(CSR_INPUTS, csr_parts(x)))

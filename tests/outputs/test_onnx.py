@@ -96,6 +96,9 @@ def test_position_features_are_a_second_input(tmp_path):
         expected = model(x2).numpy()
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     np.testing.assert_array_equal(got, apart)
+    with pytest.raises(ExportError, match=r'takes x \[N, 4\] and position '
+                                          r'\[N, 2\].*got 4 feature'):
+        onnx_feeds(session, x2[:, :4], edge_index)
     with pytest.raises(ExportError, match='second input of a graph-free'):
         export_onnx(_student('gcn'), x, edge_index, tmp_path / 'gcn.onnx',
                     position_dim=2)
