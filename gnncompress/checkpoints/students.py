@@ -19,6 +19,19 @@ from gnncompress.models.slimmable import (
     SlimmableSpec,
 )
 
+# Student metadata: the width of the position features (NOSMOG) the
+# student reads after x, which its ONNX file takes as a second input.
+POSITION_KEY = 'gnncompress.position_dim'
+
+
+def saved_position_dim(path: Path | str) -> int:
+    """The width of the position features a saved student reads after x
+    (0: none, or not a safetensors file)."""
+    if Path(path).suffix != '.safetensors':
+        return 0
+    _, metadata = read_weights(Path(path))
+    return int(metadata.get(POSITION_KEY, 0))
+
 
 def save_safetensors(model: nn.Module, spec: ArchSpec, path: Path,
                      extra: dict[str, str] | None = None) -> Path:

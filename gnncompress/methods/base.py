@@ -44,6 +44,16 @@ class DistillMethod(nn.Module):
     preferred_student: ClassVar[str | None] = None
     batch_logits: ClassVar[str] = 'seeds'
     batch_hiddens: ClassVar[str] = 'seeds'
+    # Whether :meth:`student_inputs` adds columns to the student's input
+    # (known before they are computed, so that a run that cannot feed them
+    # refuses at once).
+    adds_inputs: ClassVar[bool] = False
+
+    def student_inputs(self, graph: Graph, seed: int) -> Tensor | None:
+        """``[N, k]`` columns the student reads after ``graph.x`` (fixed
+        tensors, computed once per run before the student is built, so its
+        input width grows by ``k``); None: ``graph.x`` alone."""
+        return None
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:

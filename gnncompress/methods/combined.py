@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
 from gnncompress.core.graph import Graph
@@ -37,6 +38,16 @@ class Combined(DistillMethod):
         self.requires = frozenset().union(*(p.requires for p in parts))
         self.default_weight = 1.0
         self.default_label_weight = max(p.default_label_weight for p in parts)
+        self.adds_inputs = any(p.adds_inputs for p in parts)
+        # A part that feeds the student features picks the student (an MLP
+        # for position features); otherwise, as before, none.
+        self.preferred_student = next(
+            (p.preferred_student for p in parts if p.adds_inputs), None)
+
+    def student_inputs(self, graph: Graph, seed: int) -> Tensor | None:
+        columns = [c for c in (p.student_inputs(graph, seed)
+                               for p in self.parts) if c is not None]
+        return torch.cat(columns, 1) if columns else None
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:

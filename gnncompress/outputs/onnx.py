@@ -125,10 +125,19 @@ class _FeaturesOnly(nn.Module):
         return self.model(x)
 
 
+class _FeaturesAndPosition(_FeaturesOnly):
+    """The exported graph of a graph-free student that reads position
+    features after ``x`` (NOSMOG): ``(x, position) -> logits``."""
+
+    def forward(self, x: Tensor, position: Tensor) -> Tensor:
+        return self.model(torch.cat([x, position], 1))
+
+
 def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
                 path: Path, tolerance: float = TOLERANCE,
                 uses_graph: bool = True, batch: Tensor | None = None,
-                fast: bool = True, sparse_features: bool = False) -> Parity:
+                fast: bool = True, sparse_features: bool = False,
+                position_dim: int = 0) -> Parity:
     """Export with dynamic node and edge counts, then compare onnxruntime with
     PyTorch (:func:`check_parity`); a difference above ``tolerance`` times
     the output's scale, or another predicted class, fails the export. A
@@ -142,13 +151,21 @@ def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
     ``sparse_features`` takes the features as a CSR matrix instead of
     ``x`` (inputs :data:`CSR_INPUTS`, see :func:`csr_parts`): a node
     classifier whose first layer narrows wide bag-of-words features then
-    never multiplies their zeros (docs/export.md)."""
+    never multiplies their zeros (docs/export.md). ``position_dim`` k: a
+    graph-free student whose last k input columns are position features
+    takes them as a second input, ``position [N, k]``, after ``x``
+    (the first columns)."""
     model = model.to('cpu').eval()
     x, edge_index = x.cpu(), edge_index.cpu()
     batch = batch.cpu() if batch is not None else None
     # GATConv needs a lower bound on the node count to export (docs/export.md).
     num_nodes = torch.export.Dim('num_nodes', min=2)
     num_edges = torch.export.Dim('num_edges')
+    if position_dim and (uses_graph or batch is not None or
+                         sparse_features):
+        raise ExportError('Position features are the second input of a '
+                          'graph-free node classifier (an MLP student); '
+                          'export without them')
     if sparse_features:
         if batch is not None or not uses_graph:
             raise ExportError('Sparse input features are for GNN node '
@@ -173,6 +190,11 @@ def export_onnx(model: nn.Module, x: Tensor, edge_index: Tensor,
         args = (x, edge_index)
         names = ['x', 'edge_index']
         shapes = {'x': {0: num_nodes}, 'edge_index': {1: num_edges}}
+    elif position_dim:
+        wrapper = _FeaturesAndPosition(model)
+        args = (x[:, :-position_dim], x[:, -position_dim:])
+        names = ['x', 'position']
+        shapes = {'x': {0: num_nodes}, 'position': {0: num_nodes}}
     else:
         wrapper, args, names = _FeaturesOnly(model), (x,), ['x']
         shapes = {'x': {0: num_nodes}}

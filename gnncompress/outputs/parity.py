@@ -174,10 +174,21 @@ def onnx_signature(path: str | Path) -> str:
 def onnx_feeds(session, x: Tensor, edge_index: Tensor,
                batch: Tensor | None = None) -> dict:
     """The inputs the exported graph declares (a graph-free student takes
-    ``x`` alone, a graph classifier also ``batch``, a sparse-feature export
-    ``x`` as :func:`csr_parts`)."""
-    names = [i.name for i in session.get_inputs()]
+    ``x`` alone, or with position features its last columns apart as
+    ``position``; a graph classifier also ``batch``; a sparse-feature
+    export ``x`` as :func:`csr_parts`)."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    names = list(inputs)
     values = {'x': x, 'edge_index': edge_index, 'batch': batch}
+    if 'position' in inputs:
+        width, features = inputs['position'].shape[1], inputs['x'].shape[1]
+        if x.size(1) != features + width:
+            raise ExportError(
+                f'The file takes x [N, {features}] and position [N, '
+                f'{width}] (position features, docs/export.md); got '
+                f'{x.size(1)} feature columns: give the {width} position '
+                f'columns after x')
+        values['x'], values['position'] = x[:, :-width], x[:, -width:]
     if CSR_INPUTS[0] in names:
         values.update(zip(CSR_INPUTS, csr_parts(x)))
     return {name: values[name].cpu().numpy() for name in names}

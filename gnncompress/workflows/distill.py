@@ -72,6 +72,7 @@ from gnncompress.workflows.students import (
     build_method,
     minibatch_options,
     student_spec,
+    with_student_inputs,
 )
 from gnncompress.workflows.teacher_features import pick_features
 
@@ -219,6 +220,10 @@ def run_distill(settings: DistillSettings) -> Report | None:
         if s.teacher_onnx:
             raise GnnCompressError('--teacher-onnx is not supported for '
                                    'DGCNN teachers yet: drop it')
+        if distiller.adds_inputs:
+            raise GnnCompressError(f"'{distiller.name}' adds node features "
+                                   f'for a node classifier, not for point '
+                                   f'clouds: drop it from --method')
         return pointcloud.distill(
             s, teacher=teacher, ckpt=ckpt, distiller=distiller, dev=dev,
             checkpoint=functools.partial(
@@ -257,8 +262,13 @@ def run_distill(settings: DistillSettings) -> Report | None:
         with phase('teacher'):
             graph, feature_note = pick_features(ckpt.build(), graph, dev)
     shape = s.model
-    s_spec = student_spec(ckpt.spec, graph, arch=student, hidden=shape.hidden,
-                          layers=layers, heads=shape.heads, ratio=shape.ratio,
+    # The student's own input: x and the columns the method adds (NOSMOG's
+    # position features), computed once; the teacher keeps x.
+    student_graph, _ = with_student_inputs(distiller, graph, student, t.seed,
+                                           sampled=hops is not None)
+    s_spec = student_spec(ckpt.spec, student_graph, arch=student,
+                          hidden=shape.hidden, layers=layers,
+                          heads=shape.heads, ratio=shape.ratio,
                           readout=ckpt.spec.readout)
     s = s.with_options(config=resolved_config(
         s.outputs.config, ckpt=ckpt, graph=graph, s_spec=s_spec, out=out,
@@ -283,24 +293,26 @@ def run_distill(settings: DistillSettings) -> Report | None:
         finish_checkpoint(saver, out)
         return report
     report = _full_graph(s, teacher=teacher, ckpt=ckpt, graph=graph,
-                         s_spec=s_spec, distiller=distiller, dev=dev,
-                         per_step=per_step, saver=saver,
-                         feature_note=feature_note)
+                         student_graph=student_graph, s_spec=s_spec,
+                         distiller=distiller, dev=dev, per_step=per_step,
+                         saver=saver, feature_note=feature_note)
     if report is not None:  # rank 0 of a process group, or the only one
         finish_checkpoint(saver, out)
     return report
 
 
 def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
-                graph: Any, s_spec: Any, distiller: Any, dev: torch.device,
-                per_step: int | None, saver: Any,
+                graph: Any, student_graph: Any, s_spec: Any, distiller: Any,
+                dev: torch.device, per_step: int | None, saver: Any,
                 feature_note: str | None) -> Report | None:
     """The full-graph branch of :func:`run_distill` (whole graphs per step
-    with ``per_step``): the teacher's outputs computed once, the student
-    trained on them (or the candidates of ``--method auto``), the
-    outputs written."""
+    with ``per_step``): the teacher's outputs computed once on ``graph``,
+    the student trained on them with ``student_graph``'s features (``x``,
+    then any the method adds), or the candidates of ``--method auto``;
+    the outputs written."""
     t, out = s.training, Path(s.outputs.out)
     g = graph.to(dev)
+    gs = g if student_graph is graph else student_graph.to(dev)
     ranks = process_ranks.current()  # batches of graphs in a process group
     with phase('teacher'):
         teacher_model = ckpt.build().to(dev)
@@ -315,7 +327,7 @@ def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
         with phase('baseline'):
             alone_entry, alone = trained_alone(
                 s_spec, t.seed, dev, lambda m: fit(
-                    m, g, label_weight=1.0, desc='student alone',
+                    m, gs, label_weight=1.0, desc='student alone',
                     **train_args))
 
     choice = None
@@ -326,7 +338,7 @@ def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
                                              t.seed, dev, train_args),
                 budget_s=s.budget_s)
         model = choice.model
-        result = replace(choice.result, test_accuracy=test_score(model, g))
+        result = replace(choice.result, test_accuracy=test_score(model, gs))
         distiller = build_method('kd' if choice.method == ALONE
                                  else choice.method, None)
         s = s.with_options(weight=0.0, label_weight=1.0) \
@@ -338,7 +350,7 @@ def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
         model = build_model(s_spec).to(dev)
         with kept_on_failure(saver, model, s_spec, out, distiller.name,
                              graph.name, ranks.rank), phase('train'):
-            result = fit(model, g, method=distiller,
+            result = fit(model, gs, method=distiller,
                          teacher_outputs=[teacher_out],
                          label_weight=s.label_weight, weight=s.weight,
                          desc=f'distill {distiller.name}', checkpoint=saver,
@@ -351,6 +363,7 @@ def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
         distiller=distiller, graph=graph, result=result,
         alone_entry=alone_entry, alone_model=alone,
         inputs=(g.x, g.edge_index, g.batch),
+        position=gs.x[:, g.num_features:] if gs is not g else None,
         training=describe_training(result, epochs=t.epochs, lr=t.lr,
                                    weight_decay=t.weight_decay,
                                    patience=t.patience, **ranks.described()),

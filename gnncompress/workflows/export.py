@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from gnncompress.checkpoints.students import saved_position_dim
 from gnncompress.checkpoints.teachers import load_checkpoint
 from gnncompress.core.errors import GnnCompressError, OutputError
 from gnncompress.core.options import check_out_file
@@ -27,7 +28,9 @@ def export(checkpoint: str | Path, out: str | Path,
     of predicted classes on the same graphs. ``sparse_features`` takes the
     node features as a CSR matrix (``x_indptr``, ``x_indices``,
     ``x_values``; :func:`~gnncompress.outputs.onnx.export_onnx`), validated on
-    random features with at most 5% non-zeros."""
+    random features with at most 5% non-zeros. A student that reads
+    position features (``distill --method glnn+position``) takes them as
+    the second input ``position``, as distill wrote it."""
     if quantize not in (None, 'int8'):
         raise GnnCompressError(f"Unknown quantisation '{quantize}' (choose "
                                f'int8)')
@@ -56,14 +59,17 @@ def export(checkpoint: str | Path, out: str | Path,
         pos = torch.randn(2, max(num_nodes, ckpt.spec.k or 20), 3,
                           generator=gen)
         return export_clouds_onnx(model, pos, out)
+    position_dim = saved_position_dim(checkpoint)
     if quantize is None:
         return export_onnx(model, x, edge_index, out,
                            uses_graph=ckpt.spec.uses_graph,
-                           sparse_features=sparse_features)
+                           sparse_features=sparse_features,
+                           position_dim=position_dim)
     from gnncompress.outputs.int8 import quantize_int8
 
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = Path(tmp) / 'fp32.onnx'
         export_onnx(model, x, edge_index, fp32,
-                    uses_graph=ckpt.spec.uses_graph)
+                    uses_graph=ckpt.spec.uses_graph,
+                    position_dim=position_dim)
         return quantize_int8(model, fp32, out, x, edge_index)

@@ -12,7 +12,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from gnncompress.checkpoints.students import save_safetensors
+from gnncompress.checkpoints.students import (
+    POSITION_KEY,
+    save_safetensors,
+    write_safetensors,
+)
 from gnncompress.checkpoints.teachers import Checkpoint
 from gnncompress.core.errors import ExportError
 from gnncompress.core.graph import Graph
@@ -60,7 +64,8 @@ def distill_outputs(settings: DistillSettings, *, teacher: Path,
                     training: dict[str, Any], notes: list[str],
                     dev: torch.device,
                     alone_model: torch.nn.Module | None = None,
-                    auto: Any = None) -> Report:
+                    auto: Any = None,
+                    position: Tensor | None = None) -> Report:
     """What ``distill`` writes once the student is trained (full-graph or
     mini-batch): latency of teacher and student and the ONNX parity check
     on ``inputs`` (x, edge_index, batch: the whole graph, or a sampled
@@ -75,11 +80,18 @@ def distill_outputs(settings: DistillSettings, *, teacher: Path,
     trained alone), the files hold whichever of the two students scored
     better on validation (:func:`exported_student`). ``auto`` (a
     :class:`gnncompress.workflows.auto.Choice`) names the method by the
-    candidate ``--method auto`` chose and records every candidate."""
+    candidate ``--method auto`` chose and records every candidate.
+    ``position`` (NOSMOG's position features, one row per node of ``x``)
+    is the student's second input: it reads ``[x, position]``, its ONNX
+    file takes ``position`` apart and ``positions.safetensors`` holds the
+    rows (:func:`save_positions`)."""
     out, options = Path(settings.outputs.out), settings.outputs
     weight = settings.weight
     label_weight = settings.label_weight
     x, edge_index, batch = inputs
+    student_x = x if position is None else \
+        torch.cat([x, position.to(x.device)], 1)
+    position_dim = 0 if position is None else position.size(1)
     method_name = distiller.name if auto is None else f'auto: {auto.method}'
     used_weight = distiller.default_weight if weight is None else weight
     collapsed = collapse_note(result.val_accuracy, graph)
@@ -101,25 +113,27 @@ def distill_outputs(settings: DistillSettings, *, teacher: Path,
             file_bytes=file_bytes(teacher))
         chosen, chosen_entry, exported = exported_student(
             model, student_entry, alone_model, alone_entry)
-        x_dev, edges_dev = x.to(dev), edge_index.to(dev)
+        edges_dev = edge_index.to(dev)
         batch_dev = batch.to(dev) if batch is not None else None
-        for entry, m in ((teacher_entry, teacher_model),
-                         (student_entry, model)):
+        for entry, m, features in ((teacher_entry, teacher_model, x),
+                                   (student_entry, model, student_x)):
             if measuring():
                 entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                    m, x_dev, edges_dev, batch_dev).to_dict()
+                    m, features.to(dev), edges_dev, batch_dev).to_dict()
         failure = None
         if options.export:
             save_student(chosen, s_spec, stage, out, method_name
                          if chosen is model else 'none (trained alone)',
-                         graph.name, chosen_entry, files)
+                         graph.name, chosen_entry, files, position)
             onnx_path = stage / 'student.onnx'
             x_cpu, edges_cpu = x.cpu(), edge_index.cpu()
+            student_x_cpu = student_x.cpu()
             batch_cpu = batch.cpu() if batch is not None else None
             try:
-                parity = export_onnx(chosen, x_cpu, edges_cpu, onnx_path,
-                                     uses_graph=s_spec.uses_graph,
-                                     batch=batch_cpu)
+                parity = export_onnx(chosen, student_x_cpu, edges_cpu,
+                                     onnx_path, uses_graph=s_spec.uses_graph,
+                                     batch=batch_cpu,
+                                     position_dim=position_dim)
                 parity_cases = parity.cases
                 parity_relative = parity.relative_cases()
                 hint = (sparse_features_hint(
@@ -127,7 +141,7 @@ def distill_outputs(settings: DistillSettings, *, teacher: Path,
                     if batch_cpu is None and s_spec.uses_graph else None)
                 notes += [hint] if hint else []
             except ExportError as e:
-                failure = export_failure(e, chosen, (x_cpu, edges_cpu,
+                failure = export_failure(e, chosen, (student_x_cpu, edges_cpu,
                                                      batch_cpu), out)
                 write_failure(stage, out, failure, ['student.safetensors'],
                               test_accuracy=chosen_entry.test_accuracy)
@@ -136,7 +150,7 @@ def distill_outputs(settings: DistillSettings, *, teacher: Path,
         elif options.export and failure is None:
             files['onnx'] = str(out / 'student.onnx')
             student_entry.latency['onnxruntime-cpu'] = onnx_latency(
-                onnx_path, x_cpu, edges_cpu, batch_cpu).to_dict()
+                onnx_path, student_x_cpu, edges_cpu, batch_cpu).to_dict()
             if settings.teacher_onnx:
                 notes += teacher_onnx_latency(
                     teacher_entry, teacher_model, ckpt.spec.uses_graph,
@@ -144,6 +158,8 @@ def distill_outputs(settings: DistillSettings, *, teacher: Path,
                     student_entry.latency['onnxruntime-cpu']['threads'])
         model.to(dev)
         chosen.to(dev)
+        if position is not None:
+            notes.append(position_note(x.size(1), position_dim, out))
         if failure is None:
             report = write_report(
                 stage, out,
@@ -250,15 +266,35 @@ def describe_training(result: Any, **settings: Any) -> dict[str, Any]:
 
 def save_student(model: torch.nn.Module, spec: ArchSpec, stage: Path,
                  out: Path, method: str, data: str, entry: ModelEntry,
-                 files: dict[str, str]) -> None:
+                 files: dict[str, str], position: Tensor | None = None
+                 ) -> None:
     """``student.safetensors`` into the staged folder, recorded in the
-    student's report entry and the list of files."""
+    student's report entry and the list of files; with ``position``
+    (the student's second input), its width in the metadata
+    (:data:`POSITION_KEY`) and its rows in ``positions.safetensors``."""
+    extra = {'gnncompress.method': method, 'gnncompress.data': data}
+    if position is not None:
+        extra[POSITION_KEY] = str(position.size(1))
+        write_safetensors({'position': position}, {
+            'gnncompress.rows': f'the nodes of {data}, in order'},
+            stage / 'positions.safetensors')
+        files['positions'] = str(out / 'positions.safetensors')
     path = save_safetensors(model, spec, stage / 'student.safetensors',
-                            extra={'gnncompress.method': method,
-                                   'gnncompress.data': data})
+                            extra=extra)
     entry.file = str(out / 'student.safetensors')
     entry.file_bytes = path.stat().st_size
     files['safetensors'] = entry.file
+
+
+def position_note(features: int, dim: int, out: Path) -> str:
+    """What the report says about a student with position features: its
+    two inputs and how to get a node's position."""
+    return (f'the student reads x [N, {features}] and position [N, {dim}] '
+            f"(NOSMOG's DeepWalk position features): the training graph's "
+            f"rows are in {out / 'positions.safetensors'} (tensor "
+            f"'position'); for a node that graph did not have, feed the "
+            f'mean of its neighbours\' rows (zeros without any; '
+            f'gnncompress.methods.position.positions_for_new_nodes)')
 
 
 def write_report(stage: Path, out: Path, *, teacher: ModelEntry,

@@ -3,7 +3,11 @@ the distillation method from its name and options."""
 from __future__ import annotations
 
 import inspect as _inspect
+from dataclasses import replace
 from typing import Any
+
+import torch
+from torch import Tensor
 
 from gnncompress.core.defaults import DEFAULT_RATIO
 from gnncompress.core.errors import ArchitectureError, GnnCompressError
@@ -14,6 +18,7 @@ from gnncompress.core.options import (
     check_ratio,
     training_bytes,
 )
+from gnncompress.core.timing import phase
 from gnncompress.methods import DistillMethod, canonical_name, method_class
 from gnncompress.methods.combined import Combined
 from gnncompress.models import ArchSpec, count_spec_parameters
@@ -135,6 +140,40 @@ def build_method(name: str,
         parts.append(part)
         weights.append(part.default_weight if weight is None else weight)
     return Combined(parts, weights)
+
+
+def with_student_inputs(distiller: DistillMethod, graph: Graph,
+                        student: str, seed: int, sampled: bool = False
+                        ) -> tuple[Graph, Tensor | None]:
+    """``graph`` with the columns ``distiller`` adds to the student's input
+    after ``x`` (computed once, here), and those columns; ``graph`` and
+    None when it adds none. Refused in one line where they cannot be fed:
+    alone (no loss), a student that is not an MLP, sampled subgraphs, a
+    dataset of several graphs."""
+    if not distiller.adds_inputs:
+        return graph, None
+    name = distiller.name
+    if '+' not in name:
+        raise GnnCompressError(
+            f"'{name}' adds input features and no loss: combine it with a "
+            f'method, e.g. --method glnn+{name}')
+    if student != 'mlp':
+        raise ArchitectureError(
+            f"'{name}' feeds its features to an MLP student (the student "
+            f"reads [x, features]); got '{student}': pass --student mlp")
+    if sampled:
+        raise GnnCompressError(
+            f"'{name}' computes its features once on the whole graph: drop "
+            f'--batch-size and --fanout')
+    if graph.batch is not None or graph.node_graph is not None:
+        raise GnnCompressError(
+            f"'{name}' is for one node-classification graph; {graph.name} "
+            f'holds several graphs: drop it from --method')
+    with phase('student inputs'):
+        extra = distiller.student_inputs(graph, seed)
+    if extra is None:
+        return graph, None
+    return replace(graph, x=torch.cat([graph.x, extra], 1)), extra
 
 
 def minibatch_options(distiller: DistillMethod, batch_size: int | None,

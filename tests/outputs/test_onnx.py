@@ -74,6 +74,37 @@ def test_graph_free_student_takes_torchscript(tmp_path):
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
+def test_position_features_are_a_second_input(tmp_path):
+    """A graph-free student reading [x, position] (NOSMOG) takes the last
+    ``position_dim`` columns apart; parity feeds each check graph's
+    columns split the same way."""
+    x, edge_index = _graph(12, 30, seed=1)   # 4 feature + 2 position columns
+    model = _student('mlp')
+    path = tmp_path / 'mlp.onnx'
+    parity = export_onnx(model, x, edge_index, path, uses_graph=False,
+                         position_dim=2)
+    assert parity.exporter == 'torchscript'
+    assert set(parity.cases) == set(CASES) and parity.max_abs_diff <= 1e-4
+    session = onnx_session(path)
+    assert [(i.name, i.shape[1]) for i in session.get_inputs()] == \
+        [('x', 4), ('position', 2)]
+    x2 = torch.randn(29, 6)
+    (got,) = session.run(None, onnx_feeds(session, x2, edge_index))
+    (apart,) = session.run(None, {'x': x2[:, :4].numpy(),
+                                  'position': x2[:, 4:].numpy()})
+    with torch.no_grad():
+        expected = model(x2).numpy()
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(got, apart)
+    with pytest.raises(ExportError, match=r'takes x \[N, 4\] and position '
+                                          r'\[N, 2\].*got 4 feature'):
+        onnx_feeds(session, x2[:, :4], edge_index)
+    with pytest.raises(ExportError, match='second input of a graph-free'):
+        export_onnx(_student('gcn'), x, edge_index, tmp_path / 'gcn.onnx',
+                    position_dim=2)
+    assert not (tmp_path / 'gcn.onnx').exists()
+
+
 @pytest.mark.parametrize('arch', ARCHS)
 def test_onnx_matches_pytorch(arch, tmp_path):
     model = _student(arch)

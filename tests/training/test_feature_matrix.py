@@ -44,15 +44,16 @@ from tests.tasks.test_data_security import mutag_raw
 
 runner = CliRunner()
 EPOCHS = 2
-# What a combination adds: two node-wise methods, and a node-wise method
-# with a structure one.
-METHODS = (*DISTILL_METHODS, 'kd+lsp', 'kd+fitnet')
+# What a combination adds: two node-wise methods, a node-wise method
+# with a structure one, and GLNN with NOSMOG's position features (which add
+# the student's input columns and no loss; 'position' alone is refused).
+METHODS = (*DISTILL_METHODS, 'kd+lsp', 'kd+fitnet', 'glnn+position')
 # Methods whose resume is checked in every regime that takes them: plain
 # KD, those with trainable parts of their own (FitNet's maps, G-CRD's heads
 # with batch norm and sampled negatives, ABKD's projections) and a sum.
 # (Every method resumed bit-identical in every regime when this was
 # written; the others are left out to keep the file quick.)
-RESUMED = ('kd', 'fitnet', 'g-crd', 'abkd', 'kd+lsp')
+RESUMED = ('kd', 'fitnet', 'g-crd', 'abkd', 'kd+lsp', 'glnn+position')
 
 
 @pytest.fixture(autouse=True)
@@ -137,11 +138,25 @@ def _hidden_refusal(method: str) -> str:
 # (method, regime): the exact one-line refusal.
 REFUSED = {
     **{(m, 'graphs'): _hidden_refusal(m)
-       for m in METHODS if m not in ('kd', 'glnn')},
-    ('glnn', 'graphs'):
-        "A graph-classification student pools message-passing layers (gcn, "
-        "gat, gatv2, sage, gin); 'mlp' (the student glnn prefers) has none: "
-        'pass --student gin or another of those',
+       for m in METHODS if m not in ('kd', 'glnn', 'position',
+                                     'glnn+position')},
+    **{(m, 'graphs'):
+       "A graph-classification student pools message-passing layers (gcn, "
+       f"gat, gatv2, sage, gin); 'mlp' (the student {m} prefers) has none: "
+       'pass --student gin or another of those'
+       for m in ('glnn', 'position', 'glnn+position')},
+    **{('position', r): "'position' adds input features and no loss: "
+       'combine it with a method, e.g. --method glnn+position'
+       for r in ('full', 'sampled', 'inductive')},
+    **{(m, 'clouds'): f"'{m}' adds node features for a node classifier, "
+       'not for point clouds: drop it from --method'
+       for m in ('position', 'glnn+position')},
+    ('glnn+position', 'sampled'):
+        "'glnn+position' computes its features once on the whole graph: "
+        'drop --batch-size and --fanout',
+    ('glnn+position', 'inductive'):
+        "'glnn+position' is for one node-classification graph; list holds "
+        'several graphs: drop it from --method',
     ('lsp+at', 'sampled'):
         "Method 'lsp+at' cannot train on sampled subgraphs: lsp compares the "
         'features of every sampled node, at those of the seeds alone: run '
@@ -225,9 +240,11 @@ def _distill(files, cell: Cell, out: Path, monkeypatch, epochs: int = EPOCHS,
 REGIMES_SEEN: list[Any] = []
 
 
-def _reevaluated(files, regime: str, student: torch.nn.Module) -> float:
+def _reevaluated(files, regime: str, student: torch.nn.Module,
+                 method: str) -> float:
     """Test accuracy of ``student`` on the data reloaded from disk, in one
-    whole forward pass (not the regime's batched or layer-wise scoring)."""
+    whole forward pass (not the regime's batched or layer-wise scoring),
+    with the input columns the method adds recomputed (seed 0)."""
     _, data, options = _options(files, regime)
     student.eval()
     with torch.no_grad():
@@ -238,6 +255,9 @@ def _reevaluated(files, regime: str, student: torch.nn.Module) -> float:
                 graph.y[mask]
             return float(hit.float().mean())
         graph = load_graph(data, options.get('data_root'), seed=0)
+        extra = api.build_method(method).student_inputs(graph, 0)
+        if extra is not None:
+            graph.x = torch.cat([graph.x, extra], 1)
         logits = run_model(student, graph.x, graph.edge_index,
                            graph.batch).logits
         mask = graph.test_mask
@@ -260,7 +280,7 @@ def _check_trained(files, cell: Cell, report, student, result) -> None:
         assert math.isfinite(h[f'loss_{name}']), h
     assert report.training['best_epoch'] == result.best_epoch
     assert report.student.test_accuracy == pytest.approx(
-        _reevaluated(files, cell.regime, student), abs=1e-6)
+        _reevaluated(files, cell.regime, student, cell.method), abs=1e-6)
     if cell.regime in GRAPHS_PER_STEP:
         assert REGIMES_SEEN[-1].batch_size == GRAPHS_PER_STEP[cell.regime]
 
