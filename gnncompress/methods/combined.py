@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from gnncompress.core.graph import Graph
-from gnncompress.methods.base import DistillMethod
+from gnncompress.methods.base import DistillMethod, StudentInputs
 from gnncompress.models import ModelOutput
 
 
@@ -15,7 +15,9 @@ class Combined(DistillMethod):
     .. math::
         \mathcal{L} = \sum_m w_m \mathcal{L}_m
 
-    Not registered under a name of its own: ``gnncompress.api.build_method``
+    The student is the one the parts are made for, when those that name
+    one agree (GLNN's MLP for ``glnn+rsd``). Not registered under a name of
+    its own: ``gnncompress.api.build_method``
     builds it from a name with ``+``.
 
     Args:
@@ -37,6 +39,17 @@ class Combined(DistillMethod):
         self.requires = frozenset().union(*(p.requires for p in parts))
         self.default_weight = 1.0
         self.default_label_weight = max(p.default_label_weight for p in parts)
+        self.reruns_student = any(p.reruns_student for p in parts)
+        # The student a part is made for (GLNN's MLP in glnn+rsd), when the
+        # parts that name one agree.
+        preferred = {p.preferred_student for p in parts} - {None}
+        self.preferred_student = preferred.pop() if len(preferred) == 1 \
+            else None
+
+    def see_inputs(self, inputs: StudentInputs) -> None:
+        for part in self.parts:
+            if part.reruns_student:
+                part.see_inputs(inputs)
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:

@@ -52,7 +52,9 @@ METHODS = (*DISTILL_METHODS, 'kd+lsp', 'kd+fitnet')
 # with batch norm and sampled negatives, ABKD's projections) and a sum.
 # (Every method resumed bit-identical in every regime when this was
 # written; the others are left out to keep the file quick.)
-RESUMED = ('kd', 'fitnet', 'g-crd', 'abkd', 'kd+lsp')
+# NOSMOG's additions too: RSD's map and random blocks, adv's random
+# start and extra forwards.
+RESUMED = ('kd', 'fitnet', 'g-crd', 'abkd', 'kd+lsp', 'rsd', 'adv')
 
 
 @pytest.fixture(autouse=True)
@@ -135,9 +137,14 @@ def _hidden_refusal(method: str) -> str:
 
 
 # (method, regime): the exact one-line refusal.
+# adv reruns the student on perturbed features of one graph.
+ADV_REFUSAL = ('adv perturbs the node features of one graph: it trains on a '
+               'node-classification graph, full-graph or with --batch-size, '
+               'not on this dataset: drop adv from --method')
 REFUSED = {
     **{(m, 'graphs'): _hidden_refusal(m)
-       for m in METHODS if m not in ('kd', 'glnn')},
+       for m in METHODS if m not in ('kd', 'glnn', 'adv')},
+    **{('adv', r): ADV_REFUSAL for r in ('graphs', 'inductive', 'clouds')},
     ('glnn', 'graphs'):
         "A graph-classification student pools message-passing layers (gcn, "
         "gat, gatv2, sage, gin); 'mlp' (the student glnn prefers) has none: "
