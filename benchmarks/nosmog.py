@@ -144,6 +144,16 @@ def collect(datasets: list[str], methods: list[str], seeds: list[int],
                       flush=True)
 
 
+def _cell(values: list[float], signed: bool = False) -> str:
+    """mean ± std (%) and the number of seeds behind it."""
+    if not values:
+        return '-'
+    text = common.mean_std(values, digits=2)
+    if signed and not text.startswith('-'):
+        text = '+' + text
+    return f'{text} ({len(values)})'
+
+
 def report() -> str:
     rows = read_rows(OUT)
     machines = sorted({r['machine'] for r in rows})
@@ -154,33 +164,28 @@ def report() -> str:
         '0.01, weight decay 5e-3, dropout 0.6, adv epsilon 0.04; CiteSeer: '
         'lr 0.01, weight decay 1e-3, dropout 0.1, epsilon 0.045), KL to the '
         'teacher on all nodes and no label loss, rsd and adv weight 0.1, at '
-        'most 200 epochs, patience 50; test accuracy (%), mean ± std over '
-        'seeds (each seed its own split and teacher). Published: NOSMOG '
-        '(Table 1, with position features, which are not here yet) and '
-        'GLNN (SAGE teacher, transductive). Command: `nice -n 10 python '
+        'most 200 epochs, patience 50. Test accuracy (%), mean ± std over '
+        'seeds (in brackets: how many; each seed its own split and '
+        'teacher). Published: the SAGE teacher in GLNN (Zhang et al., ICLR '
+        '2022) and NOSMOG (Table 1, transductive, with its position '
+        'features, which are not here yet). Command: `nice -n 10 python '
         'benchmarks/nosmog.py`.', '',
-        '| dataset | teacher | ' + ' | '.join(METHODS) +
-        ' | published GLNN | published NOSMOG | seeds |',
-        '|---|---|' + '---|' * len(METHODS) + '---|---|---|']
+        '| dataset | teacher | published teacher (GLNN) | ' +
+        ' | '.join(METHODS) + ' | published NOSMOG |',
+        '|---|---|---|' + '---|' * len(METHODS) + '---|']
     for dataset in DATASETS:
         mine = [r for r in rows if r['dataset'] == dataset]
         if not mine:
             continue
-        cells, counts = [], set()
-        for method in METHODS:
-            tests = [r['test_accuracy'] for r in mine
-                     if r['method'] == method]
-            counts.add(len(tests))
-            cells.append(common.mean_std(tests, digits=2))
-        seeds = {r['seed'] for r in mine}
         teacher = {r['seed']: r['teacher_test_accuracy'] for r in mine}
+        cells = [_cell([r['test_accuracy'] for r in mine
+                        if r['method'] == method]) for method in METHODS]
         lines.append(
-            f"| {dataset} | {common.mean_std(list(teacher.values()), digits=2)}"
-            f" | {' | '.join(cells)} | {GLNN[dataset]:.2f} | "
-            f"{NOSMOG[dataset]:.2f} | "
-            f"{'/'.join(str(c) for c in sorted(counts)) or len(seeds)} |")
-    lines += ['', 'Difference to glnn on the same seeds (points, mean ± std '
-              'of the per-seed differences):', '',
+            f"| {dataset} | {_cell(list(teacher.values()))} | "
+            f"{GLNN[dataset]:.2f} | {' | '.join(cells)} | "
+            f"{NOSMOG[dataset]:.2f} |")
+    lines += ['', 'Against glnn on the same seeds (points, mean ± std of '
+              'the per-seed differences):', '',
               '| dataset | ' + ' | '.join(METHODS[1:]) + ' |',
               '|---|' + '---|' * (len(METHODS) - 1)]
     for dataset in DATASETS:
@@ -188,18 +193,17 @@ def report() -> str:
                 if r['dataset'] == dataset and r['method'] == 'glnn'}
         if not base:
             continue
-        cells = []
-        for method in METHODS[1:]:
-            diffs = [r['test_accuracy'] - base[r['seed']] for r in rows
-                     if r['dataset'] == dataset and r['method'] == method
-                     and r['seed'] in base]
-            cells.append(common.mean_std(diffs, digits=2))
+        cells = [_cell([r['test_accuracy'] - base[r['seed']] for r in rows
+                        if r['dataset'] == dataset and r['method'] == method
+                        and r['seed'] in base], signed=True)
+                 for method in METHODS[1:]]
         lines.append(f"| {dataset} | {' | '.join(cells)} |")
     seconds = {m: statistics.fmean(r['seconds'] for r in rows
                                    if r['method'] == m)
                for m in METHODS if any(r['method'] == m for r in rows)}
-    lines += ['', 'Mean training time per run (s): ' + ', '.join(
-        f'{m} {s:.1f}' for m, s in seconds.items()) + '.']
+    lines += ['', 'Mean training time per run (s, both datasets, with '
+              'other jobs on the machine): ' + ', '.join(
+                  f'{m} {s:.0f}' for m, s in seconds.items()) + '.']
     lines += ['', 'Machine: ' + '; '.join(machines) + '.']
     return '\n'.join(lines)
 
