@@ -29,8 +29,8 @@ ARCH_NAMES = {'gcn': 'GCN', 'gat': 'GAT', 'gatv2': 'GATv2',
 
 # distill --method: registered methods that distil a teacher into a
 # student (their one-line summaries live on the classes, methods/).
-DISTILL_METHODS = ('abkd', 'at', 'fitnet', 'g-crd', 'glnn', 'gsp', 'kd',
-                   'lsp', 'position')
+DISTILL_METHODS = ('abkd', 'adv', 'at', 'fitnet', 'g-crd', 'glnn', 'gsp',
+                   'kd', 'lsp', 'position', 'rsd')
 # cotrain --method: students teach each other, no teacher
 # (online.METHODS maps each to its registered method).
 COTRAIN_METHODS = {

@@ -5,6 +5,7 @@ import pkgutil
 
 from gnncompress.methods.base import (
     DistillMethod,
+    StudentInputs,
     canonical_name,
     hidden_layer,
     layer_pairs,
@@ -18,6 +19,6 @@ for _module in pkgutil.iter_modules(__path__):
     if _module.name != 'base':
         importlib.import_module(f'{__name__}.{_module.name}')
 
-__all__ = ['DistillMethod', 'canonical_name', 'hidden_layer', 'layer_pairs',
-           'list_methods', 'method_class', 'register_method',
-           'resolve_method']
+__all__ = ['DistillMethod', 'StudentInputs', 'canonical_name',
+           'hidden_layer', 'layer_pairs', 'list_methods', 'method_class',
+           'register_method', 'resolve_method']

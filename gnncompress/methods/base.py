@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -13,6 +14,17 @@ from gnncompress.core.graph import Graph
 from gnncompress.models import ModelOutput
 
 _REGISTRY: dict[str, type[DistillMethod]] = {}
+
+
+@dataclass(frozen=True)
+class StudentInputs:
+    """The student's input node features on one training step (``x``) and
+    its output on other features of the same shape (``rerun``: same step,
+    same graph, the student in train mode, with gradients), for a method
+    that trains on perturbed inputs (:class:`~gnncompress.methods.adv.Adv`).
+    """
+    x: Tensor
+    rerun: Callable[[Tensor], ModelOutput]
 
 
 class DistillMethod(nn.Module):
@@ -32,7 +44,11 @@ class DistillMethod(nn.Module):
     with ``batch_hiddens = 'nodes'`` those of every sampled node that the
     edges into the seeds reach (a structure over hidden features). Being a
     module, a method may own trainable parts; the engine optimises them
-    with the student and never exports them.
+    with the student and never exports them. A method that sets
+    ``reruns_student`` is handed, before each ``loss``, the step's
+    :class:`StudentInputs` through :meth:`see_inputs` (the regimes of one
+    node-classification graph provide them; the others refuse such a
+    method).
     """
     name: ClassVar[str] = ''
     requires: ClassVar[frozenset[str]] = frozenset({'logits'})
@@ -54,6 +70,11 @@ class DistillMethod(nn.Module):
         tensors, computed once per run before the student is built, so its
         input width grows by ``k``); None: ``graph.x`` alone."""
         return None
+    reruns_student: ClassVar[bool] = False
+
+    def see_inputs(self, inputs: StudentInputs) -> None:
+        """The student's inputs of the step whose ``loss`` comes next
+        (called only when ``reruns_student`` is set)."""
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from gnncompress.core.graph import Graph
-from gnncompress.methods.base import DistillMethod
+from gnncompress.methods.base import DistillMethod, StudentInputs
 from gnncompress.models import ModelOutput
 
 
@@ -16,7 +16,9 @@ class Combined(DistillMethod):
     .. math::
         \mathcal{L} = \sum_m w_m \mathcal{L}_m
 
-    Not registered under a name of its own: ``gnncompress.api.build_method``
+    The student is the one the parts are made for, when those that name
+    one agree (GLNN's MLP for ``glnn+rsd``). Not registered under a name of
+    its own: ``gnncompress.api.build_method``
     builds it from a name with ``+``.
 
     Args:
@@ -39,15 +41,22 @@ class Combined(DistillMethod):
         self.default_weight = 1.0
         self.default_label_weight = max(p.default_label_weight for p in parts)
         self.adds_inputs = any(p.adds_inputs for p in parts)
-        # A part that feeds the student features picks the student (an MLP
-        # for position features); otherwise, as before, none.
-        self.preferred_student = next(
-            (p.preferred_student for p in parts if p.adds_inputs), None)
+        self.reruns_student = any(p.reruns_student for p in parts)
+        # The student a part is made for (GLNN's MLP in glnn+rsd, the MLP
+        # that reads position features), when the parts that name one agree.
+        preferred = {p.preferred_student for p in parts} - {None}
+        self.preferred_student = preferred.pop() if len(preferred) == 1 \
+            else None
 
     def student_inputs(self, graph: Graph, seed: int) -> Tensor | None:
         columns = [c for c in (p.student_inputs(graph, seed)
                                for p in self.parts) if c is not None]
         return torch.cat(columns, 1) if columns else None
+
+    def see_inputs(self, inputs: StudentInputs) -> None:
+        for part in self.parts:
+            if part.reruns_student:
+                part.see_inputs(inputs)
 
     def prepare(self, teacher_outputs: Sequence[ModelOutput],
                 student_output: ModelOutput, graph: Graph) -> None:

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from gnncompress.core.errors import TrainingError
+from gnncompress.core.errors import GnnCompressError, TrainingError
 from gnncompress.core.graph import Graph
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput
@@ -85,6 +85,13 @@ class Regime(Protocol):
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    # Optional, for a method that sets ``reruns_student`` (adversarial
+    # features): ``student_inputs(student, step)`` gives the step's
+    # :class:`~gnncompress.methods.StudentInputs` (the student's input
+    # features and a rerun of its forward on others). The regimes of one
+    # node-classification graph have it; :func:`fit` refuses such a method
+    # under the others.
+
 
 @dataclass
 class StepLoss:
@@ -114,11 +121,26 @@ def distill_objective(regime: Regime, method: DistillMethod | None,
         terms = {name: label}
         loss = label_weight * label
         if method is not None:
+            if method.reruns_student:
+                method.see_inputs(regime.student_inputs(student, step))
             terms[method.name] = method.loss(
                 regime.teachers(step), out, regime.method_graph(step))
             loss = loss + weight * terms[method.name]
         yield StepLoss(loss, terms)
     return losses
+
+
+def check_reruns(method: DistillMethod, regime: Regime) -> None:
+    """A method that reruns the student on perturbed features needs a
+    regime that can (``student_inputs``); a one-line error otherwise."""
+    if not method.reruns_student or hasattr(regime, 'student_inputs'):
+        return
+    parts = getattr(method, 'parts', [method])
+    names = ', '.join(p.name for p in parts if p.reruns_student)
+    raise GnnCompressError(
+        f'{names} perturbs the node features of one graph: it trains on a '
+        f'node-classification graph, full-graph or with --batch-size, not '
+        f'on this dataset: drop {names} from --method')
 
 
 def progress_bar(epochs: int, desc: str, progress: bool) -> tqdm:
@@ -273,6 +295,7 @@ def fit(student: nn.Module, regime: Regime, *,
     """
     if objective is None:
         if method is not None:
+            check_reruns(method, regime)
             with torch.no_grad():
                 teachers, probe, graph = regime.probe(student.eval())
             method.prepare(teachers, probe, graph)

@@ -9,6 +9,7 @@ import torch
 from gnncompress.core.errors import GnnCompressError, UnknownMethodError
 from gnncompress.methods import (
     DistillMethod,
+    StudentInputs,
     list_methods,
     method_class,
     register_method,
@@ -105,6 +106,9 @@ def test_loss_is_differentiable_scalar(name, prepared, tiny_graph):
     student_out = run_model(student, tiny_graph.x, tiny_graph.edge_index)
     if prepared:
         method.prepare([teacher_out], student_out, tiny_graph)
+    if method.reruns_student:  # as the loop hands them (adv)
+        method.see_inputs(StudentInputs(tiny_graph.x, lambda x: run_model(
+            student, x, tiny_graph.edge_index)))
 
     loss = method.loss([teacher_out], student_out, tiny_graph)
 

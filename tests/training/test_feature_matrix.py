@@ -53,7 +53,10 @@ METHODS = (*DISTILL_METHODS, 'kd+lsp', 'kd+fitnet', 'glnn+position')
 # with batch norm and sampled negatives, ABKD's projections) and a sum.
 # (Every method resumed bit-identical in every regime when this was
 # written; the others are left out to keep the file quick.)
-RESUMED = ('kd', 'fitnet', 'g-crd', 'abkd', 'kd+lsp', 'glnn+position')
+# NOSMOG's additions too: RSD's map and random blocks, adv's random
+# start and extra forwards, and the position features' columns.
+RESUMED = ('kd', 'fitnet', 'g-crd', 'abkd', 'kd+lsp', 'glnn+position', 'rsd',
+           'adv')
 
 
 @pytest.fixture(autouse=True)
@@ -136,10 +139,14 @@ def _hidden_refusal(method: str) -> str:
 
 
 # (method, regime): the exact one-line refusal.
+# adv reruns the student on perturbed features of one graph.
+ADV_REFUSAL = ('adv perturbs the node features of one graph: it trains on a '
+               'node-classification graph, full-graph or with --batch-size, '
+               'not on this dataset: drop adv from --method')
 REFUSED = {
     **{(m, 'graphs'): _hidden_refusal(m)
        for m in METHODS if m not in ('kd', 'glnn', 'position',
-                                     'glnn+position')},
+                                     'glnn+position', 'adv')},
     **{(m, 'graphs'):
        "A graph-classification student pools message-passing layers (gcn, "
        f"gat, gatv2, sage, gin); 'mlp' (the student {m} prefers) has none: "
@@ -157,6 +164,7 @@ REFUSED = {
     ('glnn+position', 'inductive'):
         "'glnn+position' is for one node-classification graph; list holds "
         'several graphs: drop it from --method',
+    **{('adv', r): ADV_REFUSAL for r in ('graphs', 'inductive', 'clouds')},
     ('lsp+at', 'sampled'):
         "Method 'lsp+at' cannot train on sampled subgraphs: lsp compares the "
         'features of every sampled node, at those of the seeds alone: run '

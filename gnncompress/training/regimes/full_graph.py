@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gnncompress.core.graph import Graph
+from gnncompress.methods import StudentInputs
 from gnncompress.models import ModelOutput, run_model
 from gnncompress.training.regimes.scoring import WholeScoring
 
@@ -35,6 +36,11 @@ class FullGraph(WholeScoring):
 
     def forward(self, student: nn.Module, step: Graph) -> ModelOutput:
         return run_model(student, step.x, step.edge_index)
+
+    def student_inputs(self, student: nn.Module, step: Graph
+                       ) -> StudentInputs:
+        return StudentInputs(step.x, lambda x: run_model(student, x,
+                                                         step.edge_index))
 
     def label_loss(self, out: ModelOutput, step: Graph) -> tuple[str, Tensor]:
         mask = step.train_mask

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from gnncompress.core.errors import GnnCompressError
 from gnncompress.core.graph import Graph
 from gnncompress.core.metrics import accuracy
-from gnncompress.methods import DistillMethod
+from gnncompress.methods import DistillMethod, StudentInputs
 from gnncompress.models import ModelOutput, run_model
 from gnncompress.training import ranks as process_ranks
 from gnncompress.training.regimes.scoring import candidate_accuracy
@@ -229,7 +229,19 @@ class SampledSubgraphs:
         return batch.hop_nodes[1] if self.trim else None
 
     def forward(self, student: nn.Module, step: Batch) -> ModelOutput:
-        x = self.graph.x[step.n_id].to(self.device)
+        return self._forward(student, step, self._inputs(step))
+
+    def student_inputs(self, student: nn.Module, step: Batch
+                       ) -> StudentInputs:
+        return StudentInputs(self._inputs(step),
+                             lambda x: self._forward(student, step, x))
+
+    def _inputs(self, step: Batch) -> Tensor:
+        """The features of the batch's sampled nodes, seeds first."""
+        return self.graph.x[step.n_id].to(self.device)
+
+    def _forward(self, student: nn.Module, step: Batch,
+                 x: Tensor) -> ModelOutput:
         edge_index = step.edge_index.to(self.device)
         out = trimmed_output(student, x, edge_index, step) if self.trim \
             else run_model(student, x, edge_index)
