@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
+import json
 import statistics
 import sys
 import time
@@ -40,23 +42,38 @@ from common import RESULTS, SHARED, read_rows
 
 from gnncompress import api
 from gnncompress.checkpoints.teachers import load_checkpoint
+from gnncompress.methods.base import method_class
 from gnncompress.models import build_model, count_parameters
 from gnncompress.training.train import fit, forward_frozen
 from gnncompress.workflows.students import with_student_inputs
 
 OUT = RESULTS / 'nosmog'
 DEFAULT_TEACHERS = Path('/tmp/gnncompress-nosmog-teachers')
-DATASETS = ['Cora', 'CiteSeer']
+DATASETS = ['Cora', 'CiteSeer', 'PubMed', 'Computers', 'Photo']
 # The methods compared; the last is NOSMOG's three additions together.
 METHODS = ['glnn', 'glnn+rsd', 'glnn+adv', 'glnn+rsd+adv', 'glnn+position',
            'glnn+rsd+adv+position']
-# NOSMOG's MLP student per dataset (tran.conf.yaml of its public code, the
-# same as GLNN's): lr, weight decay, dropout, and its adv epsilon. Its rsd
-# weight is 0.1 on both, adv's 0.1 everywhere (the methods' defaults).
+# NOSMOG's MLP student per dataset (tran.conf.yaml of its public code: the
+# student's lr, weight decay and dropout are GLNN's), its adv epsilon, its
+# rsd weight (feat_distill_weight) and its DeepWalk settings (walk length,
+# walks per node, window, skip-gram epochs, dimensions). adv's weight is
+# 0.1 everywhere (the method's default).
 STUDENT = {
-    'Cora': dict(lr=0.01, weight_decay=0.005, dropout=0.6, epsilon=0.04),
+    'Cora': dict(lr=0.01, weight_decay=0.005, dropout=0.6, epsilon=0.04,
+                 rsd=0.1, walk_length=50, walks_per_node=5, window=5,
+                 walk_epochs=1, dim=64),
     'CiteSeer': dict(lr=0.01, weight_decay=0.001, dropout=0.1,
-                     epsilon=0.045),
+                     epsilon=0.045, rsd=0.1, walk_length=50,
+                     walks_per_node=3, window=5, walk_epochs=5, dim=16),
+    'PubMed': dict(lr=0.005, weight_decay=0.001, dropout=0.4, epsilon=0.005,
+                   rsd=0.9, walk_length=50, walks_per_node=1, window=5,
+                   walk_epochs=3, dim=16),
+    'Computers': dict(lr=0.003, weight_decay=0.005, dropout=0.1,
+                      epsilon=0.07, rsd=1e-9, walk_length=70,
+                      walks_per_node=1, window=5, walk_epochs=1, dim=64),
+    'Photo': dict(lr=0.001, weight_decay=0.001, dropout=0.1, epsilon=0.1,
+                  rsd=1e-9, walk_length=30, walks_per_node=1, window=5,
+                  walk_epochs=1, dim=64),
 }
 HIDDEN, LAYERS, EPOCHS, PATIENCE = 128, 2, 200, 50
 # Published test accuracy (%), transductive, SAGE teacher: NOSMOG (Tian et
@@ -64,7 +81,8 @@ HIDDEN, LAYERS, EPOCHS, PATIENCE = 128, 2, 200, 50
 # 2022).
 NOSMOG = {'Cora': 83.04, 'CiteSeer': 73.78, 'PubMed': 77.34,
           'Computers': 84.04, 'Photo': 93.36}
-GLNN = {'Cora': 80.64, 'CiteSeer': 70.49}
+GLNN = {'Cora': 80.64, 'CiteSeer': 70.49, 'PubMed': 75.56,
+        'Computers': 82.82, 'Photo': 90.85}
 
 
 def teacher_file(folder: Path, dataset: str, seed: int) -> Path:
@@ -81,11 +99,55 @@ def teacher_file(folder: Path, dataset: str, seed: int) -> Path:
     return path
 
 
-def options(method: str, dataset: str) -> dict:
+def split_label(label: str) -> tuple[str, float | None]:
+    """``'glnn+position@T0.1'`` -> ``('glnn+position', 0.1)``: a label may
+    name glnn's temperature after ``@T`` (default: GLNN's 1)."""
+    method, _, temperature = label.partition('@T')
+    return method, float(temperature) if temperature else None
+
+
+def options(label: str, dataset: str) -> dict:
+    """NOSMOG's settings for the parts of the method that ``label`` names
+    (a.key for a part of a sum, plain keys for a method alone), and the
+    label's glnn temperature."""
+    method, temperature = split_label(label)
+    settings = STUDENT[dataset]
     parts = method.split('+')
-    return {'adv.epsilon': STUDENT[dataset]['epsilon']} \
-        if 'adv' in parts and len(parts) > 1 else \
-        {'epsilon': STUDENT[dataset]['epsilon']} if parts == ['adv'] else {}
+    own = {'adv': {'epsilon': settings['epsilon']},
+           'rsd': {'weight': settings['rsd']},
+           'position': {key: settings[key if key != 'epochs'
+                                      else 'walk_epochs']
+                        for key in ('dim', 'walk_length', 'walks_per_node',
+                                    'window', 'epochs')},
+           'glnn': {} if temperature is None else
+           {'temperature': temperature}}
+    if len(parts) == 1:
+        return {k: v for k, v in own.get(method, {}).items()
+                if k != 'weight'}
+    return {f'{part}.{key}': value for part in parts
+            for key, value in own.get(part, {}).items()}
+
+
+def _set_apart(method: str, opts: dict) -> dict:
+    """The options that differ from the methods' defaults: two runs with
+    the same such options ran the same settings."""
+    out = {}
+    for key, value in opts.items():
+        part, name = key.split('.', 1) if '.' in key else \
+            (split_label(method)[0], key)
+        cls = method_class(part)
+        default = cls.default_weight if name == 'weight' else \
+            inspect.signature(cls.__init__).parameters[name].default
+        if value != default:
+            out[key] = value
+    return out
+
+
+def stale(row: dict, method: str, dataset: str) -> bool:
+    """A stored run whose method settings are not the ones this script now
+    gives (e.g. NOSMOG's DeepWalk settings per dataset) is run again."""
+    return _set_apart(method, row.get('options', {})) != \
+        _set_apart(method, options(method, dataset))
 
 
 def run(dataset: str, method: str, seed: int, folder: Path) -> dict:
@@ -94,7 +156,8 @@ def run(dataset: str, method: str, seed: int, folder: Path) -> dict:
     graph = api.resolve_data(dataset, str(SHARED), ckpt, seed)
     teacher_out = forward_frozen(ckpt.build(), graph)
     settings = STUDENT[dataset]
-    distiller = api.build_method(method, options(method, dataset))
+    distiller = api.build_method(split_label(method)[0],
+                                 options(method, dataset))
     start = time.perf_counter()
     # The student's graph: x, then the columns a method adds (position
     # features, computed once with the run's seed), as distill does.
@@ -138,7 +201,8 @@ def collect(datasets: list[str], methods: list[str], seeds: list[int],
         for dataset in datasets:
             for method in methods:
                 path = OUT / f'{dataset}-{method}-seed{seed}.json'
-                if path.exists():
+                if path.exists() and not stale(json.loads(path.read_text()),
+                                               method, dataset):
                     continue
                 row = run(dataset, method, seed, folder)
                 common.write_json(path, row)
@@ -160,40 +224,55 @@ def _cell(values: list[float], signed: bool = False) -> str:
     return f'{text} ({len(values)})'
 
 
+def _settings_text() -> str:
+    """STUDENT as one line per dataset, for the report's prose."""
+    return '; '.join(
+        f"{d}: lr {v['lr']}, weight decay {v['weight_decay']}, dropout "
+        f"{v['dropout']}, adv epsilon {v['epsilon']}, rsd weight {v['rsd']}, "
+        f"walks {v['walks_per_node']} x {v['walk_length']}, window "
+        f"{v['window']}, {v['walk_epochs']} skip-gram epoch(s), "
+        f"{v['dim']} dims" for d, v in STUDENT.items())
+
+
 def report() -> str:
     rows = read_rows(OUT)
     machines = sorted({r['machine'] for r in rows})
+    # The fixed methods, then any extra labels run (e.g. glnn@T0.1).
+    extra = sorted({r['method'] for r in rows} - set(METHODS))
+    labels = METHODS + extra
     lines = [
         "NOSMOG's additions to GLNN (Tian et al., ICLR 2023) in GLNN's "
         'setting: SAGE teacher by benchmarks/teachers.py\'s recipe, MLP '
-        'student 2 x 128 with NOSMOG\'s settings per dataset (Cora: lr '
-        '0.01, weight decay 5e-3, dropout 0.6, adv epsilon 0.04; CiteSeer: '
-        'lr 0.01, weight decay 1e-3, dropout 0.1, epsilon 0.045), KL to the '
-        'teacher on all nodes and no label loss, rsd and adv weight 0.1, at '
-        'most 200 epochs, patience 50. Test accuracy (%), mean ± std over '
+        'student 2 x 128 with NOSMOG\'s settings per dataset (from the '
+        'tran.conf.yaml of its public code; ' + _settings_text() + '), KL '
+        'to the teacher on all nodes and no label loss, adv weight 0.1, at '
+        'most 200 epochs, patience 50. A label `@T<t>` runs glnn at '
+        'temperature t (default 1). Test accuracy (%), mean ± std over '
         'seeds (in brackets: how many; each seed its own split and '
         'teacher). Published: the SAGE teacher in GLNN (Zhang et al., ICLR '
         '2022) and NOSMOG (Table 1, transductive: glnn+rsd+adv+position). '
         'The times include computing the position features. Command: '
-        '`nice -n 10 python benchmarks/nosmog.py`.', '',
+        '`nice -n 10 python benchmarks/nosmog.py` (add `--datasets PubMed '
+        '--methods glnn@T0.1 glnn+position@T0.1` for the temperature '
+        'runs).', '',
         '| dataset | teacher | published teacher (GLNN) | ' +
-        ' | '.join(METHODS) + ' | published NOSMOG |',
-        '|---|---|---|' + '---|' * len(METHODS) + '---|']
+        ' | '.join(labels) + ' | published NOSMOG |',
+        '|---|---|---|' + '---|' * len(labels) + '---|']
     for dataset in DATASETS:
         mine = [r for r in rows if r['dataset'] == dataset]
         if not mine:
             continue
         teacher = {r['seed']: r['teacher_test_accuracy'] for r in mine}
         cells = [_cell([r['test_accuracy'] for r in mine
-                        if r['method'] == method]) for method in METHODS]
+                        if r['method'] == method]) for method in labels]
         lines.append(
             f"| {dataset} | {_cell(list(teacher.values()))} | "
             f"{GLNN[dataset]:.2f} | {' | '.join(cells)} | "
             f"{NOSMOG[dataset]:.2f} |")
     lines += ['', 'Against glnn on the same seeds (points, mean ± std of '
               'the per-seed differences):', '',
-              '| dataset | ' + ' | '.join(METHODS[1:]) + ' |',
-              '|---|' + '---|' * (len(METHODS) - 1)]
+              '| dataset | ' + ' | '.join(labels[1:]) + ' |',
+              '|---|' + '---|' * (len(labels) - 1)]
     for dataset in DATASETS:
         base = {r['seed']: r['test_accuracy'] for r in rows
                 if r['dataset'] == dataset and r['method'] == 'glnn'}
@@ -202,12 +281,12 @@ def report() -> str:
         cells = [_cell([r['test_accuracy'] - base[r['seed']] for r in rows
                         if r['dataset'] == dataset and r['method'] == method
                         and r['seed'] in base], signed=True)
-                 for method in METHODS[1:]]
+                 for method in labels[1:]]
         lines.append(f"| {dataset} | {' | '.join(cells)} |")
     seconds = {m: statistics.fmean(r['seconds'] for r in rows
                                    if r['method'] == m)
-               for m in METHODS if any(r['method'] == m for r in rows)}
-    lines += ['', 'Mean training time per run (s, both datasets, with '
+               for m in labels if any(r['method'] == m for r in rows)}
+    lines += ['', 'Mean training time per run (s, all datasets run, with '
               'other jobs on the machine): ' + ', '.join(
                   f'{m} {s:.0f}' for m, s in seconds.items()) + '.']
     lines += ['', 'Machine: ' + '; '.join(machines) + '.']

@@ -70,6 +70,7 @@ from gnncompress.workflows.runs import (
 from gnncompress.workflows.settings import DistillSettings
 from gnncompress.workflows.students import (
     build_method,
+    flat_teacher_note,
     minibatch_options,
     student_spec,
     with_student_inputs,
@@ -318,6 +319,8 @@ def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
         teacher_model = ckpt.build().to(dev)
         teacher_out = forward_frozen(teacher_model, g)  # once for the run
         teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
+        flat_note = flat_teacher_note(teacher_out.logits,
+                                      getattr(g, 'multilabel', False))
     train_args = dict(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
                       patience=t.patience, progress=t.progress,
                       batch_size=per_step)
@@ -367,7 +370,8 @@ def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
         training=describe_training(result, epochs=t.epochs, lr=t.lr,
                                    weight_decay=t.weight_decay,
                                    patience=t.patience, **ranks.described()),
-        notes=[n for n in (feature_note, choice and choice.note()) if n],
+        notes=[n for n in (feature_note, choice and choice.note(),
+                           flat_note) if n],
         dev=dev, auto=choice)
 
 

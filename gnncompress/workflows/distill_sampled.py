@@ -153,6 +153,7 @@ def distill(settings: Any, *, teacher: Path, ckpt: Any, graph: Graph,
         trained_alone,
     )
     from gnncompress.workflows.runs import kept_on_failure, seed_everything
+    from gnncompress.workflows.students import flat_teacher_note
 
     t, batch_size = settings.training, settings.batching.batch_size
     ranks = process_ranks.current()
@@ -204,4 +205,5 @@ def distill(settings: Any, *, teacher: Path, ckpt: Any, graph: Graph,
             result, epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
             patience=t.patience, batch_size=batch_size, fanout=list(fanout),
             **ranks.described()),
-        notes=[note], dev=dev)
+        notes=[n for n in (note, flat_teacher_note(cached.logits)) if n],
+        dev=dev)

@@ -184,3 +184,30 @@ def minibatch_options(distiller: DistillMethod, batch_size: int | None,
     from gnncompress.workflows.distill_sampled import check_minibatch
 
     return check_minibatch(distiller, batch_size, fanout, layers)[1]
+
+
+# A teacher whose mean top class probability is within this fraction of
+# the way from uniform (1 / C) to certain (1) is "flat".
+FLAT_FRACTION = 0.2
+
+
+def flat_teacher_note(logits: Tensor, multilabel: bool = False
+                      ) -> str | None:
+    """A note for the report when the teacher's soft labels are nearly
+    uniform, else None: soft-label losses (KD, GLNN, adv) then teach the
+    student little, and weight decay can pull it below the student alone
+    (GLNN's PubMed setting: docs/BENCHMARKS.md, NOSMOG section). Rows are
+    read in blocks, so memory stays that of one block of the logits."""
+    classes = logits.size(-1)
+    if multilabel or classes < 2 or logits.size(0) == 0:
+        return None
+    top = sum(float(block.float().softmax(-1).amax(-1).sum())
+              for block in logits.split(65536)) / logits.size(0)
+    uniform = 1.0 / classes
+    if top >= uniform + FLAT_FRACTION * (1.0 - uniform):
+        return None
+    return (f"the teacher's outputs are nearly flat (mean top class "
+            f"probability {top:.2f} over {classes} classes; uniform is "
+            f"{uniform:.2f}): soft-label losses (kd, glnn) carry little "
+            f"signal from them. A temperature below 1 sharpens them: "
+            f"-o temperature=0.1")
