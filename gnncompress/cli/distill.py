@@ -111,11 +111,13 @@ def distill(
         "or a saved torch_geometric Data file; default: the one on the "
         "teacher's card.")] = None,
     data_root: DataRootOpt = None,
-    method: Annotated[str, typer.Option(
+    method: Annotated[Optional[str], typer.Option(
         help=f"Distillation method: {listed(DISTILL_METHODS)}, or several "
         "joined by '+', e.g. kd+lsp (see --list-methods); auto tries "
         "kd, at, gsp, fitnet and the student alone within --budget-s and "
-        "keeps the best on validation.")] = 'kd',
+        "keeps the best on validation. Default: auto; kd where auto cannot "
+        "run (--batch-size, --nproc, checkpoints, point clouds) or with "
+        "-o, --weight or --label-weight, which the report notes.")] = None,
     option: Annotated[Optional[list[str]], typer.Option(
         '--option', '-o', metavar='KEY=VALUE',
         help='Method option KEY=VALUE, e.g. -o kernel=poly '

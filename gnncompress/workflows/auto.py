@@ -126,7 +126,8 @@ def refuse_for_auto(*, budget_s: float | None, **given: Any) -> None:
                 f'now: drop {flag}, or pick a method, e.g. --method kd')
     for key, flag in (('method_options', '-o'), ('weight', '--weight'),
                       ('label_weight', '--label-weight')):
-        if given.get(key):
+        value = given.get(key)
+        if value or (key != 'method_options' and value is not None):
             raise GnnCompressError(
                 f'{flag} sets one method, and --method auto tries several '
                 f'with their defaults: drop {flag}, or pick that method')
@@ -152,3 +153,37 @@ def train_candidate(name: str, spec: Any, graph: Any, teacher_out: Any,
                      label_weight=method.default_label_weight,
                      desc=f'auto: {name}', score_test=False, **train_args)
     return model, result
+
+
+# distill with no --method: auto where it can run, else kd (the default
+# before auto), and why, for the report's notes.
+FALLBACK = 'kd'
+
+
+def default_method(given: dict[str, Any], *, torchrun: bool = False,
+                   point_cloud: bool = False) -> tuple[str, str | None]:
+    """``distill``'s method when none is named: ``('auto', None)``, or
+    ``('kd', why)`` where auto cannot run (several processes, sampled
+    subgraphs, training checkpoints, point clouds) or where one method's
+    options are given (-o, --weight, --label-weight: they were kd's when
+    kd was the default). ``given``: the run's settings by flat name."""
+    why = None
+    if given.get('nproc') is not None or torchrun:
+        why = 'trains in one process'
+    elif given.get('batch_size') is not None or \
+            given.get('fanout') is not None:
+        why = 'trains full-graph (no --batch-size or --fanout)'
+    elif given.get('checkpoint_every') is not None or \
+            given.get('resume') is not None:
+        why = 'keeps no training checkpoints (no --checkpoint-every or ' \
+              '--resume)'
+    elif point_cloud:
+        why = 'does not train point clouds yet'
+    elif given.get('method_options') or given.get('weight') is not None \
+            or given.get('label_weight') is not None:
+        why = 'tries several methods at their defaults, and -o, --weight ' \
+              'and --label-weight set one'
+    if why is None:
+        return 'auto', None
+    return FALLBACK, (f"distill's default method, auto, {why}: this run "
+                      f'used {FALLBACK}; name one with --method')

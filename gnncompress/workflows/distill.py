@@ -35,6 +35,7 @@ from gnncompress.training.train import fit, forward_frozen, test_score
 from gnncompress.workflows.auto import (
     ALONE,
     choose,
+    default_method,
     refuse_for_auto,
     train_candidate,
 )
@@ -129,6 +130,12 @@ def distill(teacher: str | Path | torch.nn.Module | DistillSettings,
     in all (at least 5 timed runs each); ``latency=False`` leaves them out.
     ``report.timings`` says where the run's wall time went.
 
+    With no ``method`` (None), ``auto`` runs where it can, and ``kd``
+    where it cannot (several processes, sampled subgraphs, training
+    checkpoints, point clouds) or where one method's options are given;
+    the report's notes say why (:func:`~gnncompress.workflows.auto.
+    default_method`).
+
     ``method='auto'`` trains the candidates of
     :mod:`gnncompress.workflows.auto` (each with its default weights, the
     student alone among them) within ``budget_s`` seconds (default about
@@ -153,6 +160,11 @@ def run_distill(settings: DistillSettings) -> Report | None:
     or full graphs."""
     s, batching = settings, settings.batching
     teacher = s.teacher
+    method_note = None
+    if s.method is None:  # auto where it can run, else kd (and why)
+        method, method_note = default_method(s.options(),
+                                             torchrun=under_torchrun())
+        s = s.with_options(method=method)
     if isinstance(teacher, torch.nn.Module) or s.teacher_class is not None:
         if batching.nproc is not None or batching.batch_size is not None \
                 or batching.fanout is not None or under_torchrun():
@@ -187,6 +199,17 @@ def run_distill(settings: DistillSettings) -> Report | None:
         module = user_teacher(teacher, s.teacher_class, s.teacher_args)
     teacher = Path(teacher) if not isinstance(teacher, torch.nn.Module) \
         else MODULE_PATH
+    with phase('load'):
+        ckpt = module_checkpoint(module, s.overrides, teacher) \
+            if module is not None \
+            else load_checkpoint(teacher, s.overrides)
+    if auto and method_note is None and ckpt.spec.arch == 'dgcnn' \
+            and settings.method is None:
+        auto = False
+        method, method_note = default_method({}, point_cloud=True)
+        s = s.with_options(method=method)
+    if method_note is not None:
+        ckpt.notes['method'] = method_note
     distiller = build_method('kd' if auto else s.method, s.method_options)
     requested_student = s.model.student
     student = requested_student or distiller.preferred_student or 'gcn'
@@ -199,10 +222,6 @@ def run_distill(settings: DistillSettings) -> Report | None:
     dev = resolve_device(s.device)
     check_writable(out)
     outputs.claim(out, run_inputs(teacher, card_path(teacher), s.data))
-    with phase('load'):
-        ckpt = module_checkpoint(module, s.overrides, teacher) \
-            if module is not None \
-            else load_checkpoint(teacher, s.overrides)
     # What identifies the run in a training checkpoint, beside the data and
     # the student.
     identity = dict(teacher=str(teacher.resolve()),

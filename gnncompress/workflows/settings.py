@@ -260,7 +260,7 @@ class DistillSettings(CommandSettings):
     teacher: str | Path | Any = None
     data: str | Path | None = None
     data_root: str | Path | None = None
-    method: str = 'kd'
+    method: str | None = None
     method_options: dict[str, Any] | None = None
     weight: float | None = None
     label_weight: float | None = None

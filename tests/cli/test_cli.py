@@ -34,8 +34,8 @@ def distilled(tmp_path_factory):
         # its shape and keep the suite fast.
         quick_latency(mp, warmup=1, repeat=2)
         result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER),
-                                     '--epochs', '3', '--out', str(out),
-                                     '--no-progress'])
+                                     '--method', 'kd', '--epochs', '3',
+                                     '--out', str(out), '--no-progress'])
     return result, out
 
 

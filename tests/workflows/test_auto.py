@@ -136,4 +136,5 @@ def test_auto_refuses_what_it_cannot_take(tmp_path, args, message):
 def test_budget_needs_auto(tmp_path):
     with pytest.raises(GnnCompressError, match='--budget-s is the time '
                                                'budget of --method auto'):
-        api.distill(SAMPLE_TEACHER, budget_s=10, out=tmp_path / 'o')
+        api.distill(SAMPLE_TEACHER, method='kd', budget_s=10,
+                    out=tmp_path / 'o')

@@ -107,8 +107,9 @@ def test_distilled_student_is_exported_when_not_worse(tmp_path, trained):
     out = tmp_path / 'run'
 
     report = gnncompress.api.distill(
-        SAMPLE_TEACHER, data='Cora', data_root=SAMPLES, epochs=2, hidden=8,
-        baseline=True, latency=False, progress=False, out=out)
+        SAMPLE_TEACHER, data='Cora', data_root=SAMPLES, method='kd',
+        epochs=2, hidden=8, baseline=True, latency=False, progress=False,
+        out=out)
 
     assert report.exported['model'] == 'distilled'
     assert report.exported['reason'].startswith('the distilled student (')
