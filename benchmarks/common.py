@@ -153,6 +153,17 @@ def publish(path: Path, marker: str,
     update_doc(marker, body)
 
 
+def publish_folder(folder: Path, marker: str,
+                   render: Callable[[], str]) -> None:
+    """Render the result files of ``folder`` into the ``marker`` section
+    of docs/BENCHMARKS.md (and the terminal)."""
+    if not folder.is_dir():
+        sys.exit(f'{folder} missing: run without --report first')
+    body = render()
+    print(body)
+    update_doc(marker, body)
+
+
 def parse_seeds(text: str) -> list[int]:
     if '-' in text:
         a, b = text.split('-')

@@ -8,8 +8,10 @@ with a hard budget), after a dry run on the CPU:
 
 It runs, each step as the user would run it and under its own time limit:
 
-1. the test suite with CUDA visible (tests that pass no ``--device`` take
-   the GPU when there is one), with pytest-xdist when it is installed;
+1. the test suite with CUDA visible and GNNCOMPRESS_TEST_DEVICE=cuda: the
+   tests marked ``cuda`` run on the GPU, those marked ``cpu_only`` on the
+   CPU, and the rest take ``--device auto``'s choice (the GPU); with
+   pytest-xdist when it is installed;
 2. ``distill`` with every distill method on the bundled Cora sample;
 3. Physics (when ``--data-root`` holds it): a GCN teacher, then ``distill``
    on the full graph and with ``--batch-size 4096``;
@@ -196,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd += ['-n', str(min(14, os.cpu_count() or 1))]
         except ImportError:
             pass
-        env = {} if dev == 'cuda' else {'CUDA_VISIBLE_DEVICES': ''}
+        # The tests marked `cuda` run on the GPU; those marked `cpu_only`
+        # stay on the CPU; the rest take --device auto's choice.
+        env = {'GNNCOMPRESS_TEST_DEVICE': 'cuda'} if dev == 'cuda' else \
+            {'CUDA_VISIBLE_DEVICES': '', 'GNNCOMPRESS_TEST_DEVICE': 'cpu'}
         runner.run('test suite', cmd, 300, env=env)
 
     for method in DISTILL_METHODS:

@@ -31,7 +31,6 @@ import dataclasses
 import inspect
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -308,11 +307,7 @@ def main() -> None:
         torch.set_num_threads(1)
         collect(args.datasets, args.methods,
                 common.parse_seeds(args.seeds), args.teachers)
-    if not OUT.is_dir():
-        sys.exit(f'{OUT} missing: run without --report first')
-    body = report()
-    print(body)
-    common.update_doc('nosmog', body)
+    common.publish_folder(OUT, 'nosmog', report)
 
 
 if __name__ == '__main__':

@@ -1,8 +1,10 @@
-"""Shared fixtures: tiny literal graphs, the bundled Cora sample and quick
-latency figures."""
+"""Shared fixtures: tiny literal graphs, the bundled Cora sample, quick
+latency figures, and the device a test runs on (markers ``cuda`` and
+``cpu_only``, pyproject.toml)."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,29 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / 'samples'
 SAMPLE_TEACHER = SAMPLES / 'cora_gat.pt'
 SHARED_DATASETS = ROOT.parent / 'shared' / 'datasets'
+# The device of the tests marked `cuda` (benchmarks/gpu_check.py: cuda).
+TEST_DEVICE = os.environ.get('GNNCOMPRESS_TEST_DEVICE', 'cpu')
+if TEST_DEVICE not in ('cpu', 'cuda'):
+    raise pytest.UsageError(f'GNNCOMPRESS_TEST_DEVICE must be cpu or cuda, '
+                            f'not {TEST_DEVICE!r}')
+
+
+@pytest.fixture
+def device() -> str:
+    """The device of a test marked ``cuda``: GNNCOMPRESS_TEST_DEVICE
+    (default cpu); skipped where it names cuda and none is visible."""
+    if TEST_DEVICE == 'cuda' and not torch.cuda.is_available():
+        pytest.skip('GNNCOMPRESS_TEST_DEVICE=cuda but no CUDA device')
+    return TEST_DEVICE
+
+
+@pytest.fixture(autouse=True)
+def _cpu_only(request: pytest.FixtureRequest,
+              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside a test marked ``cpu_only``, CUDA is not available, so the
+    tool's ``--device auto`` (the default) resolves to the CPU."""
+    if request.node.get_closest_marker('cpu_only') is not None:
+        monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
 
 
 def quick_latency(mp: pytest.MonkeyPatch, warmup: int = 0,

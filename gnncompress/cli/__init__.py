@@ -1,5 +1,13 @@
 """The command line: parse options, call one API function, print."""
 import importlib
+import os
+
+# OpenMP's worker threads spin between parallel regions unless told to
+# sleep. On a small or busy machine the spinning takes the cores the work
+# needs: the Cora quick start's wall time fell to about a third with
+# PASSIVE on 2 shared cores (docs/BENCHMARKS.md, "Command overhead"). It
+# must be set before torch loads OpenMP; a user's own setting wins.
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 from gnncompress.cli.common import api, app
 

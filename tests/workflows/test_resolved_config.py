@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
 from conftest import SAMPLE_TEACHER, SAMPLES
 from typer.testing import CliRunner
 
@@ -72,6 +73,7 @@ def test_amalgamate_explicit_data_uses_the_cards_root():
     assert [t.graph.num_nodes for t in tasks] == [2708, 2708]
 
 
+@pytest.mark.cpu_only  # asserts the CPU is the device
 def test_cotrain_config_records_root_weight_device_and_out(
         tmp_path, monkeypatch):
     cache = tmp_path / 'cache'
@@ -92,6 +94,7 @@ def test_cotrain_config_records_root_weight_device_and_out(
     assert config['patience'] is None  # run every epoch
 
 
+@pytest.mark.cpu_only  # asserts the CPU is the device
 def test_point_cloud_distill_config_records_the_student(clouds_file,  # noqa: F811
                                                         tmp_path):
     from gnncompress.api import train_teacher

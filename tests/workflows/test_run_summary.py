@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from conftest import SAMPLE_TEACHER, SAMPLES
 from typer.testing import CliRunner
 
@@ -21,6 +22,7 @@ def test_explicit_data_named_on_the_card_uses_the_cards_root():
     assert card_data_root('Cora', '/elsewhere', ckpt) == '/elsewhere'
 
 
+@pytest.mark.cpu_only  # asserts the CPU is the device
 def test_distill_ends_with_a_summary_and_a_resolved_config(tmp_path,
                                                            fast_latency):
     # GNNCOMPRESS_CACHE is an empty temporary folder (conftest): Cora is
