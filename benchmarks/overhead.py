@@ -11,10 +11,15 @@ export, check, measure); the overhead is the wall time less the training.
 
     python benchmarks/overhead.py                  # Cora quick start, 3 pairs
     python benchmarks/overhead.py --physics        # also Physics (shared data)
+    python benchmarks/overhead.py --load 2         # beside 2 busy processes
     python benchmarks/overhead.py --report         # rewrite the docs section
 
-One result file per dataset x pair (results/overhead/), skipped when
-present: the run resumes.
+``--load N`` starts N processes that only spin for the length of the
+timed runs: a machine shared with other jobs, as CI machines and this
+project's benchmark machine often are.
+
+One result file per dataset x load x pair (results/overhead/), skipped
+when present: the run resumes.
 """
 from __future__ import annotations
 
@@ -79,21 +84,32 @@ def one_run(dataset: str, policy: str) -> dict:
             'overhead_s': round(wall - timings.get('train', 0.0), 3)}
 
 
-def collect(datasets: list[str], pairs: int) -> None:
+SPIN = 'while True: pass'
+
+
+def collect(datasets: list[str], pairs: int, load: int) -> None:
     for dataset in datasets:
         if dataset == 'Physics':
             ensure_physics_teacher()
         for pair in range(pairs):
-            path = OUT / f'{dataset}-pair{pair}.json'
+            path = OUT / f'{dataset}-load{load}-pair{pair}.json'
             if path.exists():
                 continue
             order = POLICIES if pair % 2 == 0 else POLICIES[::-1]
-            runs = {p: one_run(dataset, p) for p in order}
+            spinners = [subprocess.Popen([sys.executable, '-c', SPIN])
+                        for _ in range(load)]
+            try:
+                runs = {p: one_run(dataset, p) for p in order}
+            finally:
+                for proc in spinners:
+                    proc.kill()
+                    proc.wait()
             common.write_json(path, {
-                'dataset': dataset, 'pair': pair, 'order': list(order),
-                'runs': runs, 'machine': common.machine()})
-            print(dataset, pair, {p: r['wall_s'] for p, r in runs.items()},
-                  flush=True)
+                'dataset': dataset, 'load': load, 'pair': pair,
+                'order': list(order), 'runs': runs,
+                'machine': common.machine()})
+            print(dataset, load, pair,
+                  {p: r['wall_s'] for p, r in runs.items()}, flush=True)
 
 
 def _median(values: list[float]) -> str:
@@ -112,30 +128,36 @@ def report() -> str:
         'pair by pair (median, min-max), the two runs of a pair back to '
         'back in alternating order. Cora: the README\'s quick start as '
         'written; Physics: a GCN 2 x 128 teacher from `train-teacher`, distill '
-        'with the defaults. Command: `python benchmarks/overhead.py '
-        '--physics`.', '',
-        '| dataset | policy | pairs | wall | overhead | ' +
+        'with the defaults. "Busy processes": that many processes spinning '
+        'beside the runs (a shared machine). Commands: `python '
+        'benchmarks/overhead.py --physics` and `python '
+        'benchmarks/overhead.py --load 2`.', '',
+        '| dataset | busy processes | policy | pairs | wall | overhead | ' +
         ' | '.join(phases) + ' |',
-        '|---|---|---|---|---|' + '---|' * len(phases)]
+        '|---|---|---|---|---|---|' + '---|' * len(phases)]
     ratios = []
     for dataset in ('Cora', 'Physics'):
-        mine = [r for r in rows if r['dataset'] == dataset]
-        if not mine:
-            continue
-        for policy in POLICIES:
-            runs = [r['runs'][policy] for r in mine]
-            cells = [_median([run['timings'].get(p, 0.0) for run in runs])
-                     for p in phases]
-            lines.append(
-                f"| {dataset} | {policy} | {len(runs)} | "
-                f"{_median([run['wall_s'] for run in runs])} | "
-                f"{_median([run['overhead_s'] for run in runs])} | "
-                + ' | '.join(cells) + ' |')
-        pair_ratios = [r['runs']['PASSIVE']['wall_s'] /
-                       r['runs']['ACTIVE']['wall_s'] for r in mine]
-        ratios.append(f'{dataset} {statistics.median(pair_ratios):.2f} '
-                      f'({min(pair_ratios):.2f}-{max(pair_ratios):.2f}, '
-                      f'{len(pair_ratios)} pairs)')
+        for load in sorted({r.get('load', 0) for r in rows}):
+            mine = [r for r in rows if r['dataset'] == dataset
+                    and r.get('load', 0) == load]
+            if not mine:
+                continue
+            for policy in POLICIES:
+                runs = [r['runs'][policy] for r in mine]
+                cells = [_median([run['timings'].get(p, 0.0)
+                                  for run in runs]) for p in phases]
+                lines.append(
+                    f"| {dataset} | {load} | {policy} | {len(runs)} | "
+                    f"{_median([run['wall_s'] for run in runs])} | "
+                    f"{_median([run['overhead_s'] for run in runs])} | "
+                    + ' | '.join(cells) + ' |')
+            pair_ratios = [r['runs']['PASSIVE']['wall_s'] /
+                           r['runs']['ACTIVE']['wall_s'] for r in mine]
+            ratios.append(
+                f'{dataset} with {load} busy: '
+                f'{statistics.median(pair_ratios):.2f} '
+                f'({min(pair_ratios):.2f}-{max(pair_ratios):.2f}, '
+                f'{len(pair_ratios)} pairs)')
     lines += ['', 'PASSIVE / ACTIVE wall time: ' + '; '.join(ratios) + '.',
               '', 'Machine: ' + '; '.join(sorted({r['machine']
                                                   for r in rows})) + '.']
@@ -145,6 +167,8 @@ def report() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--pairs', type=int, default=3)
+    parser.add_argument('--load', type=int, default=0,
+                        help='busy processes beside the timed runs')
     parser.add_argument('--physics', action='store_true',
                         help='also time Physics (needs the shared data)')
     parser.add_argument('--report', action='store_true',
@@ -152,7 +176,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.report:
         datasets = ['Cora'] + (['Physics'] if args.physics else [])
-        collect(datasets, args.pairs)
+        collect(datasets, args.pairs, args.load)
     common.publish_folder(OUT, 'overhead', report)
 
 

@@ -436,3 +436,18 @@ print(parity.exporter, sorted(m for m in ('onnx', 'onnxscript', 'onnx_ir')
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == 'torchscript []'
+
+
+def test_the_larger_check_graph_is_capped_by_feature_entries(monkeypatch):
+    from gnncompress.outputs import parity
+    # Cora: twice the nodes plus 7, as before the cap.
+    assert parity.larger_by(2708, 1433) == 2715
+    # Physics: 8,415 dense features; 2^22 entries is 498 more nodes.
+    assert parity.larger_by(34493, 8415) == 498
+    assert parity.larger_by(10, 10**7) == 7  # always larger
+    monkeypatch.setattr(parity, 'LARGER_EXTRA_ENTRIES', 1000)
+    x = torch.randn(100, 50)
+    edges = torch.randint(0, 100, (2, 300))
+    big_x, big_edges = parity.check_graphs(x, edges)['larger graph']
+    assert big_x.shape == (120, 50) and big_edges.shape == (2, 611)
+    assert int(big_edges.max()) < 120
