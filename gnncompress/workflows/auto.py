@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from gnncompress.core.errors import GnnCompressError
+from gnncompress.core.errors import GnnCompressError, TrainingError
 from gnncompress.models import build_model
 from gnncompress.training.train import fit
 from gnncompress.workflows.runs import seed_everything
@@ -50,7 +50,9 @@ class Tried:
     val_accuracy: float | None
     seconds: float
     epochs_run: int
-    status: str  # 'trained', 'chosen', 'skipped: budget'
+    # 'trained', 'chosen', 'skipped: budget', 'failed: <why>' (a candidate
+    # whose loss diverged; the others go on)
+    status: str
 
 
 @dataclass
@@ -87,9 +89,13 @@ def choose(train: Callable[[str], tuple[nn.Module, Any]],
     cheaper one. A candidate starts only if the time spent so far plus the
     mean time of a candidate fits in ``budget_s`` (default
     ``BUDGET_FACTOR`` times the first candidate's); the first always runs.
+    A candidate whose training fails (:class:`TrainingError`: its loss
+    diverged) is marked so and the others go on; if all that ran failed,
+    the last failure is raised.
     """
     tried: list[Tried] = []
     best: tuple[float, str, nn.Module, Any] | None = None
+    failure: TrainingError | None = None
     spent = 0.0
     budget = budget_s
     for name in candidates:
@@ -98,7 +104,17 @@ def choose(train: Callable[[str], tuple[nn.Module, Any]],
             tried.append(Tried(name, None, 0.0, 0, 'skipped: budget'))
             continue
         start = clock()
-        model, result = train(name)
+        try:
+            model, result = train(name)
+        except TrainingError as e:  # a diverging candidate drops out
+            seconds = clock() - start
+            spent += seconds
+            failure = e
+            if budget is None:
+                budget = BUDGET_FACTOR * seconds
+            tried.append(Tried(name, None, seconds, 0,
+                               f'failed: {str(e).split(":")[0]}'))
+            continue
         seconds = clock() - start
         spent += seconds
         if budget is None:
@@ -107,7 +123,9 @@ def choose(train: Callable[[str], tuple[nn.Module, Any]],
                            int(result.epochs_run), 'trained'))
         if best is None or result.val_accuracy > best[0]:
             best = (result.val_accuracy, name, model, result)
-    assert best is not None
+    if best is None:  # every candidate that ran diverged
+        assert failure is not None
+        raise failure
     for t in tried:
         if t.method == best[1]:
             t.status = 'chosen'

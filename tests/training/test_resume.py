@@ -73,8 +73,8 @@ def _distill(files, out: Path, monkeypatch, **kwargs):
 
     monkeypatch.setattr(distill_workflow, 'fit', recording_fit)
     teacher, graph = files
-    options = dict(data=graph, hidden=8, epochs=EPOCHS, out=out,
-                   progress=False, export=False)
+    options = dict(data=graph, method='kd', hidden=8, epochs=EPOCHS,
+                   out=out, progress=False, export=False)
     report = api.distill(teacher, **{**options, **kwargs})
     monkeypatch.setattr(distill_workflow, 'fit', real_fit)
     state = {k: v.clone() for k, v in students[-1].state_dict().items()}

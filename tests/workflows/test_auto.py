@@ -138,3 +138,30 @@ def test_budget_needs_auto(tmp_path):
                                                'budget of --method auto'):
         api.distill(SAMPLE_TEACHER, method='kd', budget_s=10,
                     out=tmp_path / 'o')
+
+
+def test_a_diverging_candidate_drops_out_and_the_others_go_on():
+    from gnncompress.core.errors import TrainingError
+    scores = dict(zip(CANDIDATES, (0.9, 0.6, 0.7, 0.8, 0.5)))
+    train, clock, trained = _fake(scores, dict.fromkeys(scores, 1.0))
+
+    def diverging(name):
+        if name == 'kd':  # the best on paper, but its loss blew up
+            raise TrainingError('The loss became inf at epoch 2 (ce=3.0, '
+                                'kd=inf): lower --lr or the method weight')
+        return train(name)
+    choice = choose(diverging, budget_s=100, clock=clock)
+    assert choice.method == 'gsp'
+    assert choice.tried[0].status == ('failed: The loss became inf at epoch '
+                                      '2 (ce=3.0, kd=inf)')
+    assert choice.tried[0].val_accuracy is None
+    assert 'kd (failed: The loss became inf' in choice.note()
+
+
+def test_when_every_candidate_diverges_the_last_failure_is_raised():
+    from gnncompress.core.errors import TrainingError
+
+    def always(name):
+        raise TrainingError(f'The loss became nan at epoch 1 ({name})')
+    with pytest.raises(TrainingError, match=r'\(fitnet\)'):
+        choose(always, budget_s=100)

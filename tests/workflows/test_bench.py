@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -96,6 +97,12 @@ def test_peak_memory_sees_a_large_allocation():
     with PeakMemory(torch.device('cpu')) as memory:
         block = torch.ones(64 * 2 ** 20 // 4)  # 64 MiB, touched
         float(block.sum())
+        # Hold it until the sampling thread has run once more: on a busy
+        # machine the thread may not be scheduled within the block's life.
+        deadline = time.monotonic() + 10
+        while memory._peak - memory._start < 48 * 2 ** 20 and \
+                time.monotonic() < deadline:
+            time.sleep(0.005)
         del block
     assert memory.peak_mb > 48
 
