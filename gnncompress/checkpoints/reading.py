@@ -16,6 +16,7 @@ from torch import Tensor
 
 from gnncompress.core.defaults import DEFAULT_MAX_CHECKPOINT_GB
 from gnncompress.core.errors import ArchitectureError, CheckpointError, clip
+from gnncompress.core.finite import all_finite
 from gnncompress.models.recognise import (
     strip_prefixes,
 )
@@ -47,7 +48,6 @@ _LIMIT = {'gb': DEFAULT_MAX_CHECKPOINT_GB}
 MAX_INFLATION = 100
 
 
-_FINITE_CHUNK = 1 << 22  # elements checked at a time: bounded memory
 
 
 # More layers than any GNN in use; building each costs about 2 ms, so a
@@ -151,7 +151,7 @@ def check_tensors(tensors: dict[str, Tensor], path: Path | str) -> None:
                 f'{max(value.shape):,}, more than any model weight has '
                 f'({MAX_DIMENSION:,}): the file is corrupted; save the '
                 f'weights again')
-        if value.is_floating_point() and not _all_finite(value):
+        if value.is_floating_point() and not all_finite(value):
             bad = 'NaN' if bool(torch.isnan(value).any()) else 'infinite'
             raise CheckpointError(
                 f'Tensor {name} of {path} holds {bad} values: the teacher '
@@ -192,16 +192,6 @@ def check_names(names: list[str], path: Path | str) -> None:
     layers = {m.group(1) for name in names
               if (m := re.match(r'(?:gnn\.)?convs\.(\d+)\.', name))}
     _check_depth(len(layers), path)
-
-
-def _all_finite(value: Tensor) -> bool:
-    """``isfinite(value).all()`` a few million elements at a time: at once,
-    its temporaries take twice the tensor's memory."""
-    if value.numel() <= _FINITE_CHUNK:
-        return bool(torch.isfinite(value).all())
-    flat = value.reshape(-1)
-    return all(bool(torch.isfinite(flat[i:i + _FINITE_CHUNK]).all())
-               for i in range(0, flat.numel(), _FINITE_CHUNK))
 
 
 def _check_entries(path: Path) -> None:

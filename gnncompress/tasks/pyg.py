@@ -22,6 +22,7 @@ from torch_geometric.data import Data
 
 from gnncompress.core.catalogue import default_root
 from gnncompress.core.errors import DataError, GnnCompressError, error_line
+from gnncompress.core.finite import all_finite
 
 
 def load_pyg_dataset(cls_name: str, name: str, root: str | Path | None):
@@ -146,7 +147,7 @@ def check_data(data: Data, name: str) -> None:
     if declared is not None and declared != n:
         raise DataError(f"Dataset '{name}' declares num_nodes={declared!r:.30}"
                         f" but 'x' has {n} rows: drop num_nodes or fix 'x'")
-    if not bool(torch.isfinite(x.float()).all()):
+    if not all_finite(x.float()):
         raise DataError(f"Dataset '{name}': 'x' holds NaN or infinite "
                         f'values (or values too large for float32): clean '
                         f'the features')

@@ -143,11 +143,27 @@ def test_max_checkpoint_gb_on_the_command_line(tmp_path):
 
 
 def test_finiteness_check_is_chunked(monkeypatch):
-    monkeypatch.setattr(gnncompress.checkpoints.reading, '_FINITE_CHUNK', 7)
+    import gnncompress.core.finite as finite
+    monkeypatch.setattr(finite, 'FINITE_CHUNK', 7)
     value = torch.zeros(10, 5)
-    assert gnncompress.checkpoints.reading._all_finite(value)
+    assert finite.all_finite(value)
     value[9, 4] = float('inf')
-    assert not gnncompress.checkpoints.reading._all_finite(value)
+    assert not finite.all_finite(value)
+    value[9, 4] = float('nan')
+    assert not finite.all_finite(value)
+    # Large finite values whose float32 sum overflows: the fast sum is not
+    # finite, and the exact blockwise check still says finite.
+    big = torch.full((10, 5), 3e38)
+    assert not bool(torch.isfinite(big.sum()))
+    assert finite.all_finite(big)
+    big[0, 0] = float('-inf')
+    assert not finite.all_finite(big)
+    # +inf and -inf together sum to NaN: still caught.
+    both = torch.zeros(20)
+    both[3], both[17] = float('inf'), float('-inf')
+    assert not finite.all_finite(both)
+    assert finite.all_finite(torch.arange(5))  # integers are finite
+    assert finite.all_finite(torch.zeros(0))
 
 
 # bench: a time budget per row -------------------------------------------------
