@@ -20,6 +20,7 @@ from gnncompress.core.errors import (
     RunInterrupted,
     out_of_memory,
 )
+from gnncompress.core.timing import announce_phases
 
 
 class _LazyApi:
@@ -54,12 +55,32 @@ _ARGV: list[str] = []
 T = TypeVar('T')
 
 
+# The status line printed when a command first enters a phase (on a
+# terminal only: logs and captured output stay as they were). Training
+# has its own progress bar.
+PHASE_LINES = {
+    'teacher': "computing the teacher's outputs",
+    'baseline': 'training the student alone (--baseline)',
+    'export': 'writing the student files',
+    'check': 'checking the ONNX file against PyTorch on 5 graphs',
+    'measure': 'timing the models for the report (--no-latency skips it)',
+}
+
+
+def _status(name: str) -> None:
+    line = PHASE_LINES.get(name)
+    if line is not None:
+        err_console.print(f'{line}...', markup=False, style='dim')
+
+
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run one API call; user errors become one line and exit code 1,
     Ctrl-C in a run with training checkpoints one line that says how to
-    resume, and exit code 130."""
+    resume, and exit code 130. On a terminal, a status line names each
+    step after training as it starts (:data:`PHASE_LINES`)."""
     try:
-        return fn(*args, **kwargs)
+        with announce_phases(_status if err_console.is_terminal else None):
+            return fn(*args, **kwargs)
     except GnnCompressError as e:
         _error(str(e))
     except RunInterrupted as e:

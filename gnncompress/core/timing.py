@@ -9,7 +9,7 @@ a timed run, ``phase`` costs nothing and records nothing.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
@@ -21,12 +21,17 @@ class Phases:
         self.start = time.perf_counter()
         self.seconds: dict[str, float] = {}
         self._open: list[tuple[str, float]] = []
+        self._announced: set[str] = set()
 
     def _add(self, name: str, since: float, now: float) -> None:
         self.seconds[name] = self.seconds.get(name, 0.0) + (now - since)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
+        listener = _listener.get()
+        if listener is not None and name not in self._announced:
+            self._announced.add(name)  # once per name and run
+            listener(name)
         now = time.perf_counter()
         if self._open:  # pause the enclosing phase
             outer, since = self._open[-1]
@@ -54,6 +59,21 @@ class Phases:
 
 _current: ContextVar[Phases | None] = ContextVar('gnncompress_phases',
                                                  default=None)
+# Told each phase's name the first time a run enters it (the command
+# line's status lines); None: no one listens.
+_listener: ContextVar[Callable[[str], None] | None] = ContextVar(
+    'gnncompress_phase_listener', default=None)
+
+
+@contextmanager
+def announce_phases(listener: Callable[[str], None] | None
+                    ) -> Iterator[None]:
+    """Call ``listener(name)`` when a run first enters each phase."""
+    token = _listener.set(listener)
+    try:
+        yield
+    finally:
+        _listener.reset(token)
 
 
 @contextmanager
