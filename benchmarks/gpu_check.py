@@ -264,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
                         '--out', str(folder)), 120, folder)
 
     student = out / 'distill-kd' / 'student.onnx'
-    runtimes = 'eager,compile,onnxruntime'
+    # The student's weights too: cuda-graph replays PyTorch models only.
+    weights = out / 'distill-kd' / 'student.safetensors'
+    runtimes = 'eager,compile,onnxruntime' + \
+        (',cuda-graph' if dev == 'cuda' else '')
     runner.run(f'bench ({runtimes})',
-               _cli('bench', str(TEACHER), str(student), *CORA,
+               _cli('bench', str(TEACHER), str(weights), str(student), *CORA,
                     '--runtimes', runtimes, '--device', dev,
                     '--baseline', str(TEACHER), '--repeat', '20',
                     '--out', str(out / 'bench')), 150)

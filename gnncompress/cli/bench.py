@@ -43,8 +43,10 @@ def bench(
         help='Where datasets are found or downloaded (default: the user '
         'cache folder, see gnncompress datasets).')] = None,
     runtimes: Annotated[Optional[str], typer.Option(
-        help='Comma-separated: eager, compile, onnxruntime. [default: all '
-        'three]')] = None,
+        help='Comma-separated: eager, compile, onnxruntime, or cuda-graph '
+        '(with --device cuda: the model replayed as one captured CUDA '
+        'graph, one launch per forward). [default: eager, compile, '
+        'onnxruntime]')] = None,
     threads: Annotated[Optional[str], typer.Option(
         help='CPU thread counts, comma-separated. [default: 1 and all '
         'cores]')] = None,

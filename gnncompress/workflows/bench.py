@@ -91,6 +91,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
         synthetic_graph,
     )
     from gnncompress.workflows.bench_table import (
+        KNOWN_RUNTIMES,
         RUNTIMES,
         BenchResult,
         check_gates,
@@ -105,10 +106,10 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                                f'seconds (got {row_budget_s})')
 
     runtimes = list(runtimes or RUNTIMES)
-    unknown = [r for r in runtimes if r not in RUNTIMES]
+    unknown = [r for r in runtimes if r not in KNOWN_RUNTIMES]
     if unknown:
         raise GnnCompressError(f"Unknown runtime '{unknown[0]}' (choose from "
-                               f"{', '.join(RUNTIMES)})")
+                               f"{', '.join(KNOWN_RUNTIMES)})")
     if threads and min(threads) < 1:
         raise GnnCompressError(f'--threads must be positive (got {threads})')
     if warmup < 0 or repeat < 1:

@@ -9,7 +9,7 @@ from pathlib import Path
 from gnncompress.workflows.bench_table import BenchResult, BenchRow, row_label
 
 RUNTIME_COLOURS = {'eager': '#4c72b0', 'compile': '#dd8452',
-                   'onnxruntime': '#55a868'}
+                   'onnxruntime': '#55a868', 'cuda-graph': '#c44e52'}
 
 
 def bar_notes(result: BenchResult, rows: Sequence[BenchRow]) -> list[str]:

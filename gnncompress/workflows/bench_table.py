@@ -16,6 +16,9 @@ from gnncompress.outputs.latency import Latency
 from gnncompress.outputs.report import Gate
 
 RUNTIMES = ('eager', 'compile', 'onnxruntime')
+# Runtimes bench takes when asked (--runtimes): the defaults, and the
+# student replayed as one captured CUDA graph (CUDA devices only).
+KNOWN_RUNTIMES = RUNTIMES + ('cuda-graph',)
 
 
 BENCH_SCHEMA = 1

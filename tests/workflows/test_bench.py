@@ -394,3 +394,29 @@ def test_bench_times_a_sparse_feature_export(tmp_path):
     assert [(r['model'], r['runtime'], r['error']) for r in rows] == [
         ('csr.onnx', 'onnxruntime', None)]
     assert rows[0]['latency']['median_ms'] > 0
+
+
+@pytest.mark.cuda
+def test_cuda_graph_runtime(files, tmp_path, device):
+    """On CUDA: the captured graph's replays give eager's accuracy and
+    predictions. Elsewhere: one row that says what it needs."""
+    result = runner.invoke(app, [
+        'bench', str(files['gcn']), str(files['mlp']), '--data',
+        str(files['graph']), '--runtimes', 'eager,cuda-graph', '--device',
+        device, '--threads', '1', '--warmup', '1', '--repeat', '3',
+        '--baseline', str(files['gcn']), '--out', str(tmp_path / 'out')])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / 'out' / 'bench.json').read_text())['rows']
+    graph_rows = [r for r in rows if r['runtime'] == 'cuda-graph']
+    assert [r['model'] for r in graph_rows] == ['gcn.safetensors',
+                                               'mlp.safetensors']
+    if device != 'cuda':
+        assert all('add --device cuda' in r['error'] for r in graph_rows)
+        return
+    eager = {r['model']: r for r in rows if r['runtime'] == 'eager'}
+    for row in graph_rows:
+        assert row['error'] is None and row['latency']['median_ms'] > 0
+        assert row['accuracy'] == pytest.approx(
+            eager[row['model']]['accuracy'])
+        assert row['agreement'] == pytest.approx(1.0) or \
+            row['model'] != 'gcn.safetensors'
