@@ -338,8 +338,7 @@ def _full_graph(s: DistillSettings, *, teacher: Path, ckpt: Any,
         teacher_model = ckpt.build().to(dev)
         teacher_out = forward_frozen(teacher_model, g)  # once for the run
         teacher_acc = accuracy(teacher_out.logits, g.y, g.test_mask)
-        flat_note = flat_teacher_note(teacher_out.logits,
-                                      getattr(g, 'multilabel', False))
+        flat_note = flat_teacher_note(teacher_out.logits, g.multilabel)
     train_args = dict(epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
                       patience=t.patience, progress=t.progress,
                       batch_size=per_step)

@@ -205,5 +205,6 @@ def distill(settings: Any, *, teacher: Path, ckpt: Any, graph: Graph,
             result, epochs=t.epochs, lr=t.lr, weight_decay=t.weight_decay,
             patience=t.patience, batch_size=batch_size, fanout=list(fanout),
             **ranks.described()),
-        notes=[n for n in (note, flat_teacher_note(cached.logits)) if n],
+        notes=[n for n in (note, flat_teacher_note(cached.logits,
+                                                     graph.multilabel)) if n],
         dev=dev)
