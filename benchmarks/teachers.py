@@ -249,7 +249,30 @@ def _reference(mine: list[dict], keys: set[str],
             r['seed'] in seeds and rest(r) == want and changed(r)]
 
 
-def main(argv: list[str] | None = None) -> None:
+def verify(datasets: list[str], seeds: list[int], data_root: str) -> int:
+    """Train each stored teacher of the recipe again and print its test
+    accuracy and epochs next to the stored ones; the number that differ.
+    Nothing is written."""
+    differ = 0
+    for dataset in datasets:
+        for seed in seeds:
+            path = OUT / f'{dataset}-seed{seed}.json'
+            if not path.exists():
+                continue
+            stored = json.loads(path.read_text())
+            now = run(dataset, seed, data_root)
+            same = (now['test_accuracy'] == stored['test_accuracy'] and
+                    now['epochs'] == stored['epochs'])
+            differ += not same
+            print(f"{dataset} seed {seed}: now {100 * now['test_accuracy']:.2f}"
+                  f" ({now['epochs']} epochs), stored "
+                  f"{100 * stored['test_accuracy']:.2f} "
+                  f"({stored['epochs']} epochs){'' if same else '  DIFFERS'}",
+                  flush=True)
+    return differ
+
+
+def main(argv: list[str] | None = None) -> int | None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--datasets', default=','.join(DATASETS))
     parser.add_argument('--seeds', default='0-4')
@@ -263,8 +286,15 @@ def main(argv: list[str] | None = None) -> None:
                         help='Change one setting of the recipe (a variant).')
     parser.add_argument('--report', action='store_true',
                         help='Only rewrite docs/BENCHMARKS.md from results.')
+    parser.add_argument('--verify', action='store_true',
+                        help='Train the stored teachers again and compare '
+                             '(writes nothing; exit code 1 if any differ).')
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.verify:
+        return 1 if verify(args.datasets.split(','),
+                           common.parse_seeds(args.seeds),
+                           args.data_root) else 0
     if not args.report:
         collect(args.datasets.split(','), common.parse_seeds(args.seeds),
                 args.data_root, probe=args.probe_gcn_aggr,
