@@ -13,6 +13,12 @@ export, check, measure); the overhead is the wall time less the training.
     python benchmarks/overhead.py --physics        # also Physics (shared data)
     python benchmarks/overhead.py --load 2         # beside 2 busy processes
     python benchmarks/overhead.py --report         # rewrite the docs section
+    python benchmarks/overhead.py --physics --against /tmp/base
+
+``--against DIR`` pairs this checkout with another one (``git worktree add
+/tmp/base <commit>``), both under the default policy, in alternating
+order: the before and after of a change, side by side in one run, with
+the ratio this / other pair by pair (results/overhead-against/).
 
 ``--load N`` starts N processes that only spin for the length of the
 timed runs: a machine shared with other jobs, as CI machines and this
@@ -67,10 +73,14 @@ def ensure_physics_teacher() -> None:
                     '--out', str(PHYSICS_TEACHER)], check=True)
 
 
-def one_run(dataset: str, policy: str) -> dict:
+def one_run(dataset: str, policy: str, checkout: Path = ROOT) -> dict:
+    """One distill process of ``checkout``'s code (its folder first on
+    PYTHONPATH)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / 'run'
-        env = {**os.environ, 'OMP_WAIT_POLICY': policy}
+        env = {**os.environ, 'OMP_WAIT_POLICY': policy,
+               'PYTHONPATH': os.pathsep.join(
+                   [str(checkout), os.environ.get('PYTHONPATH', '')])}
         start = time.perf_counter()
         done = subprocess.run(command(dataset, out), env=env,
                               capture_output=True, text=True)
@@ -87,29 +97,104 @@ def one_run(dataset: str, policy: str) -> dict:
 SPIN = 'while True: pass'
 
 
-def collect(datasets: list[str], pairs: int, load: int) -> None:
+def pending(datasets: list[str], pairs: int, folder: Path, tag: str):
+    """(dataset, pair, result file) of each pair not yet stored."""
     for dataset in datasets:
         if dataset == 'Physics':
             ensure_physics_teacher()
         for pair in range(pairs):
-            path = OUT / f'{dataset}-load{load}-pair{pair}.json'
-            if path.exists():
-                continue
-            order = POLICIES if pair % 2 == 0 else POLICIES[::-1]
-            spinners = [subprocess.Popen([sys.executable, '-c', SPIN])
-                        for _ in range(load)]
-            try:
-                runs = {p: one_run(dataset, p) for p in order}
-            finally:
-                for proc in spinners:
-                    proc.kill()
-                    proc.wait()
-            common.write_json(path, {
-                'dataset': dataset, 'load': load, 'pair': pair,
-                'order': list(order), 'runs': runs,
-                'machine': common.machine()})
-            print(dataset, load, pair,
-                  {p: r['wall_s'] for p, r in runs.items()}, flush=True)
+            path = folder / f'{dataset}-{tag}-pair{pair}.json'
+            if not path.exists():
+                yield dataset, pair, path
+
+
+def collect(datasets: list[str], pairs: int, load: int) -> None:
+    for dataset, pair, path in pending(datasets, pairs, OUT, f'load{load}'):
+        order = POLICIES if pair % 2 == 0 else POLICIES[::-1]
+        spinners = [subprocess.Popen([sys.executable, '-c', SPIN])
+                    for _ in range(load)]
+        try:
+            runs = {p: one_run(dataset, p) for p in order}
+        finally:
+            for proc in spinners:
+                proc.kill()
+                proc.wait()
+        common.write_json(path, {
+            'dataset': dataset, 'load': load, 'pair': pair,
+            'order': list(order), 'runs': runs,
+            'machine': common.machine()})
+        print(dataset, load, pair,
+              {p: r['wall_s'] for p, r in runs.items()}, flush=True)
+
+
+AGAINST = RESULTS / 'overhead-against'
+
+
+def commit_of(checkout: Path) -> str:
+    done = subprocess.run(['git', '-C', str(checkout), 'rev-parse',
+                           '--short', 'HEAD'], capture_output=True,
+                          text=True, check=True)
+    dirty = subprocess.run(['git', '-C', str(checkout), 'status',
+                            '--porcelain', '--untracked-files=no'],
+                           capture_output=True, text=True).stdout.strip()
+    return done.stdout.strip() + ('+changes' if dirty else '')
+
+
+def collect_against(datasets: list[str], pairs: int, other: Path) -> None:
+    """Pairs of (this checkout, ``other``) runs, PASSIVE, alternating."""
+    sides = {'this': ROOT, 'other': other.resolve()}
+    commits = {side: commit_of(path) for side, path in sides.items()}
+    for dataset, pair, path in pending(datasets, pairs, AGAINST,
+                                       commits['other']):
+        order = list(sides) if pair % 2 == 0 else list(sides)[::-1]
+        runs = {side: one_run(dataset, 'PASSIVE', sides[side])
+                for side in order}
+        common.write_json(path, {
+            'dataset': dataset, 'pair': pair, 'order': order,
+            'commits': commits, 'runs': runs,
+            'machine': common.machine()})
+        print(dataset, pair, {s: r['wall_s'] for s, r in runs.items()},
+              flush=True)
+
+
+def report_against() -> str:
+    rows = common.read_rows(AGAINST)
+    phases = ['load', 'train', 'export', 'check', 'measure', 'other']
+    lines = [
+        'One `distill` process of this commit against an earlier one, the '
+        'two run back to back in alternating order under the default '
+        'policy, median over the pairs (s); overhead = wall - train; the '
+        'ratio is this / earlier wall time and overhead pair by pair '
+        '(median, min-max). Command: `python benchmarks/overhead.py '
+        '--physics --against DIR`, DIR a worktree of the earlier commit.',
+        '', '| dataset | code | pairs | wall | overhead | ' +
+        ' | '.join(phases) + ' |',
+        '|---|---|---|---|---|' + '---|' * len(phases)]
+    notes = []
+    for dataset in ('Cora', 'Physics'):
+        mine = [r for r in rows if r['dataset'] == dataset]
+        if not mine:
+            continue
+        for side in ('other', 'this'):
+            runs = [r['runs'][side] for r in mine]
+            commit = ', '.join(sorted({r['commits'][side] for r in mine}))
+            cells = [_median([run['timings'].get(p, 0.0) for run in runs])
+                     for p in phases]
+            lines.append(
+                f"| {dataset} | {commit} | {len(runs)} | "
+                f"{_median([run['wall_s'] for run in runs])} | "
+                f"{_median([run['overhead_s'] for run in runs])} | "
+                + ' | '.join(cells) + ' |')
+        for figure in ('wall_s', 'overhead_s'):
+            ratio = [r['runs']['this'][figure] / r['runs']['other'][figure]
+                     for r in mine]
+            notes.append(f"{dataset} {figure[:-2]} "
+                         f"{statistics.median(ratio):.2f} "
+                         f"({min(ratio):.2f}-{max(ratio):.2f})")
+    lines += ['', 'This / earlier: ' + '; '.join(notes) + '.', '',
+              'Machine: ' + '; '.join(sorted({r['machine']
+                                              for r in rows})) + '.']
+    return '\n'.join(lines)
 
 
 def _median(values: list[float]) -> str:
@@ -173,7 +258,16 @@ def main() -> None:
                         help='also time Physics (needs the shared data)')
     parser.add_argument('--report', action='store_true',
                         help='only rewrite the section of docs/BENCHMARKS.md')
+    parser.add_argument('--against', type=Path, default=None,
+                        help='pair this checkout with the one in this '
+                        'folder (a git worktree of an earlier commit)')
     args = parser.parse_args()
+    if args.against is not None:
+        if not args.report:
+            datasets = ['Cora'] + (['Physics'] if args.physics else [])
+            collect_against(datasets, args.pairs, args.against)
+        common.publish_folder(AGAINST, 'overhead-against', report_against)
+        return
     if not args.report:
         datasets = ['Cora'] + (['Physics'] if args.physics else [])
         collect(datasets, args.pairs, args.load)

@@ -18,7 +18,7 @@ LatencyOption = Annotated[bool, typer.Option(
 
 LatencyBudgetOption = Annotated[float, typer.Option(
     min=0, help="Seconds for all the report's latency figures together; "
-    "each gets at least 5 timed runs.")]
+    "each gets at least 3 timed runs.")]
 
 
 MaxCheckpointGbOpt = Annotated[float, typer.Option(

@@ -23,7 +23,10 @@ REPEAT = 20
 # latency figures together (--latency-budget-s): each figure may take half
 # of what is left, and a forward over a large graph runs fewer times, never
 # under MIN_REPEAT. `gnncompress bench` times exactly what it is asked.
-MIN_REPEAT = 5
+# Three, not more: on Physics the teacher's forward takes 0.25 s and the
+# student's ONNX one 0.18 s on 2 cores, and a warm-up and five runs of
+# each took the figures 0.8 s past a 3 s budget (docs/BENCHMARKS.md).
+MIN_REPEAT = 3
 
 
 class LatencyBudget:
@@ -128,7 +131,8 @@ def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
                     budget_s: float | None = None) -> Latency:
     """``warmup`` untimed calls of ``fn``, then ``repeat`` timed ones; with
     ``budget_s``, fewer of both (one warm-up, at least MIN_REPEAT timed)
-    when the first call shows they would take longer than that."""
+    when the first call shows they would take longer than that: as many
+    as the budget left after that warm-up holds."""
     for i in range(warmup):
         start = time.perf_counter()
         fn()
@@ -137,8 +141,8 @@ def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
         if i == 0 and budget_s is not None:
             first = time.perf_counter() - start
             if first * (warmup - 1 + repeat) > budget_s:
-                repeat = min(repeat, max(MIN_REPEAT,
-                                         int(budget_s / max(first, 1e-9))))
+                repeat = min(repeat, max(MIN_REPEAT, int(
+                    (budget_s - first) / max(first, 1e-9))))
                 break
     times = []
     for _ in range(repeat):

@@ -28,8 +28,20 @@ SPARSE_CHECK_DENSITY = 0.05
 
 
 # The second session of the parity check: more threads than most CPUs
-# running it have, so that a kernel that splits work racily shows it.
+# running it have, so that a kernel that splits work racily shows it. Its
+# threads sleep between operators instead of spinning (onnxruntime's
+# allow_spinning): on 2 cores eight spinning threads take the cores the
+# work needs, and a racing ScatterND on the repeated-destinations graph
+# loses additions in every run either way, 5 times faster with sleeping
+# threads (`python benchmarks/scatter_race.py --stress-session`,
+# docs/export.md).
 CHECK_THREADS = 8
+
+# The graphs the CHECK_THREADS session runs: those built to stress the
+# aggregation. The run's own graphs (the export graph, the larger one) run
+# in the default session only: at Physics' size each run is a second, and
+# a race shows on the repeated destinations first.
+STRESS_GRAPHS = ('isolated nodes', 'no edges', 'repeated destinations')
 
 
 @dataclass
@@ -104,33 +116,39 @@ def check_graphs(x: Tensor, edge_index: Tensor, seed: int = 0,
                  repeated: bool = True, density: float | None = None
                  ) -> dict[str, tuple[Tensor, Tensor]]:
     """The graphs every export is validated on: the export graph, a larger
-    one, one with isolated nodes, one without edges and, with
-    ``repeated``, one whose destinations repeat heavily
+    one (the export graph's features and :func:`larger_by` more random
+    rows, wired at random), one with isolated nodes, one without edges
+    and, with ``repeated``, one whose destinations repeat heavily
     (:func:`repeated_destinations`; a race check for float exports).
-    ``density`` keeps that share of the random graphs' features (the others
-    are 0), for sparse-feature exports."""
+    ``density`` keeps that share of the random features (the others are
+    0), for sparse-feature exports."""
     gen = torch.Generator().manual_seed(seed)
     num_features = x.size(1)
+
+    def features(rows: int) -> Tensor:
+        out = torch.randn(rows, num_features, generator=gen)
+        if density is not None:
+            out *= torch.rand(out.shape, generator=gen) < density
+        return out
+
     n = x.size(0)
     big_n = n + larger_by(n, num_features)
     big_e = 2 * edge_index.size(1) + 11
-    big = (torch.randn(big_n, num_features, generator=gen),
+    # The export graph's own rows, not new random ones: on Physics (8,415
+    # dense features) drawing them took most of the check's time.
+    big = (torch.cat([x.cpu().float(), features(big_n - n)]),
            torch.randint(0, big_n, (2, big_e), generator=gen))
     # Nodes 20..39 have no edge at all.
     iso_edges = torch.randint(0, 20, (2, 60), generator=gen)
-    isolated = (torch.randn(40, num_features, generator=gen), iso_edges)
-    empty = (torch.randn(12, num_features, generator=gen),
-             torch.zeros(2, 0, dtype=torch.long))
+    isolated = (features(40), iso_edges)
+    empty = (features(12), torch.zeros(2, 0, dtype=torch.long))
     graphs = {'export graph': (x, edge_index), 'larger graph': big,
               'isolated nodes': isolated, 'no edges': empty}
     if repeated:
-        graphs['repeated destinations'] = repeated_destinations(
-            num_features, gen=gen)
-    if density is not None:
-        for name, (gx, gei) in graphs.items():
-            if name != 'export graph':
-                keep = torch.rand(gx.shape, generator=gen) < density
-                graphs[name] = (gx * keep, gei)
+        rx, rei = repeated_destinations(num_features, gen=gen)
+        if density is not None:
+            rx *= torch.rand(rx.shape, generator=gen) < density
+        graphs['repeated destinations'] = (rx, rei)
     return graphs
 
 
@@ -151,18 +169,29 @@ def repeated_destinations(num_features: int, num_nodes: int = 2_000,
     return x, torch.stack([src, dst])
 
 
-def onnx_session(path: Path | str, threads: int | None = None):
+def onnx_session(path: Path | str, threads: int | None = None,
+                 spinning: bool = True):
     """An onnxruntime CPU session with onnxruntime's default settings (all
-    cores), or ``threads`` intra-op threads when given. Every graph the
-    tool exports is correct on any thread count (docs/export.md)."""
+    cores), or ``threads`` intra-op threads when given, whose idle threads
+    sleep instead of spinning when not ``spinning``. Every graph the tool
+    exports is correct on any thread count (docs/export.md)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads = threads
+    if not spinning:
+        options.add_session_config_entry('session.intra_op.allow_spinning',
+                                         '0')
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), options,
                                 providers=['CPUExecutionProvider'])
+
+
+def stress_session(path: Path | str):
+    """The check's second session: :data:`CHECK_THREADS` threads that
+    sleep when idle."""
+    return onnx_session(path, CHECK_THREADS, spinning=False)
 
 
 # How a summary names the exported graphs' symbolic sizes.
@@ -225,29 +254,39 @@ def check_batches(graphs: dict[str, tuple[Tensor, Tensor]],
 
 def check_parity(model: nn.Module, path: Path, x: Tensor,
                  edge_index: Tensor, batch: Tensor | None = None) -> Parity:
-    """Run the ONNX file at ``path`` on every :func:`check_graphs` graph,
-    once in a session with onnxruntime's default settings and once with
-    :data:`CHECK_THREADS` intra-op threads, against ``model`` in PyTorch.
-    The reference is :func:`~gnncompress.models.run_model`, whose memory
-    grows with nodes x features, not edges x features."""
-    sessions = [onnx_session(path), onnx_session(path, CHECK_THREADS)]
+    """Run the ONNX file at ``path`` on every :func:`check_graphs` graph in
+    a session with onnxruntime's default settings, and on the
+    :data:`STRESS_GRAPHS` also in :func:`stress_session`, against
+    ``model`` in PyTorch. The reference is
+    :func:`~gnncompress.models.run_model`, whose memory grows with
+    nodes x features, not edges x features; it runs first, before any
+    onnxruntime thread is awake to compete with it."""
+    default = onnx_session(path)
     model = model.eval()
     parity = Parity({})
-    sparse = CSR_INPUTS[0] in {i.name for i in sessions[0].get_inputs()}
+    sparse = CSR_INPUTS[0] in {i.name for i in default.get_inputs()}
     graphs = check_graphs(x, edge_index, density=_check_density(x)
                           if sparse else None)
     batches = check_batches(graphs, batch) if batch is not None else {}
+    expected = {}
     for name, (gx, gei) in graphs.items():
-        gb = batches.get(name)
         with torch.no_grad():
-            expected = run_model(model, gx, gei, gb).logits.numpy()
-        scale = max(1.0, float(np.abs(expected).max())) \
-            if expected.size else 1.0
+            expected[name] = run_model(model, gx, gei,
+                                       batches.get(name)).logits.numpy()
+        scale = max(1.0, float(np.abs(expected[name]).max())) \
+            if expected[name].size else 1.0
         parity.scales[name] = scale
         parity.cases[name] = parity.class_mismatches[name] = 0
-        for session in sessions:
-            got = session.run(None, onnx_feeds(session, gx, gei, gb))[0]
-            diff, mismatches = _compare(got, expected, TOLERANCE * scale)
+    runs = [(default, list(graphs)),
+            (None, [g for g in STRESS_GRAPHS if g in graphs])]
+    for session, names in runs:
+        session = session or stress_session(path)
+        for name in names:
+            gx, gei = graphs[name]
+            got = session.run(None, onnx_feeds(session, gx, gei,
+                                               batches.get(name)))[0]
+            diff, mismatches = _compare(got, expected[name],
+                                        TOLERANCE * parity.scales[name])
             parity.cases[name] = max(parity.cases[name], diff)
             parity.class_mismatches[name] = max(
                 parity.class_mismatches[name], mismatches)

@@ -127,7 +127,7 @@ def distill(teacher: str | Path | torch.nn.Module | DistillSettings,
     code) and loads the file ``teacher`` into it, weights-only.
 
     The report's latency figures take about ``latency_budget_s`` seconds
-    in all (at least 5 timed runs each); ``latency=False`` leaves them out.
+    in all (at least 3 timed runs each); ``latency=False`` leaves them out.
     ``report.timings`` says where the run's wall time went.
 
     With no ``method`` (None), ``auto`` runs where it can, and ``kd``

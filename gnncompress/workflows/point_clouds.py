@@ -30,10 +30,10 @@ from gnncompress.models import ArchSpec
 from gnncompress.models.dgcnn import DGCNN
 from gnncompress.outputs.onnx import run_export
 from gnncompress.outputs.parity import (
-    CHECK_THREADS,
     Parity,
     onnx_session,
     require_parity,
+    stress_session,
 )
 from gnncompress.tasks.cloud_training import augment, evaluate, parse_augment
 from gnncompress.tasks.point_clouds import cloud_points, is_clouds, load_clouds
@@ -129,7 +129,7 @@ def export_clouds_onnx(model: nn.Module, pos: Tensor, path: Path,
         run_export(_CloudLogits(model), (pos,), tmp, ['pos'],
                    {'pos': {0: clouds, 1: points}})
         # onnxruntime's default settings, then a fixed 8 threads.
-        sessions = [onnx_session(tmp), onnx_session(tmp, CHECK_THREADS)]
+        sessions = [onnx_session(tmp), stress_session(tmp)]
         cases = {}
         for name, x in check_clouds(pos, model.k).items():
             with torch.no_grad():

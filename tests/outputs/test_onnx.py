@@ -18,7 +18,9 @@ from gnncompress.models import ARCHS, ArchSpec, build_model
 from gnncompress.outputs.onnx import export_onnx, run_export
 from gnncompress.outputs.parity import (
     CHECK_THREADS,
+    STRESS_GRAPHS,
     Parity,
+    check_graphs,
     check_parity,
     onnx_feeds,
     onnx_session,
@@ -250,21 +252,57 @@ def test_the_check_catches_a_racing_scatter(tmp_path):
 
 def test_parity_runs_default_and_eight_thread_sessions(gcn_onnx,
                                                         monkeypatch):
+    """Every check graph runs under onnxruntime's defaults; the stress
+    graphs run again on CHECK_THREADS sleeping threads."""
     path, x, edge_index = gcn_onnx
-    asked = []
+    asked, fed = [], []
     real = gnncompress.outputs.parity.onnx_session
 
-    def spy(path, threads=None):
-        asked.append(threads)
-        return real(path, threads)
+    class Spy:
+        def __init__(self, session, threads):
+            self.session, self.threads = session, threads
+
+        def get_inputs(self):
+            return self.session.get_inputs()
+
+        def run(self, names, feeds):
+            fed.append((self.threads, feeds['x'].shape[0]))
+            return self.session.run(names, feeds)
+
+    def spy(path, threads=None, spinning=True):
+        asked.append((threads, spinning))
+        return Spy(real(path, threads, spinning), threads)
 
     monkeypatch.setattr(gnncompress.outputs.parity, 'onnx_session', spy)
     parity = check_parity(_student('gcn', seed=0), path, x, edge_index)
 
-    assert asked == [None, CHECK_THREADS] and CHECK_THREADS == 8
+    assert asked == [(None, True), (CHECK_THREADS, False)]
+    assert CHECK_THREADS == 8
     assert sorted(parity.cases) == sorted(CASES)
-    # A default session leaves the thread count to onnxruntime (0).
+    sizes = {name: g[0].size(0) for name, g in check_graphs(
+        x, edge_index).items()}
+    assert fed == [(None, sizes[n]) for n in sizes] + \
+        [(8, sizes[n]) for n in STRESS_GRAPHS]
+    assert set(STRESS_GRAPHS) < set(sizes)
+    # A default session leaves the thread count to onnxruntime (0), and
+    # the stress session's threads sleep when idle.
     assert real(path).get_session_options().intra_op_num_threads == 0
+    options = real(path, CHECK_THREADS, False).get_session_options()
+    assert options.intra_op_num_threads == 8
+    assert options.get_session_config_entry(
+        'session.intra_op.allow_spinning') == '0'
+
+
+def test_the_larger_graph_keeps_the_export_graphs_rows():
+    x = torch.randn(30, 4)
+    edges = torch.randint(0, 30, (2, 50))
+    big_x, big_edges = check_graphs(x, edges)['larger graph']
+    assert big_x.shape == (67, 4) and torch.equal(big_x[:30], x)
+    assert big_edges.shape == (2, 111) and int(big_edges.max()) < 67
+    # Sparse-feature checks thin the new rows only.
+    sparse = check_graphs(x, edges, density=0.05)['larger graph'][0]
+    assert torch.equal(sparse[:30], x)
+    assert 0 < float((sparse[30:] != 0).float().mean()) < 0.2
 
 
 def test_repeated_destinations_graph():

@@ -376,6 +376,23 @@ def test_latency_budget_cuts_runs_of_a_slow_forward():
     assert len(calls) == 9
 
 
+def test_latency_budget_counts_the_warm_up(monkeypatch):
+    """A 0.25 s forward under a 1.5 s budget: the warm-up takes 0.25 s of
+    it, so 5 timed runs fill the rest (6 would have overrun it); under
+    0.3 s the minimum, 3 runs."""
+    from gnncompress.outputs import latency
+    clock = [0.0]
+    monkeypatch.setattr(latency.time, 'perf_counter', lambda: clock[0])
+
+    def forward() -> None:
+        clock[0] += 0.25
+
+    assert latency.measure_latency(forward, budget_s=1.5).runs == 5
+    assert clock[0] == 0.25 * 6
+    assert latency.measure_latency(forward, budget_s=0.3).runs == 3
+    assert latency.MIN_REPEAT == 3
+
+
 def test_bench_times_a_sparse_feature_export(tmp_path):
     # A file exported with --sparse-features takes CSR features; bench
     # feeds them from the graph's x and reports its accuracy like any row.
