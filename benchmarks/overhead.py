@@ -134,8 +134,11 @@ def commit_of(checkout: Path) -> str:
     done = subprocess.run(['git', '-C', str(checkout), 'rev-parse',
                            '--short', 'HEAD'], capture_output=True,
                           text=True, check=True)
+    # Results and the page they are written to are not the code timed.
     dirty = subprocess.run(['git', '-C', str(checkout), 'status',
-                            '--porcelain', '--untracked-files=no'],
+                            '--porcelain', '--untracked-files=no', '--',
+                            '.', ':!benchmarks/results',
+                            ':!docs/BENCHMARKS.md'],
                            capture_output=True, text=True).stdout.strip()
     return done.stdout.strip() + ('+changes' if dirty else '')
 
