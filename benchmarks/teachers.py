@@ -261,14 +261,14 @@ def verify(datasets: list[str], seeds: list[int], data_root: str) -> int:
                 continue
             stored = json.loads(path.read_text())
             now = run(dataset, seed, data_root)
-            same = (now['test_accuracy'] == stored['test_accuracy'] and
-                    now['epochs'] == stored['epochs'])
+            same = all(now[k] == stored[k] for k in
+                       ('test_accuracy', 'val_accuracy', 'epochs'))
             differ += not same
             print(f"{dataset} seed {seed}: now {100 * now['test_accuracy']:.2f}"
-                  f" ({now['epochs']} epochs), stored "
-                  f"{100 * stored['test_accuracy']:.2f} "
-                  f"({stored['epochs']} epochs){'' if same else '  DIFFERS'}",
-                  flush=True)
+                  f" (val {100 * now['val_accuracy']:.2f}, {now['epochs']} "
+                  f"epochs), stored {100 * stored['test_accuracy']:.2f} (val "
+                  f"{100 * stored['val_accuracy']:.2f}, {stored['epochs']} "
+                  f"epochs){'' if same else '  DIFFERS'}", flush=True)
     return differ
 
 

@@ -107,6 +107,10 @@ class NeighborSampler:
     torch-sparse). Vectorised over all nodes of a hop: random keys sorted
     within each node's edges keep the first ``fanout`` of them.
 
+    It samples on the device holding ``csr`` (a CUDA CSR: no batch
+    crosses to the host), drawing its random numbers with ``generator``
+    on the generator's own device.
+
     Args:
         csr (CSR): The graph's in-edges, built once.
         fanout (list[int]): Neighbours per node at each hop (``-1``: all).
@@ -123,13 +127,18 @@ class NeighborSampler:
         self.csr, self.fanout = csr, list(fanout)
         self.batch_size = batch_size
         self.generator = generator
+        self.device = csr.rowptr.device
         # Global id -> local id of the batch being built (-1: not in it).
-        self._local = torch.full((csr.num_nodes,), -1, dtype=torch.long)
+        self._local = torch.full((csr.num_nodes,), -1, dtype=torch.long,
+                                 device=self.device)
 
     def batches(self, seeds: Tensor, shuffle: bool = True) -> Iterator[Batch]:
         if shuffle:
-            seeds = seeds[torch.randperm(seeds.numel(),
-                                         generator=self.generator)]
+            gen = self.generator
+            order = torch.randperm(seeds.numel(), generator=gen,
+                                   device=gen.device if gen is not None
+                                   else seeds.device)
+            seeds = seeds[order.to(seeds.device)]
         for start in range(0, seeds.numel(), self.batch_size):
             yield self.sample(seeds[start:start + self.batch_size])
 
@@ -142,16 +151,18 @@ class NeighborSampler:
         (e.g. a probe's own, so that drawing it leaves the batches of the
         run unchanged), else with the sampler's."""
         generator = self.generator if generator is None else generator
-        local = self._local
+        local, dev = self._local, self.device
+        seeds = seeds.to(dev)
         nodes = [seeds]
-        local[seeds] = torch.arange(seeds.numel())
+        local[seeds] = torch.arange(seeds.numel(), device=dev)
         count = seeds.numel()
         frontier = seeds
         srcs, dsts = [], []
         for k in self.fanout:
             src, dst = self._sample_hop(frontier, k, generator)
             fresh = torch.unique(src[local[src] < 0])
-            local[fresh] = torch.arange(count, count + fresh.numel())
+            local[fresh] = torch.arange(count, count + fresh.numel(),
+                                        device=dev)
             count += fresh.numel()
             nodes.append(fresh)
             srcs.append(local[src])
@@ -171,27 +182,37 @@ class NeighborSampler:
                     generator: torch.Generator | None
                     ) -> tuple[Tensor, Tensor]:
         """Up to ``k`` in-edges of each of ``nodes``, as global (src, dst)."""
-        rowptr = self.csr.rowptr
+        rowptr, dev = self.csr.rowptr, self.device
         begin = rowptr[nodes]
         degree = rowptr[nodes + 1] - begin                       # [n]
-        owner = torch.repeat_interleave(torch.arange(nodes.numel()), degree)
+        owner = torch.repeat_interleave(
+            torch.arange(nodes.numel(), device=dev), degree)
         first = torch.cumsum(degree, 0) - degree                 # [n]
-        rank = torch.arange(owner.numel()) - first[owner]        # [E_hop]
+        rank = torch.arange(owner.numel(), device=dev) - first[owner]
         if k >= 0:
             crowded = degree[owner] > k
             if bool(crowded.any()):
                 # Shuffle each crowded node's edges: sort by owner + a
                 # random fraction, then keep the first k of each.
-                key = owner.double() + torch.rand(
-                    owner.numel(), dtype=torch.float64,
-                    generator=generator)
+                key = owner.double() + _uniform(owner.numel(), generator,
+                                                dev)
                 order = torch.argsort(key)
                 rank = torch.empty_like(rank)
-                rank[order] = torch.arange(owner.numel()) - first[owner]
+                rank[order] = torch.arange(owner.numel(), device=dev) - \
+                    first[owner]
             keep = rank < k
             owner, rank = owner[keep], rank[keep]
         edge = begin[owner] + rank
         return self.csr.col[edge], nodes[owner]
+
+
+def _uniform(n: int, generator: torch.Generator | None,
+             device: torch.device) -> Tensor:
+    """``n`` float64 draws in [0, 1) from ``generator``, on its device
+    (``device``'s default generator without one), moved to ``device``."""
+    where = generator.device if generator is not None else device
+    return torch.rand(n, dtype=torch.float64, generator=generator,
+                      device=where).to(device)
 
 
 class TensorStore:

@@ -227,3 +227,67 @@ def test_distill_batch_size_checkpoints_and_resumes(tmp_path):
     history = json.loads((tmp_path / 'c' / 'report.json').read_text())[
         'training']['history']
     assert [h['epoch'] for h in history] == [1, 2]
+
+
+def _fit_sampled(regime, student):
+    return loop.fit(student, regime, method=api.build_method('kd'),
+                    epochs=3, lr=0.01, weight_decay=0.0, label_weight=1.0,
+                    weight=1.0, patience=50, progress=False)
+
+
+def test_the_gpus_path_trains_as_the_cpus_on_the_cpu():
+    """The path a GPU that holds the graph takes (graph, CSR and teacher
+    cache moved once, every batch sampled there, validation one
+    full-graph pass), run on the CPU: the same batches and the same
+    student, bit for bit, as the path that samples on the CPU and
+    validates layer-wise, and the same validation score."""
+    graph, csr, _, cached, student = _setup('kd', layers=2)
+    runs = {}
+    for on_device in (False, True):
+        regime = SampledSubgraphs(graph, csr, [cached], fanout=[3, 2],
+                                  batch_size=16, trim=True, seed=3,
+                                  device=torch.device('cpu'),
+                                  on_device=on_device)
+        assert regime.on_device is on_device
+        model = build_model(ArchSpec('gcn', 6, 8, 2, 3))
+        model.load_state_dict(student.state_dict())
+        _fit_sampled(regime, model)
+        runs[on_device] = (model, regime.validate(model.eval()),
+                           [b.n_id.tolist() for b in regime.steps(4)])
+    (cpu, cpu_val, cpu_batches), (dev, dev_val, dev_batches) = \
+        runs[False], runs[True]
+    assert cpu_batches == dev_batches
+    assert _same(cpu, dev)
+    assert cpu_val == dev_val
+
+
+def test_the_sampler_runs_where_the_graph_fits(monkeypatch):
+    """A GPU whose free memory holds the graph, its CSR and the teacher
+    cache twice over samples there; one that does not, or the CPU, leaves
+    sampling on the CPU."""
+    from gnncompress.training.regimes import sampled
+    graph, csr, _, cached, _ = _setup('kd', layers=2)
+    need = sum(t.numel() * t.element_size() for t in (
+        graph.x, graph.edge_index, graph.y, graph.train_mask,
+        graph.val_mask, graph.test_mask, csr.rowptr, csr.col,
+        cached.logits, *cached.hiddens))
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    for free, where in ((2 * need, cuda), (2 * need - 1, cpu)):
+        monkeypatch.setattr(torch.cuda, 'mem_get_info',
+                            lambda device, free=free: (free, 10 * free))
+        assert sampled.sampled_on(graph, csr, [cached], cuda) == where
+    assert sampled.sampled_on(graph, csr, [cached], cpu) == cpu
+
+
+def test_a_sampler_state_from_another_device_is_refused_in_one_line():
+    graph, csr, _, cached, _ = _setup('kd', layers=2)
+    regime = SampledSubgraphs(graph, csr, [cached], fanout=[3, 2],
+                              batch_size=16, trim=True,
+                              device=torch.device('cpu'))
+    state = regime.state_dict()
+    # A CUDA generator's state: 16 bytes, where the CPU's has 5,056.
+    state['sampler'] = torch.zeros(16, dtype=torch.uint8)
+    with pytest.raises(GnnCompressError,
+                       match='another device than this run .cpu.: resume '
+                       'it with the --device it was written with'):
+        regime.load_state_dict(state)

@@ -172,6 +172,38 @@ def to_device(output: ModelOutput, dev: torch.device) -> ModelOutput:
                        hiddens=[h.to(dev) for h in output.hiddens])
 
 
+# The share of a GPU's free memory that the graph, its CSR and the teacher
+# cache may take for the sampler to run there; the rest is for the
+# student's training and its full-graph validation pass.
+DEVICE_SHARE = 0.5
+
+
+def fits_on_device(device: torch.device, tensors: Sequence[Tensor],
+                   share: float = DEVICE_SHARE) -> bool:
+    """Whether ``tensors`` take at most ``share`` of the free memory of
+    ``device``, a CUDA device (always False elsewhere: the CPU samples in
+    place)."""
+    if device.type != 'cuda':
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    need = sum(t.numel() * t.element_size() for t in tensors)
+    return need <= share * free
+
+
+def sampled_on(graph: Graph, csr: CSR,
+               teacher_outputs: Sequence[ModelOutput],
+               device: torch.device) -> torch.device:
+    """Where the sampled-subgraphs regime samples: on ``device`` when it is
+    a GPU that holds the graph, its CSR and the teacher cache together
+    (:func:`fits_on_device`), else on the CPU."""
+    tensors = [graph.x, graph.edge_index, graph.y, graph.train_mask,
+               graph.val_mask, graph.test_mask, csr.rowptr, csr.col]
+    tensors += [t for out in teacher_outputs
+                for t in (out.logits, *out.hiddens)]
+    return device if fits_on_device(device, tensors) else \
+        torch.device('cpu')
+
+
 class SampledSubgraphs:
     """One epoch visits every node of ``graph`` once as a seed (only the
     training nodes when ``all_nodes`` is false: no method, nothing else to
@@ -185,8 +217,14 @@ class SampledSubgraphs:
     in-neighbours, all that :func:`trimmed_output` computes of the last
     hidden layer); its label loss is the cross-entropy over the training
     seeds; ``teacher_outputs`` (whole-graph tensors, on the CPU or
-    memory-mapped, computed once) are cut to the same rows. ``graph``
-    stays on the CPU and batches move to ``device``.
+    memory-mapped, computed once) are cut to the same rows. On a GPU
+    that holds them (:func:`sampled_on`), the graph, its CSR and the
+    teacher cache move there once: the sampler draws every batch on the
+    GPU and validation is one full-graph pass there. Otherwise ``graph``
+    stays on the CPU, batches are sampled there and move to ``device``,
+    and validation runs layer-wise.
+    ``on_device`` overrides that choice (True also on the CPU, for tests
+    of the GPU's path).
     """
 
     def __init__(self, graph: Graph, csr: CSR,
@@ -194,21 +232,32 @@ class SampledSubgraphs:
                  fanout: Sequence[int], batch_size: int, trim: bool,
                  device: torch.device, all_nodes: bool = True,
                  hiddens: str = 'seeds', seed: int = 0,
-                 memmap_bytes: int = MEMMAP_BYTES) -> None:
-        self.graph, self.csr = graph, csr
-        self.teacher_outputs = teacher_outputs
+                 memmap_bytes: int = MEMMAP_BYTES,
+                 on_device: bool | None = None) -> None:
+        self.csr = csr
         self.trim, self.hiddens, self.device = trim, hiddens, device
         self.memmap_bytes = memmap_bytes
         self.ranks = process_ranks.current()
         self.batch_size = self.ranks.share(batch_size)
-        self.generator = torch.Generator().manual_seed(
+        if on_device is None:
+            on_device = sampled_on(graph, csr, teacher_outputs,
+                                   device) == device
+        self.on_device = on_device
+        self.sample_on = device if on_device else torch.device('cpu')
+        if on_device:
+            graph = graph.to(device)
+            teacher_outputs = [to_device(t, device) for t in teacher_outputs]
+            csr = CSR(csr.rowptr.to(device), csr.col.to(device),
+                      None if csr.weight is None else csr.weight.to(device))
+        self.graph, self.teacher_outputs = graph, teacher_outputs
+        self.generator = torch.Generator(self.sample_on).manual_seed(
             self.ranks.sampler_seed(seed))
         self.order = torch.Generator().manual_seed(seed)  # same every rank
         self.seed = seed  # the probe's own draws: the same every rank
         self.sampler = NeighborSampler(csr, fanout, self.batch_size,
                                        self.generator)
         self.seeds = torch.arange(graph.num_nodes) if all_nodes else \
-            graph.train_mask.nonzero().view(-1)
+            graph.train_mask.nonzero().view(-1).cpu()
 
     def probe(self, student: nn.Module
               ) -> tuple[Sequence[ModelOutput], ModelOutput, Graph]:
@@ -275,6 +324,10 @@ class SampledSubgraphs:
         return graph.to(self.device)
 
     def _logits(self, student: nn.Module) -> Tensor:
+        if self.on_device:  # the whole graph is here: one pass
+            with torch.no_grad():
+                return run_model(student, self.graph.x,
+                                 self.graph.edge_index).logits
         return evaluate(student, self.graph, self.csr, self.memmap_bytes)
 
     def validate(self, student: nn.Module) -> float:
@@ -290,5 +343,11 @@ class SampledSubgraphs:
                 'order': self.order.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.generator.set_state(state['sampler'])
+        try:
+            self.generator.set_state(state['sampler'])
+        except RuntimeError:
+            raise GnnCompressError(
+                f'The checkpoint sampled its batches on another device '
+                f'than this run ({self.sample_on.type}): resume it with the '
+                f'--device it was written with') from None
         self.order.set_state(state['order'])
