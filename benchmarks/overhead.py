@@ -164,37 +164,42 @@ def report_against() -> str:
     rows = common.read_rows(AGAINST)
     phases = ['load', 'train', 'export', 'check', 'measure', 'other']
     lines = [
-        'One `distill` process of this commit against an earlier one, the '
+        'One `distill` process of a commit against an earlier one, the '
         'two run back to back in alternating order under the default '
         'policy, median over the pairs (s); overhead = wall - train; the '
-        'ratio is this / earlier wall time and overhead pair by pair '
+        'ratio is later / earlier wall time and overhead pair by pair '
         '(median, min-max). Command: `python benchmarks/overhead.py '
         '--physics --against DIR`, DIR a worktree of the earlier commit.',
         '', '| dataset | code | pairs | wall | overhead | ' +
         ' | '.join(phases) + ' |',
         '|---|---|---|---|---|' + '---|' * len(phases)]
     notes = []
+    earlier = sorted({r['commits']['other'] for r in rows})
     for dataset in ('Cora', 'Physics'):
-        mine = [r for r in rows if r['dataset'] == dataset]
-        if not mine:
-            continue
-        for side in ('other', 'this'):
-            runs = [r['runs'][side] for r in mine]
-            commit = ', '.join(sorted({r['commits'][side] for r in mine}))
-            cells = [_median([run['timings'].get(p, 0.0) for run in runs])
-                     for p in phases]
-            lines.append(
-                f"| {dataset} | {commit} | {len(runs)} | "
-                f"{_median([run['wall_s'] for run in runs])} | "
-                f"{_median([run['overhead_s'] for run in runs])} | "
-                + ' | '.join(cells) + ' |')
-        for figure in ('wall_s', 'overhead_s'):
-            ratio = [r['runs']['this'][figure] / r['runs']['other'][figure]
-                     for r in mine]
-            notes.append(f"{dataset} {figure[:-2]} "
-                         f"{statistics.median(ratio):.2f} "
-                         f"({min(ratio):.2f}-{max(ratio):.2f})")
-    lines += ['', 'This / earlier: ' + '; '.join(notes) + '.', '',
+        for other in earlier:
+            mine = [r for r in rows if r['dataset'] == dataset
+                    and r['commits']['other'] == other]
+            if not mine:
+                continue
+            for side in ('other', 'this'):
+                runs = [r['runs'][side] for r in mine]
+                commit = ', '.join(sorted({r['commits'][side]
+                                           for r in mine}))
+                cells = [_median([run['timings'].get(p, 0.0)
+                                  for run in runs]) for p in phases]
+                lines.append(
+                    f"| {dataset} | {commit} | {len(runs)} | "
+                    f"{_median([run['wall_s'] for run in runs])} | "
+                    f"{_median([run['overhead_s'] for run in runs])} | "
+                    + ' | '.join(cells) + ' |')
+            this = mine[0]['commits']['this']
+            for figure in ('wall_s', 'overhead_s'):
+                ratio = [r['runs']['this'][figure] /
+                         r['runs']['other'][figure] for r in mine]
+                notes.append(f"{dataset} {this} / {other} {figure[:-2]} "
+                             f"{statistics.median(ratio):.2f} "
+                             f"({min(ratio):.2f}-{max(ratio):.2f})")
+    lines += ['', 'Later / earlier: ' + '; '.join(notes) + '.', '',
               'Machine: ' + '; '.join(sorted({r['machine']
                                               for r in rows})) + '.']
     return '\n'.join(lines)
