@@ -139,7 +139,8 @@ class Runner:
                    'not_run': sum(s['status'] == 'not run'
                                   for s in self.steps)}
         tmp = self.out / 'summary.json.tmp'
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
+        # The reports' figures (bench's rows name their files) too.
+        tmp.write_text(_portable(json.dumps(summary, indent=2, default=str)))
         tmp.replace(self.out / 'summary.json')
         lines = [f'# gpu_check on {settings["machine"]}', '',
                  f'device `{settings["device"]}`, torch '

@@ -64,3 +64,9 @@ def test_summary_names_no_machine_paths(tmp_path):
     step = runner.steps[0]
     assert step['command'].startswith('python -c')
     assert step['last_line'] == 'wrote samples/'
+    # Figures read from a report (bench's rows name their files).
+    step['figures'] = {'file': str(out / 'cora_gat.pt')}
+    runner.write({'machine': 'test', 'device': 'cpu', 'torch': 'x'})
+    written = (tmp_path / 'summary.json').read_text()
+    assert str(check.ROOT) not in written and sys.executable not in written
+    assert '"file": "samples/cora_gat.pt"' in written
