@@ -182,16 +182,10 @@ def report_against() -> str:
             if not mine:
                 continue
             for side in ('other', 'this'):
-                runs = [r['runs'][side] for r in mine]
                 commit = ', '.join(sorted({r['commits'][side]
                                            for r in mine}))
-                cells = [_median([run['timings'].get(p, 0.0)
-                                  for run in runs]) for p in phases]
-                lines.append(
-                    f"| {dataset} | {commit} | {len(runs)} | "
-                    f"{_median([run['wall_s'] for run in runs])} | "
-                    f"{_median([run['overhead_s'] for run in runs])} | "
-                    + ' | '.join(cells) + ' |')
+                lines.append(_row([dataset, commit],
+                                  [r['runs'][side] for r in mine], phases))
             this = mine[0]['commits']['this']
             for figure in ('wall_s', 'overhead_s'):
                 ratio = [r['runs']['this'][figure] /
@@ -207,6 +201,16 @@ def report_against() -> str:
 
 def _median(values: list[float]) -> str:
     return f'{statistics.median(values):.2f}'
+
+
+def _row(labels: list[str], runs: list[dict], phases: list[str]) -> str:
+    """A table row: ``labels``, the number of runs, and the medians of
+    wall time, overhead and each phase."""
+    cells = [str(len(runs)), _median([run['wall_s'] for run in runs]),
+             _median([run['overhead_s'] for run in runs])]
+    cells += [_median([run['timings'].get(p, 0.0) for run in runs])
+              for p in phases]
+    return '| ' + ' | '.join([*labels, *cells]) + ' |'
 
 
 def report() -> str:
@@ -236,14 +240,8 @@ def report() -> str:
             if not mine:
                 continue
             for policy in POLICIES:
-                runs = [r['runs'][policy] for r in mine]
-                cells = [_median([run['timings'].get(p, 0.0)
-                                  for run in runs]) for p in phases]
-                lines.append(
-                    f"| {dataset} | {load} | {policy} | {len(runs)} | "
-                    f"{_median([run['wall_s'] for run in runs])} | "
-                    f"{_median([run['overhead_s'] for run in runs])} | "
-                    + ' | '.join(cells) + ' |')
+                lines.append(_row([dataset, str(load), policy],
+                                  [r['runs'][policy] for r in mine], phases))
             pair_ratios = [r['runs']['PASSIVE']['wall_s'] /
                            r['runs']['ACTIVE']['wall_s'] for r in mine]
             ratios.append(
