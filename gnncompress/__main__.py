@@ -1,5 +1,5 @@
 """``python -m gnncompress``: the same commands as ``gnncompress``."""
-from gnncompress.cli import app
+from gnncompress.cli import main
 
 if __name__ == '__main__':
-    app(prog_name='gnncompress')
+    main()

@@ -11,7 +11,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 from gnncompress.cli.common import api, app
 
-__all__ = ['api', 'app']
+__all__ = ['api', 'app', 'main']
 
 # Each module registers its command when imported, in the order --help
 # lists them.
@@ -19,3 +19,9 @@ COMMANDS = ('distill', 'teacher', 'export', 'bench', 'cotrain',
             'amalgamate', 'datasets')
 for _name in COMMANDS:
     importlib.import_module(f'gnncompress.cli.{_name}')
+
+
+def main() -> None:
+    """The `gnncompress` console script (gnncompress.cli.process)."""
+    from gnncompress.cli import process
+    process.main(app)

@@ -15,6 +15,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from gnncompress import __version__
+from gnncompress.cli.process import resume_collector
 from gnncompress.core.errors import (
     GnnCompressError,
     RunInterrupted,
@@ -177,6 +178,12 @@ class Command(TyperCommand):
                 name = _argument_name(param)
                 pieces.append(name if param.required else f'[{name}]')
         return pieces
+
+    def invoke(self, ctx: Any) -> Any:
+        # The options are parsed and their checks have done the heavy
+        # imports: the collector paused for them runs again.
+        resume_collector()
+        return super().invoke(ctx)
 
     def format_options(self, ctx: Any, formatter: Any) -> None:
         args, opts = [], []
