@@ -15,10 +15,13 @@ export, check, measure); the overhead is the wall time less the training.
     python benchmarks/overhead.py --report         # rewrite the docs section
     python benchmarks/overhead.py --physics --against /tmp/base
 
-``--against DIR`` pairs this checkout with another one (``git worktree add
-/tmp/base <commit>``), both under the default policy, in alternating
-order: the before and after of a change, side by side in one run, with
-the ratio this / other pair by pair (results/overhead-against/).
+``--against DIR`` pairs this checkout (or ``--checkout DIR2``) with
+another one (``git worktree add /tmp/base <commit>``), both under the
+default policy, in alternating order: the before and after of a change,
+side by side in one run, with the ratio this / other pair by pair
+(results/overhead-against/, one file per dataset x pair of commits x
+pair). Every run starts in an empty folder, so the code timed is the
+checkout's whatever folder the script is started from.
 
 ``--load N`` starts N processes that only spin for the length of the
 timed runs: a machine shared with other jobs, as CI machines and this
@@ -82,7 +85,11 @@ def one_run(dataset: str, policy: str, checkout: Path = ROOT) -> dict:
                'PYTHONPATH': os.pathsep.join(
                    [str(checkout), os.environ.get('PYTHONPATH', '')])}
         start = time.perf_counter()
-        done = subprocess.run(command(dataset, out), env=env,
+        # Run from the empty temporary folder: `python -m` puts the working
+        # directory first on sys.path, ahead of PYTHONPATH, so a run
+        # started in a checkout would time that checkout's code whatever
+        # ``checkout`` names.
+        done = subprocess.run(command(dataset, out), env=env, cwd=tmp,
                               capture_output=True, text=True)
         wall = time.perf_counter() - start
         if done.returncode != 0:
@@ -143,12 +150,14 @@ def commit_of(checkout: Path) -> str:
     return done.stdout.strip() + ('+changes' if dirty else '')
 
 
-def collect_against(datasets: list[str], pairs: int, other: Path) -> None:
-    """Pairs of (this checkout, ``other``) runs, PASSIVE, alternating."""
-    sides = {'this': ROOT, 'other': other.resolve()}
+def collect_against(datasets: list[str], pairs: int, other: Path,
+                    this: Path = ROOT) -> None:
+    """Pairs of (``this`` checkout, ``other``) runs, PASSIVE,
+    alternating."""
+    sides = {'this': this.resolve(), 'other': other.resolve()}
     commits = {side: commit_of(path) for side, path in sides.items()}
-    for dataset, pair, path in pending(datasets, pairs, AGAINST,
-                                       commits['other']):
+    tag = f"{commits['this']}-vs-{commits['other']}"
+    for dataset, pair, path in pending(datasets, pairs, AGAINST, tag):
         order = list(sides) if pair % 2 == 0 else list(sides)[::-1]
         runs = {side: one_run(dataset, 'PASSIVE', sides[side])
                 for side in order}
@@ -174,11 +183,13 @@ def report_against() -> str:
         ' | '.join(phases) + ' |',
         '|---|---|---|---|---|' + '---|' * len(phases)]
     notes = []
-    earlier = sorted({r['commits']['other'] for r in rows})
+    compared = sorted({(r['commits']['other'], r['commits']['this'])
+                       for r in rows})
     for dataset in ('Cora', 'Physics'):
-        for other in earlier:
+        for other, this in compared:
             mine = [r for r in rows if r['dataset'] == dataset
-                    and r['commits']['other'] == other]
+                    and r['commits']['other'] == other
+                    and r['commits']['this'] == this]
             if not mine:
                 continue
             for side in ('other', 'this'):
@@ -186,7 +197,6 @@ def report_against() -> str:
                                            for r in mine}))
                 lines.append(_row([dataset, commit],
                                   [r['runs'][side] for r in mine], phases))
-            this = mine[0]['commits']['this']
             for figure in ('wall_s', 'overhead_s'):
                 ratio = [r['runs']['this'][figure] /
                          r['runs']['other'][figure] for r in mine]
@@ -267,11 +277,15 @@ def main() -> None:
     parser.add_argument('--against', type=Path, default=None,
                         help='pair this checkout with the one in this '
                         'folder (a git worktree of an earlier commit)')
+    parser.add_argument('--checkout', type=Path, default=ROOT,
+                        help='with --against: time the code of this '
+                        'folder instead of this checkout\'s')
     args = parser.parse_args()
     if args.against is not None:
         if not args.report:
             datasets = ['Cora'] + (['Physics'] if args.physics else [])
-            collect_against(datasets, args.pairs, args.against)
+            collect_against(datasets, args.pairs, args.against,
+                            args.checkout)
         common.publish_folder(AGAINST, 'overhead-against', report_against)
         return
     if not args.report:
