@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from gnncompress.core.defaults import REPORT_BUDGET_S
 from gnncompress.core.timing import phase
 from gnncompress.models import forward_logits
+from gnncompress.outputs.cuda_graph import replayed
 
 WARMUP = 3
 REPEAT = 20
@@ -100,6 +101,11 @@ class Latency:
     runtime: str = ''
     device: str = ''
     threads: int | None = None
+    # On a GPU: the forward's memory- and launch-bound floors
+    # (gnncompress.outputs.floors), and why it was not captured as a
+    # CUDA graph when it was not.
+    floors: dict[str, Any] | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -159,6 +165,9 @@ def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
 
 def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
                   batch: Tensor | None = None, **kwargs: Any) -> Latency:
+    """``model``'s forward over the whole graph; on a GPU, replayed as a
+    captured CUDA graph where it can be (runtime ``cuda-graph``), with
+    its floors (:func:`gnncompress.outputs.floors.forward_floors`)."""
     model.eval()
     sync = torch.cuda.synchronize if x.is_cuda else None
 
@@ -166,13 +175,24 @@ def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
     def run() -> Tensor:
         return forward_logits(model, x, edge_index, batch)
 
+    fn, runtime, note, floors = run, 'pytorch', None, None
+    if x.is_cuda:
+        from gnncompress.outputs.floors import forward_floors
+
+        with torch.no_grad():
+            replay, note = replayed(run, x.device)
+            fn, runtime = (replay, 'cuda-graph') if replay else (run,
+                                                                  runtime)
+            floors = forward_floors(model, (x, edge_index, batch), run,
+                                    x.device).to_dict()
     if 'budget_s' in kwargs:
-        latency = measure_latency(run, sync=sync, **kwargs)
+        latency = measure_latency(fn, sync=sync, **kwargs)
     else:
         latency = report_figure(
-            lambda s: measure_latency(run, sync=sync, budget_s=s, **kwargs))
-    latency.runtime, latency.device = 'pytorch', x.device.type
+            lambda s: measure_latency(fn, sync=sync, budget_s=s, **kwargs))
+    latency.runtime, latency.device = runtime, x.device.type
     latency.threads = None if x.is_cuda else torch.get_num_threads()
+    latency.floors, latency.note = floors, note
     return latency
 
 

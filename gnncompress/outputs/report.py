@@ -9,6 +9,7 @@ from typing import Any
 from tabulate import tabulate
 
 from gnncompress.core.errors import plural
+from gnncompress.outputs.floors import floors_text
 from gnncompress.outputs.latency import describe, speedup
 
 
@@ -241,7 +242,9 @@ def _latency_cells(latency: dict[str, dict[str, Any]], runtimes: list[str],
                    labels: dict[str, str]) -> list[str]:
     """``median / p95`` per runtime, ``-`` where it was not measured."""
     return [latency_cell(lat, labels[r],
-                         f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}")
+                         f"{lat['median_ms']:.2f} / {lat['p95_ms']:.2f}"
+                         + (f' ({floors})' if (floors := floors_text(
+                             lat.get('floors'))) else ''))
             if (lat := latency.get(r)) else '-' for r in runtimes]
 
 

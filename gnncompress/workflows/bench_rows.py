@@ -21,6 +21,7 @@ from gnncompress.core.errors import CheckpointError, DataError
 from gnncompress.core.graph import Graph
 from gnncompress.core.options import check_memory
 from gnncompress.models import count_parameters, forward_logits
+from gnncompress.outputs.cuda_graph import capture_cuda_graph
 from gnncompress.outputs.latency import measure_latency, session_threads
 from gnncompress.workflows.bench_table import RUNTIMES, BenchModel, BenchRow
 
@@ -176,25 +177,6 @@ class RowBudget:
             timer.cancel()
 
 
-def capture_cuda_graph(forward: Any, device: torch.device,
-                       warmup: int = 3) -> tuple[Any, Tensor]:
-    """``forward()`` captured as one CUDA graph for fixed inputs: a few
-    runs on a side stream first (allocations and lazy initialisation
-    happen outside the capture), then the capture. Returns the graph and
-    the output tensor each ``replay()`` refills; the launch cost of every
-    kernel is paid once per replay instead of once per kernel."""
-    stream = torch.cuda.Stream(device)
-    stream.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(stream):
-        for _ in range(warmup):
-            forward()
-    torch.cuda.current_stream(device).wait_stream(stream)
-    cuda_graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(cuda_graph):
-        out = forward()
-    return cuda_graph, out
-
-
 def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
                device: torch.device, threads: int | None, warmup: int,
                repeat: int,
@@ -238,9 +220,27 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
             row.error = budget.message if budget.spent else _short(e)
             return row
     row.peak_memory_mb = memory.peak_mb
+    if device.type == 'cuda':
+        row.latency.floors = _floors(model, x, edge_index, device)
     row.accuracy = _accuracy(logits.float(), graph)
     row.predictions = _predictions(logits.float().cpu().numpy(), graph)
     return row
+
+
+def _floors(model: torch.nn.Module, x: Tensor, edge_index: Tensor,
+            device: torch.device) -> dict[str, Any] | None:
+    """The forward's memory- and launch-bound floors on the GPU (None
+    when they cannot be had: a floor never fails a row)."""
+    from gnncompress.outputs.floors import forward_floors
+
+    try:
+        with torch.no_grad():
+            return forward_floors(
+                model, (x, edge_index),
+                lambda: forward_logits(model, x, edge_index),
+                device).to_dict()
+    except Exception:
+        return None
 
 
 def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,

@@ -170,12 +170,39 @@ class BenchResult:
                          for r in rows}
                 lines.append(f'| {n:,} | ' + ' | '.join(
                     cells.get(label, '-') for label in labels) + ' |')
+        lines += floors_section(self.rows)
         s = self.settings
         lines += ['', f"Latency: median, p95 and mean of {s.get('repeat')} "
                   f"timed runs after {s.get('warmup')} warm-up runs; peak MB "
                   'is the resident (CPU) or allocated (CUDA) memory above '
                   'what the process held before the run.', '']
         return '\n'.join(lines)
+
+
+def floors_section(rows: list[BenchRow]) -> list[str]:
+    """The GPU rows' floors (gnncompress.outputs.floors) beside their
+    median, as Markdown lines; none without a GPU row."""
+    gpu = [r for r in rows if r.latency and r.latency.floors]
+    if not gpu:
+        return []
+    lines = ['', '## GPU floors', '',
+             'What one forward cannot beat on this GPU: its parameters, '
+             'inputs and output moved once at the peak memory bandwidth '
+             '(memory), and as many near-empty kernels as it launches, '
+             'replayed as one CUDA graph (launch).', '',
+             '| model | runtime | median ms | memory floor ms | MB moved | '
+             'GB/s | launch floor ms | kernels |', '|' + '---|' * 8]
+    for r in gpu:
+        assert r.latency is not None and r.latency.floors is not None
+        f = r.latency.floors
+        cells = [r.model, r.runtime, f'{r.latency.median_ms:.3f}',
+                 _num(f.get('memory_ms'), '{:.3f}'),
+                 f"{f['bytes'] / 1e6:.1f}",
+                 _num(f.get('bandwidth_gb_s'), '{:.0f}'),
+                 _num(f.get('launch_ms'), '{:.3f}'),
+                 str(f.get('kernels') or '-')]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return lines
 
 
 def row_label(row: BenchRow) -> str:
