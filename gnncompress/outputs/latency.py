@@ -180,7 +180,7 @@ def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
         from gnncompress.outputs.floors import forward_floors
 
         with torch.no_grad():
-            replay, note = replayed(run, x.device)
+            replay, note = replayed(run, x.device, model)
             fn, runtime = (replay, 'cuda-graph') if replay else (run,
                                                                   runtime)
             floors = forward_floors(model, (x, edge_index, batch), run,

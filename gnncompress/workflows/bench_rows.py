@@ -21,7 +21,7 @@ from gnncompress.core.errors import CheckpointError, DataError
 from gnncompress.core.graph import Graph
 from gnncompress.core.options import check_memory
 from gnncompress.models import count_parameters, forward_logits
-from gnncompress.outputs.cuda_graph import capture_cuda_graph
+from gnncompress.outputs.cuda_graph import replayed
 from gnncompress.outputs.latency import measure_latency, session_threads
 from gnncompress.workflows.bench_table import RUNTIMES, BenchModel, BenchRow
 
@@ -190,18 +190,20 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
     fn: Any = model
     if runtime == 'compile':
         fn = torch.compile(model)
-    replay: list[Any] = []  # cuda-graph: (graph, its output), once captured
+    replay: list[Any] = []  # cuda-graph: the replay, once captured
 
     @torch.no_grad()
     def run() -> Tensor:
         budget.check()
         if runtime == 'cuda-graph':
             if not replay:
-                replay.append(capture_cuda_graph(
-                    lambda: forward_logits(model, x, edge_index), device))
-            graph_, out = replay[0]
-            graph_.replay()
-            return out
+                again, why = replayed(
+                    lambda: forward_logits(model, x, edge_index), device,
+                    model)
+                if again is None:
+                    raise RuntimeError(why)
+                replay.append(again)
+            return replay[0]()
         if fn is model:
             return forward_logits(model, x, edge_index)
         return fn(x, edge_index) if entry.uses_graph else fn(x)

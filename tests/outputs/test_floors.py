@@ -138,3 +138,43 @@ def floors_replay(model, x, edge_index):
 
     with torch.no_grad():
         return replayed(lambda: model(x, edge_index), x.device)
+
+
+def test_fixed_graph_caches_gcn_normalisation_for_the_block_only(
+        monkeypatch):
+    # The capture of a GCN needs its normalisation (a self-loop mask the
+    # CPU must size) out of the captured forward: inside fixed_graph it
+    # runs once, and the outputs are the eager forward's.
+    from torch_geometric.nn import GCN, SGConv
+    from torch_geometric.nn.conv import gcn_conv
+
+    from gnncompress.outputs.cuda_graph import (
+        fixed_graph,
+        graph_caching_layers,
+    )
+
+    calls = []
+    original = gcn_conv.gcn_norm
+    monkeypatch.setattr(gcn_conv, 'gcn_norm', lambda *a, **k: (
+        calls.append(1), original(*a, **k))[1])
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 5, generator=gen)
+    edge_index = torch.randint(0, 30, (2, 90), generator=gen)
+    model = GCN(5, 8, 2, out_channels=3).eval()
+    with torch.no_grad():
+        eager = model(x, edge_index)
+        calls.clear()
+        with fixed_graph(model) as kept:
+            first, second = model(x, edge_index), model(x, edge_index)
+        assert len(calls) == 2  # once per layer, not once per forward
+        assert torch.equal(first, eager) and torch.equal(second, eager)
+        assert len(kept) == 2  # each layer's cache, held for a replay
+        assert all(not m.cached and m._cached_edge_index is None
+                   for m in graph_caching_layers(model))
+        calls.clear()
+        model(x, edge_index)
+        assert len(calls) == 2  # as before the block
+    sg = SGConv(5, 3, cached=False)
+    assert graph_caching_layers(sg) == []  # its cache holds features
+    with fixed_graph(None) as kept:
+        assert kept == []
