@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import TEST_DEVICE
 from torch import nn
 
 from gnncompress.outputs import floors
@@ -105,9 +106,9 @@ class _Graphless(nn.Module):
 
 
 @pytest.mark.cuda
+@pytest.mark.skipif(TEST_DEVICE != 'cuda', reason='needs the GPU '
+                    '(GNNCOMPRESS_TEST_DEVICE=cuda: benchmarks/gpu_check.py)')
 def test_the_reports_gpu_figure_is_a_replayed_graph_with_floors(device):
-    if device != 'cuda':
-        pytest.skip('needs the GPU (benchmarks/gpu_check.py runs it)')
     from torch_geometric.nn import GCN
 
     gen = torch.Generator().manual_seed(0)
