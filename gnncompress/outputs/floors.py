@@ -116,13 +116,18 @@ def forward_floors(model: nn.Module, inputs: Iterable[Tensor | None],
                    forward: Callable[[], Tensor],
                    device: torch.device) -> Floors:
     """Both floors of ``forward()`` (``model`` on ``inputs``) on the CUDA
-    ``device``."""
+    ``device``; a launch floor that cannot be had (no profiler, a capture
+    that fails) is ``None``, never an error."""
     inputs = list(inputs)
     output = forward()
     nbytes = bytes_moved(model, inputs, output)
     bandwidth = peak_bandwidth(torch.cuda.get_device_properties(device))
     kernels = count_kernels(forward)
-    launch = launch_floor_ms(kernels, device) if kernels else None
+    try:
+        launch = launch_floor_ms(kernels, device) if kernels else None
+    except Exception:  # the figure stands without it
+        torch.cuda.synchronize(device)
+        launch = None
     return Floors(memory_ms=memory_floor_ms(nbytes, bandwidth),
                   launch_ms=launch, bytes=nbytes,
                   bandwidth_gb_s=None if bandwidth is None

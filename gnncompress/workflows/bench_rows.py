@@ -230,19 +230,14 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
 
 
 def _floors(model: torch.nn.Module, x: Tensor, edge_index: Tensor,
-            device: torch.device) -> dict[str, Any] | None:
-    """The forward's memory- and launch-bound floors on the GPU (None
-    when they cannot be had: a floor never fails a row)."""
+            device: torch.device) -> dict[str, Any]:
+    """The forward's memory- and launch-bound floors on the GPU."""
     from gnncompress.outputs.floors import forward_floors
 
-    try:
-        with torch.no_grad():
-            return forward_floors(
-                model, (x, edge_index),
-                lambda: forward_logits(model, x, edge_index),
-                device).to_dict()
-    except Exception:
-        return None
+    with torch.no_grad():
+        return forward_floors(model, (x, edge_index),
+                              lambda: forward_logits(model, x, edge_index),
+                              device).to_dict()
 
 
 def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,
