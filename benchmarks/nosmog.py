@@ -278,7 +278,8 @@ def report() -> str:
         'The times include computing the position features. Command: '
         '`nice -n 10 python benchmarks/nosmog.py` (add `--datasets PubMed '
         '--methods glnn@T0.1 glnn+position@T0.1` for the temperature '
-        'runs).', '',
+        'runs, `--datasets Computers Photo --methods glnn@B512 '
+        'glnn@T0.1@B512` for the batch runs).', '',
         '| dataset | teacher | published teacher (GLNN) | ' +
         ' | '.join(labels) + ' | published NOSMOG |',
         '|---|---|---|' + '---|' * len(labels) + '---|']
