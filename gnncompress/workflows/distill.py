@@ -43,6 +43,7 @@ from gnncompress.workflows.distributed import (
     check_batches,
     launch,
     one_at_a_time,
+    several_processes,
     under_torchrun,
 )
 from gnncompress.workflows.inputs import (
@@ -162,8 +163,8 @@ def run_distill(settings: DistillSettings) -> Report | None:
     teacher = s.teacher
     method_note = None
     if s.method is None:  # auto where it can run, else kd (and why)
-        method, method_note = default_method(s.options(),
-                                             torchrun=under_torchrun())
+        method, method_note = default_method(
+            s.options(), torchrun=several_processes())
         s = s.with_options(method=method)
     if isinstance(teacher, torch.nn.Module) or s.teacher_class is not None:
         if batching.nproc is not None or batching.batch_size is not None \

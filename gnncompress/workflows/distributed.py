@@ -55,6 +55,15 @@ def under_torchrun() -> bool:
     return all(k in os.environ for k in ENV) and not joined()
 
 
+def several_processes() -> bool:
+    """Whether this run trains in several processes: started by torchrun
+    and not joined yet, or inside a joined group of more than one (a
+    caller's own group). Every rank must then take the same decisions,
+    which a time budget (``--method auto``) cannot promise."""
+    return under_torchrun() or (
+        joined() and dist.get_world_size() > 1)
+
+
 def check_options(nproc: int | None, params: dict[str, Any]) -> None:
     """What several processes cannot do yet, refused before anything
     starts. (Full-graph training, which has no batch to split, is refused

@@ -165,3 +165,35 @@ def test_when_every_candidate_diverges_the_last_failure_is_raised():
         raise TrainingError(f'The loss became nan at epoch 1 ({name})')
     with pytest.raises(TrainingError, match=r'\(fitnet\)'):
         choose(always, budget_s=100)
+
+
+@pytest.mark.parametrize('joined, world, env, several', [
+    (False, 1, False, False), (True, 1, False, False),
+    (True, 2, False, True), (False, 1, True, True)])
+def test_several_processes(monkeypatch, joined, world, env, several):
+    from gnncompress.workflows import distributed
+
+    monkeypatch.setattr(distributed, 'joined', lambda: joined)
+    monkeypatch.setattr(distributed.dist, 'get_world_size', lambda: world)
+    for key in distributed.ENV:
+        if env:
+            monkeypatch.setenv(key, '1')
+        else:
+            monkeypatch.delenv(key, raising=False)
+    assert distributed.several_processes() is several
+
+
+def test_no_method_in_a_group_of_processes_is_kd(tmp_path, monkeypatch,
+                                                 fast_latency):
+    # In a caller's own group of processes (joined before distill, so not
+    # "under torchrun"), each rank ran auto with its own time budget: under
+    # load two ranks chose differently, and one waited forever in a
+    # collective the other never reached. Several processes take kd.
+    from gnncompress.workflows import distill as workflow
+
+    monkeypatch.setattr(workflow, 'several_processes', lambda: True)
+    report = api.distill(SAMPLE_TEACHER, epochs=1, progress=False,
+                         export=False, latency=False, out=tmp_path / 'out')
+    assert report.method == 'kd'
+    assert any('auto, trains in one process' in note
+               for note in report.notes)
