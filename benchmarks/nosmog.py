@@ -117,7 +117,12 @@ def batch_of(label: str) -> int | None:
     ours keeps it); without ``@B``, one full-graph step per epoch."""
     parts = label.split('@')[1:]
     size = next((part[1:] for part in parts if part.startswith('B')), None)
-    return int(size) if size else None
+    if size is None:
+        return None
+    if not size.isdigit() or int(size) < 1:
+        raise SystemExit(f'{label}: @B takes a positive whole number of '
+                         f'nodes, e.g. @B512')
+    return int(size)
 
 
 def options(label: str, dataset: str) -> dict:

@@ -52,8 +52,10 @@ def quick_latency(mp: pytest.MonkeyPatch, warmup: int = 0,
     tests check the report, not the speed."""
     from gnncompress.outputs import latency as bench
     from gnncompress.workflows import results
-    for name in ('torch_latency', 'onnx_latency'):
-        mp.setattr(results, name, functools.partial(
+    # torch_figures calls the latency module's own torch_latency.
+    for module, name in ((bench, 'torch_latency'),
+                         (results, 'onnx_latency')):
+        mp.setattr(module, name, functools.partial(
             getattr(bench, name), warmup=warmup, repeat=repeat))
 
 

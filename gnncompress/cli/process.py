@@ -76,7 +76,20 @@ def finish(code: Any) -> NoReturn:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe, a closed stream
             pass
+    _flush_c_streams()
     os._exit(status)
+
+
+def _flush_c_streams() -> None:
+    """Flush the C library's buffered streams too: native code (NCCL's
+    or MKL's verbose output) writes through them, and ``os._exit`` does
+    not flush them."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to ask
+        pass
 
 
 def main(app: Any) -> NoReturn:

@@ -2,6 +2,7 @@ from gnncompress.models.build import (
     build_model,
     count_parameters,
     count_spec_parameters,
+    forward_inputs,
     forward_logits,
     run_model,
 )
@@ -15,4 +16,4 @@ from gnncompress.models.spec import (
 
 __all__ = ['ARCHS', 'BASIC_GNN_ARCHS', 'GRAPHLESS', 'ArchSpec', 'ModelOutput',
            'build_model', 'count_parameters', 'count_spec_parameters',
-           'forward_logits', 'run_model']
+           'forward_inputs', 'forward_logits', 'run_model']

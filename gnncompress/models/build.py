@@ -139,6 +139,19 @@ def forward_logits(model: nn.Module, x: Tensor, edge_index: Tensor,
     return model(x, edge_index)
 
 
+def forward_inputs(model: nn.Module, x: Tensor, edge_index: Tensor,
+                   batch: Tensor | None = None) -> tuple[Tensor, ...]:
+    """The tensors :func:`forward_logits` gives ``model`` (a graph-free
+    MLP reads ``x`` alone)."""
+    if isinstance(model, DGCNN):
+        return (x,) if batch is None else (x, batch)
+    if isinstance(model, GraphClassifier):
+        return (x, edge_index) if batch is None else (x, edge_index, batch)
+    if isinstance(model, MLP):
+        return (x,)
+    return (x, edge_index)
+
+
 def _norm_and_act(model: nn.Module, norm: nn.Module, x: Tensor) -> Tensor:
     """Norm and activation in the order PyG's ``act_first`` sets."""
     if model.act is not None and model.act_first:

@@ -82,11 +82,18 @@ def replayed(forward: Callable[[], Tensor], device: torch.device,
     CPU, such as a mask whose size depends on the data). ``forward`` runs
     ``model``, whose graph normalisation is cached for the capture
     (:func:`fixed_graph`)."""
+    stream = torch.cuda.current_stream(device)
     try:
         with fixed_graph(model) as kept:
             graph, out = capture_cuda_graph(forward, device)
     except Exception as e:  # the eager forward is timed instead
-        torch.cuda.synchronize(device)
+        # A capture that ends in an error can leave its side stream
+        # current: put the caller's back.
+        torch.cuda.set_stream(stream)
+        try:
+            torch.cuda.synchronize(device)
+        except Exception:  # reported with the capture's own error
+            pass
         why = ' '.join(f'{type(e).__name__}: {e}'.split())
         return None, f'not capturable as a CUDA graph ({why[:160]})'
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gnncompress.outputs.cuda_graph import capture_cuda_graph
+from gnncompress.outputs.cuda_graph import capture_cuda_graph, fixed_graph
 
 
 @dataclass
@@ -115,23 +115,38 @@ def launch_floor_ms(kernels: int, device: torch.device,
 def forward_floors(model: nn.Module, inputs: Iterable[Tensor | None],
                    forward: Callable[[], Tensor],
                    device: torch.device) -> Floors:
-    """Both floors of ``forward()`` (``model`` on ``inputs``) on the CUDA
-    ``device``; a launch floor that cannot be had (no profiler, a capture
-    that fails) is ``None``, never an error."""
+    """Both floors of ``forward()`` (``model`` on the ``inputs`` it reads)
+    on the CUDA ``device``. The kernels are counted as a captured replay
+    runs them: with the graph normalisation cached
+    (:func:`~gnncompress.outputs.cuda_graph.fixed_graph`), after one
+    warm-up call that fills the cache."""
     inputs = list(inputs)
-    output = forward()
+    with fixed_graph(model):
+        output = forward()
+        kernels = count_kernels(forward)
     nbytes = bytes_moved(model, inputs, output)
     bandwidth = peak_bandwidth(torch.cuda.get_device_properties(device))
-    kernels = count_kernels(forward)
-    try:
-        launch = launch_floor_ms(kernels, device) if kernels else None
-    except Exception:  # the figure stands without it
-        torch.cuda.synchronize(device)
-        launch = None
+    launch = launch_floor_ms(kernels, device) if kernels else None
     return Floors(memory_ms=memory_floor_ms(nbytes, bandwidth),
                   launch_ms=launch, bytes=nbytes,
                   bandwidth_gb_s=None if bandwidth is None
                   else bandwidth / 1e9, kernels=kernels)
+
+
+def safe_floors(model: nn.Module, inputs: Iterable[Tensor | None],
+                forward: Callable[[], Tensor],
+                device: torch.device) -> dict[str, Any] | None:
+    """:func:`forward_floors` as a dict, or ``None`` when they cannot be
+    had (out of memory, no profiler, a capture that fails): a floor never
+    fails the figure it stands beside."""
+    try:
+        return forward_floors(model, inputs, forward, device).to_dict()
+    except Exception:
+        try:
+            torch.cuda.synchronize(device)
+        except Exception:  # a sticky CUDA error: nothing more to do here
+            pass
+        return None
 
 
 def floors_text(floors: dict[str, Any] | None) -> str:

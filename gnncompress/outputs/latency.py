@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from gnncompress.core.defaults import REPORT_BUDGET_S
 from gnncompress.core.timing import phase
-from gnncompress.models import forward_logits
+from gnncompress.models import forward_inputs, forward_logits
 from gnncompress.outputs.cuda_graph import replayed
 
 WARMUP = 3
@@ -165,9 +165,6 @@ def measure_latency(fn: Callable[[], object], warmup: int = WARMUP,
 
 def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
                   batch: Tensor | None = None, **kwargs: Any) -> Latency:
-    """``model``'s forward over the whole graph; on a GPU, replayed as a
-    captured CUDA graph where it can be (runtime ``cuda-graph``), with
-    its floors (:func:`gnncompress.outputs.floors.forward_floors`)."""
     model.eval()
     sync = torch.cuda.synchronize if x.is_cuda else None
 
@@ -175,25 +172,64 @@ def torch_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
     def run() -> Tensor:
         return forward_logits(model, x, edge_index, batch)
 
-    fn, runtime, note, floors = run, 'pytorch', None, None
-    if x.is_cuda:
-        from gnncompress.outputs.floors import forward_floors
-
-        with torch.no_grad():
-            replay, note = replayed(run, x.device, model)
-            fn, runtime = (replay, 'cuda-graph') if replay else (run,
-                                                                  runtime)
-            floors = forward_floors(model, (x, edge_index, batch), run,
-                                    x.device).to_dict()
     if 'budget_s' in kwargs:
-        latency = measure_latency(fn, sync=sync, **kwargs)
+        latency = measure_latency(run, sync=sync, **kwargs)
     else:
         latency = report_figure(
-            lambda s: measure_latency(fn, sync=sync, budget_s=s, **kwargs))
-    latency.runtime, latency.device = runtime, x.device.type
+            lambda s: measure_latency(run, sync=sync, budget_s=s, **kwargs))
+    latency.runtime, latency.device = 'pytorch', x.device.type
     latency.threads = None if x.is_cuda else torch.get_num_threads()
-    latency.floors, latency.note = floors, note
     return latency
+
+
+def cuda_graph_latency(model: nn.Module, x: Tensor, edge_index: Tensor,
+                       batch: Tensor | None = None
+                       ) -> tuple[Latency | None, str | None]:
+    """``model``'s forward on the GPU replayed as one captured CUDA graph
+    (runtime ``cuda-graph``), or ``(None, why)`` when it cannot be
+    captured."""
+    model.eval()
+
+    def run() -> Tensor:
+        return forward_logits(model, x, edge_index, batch)
+
+    with torch.no_grad():
+        replay, why = replayed(run, x.device, model)
+    if replay is None:
+        return None, why
+    sync = torch.cuda.synchronize
+    latency = report_figure(
+        lambda s: measure_latency(replay, sync=sync, budget_s=s))
+    latency.runtime, latency.device = 'cuda-graph', x.device.type
+    return latency, None
+
+
+def torch_figures(model: nn.Module, x: Tensor, edge_index: Tensor,
+                  batch: Tensor | None = None) -> dict[str, dict[str, Any]]:
+    """The report's PyTorch figures of ``model`` by key (as
+    :meth:`Latency.to_dict` writes them): ``pytorch-<device>``, the eager
+    forward, comparable with any model's; on a GPU also
+    ``cuda-graph-cuda``, the forward replayed as one captured CUDA graph
+    where it can be captured. On a GPU the figure closest to the hardware
+    (the replay, else the eager one with the reason in ``note``) carries
+    the forward's floors (:func:`gnncompress.outputs.floors.safe_floors`),
+    measured after the timing."""
+    eager = torch_latency(model, x, edge_index, batch)
+    figures = {f'pytorch-{x.device.type}': eager}
+    if x.is_cuda:
+        from gnncompress.outputs.floors import safe_floors
+
+        graph, why = cuda_graph_latency(model, x, edge_index, batch)
+        if graph is not None:
+            figures['cuda-graph-cuda'] = graph
+        closest = graph or eager
+        closest.note = why
+        with torch.no_grad():
+            closest.floors = safe_floors(
+                model, forward_inputs(model, x, edge_index, batch),
+                lambda: forward_logits(model, x, edge_index, batch),
+                x.device)
+    return {key: figure.to_dict() for key, figure in figures.items()}
 
 
 def onnx_latency(path: Path, x: Tensor, edge_index: Tensor,

@@ -223,21 +223,24 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
             return row
     row.peak_memory_mb = memory.peak_mb
     if device.type == 'cuda':
-        row.latency.floors = _floors(model, x, edge_index, device)
+        replay.clear()  # the captured graph's memory, before the floors
+        row.latency.floors = _floors(entry, model, x, edge_index, device)
     row.accuracy = _accuracy(logits.float(), graph)
     row.predictions = _predictions(logits.float().cpu().numpy(), graph)
     return row
 
 
-def _floors(model: torch.nn.Module, x: Tensor, edge_index: Tensor,
-            device: torch.device) -> dict[str, Any]:
-    """The forward's memory- and launch-bound floors on the GPU."""
-    from gnncompress.outputs.floors import forward_floors
+def _floors(entry: BenchModel, model: torch.nn.Module, x: Tensor,
+            edge_index: Tensor, device: torch.device) -> dict[str, Any] | None:
+    """The forward's memory- and launch-bound floors on the GPU (None
+    when they cannot be had)."""
+    from gnncompress.outputs.floors import safe_floors
 
+    inputs = (x, edge_index) if entry.uses_graph else (x,)
     with torch.no_grad():
-        return forward_floors(model, (x, edge_index),
-                              lambda: forward_logits(model, x, edge_index),
-                              device).to_dict()
+        return safe_floors(model, inputs,
+                           lambda: forward_logits(model, x, edge_index),
+                           device)
 
 
 def _onnx_row(entry: BenchModel, graph: Graph, threads: int, warmup: int,

@@ -334,7 +334,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, settings: CotrainSettings,
     from gnncompress.outputs.latency import (
         measuring,
         onnx_latency,
-        torch_latency,
+        torch_figures,
     )
     from gnncompress.outputs.onnx import export_onnx
     from gnncompress.workflows.results import report_files
@@ -369,8 +369,7 @@ def _write(runs: list[OnlineRun], spec: ArchSpec, settings: CotrainSettings,
                      f'and {sample[1].size(1):,} edges')
     with staged_output(out) as stage:
         if measuring():
-            chosen.latency[f'pytorch-{dev.type}'] = torch_latency(
-                model, *measured).to_dict()
+            chosen.latency.update(torch_figures(model, *measured))
         if settings.outputs.export:
             path = save_safetensors(
                 model, spec, stage / 'student.safetensors',

@@ -172,11 +172,15 @@ def run_distill(settings: DistillSettings) -> Report | None:
             raise GnnCompressError(
                 'A teacher module or --teacher-class trains full-graph in '
                 'one process: drop --batch-size, --fanout and --nproc')
+    elif s.method == 'auto' and (batching.nproc is not None
+                                 or several_processes()):
+        # Each rank would choose within its own time budget, and ranks
+        # that choose differently wait forever in each other's collectives.
+        raise GnnCompressError(
+            '--method auto trains in one process: drop --nproc (or run '
+            'it in one process, without torchrun), or pick a method, e.g. '
+            '--method kd')
     elif batching.nproc is not None or under_torchrun():
-        if s.method == 'auto':
-            raise GnnCompressError(
-                '--method auto trains in one process: drop --nproc (or run '
-                'it without torchrun), or pick a method, e.g. --method kd')
         return launch(run_distill, s)
     t = s.training
     check_training(lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,

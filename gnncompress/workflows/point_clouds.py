@@ -288,7 +288,7 @@ def distill(settings: Any, *, teacher: Path, ckpt: Any, distiller: Any,
     student; a loss that stops being finite writes the best student so
     far."""
     from gnncompress.models import build_model, count_parameters
-    from gnncompress.outputs.latency import measuring, torch_latency
+    from gnncompress.outputs.latency import measuring, torch_figures
     from gnncompress.outputs.report import ModelEntry
     from gnncompress.workflows.inputs import check_fits, resolved_config
     from gnncompress.workflows.results import (
@@ -391,8 +391,7 @@ def distill(settings: Any, *, teacher: Path, ckpt: Any, distiller: Any,
         for entry, m in ((teacher_entry, teacher_model),
                          (student_entry, model)):
             if measuring():
-                entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                    m, x, empty, batch).to_dict()
+                entry.latency.update(torch_figures(m, x, empty, batch))
         if settings.outputs.export:
             save_student(chosen, s_spec, stage, out, distiller.name
                              if chosen is model else 'none (trained alone)',

@@ -28,7 +28,7 @@ from gnncompress.outputs.latency import (
     exported_latency,
     measuring,
     onnx_latency,
-    torch_latency,
+    torch_figures,
 )
 from gnncompress.outputs.onnx import export_onnx, sparse_features_hint
 from gnncompress.outputs.parity import onnx_signature
@@ -118,8 +118,8 @@ def distill_outputs(settings: DistillSettings, *, teacher: Path,
         for entry, m, features in ((teacher_entry, teacher_model, x),
                                    (student_entry, model, student_x)):
             if measuring():
-                entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                    m, features.to(dev), edges_dev, batch_dev).to_dict()
+                entry.latency.update(torch_figures(
+                    m, features.to(dev), edges_dev, batch_dev))
         failure = None
         if options.export:
             save_student(chosen, s_spec, stage, out, method_name

@@ -94,3 +94,12 @@ def test_exit_code_is_sys_exits(code, status, capsys):
 def test_the_console_script_is_main():
     text = (ROOT / 'pyproject.toml').read_text()
     assert 'gnncompress = "gnncompress.cli:main"' in text
+
+
+def test_a_usage_error_exits_2_through_main():
+    done = subprocess.run(
+        [sys.executable, '-m', 'gnncompress', 'distill', '--epochs', '0',
+         't.pt'], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith('Error:') and '--epochs' in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

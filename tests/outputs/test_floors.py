@@ -11,8 +11,9 @@ import torch
 from conftest import TEST_DEVICE
 from torch import nn
 
+from gnncompress.models import forward_inputs
 from gnncompress.outputs import floors
-from gnncompress.outputs.latency import Latency, torch_latency
+from gnncompress.outputs.latency import Latency, torch_figures
 from gnncompress.outputs.report import _latency_cells
 from gnncompress.workflows.bench_table import BenchRow, floors_section
 
@@ -90,10 +91,12 @@ def test_bench_lists_the_floors_of_its_gpu_rows_only():
 def test_cpu_figures_have_no_floors():
     model = nn.Linear(4, 3)
     x = torch.randn(10, 4)
-    latency = torch_latency(_Graphless(model), x, torch.zeros(
-        2, 0, dtype=torch.long), budget_s=0.5)
-    assert latency.runtime == 'pytorch' and latency.device == 'cpu'
-    assert latency.floors is None and latency.note is None
+    figures = torch_figures(_Graphless(model), x, torch.zeros(
+        2, 0, dtype=torch.long))
+    assert list(figures) == ['pytorch-cpu']
+    assert figures['pytorch-cpu']['runtime'] == 'pytorch'
+    assert figures['pytorch-cpu']['floors'] is None
+    assert figures['pytorch-cpu']['note'] is None
 
 
 class _Graphless(nn.Module):
@@ -105,40 +108,49 @@ class _Graphless(nn.Module):
         return self.lin(x)
 
 
+def test_the_floors_count_only_what_the_forward_reads():
+    # A graph-free MLP never reads edge_index: counting it would put its
+    # memory floor above what it can reach on a graph with many edges.
+    from torch_geometric.nn import GCN, MLP
+
+    x = torch.zeros(6, 4)
+    edge_index = torch.zeros(2, 50, dtype=torch.long)
+    mlp, gcn = MLP([4, 8, 3]), GCN(4, 8, 2, out_channels=3)
+    assert forward_inputs(mlp, x, edge_index) == (x,)
+    assert forward_inputs(gcn, x, edge_index) == (x, edge_index)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(TEST_DEVICE != 'cuda', reason='needs the GPU '
                     '(GNNCOMPRESS_TEST_DEVICE=cuda: benchmarks/gpu_check.py)')
-def test_the_reports_gpu_figure_is_a_replayed_graph_with_floors(device):
+def test_the_reports_gpu_figures_and_floors(device):
     from torch_geometric.nn import GCN
+
+    from gnncompress.outputs.cuda_graph import replayed
 
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(300, 16, generator=gen).cuda()
     edge_index = torch.randint(0, 300, (2, 1200), generator=gen).cuda()
     model = GCN(16, 8, 2, out_channels=4).cuda().eval()
-    latency = torch_latency(model, x, edge_index, budget_s=1.0)
-    f = latency.floors
-    assert f is not None and f['bytes'] > x.numel() * 4
+    figures = torch_figures(model, x, edge_index)
+    # The eager figure, comparable with any model's, and the replay (a
+    # GCN's normalisation is cached for the capture), which carries the
+    # floors.
+    assert figures['pytorch-cuda']['runtime'] == 'pytorch'
+    assert figures['pytorch-cuda']['floors'] is None
+    replay_figure = figures['cuda-graph-cuda']
+    assert replay_figure['runtime'] == 'cuda-graph'
+    assert replay_figure['note'] is None
+    f = replay_figure['floors']
+    assert f['bytes'] > x.numel() * 4 + edge_index.numel() * 8
     assert f['memory_ms'] > 0 and f['bandwidth_gb_s'] > 100
-    if latency.runtime == 'cuda-graph':
-        assert latency.note is None
-        assert f['kernels'] and f['launch_ms'] > 0
-    else:  # not capturable: timed eagerly, and the report says why
-        assert latency.runtime == 'pytorch'
-        assert latency.note.startswith('not capturable')
-    # The replay computes what the eager forward does.
-    replay, why = floors_replay(model, x, edge_index)
-    if replay is not None:
-        with torch.no_grad():
-            np.testing.assert_allclose(replay().cpu().numpy(),
-                                       model(x, edge_index).cpu().numpy(),
-                                       rtol=1e-5, atol=1e-5)
-
-
-def floors_replay(model, x, edge_index):
-    from gnncompress.outputs.cuda_graph import replayed
-
+    assert f['kernels'] and f['launch_ms'] > 0
     with torch.no_grad():
-        return replayed(lambda: model(x, edge_index), x.device)
+        replay, why = replayed(lambda: model(x, edge_index), x.device, model)
+        assert why is None
+        np.testing.assert_allclose(replay().cpu().numpy(),
+                                   model(x, edge_index).cpu().numpy(),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_fixed_graph_caches_gcn_normalisation_for_the_block_only(

@@ -197,3 +197,15 @@ def test_no_method_in_a_group_of_processes_is_kd(tmp_path, monkeypatch,
     assert report.method == 'kd'
     assert any('auto, trains in one process' in note
                for note in report.notes)
+
+
+def test_auto_named_in_a_group_of_processes_is_refused(tmp_path,
+                                                       monkeypatch):
+    from gnncompress.workflows import distill as workflow
+
+    monkeypatch.setattr(workflow, 'several_processes', lambda: True)
+    with pytest.raises(GnnCompressError,
+                       match='--method auto trains in one process'):
+        api.distill(SAMPLE_TEACHER, method='auto', epochs=1, progress=False,
+                    out=tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()

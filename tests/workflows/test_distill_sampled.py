@@ -271,7 +271,7 @@ def test_cli_runs_the_teacher_once(tmp_path, monkeypatch):
 
     original, original_latency = mb.teacher_cache, bench.torch_latency
     monkeypatch.setattr(mb, 'teacher_cache', counting_cache)
-    monkeypatch.setattr(run_results, 'torch_latency', latency)
+    monkeypatch.setattr(bench, 'torch_latency', latency)
     monkeypatch.setattr(run_results, 'onnx_latency', functools.partial(
         bench.onnx_latency, warmup=1, repeat=2))
     out = tmp_path / 'out'

@@ -37,7 +37,7 @@ from gnncompress.models.slimmable import (
     TaskSlice,
 )
 from gnncompress.outputs import plots
-from gnncompress.outputs.latency import measuring, onnx_latency, torch_latency
+from gnncompress.outputs.latency import measuring, onnx_latency, torch_figures
 from gnncompress.outputs.onnx import export_onnx
 from gnncompress.outputs.report import ModelEntry
 from gnncompress.training import ranks as process_ranks
@@ -354,8 +354,8 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                 file=str(ckpt.path), file_bytes=ckpt.path.stat().st_size)
             if latency:
                 x, edge_index = graphs.measured_on(t.graph)
-                entry.latency[f'pytorch-{dev.type}'] = torch_latency(
-                    m, x.to(dev), edge_index.to(dev)).to_dict()
+                entry.latency.update(torch_figures(m, x.to(dev),
+                                                   edge_index.to(dev)))
             teacher_entries.append(entry)
         results = []
         onnx_files = []
@@ -380,9 +380,8 @@ def _write_outputs(model: SlimmableGNN, spec: SlimmableSpec,
                     'onnx_parity': {}}
                 x, edge_index = graphs.measured_on(g)
                 if latency:
-                    row['latency'][f'pytorch-{dev.type}'] = torch_latency(
-                        plain.to(dev), x.to(dev),
-                        edge_index.to(dev)).to_dict()
+                    row['latency'].update(torch_figures(
+                        plain.to(dev), x.to(dev), edge_index.to(dev)))
                 if export and width in export_widths:
                     onnx_dir = stage / 'onnx'
                     onnx_dir.mkdir(exist_ok=True)
