@@ -1,7 +1,7 @@
 """The `gnncompress` process itself: how it starts and how it ends.
 
 Two costs of a short command have nothing to do with its work
-(docs/BENCHMARKS.md, "Command overhead"):
+(docs/BENCHMARKS.md, "Command overhead"; `benchmarks/process_costs.py`):
 
 - **The collector during the imports.** Importing torch, PyG and
   onnxruntime makes millions of objects, and Python's cyclic garbage
