@@ -17,6 +17,9 @@ from gnncompress.models import ModelOutput
 # NOSMOG's mini-batch of nodes (its code's batch_size), over which each
 # similarity matrix is taken.
 SAMPLE = 512
+# How two nodes' features are compared: NOSMOG's plain inner product, or
+# the cosine (the inner product of the rows scaled to unit length).
+SIMILARITIES = ('dot', 'cosine')
 
 
 @register_method('rsd')
@@ -54,9 +57,19 @@ class RSD(DistillMethod):
     graphs). The term asks for no label loss of its own (label weight 0):
     NOSMOG adds it to GLNN's, whose weights the sum keeps.
 
+    With :obj:`similarity` ``'cosine'`` (our variant, not NOSMOG's) the
+    rows of :math:`\tilde H^s_B` and :math:`H^t_B` are scaled to unit
+    length first, so the similarities lie in [-1, 1] whatever the scale of
+    the teacher's hidden features: with NOSMOG's plain products the
+    term's size follows the squared norm of the teacher's features, which
+    differs from teacher to teacher by orders of magnitude
+    (docs/BENCHMARKS.md, "NOSMOG's additions to GLNN").
+
     Args:
         sample (int, optional): Nodes per similarity matrix.
             (default: :obj:`512`)
+        similarity (str, optional): ``'dot'`` (NOSMOG's plain inner
+            products) or ``'cosine'``. (default: :obj:`'dot'`)
         teacher_layer (int, optional): The teacher's hidden layer.
             (default: :obj:`-1`, the last)
         student_layer (int, optional): The student's hidden layer.
@@ -70,13 +83,17 @@ class RSD(DistillMethod):
         'features match the teacher\'s'
 
     def __init__(self, sample: int = SAMPLE, teacher_layer: int = -1,
-                 student_layer: int = -1) -> None:
+                 student_layer: int = -1, similarity: str = 'dot') -> None:
         super().__init__()
         if isinstance(sample, bool) or not isinstance(sample, int) or \
                 sample < 1:
             raise ValueError(f"'sample' must be a positive whole number "
                              f"(got {sample!r})")
-        self.sample = sample
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"'similarity' must be one of "
+                             f"{', '.join(SIMILARITIES)} (got "
+                             f"{similarity!r})")
+        self.sample, self.similarity = sample, similarity
         self.teacher_layer, self.student_layer = teacher_layer, student_layer
         self.projection: nn.Linear | None = None  # built in prepare
 
@@ -108,10 +125,14 @@ class RSD(DistillMethod):
                 f'student layer is {h_s.size(-1)} wide: call prepare with '
                 f'this student')
         mapped = F.relu(self.projection(h_s))
+        if self.similarity == 'cosine':
+            mapped = F.normalize(mapped, dim=1)
         blocks = self.blocks(h_s.size(0), h_s.device)
         total = mapped.new_zeros(())
         for out in teacher_outputs:
             h_t = hidden_layer(out, self.teacher_layer, 'teacher').detach()
+            if self.similarity == 'cosine':
+                h_t = F.normalize(h_t, dim=1)
             for block in blocks:
                 z_s, z_t = mapped[block], h_t[block]
                 total = total + (z_t @ z_t.T - z_s @ z_s.T).pow(2).sum()

@@ -129,3 +129,44 @@ def test_hidden_output_without_hiddens_is_refused():
     with pytest.raises(ValueError, match='no hidden layer'):
         RSD().prepare([literal_output(H_T)],
                       ModelOutput(logits=torch.zeros(4, 2)), literal_graph(4))
+
+
+def test_cosine_compares_unit_rows_by_hand():
+    # Mapped student rows (1, 0), (0, .5), (1, .5), (0, 1.5) and the
+    # teacher's rows scaled to unit length; each S is then the cosines.
+    method = _method()
+    method.similarity = 'cosine'
+    s_rows = torch.tensor([[1.0, 0.0], [0.0, 0.5], [1.0, 0.5], [0.0, 1.5]],
+                          dtype=torch.float64)
+    t_rows = torch.tensor(H_T, dtype=torch.float64)
+    s_unit = s_rows / s_rows.norm(dim=1, keepdim=True)
+    t_unit = t_rows / t_rows.norm(dim=1, keepdim=True)
+    expected = float(((t_unit @ t_unit.T - s_unit @ s_unit.T) ** 2).mean())
+    # e.g. nodes 0 and 2: teacher cos((1,1),(1,0)) = 1/sqrt(2), student
+    # cos((1,0),(1,.5)) = 1/sqrt(1.25)
+    assert float(t_unit[0] @ t_unit[2]) == pytest.approx(1 / math.sqrt(2))
+    assert float(s_unit[0] @ s_unit[2]) == pytest.approx(1 / math.sqrt(1.25))
+    loss = method.loss([literal_output(H_T)], literal_output(H_S),
+                       literal_graph(4))
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cosine_ignores_the_teachers_scale_and_dot_does_not():
+    graph = literal_graph(4)
+    big = [[10 * v for v in row] for row in H_T]
+    losses = {}
+    for similarity in ('dot', 'cosine'):
+        method = _method()
+        method.similarity = similarity
+        losses[similarity] = [float(method.loss(
+            [literal_output(h)], literal_output(H_S), graph).detach())
+            for h in (H_T, big)]
+    assert losses['cosine'][0] == pytest.approx(losses['cosine'][1],
+                                                rel=1e-12)
+    assert losses['dot'][1] > 50 * losses['dot'][0]
+
+
+def test_bad_similarity():
+    with pytest.raises(ValueError, match="'similarity' must be one of dot, "
+                                         "cosine"):
+        RSD(similarity='l2')
