@@ -174,7 +174,8 @@ class Report(RunReport):
             lines.append(f"exported: {self.exported['reason']}")
         if self.timings:
             lines.append(timings_line(self.timings))
-        return lines + [f'note: {n}' for n in self.notes]
+        return lines + [f'note: {n}' for n in
+                        [*self.notes, *latency_notes(self.entries())]]
 
     def to_markdown(self) -> str:
         headers, rows = self.rows()
@@ -208,6 +209,16 @@ def export_choice(distilled: ModelEntry,
         model, reason = 'distilled', f'the distilled student ({scores})'
     return {'model': model, 'reason': reason,
             'distilled_val_accuracy': d_val, 'baseline_val_accuracy': a_val}
+
+
+def latency_notes(entries: list[Any]) -> list[str]:
+    """What the latency figures of ``entries`` say of themselves (on a
+    GPU: why a forward was not captured as a CUDA graph), one line per
+    model and note."""
+    return [f'{e.role}: {note}' for e in entries
+            for note in dict.fromkeys(lat.get('note') for lat in
+                                      e.latency.values())
+            if note]
 
 
 def latency_labels(latencies: list[dict[str, dict[str, Any]]],
@@ -405,7 +416,8 @@ class CotrainReport(RunReport):
             lines.append(f"mini-batch: {t['batch_size']:,} seed nodes per "
                          f"step, fanout {','.join(map(str, t['fanout']))}; "
                          f'validation and test layer-wise over all nodes')
-        return lines + [f'note: {n}' for n in self.notes]
+        return lines + [f'note: {n}' for n in
+                        [*self.notes, *latency_notes(self.students)]]
 
     def to_markdown(self) -> str:
         headers, rows = self.rows()

@@ -191,3 +191,15 @@ def test_fixed_graph_caches_gcn_normalisation_for_the_block_only(
     assert graph_caching_layers(sg) == []  # its cache holds features
     with fixed_graph(None) as kept:
         assert kept == []
+
+
+def test_a_forward_not_captured_says_why_once_per_model():
+    from gnncompress.outputs.report import latency_notes
+
+    why = 'not capturable as a CUDA graph (RuntimeError: sync)'
+    teacher = SimpleNamespace(role='teacher', latency={
+        'pytorch-cuda': {'note': why}, 'onnxruntime-cpu': {'note': None}})
+    student = SimpleNamespace(role='student', latency={
+        'pytorch-cuda': {'note': None}, 'cuda-graph-cuda': {'note': None}})
+    assert latency_notes([teacher, student]) == [f'teacher: {why}']
+    assert latency_notes([student]) == []
