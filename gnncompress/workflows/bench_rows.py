@@ -20,7 +20,11 @@ from gnncompress.core.defaults import DEFAULT_ROW_BUDGET_S
 from gnncompress.core.errors import CheckpointError, DataError
 from gnncompress.core.graph import Graph
 from gnncompress.core.options import check_memory
-from gnncompress.models import count_parameters, forward_logits
+from gnncompress.models import (
+    count_parameters,
+    forward_inputs,
+    forward_logits,
+)
 from gnncompress.outputs.cuda_graph import replayed
 from gnncompress.outputs.latency import measure_latency, session_threads
 from gnncompress.workflows.bench_table import RUNTIMES, BenchModel, BenchRow
@@ -224,21 +228,20 @@ def _torch_row(entry: BenchModel, runtime: str, graph: Graph,
     row.peak_memory_mb = memory.peak_mb
     if device.type == 'cuda':
         replay.clear()  # the captured graph's memory, before the floors
-        row.latency.floors = _floors(entry, model, x, edge_index, device)
+        row.latency.floors = _floors(model, x, edge_index, device)
     row.accuracy = _accuracy(logits.float(), graph)
     row.predictions = _predictions(logits.float().cpu().numpy(), graph)
     return row
 
 
-def _floors(entry: BenchModel, model: torch.nn.Module, x: Tensor,
-            edge_index: Tensor, device: torch.device) -> dict[str, Any] | None:
+def _floors(model: torch.nn.Module, x: Tensor, edge_index: Tensor,
+            device: torch.device) -> dict[str, Any] | None:
     """The forward's memory- and launch-bound floors on the GPU (None
     when they cannot be had)."""
     from gnncompress.outputs.floors import safe_floors
 
-    inputs = (x, edge_index) if entry.uses_graph else (x,)
     with torch.no_grad():
-        return safe_floors(model, inputs,
+        return safe_floors(model, forward_inputs(model, x, edge_index),
                            lambda: forward_logits(model, x, edge_index),
                            device)
 
