@@ -33,6 +33,7 @@ when present: the run resumes.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
@@ -141,13 +142,14 @@ def commit_of(checkout: Path) -> str:
     done = subprocess.run(['git', '-C', str(checkout), 'rev-parse',
                            '--short', 'HEAD'], capture_output=True,
                           text=True, check=True)
-    # Results and the page they are written to are not the code timed.
-    dirty = subprocess.run(['git', '-C', str(checkout), 'status',
-                            '--porcelain', '--untracked-files=no', '--',
-                            '.', ':!benchmarks/results',
-                            ':!docs/BENCHMARKS.md'],
-                           capture_output=True, text=True).stdout.strip()
-    return done.stdout.strip() + ('+changes' if dirty else '')
+    # Benchmarks, their results and the docs are not the code timed.
+    # Uncommitted edits are named by a hash of their diff, so pairs timed
+    # before an edit are not taken for pairs of the edited code.
+    diff = subprocess.run(['git', '-C', str(checkout), 'diff', 'HEAD',
+                           '--', '.', ':!benchmarks', ':!docs'],
+                          capture_output=True, check=True).stdout
+    edits = f'+changes-{hashlib.sha1(diff).hexdigest()[:7]}' if diff else ''
+    return done.stdout.strip() + edits
 
 
 def collect_against(datasets: list[str], pairs: int, other: Path,

@@ -168,10 +168,11 @@ def run_distill(settings: DistillSettings) -> Report | None:
         s = s.with_options(method=method)
     if isinstance(teacher, torch.nn.Module) or s.teacher_class is not None:
         if batching.nproc is not None or batching.batch_size is not None \
-                or batching.fanout is not None or under_torchrun():
+                or batching.fanout is not None or several_processes():
             raise GnnCompressError(
                 'A teacher module or --teacher-class trains full-graph in '
-                'one process: drop --batch-size, --fanout and --nproc')
+                'one process: drop --batch-size, --fanout and --nproc (or '
+                'run it in one process, without torchrun)')
     elif s.method == 'auto' and (batching.nproc is not None
                                  or several_processes()):
         # Each rank would choose within its own time budget, and ranks

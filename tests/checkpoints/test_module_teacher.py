@@ -68,6 +68,19 @@ def test_module_teacher_refuses_minibatch(tmp_path):
                                 batch_size=8, out=tmp_path / 'r')
 
 
+def test_module_teacher_refuses_a_group_of_processes(tmp_path, monkeypatch):
+    # In a group the caller joined before distill (not "under torchrun"),
+    # each rank would train the module full-graph on its own.
+    from gnncompress.workflows import distill as workflow
+
+    monkeypatch.setattr(workflow, 'several_processes', lambda: True)
+    with pytest.raises(GnnCompressError, match='trains full-graph in one '
+                       'process: .* without torchrun'):
+        gnncompress.api.distill(ExampleGAT(4, 2), data='Cora',
+                                method='kd', out=tmp_path / 'r')
+    assert not (tmp_path / 'r').exists()
+
+
 # --teacher-class -------------------------------------------------------------
 
 @pytest.fixture(scope='module')
