@@ -39,7 +39,9 @@ class _LazyApi:
 api = _LazyApi()
 
 
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: an error quoting a value such as 10:abc:5 prints it as given.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True,
+                      emoji=False)
 
 
 GATE_EXIT_CODE = 3  # a failed gate, distinct from 1 (bad input)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import atexit
 import gc
 import os
+import signal
 import sys
 import threading
 from typing import Any, NoReturn
@@ -67,6 +68,8 @@ def finish(code: Any) -> NoReturn:
     """End the process with ``code`` after the ``atexit`` handlers and a
     flush of stdout and stderr, skipping the interpreter's teardown."""
     status = exit_code(code)
+    if _terminated and status != 0:
+        status = TERMINATED_EXIT_CODE
     if any(t.is_alive() and not t.daemon for t in threading.enumerate()
            if t is not threading.main_thread()):
         sys.exit(status)  # a normal exit waits for them
@@ -92,8 +95,25 @@ def _flush_c_streams() -> None:
         pass
 
 
+# Exit status after SIGTERM, as shells report a process it ended.
+TERMINATED_EXIT_CODE = 128 + signal.SIGTERM
+_terminated = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (a CI job's timeout, ``kill``) ends the command as Ctrl-C
+    does: the interrupt unwinds the run, so what it was writing is removed
+    and its output folder's lock released. A second SIGTERM ends the
+    process at once."""
+    global _terminated
+    _terminated = True
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise KeyboardInterrupt
+
+
 def main(app: Any) -> NoReturn:
     """Run the Typer ``app`` as the `gnncompress` command."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     pause_collector()
     try:
         app(prog_name='gnncompress')

@@ -120,7 +120,13 @@ def check_out_file(out: str | Path, flag: str = '--out',
     the file system allows."""
     check_out(out, flag, example)
     out = Path(out)
-    if out.is_dir():
+    try:
+        folder = out.is_dir()
+    except OSError as e:  # a parent folder this user may not enter
+        raise GnnCompressError(f'{flag} {out} cannot be reached '
+                               f'({e.strerror}): give a path in a folder '
+                               f'you can write to') from None
+    if folder:
         raise GnnCompressError(f'{flag} {out} is a folder: give a file '
                                f'name inside it, e.g. {out / example}')
 

@@ -16,6 +16,8 @@ READOUTS = ('mean', 'sum', 'max')
 # Norms a checkpoint's weights reveal (checkpoints/inference.py) and
 # run_model runs as PyG does.
 NORMS = ('batch_norm', 'layer_norm')
+# Jumping-knowledge modes of PyG's BasicGNN.
+JK_MODES = ('last', 'cat', 'max', 'lstm')
 # A teacher rebuilt layer by layer from its checkpoint's weights
 # (models/recognise.py): never a student.
 SEQUENCE = 'sequence'
@@ -134,6 +136,16 @@ class ArchSpec:
             raise ArchitectureError(
                 f"Unknown norm '{self.norm}' (choose from "
                 f"{', '.join(NORMS)}, or leave --norm out)")
+        if self.jk is not None and self.jk not in JK_MODES:
+            raise ArchitectureError(
+                f"Unknown jumping knowledge '{self.jk}' (choose from "
+                f"{', '.join(JK_MODES)}, or leave --jk out)")
+        if isinstance(self.dropout, (int, float)) and \
+                not 0 <= self.dropout < 1:
+            raise ArchitectureError(
+                f'dropout is a probability of dropping a feature, at least '
+                f'0 and below 1 (got {self.dropout}): give e.g. --dropout '
+                f'0.5')
         if self.norm == 'layer_norm' and self.readout is not None:
             raise ArchitectureError(
                 'layer_norm normalises each graph of a batch apart, which '

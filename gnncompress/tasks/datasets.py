@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -127,8 +128,30 @@ def load_saved(path: Path, what: str = 'torch_geometric Data object'):
                 [Data, DataEdgeAttr, DataTensorAttr, GlobalStorage]):
             return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise DataError(f'{path} is not a saved {what} '
-                        f'({error_line(e)})') from None
+        raise DataError(_unreadable(Path(path), what, e)) from None
+
+
+def _unreadable(path: Path, what: str, error: Exception) -> str:
+    """Why ``torch.load`` could not read ``path``, in the user's terms:
+    not torch.save's format, cut short, or holding objects beyond the
+    allow-list (torch's own message there suggests ``weights_only=False``,
+    which would run the file's code)."""
+    save = f'save the {what} again with torch.save(data, PATH)'
+    text = str(error).lower()
+    if 'weights only load failed' in text and 'global' in text:
+        return (f'{path} holds pickled Python objects other than PyG Data, '
+                f'tensors, lists and dicts, which gnncompress never '
+                f'unpickles: save a Data object of tensors')
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4)
+    except OSError as e:
+        return f'{path} cannot be read ({e.strerror}): {save}'
+    if head != b'PK\x03\x04':
+        return f'{path} is not a file written by torch.save: {save}'
+    if not zipfile.is_zipfile(path):
+        return f'{path} is truncated or corrupted: {save}'
+    return f'{path} could not be read ({error_line(error)}): {save}'
 
 
 def _load_data_file(path: Path) -> Data:

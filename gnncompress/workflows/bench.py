@@ -105,6 +105,18 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
         raise GnnCompressError(f'--row-budget-s must be a positive number of '
                                f'seconds (got {row_budget_s})')
 
+    # Gates and sizes: (flag, value, whether 0 is allowed, an example).
+    for flag, value, zero, example in (
+            ('--degree', degree, False, '5'),
+            ('--max-latency-ms', max_latency_ms, False, '10'),
+            ('--min-speedup', min_speedup, False, '2'),
+            ('--max-accuracy-drop', max_accuracy_drop, True, '1')):
+        if value is not None and not (math.isfinite(value) and (
+                value > 0 or (zero and value == 0))):
+            least = '0 or more' if zero else 'above 0'
+            raise GnnCompressError(f'{flag} must be a finite number {least} '
+                                   f'(got {value}): give e.g. {flag} '
+                                   f'{example}')
     runtimes = list(runtimes or RUNTIMES)
     unknown = [r for r in runtimes if r not in KNOWN_RUNTIMES]
     if unknown:

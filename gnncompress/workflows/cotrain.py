@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from gnncompress.core import out_folder as outputs
 from gnncompress.core.errors import GnnCompressError, TrainingError
 from gnncompress.core.graph import Graph
-from gnncompress.core.options import check_out
+from gnncompress.core.options import check_out, check_training
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ArchSpec, build_model
 from gnncompress.outputs import plots
@@ -173,6 +173,8 @@ def run_cotrain(settings: CotrainSettings) -> CotrainReport | None:
 
     t, p, c = s.training, s.peers, s.checkpointing
     batch_size, fanout, folds = batching.batch_size, batching.fanout, s.folds
+    check_training(lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,
+                   weight=s.weight)
     if not MIN_STUDENTS <= p.students <= MAX_STUDENTS:
         raise GnnCompressError(
             f"'students' must be {MIN_STUDENTS} to {MAX_STUDENTS} (got "

@@ -3,6 +3,8 @@ the distillation method from its name and options."""
 from __future__ import annotations
 
 import inspect as _inspect
+import json
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -92,6 +94,49 @@ def _accepted(cls: type) -> list[str]:
             if p != 'self']
 
 
+# What a method option of each annotated type takes, and an example.
+_TAKES = {'bool': ('true or false', 'true'),
+          'int': ('a whole number', '2'),
+          'float': ('a finite number', '0.5'),
+          'str': ('text', 'name'),
+          'Sequence[int]': ('a list of layer indices', '[0,1]')}
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _typed_option(cls: type[DistillMethod], key: str, value: Any) -> Any:
+    """``value`` as option ``key`` of ``cls`` takes it (a single index
+    for a list of layers becomes a list of one), or a one-line error that
+    says what it takes. Options come from ``-o KEY=VALUE`` as JSON values
+    or text, so a typo arrives here as text."""
+    param = _inspect.signature(cls.__init__).parameters[key]
+    annotation = str(param.annotation)
+    kind = annotation.removesuffix(' | None')
+    if value is None and annotation.endswith(' | None'):
+        return value
+    if kind == 'Sequence[int]' and _whole(value):
+        value = [value]
+    ok = {'bool': lambda v: isinstance(v, bool),
+          'int': _whole,
+          'float': lambda v: isinstance(v, (int, float))
+          and not isinstance(v, bool) and math.isfinite(v),
+          'str': lambda v: isinstance(v, str),
+          'Sequence[int]': lambda v: isinstance(v, (list, tuple))
+          and all(_whole(i) for i in v)}.get(kind)
+    if ok is None or ok(value):
+        return value
+    takes, example = _TAKES[kind]
+    if isinstance(param.default, str):
+        example = param.default
+    elif param.default is not None and kind != 'Sequence[int]':
+        example = json.dumps(param.default)
+    raise GnnCompressError(
+        f"Option {key} of method '{cls.name}' takes {takes} (got "
+        f"{value!r}): give e.g. -o {key}={example}")
+
+
 def _instantiate(cls: type[DistillMethod],
                  options: dict[str, Any]) -> DistillMethod:
     unknown = [k for k in options if k not in _accepted(cls)]
@@ -99,11 +144,22 @@ def _instantiate(cls: type[DistillMethod],
         raise GnnCompressError(
             f"Method '{cls.name}' has no option {', '.join(unknown)} "
             f"(accepted: {', '.join(_accepted(cls)) or 'none'})")
+    options = {k: _typed_option(cls, k, v) for k, v in options.items()}
     try:
         return cls(**options)
     except (TypeError, ValueError) as e:
         raise GnnCompressError(f"Bad option for method '{cls.name}': {e}") \
             from None
+
+
+def _part_weight(name: str, weight: Any) -> float:
+    """``-o NAME.weight=W``, checked as ``--weight`` is."""
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
+            or not math.isfinite(weight) or weight < 0:
+        raise GnnCompressError(
+            f'-o {name}.weight must be a finite number, 0 or more (got '
+            f'{weight!r}): give e.g. -o {name}.weight=0.5')
+    return float(weight)
 
 
 def build_method(name: str,
@@ -135,6 +191,8 @@ def build_method(name: str,
                if '.' in k and
                canonical_name(k.split('.', 1)[0]) == canonical_name(cls.name)}
         weight = own.pop('weight', None)
+        if weight is not None:
+            weight = _part_weight(cls.name, weight)
         shared = {k: v for k, v in plain.items() if k in _accepted(cls)}
         part = _instantiate(cls, {**shared, **own})
         parts.append(part)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SAMPLE_TEACHER
+from conftest import SAMPLE_TEACHER, SAMPLES
 from typer.testing import CliRunner
 
 from gnncompress import api
@@ -527,3 +527,117 @@ def test_sequence_layers_without_their_fields_are_one_line(tmp_path, layers):
     assert line == (f"Error: The architecture of {path} (sequence) cannot be "
                     f"built (KeyError: 'name'): fix the teacher card, the "
                     f'metadata or the command line options')
+
+
+# Found by feeding every command bad values (each was a traceback, or
+# accepted): method options of the wrong type, a part's weight, the
+# training options of cotrain and amalgamate, architecture values, bench's
+# gates and degree.
+BAD_METHOD_OPTIONS = [
+    (['--method', 'kd', '-o', 'temperature=abc'], 'temperature', 'number'),
+    (['--method', 'kd', '-o', 'temperature=nan'], 'temperature', 'number'),
+    (['--method', 'fitnet', '-o', 'teacher_layers=abc'], 'teacher_layers',
+     'list of layer indices'),
+    (['--method', 'fitnet', '-o', 'teacher_layers=1.5'], 'teacher_layers',
+     'list of layer indices'),
+    (['--method', 'kd+lsp', '-o', 'lsp.weight=abc'], 'lsp.weight',
+     'finite number, 0 or more'),
+    (['--method', 'kd+lsp', '-o', 'lsp.weight=-1'], 'lsp.weight',
+     'finite number, 0 or more'),
+    (['--method', 'adv', '-o', 'steps=5.0'], 'steps', 'whole number'),
+    (['--method', 'rsd', '-o', 'sample=true'], 'sample', 'whole number'),
+]
+
+
+@pytest.mark.parametrize('args,name,takes', BAD_METHOD_OPTIONS,
+                         ids=[' '.join(a) for a, _, _ in BAD_METHOD_OPTIONS])
+def test_method_option_of_the_wrong_type_is_one_line(tmp_path, args, name,
+                                                     takes):
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER), '--out',
+                                 str(tmp_path / 'o'), '--epochs', '1',
+                                 '--no-progress', *args])
+    line = _one_error_line(result, 1, name, takes)
+    assert 'give e.g. -o' in line
+    assert not (tmp_path / 'o').exists()
+
+
+def test_a_single_layer_index_is_a_list_of_one():
+    from gnncompress.workflows.students import build_method
+
+    assert build_method('fitnet', {'teacher_layers': 1}).pairs == [(1, -1)]
+    assert build_method('mutual', {'adaptive': True}).adaptive is True
+
+
+@pytest.mark.parametrize('command', ['cotrain', 'amalgamate'])
+@pytest.mark.parametrize('args,name', [
+    (['--lr', 'nan'], '--lr'), (['--lr', '-1'], '--lr'),
+    (['--weight-decay', '-1'], '--weight-decay')])
+def test_cotrain_and_amalgamate_check_training_options(tmp_path, command,
+                                                       args, name):
+    head = ['cotrain', '--data', 'Cora'] if command == 'cotrain' else \
+        ['amalgamate', str(SAMPLE_TEACHER), str(SAMPLE_TEACHER)]
+    result = runner.invoke(app, [*head, '--epochs', '1', '--out',
+                                 str(tmp_path / 'o'), *args])
+    _one_error_line(result, 1, name, ': give')
+    assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.parametrize('args,name', [
+    (['cotrain', '--data', 'Cora', '--weight', '-1'], '--weight'),
+    (['amalgamate', str(SAMPLE_TEACHER), str(SAMPLE_TEACHER), '--lambda',
+      'nan'], '--lambda')])
+def test_online_and_topology_weights_are_checked(tmp_path, args, name):
+    result = runner.invoke(app, [*args, '--epochs', '1', '--out',
+                                 str(tmp_path / 'o')])
+    _one_error_line(result, 1, name)
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--jk', 'bogus'], "Unknown jumping knowledge 'bogus'"),
+    (['--dropout', '2'], 'dropout is a probability'),
+    (['--dropout', '-0.5'], 'dropout is a probability')])
+def test_bad_architecture_values_are_one_line(tmp_path, args, message):
+    result = runner.invoke(app, ['train-teacher', '--data', 'Cora',
+                                 '--data-root', str(SAMPLES), '--epochs',
+                                 '1', '--out', str(tmp_path / 't.pt'),
+                                 *args])
+    _one_error_line(result, 1, message)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize('args,flag', [
+    (['--degree', '-1'], '--degree'), (['--degree', 'nan'], '--degree'),
+    (['--max-latency-ms', '-1'], '--max-latency-ms'),
+    (['--max-latency-ms', '0'], '--max-latency-ms'),
+    (['--min-speedup', 'nan'], '--min-speedup'),
+    (['--max-accuracy-drop', 'nan'], '--max-accuracy-drop'),
+    (['--max-accuracy-drop', '-1'], '--max-accuracy-drop')])
+def test_bench_gates_and_degree_are_checked(tmp_path, args, flag):
+    gate = [] if 'speedup' not in flag and 'accuracy' not in flag else \
+        ['--baseline', str(SAMPLE_TEACHER)]
+    result = runner.invoke(app, ['bench', str(SAMPLE_TEACHER), '--data',
+                                 'Cora', '--out', str(tmp_path / 'b'),
+                                 *gate, *args])
+    _one_error_line(result, 1, flag, ': give e.g.')
+    assert not (tmp_path / 'b').exists()
+
+
+def test_out_file_in_a_folder_that_cannot_be_entered(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    def denied(self):
+        raise PermissionError(13, 'Permission denied')
+
+    monkeypatch.setattr(Path, 'is_dir', denied)
+    with pytest.raises(GnnCompressError, match='cannot be reached '
+                       r'\(Permission denied\)'):
+        from gnncompress.core.options import check_out_file
+        check_out_file(tmp_path / 'closed' / 'x.onnx')
+
+
+def test_an_error_quotes_values_as_given(tmp_path):
+    # ':abc:' was printed as an emoji
+    result = runner.invoke(app, ['bench', str(SAMPLE_TEACHER),
+                                 '--graph-size', '10:abc:5', '--out',
+                                 str(tmp_path / 'b')])
+    _one_error_line(result, 1, "'10:abc:5'")

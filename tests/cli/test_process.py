@@ -6,8 +6,10 @@ not a daemon."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT, SAMPLE_TEACHER
@@ -103,3 +105,30 @@ def test_a_usage_error_exits_2_through_main():
     assert done.returncode == 2
     assert done.stderr.startswith('Error:') and '--epochs' in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_sigterm_unwinds_the_run_and_leaves_nothing(tmp_path):
+    # A CI job's timeout sends SIGTERM. Without a handler the process died
+    # where it stood, leaving its output folder's lock (and, while writing,
+    # a stage folder) behind; now it unwinds as Ctrl-C does.
+    out = tmp_path / 'run'
+    lock = tmp_path / '.run.gnncompress-lock'
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'gnncompress', 'distill',
+         str(SAMPLE_TEACHER), '--method', 'kd', '--epochs', '100000',
+         '--patience', '100000', '--no-progress', '--out', str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 240
+        while not lock.exists() and proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lock.exists(), 'the run never claimed its folder'
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == process.TERMINATED_EXIT_CODE == 143
+    assert 'Traceback' not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -269,6 +269,37 @@ def test_file_holding_something_else_raises(tmp_path):
         load_graph(path)
 
 
+class _Hostile:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+@pytest.mark.parametrize('case,message', [
+    ('text', 'is not a file written by torch.save: save'),
+    ('empty', 'is not a file written by torch.save: save'),
+    ('truncated', 'is truncated or corrupted: save'),
+    ('hostile', 'holds pickled Python objects other than PyG Data'),
+])
+def test_unreadable_data_file_says_why_in_one_line(tmp_path, case, message):
+    path = tmp_path / f'{case}.pt'
+    if case == 'text':
+        path.write_text('hello, not a tensor file')
+    elif case == 'empty':
+        path.write_bytes(b'')
+    else:
+        torch.save({'x': torch.zeros(4, 2), 'edge_index':
+                    torch.zeros(2, 0, dtype=torch.long),
+                    'hostile': _Hostile()} if case == 'hostile' else
+                   {'x': torch.zeros(400, 20)}, path)
+        if case == 'truncated':
+            path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(DataError, match=message) as info:
+        load_graph(path)
+    # torch's own advice (weights_only=False) would run the file's code
+    assert 'weights_only' not in str(info.value)
+    assert '\n' not in str(info.value)
+
+
 def test_missing_data_file_raises(tmp_path):
     with pytest.raises(DataError, match='not found'):
         load_graph(tmp_path / 'missing.pt')
