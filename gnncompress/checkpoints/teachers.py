@@ -36,6 +36,7 @@ from gnncompress.models.recognise import (
     UnknownLayerError,
     sequence_spec,
 )
+from gnncompress.models.slimmable import SLIMMABLE_KEY
 
 
 @dataclass
@@ -65,6 +66,15 @@ def load_checkpoint(path: Path | str,
     the teacher card, which wins over the weights and the defaults."""
     path = Path(path)
     tensors, metadata = read_weights(path)
+    if SLIMMABLE_KEY in metadata:
+        onnx = path.parent / 'onnx'
+        raise CheckpointError(
+            f'{path} is a slimmable student written by gnncompress '
+            f'amalgamate (one body, a head per task, several widths), not '
+            f'one model: use its ONNX files, one per task and width '
+            f'({onnx}/*.onnx, which bench and onnxruntime take), or load '
+            f'it in Python with gnncompress.checkpoints.students.'
+            f'load_slimmable')
     try:
         return _load_spec(path, tensors, metadata, overrides)
     except ArchitectureError as error:

@@ -91,3 +91,16 @@ def test_loading_a_plain_checkpoint_as_slimmable_fails(tmp_path):
     save_file({'w': torch.zeros(2)}, str(tmp_path / 'plain.safetensors'))
     with pytest.raises(CheckpointError, match='no slimmable student'):
         load_slimmable(tmp_path / 'plain.safetensors')
+
+
+def test_a_slimmable_student_given_as_one_model_says_what_to_use(tmp_path):
+    # inspect, export, bench and distill read it as one model: it was
+    # "Unknown architecture ... use --teacher-class", the wrong fix for the
+    # tool's own output.
+    from gnncompress.checkpoints.teachers import load_checkpoint
+
+    path = save_slimmable(SlimmableGNN(_spec('gcn')),
+                          tmp_path / 'student.safetensors')
+    with pytest.raises(CheckpointError, match=r'slimmable student written '
+                       r'by gnncompress amalgamate .* use its ONNX files'):
+        load_checkpoint(path)
