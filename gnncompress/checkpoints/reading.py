@@ -88,9 +88,14 @@ def read_weights(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     path = Path(path)
     try:
         if not path.exists():
-            raise CheckpointError(f'Checkpoint not found: {path}')
+            raise CheckpointError(f'Checkpoint not found: {path}: check the '
+                                  f'path (a .pt or .safetensors file)')
         if not path.is_file():
-            raise CheckpointError(f'Checkpoint {path} is not a file')
+            raise CheckpointError(
+                f'Checkpoint {path} is a folder: give the .pt or '
+                f'.safetensors file inside it' if path.is_dir() else
+                f'Checkpoint {path} is not a file: give a .pt or '
+                f'.safetensors file')
         _check_size(path, path.stat().st_size, 'is')
         with open(path, 'rb') as f:
             head = f.read(16)
@@ -232,7 +237,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(
             f'{path} is not a valid safetensors file '
-            f'({clip(str(e), 160)})') from None
+            f'({clip(str(e), 160)}): save or copy it again') from None
     if not tensors:
         raise CheckpointError(f'{path} holds no tensors')
     return tensors, metadata

@@ -28,10 +28,12 @@ def load_config(path: Path | str, command: str,
         with path.open('rb') as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise ConfigError(f'Config file not found: {path}') from None
+        raise ConfigError(f'Config file not found: {path}: check the path '
+                          f'(a .toml file)') from None
     except OSError as e:
         raise ConfigError(f'Config file {path} cannot be read '
-                          f'({e.strerror})') from None
+                          f'({e.strerror}): give a TOML file you can '
+                          f'read') from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f'Config file {path} is not valid TOML ({e}): fix '
                           f'the line it names') from None

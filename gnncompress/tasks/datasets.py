@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -137,11 +138,13 @@ def _unreadable(path: Path, what: str, error: Exception) -> str:
     allow-list (torch's own message there suggests ``weights_only=False``,
     which would run the file's code)."""
     save = f'save the {what} again with torch.save(data, PATH)'
-    text = str(error).lower()
-    if 'weights only load failed' in text and 'global' in text:
+    text = str(error)
+    if 'weights only load failed' in text.lower() and 'GLOBAL' in text:
+        found = re.search(r'GLOBAL ([\w.]+)', text)
+        name = f': {found.group(1)}' if found else ''
         return (f'{path} holds pickled Python objects other than PyG Data, '
-                f'tensors, lists and dicts, which gnncompress never '
-                f'unpickles: save a Data object of tensors')
+                f'tensors, lists and dicts (Unsupported global{name}), which '
+                f'gnncompress never unpickles: save a Data object of tensors')
     try:
         with open(path, 'rb') as f:
             head = f.read(4)
