@@ -31,6 +31,19 @@ from gnncompress.workflows.runs import (
 )
 
 
+def _sizes_shape(entries: list[Any], graph: Graph, degree: float | None
+                 ) -> tuple[float, int]:
+    """The edges per node and the features of ``--sizes``' graphs: by
+    default the main graph's degree, and the models' input width."""
+    degree = degree or graph.edge_index.size(1) / graph.num_nodes
+    widths = {e.in_channels for e in entries if e.in_channels}
+    if len(widths) > 1:
+        raise ArchitectureError(
+            f'--sizes needs models that take the same number of features '
+            f'(got {sorted(widths)})')
+    return degree, widths.pop() if widths else graph.num_features
+
+
 def _bench_rows(entries: list[Any], graph: Graph, sizes: list[int] | None,
                 degree: float | None, workdir: Path, seed: int,
                 **kwargs: Any) -> tuple[list[Any], dict[int, list[Any]]]:
@@ -41,13 +54,7 @@ def _bench_rows(entries: list[Any], graph: Graph, sizes: list[int] | None,
     scaling: dict[int, list[Any]] = {}
     if sizes is None:
         return rows, scaling
-    degree = degree or graph.edge_index.size(1) / graph.num_nodes
-    widths = {e.in_channels for e in entries if e.in_channels}
-    if len(widths) > 1:
-        raise ArchitectureError(
-            f'--sizes needs models that take the same number of features '
-            f'(got {sorted(widths)})')
-    width = widths.pop() if widths else graph.num_features
+    degree, width = _sizes_shape(entries, graph, degree)
     for n in sizes:
         synthetic = synthetic_graph(n, round(n * degree), width,
                                         seed=seed)
@@ -85,6 +92,7 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
     from gnncompress.workflows.bench_plots import plot, plot_scaling
     from gnncompress.workflows.bench_rows import (
         DEFAULT_ROW_BUDGET_S,
+        check_synthetic,
         load_models,
         parse_graph_size,
         parse_sizes,
@@ -172,6 +180,12 @@ def bench(models: list[str | Path], *, data: str | Path | None = None,
                                           else device))
         elif device != 'auto':
             resolve_device(device)  # raises: CUDA asked for, not there
+    if sizes:  # before any row runs: the largest graph must fit
+        size_degree, width = _sizes_shape(entries, graph, degree)
+        n = max(sizes)
+        check_synthetic(n, round(n * size_degree), width,
+                        f'--sizes {n} (--degree {size_degree:g})',
+                        'give smaller --sizes or a smaller --degree')
     workdir = Path(tempfile.mkdtemp(prefix='gnncompress-bench-'))
     try:
         rows, scaling = _bench_rows(entries, graph, sizes, degree, workdir,

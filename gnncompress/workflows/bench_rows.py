@@ -41,11 +41,15 @@ def parse_graph_size(text: str) -> tuple[int, int, int]:
         raise DataError(f"--graph-size takes NODES:EDGES:FEATURES with at "
                         f"least 2 nodes and 1 feature, e.g. 169343:1166243:128 "
                         f"(got '{text}')")
-    nodes, edges, features = values
-    # float32 features, int64 edges, labels and three masks
-    check_memory(4 * nodes * features + 16 * edges + 11 * nodes,
-                 f'--graph-size {text}', 'give a smaller graph')
+    check_synthetic(*values, f'--graph-size {text}', 'give a smaller graph')
     return values  # type: ignore[return-value]
+
+
+def check_synthetic(nodes: int, edges: int, features: int, what: str,
+                    fix: str) -> None:
+    """Refuse a :func:`synthetic_graph` that cannot fit in memory."""
+    # float32 features, int64 edges, labels and three masks
+    check_memory(4 * nodes * features + 16 * edges + 11 * nodes, what, fix)
 
 
 def synthetic_graph(num_nodes: int, num_edges: int, num_features: int,

@@ -641,3 +641,16 @@ def test_an_error_quotes_values_as_given(tmp_path):
                                  '--graph-size', '10:abc:5', '--out',
                                  str(tmp_path / 'b')])
     _one_error_line(result, 1, "'10:abc:5'")
+
+
+@pytest.mark.parametrize('args', [['--sizes', '1e12'],
+                                  ['--sizes', '1000', '--degree', '1e9']])
+def test_bench_sizes_beyond_memory_are_refused_before_any_row(tmp_path,
+                                                              args):
+    # They ran the main rows, then ran out of memory with a fix (--hidden,
+    # --batch-size) that bench does not have.
+    result = runner.invoke(app, ['bench', str(SAMPLE_TEACHER), '--data',
+                                 'Cora', '--data-root', str(SAMPLES),
+                                 '--out', str(tmp_path / 'b'), *args])
+    _one_error_line(result, 1, '--sizes', 'give smaller --sizes')
+    assert not (tmp_path / 'b').exists()
