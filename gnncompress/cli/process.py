@@ -113,7 +113,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def main(app: Any) -> NoReturn:
     """Run the Typer ``app`` as the `gnncompress` command."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
+        # (a parent that chose to ignore SIGTERM keeps it ignored)
+        signal.signal(signal.SIGTERM, _on_sigterm)
     pause_collector()
     try:
         app(prog_name='gnncompress')

@@ -141,10 +141,10 @@ class ArchSpec:
                 f"Unknown jumping knowledge '{self.jk}' (choose from "
                 f"{', '.join(JK_MODES)}, or leave --jk out)")
         if isinstance(self.dropout, (int, float)) and \
-                not 0 <= self.dropout < 1:
+                not 0 <= self.dropout <= 1:
             raise ArchitectureError(
-                f'dropout is a probability of dropping a feature, at least '
-                f'0 and below 1 (got {self.dropout}): give e.g. --dropout '
+                f'dropout is a probability of dropping a feature, from 0 '
+                f'to 1 (got {self.dropout}): give one in that range, e.g. '
                 f'0.5')
         if self.norm == 'layer_norm' and self.readout is not None:
             raise ArchitectureError(

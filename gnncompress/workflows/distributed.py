@@ -31,7 +31,9 @@ import contextlib
 import logging
 import os
 import pickle
+import signal
 import socket
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -149,16 +151,20 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
                                start_method='spawn')
     messages: dict[int, tuple[bool, Any]] = {}
     failed: Exception | None = None
-    while True:
-        while not queue.empty():
-            rank, ok, blob = queue.get()
-            messages[rank] = (ok, pickle.loads(blob))
-        try:
-            if procs.join(timeout=0.2):
+    try:
+        while True:
+            while not queue.empty():
+                rank, ok, blob = queue.get()
+                messages[rank] = (ok, pickle.loads(blob))
+            try:
+                if procs.join(timeout=0.2):
+                    break
+            except Exception as e:  # a rank exited non-zero; others stopped
+                failed = e
                 break
-        except Exception as e:  # a rank exited non-zero; the rest stopped
-            failed = e
-            break
+    except BaseException:  # Ctrl-C or SIGTERM reached this process alone
+        _interrupt(procs.processes)
+        raise
     while not queue.empty():
         rank, ok, blob = queue.get()
         messages[rank] = (ok, pickle.loads(blob))
@@ -173,6 +179,25 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
         raise TrainingError(f'a training process died without a message '
                             f'({failed}): see the output above')
     return [messages[r][1] for r in range(nproc)]
+
+
+def _interrupt(processes: Sequence[Any], wait_s: float = 30.0) -> None:
+    """Interrupt each rank still running (SIGINT: it unwinds as Ctrl-C
+    does, removing what it was writing), give them ``wait_s`` seconds,
+    then end those left. Without this, the exit of this process would wait
+    for ranks that never heard of the signal."""
+    alive = [p for p in processes if p.is_alive()]
+    for proc in alive:
+        try:
+            os.kill(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + wait_s
+    for proc in alive:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
 
 
 def _worker(rank: int, fn: Callable[..., Any], args: tuple[Any, ...],

@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect as _inspect
 import json
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -102,49 +104,85 @@ _TAKES = {'bool': ('true or false', 'true'),
           'Sequence[int]': ('a list of layer indices', '[0,1]')}
 
 
-def _whole(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _index(value: Any) -> int:
+    """A whole number of any integer type (Python's, numpy's, an integer
+    tensor of one element), not a bool; TypeError otherwise."""
+    if isinstance(value, bool):
+        raise TypeError(value)
+    return operator.index(value)
 
 
-def _typed_option(cls: type[DistillMethod], key: str, value: Any) -> Any:
+def _number(value: Any) -> float:
+    """A finite number of any real type (numpy's, a one-element tensor),
+    not a bool or text; TypeError or ValueError otherwise."""
+    if isinstance(value, (bool, str, bytes)):
+        raise TypeError(value)
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
+
+
+def _indices(value: Any) -> list[int]:
+    """Layer indices: a sequence of whole numbers, or a single one."""
+    if isinstance(value, (str, bytes)):
+        raise TypeError(value)
+    try:
+        return [_index(value)]
+    except TypeError:
+        return [_index(v) for v in value]
+
+
+def _of_type(kind: type) -> Callable[[Any], Any]:
+    def same(value: Any) -> Any:
+        if not isinstance(value, kind):
+            raise TypeError(value)
+        return value
+    return same
+
+
+# How a value becomes each annotated type (TypeError or ValueError when
+# it cannot).
+_AS = {'bool': _of_type(bool), 'str': _of_type(str), 'int': _index,
+       'float': _number, 'Sequence[int]': _indices}
+
+
+def _typed_option(cls: type[DistillMethod], key: str, value: Any,
+                  prefix: str = '') -> Any:
     """``value`` as option ``key`` of ``cls`` takes it (a single index
-    for a list of layers becomes a list of one), or a one-line error that
-    says what it takes. Options come from ``-o KEY=VALUE`` as JSON values
-    or text, so a typo arrives here as text."""
+    for a list of layers becomes a list of one; numpy and tensor numbers
+    become Python's), or a one-line error that says what it takes.
+    Options come from ``-o KEY=VALUE`` as JSON values or text, so a typo
+    arrives here as text. ``prefix`` is the part's name in a sum
+    (``kd.``)."""
     param = _inspect.signature(cls.__init__).parameters[key]
     annotation = str(param.annotation)
     kind = annotation.removesuffix(' | None')
-    if value is None and annotation.endswith(' | None'):
+    if (value is None and annotation.endswith(' | None')) or kind not in _AS:
         return value
-    if kind == 'Sequence[int]' and _whole(value):
-        value = [value]
-    ok = {'bool': lambda v: isinstance(v, bool),
-          'int': _whole,
-          'float': lambda v: isinstance(v, (int, float))
-          and not isinstance(v, bool) and math.isfinite(v),
-          'str': lambda v: isinstance(v, str),
-          'Sequence[int]': lambda v: isinstance(v, (list, tuple))
-          and all(_whole(i) for i in v)}.get(kind)
-    if ok is None or ok(value):
-        return value
+    try:
+        return _AS[kind](value)
+    except (TypeError, ValueError):
+        pass
     takes, example = _TAKES[kind]
     if isinstance(param.default, str):
         example = param.default
     elif param.default is not None and kind != 'Sequence[int]':
         example = json.dumps(param.default)
     raise GnnCompressError(
-        f"Option {key} of method '{cls.name}' takes {takes} (got "
-        f"{value!r}): give e.g. -o {key}={example}")
+        f"Option {prefix}{key} of method '{cls.name}' takes {takes} (got "
+        f"{value!r}): give e.g. -o {prefix}{key}={example}")
 
 
-def _instantiate(cls: type[DistillMethod],
-                 options: dict[str, Any]) -> DistillMethod:
+def _instantiate(cls: type[DistillMethod], options: dict[str, Any],
+                 prefix: str = '') -> DistillMethod:
     unknown = [k for k in options if k not in _accepted(cls)]
     if unknown:
         raise GnnCompressError(
             f"Method '{cls.name}' has no option {', '.join(unknown)} "
             f"(accepted: {', '.join(_accepted(cls)) or 'none'})")
-    options = {k: _typed_option(cls, k, v) for k, v in options.items()}
+    options = {k: _typed_option(cls, k, v, prefix)
+               for k, v in options.items()}
     try:
         return cls(**options)
     except (TypeError, ValueError) as e:
@@ -154,12 +192,15 @@ def _instantiate(cls: type[DistillMethod],
 
 def _part_weight(name: str, weight: Any) -> float:
     """``-o NAME.weight=W``, checked as ``--weight`` is."""
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) \
-            or not math.isfinite(weight) or weight < 0:
+    try:
+        number = _number(weight)
+    except (TypeError, ValueError):
+        number = -1.0
+    if number < 0:
         raise GnnCompressError(
             f'-o {name}.weight must be a finite number, 0 or more (got '
             f'{weight!r}): give e.g. -o {name}.weight=0.5')
-    return float(weight)
+    return number
 
 
 def build_method(name: str,
@@ -194,7 +235,7 @@ def build_method(name: str,
         if weight is not None:
             weight = _part_weight(cls.name, weight)
         shared = {k: v for k, v in plain.items() if k in _accepted(cls)}
-        part = _instantiate(cls, {**shared, **own})
+        part = _instantiate(cls, {**shared, **own}, prefix=f'{cls.name}.')
         parts.append(part)
         weights.append(part.default_weight if weight is None else weight)
     return Combined(parts, weights)

@@ -568,6 +568,27 @@ def test_a_single_layer_index_is_a_list_of_one():
     assert build_method('mutual', {'adaptive': True}).adaptive is True
 
 
+def test_python_numbers_and_sequences_of_any_kind_are_taken():
+    import numpy as np
+
+    from gnncompress.workflows.students import build_method
+
+    method = build_method('fitnet', {'teacher_layers': range(2),
+                                     'student_layers': np.array([0, 1])})
+    assert method.pairs == [(0, 0), (1, 1)]
+    assert all(type(i) is int for pair in method.pairs for i in pair)
+    assert build_method('kd', {'temperature': np.float32(2.0)}) \
+        .temperature == 2.0
+    assert build_method('kd', {'temperature': torch.tensor(3.0)}) \
+        .temperature == 3.0
+    assert build_method('kd+lsp', {'lsp.weight': np.float32(1)}) \
+        .weights[1] == 1.0
+    with pytest.raises(GnnCompressError, match='Option kd.temperature of '
+                       "method 'kd' takes a finite number .* -o "
+                       'kd.temperature=4.0'):
+        build_method('kd+lsp', {'kd.temperature': 'abc'})
+
+
 @pytest.mark.parametrize('command', ['cotrain', 'amalgamate'])
 @pytest.mark.parametrize('args,name', [
     (['--lr', 'nan'], '--lr'), (['--lr', '-1'], '--lr'),
@@ -595,7 +616,8 @@ def test_online_and_topology_weights_are_checked(tmp_path, args, name):
 @pytest.mark.parametrize('args,message', [
     (['--jk', 'bogus'], "Unknown jumping knowledge 'bogus'"),
     (['--dropout', '2'], 'dropout is a probability'),
-    (['--dropout', '-0.5'], 'dropout is a probability')])
+    (['--dropout', '-0.5'], 'dropout is a probability'),
+    (['--dropout', 'nan'], 'dropout is a probability')])
 def test_bad_architecture_values_are_one_line(tmp_path, args, message):
     result = runner.invoke(app, ['train-teacher', '--data', 'Cora',
                                  '--data-root', str(SAMPLES), '--epochs',
@@ -611,7 +633,7 @@ def test_bad_architecture_values_are_one_line(tmp_path, args, message):
     (['--max-latency-ms', '0'], '--max-latency-ms'),
     (['--min-speedup', 'nan'], '--min-speedup'),
     (['--max-accuracy-drop', 'nan'], '--max-accuracy-drop'),
-    (['--max-accuracy-drop', '-1'], '--max-accuracy-drop')])
+    (['--max-accuracy-drop', 'inf'], '--max-accuracy-drop')])
 def test_bench_gates_and_degree_are_checked(tmp_path, args, flag):
     gate = [] if 'speedup' not in flag and 'accuracy' not in flag else \
         ['--baseline', str(SAMPLE_TEACHER)]

@@ -107,16 +107,22 @@ def test_a_usage_error_exits_2_through_main():
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_sigterm_unwinds_the_run_and_leaves_nothing(tmp_path):
+@pytest.mark.parametrize('processes', [[], ['--nproc', '2', '--batch-size',
+                                             '64', '--fanout', '4,4']],
+                         ids=['one process', 'nproc 2'])
+def test_sigterm_unwinds_the_run_and_leaves_nothing(tmp_path, processes):
     # A CI job's timeout sends SIGTERM. Without a handler the process died
     # where it stood, leaving its output folder's lock (and, while writing,
-    # a stage folder) behind; now it unwinds as Ctrl-C does.
+    # a stage folder) behind; now it unwinds as Ctrl-C does. With --nproc
+    # the signal reaches this process alone, which interrupts its ranks
+    # (else its exit would wait for them to finish training).
     out = tmp_path / 'run'
     lock = tmp_path / '.run.gnncompress-lock'
     proc = subprocess.Popen(
         [sys.executable, '-m', 'gnncompress', 'distill',
          str(SAMPLE_TEACHER), '--method', 'kd', '--epochs', '100000',
-         '--patience', '100000', '--no-progress', '--out', str(out)],
+         '--patience', '100000', '--no-progress', '--device', 'cpu',
+         *processes, '--out', str(out)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         cwd=tmp_path)
     try:
@@ -125,6 +131,8 @@ def test_sigterm_unwinds_the_run_and_leaves_nothing(tmp_path):
                 time.monotonic() < deadline:
             time.sleep(0.1)
         assert lock.exists(), 'the run never claimed its folder'
+        if processes:
+            time.sleep(3)  # the ranks are started
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:
