@@ -88,10 +88,9 @@ def claim(out: Path | str, inputs: Sequence[Path | str | None] = ()) -> None:
                 f'the run would replace: choose another --out')
     if os.environ.get('RANK', '0') not in ('', '0') or out in _HELD:
         return
-    fd = _lock(out)
-    os.ftruncate(fd, 0)
+    fd = _HELD[out] = _lock(out)  # held at once: an interrupt from here
+    os.ftruncate(fd, 0)           # on still releases it
     os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
-    _HELD[out] = fd
     _remove_stale(out)
 
 
