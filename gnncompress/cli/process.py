@@ -32,6 +32,8 @@ import sys
 import threading
 from typing import Any, NoReturn
 
+from gnncompress.core import interrupts
+
 _paused = False
 
 
@@ -108,14 +110,24 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     global _terminated
     _terminated = True
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    interrupts.request()
+    raise KeyboardInterrupt
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    """Ctrl-C, as Python's own handler, noted for code that could lose it
+    (gnncompress.core.interrupts)."""
+    interrupts.request()
     raise KeyboardInterrupt
 
 
 def main(app: Any) -> NoReturn:
     """Run the Typer ``app`` as the `gnncompress` command."""
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN:
-        # (a parent that chose to ignore SIGTERM keeps it ignored)
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    # A parent that chose to ignore a signal keeps it ignored.
+    for number, handler in ((signal.SIGTERM, _on_sigterm),
+                            (signal.SIGINT, _on_sigint)):
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, handler)
     pause_collector()
     try:
         app(prog_name='gnncompress')

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gnncompress.core import interrupts
 from gnncompress.core.errors import ExportError
 from gnncompress.core.out_folder import atomic_path
 from gnncompress.core.timing import phase
@@ -296,8 +297,12 @@ def run_export(wrapper: nn.Module, args: tuple[Tensor, ...], path: Path,
                 input_names=names, output_names=['logits'], verbose=False,
                 **options)
     except Exception as e:  # noqa: BLE001
+        # An interrupt inside torch's capture comes back as an error.
+        interrupts.raise_if_requested()
         line = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ExportError(f'ONNX export failed: {line[:200]}') from None
+    # ... or is lost when another capture strategy succeeds.
+    interrupts.raise_if_requested()
 
 
 @contextlib.contextmanager

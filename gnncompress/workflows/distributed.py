@@ -146,7 +146,9 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
     logging.getLogger('torch.multiprocessing.spawn').setLevel(logging.ERROR)
     ctx = mp.get_context('spawn')
     queue = ctx.SimpleQueue()
-    procs = mp.start_processes(_worker, args=(fn, args, nproc, port, queue),
+    started = ctx.Array('b', nproc)  # set by each rank as it starts
+    procs = mp.start_processes(_worker, args=(fn, args, nproc, port, queue,
+                                              started),
                                nprocs=nproc, join=False,
                                start_method='spawn')
     messages: dict[int, tuple[bool, Any]] = {}
@@ -163,7 +165,7 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
                 failed = e
                 break
     except BaseException:  # Ctrl-C or SIGTERM reached this process alone
-        _interrupt(procs.processes)
+        _interrupt(procs.processes, started)
         raise
     while not queue.empty():
         rank, ok, blob = queue.get()
@@ -181,17 +183,22 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
     return [messages[r][1] for r in range(nproc)]
 
 
-def _interrupt(processes: Sequence[Any], wait_s: float = 30.0) -> None:
+def _interrupt(processes: Sequence[Any], started: Sequence[int],
+               wait_s: float = 10.0) -> None:
     """Interrupt each rank still running (SIGINT: it unwinds as Ctrl-C
-    does, removing what it was writing), give them ``wait_s`` seconds,
-    then end those left. Without this, the exit of this process would wait
-    for ranks that never heard of the signal."""
-    alive = [p for p in processes if p.is_alive()]
-    for proc in alive:
+    does, removing what it was writing; a rank still starting, which has
+    written nothing, just ends, SIGTERM, without the traceback an
+    interrupt prints there), give them ``wait_s`` seconds, then end those
+    left. Without this, the exit of this process would wait for ranks
+    that never heard of the signal."""
+    alive = [(r, p) for r, p in enumerate(processes) if p.is_alive()]
+    for rank, proc in alive:
         try:
-            os.kill(proc.pid, signal.SIGINT)
+            os.kill(proc.pid, signal.SIGINT if started[rank]
+                    else signal.SIGTERM)
         except ProcessLookupError:
             pass
+    alive = [p for _, p in alive]
     deadline = time.monotonic() + wait_s
     for proc in alive:
         proc.join(max(0.0, deadline - time.monotonic()))
@@ -201,7 +208,8 @@ def _interrupt(processes: Sequence[Any], wait_s: float = 30.0) -> None:
 
 
 def _worker(rank: int, fn: Callable[..., Any], args: tuple[Any, ...],
-            nproc: int, port: int, queue: Any) -> None:
+            nproc: int, port: int, queue: Any, started: Any) -> None:
+    started[rank] = 1
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
                       RANK=str(rank), WORLD_SIZE=str(nproc),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(nproc),

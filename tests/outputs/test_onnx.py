@@ -489,3 +489,24 @@ def test_the_larger_check_graph_is_capped_by_feature_entries(monkeypatch):
     big_x, big_edges = parity.check_graphs(x, edges)['larger graph']
     assert big_x.shape == (120, 50) and big_edges.shape == (2, 611)
     assert int(big_edges.max()) < 120
+
+
+@pytest.mark.parametrize('then', ['raises', 'succeeds'])
+def test_an_interrupt_inside_the_exporter_is_not_lost(tmp_path, monkeypatch,
+                                                      then):
+    # torch's capture turned a Ctrl-C or SIGTERM landing inside it into a
+    # TypeError (which became an export error), or caught it and exported
+    # by another strategy (and the run went on to exit 0).
+    from gnncompress.core import interrupts
+
+    monkeypatch.setattr(interrupts, '_requested', False)
+
+    def export(*args, **kwargs):
+        interrupts.request()  # as the CLI's signal handlers do
+        if then == 'raises':
+            raise TypeError('failed to unpack the object (KeyboardInterrupt)')
+
+    monkeypatch.setattr(torch.onnx, 'export', export)
+    with pytest.raises(KeyboardInterrupt):
+        run_export(torch.nn.Linear(2, 2), (torch.zeros(1, 2),),
+                   tmp_path / 'm.onnx', ['x'], {'x': {}})
