@@ -91,7 +91,41 @@ def claim(out: Path | str, inputs: Sequence[Path | str | None] = ()) -> None:
     fd = _HELD[out] = _lock(out)  # held at once: an interrupt from here
     os.ftruncate(fd, 0)           # on still releases it
     os.pwrite(fd, f'{os.getpid()}\n'.encode(), 0)
+    record = os.environ.get(CLAIMS_ENV)
+    if record:  # a rank of --nproc: its parent cleans up if it is killed
+        with open(record, 'a') as f:
+            f.write(f'{out}\n')
     _remove_stale(out)
+
+
+# A file where the ranks of a --nproc run list the folders they claim.
+CLAIMS_ENV = 'GNNCOMPRESS_CLAIMS'
+
+
+def release_abandoned(record: Path | str) -> None:
+    """The folders listed in ``record`` (:data:`CLAIMS_ENV`) whose
+    claiming process is gone without releasing them (a rank killed while
+    blocked in a collective): remove their lock file and what they
+    staged, unless a process still holds the lock."""
+    try:
+        listed = set(Path(record).read_text().splitlines())
+    except OSError:
+        return
+    for line in sorted(listed - {''}):
+        out = Path(line)
+        try:
+            fd = os.open(lock_file(out), os.O_RDWR)
+        except OSError:  # released as it should be
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # still held by a live process
+            os.close(fd)
+            continue
+        _remove_stale(out)
+        with contextlib.suppress(OSError):
+            os.unlink(lock_file(out))
+        os.close(fd)
 
 
 def _lock(out: Path) -> int:

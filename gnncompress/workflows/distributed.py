@@ -33,6 +33,7 @@ import os
 import pickle
 import signal
 import socket
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -42,6 +43,7 @@ import torch.distributed as dist
 
 from gnncompress.core.errors import GnnCompressError, TrainingError
 from gnncompress.core.graph import Graph
+from gnncompress.core.out_folder import CLAIMS_ENV, release_abandoned
 from gnncompress.outputs import latency as bench
 from gnncompress.training.ranks import joined
 
@@ -147,10 +149,23 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
     ctx = mp.get_context('spawn')
     queue = ctx.SimpleQueue()
     started = ctx.Array('b', nproc)  # set by each rank as it starts
-    procs = mp.start_processes(_worker, args=(fn, args, nproc, port, queue,
-                                              started),
-                               nprocs=nproc, join=False,
-                               start_method='spawn')
+    fd, claims = tempfile.mkstemp(prefix='gnncompress-claims-')
+    os.close(fd)
+    try:
+        return _join(mp.start_processes(
+            _worker, args=(fn, args, nproc, port, queue, started, claims),
+            nprocs=nproc, join=False, start_method='spawn'),
+            nproc, queue, started, claims)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(claims)
+
+
+def _join(procs: Any, nproc: int, queue: Any, started: Sequence[int],
+          claims: str) -> list[Any]:
+    """Every rank's return value, or the error of the first that
+    failed; on Ctrl-C or SIGTERM, the ranks interrupted and what a killed
+    one left behind removed."""
     messages: dict[int, tuple[bool, Any]] = {}
     failed: Exception | None = None
     try:
@@ -166,7 +181,9 @@ def spawn(fn: Callable[..., Any], nproc: int, *args: Any) -> list[Any]:
                 break
     except BaseException:  # Ctrl-C or SIGTERM reached this process alone
         _interrupt(procs.processes, started)
+        release_abandoned(claims)
         raise
+    release_abandoned(claims)  # of a rank that died (killed, out of memory)
     while not queue.empty():
         rank, ok, blob = queue.get()
         messages[rank] = (ok, pickle.loads(blob))
@@ -208,12 +225,13 @@ def _interrupt(processes: Sequence[Any], started: Sequence[int],
 
 
 def _worker(rank: int, fn: Callable[..., Any], args: tuple[Any, ...],
-            nproc: int, port: int, queue: Any, started: Any) -> None:
+            nproc: int, port: int, queue: Any, started: Any,
+            claims: str) -> None:
     started[rank] = 1
     os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port),
                       RANK=str(rank), WORLD_SIZE=str(nproc),
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE=str(nproc),
-                      **{NPROC_ENV: str(nproc)})
+                      **{NPROC_ENV: str(nproc), CLAIMS_ENV: claims})
     # N processes share the cores this one would have used alone.
     torch.set_num_threads(max(1, torch.get_num_threads() // nproc))
     try:

@@ -349,3 +349,26 @@ def test_partial_write_after_a_complete_checkpoint_is_ignored(
     _distill(files, out, checkpoint_every=2, checkpoint_dir=folder,
              resume=folder, epochs=4)
     assert not resume.partial_files(folder)
+
+
+def test_what_a_killed_rank_claimed_is_released_by_its_parent(
+        tmp_path, monkeypatch):
+    # A --nproc rank blocked in a collective is killed when it does not
+    # unwind in time; its lock file and stage folder were left behind.
+    record = tmp_path / 'claims'
+    monkeypatch.setenv(outputs.CLAIMS_ENV, str(record))
+    gone, held = tmp_path / 'gone', tmp_path / 'held'
+    outputs.claim(gone)
+    outputs.claim(held)
+    assert record.read_text().split() == [str(gone.resolve()),
+                                          str(held.resolve())]
+    stage = tmp_path / '.gone.gnncompress-stage-x'
+    stage.mkdir()
+    # As after a kill: the descriptor is gone, the lock file stays.
+    import os
+    os.close(outputs._HELD.pop(gone.resolve()))
+    outputs.release_abandoned(record)
+    assert not outputs.lock_file(gone).exists() and not stage.exists()
+    assert outputs.lock_file(held).exists()  # this process holds it
+    outputs.release(held)
+    assert not outputs.lock_file(held).exists()
