@@ -19,10 +19,6 @@ def request() -> None:
     _requested = True
 
 
-def requested() -> bool:
-    return _requested
-
-
 def raise_if_requested() -> None:
     """Raise ``KeyboardInterrupt`` if an interrupt was noted, so that a
     caught or lost one still stops the run."""

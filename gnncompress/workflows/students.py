@@ -162,7 +162,7 @@ def _typed_option(cls: type[DistillMethod], key: str, value: Any,
         return value
     try:
         return _AS[kind](value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):  # (a tensor of several)
         pass
     takes, example = _TAKES[kind]
     if isinstance(param.default, str):
@@ -194,7 +194,7 @@ def _part_weight(name: str, weight: Any) -> float:
     """``-o NAME.weight=W``, checked as ``--weight`` is."""
     try:
         number = _number(weight)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RuntimeError):
         number = -1.0
     if number < 0:
         raise GnnCompressError(

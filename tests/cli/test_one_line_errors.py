@@ -587,6 +587,8 @@ def test_python_numbers_and_sequences_of_any_kind_are_taken():
                        "method 'kd' takes a finite number .* -o "
                        'kd.temperature=4.0'):
         build_method('kd+lsp', {'kd.temperature': 'abc'})
+    with pytest.raises(GnnCompressError, match='takes a finite number'):
+        build_method('kd', {'temperature': torch.tensor([1.0, 2.0])})
 
 
 @pytest.mark.parametrize('command', ['cotrain', 'amalgamate'])
