@@ -274,7 +274,7 @@ def fit(student: nn.Module, regime: Regime, *,
         desc: str = 'train', checkpoint: Any = None,
         schedule: str | None = None,
         objective: Objective | None = None,
-        score_test: bool = True) -> FitResult:
+        score_test: bool = True, ties: str = 'first') -> FitResult:
     """Train ``student`` under ``regime`` and leave it at its best
     validation epoch.
 
@@ -291,7 +291,8 @@ def fit(student: nn.Module, regime: Regime, *,
     epoch before the :class:`TrainingError` (which carries ``best_epoch``
     and ``val_accuracy``) is raised. ``score_test=False`` leaves the test
     split unread (``test_accuracy`` is NaN), for choices made on
-    validation alone.
+    validation alone. ``ties`` picks among epochs of equal best validation
+    score (:class:`~gnncompress.training.selection.Selection`).
     """
     if objective is None:
         if method is not None:
@@ -310,7 +311,8 @@ def fit(student: nn.Module, regime: Regime, *,
 
     # A regime of several peers asks for one selection per peer
     # (PeerSelection: its scores and best values are lists).
-    selection = getattr(regime, 'selection', Selection)(student, patience)
+    selection = getattr(regime, 'selection', Selection)(student, patience,
+                                                        ties)
     history: list[dict[str, float]] = []
     done, before = 0, 0.0  # epochs and seconds of an interrupted run
     if checkpoint is not None:

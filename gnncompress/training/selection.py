@@ -7,19 +7,34 @@ from typing import Any
 
 from torch import Tensor, nn
 
+TIES = ('first', 'last')
+
 
 class Selection:
     """Validation-based model selection with early stopping: remembers the
-    weights of ``model`` at its best score so far."""
+    weights of ``model`` at its best score so far.
 
-    def __init__(self, model: nn.Module, patience: int | None) -> None:
-        self.model, self.patience = model, patience
+    ``ties`` says which of several epochs with the best score is kept:
+    ``'first'`` (a later epoch must score strictly higher), or ``'last'``
+    (an equal score replaces the best and restarts the patience count, the
+    rule of GLNN's and NOSMOG's public code: on a small validation split,
+    where equal scores are common, it keeps later, longer-trained epochs
+    and trains on while the score holds)."""
+
+    def __init__(self, model: nn.Module, patience: int | None,
+                 ties: str = 'first') -> None:
+        if ties not in TIES:
+            raise ValueError(f'unknown ties rule {ties!r} (choose from '
+                             f"{', '.join(TIES)})")
+        self.model, self.patience, self.ties = model, patience, ties
         self.best_score, self.best_epoch = -math.inf, 0
         self._state: dict[str, Tensor] | None = None
 
     def update(self, epoch: int, score: float) -> bool:
         """Record ``score`` of ``epoch``; whether it is a new best."""
-        if not score > self.best_score:  # NaN never wins
+        better = score >= self.best_score if self.ties == 'last' \
+            else score > self.best_score
+        if not better:  # NaN never wins
             return False
         self.best_score, self.best_epoch = score, epoch
         self._state = {k: v.detach().clone()
@@ -59,8 +74,8 @@ class PeerSelection:
     stops once every member would stop."""
 
     def __init__(self, models: Iterable[nn.Module],
-                 patience: int | None) -> None:
-        self.members = [Selection(m, patience) for m in models]
+                 patience: int | None, ties: str = 'first') -> None:
+        self.members = [Selection(m, patience, ties) for m in models]
 
     @property
     def best_epoch(self) -> list[int]:

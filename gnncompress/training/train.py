@@ -33,7 +33,8 @@ def fit(student: nn.Module, graph: Graph, *,
         label_weight: float = 1.0, weight: float | None = None,
         patience: int | None = 100, progress: bool = True,
         desc: str = 'train', checkpoint: Any = None,
-        score_test: bool = True, batch_size: int | None = None) -> FitResult:
+        score_test: bool = True, batch_size: int | None = None,
+        ties: str = 'first') -> FitResult:
     """Train ``student`` on ``graph`` and leave it at its best validation
     epoch.
 
@@ -49,14 +50,16 @@ def fit(student: nn.Module, graph: Graph, *,
     When the loss stops being finite, the student is put back at its best
     epoch before the :class:`TrainingError` (which carries ``best_epoch``
     and ``val_accuracy``) is raised. ``score_test=False`` leaves the test
-    split unread.
+    split unread. ``ties`` picks among epochs of equal best validation
+    score: ``'first'`` or ``'last'``
+    (:class:`~gnncompress.training.selection.Selection`).
     """
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
     settings = dict(method=method, epochs=epochs, lr=lr,
                     weight_decay=weight_decay, label_weight=label_weight,
                     weight=weight, patience=patience, progress=progress,
-                    desc=desc, score_test=score_test)
+                    desc=desc, score_test=score_test, ties=ties)
     return loop.fit(student, regime_for(graph, teacher_outputs, batch_size),
                     checkpoint=checkpoint, **settings)
 

@@ -84,7 +84,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
                   weight: float | None = None, patience: int | None = 100,
                   progress: bool = True, desc: str = 'train', seed: int = 0,
                   memmap_bytes: int = MEMMAP_BYTES,
-                  checkpoint: Any = None) -> FitResult:
+                  checkpoint: Any = None, ties: str = 'first') -> FitResult:
     """Train ``student`` on sampled subgraphs with the one training loop
     (:func:`gnncompress.training.loop.fit` under
     :class:`~gnncompress.training.regimes.sampled.SampledSubgraphs`) and
@@ -103,7 +103,8 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     run, the sampler's generators included. In a joined process group
     every rank calls this alike and trains its share of each batch's seeds
     (:mod:`gnncompress.training.ranks`; ``batch_size`` is the global
-    batch); only rank 0 scores the test split (NaN elsewhere).
+    batch); only rank 0 scores the test split (NaN elsewhere). ``ties``:
+    as in :func:`gnncompress.training.train.fit`.
     """
     if method is not None and not teacher_outputs:
         raise ValueError('a distillation method needs teacher outputs')
@@ -116,7 +117,7 @@ def fit_minibatch(student: nn.Module, graph: Graph, csr: CSR, *,
     return fit(student, regime, method=method, epochs=epochs, lr=lr,
                weight_decay=weight_decay, label_weight=label_weight,
                weight=weight, patience=patience, progress=progress, desc=desc,
-               checkpoint=checkpoint)
+               checkpoint=checkpoint, ties=ties)
 
 
 def sample_subgraph(graph: Graph, csr: CSR, fanout: Sequence[int],
