@@ -15,7 +15,9 @@ _CARD_TYPES: dict[str, tuple[type, ...]] = {
     'data_root': (str, type(None)), 'test_accuracy': (int, float),
     'val_accuracy': (int, float), 'normalize_features': (bool,),
     'classes': (list,), 'points': (int, type(None)),
-    'augment': (list, str, type(None))}
+    'augment': (list, str, type(None)), 'split': (dict,)}
+# The fields of the card's 'split' the tool reads, and their types.
+_SPLIT_TYPES: dict[str, tuple[type, ...]] = {'kind': (str,), 'seed': (int,)}
 
 CARD_KIND = 'gnncompress.teacher-card'
 
@@ -56,11 +58,15 @@ def read_card(path: Path) -> dict[str, Any]:
             f'move it away to load {path.name} without a card') from None
     if not isinstance(card, dict) or card.get('kind') != CARD_KIND:
         return {}  # another tool's JSON beside the checkpoint
-    for key, types in _CARD_TYPES.items():
-        value = card.get(key)
-        if key in card and _wrong_type(value, types):
+    fields = [(key, card, key, types) for key, types in _CARD_TYPES.items()]
+    if isinstance(card.get('split'), dict):
+        fields += [(f'split.{key}', card['split'], key, types)
+                   for key, types in _SPLIT_TYPES.items()]
+    for name, holder, key, types in fields:
+        value = holder.get(key)
+        if key in holder and _wrong_type(value, types):
             raise CheckpointError(
-                f"Teacher card {card_file}: '{key}' must be "
+                f"Teacher card {card_file}: '{name}' must be "
                 f"{_type_names(types)} (got "
                 f'{value!r:.40}): fix it, or move the card away to load '
                 f'{path.name} without it')

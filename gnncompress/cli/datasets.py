@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gnncompress.cli.common import Command, app
+from gnncompress.cli.common import Command, app, call
 from gnncompress.core.catalogue import dataset_table, default_root
 
 
@@ -24,6 +24,7 @@ def datasets(
     from tabulate import tabulate
 
     base = default_root() if data_root is None else data_root.expanduser()
+    call(_check_root, base)
     rows = [[e.name, e.task, e.here, '-' if e.folder is None else str(e.folder)]
             for e in dataset_table(base)]
     typer.echo(tabulate(rows, headers=['dataset', 'task', 'here', 'folder']))
@@ -32,3 +33,11 @@ def datasets(
              else 'the default cache; set GNNCOMPRESS_CACHE to move it')
     typer.echo(f'\n{base} ({where}). --data also takes a saved '
                'torch_geometric Data file.')
+
+
+def _check_root(base: Path) -> None:
+    from gnncompress.core.errors import DataError
+
+    if base.exists() and not base.is_dir():
+        raise DataError(f'--data-root {base} is a file, not a folder: pass '
+                        'the folder that holds the datasets')

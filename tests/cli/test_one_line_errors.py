@@ -181,6 +181,23 @@ def test_malformed_card_field_is_one_line(tmp_path, field, value, must):
                     f'away to load t.pt without it')
 
 
+@pytest.mark.parametrize('split,field,must', [
+    ('glnn', 'split', "dict (got 'glnn')"),
+    ({'kind': 'glnn', 'seed': 'abc'}, 'split.seed', "int (got 'abc')"),
+    ({'kind': 'glnn', 'seed': True}, 'split.seed', 'int (got True)'),
+    ({'kind': 3, 'seed': 0}, 'split.kind', 'str (got 3)'),
+])
+def test_malformed_card_split_is_one_line(tmp_path, split, field, must):
+    """A glnn split's seed on the card picks the student's split: one that
+    is not a whole number is refused, not replaced by the run's seed."""
+    import json
+    card = json.loads(SAMPLE_TEACHER.with_suffix('.json').read_text())
+    card['split'] = split
+    teacher = _teacher_with_card(tmp_path, json.dumps(card).encode())
+    line = _one_error_line(runner.invoke(app, ['inspect', str(teacher)]), 1)
+    assert f"'{field}' must be {must}: fix it" in line
+
+
 @pytest.mark.parametrize('text,reason', [
     (b'\xff\xfe{"kind": 1}', 'not UTF-8'),
     (b'[' * 100_000 + b']' * 100_000, 'nested too deeply'),
@@ -678,3 +695,11 @@ def test_bench_sizes_beyond_memory_are_refused_before_any_row(tmp_path,
                                  '--out', str(tmp_path / 'b'), *args])
     _one_error_line(result, 1, '--sizes', 'give smaller --sizes')
     assert not (tmp_path / 'b').exists()
+
+
+def test_datasets_data_root_naming_a_file_is_one_line(tmp_path):
+    file = tmp_path / 'notes.txt'
+    file.write_text('not a folder')
+    result = runner.invoke(app, ['datasets', '--data-root', str(file)])
+    line = _one_error_line(result, 1, '--data-root', 'is a file')
+    assert 'pass the folder' in line
