@@ -110,6 +110,16 @@ def check_training(*, lr: float, weight_decay: float,
     check_out(out)
 
 
+def check_checkpointing(every: int | None, folder: str | Path | None,
+                        resume: str | Path | None) -> None:
+    """``--checkpoint-dir`` names where checkpoints go: alone it would
+    save nothing."""
+    if folder is not None and every is None and resume is None:
+        raise GnnCompressError(
+            '--checkpoint-dir saves nothing without --checkpoint-every: add '
+            '--checkpoint-every N (epochs), or drop --checkpoint-dir')
+
+
 NAME_MAX = 255  # bytes in one path component on common file systems
 PATH_MAX = 4000  # bytes in a whole path (Linux allows 4,096)
 

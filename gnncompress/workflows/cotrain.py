@@ -24,11 +24,20 @@ import torch
 from torch import Tensor, nn
 
 from gnncompress.core import out_folder as outputs
-from gnncompress.core.errors import GnnCompressError, TrainingError
+from gnncompress.core.errors import (
+    ArchitectureError,
+    GnnCompressError,
+    TrainingError,
+)
 from gnncompress.core.graph import Graph
-from gnncompress.core.options import check_out, check_training
+from gnncompress.core.options import (
+    check_checkpointing,
+    check_out,
+    check_training,
+)
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ArchSpec, build_model
+from gnncompress.models.spec import READOUTS
 from gnncompress.outputs import plots
 from gnncompress.outputs.report import CotrainReport, ModelEntry
 from gnncompress.tasks.datasets import GRAPH_DATASETS, load_graph
@@ -175,6 +184,10 @@ def run_cotrain(settings: CotrainSettings) -> CotrainReport | None:
     batch_size, fanout, folds = batching.batch_size, batching.fanout, s.folds
     check_training(lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,
                    weight=s.weight)
+    check_checkpointing(c.checkpoint_every, c.checkpoint_dir, c.resume)
+    if p.readout not in READOUTS:  # checked here too: node tasks ignore it
+        raise ArchitectureError(f"Unknown --readout '{p.readout}' (choose "
+                                f"from {', '.join(READOUTS)})")
     if not MIN_STUDENTS <= p.students <= MAX_STUDENTS:
         raise GnnCompressError(
             f"'students' must be {MIN_STUDENTS} to {MAX_STUDENTS} (got "

@@ -22,6 +22,7 @@ from gnncompress.core.defaults import DEFAULT_RATIO
 from gnncompress.core.errors import ArchitectureError, GnnCompressError
 from gnncompress.core.metrics import accuracy
 from gnncompress.core.options import (
+    check_checkpointing,
     check_distill_method,
     check_ratio,
     check_training,
@@ -187,6 +188,8 @@ def run_distill(settings: DistillSettings) -> Report | None:
     check_training(lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,
                    weight=s.weight, label_weight=s.label_weight,
                    out=s.outputs.out)
+    c = s.checkpointing
+    check_checkpointing(c.checkpoint_every, c.checkpoint_dir, c.resume)
     check_ratio(s.model.ratio)
     check_distill_method(s.method)
     auto = s.method == 'auto'
@@ -203,6 +206,11 @@ def run_distill(settings: DistillSettings) -> Report | None:
             raise GnnCompressError('teacher_class names the class of a '
                                    'checkpoint file: pass the file')
         module = user_teacher(teacher, s.teacher_class, s.teacher_args)
+    elif s.teacher_args:
+        raise GnnCompressError('--teacher-args are the arguments of the '
+                               'class --teacher-class names: add '
+                               '--teacher-class module:Class, or drop '
+                               '--teacher-args')
     teacher = Path(teacher) if not isinstance(teacher, torch.nn.Module) \
         else MODULE_PATH
     with phase('load'):
@@ -236,7 +244,6 @@ def run_distill(settings: DistillSettings) -> Report | None:
                     label_weight=s.label_weight, epochs=t.epochs, lr=t.lr,
                     weight_decay=t.weight_decay, patience=t.patience,
                     seed=t.seed, device=dev.type)
-    c = s.checkpointing
     if ckpt.spec.arch == 'dgcnn':
         from gnncompress.workflows import point_clouds as pointcloud
         if auto:

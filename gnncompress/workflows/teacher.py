@@ -146,6 +146,23 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
         raise OutputError(f'Teacher file {out} must end in .pt or .pth')
     check_writable(out.parent)
     dev = resolve_device(device)
+    if dropout is None:
+        # GAT's and GCNII's papers use 0.6 on the citation graphs.
+        dropout = 0.6 if arch in ('gat', 'gatv2', 'gcnii') else 0.5
+
+    def teacher_spec(features: int, classes: int,
+                     pooled: str | None) -> ArchSpec:
+        return ArchSpec(arch=arch, in_channels=features,
+                        hidden_channels=hidden, num_layers=layers,
+                        out_channels=classes,
+                        heads=heads if arch in ('gat', 'gatv2') else 1,
+                        dropout=dropout, norm=norm, jk=jk, aggr=aggr,
+                        alpha=alpha, theta=theta, readout=pooled)
+
+    # The architecture options are checked before the data is loaded (a
+    # large graph takes seconds), with stand-in widths and the readout
+    # the options name.
+    teacher_spec(1, 2, readout)
     graph = load_graph(data, data_root, seed=seed, split=split)
     if normalize_features:
         graph = normalize_graph(graph)
@@ -153,17 +170,9 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
         if isinstance(classes, str):
             classes = parse_classes(classes)
         graph = class_subset(graph, list(classes))
-    if dropout is None:
-        # GAT's and GCNII's papers use 0.6 on the citation graphs.
-        dropout = 0.6 if arch in ('gat', 'gatv2', 'gcnii') else 0.5
-    spec = ArchSpec(arch=arch, in_channels=graph.num_features,
-                    hidden_channels=hidden, num_layers=layers,
-                    out_channels=graph.num_classes,
-                    heads=heads if arch in ('gat', 'gatv2') else 1,
-                    dropout=dropout, norm=norm, jk=jk, aggr=aggr,
-                    alpha=alpha, theta=theta,
-                    readout=(readout or 'mean') if graph.batch is not None
-                    else None)
+    spec = teacher_spec(graph.num_features, graph.num_classes,
+                        (readout or 'mean') if graph.batch is not None
+                        else None)
     check_trainable(spec, graph, f'A teacher of --hidden {hidden}')
     seed_everything(seed)
     model = build_model(spec).to(dev)

@@ -703,3 +703,56 @@ def test_datasets_data_root_naming_a_file_is_one_line(tmp_path):
     result = runner.invoke(app, ['datasets', '--data-root', str(file)])
     line = _one_error_line(result, 1, '--data-root', 'is a file')
     assert 'pass the folder' in line
+
+
+@pytest.mark.parametrize('command', [
+    ['distill', str(SAMPLE_TEACHER)],
+    ['cotrain', '--data', 'Cora', '--data-root', str(SAMPLES)],
+    ['amalgamate', str(SAMPLE_TEACHER), str(SAMPLE_TEACHER)],
+], ids=['distill', 'cotrain', 'amalgamate'])
+def test_checkpoint_dir_without_checkpoint_every_is_one_line(tmp_path,
+                                                             command):
+    """Alone, --checkpoint-dir would save nothing: refused before anything
+    is loaded or written."""
+    result = runner.invoke(app, [*command, '--checkpoint-dir',
+                                 str(tmp_path / 'ck'), '--out',
+                                 str(tmp_path / 'o'), '--no-progress'])
+    line = _one_error_line(result, 1, '--checkpoint-dir',
+                           '--checkpoint-every N')
+    assert 'drop --checkpoint-dir' in line
+    assert not (tmp_path / 'o').exists() and not (tmp_path / 'ck').exists()
+
+
+def test_teacher_args_without_teacher_class_is_one_line(tmp_path):
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER),
+                                 '--teacher-args', 'hidden=16', '--out',
+                                 str(tmp_path / 'o'), '--no-progress'])
+    line = _one_error_line(result, 1, '--teacher-args', '--teacher-class')
+    assert 'drop --teacher-args' in line
+    assert not (tmp_path / 'o').exists()
+
+
+def test_cotrain_unknown_readout_on_a_node_task_is_one_line(tmp_path):
+    """A node task does not use --readout, but a value that no task could
+    use is still refused rather than ignored."""
+    result = runner.invoke(app, ['cotrain', '--data', 'Cora', '--data-root',
+                                 str(SAMPLES), '--readout', 'bogus', '--out',
+                                 str(tmp_path / 'o'), '--no-progress'])
+    line = _one_error_line(result, 1, "--readout 'bogus'")
+    assert 'choose from mean, sum, max' in line
+
+
+@pytest.mark.parametrize('args, name', [
+    (['--jk', 'bogus'], "jumping knowledge 'bogus'"),
+    (['--norm', 'bogus'], "norm 'bogus'"),
+    (['--arch', 'sage', '--aggr', 'bogus'], "aggregation 'bogus'"),
+    (['--dropout', '2'], 'dropout'),
+])
+def test_train_teacher_checks_the_architecture_before_the_data(tmp_path,
+                                                               args, name):
+    """The architecture error comes first: the data root does not exist,
+    so reading the data would have failed with another message."""
+    result = runner.invoke(app, ['train-teacher', '--data', 'Cora',
+                                 '--data-root', str(tmp_path / 'none'),
+                                 '--out', str(tmp_path / 't.pt'), *args])
+    _one_error_line(result, 1, name)

@@ -28,7 +28,12 @@ from gnncompress.core.errors import (
 )
 from gnncompress.core.graph import Graph
 from gnncompress.core.metrics import micro_f1
-from gnncompress.core.options import check_out, check_rate, check_training
+from gnncompress.core.options import (
+    check_checkpointing,
+    check_out,
+    check_rate,
+    check_training,
+)
 from gnncompress.methods.tam import TAM, TeacherTask
 from gnncompress.models import count_parameters
 from gnncompress.models.slimmable import (
@@ -164,6 +169,7 @@ def run_amalgamate(settings: AmalgamateSettings
     tr, shape, c = s.training, s.model, s.checkpointing
     batch_size, fanout = batching.batch_size, batching.fanout
     check_training(lr=tr.lr, weight_decay=tr.weight_decay, seed=tr.seed)
+    check_checkpointing(c.checkpoint_every, c.checkpoint_dir, c.resume)
     check_rate('lambda', s.weight)
     if len(teachers) < 2:
         raise GnnCompressError('Amalgamation needs at least two teachers '
