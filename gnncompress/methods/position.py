@@ -30,9 +30,9 @@ DeepWalk here is our own vectorised code over the graph's CSR (PyG's
   word2vec's plain SGD: NOSMOG's settings for the Amazon graphs give one
   walk per node and one pass, and there SGD on this loss barely leaves its
   starting point (Photo's embeddings ended with a mean norm of 0.04 and a
-  linear probe at chance; gensim's SGNS fails the same way), where Adam's
-  steps, of the learning rate's size whatever the gradient's, train them
-  (``benchmarks/deepwalk_probe.py``).
+  linear probe near chance; gensim's SGD on the same loss fails on Photo
+  too), where Adam's steps, of the learning rate's size whatever the
+  gradient's, train them (``benchmarks/deepwalk_probe.py``).
 * :func:`positions_for_new_nodes`: a node the training graph did not have
   takes the mean position of its neighbours that it had (zeros without
   any), NOSMOG's rule for its inductive test nodes.
@@ -41,8 +41,9 @@ The defaults are NOSMOG's settings for Cora in its public code
 (``tran.conf.yaml``: walk length 50, 5 walks per node, window 5, one
 epoch, 64 dimensions). Its code trains gensim's skip-gram with
 hierarchical softmax; negative sampling ranks the same pairs, and on a
-linear probe of the embeddings ours score at least as well as gensim's on
-the same walks (docs/BENCHMARKS.md, "Position features").
+linear probe of the embeddings ours score near gensim's on the same walks:
+above them on CiteSeer and the Amazon graphs, up to 2.1 points below on
+Cora and PubMed (docs/BENCHMARKS.md, "Position features").
 """
 from __future__ import annotations
 

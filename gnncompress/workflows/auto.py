@@ -136,7 +136,8 @@ def refuse_for_auto(*, budget_s: float | None, **given: Any) -> None:
     """What ``--method auto`` does not take, refused before anything runs:
     sampled subgraphs and resume (not yet), and one method's options."""
     flags = {'batch_size': '--batch-size', 'fanout': '--fanout',
-             'checkpoint_every': '--checkpoint-every', 'resume': '--resume'}
+             'checkpoint_every': '--checkpoint-every',
+             'checkpoint_dir': '--checkpoint-dir', 'resume': '--resume'}
     for key, flag in flags.items():
         if given.get(key) is not None:
             raise GnnCompressError(
@@ -192,9 +193,10 @@ def default_method(given: dict[str, Any], *, torchrun: bool = False,
             given.get('fanout') is not None:
         why = 'trains full-graph (no --batch-size or --fanout)'
     elif given.get('checkpoint_every') is not None or \
-            given.get('resume') is not None:
-        why = 'keeps no training checkpoints (no --checkpoint-every or ' \
-              '--resume)'
+            given.get('resume') is not None or \
+            given.get('checkpoint_dir') is not None:
+        why = 'keeps no training checkpoints (no --checkpoint-every, ' \
+              '--checkpoint-dir or --resume)'
     elif point_cloud:
         why = 'does not train point clouds yet'
     elif given.get('method_options') or given.get('weight') is not None \

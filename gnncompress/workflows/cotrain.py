@@ -184,7 +184,8 @@ def run_cotrain(settings: CotrainSettings) -> CotrainReport | None:
     batch_size, fanout, folds = batching.batch_size, batching.fanout, s.folds
     check_training(lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,
                    weight=s.weight)
-    check_checkpointing(c.checkpoint_every, c.checkpoint_dir, c.resume)
+    if folds is None:  # with --folds, any checkpoint option is refused
+        check_checkpointing(c.checkpoint_every, c.checkpoint_dir, c.resume)
     if p.readout not in READOUTS:  # checked here too: node tasks ignore it
         raise ArchitectureError(f"Unknown --readout '{p.readout}' (choose "
                                 f"from {', '.join(READOUTS)})")
@@ -225,9 +226,11 @@ def run_cotrain(settings: CotrainSettings) -> CotrainReport | None:
             raise GnnCompressError(
                 f"'folds' must be 3 to 20 (got {folds}): one fold tests, "
                 f'the next validates')
-        if c.checkpoint_every is not None or c.resume is not None:
+        if c.checkpoint_every is not None or c.resume is not None or \
+                c.checkpoint_dir is not None:
             raise GnnCompressError(
-                '--checkpoint-every and --resume save one run, and --folds '
+                '--checkpoint-every, --checkpoint-dir and --resume save one '
+                'run, and --folds '
                 'trains one per fold: drop --folds or the checkpoint')
 
     def load(fold: int) -> Graph:

@@ -188,8 +188,6 @@ def run_distill(settings: DistillSettings) -> Report | None:
     check_training(lr=t.lr, weight_decay=t.weight_decay, seed=t.seed,
                    weight=s.weight, label_weight=s.label_weight,
                    out=s.outputs.out)
-    c = s.checkpointing
-    check_checkpointing(c.checkpoint_every, c.checkpoint_dir, c.resume)
     check_ratio(s.model.ratio)
     check_distill_method(s.method)
     auto = s.method == 'auto'
@@ -198,6 +196,8 @@ def run_distill(settings: DistillSettings) -> Report | None:
     elif s.budget_s is not None:
         raise GnnCompressError('--budget-s is the time budget of --method '
                                'auto: drop it, or add --method auto')
+    c = s.checkpointing
+    check_checkpointing(c.checkpoint_every, c.checkpoint_dir, c.resume)
     if s.split is not None:
         check_split(s.split)
     module = teacher if isinstance(teacher, torch.nn.Module) else None

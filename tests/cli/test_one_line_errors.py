@@ -747,6 +747,7 @@ def test_cotrain_unknown_readout_on_a_node_task_is_one_line(tmp_path):
     (['--norm', 'bogus'], "norm 'bogus'"),
     (['--arch', 'sage', '--aggr', 'bogus'], "aggregation 'bogus'"),
     (['--dropout', '2'], 'dropout'),
+    (['--readout', 'bogus'], "readout 'bogus'"),
 ])
 def test_train_teacher_checks_the_architecture_before_the_data(tmp_path,
                                                                args, name):
@@ -756,3 +757,29 @@ def test_train_teacher_checks_the_architecture_before_the_data(tmp_path,
                                  '--data-root', str(tmp_path / 'none'),
                                  '--out', str(tmp_path / 't.pt'), *args])
     _one_error_line(result, 1, name)
+
+
+def test_train_teacher_on_a_node_task_still_ignores_a_valid_readout(
+        tmp_path):
+    """The early check does not apply a readout's rules (no jk, a
+    message-passing model) to a node dataset, which never reads it."""
+    result = runner.invoke(app, ['train-teacher', '--data', 'Cora',
+                                 '--data-root', str(SAMPLES), '--arch',
+                                 'mlp', '--readout', 'mean', '--hidden',
+                                 '8', '--layers', '2', '--epochs', '1',
+                                 '--out', str(tmp_path / 't.pt'),
+                                 '--no-progress'])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / 't.pt').exists()
+
+
+def test_explicit_auto_with_checkpoint_dir_says_to_pick_a_method(tmp_path):
+    """--method auto keeps no checkpoints: the message says to drop the
+    option or pick a method, not to add --checkpoint-every (which auto
+    would refuse next)."""
+    result = runner.invoke(app, ['distill', str(SAMPLE_TEACHER), '--method',
+                                 'auto', '--checkpoint-dir',
+                                 str(tmp_path / 'ck'), '--out',
+                                 str(tmp_path / 'o'), '--no-progress'])
+    line = _one_error_line(result, 1, 'drop --checkpoint-dir')
+    assert 'pick a method' in line

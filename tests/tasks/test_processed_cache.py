@@ -75,15 +75,44 @@ def test_a_file_that_cannot_be_mapped_is_read_as_before(tmp_path):
     assert torch.equal(load_mapped(str(path))['x'], torch.ones(3))
 
 
+@pytest.mark.skipif(not Path('/proc/self/maps').exists(),
+                    reason='reads the mappings from /proc')
+def test_a_shared_mapping_set_by_the_caller_is_not_used(tmp_path,
+                                                         monkeypatch):
+    """Under a shared mapping, writing to a loaded tensor would write the
+    cache file: the file is read into memory instead."""
+    import mmap
+    path = tmp_path / 'data.pt'
+    save_whole({'x': torch.ones(1 << 16)}, str(path))
+    monkeypatch.setattr(torch.serialization, 'get_default_mmap_options',
+                        lambda: mmap.MAP_SHARED)
+    loaded = load_mapped(str(path))
+    assert str(path) not in _mapped_files(loaded['x'])
+    loaded['x'].mul_(3)
+    monkeypatch.undo()
+    assert float(load_mapped(str(path))['x'].sum()) == 1 << 16
+
+
+@pytest.mark.skipif(not Path('/proc/self/maps').exists(),
+                    reason='reads the mappings from /proc')
 def test_pyg_reads_and_writes_its_cache_through_them_and_gets_its_own_back(
-        cache):
+        cache, monkeypatch):
     load, save = fs_io.torch_load, fs_io.torch_save
     with pyg_reading():
         assert (fs_io.torch_load, fs_io.torch_save) == (load_mapped,
                                                         save_whole)
     assert (fs_io.torch_load, fs_io.torch_save) == (load, save)
+    saved = []
+
+    def spy(data, path):
+        saved.append(Path(path).name)
+        save_whole(data, path)
+    monkeypatch.setattr('gnncompress.tasks.safe_pickle.save_whole', spy)
     graph = load_graph('Cora', SAMPLES)  # processed, then read mapped
-    again = load_graph('Cora', SAMPLES)
+    assert 'data.pt' in saved
+    again = load_graph('Cora', SAMPLES)  # read from the cache alone
     assert torch.equal(graph.x, again.x)
     processed = [p for p in cache.rglob('processed') if p.is_dir()]
-    assert processed and not list(processed[0].glob('*.tmp'))
+    assert len(processed) == 1 and not list(processed[0].glob('*.tmp'))
+    data = str((processed[0] / 'data.pt').resolve())
+    assert data in _mapped_files(again.x)
