@@ -82,3 +82,13 @@ def test_fit_under_a_frozen_student_keeps_the_first_or_last_epoch(
     result = fit(model, _graph(), epochs=10, lr=0.0, weight_decay=0.0,
                  patience=3, progress=False, ties=ties)
     assert (result.best_epoch, result.epochs_run) == (best, run)
+
+
+def test_fit_refuses_an_unknown_rule_before_any_work():
+    torch.manual_seed(0)
+    model = build_model(ArchSpec('mlp', 4, 8, 2, 2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="unknown ties rule 'latest'"):
+        fit(model, _graph(), epochs=2, progress=False, ties='latest')
+    assert all(torch.equal(v, model.state_dict()[k])
+               for k, v in before.items())
