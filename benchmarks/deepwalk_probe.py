@@ -17,11 +17,13 @@ gensim``); without it only ours runs. One JSON file per dataset x trainer
 x seed under results/deepwalk_probe/; existing files are skipped.
 ``--ours-as NAME`` stores our rows under another name: the rows
 ``ours-sgd`` are this script run in a checkout of 81eb978, whose
-skip-gram took plain SGD steps (a row's updates averaged within a batch),
-with ``--ours-as ours-sgd``.
+skip-gram took SGD steps at word2vec's rate whatever the budget of pairs
+(a row's updates averaged within a batch), with ``--ours-as ours-sgd``;
+``ours-adam`` the same at d697319, where it trained with Adam.
 
     python benchmarks/deepwalk_probe.py --gensim-python /tmp/gv/bin/python
     python benchmarks/deepwalk_probe.py --report
+    python benchmarks/deepwalk_probe.py --same-as /tmp/old --datasets Cora
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ from gnncompress.methods import position
 from gnncompress.tasks.datasets import load_graph
 
 OUT = RESULTS / 'deepwalk_probe'
-TRAINERS = ['ours', 'ours-sgd', 'gensim', 'gensim-sgns']
+TRAINERS = ['ours', 'ours-sgd', 'ours-adam', 'gensim', 'gensim-sgns']
 GENSIMS = {'gensim': 1, 'gensim-sgns': 0}  # their hierarchical softmax
 
 # Runs in the Python that has gensim: NOSMOG's Word2Vec settings (skip-gram,
@@ -129,14 +131,45 @@ def run(dataset: str, trainer: str, seed: int,
             'machine': common.machine()}
 
 
+def same_as(checkout: Path, datasets: list[str], seeds: list[int]) -> None:
+    """Whether our embeddings equal those of the skip-gram in another
+    checkout (its gnncompress/methods/position.py), dataset by dataset and
+    seed by seed, with NOSMOG's settings: where they do, the student runs
+    of that checkout stand for this one's."""
+    import importlib.util
+
+    file = checkout / 'gnncompress' / 'methods' / 'position.py'
+    source = file.read_text().split("@register_method('position')")[0]
+    spec = importlib.util.spec_from_loader('other_position', loader=None)
+    other = importlib.util.module_from_spec(spec)
+    exec(compile(source, str(file), 'exec'), other.__dict__)
+    for dataset in datasets:
+        settings = nosmog.STUDENT[dataset]
+        kwargs = dict(walk_length=settings['walk_length'],
+                      walks_per_node=settings['walks_per_node'],
+                      window=settings['window'],
+                      epochs=settings['walk_epochs'])
+        for seed in seeds:
+            graph = load_graph(dataset, SHARED, seed=seed, split='glnn')
+            a, b = (module.deepwalk(graph.edge_index, graph.num_nodes,
+                                    settings['dim'], seed=seed, **kwargs)
+                    for module in (position, other))
+            print(f'{dataset} seed {seed}: '
+                  f"{'equal' if torch.equal(a, b) else 'different'}",
+                  flush=True)
+
+
 def report() -> str:
     rows = read_rows(OUT)
     lines = [
         'DeepWalk embeddings of the same walks (NOSMOG\'s walk settings per '
         'dataset, nosmog.py\'s table) trained by our skip-gram (negative '
-        'sampling, gnncompress/methods/position.py: `ours` now, Adam on '
-        'the rows a batch touches; `ours-sgd` as it was at 81eb978, plain '
-        'SGD with a row\'s updates averaged within a batch) and by '
+        'sampling, gnncompress/methods/position.py: `ours` now, SGD with '
+        'a row\'s updates averaged within a batch, at a starting rate of '
+        'word2vec\'s 0.025 times 1,460 / the expected pairs per node, '
+        'between 1 and 10; `ours-sgd` as it was at 81eb978, always at '
+        '0.025; `ours-adam` as it was at d697319, Adam on the rows a batch '
+        'touches) and by '
         'gensim\'s Word2Vec with NOSMOG\'s settings (`gensim`: skip-gram, '
         'hierarchical softmax and gensim\'s default 5 negatives; '
         '`gensim-sgns`: the same without hierarchical softmax, the loss '
@@ -146,8 +179,9 @@ def report() -> str:
         'nodes (20 per class), and on a random half of the nodes scored on '
         'the other half; mean ± std over seeds (each seed its walks and '
         'split). Command: `python benchmarks/deepwalk_probe.py '
-        '--gensim-python PY` (PY a Python with gensim; `ours-sgd`: the '
-        'same in a checkout of 81eb978 with `--ours-as ours-sgd`).', '',
+        '--gensim-python PY` (PY a Python with gensim; `ours-sgd` and '
+        '`ours-adam`: the same with `PYTHONPATH` a checkout of 81eb978 and '
+        'of d697319, and `--ours-as ours-sgd` or `ours-adam`).', '',
         '| dataset | trainer | seeds | probe, GLNN split | probe, half | '
         'seconds |', '|---|---|---|---|---|---|']
     for dataset in nosmog.DATASETS:
@@ -177,8 +211,15 @@ def main() -> None:
     parser.add_argument('--gensim-python', default=None)
     parser.add_argument('--ours-as', default='ours',
                         help='store our rows under this trainer name')
+    parser.add_argument('--same-as', type=Path, default=None,
+                        help='only say whether our embeddings equal those '
+                        'of the checkout DIR')
     parser.add_argument('--report', action='store_true')
     args = parser.parse_args()
+    if args.same_as is not None:
+        torch.set_num_threads(1)
+        same_as(args.same_as, args.datasets, common.parse_seeds(args.seeds))
+        return
     if not args.report:
         torch.set_num_threads(1)
         trainers = [args.ours_as] + (list(GENSIMS) if args.gensim_python

@@ -23,16 +23,21 @@ DeepWalk here is our own vectorised code over the graph's CSR (PyG's
       - \sum_{n} \log \sigma(-p_u^\top q_n)
 
   with :math:`p` the embeddings and :math:`q` the context vectors. The
-  mean of :math:`\ell` over a batch of pairs is minimised by Adam on the
-  rows the batch touches (torch's ``SparseAdam``, the learning rate falling
-  linearly to near zero); the gradients are written out
-  (:func:`sgns_gradients`), so no autograd graph is built. Adam, not
-  word2vec's plain SGD: NOSMOG's settings for the Amazon graphs give one
-  walk per node and one pass, and there SGD on this loss barely leaves its
-  starting point (Photo's embeddings ended with a mean norm of 0.04 and a
-  linear probe near chance; gensim's SGD on the same loss fails on Photo
-  too), where Adam's steps, of the learning rate's size whatever the
-  gradient's, train them (``benchmarks/deepwalk_probe.py``).
+  gradients are written out and applied with ``index_add_`` in batches of
+  pairs (SGD, the learning rate falling linearly to zero as in word2vec;
+  a row met several times in a batch moves by the mean of its gradients,
+  :func:`sgns_step`), so a batch touches only the rows it uses: Cora's
+  embeddings take about 9 s of CPU time on one thread
+  (``benchmarks/nosmog_position.py --time-only``), where dense Adam over
+  both tables took 172 s.
+* The starting rate is word2vec's 0.025 at the defaults' budget of pairs
+  per node (5 walks of 50 steps, window 5, one pass: 1,460 expected
+  pairs) or more, and grows in inverse proportion to a smaller budget, up
+  to 10 times (:func:`rate_for`), so that every row can travel about as
+  far. NOSMOG's settings for the Amazon graphs give one walk per node and
+  one pass (Photo: 172 pairs per node), and at 0.025 the embeddings
+  barely left their start (Photo's mean norm 0.04, a linear probe on them
+  near chance; ``benchmarks/deepwalk_probe.py``).
 * :func:`positions_for_new_nodes`: a node the training graph did not have
   takes the mean position of its neighbours that it had (zeros without
   any), NOSMOG's rule for its inductive test nodes.
@@ -41,9 +46,8 @@ The defaults are NOSMOG's settings for Cora in its public code
 (``tran.conf.yaml``: walk length 50, 5 walks per node, window 5, one
 epoch, 64 dimensions). Its code trains gensim's skip-gram with
 hierarchical softmax; negative sampling ranks the same pairs, and on a
-linear probe of the embeddings ours score near gensim's on the same walks:
-above them on CiteSeer and the Amazon graphs, up to 2.1 points below on
-Cora and PubMed (docs/BENCHMARKS.md, "Position features").
+linear probe of the embeddings ours score near gensim's on the same walks
+(docs/BENCHMARKS.md, "Position features").
 """
 from __future__ import annotations
 
@@ -111,7 +115,7 @@ def skipgram_pairs(walks: Tensor, window: int,
 def deepwalk(edge_index: Tensor, num_nodes: int, dim: int = 64, *,
              walk_length: int = 50, walks_per_node: int = 5,
              window: int = 5, epochs: int = 1, negatives: int = 5,
-             lr: float = 0.01, batch_size: int = 4096,
+             lr: float = 0.025, batch_size: int = 1024,
              seed: int = 0) -> Tensor:
     """``[num_nodes, dim]`` float32 DeepWalk embeddings of the graph
     (module docstring), the same for the same ``seed``, computed on one
@@ -146,49 +150,78 @@ def _deepwalk(edge_index: Tensor, num_nodes: int, dim: int,
     table = noise_table(walks, num_nodes)
     embedding = (torch.rand(num_nodes, dim, generator=generator) - 0.5) / dim
     context = torch.zeros(num_nodes, dim)
-    optimizer = torch.optim.SparseAdam([embedding, context], lr=lr)
+    rate = lr * rate_for(walk_length, walks_per_node, window, epochs)
     batches = []
     for _ in range(epochs):
         centres, contexts = skipgram_pairs(walks, window, generator)
         order = torch.randperm(centres.numel(), generator=generator)
-        # at most about one pair per node in a batch: a small graph gets
-        # enough steps (Adam moves each row at most by about the rate per
-        # step, whatever the batch)
+        # at most one pair per node in a batch, on average: on a small
+        # graph, batches of `batch_size` pairs would give each node too
+        # few steps (sgns_step averages a row's updates in a batch)
         batches += [(centres[b], contexts[b])
                     for b in order.split(min(batch_size, num_nodes))]
     for i, (c, o) in enumerate(batches):
         drawn = table[torch.randint(table.numel(), (c.numel(), negatives),
                                     generator=generator)]
-        targets = torch.cat([o[:, None], drawn], 1)
-        grad_e, grad_q = sgns_gradients(embedding, context, c, targets)
-        embedding.grad, context.grad = grad_e, grad_q
-        optimizer.param_groups[0]['lr'] = lr * max(1e-4,
-                                                   1.0 - i / len(batches))
-        optimizer.step()
+        sgns_step(embedding, context, c, torch.cat([o[:, None], drawn], 1),
+                  rate * max(1e-4, 1.0 - i / len(batches)))
     return embedding
 
 
-def sgns_gradients(embedding: Tensor, context: Tensor, centres: Tensor,
-                   targets: Tensor) -> tuple[Tensor, Tensor]:
-    """The gradients, as sparse tensors (a row met several times carries
-    the sum of its parts), of the mean skip-gram loss of a batch: centre
+def expected_pairs(walk_length: int, walks_per_node: int, window: int,
+                   epochs: int) -> float:
+    """The mean number of skip-gram pairs per node (:func:`skipgram_pairs`
+    over every walk and pass): both ways round, each gap ``g`` kept with
+    probability ``(window - g + 1) / window``."""
+    per_walk = sum(2 * (walk_length + 1 - g) * (window - g + 1) / window
+                   for g in range(1, min(window, walk_length) + 1))
+    return per_walk * walks_per_node * epochs
+
+
+# The budget at which word2vec's rate is used: the defaults' (NOSMOG's Cora
+# settings), and how much larger a smaller budget may make it.
+REFERENCE_PAIRS = expected_pairs(50, 5, 5, 1)
+MAX_RATE_FACTOR = 10.0
+
+
+def rate_for(walk_length: int, walks_per_node: int, window: int,
+             epochs: int) -> float:
+    """How many times word2vec's starting rate the skip-gram takes: 1 at
+    :data:`REFERENCE_PAIRS` pairs per node or more, in inverse proportion
+    below it, at most :data:`MAX_RATE_FACTOR`. A rate larger than the
+    budget calls for does harm: on Cora, 10 times word2vec's lowered a
+    linear probe on the embeddings, and 40 times diverged."""
+    pairs = expected_pairs(walk_length, walks_per_node, window, epochs)
+    if pairs <= 0:
+        return 1.0
+    return min(MAX_RATE_FACTOR, max(1.0, REFERENCE_PAIRS / pairs))
+
+
+def sgns_step(embedding: Tensor, context: Tensor, centres: Tensor,
+              targets: Tensor, rate: float) -> None:
+    """One step, in place, on the skip-gram loss of a batch: centre
     ``centres[i]`` against ``targets[i, 0]`` (its context) and
-    ``targets[i, 1:]`` (negatives), with respect to ``embedding`` and
-    ``context``."""
+    ``targets[i, 1:]`` (negatives). Every gradient is taken at the values
+    before the step, and a row met several times in the batch moves by
+    ``rate`` times the mean of its gradients (a sum would let a node
+    frequent in the batch jump far: a small graph's embeddings diverged)."""
     e, q = embedding[centres], context[targets]           # [B, d], [B, K, d]
     label = torch.zeros(1, targets.size(1))
     label[0, 0] = 1.0
     score = (q * e[:, None, :]).sum(2)                    # [B, K]
-    g = (torch.sigmoid(score) - label) / centres.numel()  # dloss/dscore
+    g = (label - torch.sigmoid(score)) * rate             # -rate * dl/dscore
     flat = targets.reshape(-1)
-    # The indices are node ids of the walks: in range by construction.
-    grad_q = torch.sparse_coo_tensor(
-        flat[None], (g[:, :, None] * e[:, None, :]).reshape(-1, e.size(1)),
-        context.shape, check_invariants=False)
-    grad_e = torch.sparse_coo_tensor(
-        centres[None], (g[:, :, None] * q).sum(1), embedding.shape,
-        check_invariants=False)
-    return grad_e, grad_q
+    context.index_add_(0, flat, (g[:, :, None] * e[:, None, :]).reshape(
+        -1, e.size(1)) / _multiplicity(flat)[:, None])
+    embedding.index_add_(0, centres, (g[:, :, None] * q).sum(1)
+                         / _multiplicity(centres)[:, None])
+
+
+def _multiplicity(index: Tensor) -> Tensor:
+    """How often each entry's value occurs in ``index`` (float)."""
+    _, inverse, counts = torch.unique(index, return_inverse=True,
+                                      return_counts=True)
+    return counts[inverse].float()
 
 
 def noise_table(walks: Tensor, num_nodes: int,

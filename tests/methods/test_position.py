@@ -11,10 +11,12 @@ from gnncompress.core.errors import ArchitectureError, GnnCompressError
 from gnncompress.methods.position import (
     Position,
     deepwalk,
+    expected_pairs,
     in_neighbours,
     positions_for_new_nodes,
     random_walks,
-    sgns_gradients,
+    rate_for,
+    sgns_step,
     skipgram_pairs,
 )
 from gnncompress.workflows.students import build_method, with_student_inputs
@@ -62,7 +64,7 @@ def test_skipgram_pairs_lie_within_the_window():
     assert {(i + 1, i) for i in range(5)} <= pairs
 
 
-def test_sgns_gradients_are_those_of_the_mean_skipgram_loss():
+def test_sgns_step_is_one_sgd_step_of_the_skipgram_loss():
     gen = torch.Generator().manual_seed(0)
     embedding = torch.randn(5, 3, generator=gen, dtype=torch.float64)
     context = torch.randn(5, 3, generator=gen, dtype=torch.float64)
@@ -73,14 +75,38 @@ def test_sgns_gradients_are_those_of_the_mean_skipgram_loss():
     q = context.clone().requires_grad_()
     score = (q[targets] * e[centres][:, None, :]).sum(2)
     loss = -(F.logsigmoid(score[:, 0]).sum()
-             + F.logsigmoid(-score[:, 1:]).sum()) / 3
+             + F.logsigmoid(-score[:, 1:]).sum())
     loss.backward()
-    grad_e, grad_q = sgns_gradients(embedding, context, centres, targets)
+    sgns_step(embedding, context, centres, targets, 0.1)
 
-    # a row met several times carries the sum of its parts
-    torch.testing.assert_close(grad_e.to_dense(), e.grad)
-    torch.testing.assert_close(grad_q.to_dense(), q.grad)
-    assert grad_e.is_sparse and grad_q.is_sparse
+    # a row met k times moves by the mean of its k gradients
+    seen_e = torch.bincount(centres, minlength=5).clamp(min=1)
+    seen_q = torch.bincount(targets.reshape(-1), minlength=5).clamp(min=1)
+    assert seen_e.tolist() == [2, 1, 1, 1, 1]
+    assert seen_q.tolist() == [1, 3, 2, 2, 1]
+    torch.testing.assert_close(
+        embedding, e.detach() - 0.1 * e.grad / seen_e[:, None])
+    torch.testing.assert_close(
+        context, q.detach() - 0.1 * q.grad / seen_q[:, None])
+
+
+def test_the_expected_number_of_pairs_matches_the_pairs_drawn():
+    # walks of 3 steps (4 nodes), window 2: gap 1 kept always (3 pairs a
+    # way), gap 2 with probability 1/2 (2 pairs a way): 2 * (3 + 1) = 8
+    assert expected_pairs(3, 1, 2, 1) == 8.0
+    walks = torch.arange(400 * 31).reshape(400, 31) % 50
+    centres, _ = skipgram_pairs(walks, 5, torch.Generator().manual_seed(0))
+    per_walk = centres.numel() / 400
+    assert abs(per_walk - expected_pairs(30, 1, 5, 1)) < 0.02 * per_walk
+
+
+def test_the_rate_grows_as_the_budget_of_pairs_shrinks():
+    assert rate_for(50, 5, 5, 1) == 1.0     # the defaults (NOSMOG's Cora)
+    assert rate_for(50, 3, 5, 5) == 1.0     # more pairs: word2vec's rate
+    # NOSMOG's Photo settings: 172 pairs per node against 1,460
+    assert expected_pairs(30, 1, 5, 1) == 172.0
+    assert rate_for(30, 1, 5, 1) == pytest.approx(1460 / 172)
+    assert rate_for(2, 1, 1, 1) == 10.0     # at most 10 times
 
 
 def _two_communities(n: int = 150) -> tuple[torch.Tensor, torch.Tensor]:
@@ -96,9 +122,9 @@ def _two_communities(n: int = 150) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_one_short_walk_per_node_and_one_pass_still_separate_communities():
     """NOSMOG's budget on the Amazon graphs (one walk per node, one pass):
-    plain SGD on the skip-gram loss barely moved the embeddings there
-    (cosines within and across the groups both near 0); Adam's steps
-    train them."""
+    at word2vec's rate the embeddings barely moved (cosines within and
+    across the groups both near 0); the rate scaled to the budget trains
+    them."""
     edges, side = _two_communities()
     same = side[:, None] == side[None, :]
     off_diagonal = ~torch.eye(side.numel(), dtype=torch.bool)
