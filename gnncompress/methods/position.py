@@ -120,7 +120,9 @@ def deepwalk(edge_index: Tensor, num_nodes: int, dim: int = 64, *,
              seed: int = 0) -> Tensor:
     """``[num_nodes, dim]`` float32 DeepWalk embeddings of the graph
     (module docstring), the same for the same ``seed``, computed on one
-    thread (:func:`one_thread`)."""
+    thread (:func:`one_thread`). ``lr`` is the starting rate at the
+    defaults' budget of pairs per node or more; a smaller budget scales it
+    up (:func:`rate_for`)."""
     with one_thread():
         return _deepwalk(edge_index, num_nodes, dim, walk_length,
                          walks_per_node, window, epochs, negatives, lr,
