@@ -30,7 +30,6 @@ import mmap as mmap_module
 import os
 import pickle
 import shutil
-import tempfile
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -256,16 +255,10 @@ def save_whole(data: Any, path: str) -> None:
     file in the same folder and renamed over ``path``: a run that has the
     old file mapped keeps reading it (writing in place would truncate it
     under that run), and an interrupted write leaves no partial cache."""
-    folder, name = os.path.split(path)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{name}.', suffix='.tmp',
-                                   dir=folder or '.')
-    try:
-        with os.fdopen(handle, 'wb') as f:
-            torch.save(data, f)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
+    from gnncompress.core.out_folder import atomic_path
+
+    with atomic_path(Path(path)) as tmp:
+        torch.save(data, tmp)
 
 
 @contextlib.contextmanager
