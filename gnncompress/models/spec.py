@@ -13,6 +13,13 @@ from gnncompress.core.errors import ArchitectureError
 GRAPHLESS = ('mlp',)
 # Global pooling readouts of graph-classification models.
 READOUTS = ('mean', 'sum', 'max')
+
+
+def check_readout(readout: str, flag: str = 'readout') -> None:
+    """A readout name the graph-level models know."""
+    if readout not in READOUTS:
+        raise ArchitectureError(f"Unknown {flag} '{readout}' (choose from "
+                                f"{', '.join(READOUTS)})")
 # Norms a checkpoint's weights reveal (checkpoints/inference.py) and
 # run_model runs as PyG does.
 NORMS = ('batch_norm', 'layer_norm')
@@ -154,10 +161,7 @@ class ArchSpec:
         if self.arch in POINT_ARCHS:
             _check_dgcnn(self)
         elif self.readout is not None:
-            if self.readout not in READOUTS:
-                raise ArchitectureError(
-                    f"Unknown readout '{self.readout}' (choose from "
-                    f"{', '.join(READOUTS)})")
+            check_readout(self.readout)
             if self.arch not in BASIC_GNN_ARCHS or self.jk is not None:
                 raise ArchitectureError(
                     f'A graph-level readout needs a message-passing model '

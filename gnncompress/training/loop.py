@@ -30,7 +30,7 @@ from gnncompress.core.graph import Graph
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ModelOutput
 from gnncompress.training import ranks as process_ranks
-from gnncompress.training.selection import TIES, Selection
+from gnncompress.training.selection import Selection, check_ties
 
 SCHEDULES = ('cosine',)
 
@@ -294,9 +294,7 @@ def fit(student: nn.Module, regime: Regime, *,
     validation alone. ``ties`` picks among epochs of equal best validation
     score (:class:`~gnncompress.training.selection.Selection`).
     """
-    if ties not in TIES:  # before the teacher is probed
-        raise ValueError(f'unknown ties rule {ties!r} (choose from '
-                         f"{', '.join(TIES)})")
+    check_ties(ties)  # before the teacher is probed
     if objective is None:
         if method is not None:
             check_reruns(method, regime)

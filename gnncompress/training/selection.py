@@ -10,6 +10,12 @@ from torch import Tensor, nn
 TIES = ('first', 'last')
 
 
+def check_ties(ties: str) -> None:
+    if ties not in TIES:
+        raise ValueError(f'unknown ties rule {ties!r} (choose from '
+                         f"{', '.join(TIES)})")
+
+
 class Selection:
     """Validation-based model selection with early stopping: remembers the
     weights of ``model`` at its best score so far.
@@ -23,9 +29,7 @@ class Selection:
 
     def __init__(self, model: nn.Module, patience: int | None,
                  ties: str = 'first') -> None:
-        if ties not in TIES:
-            raise ValueError(f'unknown ties rule {ties!r} (choose from '
-                             f"{', '.join(TIES)})")
+        check_ties(ties)
         self.model, self.patience, self.ties = model, patience, ties
         self.best_score, self.best_epoch = -math.inf, 0
         self._state: dict[str, Tensor] | None = None

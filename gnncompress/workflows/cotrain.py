@@ -24,11 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from gnncompress.core import out_folder as outputs
-from gnncompress.core.errors import (
-    ArchitectureError,
-    GnnCompressError,
-    TrainingError,
-)
+from gnncompress.core.errors import GnnCompressError, TrainingError
 from gnncompress.core.graph import Graph
 from gnncompress.core.options import (
     check_checkpointing,
@@ -37,7 +33,7 @@ from gnncompress.core.options import (
 )
 from gnncompress.methods import DistillMethod
 from gnncompress.models import ArchSpec, build_model
-from gnncompress.models.spec import READOUTS
+from gnncompress.models.spec import check_readout
 from gnncompress.outputs import plots
 from gnncompress.outputs.report import CotrainReport, ModelEntry
 from gnncompress.tasks.datasets import GRAPH_DATASETS, load_graph
@@ -186,9 +182,7 @@ def run_cotrain(settings: CotrainSettings) -> CotrainReport | None:
                    weight=s.weight)
     if folds is None:  # with --folds, any checkpoint option is refused
         check_checkpointing(c.checkpoint_every, c.checkpoint_dir, c.resume)
-    if p.readout not in READOUTS:  # checked here too: node tasks ignore it
-        raise ArchitectureError(f"Unknown --readout '{p.readout}' (choose "
-                                f"from {', '.join(READOUTS)})")
+    check_readout(p.readout, '--readout')  # node tasks ignore it
     if not MIN_STUDENTS <= p.students <= MAX_STUDENTS:
         raise GnnCompressError(
             f"'students' must be {MIN_STUDENTS} to {MAX_STUDENTS} (got "

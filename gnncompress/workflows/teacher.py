@@ -7,11 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gnncompress.checkpoints.teachers import load_checkpoint
-from gnncompress.core.errors import (
-    ArchitectureError,
-    GnnCompressError,
-    OutputError,
-)
+from gnncompress.core.errors import GnnCompressError, OutputError
 from gnncompress.core.options import check_out_file, check_training
 from gnncompress.models import (
     ArchSpec,
@@ -19,7 +15,7 @@ from gnncompress.models import (
     count_parameters,
     count_spec_parameters,
 )
-from gnncompress.models.spec import READOUTS
+from gnncompress.models.spec import check_readout
 from gnncompress.tasks.datasets import (
     check_split,
     class_subset,
@@ -169,9 +165,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     # a node dataset ignores, by its name alone (the rules of a readout
     # apply once the data says the task is graph-level).
     teacher_spec(1, 2, None)
-    if readout is not None and readout not in READOUTS:
-        raise ArchitectureError(f"Unknown readout '{readout}' (choose from "
-                                f"{', '.join(READOUTS)})")
+    if readout is not None:
+        check_readout(readout)
     graph = load_graph(data, data_root, seed=seed, split=split)
     if normalize_features:
         graph = normalize_graph(graph)
