@@ -23,6 +23,7 @@ from gnncompress.tasks.datasets import (
     parse_classes,
 )
 from gnncompress.tasks.datasets import normalize_features as normalize_graph
+from gnncompress.training.selection import TIES
 from gnncompress.training.train import fit
 from gnncompress.workflows.inputs import no_cloud_options
 from gnncompress.workflows.runs import (
@@ -108,7 +109,8 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
                   points: int | None = None,
                   augment: str | list[str] | None = None,
                   batch_size: int | None = None,
-                  split: str = 'default') -> TeacherResult:
+                  split: str = 'default',
+                  ties: str = 'first') -> TeacherResult:
     """Train a teacher and save it as a plain PyG ``state_dict`` (the format
     users already have), with a teacher card (``.json``) beside it that
     records what the weights cannot tell and the dataset it was trained
@@ -121,11 +123,21 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     ``hidden`` may list one width per layer; ``k``, ``emb``, ``head``,
     ``points``, ``augment`` and ``batch_size`` apply to it alone).
     ``split='glnn'`` trains on GLNN's split (:func:`gnncompress.tasks.datasets.
-    glnn_split`); the card records it, and ``distill`` uses it."""
+    glnn_split`); the card records it, and ``distill`` uses it.
+    ``ties='last'`` keeps the last of the epochs of equal best validation
+    accuracy, an equal score restarting the patience count, as GLNN's and
+    NOSMOG's code select their teachers (node classification)."""
     check_training(lr=lr, weight_decay=weight_decay, seed=seed)
     check_split(split)
+    if ties not in TIES:
+        raise GnnCompressError(f'ties must be one of {", ".join(TIES)} '
+                               f'(got {ties!r})')
     check_out_file(out, example='teacher.pt')
     if arch == 'dgcnn':
+        if ties != 'first':
+            raise GnnCompressError("ties='last' is for graph teachers; a "
+                                   "point-cloud teacher keeps the first "
+                                   "best epoch: drop ties")
         from gnncompress.workflows import point_clouds as pointcloud
         return pointcloud.train_teacher(
             data, out, hidden=hidden, layers=layers, k=k, emb=emb, head=head,
@@ -182,7 +194,7 @@ def train_teacher(data: str | Path, out: str | Path, *, arch: str = 'gat',
     model = build_model(spec).to(dev)
     result = fit(model, graph.to(dev), epochs=epochs, lr=lr,
                  weight_decay=weight_decay, patience=patience,
-                 progress=progress, desc=f'teacher {arch}')
+                 progress=progress, desc=f'teacher {arch}', ties=ties)
     return save_teacher(
         model, spec, out, graph, seed, result, data, data_root,
         classes=list(classes) if classes is not None else None,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch_geometric.data import Data
+from conftest import ring_data
 from typer.testing import CliRunner
 
 from gnncompress import api
@@ -29,16 +29,8 @@ def teacher(tmp_path_factory) -> tuple[Path, Path]:
     """A 2-epoch GCN teacher on a 40-node ring with chords, and the
     graph's file."""
     root = tmp_path_factory.mktemp('settings')
-    gen = torch.Generator().manual_seed(0)
-    n = 40
-    y = torch.arange(n) % 2
-    x = torch.randn(n, 4, generator=gen) + y[:, None] * 0.7
-    s = torch.arange(n)
-    edges = torch.cat([torch.stack([s, (s + 1) % n]),
-                       torch.stack([s, (s + 5) % n])], 1)
     data = root / 'node.pt'
-    torch.save(Data(x=x, edge_index=torch.cat([edges, edges.flip(0)], 1),
-                    y=y), data)
+    torch.save(ring_data(), data)
     path = root / 't.pt'
     api.train_teacher(data, path, arch='gcn', hidden=8, layers=2, epochs=2,
                       progress=False, device='cpu')
