@@ -41,7 +41,6 @@ results/nosmog_reference/; existing files are skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import statistics
@@ -52,9 +51,13 @@ from pathlib import Path
 
 import common
 import nosmog
+import numpy as np
 import published as papers
+import scipy.sparse as sp
 import torch
 from common import RESULTS, SHARED, mean_std, read_rows, write_json
+
+from gnncompress.tasks.datasets import load_graph
 
 OUT = RESULTS / 'nosmog_reference'
 # Our dataset name -> (NOSMOG's name for it, its npz under --data-root
@@ -96,10 +99,6 @@ def write_npz(dataset: str, path: Path, data_root: Path) -> None:
     files are parsed, not unpickled), in the npz layout of CPF's loader:
     the adjacency and the features as CSR matrices, the labels, no
     names."""
-    import numpy as np
-    import scipy.sparse as sp
-
-    from gnncompress.tasks.datasets import load_graph
     graph = load_graph(dataset, data_root)
     n = graph.num_nodes
     src, dst = graph.edge_index.numpy()
@@ -118,12 +117,13 @@ def write_npz(dataset: str, path: Path, data_root: Path) -> None:
 def top_probability(out: Path) -> float:
     """The teacher's mean top class probability over all nodes, from the
     log-probabilities NOSMOG's script saves (1 / classes when flat)."""
-    import numpy as np
     with np.load(out, allow_pickle=False) as saved:
         return float(np.exp(saved['arr_0']).max(axis=1).mean())
 
 
-def _last(pattern: re.Pattern, log: Path) -> re.Match:
+def _last(pattern: re.Pattern, log: Path) -> tuple[str, ...] | str:
+    """The groups of the last line of ``log`` that ``pattern`` matches
+    (a log is appended to: the last is this run's)."""
     found = pattern.findall(log.read_text()) if log.exists() else []
     if not found:
         sys.exit(f'{log}: no line matching {pattern.pattern!r}; see the '
@@ -170,13 +170,12 @@ def run_seed(dataset: str, seed: int, python: str, checkout: Path,
         write_json(path, dict(about, dataset=dataset, run='teacher',
                               seed=seed, best_epoch=int(epoch),
                               val_accuracy=float(val),
-                              test_accuracy=float(test), seconds=seconds))
+                              test_accuracy=float(test),
+                              top_probability=top_probability(
+                                  teacher_dir / 'out.npz'),
+                              seconds=seconds))
         print(f'{dataset} teacher seed {seed}: {100 * float(test):.2f} '
               f'({seconds:.0f} s)', flush=True)
-    row = json.loads(path.read_text())
-    if 'top_probability' not in row and (teacher_dir / 'out.npz').exists():
-        write_json(path, dict(row, top_probability=top_probability(
-            teacher_dir / 'out.npz')))
     for student, flags in STUDENTS.items():
         path = OUT / f'{dataset}-{student}-seed{seed}.json'
         if path.exists():
